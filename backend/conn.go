@@ -1,0 +1,140 @@
+// Package backend is everything that talks to the local stock redis-server:
+// connections, the state machine that applies the log to it, and the
+// supervisor of a redis-server raftproxy starts itself.
+package backend
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// Conn is one connection to the local redis. It is not safe for concurrent use.
+type Conn struct {
+	nc  net.Conn
+	r   *resp.Reader
+	w   *bufio.Writer
+	buf []byte
+	db  int
+}
+
+// network tells a unix socket path from a host:port.
+func network(addr string) string {
+	if strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "./") || strings.HasSuffix(addr, ".sock") {
+		return "unix"
+	}
+	return "tcp"
+}
+
+// Dial connects to the redis at addr (host:port or a unix socket path).
+func Dial(ctx context.Context, addr string) (*Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, network(addr), addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to redis at %s: %w", addr, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	return &Conn{nc: nc, r: resp.NewReader(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10)}, nil
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.nc.Close() }
+
+// Write buffers one command.
+func (c *Conn) Write(args [][]byte) error {
+	c.buf = resp.AppendCommand(c.buf[:0], args...)
+	_, err := c.w.Write(c.buf)
+	return err
+}
+
+// Select buffers a SELECT when db differs from the connection's database.
+// It reports whether it did, so the caller skips that reply.
+func (c *Conn) Select(db int) (bool, error) {
+	if db == c.db {
+		return false, nil
+	}
+	c.buf = resp.AppendCommandStrings(c.buf[:0], "SELECT", strconv.Itoa(db))
+	if _, err := c.w.Write(c.buf); err != nil {
+		return false, err
+	}
+	c.db = db
+	return true, nil
+}
+
+// Flush sends buffered commands.
+func (c *Conn) Flush() error { return c.w.Flush() }
+
+// ReadReply appends the next raw reply to dst.
+func (c *Conn) ReadReply(dst []byte) ([]byte, error) { return c.r.ReadReply(dst) }
+
+// SetDeadline bounds the next reads and writes.
+func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
+
+// Do runs one command and returns its raw reply.
+func (c *Conn) Do(args ...[]byte) ([]byte, error) {
+	if err := c.Write(args); err != nil {
+		return nil, err
+	}
+	if err := c.Flush(); err != nil {
+		return nil, err
+	}
+	return c.r.ReadReply(nil)
+}
+
+// DoValue runs one command and decodes its reply; a redis error reply is
+// returned as an error.
+func (c *Conn) DoValue(args ...string) (resp.Value, error) {
+	bs := make([][]byte, len(args))
+	for i, a := range args {
+		bs[i] = []byte(a)
+	}
+	raw, err := c.Do(bs...)
+	if err != nil {
+		return resp.Value{}, fmt.Errorf("redis %s: %w", args[0], err)
+	}
+	v, _, err := resp.Parse(raw)
+	if err != nil {
+		return v, fmt.Errorf("redis %s: %w", args[0], err)
+	}
+	if v.IsError() {
+		return v, fmt.Errorf("redis %s: %s", args[0], v.Str)
+	}
+	return v, nil
+}
+
+// ErrNoRunID is returned when INFO server has no run_id line.
+var ErrNoRunID = errors.New("redis INFO server has no run_id")
+
+// RunID returns the redis server's run_id, which changes on every restart.
+func (c *Conn) RunID() (string, error) {
+	v, err := c.DoValue("INFO", "server")
+	if err != nil {
+		return "", err
+	}
+	id := InfoField(v.Str, "run_id")
+	if id == "" {
+		return "", ErrNoRunID
+	}
+	return id, nil
+}
+
+// InfoField returns the value of a key:value line of an INFO reply.
+func InfoField(info []byte, key string) string {
+	for line := range bytes.SplitSeq(info, []byte("\n")) {
+		k, v, ok := bytes.Cut(bytes.TrimRight(line, "\r"), []byte(":"))
+		if ok && string(k) == key {
+			return string(v)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,132 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Supervisor runs a redis-server for this node (when no --redis is given)
+// and restarts it when it exits. The redis keeps no data of its own: it
+// listens only on a unix socket in the data directory, with persistence off,
+// and is rebuilt from the raft log after every restart.
+type Supervisor struct {
+	Socket string
+	dir    string
+	bin    string
+	log    *slog.Logger
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	stop chan struct{}
+	done chan struct{}
+}
+
+// StartSupervisor starts redis-server from PATH under dataDir/redis.
+func StartSupervisor(dataDir string, log *slog.Logger) (*Supervisor, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("no --redis given and redis-server is not on PATH (install it, e.g. apt-get install redis-server): %w", err)
+	}
+	dir := filepath.Join(dataDir, "redis")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	s := &Supervisor{
+		Socket: filepath.Join(dir, "redis.sock"),
+		dir:    dir,
+		bin:    bin,
+		log:    log.With("component", "redis-supervisor"),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	if err := s.startOnce(); err != nil {
+		return nil, err
+	}
+	go s.watch()
+	return s, nil
+}
+
+func (s *Supervisor) startOnce() error {
+	os.Remove(s.Socket)
+	cmd := exec.Command(s.bin,
+		"--port", "0",
+		"--unixsocket", s.Socket,
+		"--unixsocketperm", "700",
+		"--dir", s.dir,
+		"--save", "",
+		"--appendonly", "no",
+		"--daemonize", "no",
+		"--logfile", filepath.Join(s.dir, "redis.log"),
+	)
+	// The redis must not outlive raftproxy, even after kill -9.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", s.bin, err)
+	}
+	s.mu.Lock()
+	s.cmd = cmd
+	s.mu.Unlock()
+	s.log.Info("started redis-server", "pid", cmd.Process.Pid, "socket", s.Socket)
+	return nil
+}
+
+func (s *Supervisor) watch() {
+	defer close(s.done)
+	backoff := 100 * time.Millisecond
+	for {
+		s.mu.Lock()
+		cmd := s.cmd
+		s.mu.Unlock()
+		started := time.Now()
+		err := cmd.Wait()
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		if time.Since(started) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		s.log.Warn("redis-server exited; restarting it", "err", err, "in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-s.stop:
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		for {
+			if err := s.startOnce(); err == nil {
+				break
+			} else {
+				s.log.Error("restarting redis-server failed", "err", err)
+			}
+			select {
+			case <-time.After(backoff):
+			case <-s.stop:
+				return
+			}
+		}
+	}
+}
+
+// Stop stops redis-server and waits for it to exit.
+func (s *Supervisor) Stop(ctx context.Context) {
+	close(s.stop)
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-s.done
+	}
+}

@@ -1,0 +1,191 @@
+// Command raftproxy makes several stock redis-servers one strongly
+// consistent Redis: it sits in front of the local redis-server, speaks the
+// Redis protocol to clients, and orders every write through Raft.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/proxy"
+	"github.com/raftproxy/raftproxy/raftnode"
+)
+
+const usage = `raftproxy: strongly consistent Redis from stock redis-servers and Raft.
+
+Usage:
+  raftproxy --listen HOST:PORT --peer-listen HOST:PORT --data-dir DIR [flags]
+
+Then form a cluster over RESP (redis-cli works):
+  RAFT.CLUSTER INIT                      on the first node
+  RAFT.CLUSTER JOIN HOST:PORT [...]      on each other node (client address of a member)
+A node restarted with the same --data-dir resumes its cluster without INIT/JOIN.
+
+Flags:
+`
+
+type options struct {
+	listen, peerListen, dataDir, redis string
+	advertise, advertisePeer          string
+	followerProxy                     bool
+	metricsListen, logLevel           string
+	requestTimeout, tick              time.Duration
+	electionTicks                     int
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("raftproxy", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.listen, "listen", "", "client (RESP) address to listen on, HOST:PORT (required)")
+	fs.StringVar(&o.peerListen, "peer-listen", "", "address for Raft traffic between proxies, HOST:PORT (required)")
+	fs.StringVar(&o.dataDir, "data-dir", "", "directory for this node's WAL and state (required)")
+	fs.StringVar(&o.redis, "redis", "", "local redis-server, HOST:PORT or /path/to.sock; when empty raftproxy starts and supervises its own redis-server from PATH")
+	fs.StringVar(&o.advertise, "advertise-addr", "", "client address other nodes and redirected clients use (default: --listen)")
+	fs.StringVar(&o.advertisePeer, "advertise-peer-addr", "", "peer address other nodes use (default: --peer-listen)")
+	fs.BoolVar(&o.followerProxy, "follower-proxy", true, "followers serve reads and writes themselves; when false they answer -MOVED 0 <leader>")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "address for /metrics, /livez and /readyz (empty: off)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&o.requestTimeout, "request-timeout", 5*time.Second, "how long a request waits for commit or a read index before -TIMEOUT")
+	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "raft tick interval (heartbeat = 1 tick)")
+	fs.IntVar(&o.electionTicks, "election-ticks", 10, "ticks without a leader before an election")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	var missing []string
+	for name, v := range map[string]string{"--listen": o.listen, "--peer-listen": o.peerListen, "--data-dir": o.dataDir} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return o, fmt.Errorf("missing required flags: %s (see --help)", strings.Join(missing, ", "))
+	}
+	if o.advertise == "" {
+		o.advertise = o.listen
+	}
+	if o.advertisePeer == "" {
+		o.advertisePeer = o.peerListen
+	}
+	return o, nil
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("invalid --log-level %q: %w", level, err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "raftproxy:", err)
+		os.Exit(2)
+	}
+	log, err := newLogger(o.logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "raftproxy:", err)
+		os.Exit(2)
+	}
+	if err := run(o, log); err != nil {
+		log.Error("raftproxy failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	clientLn, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen for clients: %w", err)
+	}
+	peerLn, err := net.Listen("tcp", o.peerListen)
+	if err != nil {
+		return fmt.Errorf("listen for peers: %w", err)
+	}
+
+	redisAddr := o.redis
+	if redisAddr == "" {
+		sup, err := backend.StartSupervisor(o.dataDir, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			sup.Stop(sctx)
+		}()
+		redisAddr = sup.Socket
+	}
+
+	sm := backend.NewStateMachine(redisAddr, log.With("component", "applier"))
+	self := raftnode.Member{Addr: o.advertise, PeerAddr: o.advertisePeer}
+	host := raftnode.NewHost(raftnode.Config{
+		DataDir:        o.dataDir,
+		Self:           self,
+		StateMachine:   sm,
+		Logger:         log,
+		TickInterval:   o.tick,
+		ElectionTicks:  o.electionTicks,
+		RequestTimeout: o.requestTimeout,
+	})
+	srv, err := proxy.New(ctx, proxy.Config{
+		Host:           host,
+		RedisAddr:      redisAddr,
+		RunID:          sm.RunID,
+		Self:           self,
+		FollowerProxy:  o.followerProxy,
+		RequestTimeout: o.requestTimeout,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := host.Restart(); err != nil {
+		return fmt.Errorf("resume node from %s: %w", o.dataDir, err)
+	}
+	defer host.Stop()
+
+	peerSrv := &http.Server{Handler: host, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- peerSrv.Serve(peerLn) }()
+	go func() { errc <- srv.Serve(clientLn) }()
+	log.Info("raftproxy serving", "listen", o.listen, "peer_listen", o.peerListen, "redis", redisAddr, "data_dir", o.dataDir)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), o.requestTimeout)
+	defer cancel()
+	srv.Shutdown(sctx)
+	peerSrv.Close()
+	return nil
+}

@@ -1,0 +1,248 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// class is what the proxy does with a command.
+type class uint8
+
+const (
+	classWrite   class = iota + 1 // proposed to raft, applied on every node
+	classRead                     // linearizable read (ReadIndex), run on the local redis
+	classLocal                    // run on the local redis only; touches no data
+	classProxy                    // answered by the proxy itself
+	classRefused                  // never run; reason says why
+)
+
+func (c class) String() string {
+	switch c {
+	case classWrite:
+		return "write"
+	case classRead:
+		return "read"
+	case classLocal:
+		return "local"
+	case classProxy:
+		return "proxy"
+	case classRefused:
+		return "refused"
+	}
+	return "unknown"
+}
+
+// spec is one command (or subcommand) of the table.
+type spec struct {
+	name   string // lower case; subcommands as "config|get"
+	arity  int    // Redis's: n exact, -n at least n (counting the name)
+	class  class
+	reason string // why it is refused
+	subs   map[string]*spec
+	// random marks a write whose effect is random (e.g. SPOP): every node
+	// would pick differently.
+	random bool
+}
+
+// table classifies every command the local redis knows, plus raftproxy's.
+type table map[string]*spec
+
+// Reasons given to clients; each names why the command cannot run here.
+const (
+	reasonDiverge   = "would change one node's redis outside the raft log and make nodes diverge"
+	reasonReplicas  = "raftproxy manages replication through raft; redis replication would bypass it"
+	reasonAdmin     = "is an administrative command of the local redis-server and is not available through raftproxy"
+	reasonRandom    = "has a random effect that would differ between nodes"
+	reasonNotYet    = "is not supported by raftproxy yet"
+	reasonBlocking  = "blocks, and blocking commands are not supported by raftproxy yet"
+	reasonPubSub    = "pub/sub is not supported by raftproxy yet"
+	reasonScripting = "scripts and functions are not supported by raftproxy yet"
+	reasonTx        = "transactions are not supported by raftproxy yet"
+)
+
+// overrides are raftproxy's own rules, applied after redis's flags.
+var overrides = map[string]struct {
+	class  class
+	reason string
+}{
+	"ping": {classProxy, ""}, "echo": {classProxy, ""}, "quit": {classProxy, ""},
+	"hello": {classProxy, ""}, "select": {classProxy, ""}, "reset": {classRefused, reasonNotYet},
+	"command": {classLocal, ""}, "info": {classLocal, ""}, "time": {classLocal, ""},
+
+	"config|set": {classRefused, reasonDiverge}, "config|rewrite": {classRefused, reasonDiverge},
+	"config|resetstat": {classRefused, reasonDiverge}, "config|get": {classLocal, ""}, "config|help": {classLocal, ""},
+	"debug": {classRefused, reasonDiverge}, "shutdown": {classRefused, reasonDiverge},
+	"save": {classRefused, reasonDiverge}, "bgsave": {classRefused, reasonDiverge},
+	"bgrewriteaof": {classRefused, reasonDiverge}, "module": {classRefused, reasonDiverge},
+	"monitor": {classRefused, reasonNotYet},
+	"replicaof": {classRefused, reasonReplicas}, "slaveof": {classRefused, reasonReplicas},
+	"sync": {classRefused, reasonReplicas}, "psync": {classRefused, reasonReplicas},
+	"failover": {classRefused, reasonReplicas}, "replconf": {classRefused, reasonReplicas},
+	"wait":    {classRefused, "is not needed: raftproxy acknowledges a write only once a majority has it on disk"},
+	"waitaof": {classRefused, "is not needed: raftproxy acknowledges a write only once a majority has it on disk"},
+	"cluster": {classRefused, reasonNotYet}, "readonly": {classRefused, reasonNotYet}, "readwrite": {classRefused, reasonNotYet},
+	"auth": {classRefused, reasonNotYet},
+
+	"client|kill": {classRefused, reasonDiverge}, "client|pause": {classRefused, reasonDiverge},
+	"client|unpause": {classRefused, reasonDiverge}, "client|no-evict": {classRefused, reasonDiverge},
+	"client|no-touch": {classRefused, reasonDiverge}, "client|reply": {classRefused, reasonNotYet},
+	"client|tracking": {classRefused, reasonNotYet}, "client|caching": {classRefused, reasonNotYet},
+	"client|getredir": {classRefused, reasonNotYet}, "client|trackinginfo": {classRefused, reasonNotYet},
+	"client|unblock": {classRefused, reasonNotYet}, "client|list": {classLocal, ""}, "client|info": {classLocal, ""},
+	"acl": {classRefused, reasonNotYet},
+	"slowlog|get": {classLocal, ""}, "slowlog|len": {classLocal, ""}, "slowlog|reset": {classLocal, ""},
+	"latency": {classLocal, ""}, "memory|doctor": {classLocal, ""}, "memory|stats": {classLocal, ""},
+	"memory|malloc-stats": {classLocal, ""}, "memory|purge": {classLocal, ""},
+
+	"multi": {classRefused, reasonTx}, "exec": {classRefused, reasonTx}, "discard": {classRefused, reasonTx},
+	"watch": {classRefused, reasonTx}, "unwatch": {classRefused, reasonTx},
+	"eval": {classRefused, reasonScripting}, "evalsha": {classRefused, reasonScripting},
+	"eval_ro": {classRefused, reasonScripting}, "evalsha_ro": {classRefused, reasonScripting},
+	"fcall": {classRefused, reasonScripting}, "fcall_ro": {classRefused, reasonScripting},
+	"script": {classRefused, reasonScripting}, "function": {classRefused, reasonScripting},
+	"subscribe": {classRefused, reasonPubSub}, "psubscribe": {classRefused, reasonPubSub},
+	"ssubscribe": {classRefused, reasonPubSub}, "unsubscribe": {classRefused, reasonPubSub},
+	"punsubscribe": {classRefused, reasonPubSub}, "sunsubscribe": {classRefused, reasonPubSub},
+	"publish": {classRefused, reasonPubSub}, "spublish": {classRefused, reasonPubSub}, "pubsub": {classRefused, reasonPubSub},
+}
+
+// raftCommands are raftproxy's own commands, with Redis-style arity.
+var raftCommands = []*spec{
+	{name: "raft.cluster", arity: -2, class: classProxy},
+	{name: "raft.node", arity: -3, class: classProxy},
+	{name: "raft.info", arity: 1, class: classProxy},
+}
+
+// buildTable classifies the reply of COMMAND from the local redis.
+func buildTable(commandReply resp.Value) (table, error) {
+	if commandReply.Kind != '*' {
+		return nil, fmt.Errorf("COMMAND reply is not an array: %q", commandReply.Kind)
+	}
+	t := table{}
+	for _, c := range commandReply.Elems {
+		s, err := parseSpec(c, "")
+		if err != nil {
+			return nil, err
+		}
+		t[s.name] = s
+	}
+	for _, s := range raftCommands {
+		t[s.name] = s
+	}
+	return t, nil
+}
+
+func parseSpec(v resp.Value, parent string) (*spec, error) {
+	if v.Kind != '*' || len(v.Elems) < 3 {
+		return nil, fmt.Errorf("malformed COMMAND entry under %q", parent)
+	}
+	s := &spec{name: strings.ToLower(string(v.Elems[0].Str)), arity: int(v.Elems[1].Int)}
+	var write, readonly, admin, blocking, pubsub, random bool
+	for _, f := range v.Elems[2].Elems {
+		switch string(f.Str) {
+		case "write":
+			write = true
+		case "readonly":
+			readonly = true
+		case "admin":
+			admin = true
+		case "blocking":
+			blocking = true
+		case "pubsub":
+			pubsub = true
+		}
+	}
+	if len(v.Elems) > 7 {
+		for _, tip := range v.Elems[7].Elems {
+			if string(tip.Str) == "nondeterministic_output" {
+				random = true
+			}
+		}
+	}
+	switch {
+	case blocking:
+		s.class, s.reason = classRefused, reasonBlocking
+	case pubsub:
+		s.class, s.reason = classRefused, reasonPubSub
+	case write && random:
+		s.class, s.reason, s.random = classRefused, reasonRandom, true
+	case write:
+		s.class = classWrite
+	case readonly:
+		s.class = classRead
+	case admin:
+		s.class, s.reason = classRefused, reasonAdmin
+	default:
+		s.class = classLocal
+	}
+	// An override of the parent applies to its subcommands unless they
+	// have their own.
+	if o, ok := overrides[parent]; ok && parent != "" {
+		s.class, s.reason = o.class, o.reason
+	}
+	if o, ok := overrides[s.name]; ok {
+		s.class, s.reason = o.class, o.reason
+	}
+	if len(v.Elems) > 9 && len(v.Elems[9].Elems) > 0 {
+		s.subs = map[string]*spec{}
+		for _, sv := range v.Elems[9].Elems {
+			sub, err := parseSpec(sv, s.name)
+			if err != nil {
+				return nil, err
+			}
+			_, name, _ := strings.Cut(sub.name, "|")
+			s.subs[name] = sub
+		}
+	}
+	return s, nil
+}
+
+// lookup finds the spec for args, or returns the Redis error text.
+func (t table) lookup(args [][]byte) (*spec, string) {
+	name := lower(args[0])
+	s, ok := t[name]
+	if !ok {
+		return nil, unknownCommand(args)
+	}
+	if s.subs != nil {
+		if len(args) < 2 {
+			return nil, fmt.Sprintf("ERR wrong number of arguments for '%s' command", s.name)
+		}
+		sub, ok := s.subs[lower(args[1])]
+		if !ok {
+			return nil, fmt.Sprintf("ERR unknown subcommand '%.128s'. Try %s HELP.", args[1], strings.ToUpper(s.name))
+		}
+		s = sub
+	}
+	if (s.arity > 0 && len(args) != s.arity) || (s.arity < 0 && len(args) < -s.arity) {
+		return nil, fmt.Sprintf("ERR wrong number of arguments for '%s' command", s.name)
+	}
+	return s, ""
+}
+
+// unknownCommand is redis-server's text for a command it does not know.
+func unknownCommand(args [][]byte) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "ERR unknown command '%.128s', with args beginning with: ", args[0])
+	for _, a := range args[1:] {
+		if b.Len() > 128+64 {
+			break
+		}
+		fmt.Fprintf(&b, "'%.128s' ", a)
+	}
+	return b.String()
+}
+
+// lower returns s in lower case, without allocating when it already is
+// (command names usually come in one case).
+func lower(s []byte) string {
+	for _, c := range s {
+		if 'A' <= c && c <= 'Z' {
+			return string(bytes.ToLower(s))
+		}
+	}
+	return string(s)
+}

@@ -1,0 +1,232 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// raftCluster handles RAFT.CLUSTER INIT and RAFT.CLUSTER JOIN.
+func (c *conn) raftCluster(args [][]byte) *op {
+	switch strings.ToLower(string(args[1])) {
+	case "init":
+		if len(args) != 2 {
+			return errReply("ERR wrong number of arguments for 'raft.cluster|init' command")
+		}
+		n, err := c.s.cfg.Host.Init()
+		if err != nil {
+			return errReply(clusterErr(err))
+		}
+		return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK "+raftnode.IDString(n.ClusterID()))}
+	case "join":
+		if len(args) < 3 {
+			return errReply("ERR wrong number of arguments for 'raft.cluster|join' command")
+		}
+		addrs := make([]string, len(args)-2)
+		for i, a := range args[2:] {
+			addrs[i] = string(a)
+		}
+		if err := c.s.join(addrs); err != nil {
+			return errReply(clusterErr(err))
+		}
+		return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
+	}
+	return errReply(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try RAFT.CLUSTER HELP.", args[1]))
+}
+
+func clusterErr(err error) string {
+	if errors.Is(err, raftnode.ErrAlreadyMember) {
+		return "ERR Already cluster member"
+	}
+	return "ERR " + err.Error()
+}
+
+// raftNode handles RAFT.NODE ADD <id> <addr> <peer-addr> and
+// RAFT.NODE REMOVE <id>.
+func (c *conn) raftNode(args [][]byte) *op {
+	n := c.s.cfg.Host.Node()
+	if n == nil {
+		return errReply("NOCLUSTER No Raft Cluster")
+	}
+	sub := strings.ToLower(string(args[1]))
+	if sub != "add" && sub != "remove" {
+		return errReply(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try RAFT.NODE HELP.", args[1]))
+	}
+	if (sub == "add" && len(args) != 5) || (sub == "remove" && len(args) != 3) {
+		return errReply(fmt.Sprintf("ERR wrong number of arguments for 'raft.node|%s' command", sub))
+	}
+	id, err := raftnode.ParseID(string(args[2]))
+	if err != nil {
+		return errReply("ERR " + err.Error())
+	}
+	if !c.s.followerProxy.Load() && !n.IsLeader() {
+		l, ok := n.Leader()
+		if !ok || l.Addr == "" {
+			return errReply("CLUSTERDOWN No raft leader")
+		}
+		return errReply("MOVED 0 " + l.Addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
+	defer cancel()
+	if sub == "remove" {
+		if _, err := n.ProposeMember(ctx, raftnode.Member{ID: id}, true); err != nil {
+			return errReply(errorText(err, false))
+		}
+		return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
+	}
+	m := raftnode.Member{ID: id, Addr: string(args[3]), PeerAddr: string(args[4])}
+	members, err := n.ProposeMember(ctx, m, false)
+	if err != nil {
+		return errReply(errorText(err, false))
+	}
+	// Reply: cluster id, then id, addr, peer addr of every member.
+	b := resp.AppendArrayLen(nil, 1+3*len(members))
+	b = resp.AppendBulkString(b, raftnode.IDString(n.ClusterID()))
+	for _, mi := range members {
+		b = resp.AppendBulkString(b, raftnode.IDString(mi.ID))
+		b = resp.AppendBulkString(b, mi.Addr)
+		b = resp.AppendBulkString(b, mi.PeerAddr)
+	}
+	return &op{kind: opReply, reply: b}
+}
+
+// join asks the cluster at addrs to add this node, following redirects and
+// retrying while it has no leader, then starts the node and waits until it
+// has replicated its own admission.
+func (s *Server) join(addrs []string) error {
+	if s.cfg.Host.Node() != nil {
+		return raftnode.ErrAlreadyMember
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.JoinTimeout)
+	defer cancel()
+	id := raftnode.RandomID()
+	var lastErr error
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		addr := addrs[attempt%len(addrs)]
+		for hop := 0; hop < 3 && addr != ""; hop++ {
+			cid, members, redirect, err := s.askToAdd(ctx, addr, id)
+			if err == nil {
+				if _, err := s.cfg.Host.Join(cid, id, members); err != nil {
+					return err
+				}
+				return s.waitAdmitted(ctx, id)
+			}
+			lastErr = err
+			addr = redirect
+		}
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+	return fmt.Errorf("failed to join the cluster at %s: %w", strings.Join(addrs, ", "), lastErr)
+}
+
+// askToAdd sends RAFT.NODE ADD to addr. On -MOVED it returns the address
+// to follow.
+func (s *Server) askToAdd(ctx context.Context, addr string, id uint64) (cid uint64, members []raftnode.Member, redirect string, err error) {
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := backend.Dial(dctx, addr)
+	if err != nil {
+		return 0, nil, "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(s.cfg.RequestTimeout + 2*time.Second))
+	self := s.cfg.Self
+	v, err := c.DoValue("RAFT.NODE", "ADD", raftnode.IDString(id), self.Addr, self.PeerAddr)
+	if err != nil {
+		if v.IsError() {
+			if target, ok := strings.CutPrefix(string(v.Str), "MOVED 0 "); ok {
+				return 0, nil, target, err
+			}
+		}
+		return 0, nil, "", err
+	}
+	if v.Kind != '*' || len(v.Elems) < 4 || (len(v.Elems)-1)%3 != 0 {
+		return 0, nil, "", fmt.Errorf("unexpected RAFT.NODE ADD reply from %s", addr)
+	}
+	cid, err = raftnode.ParseID(string(v.Elems[0].Str))
+	if err != nil {
+		return 0, nil, "", err
+	}
+	for i := 1; i+2 < len(v.Elems); i += 3 {
+		mid, err := raftnode.ParseID(string(v.Elems[i].Str))
+		if err != nil {
+			return 0, nil, "", err
+		}
+		members = append(members, raftnode.Member{ID: mid, Addr: string(v.Elems[i+1].Str), PeerAddr: string(v.Elems[i+2].Str)})
+	}
+	return cid, members, "", nil
+}
+
+func (s *Server) waitAdmitted(ctx context.Context, id uint64) error {
+	n := s.cfg.Host.Node()
+	for {
+		if l, ok := n.Leader(); ok && l.ID != 0 {
+			for _, m := range n.Members() {
+				if m.ID == id {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("added to the cluster but not yet caught up with its log: %w", ctx.Err())
+		}
+	}
+}
+
+// raftInfo renders RAFT.INFO.
+func (s *Server) raftInfo() string {
+	var b strings.Builder
+	n := s.cfg.Host.Node()
+	if n == nil {
+		b.WriteString("# Raft\r\nstate:uninitialized\r\nnode_id:\r\ncluster_id:\r\nrole:none\r\n")
+		return b.String()
+	}
+	st := n.Status()
+	state := "up"
+	if !n.Serving() {
+		state = "loading"
+	}
+	if n.Removed() {
+		state = "removed"
+	}
+	voting := 0
+	for _, ns := range st.Nodes {
+		if ns.Voting {
+			voting++
+		}
+	}
+	fmt.Fprintf(&b, "# Raft\r\nstate:%s\r\nnode_id:%s\r\ncluster_id:%s\r\nrole:%s\r\nleader_id:%s\r\n",
+		state, raftnode.IDString(st.ID), raftnode.IDString(st.ClusterID), st.Role, raftnode.IDString(st.Leader))
+	fmt.Fprintf(&b, "current_term:%d\r\ncommit_index:%d\r\nlast_applied_index:%d\r\nlast_log_index:%d\r\n",
+		st.Term, st.Commit, st.Applied, st.LastIndex)
+	fmt.Fprintf(&b, "follower_proxy:%s\r\nnum_nodes:%d\r\nnum_voting_nodes:%d\r\n",
+		yesNo(s.followerProxy.Load()), len(st.Nodes), voting)
+	for i, ns := range st.Nodes {
+		fmt.Fprintf(&b, "node%d:id=%s,addr=%s,peer_addr=%s,voting=%s,state=%s", i,
+			raftnode.IDString(ns.ID), ns.Addr, ns.PeerAddr, yesNo(ns.Voting), ns.State)
+		if st.Role == "leader" {
+			b.WriteString(",match_index=" + strconv.FormatUint(ns.Match, 10))
+		}
+		b.WriteString("\r\n")
+	}
+	return b.String()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

@@ -1,0 +1,189 @@
+// Package proxy serves Redis clients: it reads their commands, classifies
+// each one, and routes it: writes are proposed to raft, reads wait for a
+// ReadIndex and run on the local redis, and a few commands are answered by
+// the proxy itself. Replies go back in the order the commands came.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/raftnode"
+)
+
+// Config configures a Server.
+type Config struct {
+	Host *raftnode.Host
+	// RedisAddr is the local redis-server (host:port or unix socket path).
+	RedisAddr string
+	// RunID returns the run_id of the redis the log was last replayed into;
+	// reads are refused on a redis with any other run_id.
+	RunID func() string
+	// Self holds this node's advertised client and peer addresses.
+	Self           raftnode.Member
+	FollowerProxy  bool
+	RequestTimeout time.Duration
+	JoinTimeout    time.Duration
+	Logger         *slog.Logger
+}
+
+// Server is the client-facing RESP server of one node.
+type Server struct {
+	cfg           Config
+	log           *slog.Logger
+	table         table
+	databases     int
+	redisVersion  string
+	followerProxy atomic.Bool
+
+	nextID atomic.Uint64
+	mu     sync.Mutex
+	lns    map[net.Listener]struct{}
+	conns  map[*conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// New connects to the local redis to learn its command table, and returns a
+// server ready to Serve. It retries until ctx ends, since the redis may
+// still be starting.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 5 * time.Second
+	}
+	if cfg.JoinTimeout == 0 {
+		cfg.JoinTimeout = 30 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
+	s.followerProxy.Store(cfg.FollowerProxy)
+	for {
+		err := s.learnRedis(ctx)
+		if err == nil {
+			return s, nil
+		}
+		s.log.Warn("waiting for the local redis to read its command table", "addr", cfg.RedisAddr, "err", err)
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read command table from redis at %s: %w", cfg.RedisAddr, err)
+		}
+	}
+}
+
+func (s *Server) learnRedis(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := backend.Dial(dctx, s.cfg.RedisAddr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	cmds, err := c.DoValue("COMMAND")
+	if err != nil {
+		return err
+	}
+	t, err := buildTable(cmds)
+	if err != nil {
+		return err
+	}
+	dbs, err := c.DoValue("CONFIG", "GET", "databases")
+	if err != nil {
+		return err
+	}
+	if len(dbs.Elems) != 2 {
+		return errors.New("CONFIG GET databases: unexpected reply")
+	}
+	n, err := strconv.Atoi(string(dbs.Elems[1].Str))
+	if err != nil {
+		return fmt.Errorf("CONFIG GET databases: %w", err)
+	}
+	info, err := c.DoValue("INFO", "server")
+	if err != nil {
+		return err
+	}
+	s.table, s.databases, s.redisVersion = t, n, backend.InfoField(info.Str, "redis_version")
+	return nil
+}
+
+// Serve accepts clients on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.lns[ln] = struct{}{}
+	s.mu.Unlock()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+		}
+		c := newConn(s, nc)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go c.serve()
+	}
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting clients, lets connections finish the commands
+// they have sent until ctx ends, then closes them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.lns {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.stopReading()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}

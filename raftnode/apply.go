@@ -1,0 +1,258 @@
+package raftnode
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// applier feeds committed entries, strictly in log order, to the state
+// machine, and hands each reply to the client waiting on this node.
+type applier struct {
+	n *Node
+
+	mu    sync.Mutex
+	queue []*raftpb.Entry
+	wake  chan struct{}
+
+	applied atomic.Uint64
+	// gen is even while the state machine holds exactly the applied prefix of
+	// the log and odd while it is being rebuilt; readers compare it before
+	// and after a read (a seqlock) to know the read saw a complete state.
+	gen    atomic.Uint64
+	change chan struct{} // closed and replaced whenever applied or gen moves
+	chMu   sync.Mutex
+
+	// lastSeq is, per proposing node, the sequence of the last batch applied.
+	// It is derived from the log alone, so every node skips the same batches.
+	lastSeq map[uint64]uint64
+	poke    chan struct{}
+}
+
+func newApplier(n *Node) *applier {
+	a := &applier{n: n, wake: make(chan struct{}, 1), change: make(chan struct{}), lastSeq: map[uint64]uint64{}, poke: make(chan struct{}, 1)}
+	a.gen.Store(1) // not serving until the first Reset
+	return a
+}
+
+func (a *applier) enqueue(ents []*raftpb.Entry) {
+	a.mu.Lock()
+	a.queue = append(a.queue, ents...)
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *applier) dequeue() []*raftpb.Entry {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	q := a.queue
+	a.queue = nil
+	return q
+}
+
+func (a *applier) broadcast() {
+	a.chMu.Lock()
+	close(a.change)
+	a.change = make(chan struct{})
+	a.chMu.Unlock()
+}
+
+func (a *applier) changed() <-chan struct{} {
+	a.chMu.Lock()
+	defer a.chMu.Unlock()
+	return a.change
+}
+
+// waitApplied waits until idx is applied and the state machine is serving.
+func (a *applier) waitApplied(idx uint64, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		ch := a.changed()
+		if a.applied.Load() >= idx && a.gen.Load()%2 == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			if a.gen.Load()%2 == 1 {
+				return ErrLoading
+			}
+			return ErrTimeout
+		case <-a.n.stopc:
+			return ErrStopped
+		}
+	}
+}
+
+func (a *applier) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-a.n.stopc; cancel() }()
+	if !a.recover(ctx) {
+		return
+	}
+	health := time.NewTicker(time.Second)
+	defer health.Stop()
+	for {
+		select {
+		case <-a.wake:
+		case <-health.C:
+			if !a.n.cfg.StateMachine.Healthy(ctx) && !a.recover(ctx) {
+				return
+			}
+			continue
+		case <-a.poke:
+			if !a.n.cfg.StateMachine.Healthy(ctx) && !a.recover(ctx) {
+				return
+			}
+			continue
+		case <-a.n.stopc:
+			return
+		}
+		ents := a.dequeue()
+		for len(ents) > 0 {
+			// Bound one pipelined round trip to redis.
+			chunk := ents
+			if len(chunk) > 1024 {
+				chunk = chunk[:1024]
+			}
+			for {
+				err := a.n.cfg.StateMachine.Apply(a.commands(chunk, true))
+				if err == nil {
+					break
+				}
+				a.n.log.Error("applying to redis failed; rebuilding it from the log", "err", err)
+				if !a.recover(ctx) {
+					return
+				}
+			}
+			a.applied.Store(chunk[len(chunk)-1].GetIndex())
+			a.broadcast()
+			ents = ents[len(chunk):]
+		}
+	}
+}
+
+// Poke asks the applier to check its state machine now, e.g. after a client
+// connection saw the local redis restart.
+func (n *Node) Poke() {
+	select {
+	case n.applier.poke <- struct{}{}:
+	default:
+	}
+}
+
+// recover empties the state machine and replays the applied prefix of the
+// log into it. It returns false only when the node stops.
+func (a *applier) recover(ctx context.Context) bool {
+	if a.gen.Load()%2 == 0 {
+		a.gen.Add(1)
+		a.broadcast()
+	}
+	for {
+		err := a.replay(ctx)
+		if err == nil {
+			a.gen.Add(1)
+			a.broadcast()
+			a.n.log.Info("redis holds the applied log", "applied_index", a.applied.Load())
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		a.n.log.Error("rebuilding redis from the log failed; retrying", "err", err)
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (a *applier) replay(ctx context.Context) error {
+	if err := a.n.cfg.StateMachine.Reset(ctx); err != nil {
+		return fmt.Errorf("reset state machine: %w", err)
+	}
+	a.lastSeq = map[uint64]uint64{}
+	applied := a.applied.Load()
+	first, _ := a.n.storage.FirstIndex()
+	for lo := first; lo <= applied; {
+		ents, err := a.n.storage.Entries(lo, applied+1, 4<<20)
+		if err != nil {
+			return fmt.Errorf("read log entries [%d, %d]: %w", lo, applied, err)
+		}
+		if err := a.n.cfg.StateMachine.Apply(a.commands(ents, false)); err != nil {
+			return fmt.Errorf("replay entries [%d, %d]: %w", lo, ents[len(ents)-1].GetIndex(), err)
+		}
+		lo = ents[len(ents)-1].GetIndex() + 1
+	}
+	return nil
+}
+
+var reorderedReply = resp.AppendError(nil, "TRYAGAIN "+ErrReordered.Error())
+
+// commands turns entries into state machine commands. With replies, each
+// command whose batch was proposed here completes its client's future.
+func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
+	var cmds []Command
+	for _, e := range ents {
+		if e.GetType() != raftpb.EntryNormal || len(e.GetData()) == 0 {
+			continue
+		}
+		b, err := entry.Unmarshal(e.GetData())
+		if err != nil {
+			// Every node holds the same bytes, so every node skips it alike.
+			a.n.log.Error("skipping undecodable log entry", "index", e.GetIndex(), "err", err)
+			continue
+		}
+		var pend *pending
+		if replies && b.Node == a.n.id {
+			pend = a.n.prop.lookup(b.Seq)
+		}
+		// A batch whose sequence is not above the last applied one from the
+		// same node was overtaken in transit; applying it would reorder that
+		// node's clients' writes, so no node applies it.
+		if b.Seq <= a.lastSeq[b.Node] {
+			if pend != nil {
+				a.n.prop.take(b.Seq)
+				for _, f := range pend.futs {
+					f.complete(reorderedReply, nil)
+				}
+			}
+			continue
+		}
+		a.lastSeq[b.Node] = b.Seq
+		if pend != nil && len(pend.futs) != len(b.Reqs) {
+			pend = nil
+		}
+		for i, r := range b.Reqs {
+			c := Command{DB: r.DB, Args: r.Args}
+			if pend != nil {
+				c.Reply = replier(a.n.prop, b.Seq, pend, i)
+			}
+			cmds = append(cmds, c)
+		}
+	}
+	return cmds
+}
+
+// replier completes one request's future; the last reply of a batch
+// unregisters the batch.
+func replier(p *proposer, seq uint64, pend *pending, i int) func([]byte) {
+	return func(raw []byte) {
+		pend.futs[i].complete(raw, nil)
+		if i == len(pend.futs)-1 {
+			p.take(seq)
+		}
+	}
+}

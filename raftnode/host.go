@@ -1,0 +1,203 @@
+package raftnode
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	rwal "github.com/raftproxy/raftproxy/wal"
+)
+
+// Host owns the raft group this process serves: it creates the node on
+// RAFT.CLUSTER INIT or JOIN, or restarts it from its data directory, and
+// routes peer HTTP traffic to it. (Later one Host will serve several groups.)
+type Host struct {
+	cfg  Config
+	mu   sync.Mutex // serialises Init, Join and Restart
+	node atomic.Pointer[Node]
+}
+
+// ErrAlreadyMember is returned by Init and Join on a node that has a cluster.
+var ErrAlreadyMember = errors.New("already cluster member")
+
+// NewHost prepares a host; cfg.Self must hold the advertised addresses.
+func NewHost(cfg Config) *Host {
+	cfg.setDefaults()
+	return &Host{cfg: cfg}
+}
+
+// Node returns the running node, or nil before INIT/JOIN.
+func (h *Host) Node() *Node { return h.node.Load() }
+
+// RandomID returns a random non-zero 64-bit id for a node or cluster.
+func RandomID() uint64 {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(fmt.Sprintf("crypto/rand failed: %v", err))
+		}
+		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}
+
+// Restart resumes the node stored in the data directory. It returns nil and
+// no error when the directory holds no node yet.
+func (h *Host) Restart() (*Node, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	dir := walDir(h.cfg.DataDir)
+	if !rwal.Exist(dir) {
+		return nil, nil
+	}
+	zl := zapToSlog(h.cfg.Logger)
+	w, st, err := rwal.Open(zl, dir, nil)
+	if err != nil {
+		return nil, err
+	}
+	n, err := newNode(h.cfg, st.Meta.NodeID, st.Meta.ClusterID, w, st)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	// The transport needs every peer's address before raft replays the
+	// membership changes, or this node could not vote until redis is back.
+	if err := n.start(nil, membersInLog(st.Entries)); err != nil {
+		w.Close()
+		return nil, err
+	}
+	h.node.Store(n)
+	n.log.Info("restarted node from its data directory", "cluster", IDString(n.clusterID),
+		"entries", len(st.Entries), "commit", st.HardState.GetCommit())
+	return n, nil
+}
+
+// Init creates a new single-node cluster with this node as its member.
+func (h *Host) Init() (*Node, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.node.Load() != nil || rwal.Exist(walDir(h.cfg.DataDir)) {
+		return nil, ErrAlreadyMember
+	}
+	id, cid := RandomID(), RandomID()
+	n, err := h.create(id, cid)
+	if err != nil {
+		return nil, err
+	}
+	self := h.cfg.Self
+	self.ID = id
+	cctx, err := encodeContext(confContext{Member: self})
+	if err != nil {
+		return nil, err
+	}
+	if err := n.start([]raft.Peer{{ID: id, Context: cctx}}, nil); err != nil {
+		return nil, err
+	}
+	// A single voter elects itself at once instead of after a timeout.
+	go n.raft.Campaign(nodeCtx(n))
+	h.node.Store(n)
+	n.log.Info("initialised new cluster", "cluster", IDString(cid))
+	return n, nil
+}
+
+// Join starts this node as a member of an existing cluster that has already
+// added it (with id) through RAFT.NODE ADD on one of members.
+func (h *Host) Join(clusterID, id uint64, members []Member) (*Node, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.node.Load() != nil || rwal.Exist(walDir(h.cfg.DataDir)) {
+		return nil, ErrAlreadyMember
+	}
+	n, err := h.create(id, clusterID)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.start(nil, members); err != nil {
+		return nil, err
+	}
+	h.node.Store(n)
+	n.log.Info("joined cluster", "cluster", IDString(clusterID))
+	return n, nil
+}
+
+func (h *Host) create(id, clusterID uint64) (*Node, error) {
+	if err := os.MkdirAll(h.cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	w, err := rwal.Create(zapToSlog(h.cfg.Logger), walDir(h.cfg.DataDir), rwal.Metadata{NodeID: id, ClusterID: clusterID})
+	if err != nil {
+		return nil, err
+	}
+	n, err := newNode(h.cfg, id, clusterID, w, rwal.State{})
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// ServeHTTP routes raft peer traffic to the node.
+func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := h.node.Load()
+	if n == nil {
+		http.Error(w, "raftproxy: this node has no cluster yet", http.StatusServiceUnavailable)
+		return
+	}
+	n.Handler().ServeHTTP(w, r)
+}
+
+// Stop stops the node, if any.
+func (h *Host) Stop() {
+	if n := h.node.Load(); n != nil {
+		n.Stop()
+	}
+}
+
+func encodeContext(c confContext) ([]byte, error) {
+	b, err := jsonMarshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode conf change context: %w", err)
+	}
+	return b, nil
+}
+
+// membersInLog collects the members named by membership changes in ents.
+func membersInLog(ents []*raftpb.Entry) []Member {
+	seen := map[uint64]Member{}
+	for _, e := range ents {
+		if e.GetType() != raftpb.EntryConfChange {
+			continue
+		}
+		cc := &raftpb.ConfChange{}
+		if proto.Unmarshal(e.GetData(), cc) != nil {
+			continue
+		}
+		c, err := decodeConfContext(cc)
+		if err != nil {
+			continue
+		}
+		switch cc.GetType() {
+		case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+			m := c.Member
+			m.ID = cc.GetNodeId()
+			seen[m.ID] = m
+		case raftpb.ConfChangeRemoveNode:
+			delete(seen, cc.GetNodeId())
+		}
+	}
+	out := make([]Member, 0, len(seen))
+	for _, m := range seen {
+		out = append(out, m)
+	}
+	return out
+}

@@ -1,0 +1,115 @@
+package raftnode
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// Member is one node of the cluster as clients and peers reach it.
+type Member struct {
+	ID       uint64 `json:"id"`
+	Addr     string `json:"addr"`      // client (RESP) address
+	PeerAddr string `json:"peer_addr"` // raft transport address
+}
+
+// IDString formats a node or cluster id the way every interface shows it.
+func IDString(id uint64) string { return strconv.FormatUint(id, 16) }
+
+// ParseID parses an id shown by IDString.
+func ParseID(s string) (uint64, error) {
+	id, err := strconv.ParseUint(s, 16, 64)
+	if err != nil || id == 0 {
+		return 0, fmt.Errorf("invalid node id %q: want a non-zero hex number", s)
+	}
+	return id, nil
+}
+
+// confContext travels in a ConfChange so that every node learns the member's
+// addresses from the log, and the proposing node can find its waiting client.
+type confContext struct {
+	Member  Member `json:"member"`
+	ReqNode uint64 `json:"req_node,omitempty"`
+	ReqSeq  uint64 `json:"req_seq,omitempty"`
+}
+
+func decodeConfContext(cc *raftpb.ConfChange) (confContext, error) {
+	var c confContext
+	if len(cc.GetContext()) == 0 {
+		return c, nil
+	}
+	if err := json.Unmarshal(cc.GetContext(), &c); err != nil {
+		return c, fmt.Errorf("decode conf change context %q: %w", cc.GetContext(), err)
+	}
+	return c, nil
+}
+
+// membership is the cluster's members as applied from the log.
+type membership struct {
+	mu       sync.RWMutex
+	members  map[uint64]Member
+	learners map[uint64]bool
+	removed  map[uint64]bool
+}
+
+func newMembership() *membership {
+	return &membership{members: map[uint64]Member{}, learners: map[uint64]bool{}, removed: map[uint64]bool{}}
+}
+
+func (m *membership) add(mem Member, learner bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.members[mem.ID] = mem
+	m.learners[mem.ID] = learner
+	delete(m.removed, mem.ID)
+}
+
+func (m *membership) remove(id uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.members, id)
+	delete(m.learners, id)
+	m.removed[id] = true
+}
+
+func (m *membership) get(id uint64) (Member, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	mem, ok := m.members[id]
+	return mem, ok
+}
+
+func (m *membership) isRemoved(id uint64) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.removed[id]
+}
+
+// MemberInfo is a member with its voting right.
+type MemberInfo struct {
+	Member
+	Voting bool
+}
+
+func (m *membership) list() []MemberInfo {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]MemberInfo, 0, len(m.members))
+	for id, mem := range m.members {
+		out = append(out, MemberInfo{Member: mem, Voting: !m.learners[id]})
+	}
+	slices.SortFunc(out, func(a, b MemberInfo) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}

@@ -1,0 +1,385 @@
+// Package raftnode runs one member of a Raft group: the etcd raft node and
+// its Ready loop, the durable log, the peer transport, batching of proposals,
+// linearizable reads with ReadIndex, and the applier that feeds committed
+// entries, in log order, to a StateMachine (the local redis-server).
+//
+// One goroutine owns the raft.Node: it persists, sends, hands committed
+// entries to the applier and advances, as the raft package documents.
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/types"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
+	stats "go.etcd.io/etcd/server/v3/etcdserver/api/v2stats"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/raftproxy/raftproxy/entry"
+	rwal "github.com/raftproxy/raftproxy/wal"
+)
+
+// Errors a client request can end with. Every one except ErrTimeout means
+// the request did not and will not take effect.
+var (
+	ErrNoLeader  = errors.New("no raft leader")
+	ErrTimeout   = errors.New("outcome unknown: not known to be committed before the deadline")
+	ErrStopped   = errors.New("raft node stopped")
+	ErrReordered = errors.New("request reached the log out of order and was not applied; retry")
+	ErrLoading   = errors.New("node is rebuilding its redis from the log")
+	ErrRemoved   = errors.New("this node was removed from the cluster")
+)
+
+// Command is one request handed to the state machine.
+type Command struct {
+	DB   int
+	Args [][]byte
+	// Reply receives the raw RESP reply; nil when no client waits for it.
+	Reply func(raw []byte)
+}
+
+// StateMachine is what committed entries are applied to.
+type StateMachine interface {
+	// Apply runs cmds in order. An error means the state machine's content
+	// is now unknown (its connection failed): the node calls Reset and
+	// replays the log before applying anything else.
+	Apply(cmds []Command) error
+	// Reset blocks until the state machine is reachable, then empties it.
+	Reset(ctx context.Context) error
+	// Healthy reports whether the state machine still holds what was applied
+	// (for redis: the connection is up and its run_id has not changed).
+	Healthy(ctx context.Context) bool
+}
+
+// Config configures one node.
+type Config struct {
+	DataDir        string // the node's directory; the WAL lives in DataDir/wal
+	Self           Member // ID is filled in by Host
+	ClusterID      uint64
+	StateMachine   StateMachine
+	Logger         *slog.Logger
+	TickInterval   time.Duration // default 100ms
+	ElectionTicks  int           // default 10
+	HeartbeatTicks int           // default 1
+	// RequestTimeout bounds how long a proposal or read waits.
+	RequestTimeout time.Duration
+	// MaxBatch is the most requests one log entry carries.
+	MaxBatch int
+}
+
+func (c *Config) setDefaults() {
+	if c.TickInterval == 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 10
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = 1
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 512
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Node is a running member of a raft group.
+type Node struct {
+	cfg       Config
+	id        uint64
+	clusterID uint64
+	log       *slog.Logger
+	zlog      *zap.Logger
+
+	raft      raft.Node
+	storage   *raft.MemoryStorage
+	wal       *rwal.Log
+	transport *rafthttp.Transport
+	members   *membership
+
+	lead      atomic.Uint64
+	raftState atomic.Int32 // raft.StateType
+	term      atomic.Uint64
+	commit    atomic.Uint64
+
+	prop    *proposer
+	reads   *readIndexer
+	applier *applier
+
+	stopc    chan struct{}
+	stopOnce sync.Once
+	done     sync.WaitGroup
+}
+
+func walDir(dataDir string) string { return filepath.Join(dataDir, "wal") }
+
+// newNode builds a node around an open WAL; start launches its goroutines.
+func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State) (*Node, error) {
+	cfg.setDefaults()
+	cfg.Self.ID = id
+	n := &Node{
+		cfg:       cfg,
+		id:        id,
+		clusterID: clusterID,
+		log:       cfg.Logger.With("node", IDString(id)),
+		storage:   raft.NewMemoryStorage(),
+		wal:       w,
+		members:   newMembership(),
+		stopc:     make(chan struct{}),
+	}
+	n.zlog = zapToSlog(n.log)
+	if st.HardState != nil {
+		if err := n.storage.SetHardState(st.HardState); err != nil {
+			return nil, fmt.Errorf("restore hard state: %w", err)
+		}
+	}
+	if err := n.storage.Append(st.Entries); err != nil {
+		return nil, fmt.Errorf("restore %d log entries: %w", len(st.Entries), err)
+	}
+	n.prop = newProposer(n, lastOwnSeq(id, st.Entries))
+	n.reads = newReadIndexer(n)
+	n.applier = newApplier(n)
+	return n, nil
+}
+
+func (n *Node) raftConfig() *raft.Config {
+	return &raft.Config{
+		ID:                        n.id,
+		ElectionTick:              n.cfg.ElectionTicks,
+		HeartbeatTick:             n.cfg.HeartbeatTicks,
+		Storage:                   n.storage,
+		MaxSizePerMsg:             1 << 20,
+		MaxInflightMsgs:           256,
+		MaxUncommittedEntriesSize: 1 << 30,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		StepDownOnRemoval:         true,
+		Logger:                    raftLogger{n.log.With("component", "raft")},
+	}
+}
+
+// start launches the transport, the raft node (fresh with peers, or
+// restarted from storage when peers is nil) and the node's goroutines.
+func (n *Node) start(peers []raft.Peer, known []Member) error {
+	n.transport = &rafthttp.Transport{
+		Logger:      n.zlog,
+		ID:          types.ID(n.id),
+		URLs:        types.MustNewURLs([]string{"http://" + n.cfg.Self.PeerAddr}),
+		ClusterID:   types.ID(n.clusterID),
+		Raft:        (*transportHooks)(n),
+		ServerStats: stats.NewServerStats("", ""),
+		LeaderStats: stats.NewLeaderStats(n.zlog, types.ID(n.id).String()),
+		ErrorC:      make(chan error, 1),
+	}
+	if err := n.transport.Start(); err != nil {
+		return fmt.Errorf("start raft transport: %w", err)
+	}
+	for _, m := range known {
+		n.addPeer(m)
+	}
+	if peers != nil {
+		n.raft = raft.StartNode(n.raftConfig(), peers)
+	} else {
+		n.raft = raft.RestartNode(n.raftConfig())
+	}
+	n.done.Add(5)
+	go func() { defer n.done.Done(); n.run() }()
+	go func() { defer n.done.Done(); n.prop.run() }()
+	go func() { defer n.done.Done(); n.reads.run() }()
+	go func() { defer n.done.Done(); n.applier.run() }()
+	go func() { defer n.done.Done(); n.watchTransport() }()
+	return nil
+}
+
+func (n *Node) addPeer(m Member) {
+	if m.ID == n.id || m.PeerAddr == "" {
+		return
+	}
+	n.transport.AddPeer(types.ID(m.ID), []string{"http://" + m.PeerAddr})
+}
+
+// run is the Ready loop; it alone talks to the raft.Node's Ready channel.
+func (n *Node) run() {
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+			n.raft.Tick()
+		case rd := <-n.raft.Ready():
+			if err := n.handleReady(rd); err != nil {
+				n.log.Error("raft ready loop failed; stopping node", "err", err)
+				go n.Stop()
+				return
+			}
+			n.raft.Advance()
+		case <-n.stopc:
+			return
+		}
+	}
+}
+
+func (n *Node) handleReady(rd raft.Ready) error {
+	if rd.SoftState != nil {
+		old := n.lead.Swap(rd.SoftState.Lead)
+		n.raftState.Store(int32(rd.SoftState.RaftState))
+		if old != rd.SoftState.Lead {
+			n.log.Info("leader changed", "leader", IDString(rd.SoftState.Lead), "state", rd.SoftState.RaftState.String())
+			n.reads.leaderChanged()
+		}
+	}
+	if rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState) {
+		n.term.Store(rd.HardState.GetTerm())
+		n.commit.Store(rd.HardState.GetCommit())
+	}
+	// A leader may send its appends before its own fsync (Raft thesis
+	// 10.2.1): it counts itself toward the commit quorum only after Advance,
+	// which follows the fsync. Followers must persist before they answer.
+	leader := raft.StateType(n.raftState.Load()) == raft.StateLeader
+	if leader {
+		n.transport.Send(rd.Messages)
+	}
+	if err := n.wal.Save(rd.HardState, rd.Entries); err != nil {
+		return err
+	}
+	if err := n.storage.Append(rd.Entries); err != nil {
+		return fmt.Errorf("append %d entries to raft storage: %w", len(rd.Entries), err)
+	}
+	if !leader {
+		n.transport.Send(rd.Messages)
+	}
+	if len(rd.ReadStates) > 0 {
+		n.reads.deliver(rd.ReadStates)
+	}
+	if len(rd.CommittedEntries) > 0 {
+		// Membership changes are applied here, in log order, before Advance,
+		// so raft never counts votes with a stale configuration. Redis
+		// commands go to the applier, which does not stall this loop.
+		for _, e := range rd.CommittedEntries {
+			if e.GetType() == raftpb.EntryConfChange {
+				if err := n.applyConfChange(e); err != nil {
+					return err
+				}
+			}
+		}
+		n.applier.enqueue(rd.CommittedEntries)
+	}
+	return nil
+}
+
+func (n *Node) applyConfChange(e *raftpb.Entry) error {
+	cc := &raftpb.ConfChange{}
+	if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+		return fmt.Errorf("decode conf change at index %d: %w", e.GetIndex(), err)
+	}
+	ctx, err := decodeConfContext(cc)
+	if err != nil {
+		n.log.Error("ignoring conf change with bad context", "index", e.GetIndex(), "err", err)
+		cc = &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(0)}
+	}
+	cs := n.raft.ApplyConfChange(cc)
+	id := cc.GetNodeId()
+	switch cc.GetType() {
+	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+		if id != 0 {
+			mem := ctx.Member
+			mem.ID = id
+			if old, ok := n.members.get(id); ok && mem.Addr == "" {
+				mem = old
+			}
+			n.members.add(mem, cc.GetType() == raftpb.ConfChangeAddLearnerNode)
+			n.addPeer(mem)
+		}
+	case raftpb.ConfChangeRemoveNode:
+		n.members.remove(id)
+		if id == n.id {
+			n.log.Warn("this node was removed from the cluster")
+		} else {
+			n.transport.RemovePeer(types.ID(id))
+		}
+	}
+	n.log.Info("applied membership change", "index", e.GetIndex(), "type", cc.GetType().String(),
+		"member", IDString(id), "voters", len(cs.GetVoters()), "learners", len(cs.GetLearners()))
+	if ctx.ReqNode == n.id && ctx.ReqSeq != 0 {
+		n.prop.completeConf(ctx.ReqSeq, n.members.list())
+	}
+	return nil
+}
+
+// watchTransport stops the node when the transport reports that this
+// member was removed from the cluster.
+func (n *Node) watchTransport() {
+	select {
+	case err := <-n.transport.ErrorC:
+		n.log.Error("raft transport reported a critical error; stopping node", "err", err)
+		go n.Stop()
+	case <-n.stopc:
+	}
+}
+
+// Stop stops the node's goroutines and closes the WAL.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() {
+		close(n.stopc)
+		n.raft.Stop()
+		n.transport.Stop()
+		n.done.Wait()
+		if err := n.wal.Close(); err != nil {
+			n.log.Warn("close wal", "err", err)
+		}
+	})
+}
+
+// Done is closed when the node has stopped.
+func (n *Node) Done() <-chan struct{} { return n.stopc }
+
+// Handler serves the raft transport's peer endpoints.
+func (n *Node) Handler() http.Handler { return n.transport.Handler() }
+
+// transportHooks is the node as the rafthttp transport sees it.
+type transportHooks Node
+
+func (t *transportHooks) Process(ctx context.Context, m *raftpb.Message) error {
+	return t.raft.Step(ctx, m)
+}
+func (t *transportHooks) IsIDRemoved(id uint64) bool { return t.members.isRemoved(id) }
+func (t *transportHooks) ReportUnreachable(id uint64) {
+	t.raft.ReportUnreachable(id)
+}
+func (t *transportHooks) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	t.raft.ReportSnapshot(id, status)
+}
+
+// lastOwnSeq finds the highest batch sequence this node put in its log, so
+// that a restarted node keeps proposing strictly increasing sequences even
+// if its clock went back.
+func lastOwnSeq(id uint64, ents []*raftpb.Entry) uint64 {
+	var last uint64
+	for _, e := range ents {
+		if e.GetType() != raftpb.EntryNormal || len(e.GetData()) == 0 {
+			continue
+		}
+		b, err := entry.Unmarshal(e.GetData())
+		if err == nil && b.Node == id && b.Seq > last {
+			last = b.Seq
+		}
+	}
+	return last
+}

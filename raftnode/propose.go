@@ -1,0 +1,271 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/raftproxy/raftproxy/entry"
+)
+
+// Future is the pending reply of one proposed request.
+type Future struct {
+	done  chan struct{}
+	once  sync.Once
+	reply []byte
+	err   error
+}
+
+func newFuture() *Future { return &Future{done: make(chan struct{})} }
+
+func (f *Future) complete(reply []byte, err error) {
+	f.once.Do(func() {
+		f.reply, f.err = reply, err
+		close(f.done)
+	})
+}
+
+// Done is closed when the result is known.
+func (f *Future) Done() <-chan struct{} { return f.done }
+
+// Result returns the raw reply, or why there is none. Call it after Done.
+func (f *Future) Result() ([]byte, error) { return f.reply, f.err }
+
+// Wait waits for the result until ctx ends; then the outcome is unknown.
+func (f *Future) Wait(ctx context.Context) ([]byte, error) {
+	select {
+	case <-f.done:
+		return f.reply, f.err
+	case <-ctx.Done():
+		return nil, ErrTimeout
+	}
+}
+
+type proposal struct {
+	req entry.Request
+	f   *Future
+}
+
+// pending is a proposed batch whose replies are awaited.
+type pending struct {
+	futs     []*Future
+	deadline time.Time
+	members  func([]MemberInfo) // for membership changes
+}
+
+// proposer turns client requests into log entries. It batches requests that
+// arrive together into one entry, so that under load one raft proposal, one
+// WAL record and one apply round trip serve many clients.
+type proposer struct {
+	n     *Node
+	propc chan proposal
+
+	mu      sync.Mutex
+	seq     uint64
+	waiting map[uint64]*pending
+}
+
+func newProposer(n *Node, lastSeq uint64) *proposer {
+	seq := uint64(time.Now().UnixNano())
+	if seq <= lastSeq {
+		seq = lastSeq + 1
+	}
+	return &proposer{n: n, propc: make(chan proposal, 4096), seq: seq, waiting: map[uint64]*pending{}}
+}
+
+func (p *proposer) nextSeq() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.seq++
+	return p.seq
+}
+
+// Propose queues a request for the log. The future completes with the
+// redis reply once the request is committed and applied on this node.
+func (n *Node) Propose(ctx context.Context, db int, args [][]byte) *Future {
+	f := newFuture()
+	if n.lead.Load() == raft.None {
+		f.complete(nil, ErrNoLeader)
+		return f
+	}
+	select {
+	case n.prop.propc <- proposal{req: entry.Request{DB: db, Args: args}, f: f}:
+	case <-ctx.Done():
+		f.complete(nil, ErrNoLeader)
+	case <-n.stopc:
+		f.complete(nil, ErrStopped)
+	}
+	return f
+}
+
+func (p *proposer) run() {
+	sweep := time.NewTicker(time.Second)
+	defer sweep.Stop()
+	batch := make([]proposal, 0, p.n.cfg.MaxBatch)
+	for {
+		select {
+		case pr := <-p.propc:
+			batch = append(batch[:0], pr)
+		drain:
+			for len(batch) < cap(batch) {
+				select {
+				case pr := <-p.propc:
+					batch = append(batch, pr)
+				default:
+					break drain
+				}
+			}
+			p.propose(batch)
+		case <-sweep.C:
+			p.expire(time.Now())
+		case <-p.n.stopc:
+			p.failAll(ErrStopped)
+			for {
+				select {
+				case pr := <-p.propc:
+					pr.f.complete(nil, ErrStopped)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (p *proposer) propose(batch []proposal) {
+	e := entry.Entry{Node: p.n.id, Seq: p.nextSeq(), TimeMs: time.Now().UnixMilli(), Reqs: make([]entry.Request, len(batch))}
+	pend := &pending{futs: make([]*Future, len(batch)), deadline: time.Now().Add(p.n.cfg.RequestTimeout)}
+	for i, pr := range batch {
+		e.Reqs[i] = pr.req
+		pend.futs[i] = pr.f
+	}
+	// raft keeps the slice it is given, so each entry gets its own buffer.
+	data := e.Marshal(make([]byte, 0, e.Size()))
+	p.mu.Lock()
+	p.waiting[e.Seq] = pend
+	p.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), p.n.cfg.RequestTimeout)
+	err := p.n.raft.Propose(ctx, data)
+	cancel()
+	if err != nil {
+		p.take(e.Seq)
+		// A proposal raft refused was never appended anywhere.
+		if errors.Is(err, raft.ErrProposalDropped) {
+			err = ErrNoLeader
+		} else if errors.Is(err, raft.ErrStopped) {
+			err = ErrStopped
+		} else {
+			err = fmt.Errorf("propose: %w", err)
+		}
+		for _, f := range pend.futs {
+			f.complete(nil, err)
+		}
+	}
+}
+
+// take removes and returns the waiters of a batch.
+func (p *proposer) take(seq uint64) *pending {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pend := p.waiting[seq]
+	delete(p.waiting, seq)
+	return pend
+}
+
+// lookup returns the waiters of a batch, keeping them registered: an apply
+// that fails half way is replayed, and the replies come from the replay.
+func (p *proposer) lookup(seq uint64) *pending {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waiting[seq]
+}
+
+// expire ends waits whose entries never came back (dropped in transit or
+// overwritten after a leader change): their outcome is unknown.
+func (p *proposer) expire(now time.Time) {
+	p.mu.Lock()
+	var old []*pending
+	for seq, pend := range p.waiting {
+		if now.After(pend.deadline) {
+			old = append(old, pend)
+			delete(p.waiting, seq)
+		}
+	}
+	p.mu.Unlock()
+	for _, pend := range old {
+		for _, f := range pend.futs {
+			f.complete(nil, ErrTimeout)
+		}
+	}
+}
+
+func (p *proposer) failAll(err error) {
+	p.mu.Lock()
+	all := p.waiting
+	p.waiting = map[uint64]*pending{}
+	p.mu.Unlock()
+	for _, pend := range all {
+		for _, f := range pend.futs {
+			f.complete(nil, err)
+		}
+	}
+}
+
+func (p *proposer) completeConf(seq uint64, members []MemberInfo) {
+	pend := p.take(seq)
+	if pend == nil {
+		return
+	}
+	b, _ := json.Marshal(members)
+	for _, f := range pend.futs {
+		f.complete(b, nil)
+	}
+}
+
+// ProposeMember proposes adding (or, with remove, removing) a member and
+// waits until the change is applied on this node. It returns the members
+// after the change.
+func (n *Node) ProposeMember(ctx context.Context, m Member, remove bool) ([]MemberInfo, error) {
+	if n.lead.Load() == raft.None {
+		return nil, ErrNoLeader
+	}
+	seq := n.prop.nextSeq()
+	cctx, err := json.Marshal(confContext{Member: m, ReqNode: n.id, ReqSeq: seq})
+	if err != nil {
+		return nil, fmt.Errorf("encode member %+v: %w", m, err)
+	}
+	typ := raftpb.ConfChangeAddNode
+	if remove {
+		typ = raftpb.ConfChangeRemoveNode
+	}
+	f := newFuture()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(n.cfg.RequestTimeout)
+	}
+	n.prop.mu.Lock()
+	n.prop.waiting[seq] = &pending{futs: []*Future{f}, deadline: deadline}
+	n.prop.mu.Unlock()
+	cc := &raftpb.ConfChange{Type: typ.Enum(), NodeId: proto.Uint64(m.ID), Context: cctx}
+	if err := n.raft.ProposeConfChange(ctx, cc); err != nil {
+		n.prop.take(seq)
+		return nil, fmt.Errorf("propose membership change for %s: %w", IDString(m.ID), err)
+	}
+	raw, err := f.Wait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []MemberInfo
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("decode members: %w", err)
+	}
+	return out, nil
+}

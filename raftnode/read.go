@@ -1,0 +1,168 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/binary"
+	"time"
+
+	"go.etcd.io/raft/v3"
+)
+
+// readBatch is every read that arrived while the previous ReadIndex round
+// was in flight; one round serves them all.
+type readBatch struct {
+	done chan struct{}
+	err  error
+}
+
+// readIndexer confirms leadership with a quorum (raft's ReadOnlySafe
+// ReadIndex) for batches of reads, then waits for the applier to reach the
+// read index: a read that runs after that sees every write that completed
+// before it started. No log entry is written for reads.
+type readIndexer struct {
+	n       *Node
+	kick    chan struct{}
+	states  chan raft.ReadState
+	leaderc chan struct{}
+
+	next chan *readBatch // holds the batch being collected
+	rid  uint64
+}
+
+func newReadIndexer(n *Node) *readIndexer {
+	r := &readIndexer{
+		n:       n,
+		kick:    make(chan struct{}, 1),
+		states:  make(chan raft.ReadState, 64),
+		leaderc: make(chan struct{}, 1),
+		next:    make(chan *readBatch, 1),
+	}
+	r.next <- &readBatch{done: make(chan struct{})}
+	return r
+}
+
+// ReadWait is a linearizable read in progress; see Node.StartRead.
+type ReadWait struct {
+	n   *Node
+	b   *readBatch
+	err error
+}
+
+// StartRead begins a linearizable read without blocking: reads started
+// together share one ReadIndex round. Wait returns once this node has
+// applied everything that was committed when StartRead was called, as
+// confirmed by the current leader.
+func (n *Node) StartRead() ReadWait {
+	if n.lead.Load() == raft.None {
+		return ReadWait{err: ErrNoLeader}
+	}
+	r := n.reads
+	b := <-r.next
+	r.next <- b
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	return ReadWait{n: n, b: b}
+}
+
+// Wait waits for the read to be allowed to run.
+func (w ReadWait) Wait(ctx context.Context) error {
+	if w.err != nil {
+		return w.err
+	}
+	select {
+	case <-w.b.done:
+		return w.b.err
+	case <-ctx.Done():
+		return ErrTimeout
+	case <-w.n.stopc:
+		return ErrStopped
+	}
+}
+
+func (r *readIndexer) deliver(rs []raft.ReadState) {
+	for _, s := range rs {
+		select {
+		case r.states <- s:
+		default: // the requester retries
+		}
+	}
+}
+
+func (r *readIndexer) leaderChanged() {
+	select {
+	case r.leaderc <- struct{}{}:
+	default:
+	}
+}
+
+func (r *readIndexer) run() {
+	for {
+		select {
+		case <-r.kick:
+		case <-r.n.stopc:
+			b := <-r.next
+			b.err = ErrStopped
+			close(b.done)
+			return
+		}
+		// Swap in a fresh batch: reads arriving from now on need a new round,
+		// because this round's index may predate their writes' completion.
+		b := <-r.next
+		r.next <- &readBatch{done: make(chan struct{})}
+		idx, err := r.roundTrip()
+		if err != nil {
+			b.err = err
+			close(b.done)
+			continue
+		}
+		go func() {
+			b.err = r.n.applier.waitApplied(idx, r.n.cfg.RequestTimeout)
+			close(b.done)
+		}()
+	}
+}
+
+// roundTrip runs ReadIndex until the leader answers. A request or its answer
+// can be lost (leader change, dropped message), so it is retried with a new
+// request id; answers to old ids are ignored.
+func (r *readIndexer) roundTrip() (uint64, error) {
+	deadline := time.Now().Add(r.n.cfg.RequestTimeout)
+	for time.Now().Before(deadline) {
+		if r.n.lead.Load() == raft.None {
+			return 0, ErrNoLeader
+		}
+		r.rid++
+		var rctx [8]byte
+		binary.BigEndian.PutUint64(rctx[:], r.rid)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Until(deadline))
+		err := r.n.raft.ReadIndex(ctx, rctx[:])
+		cancel()
+		if err != nil {
+			return 0, ErrNoLeader
+		}
+		retry := time.NewTimer(500 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case s := <-r.states:
+				if len(s.RequestCtx) == 8 && binary.BigEndian.Uint64(s.RequestCtx) == r.rid {
+					retry.Stop()
+					return s.Index, nil
+				}
+			case <-r.leaderc:
+				// An answer may still come from the old leader, but a new
+				// request to the new one is the certain way forward.
+				break wait
+			case <-retry.C:
+				break wait
+			case <-r.n.stopc:
+				retry.Stop()
+				return 0, ErrStopped
+			}
+		}
+		retry.Stop()
+	}
+	return 0, ErrTimeout
+}

@@ -1,0 +1,104 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/json"
+
+	"go.etcd.io/etcd/client/pkg/v3/types"
+	"go.etcd.io/raft/v3"
+)
+
+var jsonMarshal = json.Marshal
+
+func nodeCtx(n *Node) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-n.stopc; cancel() }()
+	return ctx
+}
+
+// ID returns this node's id.
+func (n *Node) ID() uint64 { return n.id }
+
+// ClusterID returns the id of this node's cluster.
+func (n *Node) ClusterID() uint64 { return n.clusterID }
+
+// Leader returns the current leader, if one is known.
+func (n *Node) Leader() (Member, bool) {
+	id := n.lead.Load()
+	if id == raft.None {
+		return Member{}, false
+	}
+	m, ok := n.members.get(id)
+	if !ok {
+		m = Member{ID: id}
+	}
+	return m, true
+}
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.lead.Load() == n.id }
+
+// Generation is even while this node's redis holds a complete applied
+// prefix of the log, odd while it is rebuilt. A read that saw the same even
+// generation before and after it ran saw a complete state.
+func (n *Node) Generation() uint64 { return n.applier.gen.Load() }
+
+// Removed reports whether this node has been removed from the cluster.
+func (n *Node) Removed() bool { return n.members.isRemoved(n.id) }
+
+// Members returns the current members.
+func (n *Node) Members() []MemberInfo { return n.members.list() }
+
+// NodeStatus is one member as RAFT.INFO shows it.
+type NodeStatus struct {
+	MemberInfo
+	State string // "self", "connected" or "unreachable"
+	Match uint64 // replicated index, known on the leader only
+}
+
+// Status is a snapshot of this node's raft state.
+type Status struct {
+	ID, ClusterID, Leader uint64
+	Role                  string
+	Term, Commit, Applied uint64
+	LastIndex             uint64
+	Nodes                 []NodeStatus
+}
+
+// Status reports this node's view of the cluster.
+func (n *Node) Status() Status {
+	rs := n.raft.Status()
+	last, _ := n.storage.LastIndex()
+	st := Status{
+		ID: n.id, ClusterID: n.clusterID, Leader: rs.Lead,
+		Term: rs.GetTerm(), Commit: rs.GetCommit(), Applied: n.applier.applied.Load(), LastIndex: last,
+	}
+	switch rs.RaftState {
+	case raft.StateLeader:
+		st.Role = "leader"
+	case raft.StateFollower:
+		st.Role = "follower"
+	default:
+		st.Role = "candidate"
+	}
+	for _, m := range n.members.list() {
+		if m.ID == n.id && !m.Voting {
+			st.Role = "learner"
+		}
+		ns := NodeStatus{MemberInfo: m, State: "connected"}
+		switch {
+		case m.ID == n.id:
+			ns.State = "self"
+		case n.transport.ActiveSince(types.ID(m.ID)).IsZero():
+			ns.State = "unreachable"
+		}
+		if pr, ok := rs.Progress[m.ID]; ok {
+			ns.Match = pr.Match
+		}
+		st.Nodes = append(st.Nodes, ns)
+	}
+	return st
+}
+
+// Serving reports whether this node's redis holds the applied log.
+func (n *Node) Serving() bool { return n.applier.gen.Load()%2 == 0 }

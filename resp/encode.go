@@ -1,0 +1,90 @@
+package resp
+
+import "strconv"
+
+// The Append* helpers never allocate when dst has enough capacity, so a
+// connection can encode all its replies into one reused buffer.
+
+// AppendCommand appends args as a RESP array of bulk strings.
+func AppendCommand(dst []byte, args ...[]byte) []byte {
+	dst = AppendArrayLen(dst, len(args))
+	for _, a := range args {
+		dst = AppendBulk(dst, a)
+	}
+	return dst
+}
+
+// AppendCommandStrings is AppendCommand for string arguments.
+func AppendCommandStrings(dst []byte, args ...string) []byte {
+	dst = AppendArrayLen(dst, len(args))
+	for _, a := range args {
+		dst = AppendBulkString(dst, a)
+	}
+	return dst
+}
+
+// AppendSimple appends a simple string reply. s must not contain \r or \n.
+func AppendSimple(dst []byte, s string) []byte {
+	dst = append(dst, '+')
+	dst = append(dst, s...)
+	return append(dst, '\r', '\n')
+}
+
+// AppendError appends an error reply. msg carries its own prefix ("ERR ...",
+// "MOVED ..."); line breaks in it would corrupt the stream, so they become
+// spaces.
+func AppendError(dst []byte, msg string) []byte {
+	dst = append(dst, '-')
+	start := len(dst)
+	dst = append(dst, msg...)
+	for i := start; i < len(dst); i++ {
+		if dst[i] == '\r' || dst[i] == '\n' {
+			dst[i] = ' '
+		}
+	}
+	return append(dst, '\r', '\n')
+}
+
+// AppendInt appends an integer reply.
+func AppendInt(dst []byte, n int64) []byte {
+	return appendHeader(dst, ':', n)
+}
+
+// AppendBulk appends a bulk string (never null, even for a nil b).
+func AppendBulk(dst []byte, b []byte) []byte {
+	dst = appendHeader(dst, '$', int64(len(b)))
+	dst = append(dst, b...)
+	return append(dst, '\r', '\n')
+}
+
+// AppendBulkString appends a bulk string.
+func AppendBulkString(dst []byte, s string) []byte {
+	dst = appendHeader(dst, '$', int64(len(s)))
+	dst = append(dst, s...)
+	return append(dst, '\r', '\n')
+}
+
+// AppendNullBulk appends the RESP2 null bulk string $-1.
+func AppendNullBulk(dst []byte) []byte {
+	return append(dst, "$-1\r\n"...)
+}
+
+// AppendArrayLen appends an array header for n elements.
+func AppendArrayLen(dst []byte, n int) []byte {
+	return appendHeader(dst, '*', int64(n))
+}
+
+// AppendMapLen appends a map header for n key/value pairs: a RESP3 map, or
+// for RESP2 clients the flat array of 2n elements Redis sends instead.
+func AppendMapLen(dst []byte, n int, resp3 bool) []byte {
+	if resp3 {
+		return appendHeader(dst, '%', int64(n))
+	}
+	return appendHeader(dst, '*', 2*int64(n))
+}
+
+func appendHeader(dst []byte, kind byte, n int64) []byte {
+	dst = append(dst, kind)
+	dst = strconv.AppendInt(dst, n, 10)
+	return append(dst, '\r', '\n')
+}

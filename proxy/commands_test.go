@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/raftproxy/raftproxy/backend"
+)
+
+// startRedis runs a real redis-server on a free loopback port: the command
+// table is built from what the local redis says about itself.
+func startRedis(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is needed for this test (make deps installs it): %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for i := 0; i < 100; i++ {
+		if c, err := backend.Dial(context.Background(), addr); err == nil {
+			c.Close()
+			return addr
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("redis-server did not start on %s", addr)
+	return ""
+}
+
+func testTable(t *testing.T) table {
+	t.Helper()
+	c, err := backend.Dial(context.Background(), startRedis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	v, err := c.DoValue("COMMAND")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := buildTable(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab
+}
+
+func TestClassify(t *testing.T) {
+	tab := testTable(t)
+	tests := []struct {
+		cmd  string
+		want class
+	}{
+		{"SET k v", classWrite}, {"DEL a b", classWrite}, {"INCR k", classWrite}, {"FLUSHALL", classWrite},
+		{"HSET h f v", classWrite}, {"SWAPDB 0 1", classWrite}, {"EXPIRE k 1", classWrite},
+		{"GET k", classRead}, {"MGET a b", classRead}, {"KEYS *", classRead}, {"HGETALL h", classRead},
+		{"SCAN 0", classRead}, {"DBSIZE", classRead}, {"TTL k", classRead}, {"SRANDMEMBER s", classRead},
+		{"PING", classProxy}, {"ECHO x", classProxy}, {"SELECT 1", classProxy}, {"HELLO 2", classProxy},
+		{"QUIT", classProxy}, {"RAFT.INFO", classProxy}, {"RAFT.CLUSTER INIT", classProxy},
+		{"INFO", classLocal}, {"TIME", classLocal}, {"COMMAND COUNT", classLocal}, {"CONFIG GET maxmemory", classLocal},
+		{"CLIENT ID", classLocal},
+		{"CONFIG SET maxmemory 1", classRefused}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classRefused},
+		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classRefused},
+		{"SPOP s", classRefused}, {"BLPOP l 0", classRefused}, {"MULTI", classRefused}, {"EVAL x 0", classRefused},
+		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classRefused},
+		{"XREAD STREAMS s 0", classRefused}, {"WAIT 1 0", classRefused}, {"SYNC", classRefused},
+	}
+	for _, tt := range tests {
+		args := fields(tt.cmd)
+		sp, errText := tab.lookup(args)
+		if sp == nil {
+			t.Errorf("%s: lookup failed: %s", tt.cmd, errText)
+			continue
+		}
+		if sp.class != tt.want {
+			t.Errorf("%s: class %v, want %v", tt.cmd, sp.class, tt.want)
+		}
+		if sp.class == classRefused && sp.reason == "" {
+			t.Errorf("%s: refused without a reason", tt.cmd)
+		}
+	}
+}
+
+func TestLookupErrors(t *testing.T) {
+	tab := testTable(t)
+	tests := []struct{ cmd, want string }{
+		{"NOSUCH a b", "ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' "},
+		{"nosuch", "ERR unknown command 'nosuch', with args beginning with: "},
+		{"GET", "ERR wrong number of arguments for 'get' command"},
+		{"GET a b", "ERR wrong number of arguments for 'get' command"},
+		{"SET k", "ERR wrong number of arguments for 'set' command"},
+		{"CONFIG", "ERR wrong number of arguments for 'config' command"},
+		{"CONFIG NOPE", "ERR unknown subcommand 'NOPE'. Try CONFIG HELP."},
+		{"CONFIG GET", "ERR wrong number of arguments for 'config|get' command"},
+	}
+	for _, tt := range tests {
+		sp, got := tab.lookup(fields(tt.cmd))
+		if sp != nil || got != tt.want {
+			t.Errorf("%s: got (%v, %q), want error %q", tt.cmd, sp, got, tt.want)
+		}
+	}
+}
+
+func fields(s string) [][]byte {
+	var out [][]byte
+	for _, f := range strings.Fields(s) {
+		out = append(out, []byte(f))
+	}
+	return out
+}

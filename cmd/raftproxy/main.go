@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/observe"
 	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/raftnode"
 )
@@ -170,7 +171,16 @@ func run(o options, log *slog.Logger) error {
 	defer host.Stop()
 
 	peerSrv := &http.Server{Handler: host, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if o.metricsListen != "" {
+		mln, err := net.Listen("tcp", o.metricsListen)
+		if err != nil {
+			return fmt.Errorf("listen for metrics: %w", err)
+		}
+		msrv := &http.Server{Handler: observe.Handler(host), ReadHeaderTimeout: 5 * time.Second}
+		defer msrv.Close()
+		go func() { errc <- msrv.Serve(mln) }()
+	}
 	go func() { errc <- peerSrv.Serve(peerLn) }()
 	go func() { errc <- srv.Serve(clientLn) }()
 	log.Info("raftproxy serving", "listen", o.listen, "peer_listen", o.peerListen, "redis", redisAddr, "data_dir", o.dataDir)

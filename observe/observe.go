@@ -1,0 +1,88 @@
+// Package observe serves the operator endpoints: /metrics (Prometheus),
+// /livez and /readyz.
+package observe
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/raftproxy/raftproxy/raftnode"
+)
+
+// Handler returns the endpoints for host. The etcd packages register their
+// own series (WAL fsync, transport) in the default registry; they are
+// exported too.
+func Handler(host *raftnode.Host) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	status := func(f func(raftnode.Status, *raftnode.Node) float64) func() float64 {
+		return func() float64 {
+			n := host.Node()
+			if n == nil {
+				return 0
+			}
+			return f(n.Status(), n)
+		}
+	}
+	gauge := func(name, help string, f func(raftnode.Status, *raftnode.Node) float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "raftproxy_" + name, Help: help}, status(f)))
+	}
+	gauge("has_leader", "1 if this node knows a leader.", func(s raftnode.Status, _ *raftnode.Node) float64 { return b2f(s.Leader != 0) })
+	gauge("is_leader", "1 if this node is the leader.", func(s raftnode.Status, _ *raftnode.Node) float64 { return b2f(s.Role == "leader") })
+	gauge("is_learner", "1 if this node is a learner.", func(s raftnode.Status, _ *raftnode.Node) float64 { return b2f(s.Role == "learner") })
+	gauge("term", "Current raft term.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Term) })
+	gauge("commit_index", "Highest log index known committed.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Commit) })
+	gauge("applied_index", "Highest log index applied to redis.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Applied) })
+	gauge("redis_up", "1 if the local redis holds the applied log.", func(_ raftnode.Status, n *raftnode.Node) float64 { return b2f(n.Serving()) })
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, prometheus.DefaultGatherer}, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { readyz(w, r, host) })
+	return mux
+}
+
+// readyz: this node is in a cluster, knows a leader, its redis holds the
+// applied log, and it has applied what it knows to be committed.
+func readyz(w http.ResponseWriter, r *http.Request, host *raftnode.Host) {
+	type check struct {
+		name string
+		ok   bool
+	}
+	n := host.Node()
+	checks := []check{{"cluster", n != nil}}
+	if n != nil {
+		s := n.Status()
+		checks = append(checks, check{"leader", s.Leader != 0}, check{"redis", n.Serving()}, check{"applied", s.Applied >= s.Commit})
+	}
+	var b strings.Builder
+	ready := true
+	for _, c := range checks {
+		res := "ok"
+		if !c.ok {
+			res, ready = "failed", false
+		}
+		fmt.Fprintf(&b, "[%s] %s\n", res, c.name)
+	}
+	if !ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	if _, verbose := r.URL.Query()["verbose"]; verbose || !ready {
+		fmt.Fprint(w, b.String())
+	}
+	if ready {
+		fmt.Fprintln(w, "ok")
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,95 @@
+package raftnode
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/raftproxy/raftproxy/entry"
+)
+
+func logEntry(index uint64, node, seq uint64, cmds ...string) *raftpb.Entry {
+	e := entry.Entry{Node: node, Seq: seq}
+	for _, c := range cmds {
+		var args [][]byte
+		for _, f := range strings.Fields(c) {
+			args = append(args, []byte(f))
+		}
+		e.Reqs = append(e.Reqs, entry.Request{Args: args})
+	}
+	return &raftpb.Entry{Index: proto.Uint64(index), Term: proto.Uint64(1), Type: raftpb.EntryNormal.Enum(), Data: e.Marshal(nil)}
+}
+
+// TestApplierSkipsReorderedBatches: a batch that reaches the log behind a
+// later batch of the same node is skipped, on every node alike, and its
+// waiting clients learn it did not happen.
+func TestApplierSkipsReorderedBatches(t *testing.T) {
+	tests := []struct {
+		name string
+		ents []*raftpb.Entry
+		want []string // commands given to the state machine, in order
+	}{
+		{"in order", []*raftpb.Entry{logEntry(1, 1, 5, "SET a 1"), logEntry(2, 1, 6, "SET a 2")}, []string{"SET a 1", "SET a 2"}},
+		{"overtaken", []*raftpb.Entry{logEntry(1, 1, 6, "SET a 2"), logEntry(2, 1, 5, "SET a 1")}, []string{"SET a 2"}},
+		{"duplicate", []*raftpb.Entry{logEntry(1, 1, 5, "SET a 1"), logEntry(2, 1, 5, "SET a 1")}, []string{"SET a 1"}},
+		{"nodes are independent", []*raftpb.Entry{logEntry(1, 1, 9, "SET a 1"), logEntry(2, 2, 3, "SET b 1"), logEntry(3, 1, 10, "SET a 2", "SET c 3")},
+			[]string{"SET a 1", "SET b 1", "SET a 2", "SET c 3"}},
+		{"empty and conf entries pass", []*raftpb.Entry{{Index: proto.Uint64(1), Type: raftpb.EntryNormal.Enum()},
+			{Index: proto.Uint64(2), Type: raftpb.EntryConfChange.Enum()}, logEntry(3, 2, 1, "DEL x")}, []string{"DEL x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := &Node{id: 1, log: slog.Default()}
+			n.prop = newProposer(n, 0)
+			a := newApplier(n)
+			var got []string
+			for _, c := range a.commands(tt.ents, false) {
+				var parts []string
+				for _, a := range c.Args {
+					parts = append(parts, string(a))
+				}
+				got = append(got, strings.Join(parts, " "))
+			}
+			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
+				t.Fatalf("applied %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestApplierRepliesToOwnWaiters(t *testing.T) {
+	n := &Node{id: 1, log: slog.Default()}
+	n.prop = newProposer(n, 0)
+	a := newApplier(n)
+	late, ok := newFuture(), newFuture()
+	n.prop.waiting[5] = &pending{futs: []*Future{late}}
+	n.prop.waiting[6] = &pending{futs: []*Future{ok}}
+	cmds := a.commands([]*raftpb.Entry{logEntry(1, 1, 6, "SET a 2"), logEntry(2, 1, 5, "SET a 1")}, true)
+	if len(cmds) != 1 || cmds[0].Reply == nil {
+		t.Fatalf("want one command with a reply hook, got %d", len(cmds))
+	}
+	cmds[0].Reply([]byte("+OK\r\n"))
+	if r, err := ok.Result(); err != nil || string(r) != "+OK\r\n" {
+		t.Fatalf("applied batch reply = %q, %v", r, err)
+	}
+	if r, _ := late.Result(); !strings.HasPrefix(string(r), "-TRYAGAIN") {
+		t.Fatalf("overtaken batch reply = %q, want -TRYAGAIN", r)
+	}
+	if len(n.prop.waiting) != 0 {
+		t.Fatalf("waiters left registered: %d", len(n.prop.waiting))
+	}
+}
+
+func TestLastOwnSeq(t *testing.T) {
+	ents := []*raftpb.Entry{logEntry(1, 1, 5), logEntry(2, 2, 99), logEntry(3, 1, 7), logEntry(4, 1, 6)}
+	if got := lastOwnSeq(1, ents); got != 7 {
+		t.Fatalf("lastOwnSeq = %d, want 7", got)
+	}
+	p := newProposer(&Node{id: 1}, 1<<62)
+	if s := p.nextSeq(); s <= 1<<62 {
+		t.Fatalf("a proposer after seq %d proposed %d", uint64(1<<62), s)
+	}
+}

@@ -5,9 +5,6 @@ import (
 	"io"
 	"testing"
 	"testing/iotest"
-	"time"
-	"os"
-	"runtime"
 )
 
 // errString compares errors by text, treating nil as "".
@@ -35,13 +32,6 @@ func FuzzReadCommand(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		wd := time.AfterFunc(2*time.Second, func() {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			os.WriteFile("/tmp/hang.txt", buf[:n], 0o644)
-			os.WriteFile("/tmp/hang.in", data, 0o644)
-		})
-		defer wd.Stop()
 		whole := NewReader(bytes.NewReader(data), 4096)
 		tiny := NewReader(iotest.OneByteReader(bytes.NewReader(data)), 16)
 		for {
@@ -98,13 +88,6 @@ func FuzzReadReply(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		wd := time.AfterFunc(2*time.Second, func() {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			os.WriteFile("/tmp/hang.txt", buf[:n], 0o644)
-			os.WriteFile("/tmp/hang.in", data, 0o644)
-		})
-		defer wd.Stop()
 		raw, err := NewReader(bytes.NewReader(data), 4096).ReadReply(nil)
 		raw2, err2 := NewReader(iotest.OneByteReader(bytes.NewReader(data)), 16).ReadReply(nil)
 		if errString(err) != errString(err2) || !bytes.Equal(raw, raw2) {

@@ -50,6 +50,11 @@ func lineLimit(kind byte) int {
 // of values that follow (a map's pairs count twice, an attribute also
 // precedes the value it annotates); -1 is null. Sharing it between ReadReply
 // and Parse keeps their notions of "valid" identical.
+// maxReplyElems bounds aggregates in replies. It is far above the command
+// limit because a server legitimately answers KEYS or SCAN on a big database
+// with huge arrays; nothing is allocated from a declared count.
+const maxReplyElems = 1<<31 - 1
+
 func checkLine(line []byte) (int, error) {
 	n := len(line)
 	if n < 3 || line[n-2] != '\r' {
@@ -93,7 +98,7 @@ func checkLine(line []byte) (int, error) {
 		return int(l), nil
 	case '*', '~', '%', '>', '|':
 		l, ok := parseInt(body)
-		if !ok || l < -1 || l > MaxMultibulkLen || (l == -1 && kind != '*') {
+		if !ok || l < -1 || l > maxReplyElems || (l == -1 && kind != '*') {
 			return 0, errMultibulkLen
 		}
 		switch kind {

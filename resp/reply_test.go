@@ -192,7 +192,7 @@ func TestReplyErrors(t *testing.T) {
 		{"$?\r\n", "Protocol error: invalid bulk length"},
 		{"*-2\r\n", "Protocol error: invalid multibulk length"},
 		{"~-1\r\n", "Protocol error: invalid multibulk length"},
-		{"*16777217\r\n", "Protocol error: invalid multibulk length"},
+		{"*2147483648\r\n", "Protocol error: invalid multibulk length"},
 		{"#x\r\n", "Protocol error: invalid boolean"},
 		{"_x\r\n", "Protocol error: invalid null"},
 		{",abc\r\n", "Protocol error: invalid double"},

@@ -77,7 +77,7 @@ var overrides = map[string]struct {
 	"debug": {classRefused, reasonDiverge}, "shutdown": {classRefused, reasonDiverge},
 	"save": {classRefused, reasonDiverge}, "bgsave": {classRefused, reasonDiverge},
 	"bgrewriteaof": {classRefused, reasonDiverge}, "module": {classRefused, reasonDiverge},
-	"monitor": {classRefused, reasonNotYet},
+	"monitor":   {classRefused, reasonNotYet},
 	"replicaof": {classRefused, reasonReplicas}, "slaveof": {classRefused, reasonReplicas},
 	"sync": {classRefused, reasonReplicas}, "psync": {classRefused, reasonReplicas},
 	"failover": {classRefused, reasonReplicas}, "replconf": {classRefused, reasonReplicas},
@@ -92,7 +92,7 @@ var overrides = map[string]struct {
 	"client|tracking": {classRefused, reasonNotYet}, "client|caching": {classRefused, reasonNotYet},
 	"client|getredir": {classRefused, reasonNotYet}, "client|trackinginfo": {classRefused, reasonNotYet},
 	"client|unblock": {classRefused, reasonNotYet}, "client|list": {classLocal, ""}, "client|info": {classLocal, ""},
-	"acl": {classRefused, reasonNotYet},
+	"acl":         {classRefused, reasonNotYet},
 	"slowlog|get": {classLocal, ""}, "slowlog|len": {classLocal, ""}, "slowlog|reset": {classLocal, ""},
 	"latency": {classLocal, ""}, "memory|doctor": {classLocal, ""}, "memory|stats": {classLocal, ""},
 	"memory|malloc-stats": {classLocal, ""}, "memory|purge": {classLocal, ""},
@@ -207,7 +207,9 @@ func (t table) lookup(args [][]byte) (*spec, string) {
 	if !ok {
 		return nil, unknownCommand(args)
 	}
-	if s.subs != nil {
+	// A container command alone (COMMAND) is valid when its own arity
+	// allows it; otherwise a subcommand is needed.
+	if s.subs != nil && !(len(args) == 1 && s.arity == -1) {
 		if len(args) < 2 {
 			return nil, fmt.Sprintf("ERR wrong number of arguments for '%s' command", s.name)
 		}

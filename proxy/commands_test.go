@@ -74,7 +74,7 @@ func TestClassify(t *testing.T) {
 		{"PING", classProxy}, {"ECHO x", classProxy}, {"SELECT 1", classProxy}, {"HELLO 2", classProxy},
 		{"QUIT", classProxy}, {"RAFT.INFO", classProxy}, {"RAFT.CLUSTER INIT", classProxy},
 		{"INFO", classLocal}, {"TIME", classLocal}, {"COMMAND COUNT", classLocal}, {"CONFIG GET maxmemory", classLocal},
-		{"CLIENT ID", classLocal},
+		{"CLIENT ID", classLocal}, {"COMMAND", classLocal},
 		{"CONFIG SET maxmemory 1", classRefused}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classRefused},
 		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classRefused},
 		{"SPOP s", classRefused}, {"BLPOP l 0", classRefused}, {"MULTI", classRefused}, {"EVAL x 0", classRefused},

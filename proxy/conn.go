@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/raftproxy/raftproxy/backend"
@@ -48,6 +49,12 @@ type conn struct {
 	ops chan *op
 	db  int
 
+	// Reads queued and not yet run. A write waits for them before it is
+	// proposed: once proposed it may be applied at any moment, and a read
+	// queued before it must not see it.
+	pendingReads atomic.Int64
+	readsRan     chan struct{}
+
 	// Owned by the writer goroutine.
 	redis *backend.Conn
 	raw   []byte
@@ -58,7 +65,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	return &conn{s: s, nc: nc, id: s.nextID.Add(1), ops: make(chan *op, 1024)}
+	return &conn{s: s, nc: nc, id: s.nextID.Add(1), ops: make(chan *op, 1024), readsRan: make(chan struct{}, 1)}
 }
 
 func (c *conn) stopReading() {
@@ -149,6 +156,7 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 	}
 	now := time.Now()
 	if sp.class == classRead {
+		c.pendingReads.Add(1)
 		return &op{kind: opRead, read: n.StartRead(), node: n, args: args, db: c.db, start: now}
 	}
 	if (sp.name == "flushall" || sp.name == "flushdb") && len(args) > 1 && strings.EqualFold(string(args[1]), "async") {
@@ -156,6 +164,9 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 			strings.ToUpper(sp.name), strings.ToUpper(sp.name), strings.ToUpper(sp.name)))
 	}
 	args = absoluteTimes(sp.name, args, now.UnixMilli())
+	for c.pendingReads.Load() > 0 {
+		<-c.readsRan
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
 	defer cancel()
 	return &op{kind: opWrite, fut: n.Propose(ctx, c.db, args), start: now}
@@ -238,6 +249,23 @@ func (c *conn) writeLoop() {
 				}
 			}
 			c.runOnRedis(w, batch)
+			c.readsDone(batch)
+		}
+	}
+}
+
+// readsDone tells the reader that the reads of batch have run.
+func (c *conn) readsDone(batch []*op) {
+	var n int64
+	for _, o := range batch {
+		if o.kind == opRead {
+			n++
+		}
+	}
+	if n > 0 && c.pendingReads.Add(-n) == 0 {
+		select {
+		case c.readsRan <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -245,7 +273,8 @@ func (c *conn) writeLoop() {
 // discard drains the queue after the client went away, so the reader never
 // blocks on a full queue.
 func (c *conn) discard() {
-	for range c.ops {
+	for o := range c.ops {
+		c.readsDone([]*op{o})
 	}
 }
 

@@ -38,11 +38,11 @@ Flags:
 
 type options struct {
 	listen, peerListen, dataDir, redis string
-	advertise, advertisePeer          string
-	followerProxy                     bool
-	metricsListen, logLevel           string
-	requestTimeout, tick              time.Duration
-	electionTicks                     int
+	advertise, advertisePeer           string
+	followerProxy                      bool
+	metricsListen, logLevel            string
+	requestTimeout, tick               time.Duration
+	electionTicks                      int
 }
 
 func parseFlags(args []string) (options, error) {

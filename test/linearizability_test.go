@@ -1,0 +1,161 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/raftproxy/raftproxy/test/lincheck"
+)
+
+// TestLinearizability records concurrent histories of GET/SET/APPEND from
+// clients on every node while a fault is injected in the middle, and checks
+// them with porcupine.
+func TestLinearizability(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping the longest test (10 s recorded histories with faults, then porcupine checks)")
+	}
+	tests := []struct {
+		name string
+		// crash and recover bracket the middle of the run.
+		crash, recover func(ctx context.Context, leader, follower *Node) error
+	}{
+		{"leader crash and restart",
+			func(ctx context.Context, l, _ *Node) error { return l.KillProxy() },
+			func(ctx context.Context, l, _ *Node) error { return l.StartProxy(ctx) }},
+		{"follower redis-server crash and restart",
+			func(ctx context.Context, _, f *Node) error { return f.KillRedis() },
+			func(ctx context.Context, _, f *Node) error { return f.StartRedis(ctx) }},
+		{"leader redis-server crash and restart",
+			func(ctx context.Context, l, _ *Node) error { return l.KillRedis() },
+			func(ctx context.Context, l, _ *Node) error { return l.StartRedis(ctx) }},
+		// A paused leader is deposed while it sleeps and wakes up still
+		// believing it leads: it must not serve what it holds as current.
+		{"leader paused and resumed",
+			func(ctx context.Context, l, _ *Node) error { return l.proxy.Signal(syscall.SIGSTOP) },
+			func(ctx context.Context, l, _ *Node) error { return l.proxy.Signal(syscall.SIGCONT) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			runLinearizability(t, tt.crash, tt.recover)
+		})
+	}
+}
+
+func runLinearizability(t *testing.T, crash, recover func(ctx context.Context, leader, follower *Node) error) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{RequestTimeout: 3 * time.Second})
+	leader, followers := c.Leader(ctx)
+
+	const (
+		clientsPerNode = 2
+		runFor         = 10 * time.Second
+	)
+	keys := []string{"lin:a", "lin:b", "lin:c", "lin:d"}
+	var hist lincheck.History
+	start := time.Now()
+	now := func() int64 { return int64(time.Since(start)) }
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var opsMu sync.Mutex
+	opsByNode := map[int]int{}
+	id := 0
+	for _, n := range c.Nodes {
+		for i := 0; i < clientsPerNode; i++ {
+			wg.Add(1)
+			go func(n *Node, clientID int) {
+				defer wg.Done()
+				cl := newClient(n.Addr, 1)
+				defer cl.Close()
+				rng := rand.New(rand.NewPCG(uint64(clientID), uint64(start.UnixNano())))
+				for seq := 0; ; seq++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					key := keys[rng.IntN(len(keys))]
+					// Unique values let the checker tell every write apart.
+					val := fmt.Sprintf("%d.%d;", clientID, seq)
+					op := lincheck.Op{ClientID: clientID}
+					opCtx, cancel := context.WithTimeout(ctx, 8*time.Second)
+					op.Call = now()
+					switch r := rng.IntN(10); {
+					case r < 4:
+						op.Input = lincheck.Input{Kind: lincheck.Get, Key: key}
+						v, err := cl.Get(opCtx, key).Result()
+						if errors.Is(err, redis.Nil) {
+							v, err = "", nil
+						}
+						op.Output, op.Err = lincheck.Output{Value: v}, err
+					case r < 7:
+						op.Input = lincheck.Input{Kind: lincheck.Put, Key: key, Value: val}
+						op.Err = cl.Set(opCtx, key, val, 0).Err()
+					default:
+						op.Input = lincheck.Input{Kind: lincheck.Append, Key: key, Value: val}
+						l, err := cl.Append(opCtx, key, val).Result()
+						op.Output, op.Err = lincheck.Output{Length: l}, err
+					}
+					op.Return = now()
+					cancel()
+					hist.Add(op)
+					if op.Err == nil {
+						opsMu.Lock()
+						opsByNode[n.Index]++
+						opsMu.Unlock()
+					} else {
+						// A dead or rebuilding node fails fast; do not spin.
+						time.Sleep(20 * time.Millisecond)
+					}
+				}
+			}(n, id)
+			id++
+		}
+	}
+
+	nemesisErr := func() error {
+		time.Sleep(runFor * 3 / 10)
+		if err := crash(ctx, leader, followers[0]); err != nil {
+			return fmt.Errorf("injecting the fault: %w", err)
+		}
+		t.Logf("%v: fault injected (leader %s, follower %s)", time.Since(start).Round(time.Millisecond), leader, followers[0])
+		time.Sleep(runFor * 3 / 10)
+		if err := recover(ctx, leader, followers[0]); err != nil {
+			return fmt.Errorf("recovering from the fault: %w", err)
+		}
+		t.Logf("%v: recovered", time.Since(start).Round(time.Millisecond))
+		time.Sleep(runFor * 4 / 10)
+		return nil
+	}()
+	close(stop)
+	wg.Wait()
+	if nemesisErr != nil {
+		t.Fatal(nemesisErr)
+	}
+
+	ops := hist.Operations()
+	kept, unknown, dropped := hist.Stats()
+	t.Logf("history: %d operations kept (%d with unknown outcome), %d dropped; successful by node: %v", kept, unknown, dropped, opsByNode)
+	for _, n := range c.Nodes {
+		if opsByNode[n.Index] == 0 {
+			t.Errorf("no operation succeeded through %s", n)
+		}
+	}
+	checkStart := time.Now()
+	res, err := lincheck.Check(ops, 2*time.Minute)
+	t.Logf("porcupine: %v in %v", res, time.Since(checkStart).Round(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.AssertRedisIdentical(ctx)
+}

@@ -18,8 +18,11 @@ trap cleanup EXIT
 cleanup
 redis-server --port $STOCK_PORT --bind 127.0.0.1 --save "" --appendonly no --daemonize yes --logfile /dev/null
 scripts/cluster.sh start >/dev/null
-leader=$(for i in 1 2 3; do p=$((CLIENT_BASE + i)); redis-cli -p $p RAFT.INFO | grep -q '^role:leader' && echo $p; done | head -1)
-follower=$(for i in 1 2 3; do p=$((CLIENT_BASE + i)); [ "$p" != "$leader" ] && echo $p; done | head -1)
+leader="" follower=""
+for i in 1 2 3; do
+  p=$((CLIENT_BASE + i))
+  if redis-cli -p $p RAFT.INFO | grep -q '^role:leader'; then leader=$p; else follower=$p; fi
+done
 
 rps() { # port test pipeline -> requests per second
   redis-benchmark -p "$1" -t "$2" -n "$N" -c "$CLIENTS" -P "$3" -r 100000 -q 2>/dev/null | tr '\r' '\n' | grep -E "^$(echo "$2" | tr a-z A-Z): [0-9.]+ requests" | tail -1 | awk '{print $2}'

@@ -666,19 +666,9 @@ func TestLaggingFollowerCatchesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 20000
-	cmds := make([][]string, n)
-	wantOK := make([]string, n)
-	sample := map[string]string{}
-	for i := range cmds {
-		k, v := fmt.Sprintf("lag:%d", i), fmt.Sprintf("v%d", i)
-		cmds[i] = []string{"SET", k, v}
-		wantOK[i] = "+OK"
-		if i%97 == 0 || i == n-1 {
-			sample[k] = v
-		}
-	}
-	if err := pipelineRaw(leader.Addr, cmds, wantOK); err != nil {
-		t.Fatalf("writing %d keys through %s with %s down: %v", n, leader, f, err)
+	sample, err := writeKeys(leader.Addr, "lag", n, 97)
+	if err != nil {
+		t.Fatalf("with %s down: %v", f, err)
 	}
 	if err := f.StartProxy(ctx); err != nil {
 		t.Fatal(err)

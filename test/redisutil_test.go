@@ -230,3 +230,24 @@ func expiryOf(c *redis.Cmd) string {
 	}
 	return strconv.FormatInt(v, 10)
 }
+
+// writeKeys pipelines n SETs of prefix:i = vi to addr, each expecting +OK,
+// and returns a sample of them (every every-th key and the last) to read
+// back later.
+func writeKeys(addr, prefix string, n, every int) (map[string]string, error) {
+	cmds := make([][]string, n)
+	wantOK := make([]string, n)
+	sample := map[string]string{}
+	for i := range cmds {
+		k, v := fmt.Sprintf("%s:%d", prefix, i), fmt.Sprintf("v%d", i)
+		cmds[i] = []string{"SET", k, v}
+		wantOK[i] = "+OK"
+		if i%every == 0 || i == n-1 {
+			sample[k] = v
+		}
+	}
+	if err := pipelineRaw(addr, cmds, wantOK); err != nil {
+		return nil, fmt.Errorf("writing %d keys through %s: %w", n, addr, err)
+	}
+	return sample, nil
+}

@@ -2,7 +2,6 @@ package test
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -21,19 +20,9 @@ func TestTornWALTail(t *testing.T) {
 	leader, followers := c.Leader(ctx)
 	f := followers[0]
 	const n = 2000
-	cmds := make([][]string, n)
-	wantOK := make([]string, n)
-	sample := map[string]string{}
-	for i := range cmds {
-		k, v := fmt.Sprintf("torn:%d", i), fmt.Sprintf("v%d", i)
-		cmds[i] = []string{"SET", k, v}
-		wantOK[i] = "+OK"
-		if i%50 == 0 || i == n-1 {
-			sample[k] = v
-		}
-	}
-	if err := pipelineRaw(leader.Addr, cmds, wantOK); err != nil {
-		t.Fatalf("writing %d keys through %s: %v", n, leader, err)
+	sample, err := writeKeys(leader.Addr, "torn", n, 50)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := waitForReads(ctx, f, sample); err != nil {
 		t.Fatal(err)

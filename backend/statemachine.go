@@ -4,23 +4,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
 )
 
 // StateMachine applies the log to the local redis over one pipelined
 // connection. Redis's own persistence is not relied on: the raft log is the
 // truth and redis is rebuilt from it whenever its content is in doubt.
 type StateMachine struct {
-	addr  string
-	log   *slog.Logger
-	conn  *Conn
-	runID atomic.Pointer[string]
-	skip  []bool
-	raw   []byte
+	addr string
+	// redis's RDB directory and file name, learned when connecting.
+	dir, dbfilename string
+	log             *slog.Logger
+	conn            *Conn
+	runID           atomic.Pointer[string]
+	skip            []bool
+	raw             []byte
 }
 
 // NewStateMachine returns a state machine for the redis at addr.
@@ -94,15 +101,23 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 	return nil
 }
 
-// Reset implements raftnode.StateMachine: it waits for redis, then empties it.
-func (s *StateMachine) Reset(ctx context.Context) error {
+// Reset implements raftnode.StateMachine: it waits for redis, then loads
+// the RDB into it (or empties it).
+func (s *StateMachine) Reset(ctx context.Context, rdb io.Reader, size int64) error {
 	if s.conn != nil {
 		s.conn.Close()
 		s.conn = nil
 	}
 	for {
-		err := s.reset(ctx)
+		c, id, err := s.connect(ctx)
 		if err == nil {
+			err = s.reset(ctx, c, rdb, size)
+			if err != nil {
+				c.Close()
+				return err
+			}
+			s.conn = c
+			s.runID.Store(&id)
 			return nil
 		}
 		s.log.Warn("waiting for the local redis", "addr", s.addr, "err", err)
@@ -114,25 +129,141 @@ func (s *StateMachine) Reset(ctx context.Context) error {
 	}
 }
 
-func (s *StateMachine) reset(ctx context.Context) error {
+// connect opens the apply connection and learns what snapshots need.
+func (s *StateMachine) connect(ctx context.Context) (*Conn, string, error) {
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	c, err := Dial(dctx, s.addr)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	id, err := c.RunID()
 	if err == nil {
-		_, err = c.DoValue("FLUSHALL", "SYNC")
+		// A failed BGSAVE must not make this redis refuse the writes the
+		// other nodes apply, and redis must not save on its own: snapshots
+		// read the RDB file, so only raftproxy may trigger one.
+		_, err = c.DoValue("CONFIG", "SET", "stop-writes-on-bgsave-error", "no", "save", "")
+	}
+	var dir, file resp.Value
+	if err == nil {
+		dir, err = c.DoValue("CONFIG", "GET", "dir")
+	}
+	if err == nil {
+		file, err = c.DoValue("CONFIG", "GET", "dbfilename")
 	}
 	if err != nil {
 		c.Close()
+		return nil, "", err
+	}
+	if len(dir.Elems) == 2 && len(file.Elems) == 2 {
+		s.dir, s.dbfilename = string(dir.Elems[1].Str), string(file.Elems[1].Str)
+	}
+	return c, id, nil
+}
+
+func (s *StateMachine) reset(ctx context.Context, c *Conn, rdb io.Reader, size int64) error {
+	if rdb == nil {
+		if _, err := c.DoValue("FLUSHALL", "SYNC"); err != nil {
+			return err
+		}
+		s.log.Info("emptied the local redis to rebuild it from the log", "addr", s.addr)
+		return nil
+	}
+	if err := LoadRDB(ctx, s.addr, rdb, size); err != nil {
 		return err
 	}
-	s.conn = c
-	s.runID.Store(&id)
-	s.log.Info("emptied the local redis to rebuild it from the log", "addr", s.addr, "run_id", id)
+	s.log.Info("loaded a snapshot into the local redis", "addr", s.addr, "bytes", size)
 	return nil
+}
+
+// StartSnapshot implements raftnode.StateMachine: BGSAVE forks redis now,
+// between two applies, so the RDB holds exactly what was applied; writing
+// it happens in the child while applying goes on.
+//
+// The caller must not load an RDB into redis (Reset with an RDB) before the
+// job's reader is closed: a replica's full sync renames its RDB onto the
+// same file.
+func (s *StateMachine) StartSnapshot(ctx context.Context) (raftnode.SnapshotJob, error) {
+	if s.conn == nil {
+		return nil, errNotConnected
+	}
+	if s.dir == "" {
+		return nil, errors.New("redis did not say where it writes RDB files (CONFIG GET dir)")
+	}
+	// Redis 7 refuses CONFIG SET dbfilename (a protected config), so the
+	// RDB goes to redis's own dbfilename; connect turned automatic saves
+	// off, so only raftproxy writes that file.
+	raw, err := s.conn.Do([]byte("BGSAVE"))
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	if len(raw) > 0 && raw[0] == '-' {
+		return nil, fmt.Errorf("redis refused BGSAVE: %s", strings.TrimSpace(string(raw[1:])))
+	}
+	name := s.dbfilename
+	return &bgsave{addr: s.addr, path: filepath.Join(s.dir, name)}, nil
+}
+
+func (s *StateMachine) fail(err error) error {
+	s.conn.Close()
+	s.conn = nil
+	return fmt.Errorf("talk to redis: %w", err)
+}
+
+// bgsave is an RDB being written by a redis child process.
+type bgsave struct {
+	addr, path string
+}
+
+func (b *bgsave) Wait(ctx context.Context) (io.ReadCloser, error) {
+	c, err := Dial(ctx, b.addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	for {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		v, err := c.DoValue("INFO", "persistence")
+		if err != nil {
+			return nil, err
+		}
+		if InfoField(v.Str, "rdb_bgsave_in_progress") == "0" {
+			if st := InfoField(v.Str, "rdb_last_bgsave_status"); st != "ok" {
+				os.Remove(b.path)
+				return nil, fmt.Errorf("redis BGSAVE failed (rdb_last_bgsave_status:%s); see the redis log", st)
+			}
+			break
+		}
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f, err := os.Open(b.path)
+	if err != nil {
+		return nil, fmt.Errorf("read the RDB redis wrote: raftproxy needs to read files in redis's dir (same host or a shared volume): %w", err)
+	}
+	if _, err := CheckRDB(f); err != nil {
+		f.Close()
+		os.Remove(b.path)
+		return nil, fmt.Errorf("RDB written by redis at %s: %w", b.path, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return removeOnClose{f}, nil
+}
+
+// removeOnClose deletes redis's copy once the snapshot store has its own,
+// so a stale RDB never lies around to be mistaken for a newer one.
+type removeOnClose struct{ *os.File }
+
+func (r removeOnClose) Close() error {
+	err := r.File.Close()
+	os.Remove(r.Name())
+	return err
 }
 
 // Healthy implements raftnode.StateMachine.

@@ -114,6 +114,7 @@ var raftCommands = []*spec{
 	{name: "raft.cluster", arity: -2, class: classProxy},
 	{name: "raft.node", arity: -3, class: classProxy},
 	{name: "raft.info", arity: 1, class: classProxy},
+	{name: "raft.debug", arity: -2, class: classProxy},
 }
 
 // buildTable classifies the reply of COMMAND from the local redis.

@@ -480,6 +480,8 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.ops <- c.raftCluster(args)
 	case "raft.node":
 		c.ops <- c.raftNode(args)
+	case "raft.debug":
+		c.ops <- c.raftDebug(args)
 	case "raft.info":
 		c.ops <- &op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())}
 	default:

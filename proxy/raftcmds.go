@@ -48,6 +48,24 @@ func clusterErr(err error) string {
 	return "ERR " + err.Error()
 }
 
+// raftDebug handles RAFT.DEBUG COMPACT: make a snapshot of everything
+// applied and compact the log, replying once the snapshot is stored.
+func (c *conn) raftDebug(args [][]byte) *op {
+	n := c.s.cfg.Host.Node()
+	if n == nil {
+		return errReply("NOCLUSTER No Raft Cluster")
+	}
+	if !strings.EqualFold(string(args[1]), "compact") || len(args) != 2 {
+		return errReply(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try RAFT.DEBUG HELP.", args[1]))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := n.Compact(ctx); err != nil {
+		return errReply("ERR snapshot failed: " + err.Error())
+	}
+	return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
+}
+
 // raftNode handles RAFT.NODE ADD <id> <addr> <peer-addr> and
 // RAFT.NODE REMOVE <id>.
 func (c *conn) raftNode(args [][]byte) *op {
@@ -209,8 +227,8 @@ func (s *Server) raftInfo() string {
 	}
 	fmt.Fprintf(&b, "# Raft\r\nstate:%s\r\nnode_id:%s\r\ncluster_id:%s\r\nrole:%s\r\nleader_id:%s\r\n",
 		state, raftnode.IDString(st.ID), raftnode.IDString(st.ClusterID), st.Role, raftnode.IDString(st.Leader))
-	fmt.Fprintf(&b, "current_term:%d\r\ncommit_index:%d\r\nlast_applied_index:%d\r\nlast_log_index:%d\r\n",
-		st.Term, st.Commit, st.Applied, st.LastIndex)
+	fmt.Fprintf(&b, "current_term:%d\r\ncommit_index:%d\r\nlast_applied_index:%d\r\nfirst_log_index:%d\r\nlast_log_index:%d\r\nsnapshot_last_index:%d\r\n",
+		st.Term, st.Commit, st.Applied, st.FirstIndex, st.LastIndex, st.SnapshotIndex)
 	fmt.Fprintf(&b, "follower_proxy:%s\r\nnum_nodes:%d\r\nnum_voting_nodes:%d\r\n",
 		yesNo(s.followerProxy.Load()), len(st.Nodes), voting)
 	for i, ns := range st.Nodes {

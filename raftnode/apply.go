@@ -3,14 +3,17 @@ package raftnode
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/resp"
+	"github.com/raftproxy/raftproxy/snapshot"
 )
 
 // applier feeds committed entries, strictly in log order, to the state
@@ -19,8 +22,13 @@ type applier struct {
 	n *Node
 
 	mu    sync.Mutex
-	queue []*raftpb.Entry
+	queue []queued
 	wake  chan struct{}
+	// snapping is set while a snapshot's RDB is being written and stored.
+	snapping atomic.Bool
+	// sinceSnap counts the bytes of entries applied since the last snapshot
+	// started.
+	sinceSnap uint64
 
 	applied atomic.Uint64
 	// gen is even while the state machine holds exactly the applied prefix of
@@ -42,9 +50,20 @@ func newApplier(n *Node) *applier {
 	return a
 }
 
-func (a *applier) enqueue(ents []*raftpb.Entry) {
+// queued is committed work for the applier, in log order: entries, or a
+// snapshot received from the leader that replaces everything before it.
+type queued struct {
+	ents []*raftpb.Entry
+	snap *snapshot.Meta
+}
+
+func (a *applier) enqueue(ents []*raftpb.Entry) { a.push(queued{ents: ents}) }
+
+func (a *applier) enqueueSnapshot(m snapshot.Meta) { a.push(queued{snap: &m}) }
+
+func (a *applier) push(q queued) {
 	a.mu.Lock()
-	a.queue = append(a.queue, ents...)
+	a.queue = append(a.queue, q)
 	a.mu.Unlock()
 	select {
 	case a.wake <- struct{}{}:
@@ -52,7 +71,7 @@ func (a *applier) enqueue(ents []*raftpb.Entry) {
 	}
 }
 
-func (a *applier) dequeue() []*raftpb.Entry {
+func (a *applier) dequeue() []queued {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	q := a.queue
@@ -119,28 +138,103 @@ func (a *applier) run() {
 		case <-a.n.stopc:
 			return
 		}
-		ents := a.dequeue()
-		for len(ents) > 0 {
-			// Bound one pipelined round trip to redis.
-			chunk := ents
-			if len(chunk) > 1024 {
-				chunk = chunk[:1024]
-			}
-			for {
-				err := a.n.cfg.StateMachine.Apply(a.commands(chunk, true))
-				if err == nil {
-					break
-				}
-				a.n.log.Error("applying to redis failed; rebuilding it from the log", "err", err)
-				if !a.recover(ctx) {
+		for _, q := range a.dequeue() {
+			if q.snap != nil {
+				if !a.loadSnapshot(ctx, *q.snap) {
 					return
 				}
+				continue
 			}
-			a.applied.Store(chunk[len(chunk)-1].GetIndex())
-			a.broadcast()
-			ents = ents[len(chunk):]
+			if !a.applyEntries(ctx, q.ents) {
+				return
+			}
+		}
+		a.maybeSnapshot(ctx)
+	}
+}
+
+// applyEntries applies committed entries in bounded pipelined rounds. It
+// returns false only when the node stops.
+func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
+	// Entries a snapshot (loaded after they were queued) already covers.
+	for len(ents) > 0 && ents[0].GetIndex() <= a.applied.Load() {
+		ents = ents[1:]
+	}
+	for len(ents) > 0 {
+		chunk := ents
+		if len(chunk) > 1024 {
+			chunk = chunk[:1024]
+		}
+		for {
+			err := a.n.cfg.StateMachine.Apply(a.commands(chunk, true))
+			if err == nil {
+				break
+			}
+			a.n.log.Error("applying to redis failed; rebuilding it from the log", "err", err)
+			if !a.recover(ctx) {
+				return false
+			}
+		}
+		for _, e := range chunk {
+			a.sinceSnap += uint64(len(e.GetData()))
+		}
+		a.applied.Store(chunk[len(chunk)-1].GetIndex())
+		a.broadcast()
+		ents = ents[len(chunk):]
+	}
+	return true
+}
+
+// loadSnapshot replaces redis's content with a snapshot received from the
+// leader. Reads are refused meanwhile (the generation is odd).
+func (a *applier) loadSnapshot(ctx context.Context, m snapshot.Meta) bool {
+	if m.Index <= a.applied.Load() {
+		return true
+	}
+	a.gen.Add(1)
+	a.broadcast()
+	start := time.Now()
+	if err := a.resetTo(ctx, &m); err != nil {
+		a.n.log.Error("loading snapshot into redis failed; rebuilding it", "index", m.Index, "err", err)
+		// recover loads the newest snapshot (this one) and replays from it.
+		return a.recover(ctx)
+	}
+	a.applied.Store(m.Index)
+	a.gen.Add(1)
+	a.broadcast()
+	a.n.log.Info("loaded snapshot into redis", "index", m.Index, "bytes", m.Size, "took", time.Since(start).Round(time.Millisecond))
+	return true
+}
+
+// resetTo replaces the state machine's content with snapshot m, or empties
+// it when m is nil, and restores the applier's bookkeeping to match.
+func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
+	// A snapshot being written must finish first (see StartSnapshot).
+	for a.snapping.Load() {
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
+	if m == nil {
+		a.lastSeq = map[uint64]uint64{}
+		return a.n.cfg.StateMachine.Reset(ctx, nil, 0)
+	}
+	st, err := decodeState(m.State)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(a.n.store.Path(*m))
+	if err != nil {
+		return fmt.Errorf("open snapshot %d: %w", m.Index, err)
+	}
+	defer f.Close()
+	if err := a.n.cfg.StateMachine.Reset(ctx, f, m.Size); err != nil {
+		return fmt.Errorf("load snapshot %d into redis: %w", m.Index, err)
+	}
+	a.lastSeq = st.LastSeq
+	return nil
 }
 
 // Poke asks the applier to check its state machine now, e.g. after a client
@@ -179,14 +273,29 @@ func (a *applier) recover(ctx context.Context) bool {
 	}
 }
 
+// replay rebuilds the state machine: the newest snapshot in raft storage
+// (or nothing), then the applied entries after it.
 func (a *applier) replay(ctx context.Context) error {
-	if err := a.n.cfg.StateMachine.Reset(ctx); err != nil {
+	var base *snapshot.Meta
+	if rs, err := a.n.storage.Snapshot(); err == nil && !raft.IsEmptySnap(rs) {
+		m, _, err := decodeMeta(rs.GetData())
+		if err != nil {
+			return err
+		}
+		base = &m
+	}
+	if err := a.resetTo(ctx, base); err != nil {
 		return fmt.Errorf("reset state machine: %w", err)
 	}
-	a.lastSeq = map[uint64]uint64{}
+	lo := uint64(1)
+	if base != nil {
+		lo = base.Index + 1
+		if a.applied.Load() < base.Index {
+			a.applied.Store(base.Index)
+		}
+	}
 	applied := a.applied.Load()
-	first, _ := a.n.storage.FirstIndex()
-	for lo := first; lo <= applied; {
+	for lo <= applied {
 		ents, err := a.n.storage.Entries(lo, applied+1, 4<<20)
 		if err != nil {
 			return fmt.Errorf("read log entries [%d, %d]: %w", lo, applied, err)

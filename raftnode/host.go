@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
+	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/raftproxy/raftproxy/snapshot"
 	rwal "github.com/raftproxy/raftproxy/wal"
 )
 
@@ -61,18 +64,30 @@ func (h *Host) Restart() (*Node, error) {
 		return nil, nil
 	}
 	zl := zapToSlog(h.cfg.Logger)
-	w, st, err := rwal.Open(zl, dir, nil)
+	store, err := h.openStore()
 	if err != nil {
 		return nil, err
 	}
-	n, err := newNode(h.cfg, st.Meta.NodeID, st.Meta.ClusterID, w, st)
+	walSnap, rs, err := h.newestSnapshot(store, dir)
+	if err != nil {
+		return nil, err
+	}
+	w, st, err := rwal.Open(zl, dir, walSnap)
+	if err != nil {
+		return nil, err
+	}
+	n, err := newNode(h.cfg, st.Meta.NodeID, st.Meta.ClusterID, w, st, store, rs)
 	if err != nil {
 		w.Close()
 		return nil, err
 	}
 	// The transport needs every peer's address before raft replays the
 	// membership changes, or this node could not vote until redis is back.
-	if err := n.start(nil, membersInLog(st.Entries)); err != nil {
+	known := membersInLog(st.Entries)
+	for _, m := range n.members.list() {
+		known = append(known, m.Member)
+	}
+	if err := n.start(nil, known); err != nil {
 		w.Close()
 		return nil, err
 	}
@@ -138,12 +153,54 @@ func (h *Host) create(id, clusterID uint64) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, err := newNode(h.cfg, id, clusterID, w, rwal.State{})
+	store, err := h.openStore()
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	n, err := newNode(h.cfg, id, clusterID, w, rwal.State{}, store, nil)
 	if err != nil {
 		w.Close()
 		return nil, err
 	}
 	return n, nil
+}
+
+func (h *Host) openStore() (*snapshot.Store, error) {
+	return snapshot.Open(filepath.Join(h.cfg.DataDir, "snap"), h.cfg.SnapshotKeep, h.cfg.Logger)
+}
+
+// newestSnapshot picks the snapshot to restart from: the newest one that the
+// WAL records and whose file verifies. A corrupt one is skipped for an older
+// one; if the WAL no longer holds the entries after that older one, opening
+// it fails and says so.
+func (h *Host) newestSnapshot(store *snapshot.Store, dir string) (*walpb.Snapshot, *raftpb.Snapshot, error) {
+	zl := zapToSlog(h.cfg.Logger)
+	walSnaps, err := rwal.ValidSnapshots(zl, dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	recorded := map[[2]uint64]*walpb.Snapshot{}
+	for _, ws := range walSnaps {
+		recorded[[2]uint64{ws.GetIndex(), ws.GetTerm()}] = ws
+	}
+	meta, err := store.Newest(func(m snapshot.Meta) bool { return recorded[[2]uint64{m.Index, m.Term}] != nil })
+	if errors.Is(err, snapshot.ErrNoSnapshot) {
+		if len(walSnaps) > 1 {
+			h.cfg.Logger.Warn("the wal records snapshots but none is usable; trying to restart from the start of the log")
+		}
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	ws := recorded[[2]uint64{meta.Index, meta.Term}]
+	rs, err := raftSnapshot(meta, ws.GetConfState())
+	if err != nil {
+		return nil, nil, err
+	}
+	h.cfg.Logger.Info("restarting from snapshot", "index", meta.Index, "term", meta.Term, "bytes", meta.Size)
+	return ws, rs, nil
 }
 
 // ServeHTTP routes raft peer traffic to the node.

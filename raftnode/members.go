@@ -113,3 +113,15 @@ func (m *membership) list() []MemberInfo {
 	})
 	return out
 }
+
+// restore replaces the members with those of a snapshot.
+func (m *membership) restore(list []MemberInfo) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.members = map[uint64]Member{}
+	m.learners = map[uint64]bool{}
+	for _, mi := range list {
+		m.members[mi.ID] = mi.Member
+		m.learners[mi.ID] = !mi.Voting
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -18,15 +19,19 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/fileutil"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
 	stats "go.etcd.io/etcd/server/v3/etcdserver/api/v2stats"
+	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/snapshot"
 	rwal "github.com/raftproxy/raftproxy/wal"
 )
 
@@ -55,11 +60,25 @@ type StateMachine interface {
 	// is now unknown (its connection failed): the node calls Reset and
 	// replays the log before applying anything else.
 	Apply(cmds []Command) error
-	// Reset blocks until the state machine is reachable, then empties it.
-	Reset(ctx context.Context) error
+	// Reset blocks until the state machine is reachable, then replaces its
+	// whole content with the RDB read from rdb (size bytes), or empties it
+	// when rdb is nil.
+	Reset(ctx context.Context, rdb io.Reader, size int64) error
 	// Healthy reports whether the state machine still holds what was applied
 	// (for redis: the connection is up and its run_id has not changed).
 	Healthy(ctx context.Context) bool
+	// StartSnapshot starts writing an RDB of exactly what has been applied
+	// so far. It is called between two Apply calls and must not wait for
+	// the RDB; the job's Wait does. Reset is not called with an RDB until
+	// the job's reader is closed.
+	StartSnapshot(ctx context.Context) (SnapshotJob, error)
+}
+
+// SnapshotJob is an RDB being written by the state machine.
+type SnapshotJob interface {
+	// Wait waits for the RDB, checks it, and returns it open for reading.
+	// Closing the reader removes the state machine's copy.
+	Wait(ctx context.Context) (io.ReadCloser, error)
 }
 
 // Config configures one node.
@@ -76,6 +95,17 @@ type Config struct {
 	RequestTimeout time.Duration
 	// MaxBatch is the most requests one log entry carries.
 	MaxBatch int
+	// SnapshotEntries: a snapshot is made when this many entries were
+	// applied since the last one.
+	SnapshotEntries uint64
+	// SnapshotBytes: a snapshot is made when entries of this many bytes
+	// were applied since the last one (batches make entries of any size).
+	SnapshotBytes uint64
+	// SnapshotCatchUpEntries is the tail of the log kept after a snapshot,
+	// so a slightly lagging follower gets entries rather than a snapshot.
+	SnapshotCatchUpEntries uint64
+	// SnapshotKeep is how many snapshot files are kept.
+	SnapshotKeep int
 }
 
 func (c *Config) setDefaults() {
@@ -93,6 +123,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 512
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = 10000
+	}
+	if c.SnapshotBytes == 0 {
+		c.SnapshotBytes = 64 << 20
+	}
+	if c.SnapshotCatchUpEntries == 0 {
+		c.SnapshotCatchUpEntries = 5000
+	}
+	if c.SnapshotKeep == 0 {
+		c.SnapshotKeep = 2
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -112,6 +154,12 @@ type Node struct {
 	wal       *rwal.Log
 	transport *rafthttp.Transport
 	members   *membership
+	store     *snapshot.Store
+	conf      confHistory
+	snapIndex atomic.Uint64 // index of the newest snapshot in raft storage
+
+	compactMu      sync.Mutex
+	compactWaiters []compactWaiter
 
 	lead      atomic.Uint64
 	raftState atomic.Int32 // raft.StateType
@@ -129,8 +177,9 @@ type Node struct {
 
 func walDir(dataDir string) string { return filepath.Join(dataDir, "wal") }
 
-// newNode builds a node around an open WAL; start launches its goroutines.
-func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State) (*Node, error) {
+// newNode builds a node around an open WAL and, when snap is not nil, the
+// snapshot the WAL was opened at; start launches its goroutines.
+func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State, store *snapshot.Store, snap *raftpb.Snapshot) (*Node, error) {
 	cfg.setDefaults()
 	cfg.Self.ID = id
 	n := &Node{
@@ -141,9 +190,30 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State) (*Nod
 		storage:   raft.NewMemoryStorage(),
 		wal:       w,
 		members:   newMembership(),
+		store:     store,
 		stopc:     make(chan struct{}),
 	}
 	n.zlog = zapToSlog(n.log)
+	n.prop = newProposer(n, lastOwnSeq(id, st.Entries))
+	n.reads = newReadIndexer(n)
+	n.applier = newApplier(n)
+	if snap != nil {
+		meta, ns, err := decodeMeta(snap.GetData())
+		if err != nil {
+			return nil, err
+		}
+		if err := n.storage.ApplySnapshot(snap); err != nil {
+			return nil, fmt.Errorf("restore snapshot %d: %w", meta.Index, err)
+		}
+		n.members.restore(ns.Members)
+		n.conf.reset(confPoint{index: meta.Index, cs: snap.GetMetadata().GetConfState(), members: ns.Members})
+		n.snapIndex.Store(meta.Index)
+		n.applier.applied.Store(meta.Index)
+		n.applier.lastSeq = ns.LastSeq
+		if own := ns.LastSeq[id]; own >= n.prop.seq {
+			n.prop.seq = own + 1
+		}
+	}
 	if st.HardState != nil {
 		if err := n.storage.SetHardState(st.HardState); err != nil {
 			return nil, fmt.Errorf("restore hard state: %w", err)
@@ -152,15 +222,13 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State) (*Nod
 	if err := n.storage.Append(st.Entries); err != nil {
 		return nil, fmt.Errorf("restore %d log entries: %w", len(st.Entries), err)
 	}
-	n.prop = newProposer(n, lastOwnSeq(id, st.Entries))
-	n.reads = newReadIndexer(n)
-	n.applier = newApplier(n)
 	return n, nil
 }
 
 func (n *Node) raftConfig() *raft.Config {
 	return &raft.Config{
 		ID:                        n.id,
+		Applied:                   n.applier.applied.Load(),
 		ElectionTick:              n.cfg.ElectionTicks,
 		HeartbeatTick:             n.cfg.HeartbeatTicks,
 		Storage:                   n.storage,
@@ -184,6 +252,7 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 		URLs:        types.MustNewURLs([]string{"http://" + n.cfg.Self.PeerAddr}),
 		ClusterID:   types.ID(n.clusterID),
 		Raft:        (*transportHooks)(n),
+		Snapshotter: snap.New(n.zlog, n.store.Dir()),
 		ServerStats: stats.NewServerStats("", ""),
 		LeaderStats: stats.NewLeaderStats(n.zlog, types.ID(n.id).String()),
 		ErrorC:      make(chan error, 1),
@@ -199,7 +268,18 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 	} else {
 		n.raft = raft.RestartNode(n.raftConfig())
 	}
-	n.done.Add(5)
+	// Segments released after a snapshot are deleted in the background;
+	// the WAL keeps the ones it still holds locked.
+	purgeErr := fileutil.PurgeFile(n.zlog, n.wal.Dir, "wal", 5, 30*time.Second, n.stopc)
+	n.done.Add(6)
+	go func() {
+		defer n.done.Done()
+		select {
+		case err := <-purgeErr:
+			n.log.Error("purging old wal segments failed", "err", err)
+		case <-n.stopc:
+		}
+	}()
 	go func() { defer n.done.Done(); n.run() }()
 	go func() { defer n.done.Done(); n.prop.run() }()
 	go func() { defer n.done.Done(); n.reads.run() }()
@@ -253,17 +333,31 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	// 10.2.1): it counts itself toward the commit quorum only after Advance,
 	// which follows the fsync. Followers must persist before they answer.
 	leader := raft.StateType(n.raftState.Load()) == raft.StateLeader
+	msgs := n.splitSnapshots(rd.Messages)
 	if leader {
-		n.transport.Send(rd.Messages)
+		n.transport.Send(msgs)
+	}
+	// The WAL records a snapshot before the state that follows it, as etcd
+	// does; the snapshot file itself was made durable when it was received.
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		md := rd.Snapshot.GetMetadata()
+		if err := n.wal.SaveSnapshot(&walpb.Snapshot{Index: proto.Uint64(md.GetIndex()), Term: proto.Uint64(md.GetTerm()), ConfState: md.GetConfState()}); err != nil {
+			return err
+		}
 	}
 	if err := n.wal.Save(rd.HardState, rd.Entries); err != nil {
 		return err
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		if err := n.installReceived(rd.Snapshot); err != nil {
+			return err
+		}
 	}
 	if err := n.storage.Append(rd.Entries); err != nil {
 		return fmt.Errorf("append %d entries to raft storage: %w", len(rd.Entries), err)
 	}
 	if !leader {
-		n.transport.Send(rd.Messages)
+		n.transport.Send(msgs)
 	}
 	if len(rd.ReadStates) > 0 {
 		n.reads.deliver(rd.ReadStates)
@@ -315,6 +409,7 @@ func (n *Node) applyConfChange(e *raftpb.Entry) error {
 			n.transport.RemovePeer(types.ID(id))
 		}
 	}
+	n.conf.add(confPoint{index: e.GetIndex(), cs: cs, members: n.members.list()})
 	n.log.Info("applied membership change", "index", e.GetIndex(), "type", cc.GetType().String(),
 		"member", IDString(id), "voters", len(cs.GetVoters()), "learners", len(cs.GetLearners()))
 	if ctx.ReqNode == n.id && ctx.ReqSeq != 0 {
@@ -357,7 +452,27 @@ func (n *Node) Handler() http.Handler { return n.transport.Handler() }
 type transportHooks Node
 
 func (t *transportHooks) Process(ctx context.Context, m *raftpb.Message) error {
+	if m.GetType() == raftpb.MsgSnap {
+		if err := (*Node)(t).receiveSnapshot(m); err != nil {
+			t.log.Error("refusing snapshot", "from", IDString(m.GetFrom()), "err", err)
+			return err
+		}
+	}
 	return t.raft.Step(ctx, m)
+}
+
+// splitSnapshots sends the MsgSnap messages of msgs with their RDB files and
+// returns the others.
+func (n *Node) splitSnapshots(msgs []*raftpb.Message) []*raftpb.Message {
+	out := msgs[:0:0]
+	for _, m := range msgs {
+		if m.GetType() == raftpb.MsgSnap {
+			n.sendSnapshot(m)
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
 }
 func (t *transportHooks) IsIDRemoved(id uint64) bool { return t.members.isRemoved(id) }
 func (t *transportHooks) ReportUnreachable(id uint64) {

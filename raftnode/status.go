@@ -61,7 +61,8 @@ type Status struct {
 	ID, ClusterID, Leader uint64
 	Role                  string
 	Term, Commit, Applied uint64
-	LastIndex             uint64
+	FirstIndex, LastIndex uint64
+	SnapshotIndex         uint64
 	Nodes                 []NodeStatus
 }
 
@@ -69,9 +70,11 @@ type Status struct {
 func (n *Node) Status() Status {
 	rs := n.raft.Status()
 	last, _ := n.storage.LastIndex()
+	first, _ := n.storage.FirstIndex()
 	st := Status{
 		ID: n.id, ClusterID: n.clusterID, Leader: rs.Lead,
-		Term: rs.GetTerm(), Commit: rs.GetCommit(), Applied: n.applier.applied.Load(), LastIndex: last,
+		Term: rs.GetTerm(), Commit: rs.GetCommit(), Applied: n.applier.applied.Load(),
+		FirstIndex: first, LastIndex: last, SnapshotIndex: n.snapIndex.Load(),
 	}
 	switch rs.RaftState {
 	case raft.StateLeader:

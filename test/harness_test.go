@@ -316,6 +316,7 @@ type ClusterOptions struct {
 	Supervised     bool
 	FollowerProxy  *bool         // nil leaves the default
 	RequestTimeout time.Duration // 0 leaves the default
+	ExtraArgs      []string      // more raftproxy flags, e.g. snapshot thresholds
 }
 
 // Cluster is a set of raftproxy nodes, each with its own redis-server, data
@@ -368,19 +369,9 @@ func NewCluster(ctx context.Context, t *testing.T, opts ClusterOptions) *Cluster
 		t.Fatal(err)
 	}
 	for i := 0; i < opts.Nodes; i++ {
-		n := &Node{
-			c:        c,
-			Index:    i,
-			Addr:     fmt.Sprintf("127.0.0.1:%d", ports[3*i]),
-			PeerAddr: fmt.Sprintf("127.0.0.1:%d", ports[3*i+1]),
-			dir:      filepath.Join(dir, fmt.Sprintf("node%d", i)),
-		}
-		if !opts.Supervised {
-			n.RedisAddr = fmt.Sprintf("127.0.0.1:%d", ports[3*i+2])
-		}
-		n.DataDir = filepath.Join(n.dir, "data")
-		if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
-			t.Fatalf("creating %s: %v", n.DataDir, err)
+		n, err := c.newNode(i, ports[3*i:3*i+3])
+		if err != nil {
+			t.Fatal(err)
 		}
 		c.Nodes = append(c.Nodes, n)
 	}
@@ -395,6 +386,51 @@ func NewCluster(ctx context.Context, t *testing.T, opts ClusterOptions) *Cluster
 		}
 	}
 	return c
+}
+
+func (c *Cluster) newNode(i int, ports []int) (*Node, error) {
+	n := &Node{
+		c:        c,
+		Index:    i,
+		Addr:     fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		PeerAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		dir:      filepath.Join(c.dir, fmt.Sprintf("node%d", i)),
+	}
+	if !c.opts.Supervised {
+		n.RedisAddr = fmt.Sprintf("127.0.0.1:%d", ports[2])
+	}
+	n.DataDir = filepath.Join(n.dir, "data")
+	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", n.DataDir, err)
+	}
+	return n, nil
+}
+
+// AddNode starts one more node and joins it to the cluster through member.
+func (c *Cluster) AddNode(ctx context.Context, member *Node) *Node {
+	c.t.Helper()
+	ports, err := freePorts(3)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	n, err := c.newNode(len(c.Nodes), ports)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.Nodes = append(c.Nodes, n)
+	if !c.opts.Supervised {
+		if err := n.StartRedis(ctx); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	if err := n.StartProxy(ctx); err != nil {
+		c.t.Fatal(err)
+	}
+	v, err := n.Do(ctx, 60*time.Second, "RAFT.CLUSTER", "JOIN", member.Addr)
+	if err != nil || v.Kind != '+' || v.Str != "OK" {
+		c.t.Fatalf("RAFT.CLUSTER JOIN %s on %s: %v %v", member.Addr, n, v, err)
+	}
+	return n
 }
 
 // StartCluster starts the nodes and forms the raft group.
@@ -512,6 +548,7 @@ func (n *Node) StartProxy(ctx context.Context) error {
 	if d := n.c.opts.RequestTimeout; d > 0 {
 		args = append(args, "--request-timeout", d.String())
 	}
+	args = append(args, n.c.opts.ExtraArgs...)
 	p, err := startProcess(fmt.Sprintf("node%d raftproxy", n.Index), filepath.Join(n.dir, "proxy.log"), raftproxyBin, args...)
 	if err != nil {
 		return err

@@ -235,6 +235,13 @@ func expiryOf(c *redis.Cmd) string {
 // and returns a sample of them (every every-th key and the last) to read
 // back later.
 func writeKeys(addr, prefix string, n, every int) (map[string]string, error) {
+	return writeKeysIn(addr, prefix, n, every, n)
+}
+
+// writeKeysIn is writeKeys in pipelines of at most chunk commands: the
+// proxy batches a pipeline into few log entries, so small pipelines make
+// many entries (to cross snapshot thresholds counted in entries).
+func writeKeysIn(addr, prefix string, n, every, chunk int) (map[string]string, error) {
 	cmds := make([][]string, n)
 	wantOK := make([]string, n)
 	sample := map[string]string{}
@@ -246,8 +253,11 @@ func writeKeys(addr, prefix string, n, every int) (map[string]string, error) {
 			sample[k] = v
 		}
 	}
-	if err := pipelineRaw(addr, cmds, wantOK); err != nil {
-		return nil, fmt.Errorf("writing %d keys through %s: %w", n, addr, err)
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		if err := pipelineRaw(addr, cmds[lo:hi], wantOK[lo:hi]); err != nil {
+			return nil, fmt.Errorf("writing keys %d-%d through %s: %w", lo, hi, addr, err)
+		}
 	}
 	return sample, nil
 }

@@ -100,3 +100,30 @@ func (l *Log) Save(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 
 // Close closes the WAL.
 func (l *Log) Close() error { return l.w.Close() }
+
+// SaveSnapshot records that a snapshot at snap's index exists, so that the
+// WAL can later be opened from it. The snapshot file must be durable first.
+func (l *Log) SaveSnapshot(snap *walpb.Snapshot) error {
+	if err := l.w.SaveSnapshot(snap); err != nil {
+		return fmt.Errorf("record snapshot at index %d in wal: %w", snap.GetIndex(), err)
+	}
+	return nil
+}
+
+// ReleaseLockTo lets segments wholly before index be purged.
+func (l *Log) ReleaseLockTo(index uint64) error {
+	if err := l.w.ReleaseLockTo(index); err != nil {
+		return fmt.Errorf("release wal segments before index %d: %w", index, err)
+	}
+	return nil
+}
+
+// ValidSnapshots lists the snapshots the WAL in dir records, oldest first,
+// among which a node may restart from.
+func ValidSnapshots(lg *zap.Logger, dir string) ([]*walpb.Snapshot, error) {
+	snaps, err := wal.ValidSnapshotEntries(lg, dir)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots recorded in wal %s: %w", dir, err)
+	}
+	return snaps, nil
+}

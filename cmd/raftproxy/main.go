@@ -43,6 +43,8 @@ type options struct {
 	metricsListen, logLevel            string
 	requestTimeout, tick               time.Duration
 	electionTicks                      int
+	snapEntries, snapCatchUp, snapMiB  uint64
+	snapKeep                           int
 }
 
 func parseFlags(args []string) (options, error) {
@@ -64,6 +66,10 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 5*time.Second, "how long a request waits for commit or a read index before -TIMEOUT")
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "raft tick interval (heartbeat = 1 tick)")
 	fs.IntVar(&o.electionTicks, "election-ticks", 10, "ticks without a leader before an election")
+	fs.Uint64Var(&o.snapEntries, "snapshot-entries", 10000, "make a snapshot (BGSAVE) and compact the log after this many applied entries")
+	fs.Uint64Var(&o.snapMiB, "snapshot-mib", 64, "make a snapshot after this many MiB of applied entries")
+	fs.Uint64Var(&o.snapCatchUp, "snapshot-catchup-entries", 5000, "entries kept in the log after a snapshot, so a slightly lagging follower needs no snapshot")
+	fs.IntVar(&o.snapKeep, "snapshot-keep", 2, "snapshot files kept in the data dir")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -152,6 +158,11 @@ func run(o options, log *slog.Logger) error {
 		TickInterval:   o.tick,
 		ElectionTicks:  o.electionTicks,
 		RequestTimeout: o.requestTimeout,
+
+		SnapshotEntries:        o.snapEntries,
+		SnapshotBytes:          o.snapMiB << 20,
+		SnapshotCatchUpEntries: o.snapCatchUp,
+		SnapshotKeep:           o.snapKeep,
 	})
 	srv, err := proxy.New(ctx, proxy.Config{
 		Host:           host,

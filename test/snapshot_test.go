@@ -1,0 +1,230 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Small thresholds so a test crosses several snapshots quickly.
+var snapArgs = []string{"--snapshot-entries", "100", "--snapshot-catchup-entries", "20"}
+
+func logContains(t *testing.T, n *Node, text string) bool {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(n.dir, "proxy.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), text)
+}
+
+func infoInt(ctx context.Context, t *testing.T, n *Node, key string) int64 {
+	t.Helper()
+	info, err := n.RaftInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Int(key)
+}
+
+// TestCompactOnEachNode: RAFT.DEBUG COMPACT on every node under load stores
+// a snapshot and compacts the log; data stays identical everywhere.
+func TestCompactOnEachNode(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{ExtraArgs: []string{"--snapshot-catchup-entries", "10"}})
+	leader, _ := c.Leader(ctx)
+	if _, err := writeKeysIn(leader.Addr, "before", 1000, 100, 10); err != nil {
+		t.Fatal(err)
+	}
+	load, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; load.Err() == nil && err == nil; i++ {
+			_, err = writeKeys(c.Nodes[i%3].Addr, fmt.Sprintf("during%d", i), 50, 10)
+		}
+		done <- err
+	}()
+	for _, n := range c.Nodes {
+		applied := infoInt(ctx, t, n, "last_applied_index")
+		v, err := n.Do(ctx, time.Minute, "RAFT.DEBUG", "COMPACT")
+		if err != nil || v.Kind != '+' || v.Str != "OK" {
+			t.Fatalf("RAFT.DEBUG COMPACT on %s: %v %v", n, v, err)
+		}
+		snap := infoInt(ctx, t, n, "snapshot_last_index")
+		if snap < applied {
+			t.Errorf("%s: snapshot_last_index %d after COMPACT, want >= %d (applied before it)", n, snap, applied)
+		}
+		if first := infoInt(ctx, t, n, "first_log_index"); first < snap-10 || first <= 1 {
+			t.Errorf("%s: first_log_index %d, want the log compacted to the snapshot (%d) less the 10 catch-up entries", n, first, snap)
+		}
+		rdbs, _ := filepath.Glob(filepath.Join(n.DataDir, "snap", "*.rdb"))
+		if len(rdbs) == 0 {
+			t.Errorf("%s: no snapshot file in its data dir", n)
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("write load during compaction: %v", err)
+	}
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.AssertRedisIdentical(ctx)
+}
+
+// TestFollowerCatchesUpBySnapshot: a follower that was down while the leader
+// compacted its log past it several times gets a snapshot, then the tail.
+func TestFollowerCatchesUpBySnapshot(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{ExtraArgs: snapArgs})
+	leader, followers := c.Leader(ctx)
+	f := followers[0]
+	if err := f.KillProxy(); err != nil {
+		t.Fatal(err)
+	}
+	sample, err := writeKeysIn(leader.Addr, "snap", 3000, 97, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first := infoInt(ctx, t, leader, "first_log_index"); first < 300 {
+		t.Fatalf("leader's first_log_index is %d: the log was not compacted past the follower", first)
+	}
+	if err := f.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitForReads(ctx, f, sample); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(c.AssertRedisIdentical(ctx)); got != 3000 {
+		t.Errorf("redis holds %d keys, want 3000", got)
+	}
+	if !logContains(t, f, "received snapshot") || !logContains(t, f, "loaded snapshot into redis") {
+		t.Errorf("%s caught up without receiving and loading a snapshot", f)
+	}
+}
+
+// TestJoinCompactedCluster: a new node joining a cluster whose log no longer
+// starts at 1 gets a snapshot and then the log tail.
+func TestJoinCompactedCluster(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{ExtraArgs: snapArgs})
+	leader, _ := c.Leader(ctx)
+	sample, err := writeKeysIn(leader.Addr, "join", 2000, 97, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := c.AddNode(ctx, leader)
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitForReads(ctx, n, sample); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(c.AssertRedisIdentical(ctx)); got != 2000 {
+		t.Errorf("redis holds %d keys, want 2000", got)
+	}
+	if !logContains(t, n, "loaded snapshot into redis") {
+		t.Errorf("%s joined without loading a snapshot", n)
+	}
+}
+
+// TestRestartFromSnapshot: the whole cluster restarts after compactions; each
+// node loads its newest snapshot and replays the tail.
+func TestRestartFromSnapshot(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{ExtraArgs: snapArgs})
+	leader, _ := c.Leader(ctx)
+	sample, err := writeKeysIn(leader.Addr, "restart", 2000, 97, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		if err := n.StopProxy(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range c.Nodes {
+		if err := n.StartProxy(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		if err := waitForReads(ctx, n, sample); err != nil {
+			t.Fatal(err)
+		}
+		if !logContains(t, n, "restarting from snapshot") {
+			t.Errorf("%s did not restart from a snapshot", n)
+		}
+	}
+	if got := len(c.AssertRedisIdentical(ctx)); got != 2000 {
+		t.Errorf("redis holds %d keys, want 2000", got)
+	}
+}
+
+// TestCorruptSnapshotAtStart: a node whose newest snapshot file is corrupt
+// detects it at start, falls back to an older one, and converges.
+func TestCorruptSnapshotAtStart(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{ExtraArgs: snapArgs})
+	leader, followers := c.Leader(ctx)
+	f := followers[0]
+	sample, err := writeKeysIn(leader.Addr, "corrupt", 2000, 97, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.KillProxy(); err != nil {
+		t.Fatal(err)
+	}
+	rdbs, _ := filepath.Glob(filepath.Join(f.DataDir, "snap", "*.rdb"))
+	if len(rdbs) < 2 {
+		t.Fatalf("%s keeps %d snapshots, want 2 to fall back on", f, len(rdbs))
+	}
+	newest := rdbs[len(rdbs)-1] // names sort by term then index
+	b, err := os.ReadFile(newest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(newest, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitForReads(ctx, f, sample); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.AssertRedisIdentical(ctx)
+	if !logContains(t, f, "snapshot is corrupt; trying an older one") {
+		t.Errorf("%s did not report the corrupt snapshot", f)
+	}
+}

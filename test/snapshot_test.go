@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -226,5 +227,78 @@ func TestCorruptSnapshotAtStart(t *testing.T) {
 	c.AssertRedisIdentical(ctx)
 	if !logContains(t, f, "snapshot is corrupt; trying an older one") {
 		t.Errorf("%s did not report the corrupt snapshot", f)
+	}
+}
+
+// TestKillDuringSnapshots: proxies are SIGKILLed at random moments while
+// snapshots are made every few entries, and while a restarted follower is
+// receiving and loading one. Every node restarts, converges, and no
+// acknowledged write is lost.
+func TestKillDuringSnapshots(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{ExtraArgs: []string{"--snapshot-entries", "20", "--snapshot-catchup-entries", "5"}})
+	load := startWriteLoad(ctx, c.Nodes, 2, "snapkill")
+	defer func() {
+		select {
+		case <-load.stop:
+		default:
+			load.Stop()
+		}
+	}()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	t.Logf("kill schedule seed time %v", time.Now())
+	for round := 0; round < 6; round++ {
+		_, followers := c.Leader(ctx)
+		victim := followers[rng.IntN(len(followers))]
+		if round%2 == 1 {
+			// Down long enough for the others to compact past it, then
+			// killed again while it receives or loads the snapshot.
+			if err := victim.KillProxy(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(1500 * time.Millisecond)
+			if err := victim.StartProxy(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
+		if err := victim.KillProxy(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if err := victim.StartProxy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WaitStable(ctx); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+	load.Stop()
+	t.Logf("load: %s", load.Summary())
+	acked := load.AckedCopy()
+	if len(acked) < 100 {
+		t.Fatalf("only %d writes acknowledged: the load did not run", len(acked))
+	}
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dump := c.AssertRedisIdentical(ctx)
+	missing := 0
+	for k, v := range acked {
+		if dump[dumpKey(0, k)] != stringValue(v) {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d acknowledged writes lost", missing, len(acked))
+	}
+	received := 0
+	for _, n := range c.Nodes {
+		if logContains(t, n, "loaded snapshot into redis") {
+			received++
+		}
+	}
+	if received == 0 {
+		t.Errorf("no node loaded a snapshot from the leader: the receive path was not exercised")
 	}
 }

@@ -169,10 +169,11 @@ func (s *StateMachine) reset(ctx context.Context, c *Conn, rdb io.Reader, size i
 		s.log.Info("emptied the local redis to rebuild it from the log", "addr", s.addr)
 		return nil
 	}
+	start := time.Now()
 	if err := LoadRDB(ctx, s.addr, rdb, size); err != nil {
 		return err
 	}
-	s.log.Info("loaded a snapshot into the local redis", "addr", s.addr, "bytes", size)
+	s.log.Info("loaded a snapshot into the local redis", "addr", s.addr, "bytes", size, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

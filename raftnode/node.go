@@ -104,6 +104,8 @@ type Config struct {
 	// SnapshotCatchUpEntries is the tail of the log kept after a snapshot,
 	// so a slightly lagging follower gets entries rather than a snapshot.
 	SnapshotCatchUpEntries uint64
+	// SnapshotCatchUpBytes bounds that tail in bytes.
+	SnapshotCatchUpBytes uint64
 	// SnapshotKeep is how many snapshot files are kept.
 	SnapshotKeep int
 }
@@ -132,6 +134,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SnapshotCatchUpEntries == 0 {
 		c.SnapshotCatchUpEntries = 5000
+	}
+	if c.SnapshotCatchUpBytes == 0 {
+		c.SnapshotCatchUpBytes = 16 << 20
 	}
 	if c.SnapshotKeep == 0 {
 		c.SnapshotKeep = 2

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -249,9 +250,9 @@ func (n *Node) finishSnapshot(ctx context.Context, job SnapshotJob, meta snapsho
 	if err := n.wal.SaveSnapshot(&walpb.Snapshot{Index: proto.Uint64(meta.Index), Term: proto.Uint64(meta.Term), ConfState: cs}); err != nil {
 		return err
 	}
-	if meta.Index > n.cfg.SnapshotCatchUpEntries {
-		if err := n.storage.Compact(meta.Index - n.cfg.SnapshotCatchUpEntries); err != nil && !errors.Is(err, raft.ErrCompacted) {
-			return fmt.Errorf("compact log to %d: %w", meta.Index-n.cfg.SnapshotCatchUpEntries, err)
+	if c := n.compactIndex(meta.Index); c > 0 {
+		if err := n.storage.Compact(c); err != nil && !errors.Is(err, raft.ErrCompacted) {
+			return fmt.Errorf("compact log to %d: %w", c, err)
 		}
 	}
 	if err := n.wal.ReleaseLockTo(meta.Index); err != nil {
@@ -259,6 +260,38 @@ func (n *Node) finishSnapshot(ctx context.Context, job SnapshotJob, meta snapsho
 	}
 	n.snapshotInstalled(meta.Index)
 	return nil
+}
+
+// compactIndex is where to compact the in-memory log after a snapshot at
+// index: keep a catch-up tail of at most SnapshotCatchUpEntries entries and
+// SnapshotCatchUpBytes bytes (batched entries can be large). 0: nothing.
+func (n *Node) compactIndex(index uint64) uint64 {
+	first, err := n.storage.FirstIndex()
+	if err != nil || index < first {
+		return 0
+	}
+	lo := first
+	if index > n.cfg.SnapshotCatchUpEntries && index-n.cfg.SnapshotCatchUpEntries > lo {
+		lo = index - n.cfg.SnapshotCatchUpEntries
+	}
+	ents, err := n.storage.Entries(lo, index+1, math.MaxUint64)
+	if err != nil {
+		return 0
+	}
+	keepFrom := lo
+	var total uint64
+	for i := len(ents) - 1; i >= 0; i-- {
+		total += uint64(len(ents[i].GetData()))
+		if total > n.cfg.SnapshotCatchUpBytes {
+			keepFrom = ents[i].GetIndex() + 1
+			break
+		}
+	}
+	// Compact(c) keeps the entries after c.
+	if keepFrom <= first {
+		return 0
+	}
+	return keepFrom - 1
 }
 
 func (n *Node) snapshotInstalled(index uint64) {

@@ -38,7 +38,7 @@ start() {
     fi
     if ! alive "$d/raftproxy.pid"; then
       nohup "$BIN" --listen "127.0.0.1:$(client_port "$i")" --peer-listen "127.0.0.1:$(peer_port "$i")" \
-        --data-dir "$d/data" --redis "127.0.0.1:$(redis_port "$i")" >>"$d/raftproxy.log" 2>&1 &
+        --data-dir "$d/data" --redis "127.0.0.1:$(redis_port "$i")" ${RAFTPROXY_ARGS:-} >>"$d/raftproxy.log" 2>&1 &
       echo $! >"$d/raftproxy.pid"
     fi
   done

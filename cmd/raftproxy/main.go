@@ -44,6 +44,7 @@ type options struct {
 	requestTimeout, tick               time.Duration
 	electionTicks                      int
 	snapEntries, snapCatchUp, snapMiB  uint64
+	snapCatchUpMiB                     uint64
 	snapKeep                           int
 }
 
@@ -69,6 +70,7 @@ func parseFlags(args []string) (options, error) {
 	fs.Uint64Var(&o.snapEntries, "snapshot-entries", 10000, "make a snapshot (BGSAVE) and compact the log after this many applied entries")
 	fs.Uint64Var(&o.snapMiB, "snapshot-mib", 64, "make a snapshot after this many MiB of applied entries")
 	fs.Uint64Var(&o.snapCatchUp, "snapshot-catchup-entries", 5000, "entries kept in the log after a snapshot, so a slightly lagging follower needs no snapshot")
+	fs.Uint64Var(&o.snapCatchUpMiB, "snapshot-catchup-mib", 16, "bytes (MiB) of entries kept in the log after a snapshot, at most")
 	fs.IntVar(&o.snapKeep, "snapshot-keep", 2, "snapshot files kept in the data dir")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -162,6 +164,7 @@ func run(o options, log *slog.Logger) error {
 		SnapshotEntries:        o.snapEntries,
 		SnapshotBytes:          o.snapMiB << 20,
 		SnapshotCatchUpEntries: o.snapCatchUp,
+		SnapshotCatchUpBytes:   o.snapCatchUpMiB << 20,
 		SnapshotKeep:           o.snapKeep,
 	})
 	srv, err := proxy.New(ctx, proxy.Config{

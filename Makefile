@@ -48,3 +48,4 @@ integration:
 bench: deps build
 	$(GO) test -run='^$$' -bench=. -benchmem ./resp ./entry
 	scripts/bench.sh
+	scripts/bench-snapshot.sh

@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/raftproxy
 
-.PHONY: all build run stop status clean test unit integration fuzz bench deps
+.PHONY: all build run stop status clean test unit integration fuzz bench soak deps
 
 all: build
 
@@ -49,3 +49,7 @@ bench: deps build
 	$(GO) test -run='^$$' -bench=. -benchmem ./resp ./entry
 	scripts/bench.sh
 	scripts/bench-snapshot.sh
+
+# Disk and memory under a write load that never stops (SOAK_SECONDS, default 300).
+soak: deps build
+	scripts/soak.sh

@@ -670,15 +670,7 @@ func TestLaggingFollowerCatchesUp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("with %s down: %v", f, err)
 	}
-	if err := f.StartProxy(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WaitStable(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitForReads(ctx, f, sample); err != nil {
-		t.Fatal(err)
-	}
+	c.RestartAndRead(ctx, f, sample)
 	if got := len(c.AssertRedisIdentical(ctx)); got != n {
 		t.Errorf("redis holds %d keys, want %d", got, n)
 	}

@@ -433,6 +433,21 @@ func (c *Cluster) AddNode(ctx context.Context, member *Node) *Node {
 	return n
 }
 
+// RestartAndRead starts n's proxy again, waits for a stable cluster, and
+// until reads through n return want.
+func (c *Cluster) RestartAndRead(ctx context.Context, n *Node, want map[string]string) {
+	c.t.Helper()
+	if err := n.StartProxy(ctx); err != nil {
+		c.t.Fatal(err)
+	}
+	if _, err := c.WaitStable(ctx); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := waitForReads(ctx, n, want); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
 // StartCluster starts the nodes and forms the raft group.
 func StartCluster(ctx context.Context, t *testing.T, opts ClusterOptions) *Cluster {
 	t.Helper()

@@ -95,15 +95,7 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	if first := infoInt(ctx, t, leader, "first_log_index"); first < 300 {
 		t.Fatalf("leader's first_log_index is %d: the log was not compacted past the follower", first)
 	}
-	if err := f.StartProxy(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WaitStable(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitForReads(ctx, f, sample); err != nil {
-		t.Fatal(err)
-	}
+	c.RestartAndRead(ctx, f, sample)
 	if err := c.WaitConverged(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -212,15 +204,7 @@ func TestCorruptSnapshotAtStart(t *testing.T) {
 	if err := os.WriteFile(newest, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.StartProxy(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WaitStable(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitForReads(ctx, f, sample); err != nil {
-		t.Fatal(err)
-	}
+	c.RestartAndRead(ctx, f, sample)
 	if err := c.WaitConverged(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -32,15 +32,7 @@ func TestTornWALTail(t *testing.T) {
 	}
 	torn := tearWALTail(t, filepath.Join(f.DataDir, "wal"))
 	t.Logf("tore the last record of %s's WAL after %d payload bytes", f, torn)
-	if err := f.StartProxy(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WaitStable(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitForReads(ctx, f, sample); err != nil {
-		t.Fatal(err)
-	}
+	c.RestartAndRead(ctx, f, sample)
 	if got := len(c.AssertRedisIdentical(ctx)); got != n {
 		t.Errorf("redis holds %d keys, want %d", got, n)
 	}

@@ -78,32 +78,55 @@ func TestCompactOnEachNode(t *testing.T) {
 	c.AssertRedisIdentical(ctx)
 }
 
-// TestFollowerCatchesUpBySnapshot: a follower that was down while the leader
-// compacted its log past it several times gets a snapshot, then the tail.
+// TestFollowerCatchesUpBySnapshot: followers that were down while the leader
+// compacted its log past them several times get a snapshot, then the tail;
+// with two of them the leader streams two snapshots at once.
 func TestFollowerCatchesUpBySnapshot(t *testing.T) {
-	ctx := testContext(t, 3*time.Minute)
-	c := StartCluster(ctx, t, ClusterOptions{ExtraArgs: snapArgs})
-	leader, followers := c.Leader(ctx)
-	f := followers[0]
-	if err := f.KillProxy(); err != nil {
-		t.Fatal(err)
-	}
-	sample, err := writeKeysIn(leader.Addr, "snap", 3000, 97, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if first := infoInt(ctx, t, leader, "first_log_index"); first < 300 {
-		t.Fatalf("leader's first_log_index is %d: the log was not compacted past the follower", first)
-	}
-	c.RestartAndRead(ctx, f, sample)
-	if err := c.WaitConverged(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := len(c.AssertRedisIdentical(ctx)); got != 3000 {
-		t.Errorf("redis holds %d keys, want 3000", got)
-	}
-	if !logContains(t, f, "received snapshot") || !logContains(t, f, "loaded snapshot into redis") {
-		t.Errorf("%s caught up without receiving and loading a snapshot", f)
+	for _, tt := range []struct {
+		nodes, down int
+	}{{3, 1}, {5, 2}} {
+		t.Run(fmt.Sprintf("%d of %d nodes behind", tt.down, tt.nodes), func(t *testing.T) {
+			ctx := testContext(t, 3*time.Minute)
+			c := StartCluster(ctx, t, ClusterOptions{Nodes: tt.nodes, ExtraArgs: snapArgs})
+			leader, followers := c.Leader(ctx)
+			behind := followers[:tt.down]
+			for _, f := range behind {
+				if err := f.KillProxy(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sample, err := writeKeysIn(leader.Addr, "snap", 3000, 97, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first := infoInt(ctx, t, leader, "first_log_index"); first < 300 {
+				t.Fatalf("leader's first_log_index is %d: the log was not compacted past the followers", first)
+			}
+			for _, f := range behind {
+				if err := f.StartProxy(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := c.WaitStable(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range behind {
+				if err := waitForReads(ctx, f, sample); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.WaitConverged(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(c.AssertRedisIdentical(ctx)); got != 3000 {
+				t.Errorf("redis holds %d keys, want 3000", got)
+			}
+			for _, f := range behind {
+				if !logContains(t, f, "received snapshot") {
+					t.Errorf("%s caught up without receiving a snapshot", f)
+				}
+			}
+		})
 	}
 }
 

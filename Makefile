@@ -33,7 +33,7 @@ test: deps
 	$(MAKE) unit fuzz integration
 
 unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test)
+	$(GO) test -race -short -count=1 $$($(GO) list ./... | grep -v /test)
 
 # A short run of each fuzzer on top of the checked-in corpus.
 FUZZTIME ?= 10s

@@ -186,6 +186,8 @@ func errorText(err error, read bool) string {
 		return "LOADING raftproxy is rebuilding this node's redis from the log"
 	case errors.Is(err, raftnode.ErrStopped):
 		return "CLUSTERDOWN raft node is stopping"
+	case errors.Is(err, raftnode.ErrTransferTimeout), errors.Is(err, raftnode.ErrOtherLeader), errors.Is(err, raftnode.ErrNoSuchMember):
+		return "ERR " + err.Error()
 	}
 	return "ERR " + err.Error()
 }
@@ -480,6 +482,12 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.ops <- c.raftCluster(args)
 	case "raft.node":
 		c.ops <- c.raftNode(args)
+	case "raft.transfer_leader":
+		if len(args) > 2 {
+			c.ops <- errReply("ERR wrong number of arguments for 'raft.transfer_leader' command")
+			break
+		}
+		c.ops <- c.raftTransferLeader(args)
 	case "raft.debug":
 		c.ops <- c.raftDebug(args)
 	case "raft.info":

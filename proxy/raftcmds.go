@@ -94,13 +94,13 @@ func (c *conn) raftNode(args [][]byte) *op {
 	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
 	defer cancel()
 	if sub == "remove" {
-		if _, err := n.ProposeMember(ctx, raftnode.Member{ID: id}, true); err != nil {
+		if _, err := n.RemoveMember(ctx, id); err != nil {
 			return errReply(errorText(err, false))
 		}
 		return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
 	}
 	m := raftnode.Member{ID: id, Addr: string(args[3]), PeerAddr: string(args[4])}
-	members, err := n.ProposeMember(ctx, m, false)
+	members, err := n.AddLearner(ctx, m)
 	if err != nil {
 		return errReply(errorText(err, false))
 	}
@@ -113,6 +113,58 @@ func (c *conn) raftNode(args [][]byte) *op {
 		b = resp.AppendBulkString(b, mi.PeerAddr)
 	}
 	return &op{kind: opReply, reply: b}
+}
+
+// raftTransferLeader handles RAFT.TRANSFER_LEADER [<id>]: it replies once
+// the named node (or the most up-to-date follower) leads.
+func (c *conn) raftTransferLeader(args [][]byte) *op {
+	n := c.s.cfg.Host.Node()
+	if n == nil {
+		return errReply("NOCLUSTER No Raft Cluster")
+	}
+	var target uint64
+	if len(args) == 2 {
+		id, err := raftnode.ParseID(string(args[1]))
+		if err != nil {
+			return errReply("ERR invalid target node id: " + err.Error())
+		}
+		target = id
+	}
+	if target == 0 && !n.IsLeader() {
+		// Only the leader knows which follower is most up to date.
+		l, ok := n.Leader()
+		if !ok || l.Addr == "" {
+			return errReply("CLUSTERDOWN No raft leader")
+		}
+		return c.s.forward(l.Addr, "RAFT.TRANSFER_LEADER")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
+	defer cancel()
+	if _, err := n.TransferLeadership(ctx, target, 0); err != nil {
+		return errReply(errorText(err, false))
+	}
+	return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
+}
+
+// forward runs a command on another node and relays its reply.
+func (s *Server) forward(addr string, args ...string) *op {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := backend.Dial(ctx, addr)
+	if err != nil {
+		return errReply("ERR " + err.Error())
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(s.cfg.RequestTimeout + 2*time.Second))
+	bs := make([][]byte, len(args))
+	for i, a := range args {
+		bs[i] = []byte(a)
+	}
+	raw, err := c.Do(bs...)
+	if err != nil {
+		return errReply("ERR " + err.Error())
+	}
+	return &op{kind: opReply, reply: raw}
 }
 
 // join asks the cluster at addrs to add this node, following redirects and

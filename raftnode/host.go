@@ -92,6 +92,7 @@ func (h *Host) Restart() (*Node, error) {
 		return nil, err
 	}
 	h.node.Store(n)
+	go n.refreshOwnAddress(st.HardState.GetCommit())
 	n.log.Info("restarted node from its data directory", "cluster", IDString(n.clusterID),
 		"entries", len(st.Entries), "commit", st.HardState.GetCommit())
 	return n, nil
@@ -244,10 +245,12 @@ func membersInLog(ents []*raftpb.Entry) []Member {
 			continue
 		}
 		switch cc.GetType() {
-		case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+		case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode, raftpb.ConfChangeUpdateNode:
 			m := c.Member
 			m.ID = cc.GetNodeId()
-			seen[m.ID] = m
+			if m.PeerAddr != "" {
+				seen[m.ID] = m
+			}
 		case raftpb.ConfChangeRemoveNode:
 			delete(seen, cc.GetNodeId())
 		}

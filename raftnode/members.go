@@ -115,13 +115,28 @@ func (m *membership) list() []MemberInfo {
 }
 
 // restore replaces the members with those of a snapshot.
-func (m *membership) restore(list []MemberInfo) {
+func (m *membership) restore(list []MemberInfo, removed []uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.members = map[uint64]Member{}
 	m.learners = map[uint64]bool{}
+	for _, id := range removed {
+		m.removed[id] = true
+	}
 	for _, mi := range list {
 		m.members[mi.ID] = mi.Member
 		m.learners[mi.ID] = !mi.Voting
 	}
+}
+
+// removedIDs lists the members ever removed; they stay refused forever.
+func (m *membership) removedIDs() []uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]uint64, 0, len(m.removed))
+	for id := range m.removed {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
 }

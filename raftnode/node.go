@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,6 +167,7 @@ type Node struct {
 
 	compactMu      sync.Mutex
 	compactWaiters []compactWaiter
+	confMu         sync.Mutex // one membership change proposed at a time
 
 	lead      atomic.Uint64
 	raftState atomic.Int32 // raft.StateType
@@ -177,6 +180,7 @@ type Node struct {
 
 	stopc    chan struct{}
 	stopOnce sync.Once
+	runDone  chan struct{} // the Ready loop has returned
 	done     sync.WaitGroup
 }
 
@@ -197,6 +201,7 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State, store
 		members:   newMembership(),
 		store:     store,
 		stopc:     make(chan struct{}),
+		runDone:   make(chan struct{}),
 	}
 	n.zlog = zapToSlog(n.log)
 	n.prop = newProposer(n, lastOwnSeq(id, st.Entries))
@@ -210,7 +215,7 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State, store
 		if err := n.storage.ApplySnapshot(snap); err != nil {
 			return nil, fmt.Errorf("restore snapshot %d: %w", meta.Index, err)
 		}
-		n.members.restore(ns.Members)
+		n.members.restore(ns.Members, ns.Removed)
 		n.conf.reset(confPoint{index: meta.Index, cs: snap.GetMetadata().GetConfState(), members: ns.Members})
 		n.snapIndex.Store(meta.Index)
 		n.applier.applied.Store(meta.Index)
@@ -276,7 +281,8 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 	// Segments released after a snapshot are deleted in the background;
 	// the WAL keeps the ones it still holds locked.
 	purgeErr := fileutil.PurgeFile(n.zlog, n.wal.Dir, "wal", 5, 30*time.Second, n.stopc)
-	n.done.Add(6)
+	n.done.Add(7)
+	go func() { defer n.done.Done(); n.promoteLearners() }()
 	go func() {
 		defer n.done.Done()
 		select {
@@ -285,7 +291,7 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 		case <-n.stopc:
 		}
 	}()
-	go func() { defer n.done.Done(); n.run() }()
+	go func() { defer n.done.Done(); defer close(n.runDone); n.run() }()
 	go func() { defer n.done.Done(); n.prop.run() }()
 	go func() { defer n.done.Done(); n.reads.run() }()
 	go func() { defer n.done.Done(); n.applier.run() }()
@@ -328,6 +334,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		if old != rd.SoftState.Lead {
 			n.log.Info("leader changed", "leader", IDString(rd.SoftState.Lead), "state", rd.SoftState.RaftState.String())
 			n.reads.leaderChanged()
+			n.prop.leaderChanged()
 		}
 	}
 	if rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState) {
@@ -396,14 +403,21 @@ func (n *Node) applyConfChange(e *raftpb.Entry) error {
 	cs := n.raft.ApplyConfChange(cc)
 	id := cc.GetNodeId()
 	switch cc.GetType() {
-	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode, raftpb.ConfChangeUpdateNode:
 		if id != 0 {
 			mem := ctx.Member
 			mem.ID = id
 			if old, ok := n.members.get(id); ok && mem.Addr == "" {
 				mem = old
 			}
-			n.members.add(mem, cc.GetType() == raftpb.ConfChangeAddLearnerNode)
+			learner := cc.GetType() == raftpb.ConfChangeAddLearnerNode
+			if cc.GetType() == raftpb.ConfChangeUpdateNode {
+				learner = slices.Contains(cs.GetLearners(), id)
+				if mem.PeerAddr != "" && id != n.id {
+					n.transport.UpdatePeer(types.ID(id), []string{"http://" + mem.PeerAddr})
+				}
+			}
+			n.members.add(mem, learner)
 			n.addPeer(mem)
 		}
 	case raftpb.ConfChangeRemoveNode:
@@ -428,6 +442,11 @@ func (n *Node) applyConfChange(e *raftpb.Entry) error {
 func (n *Node) watchTransport() {
 	select {
 	case err := <-n.transport.ErrorC:
+		// rafthttp reports this when peers answer that this member was
+		// removed (possibly while this node was down and never saw it).
+		if strings.Contains(err.Error(), "removed") {
+			n.members.remove(n.id)
+		}
 		n.log.Error("raft transport reported a critical error; stopping node", "err", err)
 		go n.Stop()
 	case <-n.stopc:
@@ -438,8 +457,11 @@ func (n *Node) watchTransport() {
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
 		close(n.stopc)
-		n.raft.Stop()
+		// The Ready loop uses the transport and the raft node; both stop
+		// only once it has returned.
+		<-n.runDone
 		n.transport.Stop()
+		n.raft.Stop()
 		n.done.Wait()
 		if err := n.wal.Close(); err != nil {
 			n.log.Warn("close wal", "err", err)

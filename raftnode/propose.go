@@ -87,11 +87,34 @@ func (p *proposer) nextSeq() uint64 {
 	return p.seq
 }
 
+// waitLeader waits, at most one election timeout and until ctx ends, for
+// this node to know a leader: a leader transfer or a quick election is then
+// invisible to clients, while an outage still gets a prompt CLUSTERDOWN.
+func (n *Node) waitLeader(ctx context.Context) bool {
+	if n.lead.Load() != raft.None {
+		return true
+	}
+	deadline := time.Now().Add(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	for n.lead.Load() == raft.None {
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return false
+		case <-n.stopc:
+			return false
+		}
+	}
+	return true
+}
+
 // Propose queues a request for the log. The future completes with the
 // redis reply once the request is committed and applied on this node.
 func (n *Node) Propose(ctx context.Context, db int, args [][]byte) *Future {
 	f := newFuture()
-	if n.lead.Load() == raft.None {
+	if !n.waitLeader(ctx) {
 		f.complete(nil, ErrNoLeader)
 		return f
 	}
@@ -106,7 +129,7 @@ func (n *Node) Propose(ctx context.Context, db int, args [][]byte) *Future {
 }
 
 func (p *proposer) run() {
-	sweep := time.NewTicker(time.Second)
+	sweep := time.NewTicker(100 * time.Millisecond)
 	defer sweep.Stop()
 	batch := make([]proposal, 0, p.n.cfg.MaxBatch)
 	for {
@@ -154,6 +177,16 @@ func (p *proposer) propose(batch []proposal) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), p.n.cfg.RequestTimeout)
 	err := p.n.raft.Propose(ctx, data)
+	// Raft drops a proposal, without appending it anywhere, while leadership
+	// moves or no leader is known: retrying it is safe, and it makes a
+	// leader transfer invisible to clients.
+	for errors.Is(err, raft.ErrProposalDropped) && p.n.waitLeader(ctx) {
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		err = p.n.raft.Propose(ctx, data)
+	}
 	cancel()
 	if err != nil {
 		p.take(e.Seq)
@@ -186,6 +219,21 @@ func (p *proposer) lookup(seq uint64) *pending {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.waiting[seq]
+}
+
+// leaderChanged shortens every pending wait to one election timeout: an
+// entry the old leader had appended and the new one holds commits soon
+// after the new leader's first entry; one that was lost (dropped while
+// leadership moved) never will, and its client should hear so soon.
+func (p *proposer) leaderChanged() {
+	limit := time.Now().Add(time.Duration(p.n.cfg.ElectionTicks) * p.n.cfg.TickInterval)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pend := range p.waiting {
+		if pend.deadline.After(limit) {
+			pend.deadline = limit
+		}
+	}
 }
 
 // expire ends waits whose entries never came back (dropped in transit or
@@ -230,21 +278,21 @@ func (p *proposer) completeConf(seq uint64, members []MemberInfo) {
 	}
 }
 
-// ProposeMember proposes adding (or, with remove, removing) a member and
-// waits until the change is applied on this node. It returns the members
-// after the change.
-func (n *Node) ProposeMember(ctx context.Context, m Member, remove bool) ([]MemberInfo, error) {
-	if n.lead.Load() == raft.None {
+// proposeConf proposes one membership change and waits until it is applied
+// on this node; it returns the members after the change. Raft accepts one
+// pending change at a time (it silently turns a second one into an empty
+// entry), so this node proposes them one by one and a change that loses a
+// race with another node's ends in ErrTimeout.
+func (n *Node) proposeConf(ctx context.Context, typ raftpb.ConfChangeType, m Member) ([]MemberInfo, error) {
+	if !n.waitLeader(ctx) {
 		return nil, ErrNoLeader
 	}
+	n.confMu.Lock()
+	defer n.confMu.Unlock()
 	seq := n.prop.nextSeq()
 	cctx, err := json.Marshal(confContext{Member: m, ReqNode: n.id, ReqSeq: seq})
 	if err != nil {
 		return nil, fmt.Errorf("encode member %+v: %w", m, err)
-	}
-	typ := raftpb.ConfChangeAddNode
-	if remove {
-		typ = raftpb.ConfChangeRemoveNode
 	}
 	f := newFuture()
 	deadline, ok := ctx.Deadline()
@@ -257,7 +305,7 @@ func (n *Node) ProposeMember(ctx context.Context, m Member, remove bool) ([]Memb
 	cc := &raftpb.ConfChange{Type: typ.Enum(), NodeId: proto.Uint64(m.ID), Context: cctx}
 	if err := n.raft.ProposeConfChange(ctx, cc); err != nil {
 		n.prop.take(seq)
-		return nil, fmt.Errorf("propose membership change for %s: %w", IDString(m.ID), err)
+		return nil, fmt.Errorf("propose %s for %s: %w", typ, IDString(m.ID), err)
 	}
 	raw, err := f.Wait(ctx)
 	if err != nil {

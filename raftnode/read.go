@@ -53,9 +53,6 @@ type ReadWait struct {
 // applied everything that was committed when StartRead was called, as
 // confirmed by the current leader.
 func (n *Node) StartRead() ReadWait {
-	if n.lead.Load() == raft.None {
-		return ReadWait{err: ErrNoLeader}
-	}
 	r := n.reads
 	b := <-r.next
 	r.next <- b
@@ -130,7 +127,10 @@ func (r *readIndexer) run() {
 func (r *readIndexer) roundTrip() (uint64, error) {
 	deadline := time.Now().Add(r.n.cfg.RequestTimeout)
 	for time.Now().Before(deadline) {
-		if r.n.lead.Load() == raft.None {
+		wctx, cancel := context.WithDeadline(context.Background(), deadline)
+		ok := r.n.waitLeader(wctx)
+		cancel()
+		if !ok {
 			return 0, ErrNoLeader
 		}
 		r.rid++

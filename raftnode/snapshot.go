@@ -25,6 +25,7 @@ import (
 // state at the snapshot's index.
 type nodeState struct {
 	Members []MemberInfo      `json:"members"`
+	Removed []uint64          `json:"removed,omitempty"`
 	LastSeq map[uint64]uint64 `json:"last_seq"`
 }
 
@@ -199,7 +200,7 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 	for k, v := range a.lastSeq {
 		seqs[k] = v
 	}
-	state, err := json.Marshal(nodeState{Members: conf.members, LastSeq: seqs})
+	state, err := json.Marshal(nodeState{Members: conf.members, Removed: n.members.removedIDs(), LastSeq: seqs})
 	if err != nil {
 		n.log.Error("encode snapshot state", "err", err)
 		return
@@ -384,7 +385,7 @@ func (n *Node) installReceived(s *raftpb.Snapshot) error {
 	if err := n.storage.ApplySnapshot(s); err != nil {
 		return fmt.Errorf("apply snapshot %d to raft storage: %w", meta.Index, err)
 	}
-	n.members.restore(st.Members)
+	n.members.restore(st.Members, st.Removed)
 	for _, m := range st.Members {
 		n.addPeer(m.Member)
 	}

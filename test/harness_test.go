@@ -330,6 +330,21 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	clients []*redis.Client
+	// gone are nodes removed from the cluster: no longer expected in it,
+	// but still torn down and their logs shown.
+	gone []*Node
+}
+
+// Forget stops counting n as a member (after RAFT.NODE REMOVE); its
+// processes keep running until teardown.
+func (c *Cluster) Forget(n *Node) {
+	for i, m := range c.Nodes {
+		if m == n {
+			c.Nodes = append(c.Nodes[:i:i], c.Nodes[i+1:]...)
+			c.gone = append(c.gone, n)
+			return
+		}
+	}
 }
 
 // Node is one raftproxy process and the redis-server behind it. Ports and
@@ -460,6 +475,7 @@ func StartCluster(ctx context.Context, t *testing.T, opts ClusterOptions) *Clust
 
 func (c *Cluster) teardown() {
 	t := c.t
+	all := append(append([]*Node{}, c.Nodes...), c.gone...)
 	c.mu.Lock()
 	for _, cl := range c.clients {
 		cl.Close()
@@ -469,7 +485,7 @@ func (c *Cluster) teardown() {
 
 	// A process that exited without being asked to has crashed, which is a
 	// failure even if every assertion passed.
-	for _, n := range c.Nodes {
+	for _, n := range all {
 		for _, p := range []*process{n.proxy, n.redis} {
 			if p != nil && p.Exited() && !p.stopping.Load() {
 				t.Errorf("%s exited unexpectedly: %v; log %s:\n%s", p.name, p.waitErr, p.logPath, logTail(p.logPath, 60))
@@ -477,7 +493,7 @@ func (c *Cluster) teardown() {
 		}
 	}
 	var wg sync.WaitGroup
-	for _, n := range c.Nodes {
+	for _, n := range all {
 		if n.proxy != nil {
 			wg.Add(1)
 			go func(p *process) {
@@ -491,13 +507,13 @@ func (c *Cluster) teardown() {
 		}
 	}
 	wg.Wait()
-	for _, n := range c.Nodes {
+	for _, n := range all {
 		if n.redis != nil {
 			_ = n.redis.Kill()
 		}
 	}
 	if t.Failed() {
-		for _, n := range c.Nodes {
+		for _, n := range all {
 			if n.proxy != nil {
 				t.Logf("---- %s proxy log (last 150 lines of %s) ----\n%s", n, n.proxy.logPath, logTail(n.proxy.logPath, 150))
 			}

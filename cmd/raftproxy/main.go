@@ -209,6 +209,16 @@ func run(o options, log *slog.Logger) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), o.requestTimeout)
 	defer cancel()
+	// A leader hands over before it goes, so the cluster does not wait out
+	// an election timeout; in-flight requests then finish through the new
+	// leader, or get -TIMEOUT.
+	if n := host.Node(); n != nil && n.IsLeader() {
+		if to, err := n.TransferLeadership(sctx, 0, 0); err != nil {
+			log.Warn("could not hand leadership over before stopping", "err", err)
+		} else {
+			log.Info("handed leadership over before stopping", "to", raftnode.IDString(to))
+		}
+	}
 	srv.Shutdown(sctx)
 	peerSrv.Close()
 	return nil

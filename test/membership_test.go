@@ -1,0 +1,199 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// assertAcked requires every acknowledged write in dump (db 0).
+func assertAcked(t *testing.T, dump redisDump, acked map[string]string) {
+	t.Helper()
+	if len(acked) < 50 {
+		t.Fatalf("only %d writes acknowledged: the load did not run", len(acked))
+	}
+	missing := 0
+	for k, v := range acked {
+		if dump[dumpKey(0, k)] != stringValue(v) {
+			if missing < 5 {
+				t.Errorf("acknowledged write %s=%s is %q", k, v, dump[dumpKey(0, k)])
+			}
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d acknowledged writes lost", missing, len(acked))
+	}
+}
+
+// removeNode removes n through via with RAFT.NODE REMOVE and forgets it.
+func removeNode(ctx context.Context, t *testing.T, c *Cluster, via, n *Node) {
+	t.Helper()
+	if n.ID == "" {
+		t.Fatalf("%s has no known node id", n)
+	}
+	v, err := via.Do(ctx, 30*time.Second, "RAFT.NODE", "REMOVE", n.ID)
+	if err != nil || v.Kind != '+' || v.Str != "OK" {
+		t.Fatalf("RAFT.NODE REMOVE %s (%s) via %s: %v %v", n.ID, n, via, v, err)
+	}
+	c.Forget(n)
+}
+
+func stopLoad(t *testing.T, load *writeLoad) map[string]string {
+	t.Helper()
+	select {
+	case <-load.stop:
+	default:
+		load.Stop()
+	}
+	t.Logf("load: %s", load.Summary())
+	return load.AckedCopy()
+}
+
+// TestGrowAndShrink: 1 → 3 → 5 → 3 nodes while a client keeps writing.
+// Joining nodes enter as learners and are promoted once caught up; the
+// quorum never counts an empty node.
+func TestGrowAndShrink(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{Nodes: 1})
+	n0 := c.Nodes[0]
+	load := startWriteLoad(ctx, []*Node{n0}, 3, "grow")
+	defer stopLoad(t, load)
+	for size := 2; size <= 5; size++ {
+		n := c.AddNode(ctx, n0)
+		// Right after JOIN the node may still be a learner; it must become
+		// a voter by itself.
+		if _, err := c.WaitStable(ctx); err != nil {
+			t.Fatalf("growing to %d nodes: %v", size, err)
+		}
+		info, err := n.RaftInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Get("num_voting_nodes") != fmt.Sprint(size) {
+			t.Fatalf("after adding %s: %d voters, want %d", n, info.Int("num_voting_nodes"), size)
+		}
+	}
+	for _, n := range []*Node{c.Nodes[4], c.Nodes[3]} {
+		removeNode(ctx, t, c, n0, n)
+		if _, err := c.WaitStable(ctx); err != nil {
+			t.Fatalf("after removing %s: %v", n, err)
+		}
+	}
+	acked := stopLoad(t, load)
+	assertAcked(t, c.AssertRedisIdentical(ctx), acked)
+}
+
+// TestReplaceNode: add a node, then remove an old one (add-then-remove).
+func TestReplaceNode(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{})
+	leader, followers := c.Leader(ctx)
+	load := startWriteLoad(ctx, []*Node{leader}, 3, "replace")
+	defer stopLoad(t, load)
+	c.AddNode(ctx, leader)
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	removeNode(ctx, t, c, leader, followers[0])
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acked := stopLoad(t, load)
+	assertAcked(t, c.AssertRedisIdentical(ctx), acked)
+}
+
+// TestRemoveLeader: removing the leader hands leadership over first; the
+// removed node then refuses data commands and the others go on.
+func TestRemoveLeader(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{})
+	leader, followers := c.Leader(ctx)
+	load := startWriteLoad(ctx, followers, 2, "rmleader")
+	defer stopLoad(t, load)
+	time.Sleep(500 * time.Millisecond)
+	removeNode(ctx, t, c, followers[0], leader)
+	newLeader, err := c.WaitStable(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newLeader == leader {
+		t.Fatalf("the removed node %s still leads", leader)
+	}
+	v, err := leader.Do(ctx, 10*time.Second, "SET", "after-removal", "x")
+	if err != nil || v.Kind != '-' {
+		t.Errorf("removed node answered SET with %v %v, want an error", v, err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	acked := stopLoad(t, load)
+	assertAcked(t, c.AssertRedisIdentical(ctx), acked)
+}
+
+// TestTransferLeaderRepeatedly: RAFT.TRANSFER_LEADER, to a named node and
+// to the most up-to-date one, under load.
+func TestTransferLeaderRepeatedly(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{})
+	load := startWriteLoad(ctx, c.Nodes, 2, "transfer")
+	defer stopLoad(t, load)
+	for i := 0; i < 6; i++ {
+		time.Sleep(time.Second) // writes between the transfers
+		leader, followers := c.Leader(ctx)
+		args := []string{"RAFT.TRANSFER_LEADER"}
+		var want *Node
+		if i%2 == 0 {
+			want = followers[i%len(followers)]
+			args = append(args, want.ID)
+		}
+		via := c.Nodes[i%len(c.Nodes)]
+		v, err := via.Do(ctx, 15*time.Second, args...)
+		if err != nil || v.Kind != '+' {
+			t.Fatalf("round %d: %v via %s: %v %v", i, args, via, v, err)
+		}
+		now, err := c.WaitStable(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now == leader || (want != nil && now != want) {
+			t.Fatalf("round %d: leader %s after transfer from %s (wanted %v)", i, now, leader, want)
+		}
+	}
+	acked := stopLoad(t, load)
+	assertAcked(t, c.AssertRedisIdentical(ctx), acked)
+}
+
+// TestRemovedNodeRestartStaysOut: a removed node restarted with its old data
+// dir neither rejoins nor disturbs the cluster (no new elections).
+func TestRemovedNodeRestartStaysOut(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{})
+	leader, followers := c.Leader(ctx)
+	gone := followers[0]
+	removeNode(ctx, t, c, leader, gone)
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := gone.KillProxy(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gone.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	info, err := leader.RaftInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	term := info.Get("current_term")
+	time.Sleep(3 * time.Second) // several election timeouts
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := leader.RaftInfo(ctx); info.Get("current_term") != term || info.Get("num_nodes") != "2" {
+		t.Errorf("after the removed node restarted: term %s (was %s), num_nodes %s", info.Get("current_term"), term, info.Get("num_nodes"))
+	}
+	v, err := gone.Do(ctx, 10*time.Second, "SET", "k", "v")
+	if err != nil || v.Kind != '-' {
+		t.Errorf("removed node answered SET with %v %v, want an error", v, err)
+	}
+}

@@ -76,6 +76,12 @@ func (h *Host) Restart() (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.cfg.ForceNewCluster {
+		if st, err = forceNewCluster(w, st, rs, h.cfg); err != nil {
+			w.Close()
+			return nil, err
+		}
+	}
 	n, err := newNode(h.cfg, st.Meta.NodeID, st.Meta.ClusterID, w, st, store, rs)
 	if err != nil {
 		w.Close()
@@ -260,4 +266,97 @@ func membersInLog(ents []*raftpb.Entry) []Member {
 		out = append(out, m)
 	}
 	return out
+}
+
+// forceNewCluster turns this node's log into that of a one-member cluster
+// (quorum-loss recovery, as etcd's --force-new-cluster): membership changes
+// removing every other member (and making this node a voter) are appended
+// and the whole log is committed locally.
+//
+// Unlike etcd, entries past this node's known commit index are kept and
+// committed: that index lags (a commit-only update waits in the WAL's buffer
+// for the next fsync), so an entry past it may well have been acknowledged
+// to a client. Committing one that was not can only apply a write whose
+// client was told -TIMEOUT (outcome unknown), never one it was told failed.
+func forceNewCluster(w *rwal.Log, st rwal.State, snap *raftpb.Snapshot, cfg Config) (rwal.State, error) {
+	commit := st.HardState.GetCommit()
+	ents := st.Entries
+	last := commit
+	if len(ents) > 0 {
+		last = max(last, ents[len(ents)-1].GetIndex())
+	}
+	voters, learners := map[uint64]bool{}, map[uint64]bool{}
+	if snap != nil {
+		for _, id := range snap.GetMetadata().GetConfState().GetVoters() {
+			voters[id] = true
+		}
+		for _, id := range snap.GetMetadata().GetConfState().GetLearners() {
+			learners[id] = true
+		}
+	}
+	for _, e := range ents {
+		if e.GetType() != raftpb.EntryConfChange {
+			continue
+		}
+		cc := &raftpb.ConfChange{}
+		if proto.Unmarshal(e.GetData(), cc) != nil {
+			continue
+		}
+		id := cc.GetNodeId()
+		switch cc.GetType() {
+		case raftpb.ConfChangeAddNode:
+			voters[id], learners[id] = true, false
+		case raftpb.ConfChangeAddLearnerNode:
+			voters[id], learners[id] = false, true
+		case raftpb.ConfChangeRemoveNode:
+			voters[id], learners[id] = false, false
+		}
+	}
+	self := st.Meta.NodeID
+	next := last + 1
+	term := st.HardState.GetTerm()
+	var add []*raftpb.Entry
+	appendCC := func(typ raftpb.ConfChangeType, id uint64, m Member) error {
+		ctx, err := encodeContext(confContext{Member: m})
+		if err != nil {
+			return err
+		}
+		data, err := proto.Marshal(&raftpb.ConfChange{Type: typ.Enum(), NodeId: proto.Uint64(id), Context: ctx})
+		if err != nil {
+			return fmt.Errorf("encode forced membership change: %w", err)
+		}
+		add = append(add, &raftpb.Entry{Type: raftpb.EntryConfChange.Enum(), Term: proto.Uint64(term), Index: proto.Uint64(next), Data: data})
+		next++
+		return nil
+	}
+	if !voters[self] {
+		me := cfg.Self
+		me.ID = self
+		if err := appendCC(raftpb.ConfChangeAddNode, self, me); err != nil {
+			return st, err
+		}
+	}
+	for id := range voters {
+		if id != self && voters[id] {
+			if err := appendCC(raftpb.ConfChangeRemoveNode, id, Member{ID: id}); err != nil {
+				return st, err
+			}
+		}
+	}
+	for id := range learners {
+		if id != self && learners[id] {
+			if err := appendCC(raftpb.ConfChangeRemoveNode, id, Member{ID: id}); err != nil {
+				return st, err
+			}
+		}
+	}
+	hs := &raftpb.HardState{Term: proto.Uint64(term), Vote: proto.Uint64(st.HardState.GetVote()), Commit: proto.Uint64(next - 1)}
+	if err := w.Save(hs, add); err != nil {
+		return st, fmt.Errorf("force new cluster: %w", err)
+	}
+	cfg.Logger.Warn("forced a new one-member cluster from this node's data", "known_commit_index", commit,
+		"committed_through", next-1, "membership_changes", len(add))
+	st.Entries = append(ents, add...)
+	st.HardState = hs
+	return st, nil
 }

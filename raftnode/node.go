@@ -110,6 +110,9 @@ type Config struct {
 	SnapshotCatchUpBytes uint64
 	// SnapshotKeep is how many snapshot files are kept.
 	SnapshotKeep int
+	// ForceNewCluster, on restart, makes this node the only member of its
+	// cluster, keeping what it had committed (quorum-loss recovery).
+	ForceNewCluster bool
 }
 
 func (c *Config) setDefaults() {

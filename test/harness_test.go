@@ -357,6 +357,7 @@ type Node struct {
 	RedisAddr string // "" in supervised mode
 	DataDir   string
 	ID        string // node_id from RAFT.INFO, known once the node is a member
+	ExtraArgs []string // more flags for this node's next StartProxy
 
 	dir   string
 	proxy *process
@@ -428,7 +429,7 @@ func (c *Cluster) AddNode(ctx context.Context, member *Node) *Node {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	n, err := c.newNode(len(c.Nodes), ports)
+	n, err := c.newNode(len(c.Nodes)+len(c.gone), ports)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -580,6 +581,7 @@ func (n *Node) StartProxy(ctx context.Context) error {
 		args = append(args, "--request-timeout", d.String())
 	}
 	args = append(args, n.c.opts.ExtraArgs...)
+	args = append(args, n.ExtraArgs...)
 	p, err := startProcess(fmt.Sprintf("node%d raftproxy", n.Index), filepath.Join(n.dir, "proxy.log"), raftproxyBin, args...)
 	if err != nil {
 		return err

@@ -197,3 +197,50 @@ func TestRemovedNodeRestartStaysOut(t *testing.T) {
 		t.Errorf("removed node answered SET with %v %v, want an error", v, err)
 	}
 }
+
+// TestForceNewCluster: two of three nodes are lost for good. The survivor is
+// restarted with --force-new-cluster, serves everything it had committed as
+// a one-node cluster, and two fresh nodes join it.
+func TestForceNewCluster(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{})
+	leader, followers := c.Leader(ctx)
+	sample, err := writeKeys(leader.Addr, "force", 500, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	survivor := followers[0]
+	for _, n := range []*Node{leader, followers[1]} {
+		if err := n.KillProxy(); err != nil {
+			t.Fatal(err)
+		}
+		c.Forget(n)
+	}
+	if err := survivor.KillProxy(); err != nil {
+		t.Fatal(err)
+	}
+	survivor.ExtraArgs = []string{"--force-new-cluster"}
+	c.RestartAndRead(ctx, survivor, sample)
+	survivor.ExtraArgs = nil
+	if v, err := survivor.Do(ctx, 10*time.Second, "SET", "force:after", "1"); err != nil || v.Kind != '+' {
+		t.Fatalf("write on the forced one-node cluster: %v %v", v, err)
+	}
+	for i := 0; i < 2; i++ {
+		c.AddNode(ctx, survivor)
+	}
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sample["force:after"] = "1"
+	for _, n := range c.Nodes {
+		if err := waitForReads(ctx, n, sample); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(c.AssertRedisIdentical(ctx)); got != 501 {
+		t.Errorf("redis holds %d keys, want 501", got)
+	}
+}

@@ -46,6 +46,7 @@ type options struct {
 	snapEntries, snapCatchUp, snapMiB  uint64
 	snapCatchUpMiB                     uint64
 	snapKeep                           int
+	forceNewCluster                    bool
 }
 
 func parseFlags(args []string) (options, error) {
@@ -71,6 +72,7 @@ func parseFlags(args []string) (options, error) {
 	fs.Uint64Var(&o.snapMiB, "snapshot-mib", 64, "make a snapshot after this many MiB of applied entries")
 	fs.Uint64Var(&o.snapCatchUp, "snapshot-catchup-entries", 5000, "entries kept in the log after a snapshot, so a slightly lagging follower needs no snapshot")
 	fs.Uint64Var(&o.snapCatchUpMiB, "snapshot-catchup-mib", 16, "bytes (MiB) of entries kept in the log after a snapshot, at most")
+	fs.BoolVar(&o.forceNewCluster, "force-new-cluster", false, "quorum-loss recovery: restart this node as the only member of its cluster, keeping what it committed; other nodes then join it with empty data dirs")
 	fs.IntVar(&o.snapKeep, "snapshot-keep", 2, "snapshot files kept in the data dir")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -166,6 +168,7 @@ func run(o options, log *slog.Logger) error {
 		SnapshotCatchUpEntries: o.snapCatchUp,
 		SnapshotCatchUpBytes:   o.snapCatchUpMiB << 20,
 		SnapshotKeep:           o.snapKeep,
+		ForceNewCluster:        o.forceNewCluster,
 	})
 	srv, err := proxy.New(ctx, proxy.Config{
 		Host:           host,

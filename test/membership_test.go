@@ -244,3 +244,30 @@ func TestForceNewCluster(t *testing.T) {
 		t.Errorf("redis holds %d keys, want 501", got)
 	}
 }
+
+// TestGracefulStopHandsOver: SIGTERM on the leader moves leadership before
+// the process exits; writes through the other nodes go on and none that was
+// acknowledged is lost.
+func TestGracefulStopHandsOver(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{})
+	leader, followers := c.Leader(ctx)
+	load := startWriteLoad(ctx, followers, 2, "sigterm")
+	defer stopLoad(t, load)
+	time.Sleep(500 * time.Millisecond)
+	if err := leader.StopProxy(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !logContains(t, leader, "handed leadership over before stopping") {
+		t.Errorf("%s stopped without handing leadership over", leader)
+	}
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := leader.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acked := stopLoad(t, load)
+	assertAcked(t, c.AssertRedisIdentical(ctx), acked)
+}

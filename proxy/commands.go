@@ -116,6 +116,7 @@ var raftCommands = []*spec{
 	{name: "raft.info", arity: 1, class: classProxy},
 	{name: "raft.debug", arity: -2, class: classProxy},
 	{name: "raft.transfer_leader", arity: -1, class: classProxy},
+	{name: "raft.config", arity: -2, class: classProxy},
 }
 
 // buildTable classifies the reply of COMMAND from the local redis.

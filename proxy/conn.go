@@ -488,6 +488,8 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 			break
 		}
 		c.ops <- c.raftTransferLeader(args)
+	case "raft.config":
+		c.ops <- c.raftConfig(args)
 	case "raft.debug":
 		c.ops <- c.raftDebug(args)
 	case "raft.info":

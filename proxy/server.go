@@ -33,6 +33,8 @@ type Config struct {
 	RequestTimeout time.Duration
 	JoinTimeout    time.Duration
 	Logger         *slog.Logger
+	// Settings backs RAFT.CONFIG; nil disables it.
+	Settings *Settings
 }
 
 // Server is the client-facing RESP server of one node.
@@ -113,6 +115,12 @@ func (s *Server) learnRedis(ctx context.Context) error {
 	s.table, s.databases, s.redisVersion = t, n, backend.InfoField(info.Str, "redis_version")
 	return nil
 }
+
+// SetFollowerProxy switches follower proxying at run time.
+func (s *Server) SetFollowerProxy(on bool) { s.followerProxy.Store(on) }
+
+// FollowerProxy reports whether followers serve data commands.
+func (s *Server) FollowerProxy() bool { return s.followerProxy.Load() }
 
 // Serve accepts clients on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {

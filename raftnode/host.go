@@ -360,3 +360,6 @@ func forceNewCluster(w *rwal.Log, st rwal.State, snap *raftpb.Snapshot, cfg Conf
 	st.HardState = hs
 	return st, nil
 }
+
+// Tunables returns the settings that can change while the host runs.
+func (h *Host) Tunables() *Tunables { return h.cfg.Tunables }

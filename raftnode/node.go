@@ -110,6 +110,9 @@ type Config struct {
 	SnapshotCatchUpBytes uint64
 	// SnapshotKeep is how many snapshot files are kept.
 	SnapshotKeep int
+	// Tunables are the settings that may change while the node runs
+	// (RAFT.CONFIG SET); shared by every node of the Host.
+	Tunables *Tunables
 	// ForceNewCluster, on restart, makes this node the only member of its
 	// cluster, keeping what it had committed (quorum-loss recovery).
 	ForceNewCluster bool
@@ -149,6 +152,21 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Tunables == nil {
+		c.Tunables = &Tunables{}
+	}
+	if c.Tunables.SnapshotEntries.Load() == 0 {
+		c.Tunables.SnapshotEntries.Store(c.SnapshotEntries)
+	}
+	if c.Tunables.SnapshotBytes.Load() == 0 {
+		c.Tunables.SnapshotBytes.Store(c.SnapshotBytes)
+	}
+}
+
+// Tunables are settings read while the node runs, so they can change.
+type Tunables struct {
+	SnapshotEntries atomic.Uint64
+	SnapshotBytes   atomic.Uint64
 }
 
 // Node is a running member of a raft group.

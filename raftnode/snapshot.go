@@ -181,7 +181,8 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 		n.compactDone(last, nil)
 		return
 	}
-	if applied-last < n.cfg.SnapshotEntries && a.sinceSnap < n.cfg.SnapshotBytes && !n.compactRequested() {
+	tu := n.cfg.Tunables
+	if applied-last < tu.SnapshotEntries.Load() && a.sinceSnap < tu.SnapshotBytes.Load() && !n.compactRequested() {
 		return
 	}
 	term, err := n.storage.Term(applied)

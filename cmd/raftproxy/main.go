@@ -13,7 +13,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -95,12 +97,55 @@ func parseFlags(args []string) (options, error) {
 	return o, nil
 }
 
-func newLogger(level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("invalid --log-level %q: %w", level, err)
+func newLogger(level string) (*slog.Logger, *slog.LevelVar, error) {
+	lv := &slog.LevelVar{}
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, nil, fmt.Errorf("invalid --log-level %q: %w", level, err)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})), lv, nil
+}
+
+// settings are what RAFT.CONFIG GET/SET reads and changes at run time.
+func settings(dataDir string, srv **proxy.Server, host *raftnode.Host, lv *slog.LevelVar) *proxy.Settings {
+	uintSetting := func(name string, v *atomic.Uint64, scale uint64) proxy.Setting {
+		return proxy.Setting{
+			Name: name,
+			Get:  func() string { return strconv.FormatUint(v.Load()/scale, 10) },
+			Set: func(s string) error {
+				n, err := strconv.ParseUint(s, 10, 64)
+				if err != nil || n == 0 {
+					return fmt.Errorf("want a positive integer")
+				}
+				v.Store(n * scale)
+				return nil
+			},
+		}
+	}
+	tu := host.Tunables()
+	return proxy.NewSettings(proxy.SettingsFile(dataDir), []proxy.Setting{
+		{
+			Name: "follower-proxy",
+			Get:  func() string { return map[bool]string{true: "yes", false: "no"}[(*srv).FollowerProxy()] },
+			Set: func(s string) error {
+				switch strings.ToLower(s) {
+				case "yes", "true":
+					(*srv).SetFollowerProxy(true)
+				case "no", "false":
+					(*srv).SetFollowerProxy(false)
+				default:
+					return fmt.Errorf("want yes or no")
+				}
+				return nil
+			},
+		},
+		{
+			Name: "log-level",
+			Get:  func() string { return strings.ToLower(lv.Level().String()) },
+			Set:  func(s string) error { return lv.UnmarshalText([]byte(s)) },
+		},
+		uintSetting("snapshot-entries", &tu.SnapshotEntries, 1),
+		uintSetting("snapshot-mib", &tu.SnapshotBytes, 1<<20),
+	})
 }
 
 func main() {
@@ -112,18 +157,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, "raftproxy:", err)
 		os.Exit(2)
 	}
-	log, err := newLogger(o.logLevel)
+	log, lv, err := newLogger(o.logLevel)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "raftproxy:", err)
 		os.Exit(2)
 	}
-	if err := run(o, log); err != nil {
+	if err := run(o, log, lv); err != nil {
 		log.Error("raftproxy failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(o options, log *slog.Logger) error {
+func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
@@ -170,7 +215,10 @@ func run(o options, log *slog.Logger) error {
 		SnapshotKeep:           o.snapKeep,
 		ForceNewCluster:        o.forceNewCluster,
 	})
-	srv, err := proxy.New(ctx, proxy.Config{
+	var srv *proxy.Server
+	sets := settings(o.dataDir, &srv, host, lv)
+	srv, err = proxy.New(ctx, proxy.Config{
+		Settings:       sets,
 		Host:           host,
 		RedisAddr:      redisAddr,
 		RunID:          sm.RunID,
@@ -180,6 +228,9 @@ func run(o options, log *slog.Logger) error {
 		Logger:         log,
 	})
 	if err != nil {
+		return err
+	}
+	if err := sets.Load(); err != nil {
 		return err
 	}
 	if _, err := host.Restart(); err != nil {

@@ -2,7 +2,10 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -270,4 +273,56 @@ func TestGracefulStopHandsOver(t *testing.T) {
 	}
 	acked := stopLoad(t, load)
 	assertAcked(t, c.AssertRedisIdentical(ctx), acked)
+}
+
+// TestForeignDataDirRefused: a node started, at a member's addresses, with
+// the data dir of another cluster is refused by every peer (cluster id
+// mismatch, logged) and does not disturb the cluster.
+func TestForeignDataDirRefused(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c1 := StartCluster(ctx, t, ClusterOptions{})
+	c2 := StartCluster(ctx, t, ClusterOptions{Nodes: 1})
+	leader, followers := c1.Leader(ctx)
+	f := followers[0]
+	if err := f.KillProxy(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(f.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", c2.Nodes[0].DataDir, f.DataDir).CombinedOutput(); err != nil {
+		t.Fatalf("copying the other cluster's data dir: %v %s", err, out)
+	}
+	c1.Forget(f)
+	if err := f.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, err := leader.RaftInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = waitFor(ctx, 15*time.Second, 200*time.Millisecond, "the foreign node's peers refusing it", func(context.Context) error {
+		if !logContains(t, f, "cluster ID mismatch") && !logContains(t, leader, "cluster ID mismatch") {
+			return errors.New("no cluster ID mismatch logged yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	for i := 0; i < 20; i++ {
+		if v, err := leader.Do(ctx, 5*time.Second, "SET", fmt.Sprintf("foreign:%d", i), "v"); err != nil || v.Kind != '+' {
+			t.Fatalf("write on the cluster while a foreign node sits at a member's address: %v %v", v, err)
+		}
+	}
+	after, err := leader.RaftInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Get("current_term") != before.Get("current_term") || after.Get("role") != "leader" {
+		t.Errorf("the cluster was disturbed: term %s -> %s, role %s", before.Get("current_term"), after.Get("current_term"), after.Get("role"))
+	}
+	if info, err := f.RaftInfo(ctx); err == nil && info.Get("cluster_id") == c1.ClusterID {
+		t.Errorf("the foreign node claims cluster %s", c1.ClusterID)
+	}
 }

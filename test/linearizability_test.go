@@ -38,6 +38,11 @@ func TestLinearizability(t *testing.T) {
 			func(ctx context.Context, l, _ *Node) error { return l.StartRedis(ctx) }},
 		// A paused leader is deposed while it sleeps and wakes up still
 		// believing it leads: it must not serve what it holds as current.
+		// Leadership handed to a follower and back while clients on every
+		// node read and write.
+		{"leadership transferred and back",
+			func(ctx context.Context, _, f *Node) error { return transferTo(ctx, f, f) },
+			func(ctx context.Context, l, _ *Node) error { return transferTo(ctx, l, l) }},
 		{"leader paused and resumed",
 			func(ctx context.Context, l, _ *Node) error { return l.proxy.Signal(syscall.SIGSTOP) },
 			func(ctx context.Context, l, _ *Node) error { return l.proxy.Signal(syscall.SIGCONT) }},
@@ -47,6 +52,18 @@ func TestLinearizability(t *testing.T) {
 			runLinearizability(t, tt.crash, tt.recover)
 		})
 	}
+}
+
+// transferTo asks via to hand leadership to target with RAFT.TRANSFER_LEADER.
+func transferTo(ctx context.Context, via, target *Node) error {
+	v, err := via.Do(ctx, 15*time.Second, "RAFT.TRANSFER_LEADER", target.ID)
+	if err != nil {
+		return err
+	}
+	if v.Kind != '+' {
+		return fmt.Errorf("RAFT.TRANSFER_LEADER %s via %s: %v", target.ID, via, v)
+	}
+	return nil
 }
 
 func runLinearizability(t *testing.T, crash, recover func(ctx context.Context, leader, follower *Node) error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -325,4 +326,62 @@ func TestForeignDataDirRefused(t *testing.T) {
 	if info, err := f.RaftInfo(ctx); err == nil && info.Get("cluster_id") == c1.ClusterID {
 		t.Errorf("the foreign node claims cluster %s", c1.ClusterID)
 	}
+}
+
+// TestNewAdvertiseAddrOnRestart: a node restarted with new advertised
+// addresses records them in the cluster; every member, and redirects,
+// use them.
+func TestNewAdvertiseAddrOnRestart(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	no := false
+	c := StartCluster(ctx, t, ClusterOptions{FollowerProxy: &no})
+	leader, followers := c.Leader(ctx)
+	f := followers[0]
+	// The same sockets under another name: reachable, yet a different address.
+	newAddr := strings.Replace(leader.Addr, "127.0.0.1", "localhost", 1)
+	newPeer := strings.Replace(leader.PeerAddr, "127.0.0.1", "localhost", 1)
+	if err := leader.StopProxy(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	leader.ExtraArgs = []string{"--advertise-addr", newAddr, "--advertise-peer-addr", newPeer}
+	if err := leader.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := waitFor(ctx, 20*time.Second, 200*time.Millisecond, "the new addresses on every member", func(ctx context.Context) error {
+		for _, n := range c.Nodes {
+			info, err := n.RaftInfo(ctx)
+			if err != nil {
+				return err
+			}
+			found := false
+			for _, m := range info.Members {
+				found = found || (m.Addr == newAddr && m.PeerAddr == newPeer)
+			}
+			if !found {
+				return fmt.Errorf("%s does not list %s with addr=%s, peer_addr=%s: %+v", n, leader, newAddr, newPeer, info.Members)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A follower redirects to the leader by the advertised address.
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := transferToLeader(ctx, c, leader); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := f.Do(ctx, 5*time.Second, "GET", "k"); v.Kind != '-' || v.Str != "MOVED 0 "+newAddr {
+		t.Errorf("follower redirect: %v, want MOVED 0 %s", v, newAddr)
+	}
+}
+
+// transferToLeader makes target the leader.
+func transferToLeader(ctx context.Context, c *Cluster, target *Node) (*Node, error) {
+	if err := transferTo(ctx, target, target); err != nil {
+		return nil, err
+	}
+	return c.WaitStable(ctx)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -235,17 +236,28 @@ func encodeContext(c confContext) ([]byte, error) {
 	return b, nil
 }
 
+// confChanges yields the membership changes among ents.
+func confChanges(ents []*raftpb.Entry) iter.Seq[*raftpb.ConfChange] {
+	return func(yield func(*raftpb.ConfChange) bool) {
+		for _, e := range ents {
+			if e.GetType() != raftpb.EntryConfChange {
+				continue
+			}
+			cc := &raftpb.ConfChange{}
+			if proto.Unmarshal(e.GetData(), cc) != nil {
+				continue
+			}
+			if !yield(cc) {
+				return
+			}
+		}
+	}
+}
+
 // membersInLog collects the members named by membership changes in ents.
 func membersInLog(ents []*raftpb.Entry) []Member {
 	seen := map[uint64]Member{}
-	for _, e := range ents {
-		if e.GetType() != raftpb.EntryConfChange {
-			continue
-		}
-		cc := &raftpb.ConfChange{}
-		if proto.Unmarshal(e.GetData(), cc) != nil {
-			continue
-		}
+	for cc := range confChanges(ents) {
 		c, err := decodeConfContext(cc)
 		if err != nil {
 			continue
@@ -294,14 +306,7 @@ func forceNewCluster(w *rwal.Log, st rwal.State, snap *raftpb.Snapshot, cfg Conf
 			learners[id] = true
 		}
 	}
-	for _, e := range ents {
-		if e.GetType() != raftpb.EntryConfChange {
-			continue
-		}
-		cc := &raftpb.ConfChange{}
-		if proto.Unmarshal(e.GetData(), cc) != nil {
-			continue
-		}
+	for cc := range confChanges(ents) {
 		id := cc.GetNodeId()
 		switch cc.GetType() {
 		case raftpb.ConfChangeAddNode:

@@ -174,19 +174,7 @@ func TestLeaderKillDuringWriteLoad(t *testing.T) {
 	if _, err := c.WaitStable(ctx); err != nil {
 		t.Fatalf("after restarting %s: %v", oldLeader, err)
 	}
-	dump := c.AssertRedisIdentical(ctx)
-	missing := 0
-	for k, v := range acked {
-		if dump[dumpKey(0, k)] != stringValue(v) {
-			if missing < 5 {
-				t.Errorf("acknowledged write %s=%s is %q in redis", k, v, dump[dumpKey(0, k)])
-			}
-			missing++
-		}
-	}
-	if missing > 0 {
-		t.Errorf("%d of %d acknowledged writes lost", missing, len(acked))
-	}
+	assertAcked(t, c.AssertRedisIdentical(ctx), acked)
 	if err := waitForReads(ctx, oldLeader, acked); err != nil {
 		t.Errorf("restarted %s: %v", oldLeader, err)
 	}

@@ -356,7 +356,7 @@ type Node struct {
 	PeerAddr  string
 	RedisAddr string // "" in supervised mode
 	DataDir   string
-	ID        string // node_id from RAFT.INFO, known once the node is a member
+	ID        string   // node_id from RAFT.INFO, known once the node is a member
 	ExtraArgs []string // more flags for this node's next StartProxy
 
 	dir   string

@@ -282,23 +282,7 @@ func TestKillDuringSnapshots(t *testing.T) {
 	}
 	load.Stop()
 	t.Logf("load: %s", load.Summary())
-	acked := load.AckedCopy()
-	if len(acked) < 100 {
-		t.Fatalf("only %d writes acknowledged: the load did not run", len(acked))
-	}
-	if err := c.WaitConverged(ctx); err != nil {
-		t.Fatal(err)
-	}
-	dump := c.AssertRedisIdentical(ctx)
-	missing := 0
-	for k, v := range acked {
-		if dump[dumpKey(0, k)] != stringValue(v) {
-			missing++
-		}
-	}
-	if missing > 0 {
-		t.Errorf("%d of %d acknowledged writes lost", missing, len(acked))
-	}
+	assertAcked(t, c.AssertRedisIdentical(ctx), load.AckedCopy())
 	received := 0
 	for _, n := range c.Nodes {
 		if logContains(t, n, "loaded snapshot into redis") {

@@ -75,16 +75,53 @@ func runLinearizability(t *testing.T, crash, recover func(ctx context.Context, l
 		clientsPerNode = 2
 		runFor         = 10 * time.Second
 	)
+	rec := recordHistory(ctx, c.Nodes, clientsPerNode)
+	start := rec.start
+
+	nemesisErr := func() error {
+		time.Sleep(runFor * 3 / 10)
+		if err := crash(ctx, leader, followers[0]); err != nil {
+			return fmt.Errorf("injecting the fault: %w", err)
+		}
+		t.Logf("%v: fault injected (leader %s, follower %s)", time.Since(start).Round(time.Millisecond), leader, followers[0])
+		time.Sleep(runFor * 3 / 10)
+		if err := recover(ctx, leader, followers[0]); err != nil {
+			return fmt.Errorf("recovering from the fault: %w", err)
+		}
+		t.Logf("%v: recovered", time.Since(start).Round(time.Millisecond))
+		time.Sleep(runFor * 4 / 10)
+		return nil
+	}()
+	if nemesisErr != nil {
+		rec.Stop()
+		t.Fatal(nemesisErr)
+	}
+	rec.Check(t, c.Nodes)
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.AssertRedisIdentical(ctx)
+}
+
+// recorder runs clients that record a history of GET/SET/APPEND on a few
+// keys through the given nodes, for porcupine.
+type recorder struct {
+	start     time.Time
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	hist      lincheck.History
+	mu        sync.Mutex
+	opsByNode map[int]int
+}
+
+func recordHistory(ctx context.Context, nodes []*Node, clientsPerNode int) *recorder {
 	keys := []string{"lin:a", "lin:b", "lin:c", "lin:d"}
-	var hist lincheck.History
-	start := time.Now()
+	r := &recorder{start: time.Now(), stop: make(chan struct{}), opsByNode: map[int]int{}}
+	start, stop, hist := r.start, r.stop, &r.hist
 	now := func() int64 { return int64(time.Since(start)) }
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var opsMu sync.Mutex
-	opsByNode := map[int]int{}
+	wg, opsMu, opsByNode := &r.wg, &r.mu, r.opsByNode
 	id := 0
-	for _, n := range c.Nodes {
+	for _, n := range nodes {
 		for i := 0; i < clientsPerNode; i++ {
 			wg.Add(1)
 			go func(n *Node, clientID int) {
@@ -137,31 +174,29 @@ func runLinearizability(t *testing.T, crash, recover func(ctx context.Context, l
 		}
 	}
 
-	nemesisErr := func() error {
-		time.Sleep(runFor * 3 / 10)
-		if err := crash(ctx, leader, followers[0]); err != nil {
-			return fmt.Errorf("injecting the fault: %w", err)
-		}
-		t.Logf("%v: fault injected (leader %s, follower %s)", time.Since(start).Round(time.Millisecond), leader, followers[0])
-		time.Sleep(runFor * 3 / 10)
-		if err := recover(ctx, leader, followers[0]); err != nil {
-			return fmt.Errorf("recovering from the fault: %w", err)
-		}
-		t.Logf("%v: recovered", time.Since(start).Round(time.Millisecond))
-		time.Sleep(runFor * 4 / 10)
-		return nil
-	}()
-	close(stop)
-	wg.Wait()
-	if nemesisErr != nil {
-		t.Fatal(nemesisErr)
-	}
+	return r
+}
 
-	ops := hist.Operations()
-	kept, unknown, dropped := hist.Stats()
-	t.Logf("history: %d operations kept (%d with unknown outcome), %d dropped; successful by node: %v", kept, unknown, dropped, opsByNode)
-	for _, n := range c.Nodes {
-		if opsByNode[n.Index] == 0 {
+// Stop ends the clients.
+func (r *recorder) Stop() {
+	select {
+	case <-r.stop:
+	default:
+		close(r.stop)
+	}
+	r.wg.Wait()
+}
+
+// Check stops the clients and requires a linearizable history in which an
+// operation succeeded through each of nodes.
+func (r *recorder) Check(t *testing.T, nodes []*Node) {
+	t.Helper()
+	r.Stop()
+	ops := r.hist.Operations()
+	kept, unknown, dropped := r.hist.Stats()
+	t.Logf("history: %d operations kept (%d with unknown outcome), %d dropped; successful by node: %v", kept, unknown, dropped, r.opsByNode)
+	for _, n := range nodes {
+		if r.opsByNode[n.Index] == 0 {
 			t.Errorf("no operation succeeded through %s", n)
 		}
 	}
@@ -171,8 +206,4 @@ func runLinearizability(t *testing.T, crash, recover func(ctx context.Context, l
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.WaitStable(ctx); err != nil {
-		t.Fatal(err)
-	}
-	c.AssertRedisIdentical(ctx)
 }

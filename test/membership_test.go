@@ -44,14 +44,15 @@ func removeNode(ctx context.Context, t *testing.T, c *Cluster, via, n *Node) {
 	c.Forget(n)
 }
 
+// stopLoad stops the load (once) and returns its acknowledged writes.
 func stopLoad(t *testing.T, load *writeLoad) map[string]string {
 	t.Helper()
 	select {
 	case <-load.stop:
 	default:
 		load.Stop()
+		t.Logf("load: %s", load.Summary())
 	}
-	t.Logf("load: %s", load.Summary())
 	return load.AckedCopy()
 }
 
@@ -62,8 +63,10 @@ func TestGrowAndShrink(t *testing.T) {
 	ctx := testContext(t, 4*time.Minute)
 	c := StartCluster(ctx, t, ClusterOptions{Nodes: 1})
 	n0 := c.Nodes[0]
-	load := startWriteLoad(ctx, []*Node{n0}, 3, "grow")
+	load := startWriteLoad(ctx, []*Node{n0}, 2, "grow")
 	defer stopLoad(t, load)
+	rec := recordHistory(ctx, []*Node{n0}, 2)
+	defer rec.Stop()
 	for size := 2; size <= 5; size++ {
 		n := c.AddNode(ctx, n0)
 		// Right after JOIN the node may still be a learner; it must become
@@ -86,6 +89,7 @@ func TestGrowAndShrink(t *testing.T) {
 		}
 	}
 	acked := stopLoad(t, load)
+	rec.Check(t, []*Node{n0})
 	assertAcked(t, c.AssertRedisIdentical(ctx), acked)
 }
 
@@ -114,8 +118,10 @@ func TestRemoveLeader(t *testing.T) {
 	ctx := testContext(t, 3*time.Minute)
 	c := StartCluster(ctx, t, ClusterOptions{})
 	leader, followers := c.Leader(ctx)
-	load := startWriteLoad(ctx, followers, 2, "rmleader")
+	load := startWriteLoad(ctx, followers, 1, "rmleader")
 	defer stopLoad(t, load)
+	rec := recordHistory(ctx, followers, 1)
+	defer rec.Stop()
 	time.Sleep(500 * time.Millisecond)
 	removeNode(ctx, t, c, followers[0], leader)
 	newLeader, err := c.WaitStable(ctx)
@@ -131,6 +137,7 @@ func TestRemoveLeader(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	acked := stopLoad(t, load)
+	rec.Check(t, followers)
 	assertAcked(t, c.AssertRedisIdentical(ctx), acked)
 }
 

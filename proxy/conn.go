@@ -167,7 +167,7 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 	for c.pendingReads.Load() > 0 {
 		<-c.readsRan
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
 	defer cancel()
 	return &op{kind: opWrite, fut: n.Propose(ctx, c.db, args), start: now}
 }
@@ -281,7 +281,7 @@ func (c *conn) discard() {
 }
 
 func (c *conn) writeResult(w *bufio.Writer, o *op) {
-	t := time.NewTimer(time.Until(o.start.Add(c.s.cfg.RequestTimeout)))
+	t := time.NewTimer(time.Until(o.start.Add(c.s.timeout())))
 	defer t.Stop()
 	select {
 	case <-o.fut.Done():
@@ -306,7 +306,7 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 			continue
 		}
 		n = o.node
-		ctx, cancel := context.WithDeadline(context.Background(), o.start.Add(c.s.cfg.RequestTimeout))
+		ctx, cancel := context.WithDeadline(context.Background(), o.start.Add(c.s.timeout()))
 		if err := o.read.Wait(ctx); err != nil {
 			errs[i] = errorText(err, true)
 		}

@@ -91,7 +91,7 @@ func (c *conn) raftNode(args [][]byte) *op {
 		}
 		return errReply("MOVED 0 " + l.Addr)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
 	defer cancel()
 	if sub == "remove" {
 		if _, err := n.RemoveMember(ctx, id); err != nil {
@@ -138,7 +138,7 @@ func (c *conn) raftTransferLeader(args [][]byte) *op {
 		}
 		return c.s.forward(l.Addr, "RAFT.TRANSFER_LEADER")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
 	defer cancel()
 	if _, err := n.TransferLeadership(ctx, target, 0); err != nil {
 		return errReply(errorText(err, false))
@@ -155,7 +155,7 @@ func (s *Server) forward(addr string, args ...string) *op {
 		return errReply("ERR " + err.Error())
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(s.cfg.RequestTimeout + 2*time.Second))
+	c.SetDeadline(time.Now().Add(s.timeout() + 2*time.Second))
 	bs := make([][]byte, len(args))
 	for i, a := range args {
 		bs[i] = []byte(a)
@@ -209,7 +209,7 @@ func (s *Server) askToAdd(ctx context.Context, addr string, id uint64) (cid uint
 		return 0, nil, "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(s.cfg.RequestTimeout + 2*time.Second))
+	c.SetDeadline(time.Now().Add(s.timeout() + 2*time.Second))
 	self := s.cfg.Self
 	v, err := c.DoValue("RAFT.NODE", "ADD", raftnode.IDString(id), self.Addr, self.PeerAddr)
 	if err != nil {

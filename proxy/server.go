@@ -28,11 +28,12 @@ type Config struct {
 	// reads are refused on a redis with any other run_id.
 	RunID func() string
 	// Self holds this node's advertised client and peer addresses.
-	Self           raftnode.Member
-	FollowerProxy  bool
-	RequestTimeout time.Duration
-	JoinTimeout    time.Duration
-	Logger         *slog.Logger
+	Self          raftnode.Member
+	FollowerProxy bool
+	// Timeout returns the request timeout in force (it may change at run time).
+	Timeout     func() time.Duration
+	JoinTimeout time.Duration
+	Logger      *slog.Logger
 	// Settings backs RAFT.CONFIG; nil disables it.
 	Settings *Settings
 }
@@ -58,8 +59,8 @@ type Server struct {
 // server ready to Serve. It retries until ctx ends, since the redis may
 // still be starting.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.RequestTimeout == 0 {
-		cfg.RequestTimeout = 5 * time.Second
+	if cfg.Timeout == nil {
+		cfg.Timeout = func() time.Duration { return 5 * time.Second }
 	}
 	if cfg.JoinTimeout == 0 {
 		cfg.JoinTimeout = 30 * time.Second
@@ -115,6 +116,8 @@ func (s *Server) learnRedis(ctx context.Context) error {
 	s.table, s.databases, s.redisVersion = t, n, backend.InfoField(info.Str, "redis_version")
 	return nil
 }
+
+func (s *Server) timeout() time.Duration { return s.cfg.Timeout() }
 
 // SetFollowerProxy switches follower proxying at run time.
 func (s *Server) SetFollowerProxy(on bool) { s.followerProxy.Store(on) }

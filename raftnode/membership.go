@@ -145,7 +145,7 @@ func (n *Node) promoteLearners() {
 				continue
 			}
 			m, _ := n.members.get(id)
-			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), n.requestTimeout())
 			_, err := n.proposeConf(ctx, raftpb.ConfChangeAddNode, m)
 			cancel()
 			if err != nil {
@@ -180,7 +180,7 @@ func (n *Node) refreshOwnAddress(commit uint64) {
 		if old.Addr == want.Addr && old.PeerAddr == want.PeerAddr {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), n.requestTimeout())
 		_, err := n.UpdateMember(ctx, want)
 		cancel()
 		if err == nil {

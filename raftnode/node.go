@@ -93,7 +93,8 @@ type Config struct {
 	TickInterval   time.Duration // default 100ms
 	ElectionTicks  int           // default 10
 	HeartbeatTicks int           // default 1
-	// RequestTimeout bounds how long a proposal or read waits.
+	// RequestTimeout bounds how long a proposal or read waits (initial
+	// value of Tunables.RequestTimeout).
 	RequestTimeout time.Duration
 	// MaxBatch is the most requests one log entry carries.
 	MaxBatch int
@@ -161,13 +162,24 @@ func (c *Config) setDefaults() {
 	if c.Tunables.SnapshotBytes.Load() == 0 {
 		c.Tunables.SnapshotBytes.Store(c.SnapshotBytes)
 	}
+	if c.Tunables.RequestTimeout.Load() == 0 {
+		c.Tunables.RequestTimeout.Store(int64(c.RequestTimeout))
+	}
 }
 
 // Tunables are settings read while the node runs, so they can change.
 type Tunables struct {
 	SnapshotEntries atomic.Uint64
 	SnapshotBytes   atomic.Uint64
+	// RequestTimeout (nanoseconds) bounds how long a proposal or a read
+	// waits before its client gets -TIMEOUT.
+	RequestTimeout atomic.Int64
 }
+
+// Timeout returns the request timeout.
+func (t *Tunables) Timeout() time.Duration { return time.Duration(t.RequestTimeout.Load()) }
+
+func (n *Node) requestTimeout() time.Duration { return n.cfg.Tunables.Timeout() }
 
 // Node is a running member of a raft group.
 type Node struct {

@@ -164,7 +164,7 @@ func (p *proposer) run() {
 
 func (p *proposer) propose(batch []proposal) {
 	e := entry.Entry{Node: p.n.id, Seq: p.nextSeq(), TimeMs: time.Now().UnixMilli(), Reqs: make([]entry.Request, len(batch))}
-	pend := &pending{futs: make([]*Future, len(batch)), deadline: time.Now().Add(p.n.cfg.RequestTimeout)}
+	pend := &pending{futs: make([]*Future, len(batch)), deadline: time.Now().Add(p.n.requestTimeout())}
 	for i, pr := range batch {
 		e.Reqs[i] = pr.req
 		pend.futs[i] = pr.f
@@ -175,7 +175,7 @@ func (p *proposer) propose(batch []proposal) {
 	p.waiting[e.Seq] = pend
 	p.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), p.n.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), p.n.requestTimeout())
 	err := p.n.raft.Propose(ctx, data)
 	// Raft drops a proposal, without appending it anywhere, while leadership
 	// moves or no leader is known: retrying it is safe, and it makes a
@@ -297,7 +297,7 @@ func (n *Node) proposeConf(ctx context.Context, typ raftpb.ConfChangeType, m Mem
 	f := newFuture()
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		deadline = time.Now().Add(n.cfg.RequestTimeout)
+		deadline = time.Now().Add(n.requestTimeout())
 	}
 	n.prop.mu.Lock()
 	n.prop.waiting[seq] = &pending{futs: []*Future{f}, deadline: deadline}

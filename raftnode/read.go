@@ -115,7 +115,7 @@ func (r *readIndexer) run() {
 			continue
 		}
 		go func() {
-			b.err = r.n.applier.waitApplied(idx, r.n.cfg.RequestTimeout)
+			b.err = r.n.applier.waitApplied(idx, r.n.requestTimeout())
 			close(b.done)
 		}()
 	}
@@ -125,7 +125,7 @@ func (r *readIndexer) run() {
 // can be lost (leader change, dropped message), so it is retried with a new
 // request id; answers to old ids are ignored.
 func (r *readIndexer) roundTrip() (uint64, error) {
-	deadline := time.Now().Add(r.n.cfg.RequestTimeout)
+	deadline := time.Now().Add(r.n.requestTimeout())
 	for time.Now().Before(deadline) {
 		wctx, cancel := context.WithDeadline(context.Background(), deadline)
 		ok := r.n.waitLeader(wctx)

@@ -24,12 +24,13 @@ func TestRaftConfig(t *testing.T) {
 		{"RAFT.CONFIG", "SET", "snapshot-entries", "-1"},
 		{"RAFT.CONFIG", "SET", "no-such-setting", "1"},
 		{"RAFT.CONFIG", "SET", "log-level"},
+		{"RAFT.CONFIG", "SET", "request-timeout", "soon"},
 	} {
 		if v, err := f.Do(ctx, 5*time.Second, bad...); err != nil || v.Kind != '-' {
 			t.Errorf("%v: %v %v, want an error", bad, v, err)
 		}
 	}
-	for _, set := range [][]string{{"follower-proxy", "no"}, {"snapshot-entries", "5"}, {"log-level", "debug"}} {
+	for _, set := range [][]string{{"follower-proxy", "no"}, {"snapshot-entries", "5"}, {"log-level", "debug"}, {"request-timeout", "3s"}} {
 		if v, err := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "SET", set[0], set[1]); err != nil || v.Kind != '+' {
 			t.Fatalf("RAFT.CONFIG SET %v: %v %v", set, v, err)
 		}
@@ -41,6 +42,9 @@ func TestRaftConfig(t *testing.T) {
 		}
 		if v, _ := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "GET", "snapshot-*"); !strings.Contains(v.String(), "5") {
 			t.Errorf("%s: RAFT.CONFIG GET snapshot-*: %v", when, v)
+		}
+		if v, _ := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "GET", "request-timeout"); !strings.Contains(v.String(), "3s") {
+			t.Errorf("%s: RAFT.CONFIG GET request-timeout: %v", when, v)
 		}
 	}
 	check("after SET")

@@ -143,6 +143,18 @@ func settings(dataDir string, srv **proxy.Server, host *raftnode.Host, lv *slog.
 			Get:  func() string { return strings.ToLower(lv.Level().String()) },
 			Set:  func(s string) error { return lv.UnmarshalText([]byte(s)) },
 		},
+		{
+			Name: "request-timeout",
+			Get:  func() string { return tu.Timeout().String() },
+			Set: func(s string) error {
+				d, err := time.ParseDuration(s)
+				if err != nil || d < 100*time.Millisecond {
+					return fmt.Errorf("want a duration of at least 100ms, such as 5s")
+				}
+				tu.RequestTimeout.Store(int64(d))
+				return nil
+			},
+		},
 		uintSetting("snapshot-entries", &tu.SnapshotEntries, 1),
 		uintSetting("snapshot-mib", &tu.SnapshotBytes, 1<<20),
 	})
@@ -218,14 +230,14 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	var srv *proxy.Server
 	sets := settings(o.dataDir, &srv, host, lv)
 	srv, err = proxy.New(ctx, proxy.Config{
-		Settings:       sets,
-		Host:           host,
-		RedisAddr:      redisAddr,
-		RunID:          sm.RunID,
-		Self:           self,
-		FollowerProxy:  o.followerProxy,
-		RequestTimeout: o.requestTimeout,
-		Logger:         log,
+		Settings:      sets,
+		Host:          host,
+		RedisAddr:     redisAddr,
+		RunID:         sm.RunID,
+		Self:          self,
+		FollowerProxy: o.followerProxy,
+		Timeout:       host.Tunables().Timeout,
+		Logger:        log,
 	})
 	if err != nil {
 		return err
@@ -261,7 +273,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 			return err
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), o.requestTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), host.Tunables().Timeout())
 	defer cancel()
 	// A leader hands over before it goes, so the cluster does not wait out
 	// an election timeout; in-flight requests then finish through the new

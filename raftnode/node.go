@@ -289,6 +289,13 @@ func (n *Node) raftConfig() *raft.Config {
 // start launches the transport, the raft node (fresh with peers, or
 // restarted from storage when peers is nil) and the node's goroutines.
 func (n *Node) start(peers []raft.Peer, known []Member) error {
+	// The raft node exists before the transport: AddPeer opens streams at
+	// once, and a peer's message may arrive before start returns.
+	if peers != nil {
+		n.raft = raft.StartNode(n.raftConfig(), peers)
+	} else {
+		n.raft = raft.RestartNode(n.raftConfig())
+	}
 	n.transport = &rafthttp.Transport{
 		Logger:      n.zlog,
 		ID:          types.ID(n.id),
@@ -301,15 +308,11 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 		ErrorC:      make(chan error, 1),
 	}
 	if err := n.transport.Start(); err != nil {
+		n.raft.Stop()
 		return fmt.Errorf("start raft transport: %w", err)
 	}
 	for _, m := range known {
 		n.addPeer(m)
-	}
-	if peers != nil {
-		n.raft = raft.StartNode(n.raftConfig(), peers)
-	} else {
-		n.raft = raft.RestartNode(n.raftConfig())
 	}
 	// Segments released after a snapshot are deleted in the background;
 	// the WAL keeps the ones it still holds locked.

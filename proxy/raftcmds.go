@@ -29,11 +29,22 @@ func (c *conn) raftCluster(args [][]byte) *op {
 		if len(args) < 3 {
 			return errReply("ERR wrong number of arguments for 'raft.cluster|join' command")
 		}
-		addrs := make([]string, len(args)-2)
-		for i, a := range args[2:] {
+		// An optional trailing CLUSTER <id> names the cluster the node
+		// expects to join; a member of any other cluster refuses it.
+		var expect uint64
+		rest := args[2:]
+		if len(rest) >= 3 && strings.EqualFold(string(rest[len(rest)-2]), "cluster") {
+			id, err := raftnode.ParseID(string(rest[len(rest)-1]))
+			if err != nil {
+				return errReply("ERR invalid cluster id: " + err.Error())
+			}
+			expect, rest = id, rest[:len(rest)-2]
+		}
+		addrs := make([]string, len(rest))
+		for i, a := range rest {
 			addrs[i] = string(a)
 		}
-		if err := c.s.join(addrs); err != nil {
+		if err := c.s.join(addrs, expect); err != nil {
 			return errReply(clusterErr(err))
 		}
 		return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
@@ -77,7 +88,7 @@ func (c *conn) raftNode(args [][]byte) *op {
 	if sub != "add" && sub != "remove" {
 		return errReply(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try RAFT.NODE HELP.", args[1]))
 	}
-	if (sub == "add" && len(args) != 5) || (sub == "remove" && len(args) != 3) {
+	if (sub == "add" && len(args) != 5 && len(args) != 6) || (sub == "remove" && len(args) != 3) {
 		return errReply(fmt.Sprintf("ERR wrong number of arguments for 'raft.node|%s' command", sub))
 	}
 	id, err := raftnode.ParseID(string(args[2]))
@@ -98,6 +109,16 @@ func (c *conn) raftNode(args [][]byte) *op {
 			return errReply(errorText(err, false))
 		}
 		return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
+	}
+	if len(args) == 6 {
+		want, err := raftnode.ParseID(string(args[5]))
+		if err != nil {
+			return errReply("ERR invalid cluster id: " + err.Error())
+		}
+		if want != n.ClusterID() {
+			return errReply(fmt.Sprintf("ERR %s: this node belongs to cluster %s, the joining node expects %s",
+				errClusterMismatch, raftnode.IDString(n.ClusterID()), raftnode.IDString(want)))
+		}
 	}
 	m := raftnode.Member{ID: id, Addr: string(args[3]), PeerAddr: string(args[4])}
 	members, err := n.AddLearner(ctx, m)
@@ -170,7 +191,9 @@ func (s *Server) forward(addr string, args ...string) *op {
 // join asks the cluster at addrs to add this node, following redirects and
 // retrying while it has no leader, then starts the node and waits until it
 // has replicated its own admission.
-func (s *Server) join(addrs []string) error {
+const errClusterMismatch = "cluster id mismatch"
+
+func (s *Server) join(addrs []string, expect uint64) error {
 	if s.cfg.Host.Node() != nil {
 		return raftnode.ErrAlreadyMember
 	}
@@ -181,7 +204,10 @@ func (s *Server) join(addrs []string) error {
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		addr := addrs[attempt%len(addrs)]
 		for hop := 0; hop < 3 && addr != ""; hop++ {
-			cid, members, redirect, err := s.askToAdd(ctx, addr, id)
+			cid, members, redirect, err := s.askToAdd(ctx, addr, id, expect)
+			if err != nil && strings.Contains(err.Error(), errClusterMismatch) {
+				return err // retrying cannot help
+			}
 			if err == nil {
 				if _, err := s.cfg.Host.Join(cid, id, members); err != nil {
 					return err
@@ -201,7 +227,7 @@ func (s *Server) join(addrs []string) error {
 
 // askToAdd sends RAFT.NODE ADD to addr. On -MOVED it returns the address
 // to follow.
-func (s *Server) askToAdd(ctx context.Context, addr string, id uint64) (cid uint64, members []raftnode.Member, redirect string, err error) {
+func (s *Server) askToAdd(ctx context.Context, addr string, id, expect uint64) (cid uint64, members []raftnode.Member, redirect string, err error) {
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	c, err := backend.Dial(dctx, addr)
@@ -211,7 +237,11 @@ func (s *Server) askToAdd(ctx context.Context, addr string, id uint64) (cid uint
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(s.timeout() + 2*time.Second))
 	self := s.cfg.Self
-	v, err := c.DoValue("RAFT.NODE", "ADD", raftnode.IDString(id), self.Addr, self.PeerAddr)
+	req := []string{"RAFT.NODE", "ADD", raftnode.IDString(id), self.Addr, self.PeerAddr}
+	if expect != 0 {
+		req = append(req, raftnode.IDString(expect))
+	}
+	v, err := c.DoValue(req...)
 	if err != nil {
 		if v.IsError() {
 			if target, ok := strings.CutPrefix(string(v.Str), "MOVED 0 "); ok {

@@ -392,3 +392,23 @@ func transferToLeader(ctx context.Context, c *Cluster, target *Node) (*Node, err
 	}
 	return c.WaitStable(ctx)
 }
+
+// TestJoinWrongClusterRefused: a node joining with the id of another cluster
+// is refused at once with a clear error, and is not added.
+func TestJoinWrongClusterRefused(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{Nodes: 2})
+	leader, _ := c.Leader(ctx)
+	other := NewCluster(ctx, t, ClusterOptions{Nodes: 1}).Nodes[0]
+	v, err := other.Do(ctx, 30*time.Second, "RAFT.CLUSTER", "JOIN", leader.Addr, "CLUSTER", "abcdef0123456789")
+	if err != nil || v.Kind != '-' || !strings.Contains(v.Str, "cluster id mismatch") {
+		t.Fatalf("JOIN with a wrong cluster id: %v %v, want a cluster id mismatch error", v, err)
+	}
+	if info, _ := leader.RaftInfo(ctx); info.Get("num_nodes") != "2" {
+		t.Errorf("the refused node was added: num_nodes %s", info.Get("num_nodes"))
+	}
+	v, err = other.Do(ctx, 30*time.Second, "RAFT.CLUSTER", "JOIN", leader.Addr, "CLUSTER", c.ClusterID)
+	if err != nil || v.Kind != '+' {
+		t.Fatalf("JOIN with the right cluster id: %v %v", v, err)
+	}
+}

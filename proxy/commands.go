@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
 
@@ -205,8 +204,8 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 
 // lookup finds the spec for args, or returns the Redis error text.
 func (t table) lookup(args [][]byte) (*spec, string) {
-	name := lower(args[0])
-	s, ok := t[name]
+	var buf [32]byte
+	s, ok := t[string(lowerKey(args[0], buf[:0]))]
 	if !ok {
 		return nil, unknownCommand(args)
 	}
@@ -216,7 +215,7 @@ func (t table) lookup(args [][]byte) (*spec, string) {
 		if len(args) < 2 {
 			return nil, fmt.Sprintf("ERR wrong number of arguments for '%s' command", s.name)
 		}
-		sub, ok := s.subs[lower(args[1])]
+		sub, ok := s.subs[string(lowerKey(args[1], buf[:0]))]
 		if !ok {
 			return nil, fmt.Sprintf("ERR unknown subcommand '%.128s'. Try %s HELP.", args[1], strings.ToUpper(s.name))
 		}
@@ -241,13 +240,15 @@ func unknownCommand(args [][]byte) string {
 	return b.String()
 }
 
-// lower returns s in lower case, without allocating when it already is
-// (command names usually come in one case).
-func lower(s []byte) string {
-	for _, c := range s {
+// lowerKey returns name in lower case as a map key. Map lookups with
+// string(bytes) do not allocate, so with a stack buffer finding a command
+// costs no allocation per command.
+func lowerKey(name, buf []byte) []byte {
+	for _, c := range name {
 		if 'A' <= c && c <= 'Z' {
-			return string(bytes.ToLower(s))
+			c += 'a' - 'A'
 		}
+		buf = append(buf, c)
 	}
-	return string(s)
+	return buf
 }

@@ -124,3 +124,12 @@ func fields(s string) [][]byte {
 	}
 	return out
 }
+
+// Finding a command in the table must not allocate: it runs per command.
+func TestLookupAllocs(t *testing.T) {
+	tab := testTable(t)
+	args := fields("Config GET maxmemory")
+	if n := testing.AllocsPerRun(100, func() { tab.lookup(args) }); n != 0 {
+		t.Errorf("lookup allocates %v times per command", n)
+	}
+}

@@ -89,19 +89,7 @@ func TestClusterFormation(t *testing.T) {
 		}
 	}
 
-	want := map[string]string{}
-	for i, n := range c.Nodes {
-		k, v := fmt.Sprintf("form:%d", i), fmt.Sprintf("written-through-node%d", i)
-		if err := n.Client().Set(ctx, k, v, 0).Err(); err != nil {
-			t.Fatalf("SET %s through %s: %v", k, n, err)
-		}
-		want[k] = v
-	}
-	for _, n := range c.Nodes {
-		if err := checkValues(ctx, n.Client(), want); err != nil {
-			t.Errorf("reading through %s: %v", n, err)
-		}
-	}
+	want := writeEachReadAll(ctx, t, c, "form")
 	dump := c.AssertRedisIdentical(ctx)
 	for k, v := range want {
 		if got := dump[dumpKey(0, k)]; got != stringValue(v) {
@@ -516,19 +504,7 @@ func TestSelect(t *testing.T) {
 func TestSupervisedMode(t *testing.T) {
 	ctx := testContext(t, 2*time.Minute)
 	c := StartCluster(ctx, t, ClusterOptions{Supervised: true})
-	want := map[string]string{}
-	for i, n := range c.Nodes {
-		k, v := fmt.Sprintf("sup:%d", i), fmt.Sprintf("s%d", i)
-		if err := n.Client().Set(ctx, k, v, 0).Err(); err != nil {
-			t.Fatalf("SET %s through %s: %v", k, n, err)
-		}
-		want[k] = v
-	}
-	for _, n := range c.Nodes {
-		if err := checkValues(ctx, n.Client(), want); err != nil {
-			t.Errorf("reading through %s: %v", n, err)
-		}
-	}
+	writeEachReadAll(ctx, t, c, "sup")
 
 	// A graceful stop must take the node's redis-server with it.
 	var wg sync.WaitGroup
@@ -707,4 +683,24 @@ func TestExpiryIsAbsolute(t *testing.T) {
 			t.Errorf("%s: %s, want an expiry between %d and %d", k, d, lo, hi)
 		}
 	}
+}
+
+// writeEachReadAll writes one key through every node and reads all of them
+// back through every node; it returns the keys written.
+func writeEachReadAll(ctx context.Context, t *testing.T, c *Cluster, prefix string) map[string]string {
+	t.Helper()
+	want := map[string]string{}
+	for i, n := range c.Nodes {
+		k, v := fmt.Sprintf("%s:%d", prefix, i), fmt.Sprintf("written-through-node%d", i)
+		if err := n.Client().Set(ctx, k, v, 0).Err(); err != nil {
+			t.Fatalf("SET %s through %s: %v", k, n, err)
+		}
+		want[k] = v
+	}
+	for _, n := range c.Nodes {
+		if err := checkValues(ctx, n.Client(), want); err != nil {
+			t.Errorf("reading through %s: %v", n, err)
+		}
+	}
+	return want
 }

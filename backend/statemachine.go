@@ -26,7 +26,7 @@ type StateMachine struct {
 	log             *slog.Logger
 	conn            *Conn
 	runID           atomic.Pointer[string]
-	skip            []bool
+	kinds           []replyKind
 	raw             []byte
 }
 
@@ -60,20 +60,34 @@ func (s *StateMachine) Apply(cmds []raftnode.Command) error {
 	return nil
 }
 
+// Replies the state machine reads back from redis, in order.
+type replyKind uint8
+
+const (
+	replySelect  replyKind = iota // a SELECT the connection needed: must be +OK
+	replyQueued                   // MULTI's +OK or a +QUEUED: the answer comes with EXEC
+	replyCommand                  // a command's (or EXEC's) reply, for its client
+)
+
+var (
+	cmdMulti = [][]byte{[]byte("MULTI")}
+	cmdExec  = [][]byte{[]byte("EXEC")}
+)
+
 func (s *StateMachine) apply(cmds []raftnode.Command) error {
-	s.skip = s.skip[:0]
+	s.kinds = s.kinds[:0]
 	for _, c := range cmds {
 		sel, err := s.conn.Select(c.DB)
 		if err != nil {
 			return fmt.Errorf("write to redis: %w", err)
 		}
 		if sel {
-			s.skip = append(s.skip, true)
+			s.kinds = append(s.kinds, replySelect)
 		}
-		if err := s.conn.Write(c.Args); err != nil {
+		if err := s.write(c); err != nil {
 			return fmt.Errorf("write to redis: %w", err)
 		}
-		s.skip = append(s.skip, false)
+		s.kinds = append(s.kinds, replyCommand)
 	}
 	if err := s.conn.Flush(); err != nil {
 		return fmt.Errorf("write to redis: %w", err)
@@ -81,24 +95,47 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 	// No deadline: a command may legitimately run long (a big DEL); a dead
 	// redis closes the connection, and Healthy probes a hung one.
 	i := 0
-	for _, sel := range s.skip {
+	for _, k := range s.kinds {
 		var err error
 		s.raw, err = s.conn.ReadReply(s.raw[:0])
 		if err != nil {
 			return fmt.Errorf("read reply from redis: %w", err)
 		}
-		if sel {
+		switch k {
+		case replySelect:
 			if len(s.raw) == 0 || s.raw[0] != '+' {
 				return fmt.Errorf("redis SELECT failed: %q", s.raw)
 			}
-			continue
+		case replyQueued:
+			// A command redis refused to queue makes EXEC answer
+			// EXECABORT, identically on every node.
+		case replyCommand:
+			if r := cmds[i].Reply; r != nil {
+				r(append([]byte(nil), s.raw...))
+			}
+			i++
 		}
-		if r := cmds[i].Reply; r != nil {
-			r(append([]byte(nil), s.raw...))
-		}
-		i++
 	}
 	return nil
+}
+
+// write sends one command, or a transaction as MULTI, its commands and
+// EXEC, so that redis runs it atomically.
+func (s *StateMachine) write(c raftnode.Command) error {
+	if len(c.Tx) == 0 {
+		return s.conn.Write(c.Args)
+	}
+	if err := s.conn.Write(cmdMulti); err != nil {
+		return err
+	}
+	s.kinds = append(s.kinds, replyQueued)
+	for _, args := range c.Tx {
+		if err := s.conn.Write(args); err != nil {
+			return err
+		}
+		s.kinds = append(s.kinds, replyQueued)
+	}
+	return s.conn.Write(cmdExec)
 }
 
 // Reset implements raftnode.StateMachine: it waits for redis, then loads

@@ -14,12 +14,16 @@ import (
 
 // version is the first byte of every encoded entry; bump it when the layout
 // changes so old nodes refuse new entries instead of misreading them.
-const version = 1
+// Version 2 added transactions; version 1 entries decode unchanged.
+const version = 2
 
-// Request is one client command with the database it runs in.
+// Request is one client command with the database it runs in, or a
+// transaction: then Tx holds its commands, all run in DB between MULTI and
+// EXEC, and Args is empty.
 type Request struct {
 	DB   int
 	Args [][]byte
+	Tx   [][][]byte
 }
 
 // Entry is a batch of requests proposed by one node.
@@ -42,10 +46,18 @@ var ErrCorrupt = errors.New("corrupt log entry")
 func (e *Entry) Size() int {
 	n := 1 + 3*binary.MaxVarintLen64 + binary.MaxVarintLen64
 	for _, r := range e.Reqs {
-		n += 2 * binary.MaxVarintLen64
-		for _, a := range r.Args {
-			n += binary.MaxVarintLen64 + len(a)
+		n += 3 * binary.MaxVarintLen64 + argsSize(r.Args)
+		for _, c := range r.Tx {
+			n += binary.MaxVarintLen64 + argsSize(c)
 		}
+	}
+	return n
+}
+
+func argsSize(args [][]byte) int {
+	n := 0
+	for _, a := range args {
+		n += binary.MaxVarintLen64 + len(a)
 	}
 	return n
 }
@@ -59,11 +71,26 @@ func (e *Entry) Marshal(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(e.Reqs)))
 	for _, r := range e.Reqs {
 		dst = binary.AppendUvarint(dst, uint64(r.DB))
-		dst = binary.AppendUvarint(dst, uint64(len(r.Args)))
-		for _, a := range r.Args {
-			dst = binary.AppendUvarint(dst, uint64(len(a)))
-			dst = append(dst, a...)
+		if len(r.Tx) == 0 {
+			dst = appendArgs(dst, r.Args)
+			continue
 		}
+		// A command always has a name, so zero arguments cannot be a
+		// command: it marks a transaction, followed by its commands.
+		dst = binary.AppendUvarint(dst, 0)
+		dst = binary.AppendUvarint(dst, uint64(len(r.Tx)))
+		for _, c := range r.Tx {
+			dst = appendArgs(dst, c)
+		}
+	}
+	return dst
+}
+
+func appendArgs(dst []byte, args [][]byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(args)))
+	for _, a := range args {
+		dst = binary.AppendUvarint(dst, uint64(len(a)))
+		dst = append(dst, a...)
 	}
 	return dst
 }
@@ -72,7 +99,8 @@ func (e *Entry) Marshal(dst []byte) []byte {
 func Unmarshal(data []byte) (Entry, error) {
 	d := decoder{b: data}
 	var e Entry
-	if v := d.byte(); v != version {
+	v := d.byte()
+	if v != 1 && v != version {
 		return e, fmt.Errorf("%w: unknown version %d", ErrCorrupt, v)
 	}
 	e.Node = d.uvarint()
@@ -86,13 +114,24 @@ func Unmarshal(data []byte) (Entry, error) {
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
 		r.DB = int(d.uvarint())
-		na := d.count()
+		r.Args = d.args()
+		if len(r.Args) == 0 && d.err == nil && v < 2 {
+			d.err = fmt.Errorf("%w: empty command", ErrCorrupt)
+		}
+		if len(r.Args) == 0 && d.err == nil {
+			nc := d.count()
+			if nc == 0 && d.err == nil {
+				d.err = fmt.Errorf("%w: empty transaction", ErrCorrupt)
+			}
+			r.Tx = make([][][]byte, nc)
+			for j := range r.Tx {
+				if r.Tx[j] = d.args(); len(r.Tx[j]) == 0 && d.err == nil {
+					d.err = fmt.Errorf("%w: empty command in a transaction", ErrCorrupt)
+				}
+			}
+		}
 		if d.err != nil {
 			return e, d.err
-		}
-		r.Args = make([][]byte, na)
-		for j := range r.Args {
-			r.Args[j] = d.bytes()
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {
@@ -152,6 +191,18 @@ func (d *decoder) count() int {
 		return 0
 	}
 	return int(v)
+}
+
+func (d *decoder) args() [][]byte {
+	n := d.count()
+	if d.err != nil || n == 0 {
+		return nil
+	}
+	args := make([][]byte, n)
+	for i := range args {
+		args[i] = d.bytes()
+	}
+	return args
 }
 
 func (d *decoder) bytes() []byte {

@@ -19,6 +19,12 @@ func TestRoundTrip(t *testing.T) {
 				{DB: 15, Args: [][]byte{[]byte("SET"), {}, []byte("a\r\nb\x00")}},
 				{DB: 3, Args: [][]byte{[]byte("DEL"), []byte("x"), []byte("y")}},
 			}}},
+		{"transaction between commands", Entry{Node: 7, Seq: 10, TimeMs: 5,
+			Reqs: []Request{
+				{DB: 0, Args: [][]byte{[]byte("INCR"), []byte("n")}},
+				{DB: 2, Tx: [][][]byte{{[]byte("RPUSH"), []byte("l"), []byte("1")}, {[]byte("LRANGE"), []byte("l"), []byte("0"), []byte("-1")}}},
+				{DB: 0, Args: [][]byte{[]byte("GET"), []byte("n")}},
+			}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -35,17 +41,29 @@ func TestRoundTrip(t *testing.T) {
 			}
 			for i, r := range tt.e.Reqs {
 				g := got.Reqs[i]
-				if g.DB != r.DB || len(g.Args) != len(r.Args) {
+				if g.DB != r.DB || !equalArgs(g.Args, r.Args) || len(g.Tx) != len(r.Tx) {
 					t.Fatalf("req %d: got %+v, want %+v", i, g, r)
 				}
-				for j := range r.Args {
-					if !bytes.Equal(g.Args[j], r.Args[j]) {
-						t.Fatalf("req %d arg %d: got %q, want %q", i, j, g.Args[j], r.Args[j])
+				for j := range r.Tx {
+					if !equalArgs(g.Tx[j], r.Tx[j]) {
+						t.Fatalf("req %d tx command %d: got %q, want %q", i, j, g.Tx[j], r.Tx[j])
 					}
 				}
 			}
 		})
 	}
+}
+
+func equalArgs(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func TestUnmarshalCorrupt(t *testing.T) {
@@ -58,6 +76,10 @@ func TestUnmarshalCorrupt(t *testing.T) {
 		{"bad version", append([]byte{99}, good[1:]...)},
 		{"huge count", []byte{version, 1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}},
 		{"trailing", append(append([]byte{}, good...), 0)},
+		// node 1, seq 1, time 0, one request in db 0 with zero arguments:
+		{"empty command in version 1", []byte{1, 1, 1, 0, 1, 0, 0}},
+		{"empty transaction", []byte{version, 1, 1, 0, 1, 0, 0, 0}},
+		{"empty command in a transaction", []byte{version, 1, 1, 0, 1, 0, 0, 1, 0}},
 	}
 	for i := 1; i < len(good); i++ {
 		tests = append(tests, struct {

@@ -59,7 +59,7 @@ const (
 	reasonBlocking  = "blocks, and blocking commands are not supported by raftproxy yet"
 	reasonPubSub    = "pub/sub is not supported by raftproxy yet"
 	reasonScripting = "scripts and functions are not supported by raftproxy yet"
-	reasonTx        = "transactions are not supported by raftproxy yet"
+	reasonWatch     = "is not supported by raftproxy yet (MULTI/EXEC without WATCH is)"
 )
 
 // overrides are raftproxy's own rules, applied after redis's flags.
@@ -96,8 +96,8 @@ var overrides = map[string]struct {
 	"latency": {classLocal, ""}, "memory|doctor": {classLocal, ""}, "memory|stats": {classLocal, ""},
 	"memory|malloc-stats": {classLocal, ""}, "memory|purge": {classLocal, ""},
 
-	"multi": {classRefused, reasonTx}, "exec": {classRefused, reasonTx}, "discard": {classRefused, reasonTx},
-	"watch": {classRefused, reasonTx}, "unwatch": {classRefused, reasonTx},
+	"multi": {classProxy, ""}, "exec": {classProxy, ""}, "discard": {classProxy, ""},
+	"watch": {classRefused, reasonWatch}, "unwatch": {classProxy, ""},
 	"eval": {classRefused, reasonScripting}, "evalsha": {classRefused, reasonScripting},
 	"eval_ro": {classRefused, reasonScripting}, "evalsha_ro": {classRefused, reasonScripting},
 	"fcall": {classRefused, reasonScripting}, "fcall_ro": {classRefused, reasonScripting},

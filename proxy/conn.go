@@ -48,6 +48,7 @@ type conn struct {
 	id  uint64
 	ops chan *op
 	db  int
+	tx  *txState // non-nil between MULTI and EXEC or DISCARD
 
 	// Reads queued and not yet run. A write waits for them before it is
 	// proposed: once proposed it may be applied at any moment, and a read
@@ -113,6 +114,9 @@ func errReply(msg string) *op { return &op{kind: opReply, reply: resp.AppendErro
 
 // dispatch routes one command; it returns false when the connection ends.
 func (c *conn) dispatch(args [][]byte) bool {
+	if c.tx != nil {
+		return c.queue(args)
+	}
 	sp, errText := c.s.table.lookup(args)
 	if sp == nil {
 		c.ops <- errReply(errText)
@@ -135,41 +139,66 @@ func displayName(name string) string {
 	return strings.ToUpper(strings.ReplaceAll(name, "|", " "))
 }
 
-// data starts a command that reads or writes keys.
-func (c *conn) data(sp *spec, args [][]byte) *op {
+// serving returns the raft node that can take a data command now, or the
+// error reply that says why none can.
+func (c *conn) serving() (*raftnode.Node, *op) {
 	n := c.s.cfg.Host.Node()
 	if n == nil {
-		return errReply("NOCLUSTER No Raft Cluster")
+		return nil, errReply("NOCLUSTER No Raft Cluster")
 	}
 	if n.Removed() {
-		return errReply("ERR " + raftnode.ErrRemoved.Error())
+		return nil, errReply("ERR " + raftnode.ErrRemoved.Error())
 	}
 	if !c.s.followerProxy.Load() && !n.IsLeader() {
 		l, ok := n.Leader()
 		if !ok || l.Addr == "" {
-			return errReply("CLUSTERDOWN No raft leader")
+			return nil, errReply("CLUSTERDOWN No raft leader")
 		}
-		return errReply("MOVED 0 " + l.Addr)
+		return nil, errReply("MOVED 0 " + l.Addr)
 	}
 	if !n.Serving() {
-		return errReply("LOADING raftproxy is rebuilding this node's redis from the log")
+		return nil, errReply("LOADING raftproxy is rebuilding this node's redis from the log")
+	}
+	return n, nil
+}
+
+// data starts a command that reads or writes keys.
+func (c *conn) data(sp *spec, args [][]byte) *op {
+	n, refused := c.serving()
+	if refused != nil {
+		return refused
 	}
 	now := time.Now()
 	if sp.class == classRead {
 		c.pendingReads.Add(1)
 		return &op{kind: opRead, read: n.StartRead(), node: n, args: args, db: c.db, start: now}
 	}
+	if o := refuseAsync(sp, args); o != nil {
+		return o
+	}
+	args = absoluteTimes(sp.name, args, now.UnixMilli())
+	c.waitReads()
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
+	defer cancel()
+	return &op{kind: opWrite, fut: n.Propose(ctx, c.db, args), start: now}
+}
+
+// refuseAsync refuses FLUSHALL/FLUSHDB ASYNC: redis would free memory in
+// the background, and a read could see the keys half gone on one node only.
+func refuseAsync(sp *spec, args [][]byte) *op {
 	if (sp.name == "flushall" || sp.name == "flushdb") && len(args) > 1 && strings.EqualFold(string(args[1]), "async") {
 		return errReply(fmt.Sprintf("ERR '%s ASYNC' is not supported by raftproxy: use %s or %s SYNC",
 			strings.ToUpper(sp.name), strings.ToUpper(sp.name), strings.ToUpper(sp.name)))
 	}
-	args = absoluteTimes(sp.name, args, now.UnixMilli())
+	return nil
+}
+
+// waitReads waits until the reads queued before a write have run: once
+// proposed, the write may be applied at any moment.
+func (c *conn) waitReads() {
 	for c.pendingReads.Load() > 0 {
 		<-c.readsRan
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
-	defer cancel()
-	return &op{kind: opWrite, fut: n.Propose(ctx, c.db, args), start: now}
 }
 
 // errorText maps a raft outcome to the reply a Redis client understands.
@@ -478,6 +507,17 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		}
 	case "hello":
 		c.ops <- c.hello(args)
+	case "multi":
+		c.tx = &txState{db: c.db}
+		c.ops <- &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
+	case "exec":
+		c.ops <- errReply("ERR EXEC without MULTI")
+	case "discard":
+		c.ops <- errReply("ERR DISCARD without MULTI")
+	case "unwatch":
+		// Nothing is ever watched (WATCH is refused), so there is nothing to
+		// forget; clients send UNWATCH when they reset a connection.
+		c.ops <- &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
 	case "raft.cluster":
 		c.ops <- c.raftCluster(args)
 	case "raft.node":

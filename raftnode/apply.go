@@ -345,7 +345,7 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 			pend = nil
 		}
 		for i, r := range b.Reqs {
-			c := Command{DB: r.DB, Args: r.Args}
+			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx}
 			if pend != nil {
 				c.Reply = replier(a.n.prop, b.Seq, pend, i)
 			}

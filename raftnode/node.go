@@ -52,6 +52,9 @@ var (
 type Command struct {
 	DB   int
 	Args [][]byte
+	// Tx, when set, makes the command a transaction: its commands run
+	// between MULTI and EXEC, Args is empty and Reply gets EXEC's reply.
+	Tx [][][]byte
 	// Reply receives the raw RESP reply; nil when no client waits for it.
 	Reply func(raw []byte)
 }

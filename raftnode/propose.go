@@ -113,13 +113,24 @@ func (n *Node) waitLeader(ctx context.Context) bool {
 // Propose queues a request for the log. The future completes with the
 // redis reply once the request is committed and applied on this node.
 func (n *Node) Propose(ctx context.Context, db int, args [][]byte) *Future {
+	return n.propose(ctx, entry.Request{DB: db, Args: args})
+}
+
+// ProposeTx queues a transaction: its commands go into one log entry and
+// run on every node between MULTI and EXEC. The future completes with
+// EXEC's reply.
+func (n *Node) ProposeTx(ctx context.Context, db int, cmds [][][]byte) *Future {
+	return n.propose(ctx, entry.Request{DB: db, Tx: cmds})
+}
+
+func (n *Node) propose(ctx context.Context, req entry.Request) *Future {
 	f := newFuture()
 	if !n.waitLeader(ctx) {
 		f.complete(nil, ErrNoLeader)
 		return f
 	}
 	select {
-	case n.prop.propc <- proposal{req: entry.Request{DB: db, Args: args}, f: f}:
+	case n.prop.propc <- proposal{req: req, f: f}:
 	case <-ctx.Done():
 		f.complete(nil, ErrNoLeader)
 	case <-n.stopc:
@@ -149,7 +160,9 @@ func (p *proposer) run() {
 		case <-sweep.C:
 			p.expire(time.Now())
 		case <-p.n.stopc:
-			p.failAll(ErrStopped)
+			// Proposed entries may still commit (on the other nodes): their
+			// outcome is unknown. Queued ones were never proposed.
+			p.failAll(ErrTimeout)
 			for {
 				select {
 				case pr := <-p.propc:
@@ -190,13 +203,15 @@ func (p *proposer) propose(batch []proposal) {
 	cancel()
 	if err != nil {
 		p.take(e.Seq)
-		// A proposal raft refused was never appended anywhere.
+		// A proposal raft refused was never appended anywhere. Any other
+		// error (deadline, stop) may come after raft took the proposal, so
+		// the client must hear that the outcome is unknown: an error that
+		// claims failure for a write that then commits is a lost update
+		// for a client that retries elsewhere.
 		if errors.Is(err, raft.ErrProposalDropped) {
 			err = ErrNoLeader
-		} else if errors.Is(err, raft.ErrStopped) {
-			err = ErrStopped
 		} else {
-			err = fmt.Errorf("propose: %w", err)
+			err = fmt.Errorf("%w: propose: %v", ErrTimeout, err)
 		}
 		for _, f := range pend.futs {
 			f.complete(nil, err)

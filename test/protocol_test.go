@@ -216,10 +216,15 @@ func testRefused(ctx context.Context, t *testing.T, c *Cluster, leader, target *
 				return nil
 			})
 		}},
-		{[]string{"MULTI"}, func(t *testing.T, conn *rawConn) {
-			// Not in a transaction: the next write runs at once.
-			if v, err := conn.Do("SET", "refused:multi", "now"); err != nil || v.String() != "+OK" {
-				t.Errorf("SET after refused MULTI: %s, %v; want +OK, not +QUEUED", v, err)
+		{[]string{"WATCH", "refused:watched"}, func(t *testing.T, conn *rawConn) {
+			// Nothing is watched: a transaction after it must run.
+			for _, args := range [][]string{{"MULTI"}, {"SET", "refused:watch", "now"}} {
+				if _, err := conn.Do(args...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if v, err := conn.Do("EXEC"); err != nil || v.String() != "[+OK]" {
+				t.Errorf("EXEC after refused WATCH: %s, %v; want [+OK]", v, err)
 			}
 		}},
 		{[]string{"EVAL", "redis.call('set','refused:eval','x') return 1", "0"}, func(t *testing.T, _ *rawConn) {

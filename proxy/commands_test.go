@@ -77,7 +77,7 @@ func TestClassify(t *testing.T) {
 		{"CLIENT ID", classLocal}, {"COMMAND", classLocal},
 		{"CONFIG SET maxmemory 1", classRefused}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classRefused},
 		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classRefused},
-		{"SPOP s", classRefused}, {"BLPOP l 0", classRefused}, {"MULTI", classRefused}, {"EVAL x 0", classRefused},
+		{"SPOP s", classRefused}, {"BLPOP l 0", classRefused}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classRefused}, {"EVAL x 0", classRefused},
 		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classRefused},
 		{"XREAD STREAMS s 0", classRefused}, {"WAIT 1 0", classRefused}, {"SYNC", classRefused},
 	}

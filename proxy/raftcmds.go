@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -199,8 +202,13 @@ func (s *Server) join(addrs []string, expect uint64) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.JoinTimeout)
 	defer cancel()
-	id := raftnode.RandomID()
+	// The id is kept for the life of the process: a join whose outcome was
+	// unknown may have added it, and joining again with the same id then
+	// finds it there instead of leaving a member nobody runs.
+	s.joinID.CompareAndSwap(0, raftnode.RandomID())
+	id := s.joinID.Load()
 	var lastErr error
+	unknown := false
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		addr := addrs[attempt%len(addrs)]
 		for hop := 0; hop < 3 && addr != ""; hop++ {
@@ -215,6 +223,9 @@ func (s *Server) join(addrs []string, expect uint64) error {
 				return s.waitAdmitted(ctx, id)
 			}
 			lastErr = err
+			if !definite(err) {
+				unknown = true
+			}
 			addr = redirect
 		}
 		select {
@@ -222,7 +233,25 @@ func (s *Server) join(addrs []string, expect uint64) error {
 		case <-ctx.Done():
 		}
 	}
+	if unknown {
+		return fmt.Errorf("joining the cluster at %s did not finish (last error: %w); an earlier attempt may still add this node as %s: run RAFT.CLUSTER JOIN again to resume, or RAFT.NODE REMOVE %s on the cluster",
+			strings.Join(addrs, ", "), lastErr, raftnode.IDString(id), raftnode.IDString(id))
+	}
 	return fmt.Errorf("failed to join the cluster at %s: %w", strings.Join(addrs, ", "), lastErr)
+}
+
+// definite reports whether a RAFT.NODE ADD error proves the add was not
+// made: an error reply other than -TIMEOUT, or a connection that failed
+// before the request was sent.
+func definite(err error) bool {
+	if strings.Contains(err.Error(), "TIMEOUT") {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Op == "dial"
+	}
+	return !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // askToAdd sends RAFT.NODE ADD to addr. On -MOVED it returns the address
@@ -311,6 +340,11 @@ func (s *Server) raftInfo() string {
 		state, raftnode.IDString(st.ID), raftnode.IDString(st.ClusterID), st.Role, raftnode.IDString(st.Leader))
 	fmt.Fprintf(&b, "current_term:%d\r\ncommit_index:%d\r\nlast_applied_index:%d\r\nfirst_log_index:%d\r\nlast_log_index:%d\r\nsnapshot_last_index:%d\r\n",
 		st.Term, st.Commit, st.Applied, st.FirstIndex, st.LastIndex, st.SnapshotIndex)
+	quarantined := 0
+	if st.Quarantined {
+		quarantined = 1
+	}
+	fmt.Fprintf(&b, "quarantined:%d\r\n", quarantined)
 	fmt.Fprintf(&b, "follower_proxy:%s\r\nnum_nodes:%d\r\nnum_voting_nodes:%d\r\n",
 		yesNo(s.followerProxy.Load()), len(st.Nodes), voting)
 	for i, ns := range st.Nodes {

@@ -48,6 +48,8 @@ type Server struct {
 	followerProxy atomic.Bool
 
 	nextID atomic.Uint64
+	// joinID is the raft id this process joins with, chosen once (see join).
+	joinID atomic.Uint64
 	mu     sync.Mutex
 	lns    map[net.Listener]struct{}
 	conns  map[*conn]struct{}

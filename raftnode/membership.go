@@ -21,7 +21,14 @@ var (
 // AddLearner adds a member as a learner: it replicates but does not vote,
 // so it never counts in a quorum before it holds the log. The leader
 // promotes it once it has caught up (see promoteLearners).
+//
+// Adding a member that is already there with the same addresses succeeds
+// without a change: a joining node whose first request timed out retries
+// with the same id, and the add it is retrying may have committed since.
 func (n *Node) AddLearner(ctx context.Context, m Member) ([]MemberInfo, error) {
+	if cur, ok := n.members.get(m.ID); ok && cur == m {
+		return n.members.list(), nil
+	}
 	return n.proposeConf(ctx, raftpb.ConfChangeAddLearnerNode, m)
 }
 

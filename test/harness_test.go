@@ -23,6 +23,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/raftproxy/raftproxy/test/netns"
 )
 
 // raftproxyBin is the binary under test, built once by TestMain.
@@ -207,12 +209,17 @@ type process struct {
 }
 
 func startProcess(name, logPath, bin string, args ...string) (*process, error) {
+	return startCmd(name, logPath, exec.Command(bin, args...))
+}
+
+// startCmd starts cmd (which may be wrapped, e.g. by ip netns exec) with its
+// output appended to logPath.
+func startCmd(name, logPath string, cmd *exec.Cmd) (*process, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening log %s: %w", logPath, err)
 	}
-	fmt.Fprintf(f, "==== %s: starting %s %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
+	fmt.Fprintf(f, "==== %s: starting %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(cmd.Args, " "))
 	cmd.Stdout = f
 	cmd.Stderr = f
 	// Own process group: killing the group also takes down a redis-server
@@ -314,6 +321,10 @@ type ClusterOptions struct {
 	// Supervised starts raftproxy without --redis, so that each node runs
 	// its own redis-server.
 	Supervised     bool
+	// Network, when set, puts node i in network namespace i+1 of the
+	// topology (so partitions can cut nodes apart); it must have a slot
+	// for every node the test will ever start. Nil runs all on loopback.
+	Network        *netns.Topology
 	FollowerProxy  *bool         // nil leaves the default
 	RequestTimeout time.Duration // 0 leaves the default
 	ExtraArgs      []string      // more raftproxy flags, e.g. snapshot thresholds
@@ -405,15 +416,23 @@ func NewCluster(ctx context.Context, t *testing.T, opts ClusterOptions) *Cluster
 }
 
 func (c *Cluster) newNode(i int, ports []int) (*Node, error) {
+	host := "127.0.0.1"
+	if topo := c.opts.Network; topo != nil {
+		// Each namespace has its own ports, so fixed ones do.
+		if i+1 > topo.Nodes() {
+			return nil, fmt.Errorf("node %d: the network topology has only %d namespaces", i, topo.Nodes())
+		}
+		host, ports = topo.NodeIP(i+1), []int{7000, 7100, 6379}
+	}
 	n := &Node{
 		c:        c,
 		Index:    i,
-		Addr:     fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		PeerAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		Addr:     net.JoinHostPort(host, strconv.Itoa(ports[0])),
+		PeerAddr: net.JoinHostPort(host, strconv.Itoa(ports[1])),
 		dir:      filepath.Join(c.dir, fmt.Sprintf("node%d", i)),
 	}
 	if !c.opts.Supervised {
-		n.RedisAddr = fmt.Sprintf("127.0.0.1:%d", ports[2])
+		n.RedisAddr = net.JoinHostPort(host, strconv.Itoa(ports[2]))
 	}
 	n.DataDir = filepath.Join(n.dir, "data")
 	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
@@ -425,28 +444,55 @@ func (c *Cluster) newNode(i int, ports []int) (*Node, error) {
 // AddNode starts one more node and joins it to the cluster through member.
 func (c *Cluster) AddNode(ctx context.Context, member *Node) *Node {
 	c.t.Helper()
-	ports, err := freePorts(3)
+	n, err := c.addNode(ctx, member)
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	return n
+}
+
+// addNode is AddNode for goroutines other than the test's: it returns
+// errors instead of failing the test. A node that failed to join is
+// counted as gone, so teardown still stops it.
+func (c *Cluster) addNode(ctx context.Context, member *Node) (*Node, error) {
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
 	}
 	n, err := c.newNode(len(c.Nodes)+len(c.gone), ports)
 	if err != nil {
-		c.t.Fatal(err)
+		return nil, err
 	}
-	c.Nodes = append(c.Nodes, n)
+	c.gone = append(c.gone, n)
 	if !c.opts.Supervised {
 		if err := n.StartRedis(ctx); err != nil {
-			c.t.Fatal(err)
+			return nil, err
 		}
 	}
 	if err := n.StartProxy(ctx); err != nil {
-		c.t.Fatal(err)
+		return nil, err
 	}
+	if err := c.join(ctx, n, member); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// join runs RAFT.CLUSTER JOIN on n (a node started by addNode) and, once
+// it succeeds, counts n as a member.
+func (c *Cluster) join(ctx context.Context, n, member *Node) error {
 	v, err := n.Do(ctx, 60*time.Second, "RAFT.CLUSTER", "JOIN", member.Addr)
 	if err != nil || v.Kind != '+' || v.Str != "OK" {
-		c.t.Fatalf("RAFT.CLUSTER JOIN %s on %s: %v %v", member.Addr, n, v, err)
+		return fmt.Errorf("RAFT.CLUSTER JOIN %s on %s: %v %v", member.Addr, n, v, err)
 	}
-	return n
+	for i, g := range c.gone {
+		if g == n {
+			c.gone = append(c.gone[:i:i], c.gone[i+1:]...)
+			break
+		}
+	}
+	c.Nodes = append(c.Nodes, n)
+	return nil
 }
 
 // RestartAndRead starts n's proxy again, waits for a stable cluster, and
@@ -541,9 +587,14 @@ func (n *Node) StartRedis(ctx context.Context) error {
 	if n.redis != nil && !n.redis.Exited() {
 		return fmt.Errorf("%s: redis-server already running", n)
 	}
-	_, port, _ := net.SplitHostPort(n.RedisAddr)
-	p, err := startProcess(fmt.Sprintf("node%d redis-server", n.Index), filepath.Join(n.dir, "redis.log"), "redis-server",
-		"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", n.dir)
+	host, port, _ := net.SplitHostPort(n.RedisAddr)
+	args := []string{"--port", port, "--bind", host, "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", n.dir}
+	if n.c.opts.Network != nil {
+		// Off loopback, redis refuses clients without a password unless told
+		// otherwise; the namespaces are private to the test.
+		args = append(args, "--protected-mode", "no")
+	}
+	p, err := startCmd(fmt.Sprintf("node%d redis-server", n.Index), filepath.Join(n.dir, "redis.log"), n.command(ctx, "redis-server", args...))
 	if err != nil {
 		return err
 	}
@@ -554,6 +605,15 @@ func (n *Node) StartRedis(ctx context.Context) error {
 		}
 		return pingRaw(n.RedisAddr)
 	})
+}
+
+// command runs bin in this node's network namespace, if it has one. The
+// command is not tied to ctx: the process outlives the call that starts it.
+func (n *Node) command(_ context.Context, bin string, args ...string) *exec.Cmd {
+	if topo := n.c.opts.Network; topo != nil {
+		return topo.Command(context.Background(), n.Index+1, bin, args...)
+	}
+	return exec.Command(bin, args...)
 }
 
 // KillRedis SIGKILLs this node's redis-server.
@@ -582,7 +642,7 @@ func (n *Node) StartProxy(ctx context.Context) error {
 	}
 	args = append(args, n.c.opts.ExtraArgs...)
 	args = append(args, n.ExtraArgs...)
-	p, err := startProcess(fmt.Sprintf("node%d raftproxy", n.Index), filepath.Join(n.dir, "proxy.log"), raftproxyBin, args...)
+	p, err := startCmd(fmt.Sprintf("node%d raftproxy", n.Index), filepath.Join(n.dir, "proxy.log"), n.command(ctx, raftproxyBin, args...))
 	if err != nil {
 		return err
 	}

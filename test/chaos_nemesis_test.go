@@ -1,0 +1,447 @@
+package test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/raftproxy/raftproxy/test/netns"
+)
+
+// Nemeses: faults that last a while and are then healed, and instant
+// operations that run alone or in the middle of a fault.
+var (
+	faultNemeses   = []string{"kill", "redis", "pause", "partition", "torn"}
+	instantNemeses = []string{"member", "compact"}
+)
+
+// nemesis injects faults into c on a schedule drawn from rng, so a seed
+// replays the same sequence of faults (what they hit may differ with
+// timing, e.g. which node leads).
+type nemesis struct {
+	c     *Cluster
+	topo  *netns.Topology // nil: no partitions
+	rng   *rand.Rand
+	kinds []string
+	w     *workload
+	logf  func(format string, args ...any)
+	count int
+	// joining are started nodes whose join did not finish (it may have
+	// been made but not confirmed); healAll joins them again.
+	joining []*Node
+}
+
+func (nm *nemesis) enabled(kind string) bool { return slices.Contains(nm.kinds, kind) }
+
+func (nm *nemesis) pick(from []string) string {
+	var ok []string
+	for _, k := range from {
+		if nm.enabled(k) {
+			ok = append(ok, k)
+		}
+	}
+	if len(ok) == 0 {
+		return ""
+	}
+	return ok[nm.rng.IntN(len(ok))]
+}
+
+func (nm *nemesis) dur(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(nm.rng.Int64N(int64(hi-lo)))
+}
+
+// run injects faults until ctx's deadline or until the run ends, healing
+// each before the next, and everything at the end.
+func (nm *nemesis) run(ctx context.Context, until time.Time) error {
+	for time.Now().Add(time.Second).Before(until) {
+		sleep(ctx, nm.dur(500*time.Millisecond, 2*time.Second))
+		hold := nm.dur(time.Second, 4*time.Second)
+		if rem := time.Until(until); hold > rem {
+			hold = rem
+		}
+		fault, instant := nm.pick(faultNemeses), nm.pick(instantNemeses)
+		if fault == "" {
+			if err := nm.instant(ctx, instant); err != nil {
+				return err
+			}
+			sleep(ctx, hold)
+			continue
+		}
+		heal, err := nm.inject(ctx, fault)
+		if err != nil {
+			return err
+		}
+		if instant != "" && nm.rng.IntN(2) == 0 {
+			sleep(ctx, hold/2)
+			if err := nm.instant(ctx, instant); err != nil {
+				return err
+			}
+			sleep(ctx, hold/2)
+		} else {
+			sleep(ctx, hold)
+		}
+		if err := heal(); err != nil {
+			return fmt.Errorf("healing %s: %w", fault, err)
+		}
+		nm.logf("healed %s", fault)
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+}
+
+// leader returns the node that says it leads, or nil.
+func (nm *nemesis) leader(ctx context.Context) *Node {
+	for _, n := range nm.c.Running() {
+		ictx, cancel := context.WithTimeout(ctx, time.Second)
+		info, err := n.RaftInfo(ictx)
+		cancel()
+		if err == nil && info.Get("role") == "leader" {
+			return n
+		}
+	}
+	return nil
+}
+
+func (nm *nemesis) randomNode() *Node { return nm.c.Nodes[nm.rng.IntN(len(nm.c.Nodes))] }
+
+// target is the leader half of the time (the node faults hurt most), else
+// a random node.
+func (nm *nemesis) target(ctx context.Context) *Node {
+	if nm.rng.IntN(2) == 0 {
+		if l := nm.leader(ctx); l != nil {
+			return l
+		}
+	}
+	return nm.randomNode()
+}
+
+func (nm *nemesis) inject(ctx context.Context, kind string) (heal func() error, err error) {
+	nm.count++
+	switch kind {
+	case "kill":
+		var victims []*Node
+		switch mode := nm.rng.IntN(4); mode {
+		case 0, 1:
+			victims = []*Node{nm.target(ctx)}
+		case 2:
+			perm := nm.rng.Perm(len(nm.c.Nodes))
+			for _, i := range perm[:len(nm.c.Nodes)/2+1] {
+				victims = append(victims, nm.c.Nodes[i])
+			}
+		default:
+			victims = append(victims, nm.c.Nodes...)
+		}
+		for _, n := range victims {
+			if err := n.KillProxy(); err != nil {
+				return nil, err
+			}
+		}
+		nm.logf("killed the proxies of %v", victims)
+		return func() error {
+			for _, n := range victims {
+				if err := n.StartProxy(ctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, nil
+	case "redis":
+		n := nm.target(ctx)
+		if err := n.KillRedis(); err != nil {
+			return nil, err
+		}
+		nm.logf("killed %s's redis-server", n)
+		return func() error { return n.StartRedis(ctx) }, nil
+	case "pause":
+		n := nm.target(ctx)
+		p, what := n.proxy, "proxy"
+		if nm.rng.IntN(4) == 0 {
+			p, what = n.redis, "redis-server"
+		}
+		if err := p.Signal(syscall.SIGSTOP); err != nil {
+			return nil, err
+		}
+		nm.logf("paused %s's %s", n, what)
+		return func() error {
+			if p.Exited() {
+				return nil // removed (and stopped) while paused
+			}
+			return p.Signal(syscall.SIGCONT)
+		}, nil
+	case "partition":
+		desc, err := nm.partition(ctx)
+		if err != nil {
+			return nil, err
+		}
+		nm.logf("partition %s: cuts %v", desc, nm.memberCuts())
+		return nm.topo.Heal, nil
+	case "torn":
+		n := nm.randomNode()
+		if err := n.KillProxy(); err != nil {
+			return nil, err
+		}
+		cut, err := chaosCutWAL(filepath.Join(n.DataDir, "wal"), nm.rng, 64<<10)
+		if err != nil {
+			return nil, fmt.Errorf("cutting %s's WAL: %w", n, err)
+		}
+		nm.logf("killed %s and cut %d bytes from the end of its WAL", n, cut)
+		return func() error { return n.StartProxy(ctx) }, nil
+	}
+	return nil, fmt.Errorf("unknown nemesis %q", kind)
+}
+
+// partition cuts the members apart: the leader alone, a random minority,
+// a bridge (one node sees both halves, which do not see each other) or a
+// ring (each node sees only its two neighbours).
+func (nm *nemesis) partition(ctx context.Context) (string, error) {
+	var slots []int
+	for _, n := range nm.c.Nodes {
+		slots = append(slots, n.Index+1)
+	}
+	nm.rng.Shuffle(len(slots), func(i, j int) { slots[i], slots[j] = slots[j], slots[i] })
+	mode := nm.rng.IntN(4)
+	if mode == 3 && len(slots) < 4 {
+		mode = 2 // every node of a 3-ring is its neighbours' neighbour
+	}
+	switch mode {
+	case 0:
+		if l := nm.leader(ctx); l != nil {
+			var rest []int
+			for _, s := range slots {
+				if s != l.Index+1 {
+					rest = append(rest, s)
+				}
+			}
+			return "isolating the leader", nm.topo.Partition([]int{l.Index + 1}, rest)
+		}
+		fallthrough
+	case 1:
+		k := 1 + nm.rng.IntN(len(slots)/2)
+		return "minority/majority", nm.topo.Partition(slots[:k], slots[k:])
+	case 2:
+		mid := len(slots) / 2
+		left, right := slots[1:mid+1], slots[mid+1:]
+		for _, x := range left {
+			for _, y := range right {
+				if err := nm.topo.Cut(x, y); err != nil {
+					return "", err
+				}
+			}
+		}
+		return fmt.Sprintf("bridge through slot %d", slots[0]), nil
+	default:
+		n := len(slots)
+		for i := 0; i < n; i++ {
+			for j := i + 1; j < n; j++ {
+				if j == i+1 || (i == 0 && j == n-1) {
+					continue // neighbours on the ring
+				}
+				if err := nm.topo.Cut(slots[i], slots[j]); err != nil {
+					return "", err
+				}
+			}
+		}
+		return fmt.Sprintf("ring %v", slots), nil
+	}
+}
+
+// memberCuts lists the cuts between members (spare namespaces are cut off
+// from everything and would only clutter the log).
+func (nm *nemesis) memberCuts() [][2]int {
+	member := map[int]bool{}
+	for _, n := range nm.c.Nodes {
+		member[n.Index+1] = true
+	}
+	var out [][2]int
+	for _, c := range nm.topo.Cuts() {
+		if member[c[0]] && member[c[1]] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// instant runs an operation that needs no healing: a forced snapshot, a
+// leader transfer, or replacing a member with a new node.
+func (nm *nemesis) instant(ctx context.Context, kind string) error {
+	nm.count++
+	switch kind {
+	case "compact":
+		n := nm.randomNode()
+		// A node whose redis is down snapshots only once it is back; the
+		// schedule does not wait for that.
+		v, err := n.Do(ctx, 5*time.Second, "RAFT.DEBUG", "COMPACT")
+		nm.logf("RAFT.DEBUG COMPACT on %s: %v %v", n, v, err)
+	case "member":
+		l := nm.leader(ctx)
+		if l == nil {
+			nm.logf("membership change skipped: no leader")
+			return nil
+		}
+		if nm.rng.IntN(2) == 0 || !nm.canAddNode() {
+			n := nm.randomNode()
+			if n == l || n.ID == "" {
+				return nil
+			}
+			v, err := l.Do(ctx, 10*time.Second, "RAFT.TRANSFER_LEADER", n.ID)
+			nm.logf("RAFT.TRANSFER_LEADER %s (%s) via %s: %v %v", n.ID, n, l, v, err)
+			return nil
+		}
+		return nm.replace(ctx, l)
+	}
+	return nil
+}
+
+func (nm *nemesis) canAddNode() bool {
+	used := len(nm.c.Nodes) + len(nm.c.gone)
+	return nm.topo == nil || used < nm.topo.Nodes()
+}
+
+// replace removes a random follower and joins a new node in its place, so
+// the cluster keeps its size. A removal whose outcome is unknown is
+// settled by asking the leader for the members afterwards.
+func (nm *nemesis) replace(ctx context.Context, l *Node) error {
+	var victim *Node
+	for _, i := range nm.rng.Perm(len(nm.c.Nodes)) {
+		if n := nm.c.Nodes[i]; n != l && n.ID != "" && n.ProxyRunning() {
+			victim = n
+			break
+		}
+	}
+	if victim == nil {
+		return nil
+	}
+	v, err := l.Do(ctx, 15*time.Second, "RAFT.NODE", "REMOVE", victim.ID)
+	nm.logf("RAFT.NODE REMOVE %s (%s) via %s: %v %v", victim.ID, victim, l, v, err)
+	if err != nil || v.Kind != '+' {
+		return nil
+	}
+	nm.c.Forget(victim)
+	if err := victim.StopProxy(10 * time.Second); err != nil {
+		nm.logf("stopping removed %s: %v", victim, err)
+	}
+	n, err := nm.c.addNode(ctx, l)
+	if err != nil {
+		nm.logf("adding a node via %s: %v", l, err)
+		if n != nil {
+			nm.joining = append(nm.joining, n) // resumed after healing
+		}
+		return nil
+	}
+	nm.logf("joined %s in place of %s", n, victim)
+	nm.w.setTargets(nm.addrs())
+	return nil
+}
+
+func (nm *nemesis) addrs() []string {
+	var out []string
+	for _, n := range nm.c.Nodes {
+		out = append(out, n.Addr)
+	}
+	return out
+}
+
+// healAll ends every fault: partitions, pauses, stopped processes.
+func (nm *nemesis) healAll(ctx context.Context) error {
+	var errs []string
+	if nm.topo != nil {
+		if err := nm.topo.Heal(); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	for _, n := range nm.c.Nodes {
+		for _, p := range []*process{n.proxy, n.redis} {
+			if p != nil && !p.Exited() {
+				_ = p.Signal(syscall.SIGCONT)
+			}
+		}
+		if n.redis != nil && n.redis.Exited() {
+			if err := n.StartRedis(ctx); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+		if !n.ProxyRunning() {
+			if err := n.StartProxy(ctx); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}
+	for _, n := range nm.joining {
+		if len(nm.c.Nodes) == 0 {
+			break
+		}
+		// A join is resumed with the same node id, so one that was made
+		// but not confirmed is found rather than made twice.
+		if err := nm.c.join(ctx, n, nm.c.Nodes[0]); err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		nm.logf("resumed the join of %s", n)
+	}
+	nm.joining = nil
+	nm.w.setTargets(nm.addrs())
+	if len(errs) > 0 {
+		return fmt.Errorf("healing: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// chaosCutWAL cuts up to maxBytes from the end of the data in dir's newest
+// WAL segment, always inside a record (so the node sees a torn tail), never
+// into the segment's first three records. Unlike a crash, this can remove
+// records that were fsynced and acknowledged: a disk that lied.
+func chaosCutWAL(dir string, rng *rand.Rand, maxBytes int) (int, error) {
+	segs, err := filepath.Glob(filepath.Join(dir, "*.wal"))
+	if err != nil || len(segs) == 0 {
+		return 0, fmt.Errorf("no WAL segments in %s: %v", dir, err)
+	}
+	slices.Sort(segs)
+	last := segs[len(segs)-1]
+	data, err := os.ReadFile(last)
+	if err != nil {
+		return 0, err
+	}
+	var ends []int // end offset of each record
+	for off := 0; off+8 <= len(data); {
+		lenField := binary.LittleEndian.Uint64(data[off:])
+		if lenField == 0 {
+			break
+		}
+		n := int(lenField & ^(uint64(0xff) << 56))
+		pad := 0
+		if lenField&(uint64(0x80)<<56) != 0 {
+			pad = int((lenField >> 56) & 0x7)
+		}
+		next := off + 8 + n + pad
+		if n <= 0 || next > len(data) {
+			break
+		}
+		ends = append(ends, next)
+		off = next
+	}
+	if len(ends) <= 3 {
+		return 0, nil // nothing but the segment's header records
+	}
+	end, floor := ends[len(ends)-1], ends[2]+1
+	cutAt := end - 1 - rng.IntN(min(maxBytes, end-floor))
+	if slices.Contains(ends, cutAt) {
+		cutAt--
+	}
+	if err := os.Truncate(last, int64(cutAt)); err != nil {
+		return 0, err
+	}
+	return end - cutAt, nil
+}

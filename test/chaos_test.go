@@ -1,0 +1,262 @@
+package test
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/raftproxy/raftproxy/test/chaoscheck"
+	"github.com/raftproxy/raftproxy/test/lincheck"
+	"github.com/raftproxy/raftproxy/test/netns"
+)
+
+// Flags of a chaos campaign (make chaos sets them).
+var (
+	chaosCampaign = flag.Bool("chaos", false, "run TestChaosCampaign: one long chaos run with the flags below")
+	chaosSeed     = flag.Uint64("chaos.seed", 0, "seed of the fault schedule and the clients (0: from the clock)")
+	chaosDuration = flag.Duration("chaos.duration", 60*time.Second, "how long faults are injected")
+	chaosNemesis  = flag.String("chaos.nemesis", "kill,redis,pause,partition,torn,member,compact", "comma-separated nemeses")
+	chaosNodes    = flag.Int("chaos.nodes", 3, "cluster size")
+	chaosClients  = flag.Int("chaos.clients", 10, "concurrent clients")
+	chaosNet      = flag.String("chaos.net", "auto", "netns (namespaces, needs root), loopback (no partitions) or auto")
+	chaosOut      = flag.String("chaos.out", "", "directory for histories and visualizations (default: a temp dir)")
+)
+
+type chaosConfig struct {
+	Seed     uint64
+	Duration time.Duration
+	Nemeses  []string
+	Nodes    int
+	Clients  int
+	Net      string // netns, loopback or auto
+}
+
+func (cfg chaosConfig) String() string {
+	return fmt.Sprintf("seed=%d duration=%v nemesis=%s nodes=%d clients=%d", cfg.Seed, cfg.Duration,
+		strings.Join(cfg.Nemeses, ","), cfg.Nodes, cfg.Clients)
+}
+
+// TestChaos is the short adversary every CI run carries: a few ~20 s runs,
+// each with its own mix of faults, all three workloads and all checkers.
+// Seeds come from the clock, so CI keeps exploring; a failure prints the
+// seed and the make chaos line that replays its fault schedule.
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: chaos runs take minutes; make test runs them")
+	}
+	base := uint64(time.Now().UnixNano())
+	if *chaosSeed != 0 {
+		base = *chaosSeed
+	}
+	scenarios := []struct {
+		name    string
+		nemeses string
+		net     string
+	}{
+		{"crashes", "kill,redis,compact", "auto"},
+		{"pauses and membership", "pause,member", "auto"},
+		{"partitions", "partition,member,compact", "netns"},
+		{"torn WAL", "torn,kill", "auto"},
+	}
+	for i, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			runChaos(t, chaosConfig{Seed: base + uint64(i), Duration: 20 * time.Second,
+				Nemeses: strings.Split(sc.nemeses, ","), Nodes: 3, Clients: 8, Net: sc.net})
+		})
+	}
+}
+
+// TestChaosCampaign is one long run configured by flags: make chaos.
+func TestChaosCampaign(t *testing.T) {
+	if !*chaosCampaign {
+		t.Skip("a long campaign runs only with -chaos (make chaos SEED=... DURATION=... NEMESIS=...)")
+	}
+	seed := *chaosSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	runChaos(t, chaosConfig{Seed: seed, Duration: *chaosDuration, Nemeses: strings.Split(*chaosNemesis, ","),
+		Nodes: *chaosNodes, Clients: *chaosClients, Net: *chaosNet})
+}
+
+func runChaos(t *testing.T, cfg chaosConfig) {
+	for _, k := range cfg.Nemeses {
+		if !contains(faultNemeses, k) && !contains(instantNemeses, k) {
+			t.Fatalf("unknown nemesis %q; known: %s, %s", k, strings.Join(faultNemeses, ","), strings.Join(instantNemeses, ","))
+		}
+	}
+	ctx := testContext(t, cfg.Duration+4*time.Minute)
+	var topo *netns.Topology
+	useNetns := cfg.Net == "netns" || (cfg.Net == "auto" && contains(cfg.Nemeses, "partition"))
+	if useNetns {
+		if err := netns.Available(); err != nil {
+			t.Skipf("partitions need network namespaces, which this machine does not give: %v (run as root, or use -chaos.net=loopback without the partition nemesis)", err)
+		}
+		var err error
+		// Spare namespaces for nodes that join in place of removed ones.
+		topo, err = netns.New(ctx, "rpchs", cfg.Nodes+6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := topo.Close(); err != nil {
+				t.Logf("removing the network namespaces: %v", err)
+			}
+		})
+	} else if contains(cfg.Nemeses, "partition") {
+		t.Fatalf("the partition nemesis needs -chaos.net=netns")
+	}
+	netName := "loopback"
+	if topo != nil {
+		netName = "netns"
+	}
+	t.Logf("chaos: %s net=%s", cfg, netName)
+
+	c := StartCluster(ctx, t, ClusterOptions{
+		Nodes:          cfg.Nodes,
+		Network:        topo,
+		RequestTimeout: 2 * time.Second,
+		// Snapshots (and so snapshot transfers to lagging nodes) happen
+		// during the run, not only when the compact nemesis asks.
+		ExtraArgs: []string{"--snapshot-entries", "3000", "--snapshot-catchup-entries", "1000"},
+	})
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for _, n := range c.Nodes {
+		addrs = append(addrs, n.Addr)
+	}
+	w := startWorkload(cfg.Seed, cfg.Clients, addrs)
+	nm := &nemesis{c: c, topo: topo, rng: rand.New(rand.NewPCG(cfg.Seed, 0x6e656d)), kinds: cfg.Nemeses, w: w,
+		logf: func(format string, args ...any) {
+			t.Logf("%6.2fs nemesis: %s", time.Since(w.start).Seconds(), fmt.Sprintf(format, args...))
+		}}
+	nemErr := nm.run(ctx, time.Now().Add(cfg.Duration))
+	healErr := nm.healAll(ctx)
+	// Clients keep going a little after healing, so the end of the history
+	// shows the cluster serving again.
+	sleep(ctx, 3*time.Second)
+	w.Stop()
+	if nemErr != nil || healErr != nil {
+		t.Errorf("chaos %s: fault injection failed: %v %v", cfg, nemErr, healErr)
+	}
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatalf("chaos %s: no stable cluster after healing: %v", cfg, err)
+	}
+	c.AssertRedisIdentical(ctx)
+	lists, ctrs, err := w.finalReads(ctx, c.Nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reportChaos(t, cfg, netName, nm.count, w, lists, ctrs)
+}
+
+// reportChaos checks the three histories and prints the verdict line; on
+// failure it keeps the histories and visualizations and says how to replay.
+func reportChaos(t *testing.T, cfg chaosConfig, netName string, faults int, w *workload,
+	lists []chaoscheck.FinalRead, ctrs []chaoscheck.CounterFinal) {
+	regOps := w.registers.Operations()
+	kept, unknown, dropped := w.registers.Stats()
+	_, regErr := lincheck.Check(regOps, 60*time.Second)
+	listRes := chaoscheck.CheckListAppend(w.appends, lists)
+	ctrRes := chaoscheck.CheckCounter(w.counters, ctrs)
+
+	var listLinErr error
+	listOps := chaoscheck.ListAppendOperations(w.appends)
+	res, info := porcupine.CheckOperationsVerbose(chaoscheck.ListAppendModel(), listOps, 60*time.Second)
+	switch res {
+	case porcupine.Illegal:
+		listLinErr = fmt.Errorf("list-append history is not linearizable (porcupine)")
+	case porcupine.Unknown:
+		t.Logf("porcupine gave no verdict on the list-append history within 60 s; the anomaly checker's verdict stands")
+	}
+
+	total := len(regOps) + dropped + len(w.appends) + len(w.counters)
+	valid := regErr == nil && listRes.Valid && ctrRes.Valid && listLinErr == nil
+	verdict := "VALID"
+	if !valid {
+		verdict = "INVALID"
+	}
+	t.Logf("register: %d ops kept (%d unknown), %d dropped; %v", kept, unknown, dropped, errOr(regErr, "linearizable"))
+	t.Logf("%s", listRes.Summary())
+	t.Logf("%s", ctrRes.Summary())
+	line := fmt.Sprintf("chaos verdict: %s %s net=%s faults=%d ops=%d", verdict, cfg, netName, faults, total)
+	fmt.Println(line)
+	t.Log(line)
+	if valid {
+		return
+	}
+	dir := *chaosOut
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", fmt.Sprintf("raftproxy-chaos-%d-", cfg.Seed)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeJSON(t, filepath.Join(dir, "list-append.json"), w.appends)
+	writeJSON(t, filepath.Join(dir, "counter.json"), w.counters)
+	writeJSON(t, filepath.Join(dir, "register.json"), regOps)
+	writeJSON(t, filepath.Join(dir, "finals.json"), map[string]any{"lists": lists, "counters": ctrs})
+	if listLinErr != nil {
+		f, err := os.Create(filepath.Join(dir, "list-append.html"))
+		if err == nil {
+			_ = porcupine.Visualize(chaoscheck.ListAppendModel(), info, f)
+			f.Close()
+		}
+	}
+	if regErr != nil {
+		t.Errorf("register: %v", regErr)
+	}
+	if listLinErr != nil {
+		t.Errorf("%v: visualization %s", listLinErr, filepath.Join(dir, "list-append.html"))
+	}
+	for _, r := range []chaoscheck.Result{listRes, ctrRes} {
+		for i, a := range r.Anomalies {
+			if i == 20 {
+				t.Errorf("%s: ... %d more anomalies", r.Workload, len(r.Anomalies)-i)
+				break
+			}
+			t.Errorf("%s: %v", r.Workload, a)
+		}
+	}
+	t.Errorf("histories kept in %s; replay the fault schedule with: make chaos SEED=%d DURATION=%v NEMESIS=%s NODES=%d",
+		dir, cfg.Seed, cfg.Duration, strings.Join(cfg.Nemeses, ","), cfg.Nodes)
+}
+
+func errOr(err error, ok string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return ok
+}
+
+func writeJSON(t *testing.T, path string, v any) {
+	b, err := json.Marshal(v)
+	if err == nil {
+		err = os.WriteFile(path, b, 0o644)
+	}
+	if err != nil {
+		t.Logf("writing %s: %v", path, err)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

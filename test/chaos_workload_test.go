@@ -1,0 +1,266 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/raftproxy/raftproxy/test/chaoscheck"
+	"github.com/raftproxy/raftproxy/test/lincheck"
+)
+
+// The chaos workloads run together, on disjoint keys, from every client:
+// registers (SET/GET, checked by porcupine), list-append transactions
+// (MULTI; RPUSH; LRANGE; EXEC, as Jepsen's RedisRaft workload) and
+// counters (INCR/GET).
+const (
+	registerKeys = 3
+	listKeys     = 4
+	counterKeys  = 2
+	// A list key takes this many appends before clients move on to the
+	// next one, so LRANGE stays cheap however long the run.
+	appendsPerList = 400
+)
+
+// workload is the clients of one chaos run and what they recorded.
+type workload struct {
+	start   time.Time
+	targets atomic.Pointer[[]string] // proxy addresses clients may use
+	stop    chan struct{}
+	wg      sync.WaitGroup
+
+	registers lincheck.History
+
+	mu       sync.Mutex
+	appends  []chaoscheck.AppendOp
+	counters []chaoscheck.CounterOp
+	nextVal  atomic.Int64 // unique appended values
+	listBase atomic.Int64 // appends so far, to pick the current list keys
+}
+
+func (w *workload) now() int64 { return time.Since(w.start).Nanoseconds() }
+
+func (w *workload) setTargets(addrs []string) {
+	cp := append([]string(nil), addrs...)
+	w.targets.Store(&cp)
+}
+
+// startWorkload runs clients goroutines until stop; client i prefers node
+// i mod n, as Jepsen binds a client to a node.
+func startWorkload(seed uint64, clients int, addrs []string) *workload {
+	redis.SetLogger(quietLogger{})
+	w := &workload{start: time.Now(), stop: make(chan struct{})}
+	w.setTargets(addrs)
+	for i := 0; i < clients; i++ {
+		w.wg.Add(1)
+		go func(id int) {
+			defer w.wg.Done()
+			w.client(id, rand.New(rand.NewPCG(seed, uint64(id)+1)))
+		}(i)
+	}
+	return w
+}
+
+func (w *workload) Stop() {
+	close(w.stop)
+	w.wg.Wait()
+}
+
+// quietLogger drops go-redis's own log lines: under faults every client
+// logs each failed dial, which would bury the test's output.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...interface{}) {}
+
+func chaosClient(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:                     addr,
+		Protocol:                 2,
+		DisableIdentity:          true,
+		MaxRetries:               -1, // a retried write could apply twice
+		DialTimeout:              500 * time.Millisecond,
+		ReadTimeout:              5 * time.Second,
+		WriteTimeout:             2 * time.Second,
+		ContextTimeoutEnabled:    true,
+		PoolSize:                 1,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
+}
+
+func (w *workload) client(id int, rng *rand.Rand) {
+	conns := map[string]*redis.Client{}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for n := 0; ; n++ {
+		select {
+		case <-w.stop:
+			return
+		default:
+		}
+		targets := *w.targets.Load()
+		addr := targets[(id+n/50)%len(targets)]
+		cl := conns[addr]
+		if cl == nil {
+			cl = chaosClient(addr)
+			conns[addr] = cl
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+		var err error
+		switch p := rng.IntN(10); {
+		case p < 4:
+			err = w.appendOp(ctx, cl, id, rng)
+		case p < 7:
+			err = w.registerOp(ctx, cl, id, rng, n)
+		default:
+			err = w.counterOp(ctx, cl, id, rng)
+		}
+		cancel()
+		if err != nil {
+			// A client whose node is down or cut off gets errors at once;
+			// backing off keeps it from filling the history with them.
+			time.Sleep(time.Duration(20+rng.IntN(80)) * time.Millisecond)
+		}
+	}
+}
+
+func outcome(err error) chaoscheck.Outcome {
+	switch lincheck.Classify(err) {
+	case lincheck.OK:
+		return chaoscheck.OK
+	case lincheck.Failed:
+		return chaoscheck.Failed
+	}
+	return chaoscheck.Unknown
+}
+
+func (w *workload) appendOp(ctx context.Context, cl *redis.Client, id int, rng *rand.Rand) error {
+	base := w.listBase.Load() / appendsPerList
+	key := "chaos:list:" + strconv.FormatInt(base+int64(rng.IntN(listKeys)), 10)
+	v := w.nextVal.Add(1)
+	op := chaoscheck.AppendOp{Client: id, Key: key, Value: v, Call: w.now()}
+	var lr *redis.StringSliceCmd
+	_, err := cl.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.RPush(ctx, key, v)
+		lr = p.LRange(ctx, key, 0, -1)
+		return nil
+	})
+	op.Return = w.now()
+	op.Outcome = outcome(err)
+	if op.Outcome == chaoscheck.OK {
+		for _, s := range lr.Val() {
+			x, perr := strconv.ParseInt(s, 10, 64)
+			if perr != nil {
+				x = -1 // not a value any client appended: a phantom
+			}
+			op.Read = append(op.Read, x)
+		}
+	}
+	if op.Outcome != chaoscheck.Failed {
+		w.listBase.Add(1)
+	}
+	w.mu.Lock()
+	w.appends = append(w.appends, op)
+	w.mu.Unlock()
+	return err
+}
+
+func (w *workload) registerOp(ctx context.Context, cl *redis.Client, id int, rng *rand.Rand, n int) error {
+	key := "chaos:reg:" + strconv.Itoa(rng.IntN(registerKeys))
+	op := lincheck.Op{ClientID: id, Call: w.now()}
+	if rng.IntN(2) == 0 {
+		op.Input = lincheck.Input{Kind: lincheck.Get, Key: key}
+		v, err := cl.Get(ctx, key).Result()
+		if errors.Is(err, redis.Nil) {
+			v, err = "", nil
+		}
+		op.Output, op.Err = lincheck.Output{Value: v}, err
+	} else {
+		val := fmt.Sprintf("c%d-%d", id, n)
+		op.Input = lincheck.Input{Kind: lincheck.Put, Key: key, Value: val}
+		op.Err = cl.Set(ctx, key, val, 0).Err()
+	}
+	op.Return = w.now()
+	w.registers.Add(op)
+	return op.Err
+}
+
+func (w *workload) counterOp(ctx context.Context, cl *redis.Client, id int, rng *rand.Rand) error {
+	key := "chaos:ctr:" + strconv.Itoa(rng.IntN(counterKeys))
+	op := chaoscheck.CounterOp{Client: id, Key: key, Call: w.now()}
+	var err error
+	if rng.IntN(5) == 0 {
+		op.Kind = chaoscheck.Read
+		op.Value, err = cl.Get(ctx, key).Int64()
+		if errors.Is(err, redis.Nil) {
+			op.Value, err = 0, nil
+		}
+	} else {
+		op.Kind = chaoscheck.Incr
+		op.Value, err = cl.Incr(ctx, key).Result()
+	}
+	op.Return = w.now()
+	op.Outcome = outcome(err)
+	if op.Kind == chaoscheck.Read && op.Outcome != chaoscheck.OK {
+		return err // a read that failed tells nothing
+	}
+	w.mu.Lock()
+	w.counters = append(w.counters, op)
+	w.mu.Unlock()
+	return err
+}
+
+// finalReads reads every list and counter key straight from each node's
+// redis, once the cluster has converged.
+func (w *workload) finalReads(ctx context.Context, nodes []*Node) ([]chaoscheck.FinalRead, []chaoscheck.CounterFinal, error) {
+	w.mu.Lock()
+	listKeys, ctrKeys := map[string]bool{}, map[string]bool{}
+	for _, op := range w.appends {
+		listKeys[op.Key] = true
+	}
+	for _, op := range w.counters {
+		ctrKeys[op.Key] = true
+	}
+	w.mu.Unlock()
+	var lists []chaoscheck.FinalRead
+	var ctrs []chaoscheck.CounterFinal
+	for _, n := range nodes {
+		rc := n.RedisClient()
+		for k := range listKeys {
+			vals, err := rc.LRange(ctx, k, 0, -1).Result()
+			if err != nil {
+				return nil, nil, fmt.Errorf("final LRANGE %s on %s's redis: %w", k, n, err)
+			}
+			fr := chaoscheck.FinalRead{Node: n.String(), Key: k}
+			for _, s := range vals {
+				x, err := strconv.ParseInt(s, 10, 64)
+				if err != nil {
+					x = -1
+				}
+				fr.List = append(fr.List, x)
+			}
+			lists = append(lists, fr)
+		}
+		for k := range ctrKeys {
+			v, err := rc.Get(ctx, k).Int64()
+			if errors.Is(err, redis.Nil) {
+				v, err = 0, nil
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("final GET %s on %s's redis: %w", k, n, err)
+			}
+			ctrs = append(ctrs, chaoscheck.CounterFinal{Node: n.String(), Key: k, Value: v})
+		}
+	}
+	return lists, ctrs, nil
+}

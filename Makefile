@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/raftproxy
 
-.PHONY: all build run stop status clean test unit integration fuzz bench soak deps
+.PHONY: all build run stop status clean test unit integration fuzz bench soak deps chaos
 
 all: build
 
@@ -49,6 +49,21 @@ bench: deps build
 	$(GO) test -run='^$$' -bench=. -benchmem ./resp ./entry
 	scripts/bench.sh
 	scripts/bench-snapshot.sh
+
+# A long fault-injection campaign (see README "Chaos testing"): RUNS runs of
+# DURATION each, seeds SEED, SEED+1, ... (SEED=0 picks one from the clock).
+SEED ?= 0
+DURATION ?= 60s
+RUNS ?= 1
+NEMESIS ?= kill,redis,pause,partition,torn,member,compact
+NODES ?= 3
+CLIENTS ?= 10
+CHAOS_NET ?= auto
+chaos: deps
+	$(GO) test -count=1 -timeout 24h -run '^TestChaosCampaign$$' -v ./test -args -chaos \
+		-chaos.seed=$(SEED) -chaos.duration=$(DURATION) -chaos.runs=$(RUNS) -chaos.nemesis=$(NEMESIS) \
+		-chaos.nodes=$(NODES) -chaos.clients=$(CLIENTS) -chaos.net=$(CHAOS_NET) \
+		| grep --line-buffered -E 'chaos|nemesis:|register:|list-append:|counter:|^(---|ok|FAIL|PASS)|Error|panic'
 
 # Disk and memory under a write load that never stops (SOAK_SECONDS, default 300).
 soak: deps build

@@ -22,7 +22,8 @@ import (
 var (
 	chaosCampaign = flag.Bool("chaos", false, "run TestChaosCampaign: one long chaos run with the flags below")
 	chaosSeed     = flag.Uint64("chaos.seed", 0, "seed of the fault schedule and the clients (0: from the clock)")
-	chaosDuration = flag.Duration("chaos.duration", 60*time.Second, "how long faults are injected")
+	chaosDuration = flag.Duration("chaos.duration", 60*time.Second, "how long faults are injected in each run")
+	chaosRuns     = flag.Int("chaos.runs", 1, "runs in a campaign, with seeds seed, seed+1, ...")
 	chaosNemesis  = flag.String("chaos.nemesis", "kill,redis,pause,partition,torn,member,compact", "comma-separated nemeses")
 	chaosNodes    = flag.Int("chaos.nodes", 3, "cluster size")
 	chaosClients  = flag.Int("chaos.clients", 10, "concurrent clients")
@@ -83,8 +84,11 @@ func TestChaosCampaign(t *testing.T) {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	runChaos(t, chaosConfig{Seed: seed, Duration: *chaosDuration, Nemeses: strings.Split(*chaosNemesis, ","),
-		Nodes: *chaosNodes, Clients: *chaosClients, Net: *chaosNet})
+	for i := 0; i < *chaosRuns; i++ {
+		cfg := chaosConfig{Seed: seed + uint64(i), Duration: *chaosDuration, Nemeses: strings.Split(*chaosNemesis, ","),
+			Nodes: *chaosNodes, Clients: *chaosClients, Net: *chaosNet}
+		t.Run(fmt.Sprintf("seed=%d", cfg.Seed), func(t *testing.T) { runChaos(t, cfg) })
+	}
 }
 
 func runChaos(t *testing.T, cfg chaosConfig) {

@@ -218,6 +218,10 @@ func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "raftproxy: this node has no cluster yet", http.StatusServiceUnavailable)
 		return
 	}
+	if r.URL.Path == stepDownPath {
+		n.serveStepDown(w, r)
+		return
+	}
 	n.Handler().ServeHTTP(w, r)
 }
 

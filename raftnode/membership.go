@@ -76,6 +76,9 @@ func (n *Node) TransferLeadership(ctx context.Context, target, avoid uint64) (ui
 	if target == lead {
 		return lead, nil
 	}
+	if target == n.id && n.Quarantined() {
+		return 0, ErrQuarantined
+	}
 	if mi, ok := n.memberInfo(target); !ok || !mi.Voting {
 		return 0, fmt.Errorf("invalid target node id %s: not a voting member", IDString(target))
 	}

@@ -205,6 +205,9 @@ type Node struct {
 	compactWaiters []compactWaiter
 	confMu         sync.Mutex // one membership change proposed at a time
 
+	quar     quarantine // see quarantine.go
+	stepDown stepDowns  // requests from quarantined members, on the leader
+
 	lead      atomic.Uint64
 	raftState atomic.Int32 // raft.StateType
 	term      atomic.Uint64
@@ -267,6 +270,9 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State, store
 	}
 	if err := n.storage.Append(st.Entries); err != nil {
 		return nil, fmt.Errorf("restore %d log entries: %w", len(st.Entries), err)
+	}
+	if st.Repaired {
+		n.enterQuarantine()
 	}
 	return n, nil
 }
@@ -335,6 +341,10 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 	go func() { defer n.done.Done(); n.reads.run() }()
 	go func() { defer n.done.Done(); n.applier.run() }()
 	go func() { defer n.done.Done(); n.watchTransport() }()
+	if n.quar.on.Load() {
+		n.done.Add(1)
+		go func() { defer n.done.Done(); n.askToStepDown() }()
+	}
 	return nil
 }
 
@@ -384,7 +394,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	// 10.2.1): it counts itself toward the commit quorum only after Advance,
 	// which follows the fsync. Followers must persist before they answer.
 	leader := raft.StateType(n.raftState.Load()) == raft.StateLeader
-	msgs := n.splitSnapshots(rd.Messages)
+	msgs := n.filterOutgoing(n.splitSnapshots(rd.Messages))
 	if leader {
 		n.transport.Send(msgs)
 	}
@@ -406,6 +416,9 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	}
 	if err := n.storage.Append(rd.Entries); err != nil {
 		return fmt.Errorf("append %d entries to raft storage: %w", len(rd.Entries), err)
+	}
+	if n.quar.on.Load() && (len(rd.Entries) > 0 || !raft.IsEmptySnap(rd.Snapshot)) {
+		n.maybeLeaveQuarantine()
 	}
 	if !leader {
 		n.transport.Send(msgs)
@@ -518,6 +531,9 @@ func (n *Node) Handler() http.Handler { return n.transport.Handler() }
 type transportHooks Node
 
 func (t *transportHooks) Process(ctx context.Context, m *raftpb.Message) error {
+	if (*Node)(t).filterIncoming(m) {
+		return nil
+	}
 	if m.GetType() == raftpb.MsgSnap {
 		if err := (*Node)(t).receiveSnapshot(m); err != nil {
 			t.log.Error("refusing snapshot", "from", IDString(m.GetFrom()), "err", err)

@@ -63,7 +63,11 @@ type Status struct {
 	Term, Commit, Applied uint64
 	FirstIndex, LastIndex uint64
 	SnapshotIndex         uint64
-	Nodes                 []NodeStatus
+	// Quarantined: the WAL lost a tail at restart and the node neither votes
+	// nor campaigns until its log holds an entry of a term above T0.
+	Quarantined bool
+	T0          uint64
+	Nodes       []NodeStatus
 }
 
 // Status reports this node's view of the cluster.
@@ -75,6 +79,7 @@ func (n *Node) Status() Status {
 		ID: n.id, ClusterID: n.clusterID, Leader: rs.Lead,
 		Term: rs.GetTerm(), Commit: rs.GetCommit(), Applied: n.applier.applied.Load(),
 		FirstIndex: first, LastIndex: last, SnapshotIndex: n.snapIndex.Load(),
+		Quarantined: n.Quarantined(), T0: n.quar.term,
 	}
 	switch rs.RaftState {
 	case raft.StateLeader:

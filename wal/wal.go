@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"time"
 
 	"go.etcd.io/etcd/server/v3/storage/wal"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
@@ -40,6 +43,11 @@ func Create(lg *zap.Logger, dir string, md Metadata) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create wal in %s: %w", dir, err)
 	}
+	// A marker left by an earlier WAL in this place says nothing about this one.
+	if err := removeMarker(dir); err != nil {
+		w.Close()
+		return nil, err
+	}
 	return &Log{w: w, Dir: dir}, nil
 }
 
@@ -48,12 +56,80 @@ type State struct {
 	Meta      Metadata
 	HardState *raftpb.HardState
 	Entries   []*raftpb.Entry
+	// Repaired reports that a torn tail was cut off the last segment, by
+	// this Open or an earlier one, and ClearRepaired has not been called
+	// since. A crash in the middle of a write leaves only bytes that were
+	// never fsynced, but a disk that lied (or lost a tail of fsynced data)
+	// looks the same: records this node had acknowledged may be gone, so it
+	// must not trust its own log for elections (see raftnode's quarantine)
+	// until the cluster has repaired it. The fact is kept in a marker file
+	// next to the WAL (written before the repair), so a node that restarts
+	// again before that still knows.
+	Repaired bool
 }
 
+// markerPath is the file that records an unresolved repair of the WAL in dir.
+func markerPath(dir string) string { return filepath.Clean(dir) + ".repaired" }
+
+// writeMarker durably records that the WAL in dir is about to be repaired.
+func writeMarker(dir string, cause error) error {
+	path := markerPath(dir)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("record wal repair: %w", err)
+	}
+	_, err = fmt.Fprintf(f, "wal tail cut off at %s (%v); this node takes no part in elections until a newer leader has repaired its log\n",
+		time.Now().UTC().Format(time.RFC3339Nano), cause)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return fmt.Errorf("record wal repair in %s: %w", path, err)
+	}
+	return nil
+}
+
+func removeMarker(dir string) error {
+	err := os.Remove(markerPath(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(markerPath(dir)))
+	}
+	if err != nil {
+		return fmt.Errorf("clear wal repair marker: %w", err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// ClearRepaired forgets a repair reported by State.Repaired: the log has
+// been repaired by the cluster, and later restarts are ordinary.
+func (l *Log) ClearRepaired() error { return removeMarker(l.Dir) }
+
 // Open opens the WAL in dir positioned after snap (nil for the start of the
-// log) and reads all of it. A torn tail, left by a crash in the middle of a
-// write, is repaired once: those bytes were never fsynced, so nothing that
-// was acknowledged is lost by cutting them.
+// log) and reads all of it. A torn tail is repaired once, and State.Repaired
+// says so: the records cut were never fsynced if the tail was torn by a
+// crash, but they may have been (and acknowledged) if the disk lost them.
 func Open(lg *zap.Logger, dir string, snap *walpb.Snapshot) (*Log, State, error) {
 	if snap == nil {
 		snap = &walpb.Snapshot{}
@@ -68,6 +144,11 @@ func Open(lg *zap.Logger, dir string, snap *walpb.Snapshot) (*Log, State, error)
 		if err != nil {
 			w.Close()
 			if errors.Is(err, io.ErrUnexpectedEOF) && !repaired {
+				// The marker goes first: a crash after the repair and
+				// before the marker would leave a log that looks intact.
+				if merr := writeMarker(dir, err); merr != nil {
+					return nil, State{}, merr
+				}
 				if !wal.Repair(lg, dir) {
 					return nil, State{}, fmt.Errorf("repair torn wal in %s: %w", dir, err)
 				}
@@ -77,7 +158,15 @@ func Open(lg *zap.Logger, dir string, snap *walpb.Snapshot) (*Log, State, error)
 			}
 			return nil, State{}, fmt.Errorf("read wal in %s: %w", dir, err)
 		}
-		st := State{HardState: hs, Entries: ents}
+		st := State{HardState: hs, Entries: ents, Repaired: repaired}
+		if !repaired {
+			if _, err := os.Stat(markerPath(dir)); err == nil {
+				st.Repaired = true
+			} else if !errors.Is(err, os.ErrNotExist) {
+				w.Close()
+				return nil, State{}, fmt.Errorf("check wal repair marker: %w", err)
+			}
+		}
 		if err := json.Unmarshal(md, &st.Meta); err != nil {
 			w.Close()
 			return nil, State{}, fmt.Errorf("decode wal metadata in %s: %w", dir, err)

@@ -42,6 +42,9 @@ func TestCreateSaveReopen(t *testing.T) {
 	if st.Meta != md || len(st.Entries) != 10 || st.HardState.GetCommit() != 10 {
 		t.Fatalf("reopened: meta %+v, %d entries, commit %d", st.Meta, len(st.Entries), st.HardState.GetCommit())
 	}
+	if st.Repaired {
+		t.Fatal("an intact WAL was reported repaired")
+	}
 }
 
 // A torn last record (a crash mid-write) is cut off; the records before it survive.
@@ -74,13 +77,60 @@ func TestOpenRepairsTornTail(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open torn wal: %v", err)
 	}
-	defer l.Close()
+	defer func() { l.Close() }()
 	// Each Save writes an entry record then a state record; the cut tears
 	// the last state record, so its commit index is lost and the rest kept.
 	if n, commit := len(st.Entries), st.HardState.GetCommit(); n != 20 || commit != 19 {
 		t.Fatalf("after repair: %d entries, commit %d; want 20 entries and the commit of the record before the torn one (19)", n, commit)
 	}
+	if !st.Repaired {
+		t.Fatal("Open repaired a torn tail but did not report it")
+	}
 	if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(21)}, entries(uint64(len(st.Entries)+1), 21)); err != nil {
 		t.Fatalf("append after repair: %v", err)
+	}
+	// The repair is remembered across restarts until it is cleared: a node
+	// that crashes again before the cluster repaired its log must still
+	// know that it may have lost acknowledged records.
+	l.Close()
+	l, st, err = Open(zap.NewNop(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Repaired || len(st.Entries) != 21 {
+		t.Fatalf("reopened after repair: repaired %v, %d entries; want the repair still reported and 21 entries", st.Repaired, len(st.Entries))
+	}
+	if err := l.ClearRepaired(); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l, st, err = Open(zap.NewNop(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Repaired {
+		t.Fatal("repair still reported after ClearRepaired")
+	}
+}
+
+// A repair marker left next to a WAL that was deleted does not apply to a
+// new WAL created in its place.
+func TestCreateClearsStaleMarker(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "wal")
+	if err := writeMarker(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Create(zap.NewNop(), dir, Metadata{NodeID: 1, ClusterID: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l, st, err := Open(zap.NewNop(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if st.Repaired {
+		t.Fatal("a new WAL was reported repaired because of an old marker")
 	}
 }

@@ -412,9 +412,17 @@ func mergeKeys(ms ...map[string]string) map[string]string {
 // it must not panic on the leader's commit index, must be repaired (the
 // stale leader steps down; its successor probes it afresh), and must end
 // identical to the others.
-func TestLostWALTail(t *testing.T) {
+func TestLostWALTail(t *testing.T) { lostFollowerTail(t, ClusterOptions{}) }
+
+// TestLostWALTailSnapshots: the same with frequent snapshots, so that the
+// node restarts from a snapshot and may be repaired with one.
+func TestLostWALTailSnapshots(t *testing.T) {
+	lostFollowerTail(t, ClusterOptions{ExtraArgs: snapArgs})
+}
+
+func lostFollowerTail(t *testing.T, opts ClusterOptions) {
 	ctx := testContext(t, 2*time.Minute)
-	c := StartCluster(ctx, t, ClusterOptions{})
+	c := StartCluster(ctx, t, opts)
 	leader, followers := c.Leader(ctx)
 	f := followers[0]
 	const n = 3000

@@ -8,6 +8,7 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 )
 
 // Errors of membership operations.
@@ -151,7 +152,12 @@ func (n *Node) promoteLearners() {
 		st := n.raft.Status()
 		last, _ := n.storage.LastIndex()
 		for id, pr := range st.Progress {
-			if !pr.IsLearner || pr.Match+promoteLag < last || !pr.RecentActive {
+			// RecentActive starts true for a new member, and with a short log
+			// Match 0 is within the lag: only a learner that has answered
+			// (the leader replicates to it) has shown it runs. Promoting one
+			// that never did made a voter out of a join that had given up.
+			if !pr.IsLearner || pr.State != tracker.StateReplicate || pr.Match == 0 ||
+				pr.Match+promoteLag < last || !pr.RecentActive {
 				continue
 			}
 			m, _ := n.members.get(id)

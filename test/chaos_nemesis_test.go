@@ -2,10 +2,8 @@ package test
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -144,12 +142,22 @@ func (nm *nemesis) inject(ctx context.Context, kind string) (heal func() error, 
 		default:
 			victims = append(victims, nm.c.Nodes...)
 		}
+		// Sometimes a graceful stop (SIGTERM): the node hands leadership
+		// over and fails what it has in flight, which must then be reported
+		// as unknown, never as not done.
+		graceful := nm.rng.IntN(3) == 0
 		for _, n := range victims {
-			if err := n.KillProxy(); err != nil {
+			var err error
+			if graceful {
+				err = n.proxy.Terminate(10 * time.Second)
+			} else {
+				err = n.KillProxy()
+			}
+			if err != nil {
 				return nil, err
 			}
 		}
-		nm.logf("killed the proxies of %v", victims)
+		nm.logf("%s the proxies of %v", map[bool]string{true: "stopped (SIGTERM)", false: "killed"}[graceful], victims)
 		return func() error {
 			for _, n := range victims {
 				if err := n.StartProxy(ctx); err != nil {
@@ -193,7 +201,7 @@ func (nm *nemesis) inject(ctx context.Context, kind string) (heal func() error, 
 		if err := n.KillProxy(); err != nil {
 			return nil, err
 		}
-		cut, err := chaosCutWAL(filepath.Join(n.DataDir, "wal"), nm.rng, 64<<10)
+		cut, err := cutWALTail(filepath.Join(n.DataDir, "wal"), nm.rng, 64<<10)
 		if err != nil {
 			return nil, fmt.Errorf("cutting %s's WAL: %w", n, err)
 		}
@@ -225,23 +233,15 @@ func (nm *nemesis) partition(ctx context.Context) (string, error) {
 					rest = append(rest, s)
 				}
 			}
-			return "isolating the leader", nm.topo.Partition([]int{l.Index + 1}, rest)
+			return "isolating the leader", nm.cutApart([]int{l.Index + 1}, rest)
 		}
 		fallthrough
 	case 1:
 		k := 1 + nm.rng.IntN(len(slots)/2)
-		return "minority/majority", nm.topo.Partition(slots[:k], slots[k:])
+		return "minority/majority", nm.cutApart(slots[:k], slots[k:])
 	case 2:
 		mid := len(slots) / 2
-		left, right := slots[1:mid+1], slots[mid+1:]
-		for _, x := range left {
-			for _, y := range right {
-				if err := nm.topo.Cut(x, y); err != nil {
-					return "", err
-				}
-			}
-		}
-		return fmt.Sprintf("bridge through slot %d", slots[0]), nil
+		return fmt.Sprintf("bridge through slot %d", slots[0]), nm.cutApart(slots[1:mid+1], slots[mid+1:])
 	default:
 		n := len(slots)
 		for i := 0; i < n; i++ {
@@ -256,6 +256,20 @@ func (nm *nemesis) partition(ctx context.Context) (string, error) {
 		}
 		return fmt.Sprintf("ring %v", slots), nil
 	}
+}
+
+// cutApart cuts every node of a from every node of b. Unlike
+// Topology.Partition it leaves other namespaces alone, so a node joining
+// during the partition is not cut off from everyone.
+func (nm *nemesis) cutApart(a, b []int) error {
+	for _, x := range a {
+		for _, y := range b {
+			if err := nm.topo.Cut(x, y); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // memberCuts lists the cuts between members (spare namespaces are cut off
@@ -397,51 +411,4 @@ func (nm *nemesis) healAll(ctx context.Context) error {
 		return fmt.Errorf("healing: %s", strings.Join(errs, "; "))
 	}
 	return nil
-}
-
-// chaosCutWAL cuts up to maxBytes from the end of the data in dir's newest
-// WAL segment, always inside a record (so the node sees a torn tail), never
-// into the segment's first three records. Unlike a crash, this can remove
-// records that were fsynced and acknowledged: a disk that lied.
-func chaosCutWAL(dir string, rng *rand.Rand, maxBytes int) (int, error) {
-	segs, err := filepath.Glob(filepath.Join(dir, "*.wal"))
-	if err != nil || len(segs) == 0 {
-		return 0, fmt.Errorf("no WAL segments in %s: %v", dir, err)
-	}
-	slices.Sort(segs)
-	last := segs[len(segs)-1]
-	data, err := os.ReadFile(last)
-	if err != nil {
-		return 0, err
-	}
-	var ends []int // end offset of each record
-	for off := 0; off+8 <= len(data); {
-		lenField := binary.LittleEndian.Uint64(data[off:])
-		if lenField == 0 {
-			break
-		}
-		n := int(lenField & ^(uint64(0xff) << 56))
-		pad := 0
-		if lenField&(uint64(0x80)<<56) != 0 {
-			pad = int((lenField >> 56) & 0x7)
-		}
-		next := off + 8 + n + pad
-		if n <= 0 || next > len(data) {
-			break
-		}
-		ends = append(ends, next)
-		off = next
-	}
-	if len(ends) <= 3 {
-		return 0, nil // nothing but the segment's header records
-	}
-	end, floor := ends[len(ends)-1], ends[2]+1
-	cutAt := end - 1 - rng.IntN(min(maxBytes, end-floor))
-	if slices.Contains(ends, cutAt) {
-		cutAt--
-	}
-	if err := os.Truncate(last, int64(cutAt)); err != nil {
-		return 0, err
-	}
-	return end - cutAt, nil
 }

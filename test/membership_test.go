@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -411,4 +412,57 @@ func TestJoinWrongClusterRefused(t *testing.T) {
 	if err != nil || v.Kind != '+' {
 		t.Fatalf("JOIN with the right cluster id: %v %v", v, err)
 	}
+}
+
+// TestJoinResumedAfterUnknownOutcome: a JOIN whose request was appended
+// by a leader that then lost its quorum gives up without knowing whether
+// it was added. Found by the chaos harness: the add committed later and
+// left a learner nobody ran, and a second JOIN came with a new id. Now the
+// process keeps its id, a second JOIN finds the add made, and the cluster
+// ends with exactly the nodes that run.
+func TestJoinResumedAfterUnknownOutcome(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{})
+	leader, followers := c.Leader(ctx)
+	ports, err := freePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.newNode(len(c.Nodes), ports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.gone = append(c.gone, n) // torn down with the others
+	if err := n.StartRedis(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range followers {
+		if err := f.proxy.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The leader appends the add, then steps down (no quorum); the join
+	// gives up after its 30 s.
+	v, err := n.Do(ctx, 60*time.Second, "RAFT.CLUSTER", "JOIN", leader.Addr)
+	if err == nil && v.Kind == '+' {
+		t.Fatalf("JOIN succeeded without a quorum: %v", v)
+	}
+	t.Logf("JOIN without a quorum: %v %v", v, err)
+	for _, f := range followers {
+		if err := f.proxy.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The cluster may now list the new node as a learner that nobody runs
+	// (it is not promoted: it never answered); the second JOIN takes it up.
+	if err := c.join(ctx, n, leader); err != nil {
+		t.Fatalf("joining again: %v", err)
+	}
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatalf("after the second JOIN (the cluster must have exactly the %d running nodes): %v", len(c.Nodes), err)
+	}
+	c.AssertRedisIdentical(ctx)
 }

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -91,5 +92,22 @@ func TestLastOwnSeq(t *testing.T) {
 	p := newProposer(&Node{id: 1}, 1<<62)
 	if s := p.nextSeq(); s <= 1<<62 {
 		t.Fatalf("a proposer after seq %d proposed %d", uint64(1<<62), s)
+	}
+}
+
+// TestStopLeavesProposedOutcomeUnknown: a node that stops while entries it
+// proposed are in flight cannot know whether they commit (the other nodes
+// may commit them), so their clients must hear TIMEOUT, never an error
+// that says the write did not happen.
+func TestStopLeavesProposedOutcomeUnknown(t *testing.T) {
+	n := &Node{id: 1, log: slog.Default(), stopc: make(chan struct{})}
+	n.cfg.MaxBatch = 8
+	n.prop = newProposer(n, 0)
+	inFlight := newFuture()
+	n.prop.waiting[1] = &pending{futs: []*Future{inFlight}}
+	close(n.stopc)
+	n.prop.run()
+	if _, err := inFlight.Result(); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("a proposed request got %v when the node stopped, want ErrTimeout", err)
 	}
 }

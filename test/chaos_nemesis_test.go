@@ -34,6 +34,10 @@ type nemesis struct {
 	// joining are started nodes whose join did not finish (it may have
 	// been made but not confirmed); healAll joins them again.
 	joining []*Node
+	// uncertain are members whose removal had an unknown outcome; settle
+	// finds out from the leader whether they are still members.
+	uncertain []*Node
+	size      int // the cluster size settle restores
 }
 
 func (nm *nemesis) enabled(kind string) bool { return slices.Contains(nm.kinds, kind) }
@@ -89,6 +93,7 @@ func (nm *nemesis) run(ctx context.Context, until time.Time) error {
 			return fmt.Errorf("healing %s: %w", fault, err)
 		}
 		nm.logf("healed %s", fault)
+		nm.settle(ctx)
 	}
 	return nil
 }
@@ -198,6 +203,17 @@ func (nm *nemesis) inject(ctx context.Context, kind string) (heal func() error, 
 		return nm.topo.Heal, nil
 	case "torn":
 		n := nm.randomNode()
+		// A node whose WAL lost its tail may not vote until a new leader
+		// has repaired it (see docs/ARCHITECTURE.md), so a second such node
+		// before that, or any in a cluster of two, leaves no majority that
+		// can elect: the nemesis models one lying disk at a time.
+		if q := nm.quarantined(ctx, n); q != "" || len(nm.c.Nodes) < 3 {
+			nm.logf("no WAL cut now (%d members; quarantined: %s); killing %s instead", len(nm.c.Nodes), q, n)
+			if err := n.KillProxy(); err != nil {
+				return nil, err
+			}
+			return func() error { return n.StartProxy(ctx) }, nil
+		}
 		if err := n.KillProxy(); err != nil {
 			return nil, err
 		}
@@ -209,6 +225,24 @@ func (nm *nemesis) inject(ctx context.Context, kind string) (heal func() error, 
 		return func() error { return n.StartProxy(ctx) }, nil
 	}
 	return nil, fmt.Errorf("unknown nemesis %q", kind)
+}
+
+// quarantined names the running members other than except that say they
+// are quarantined, or that cannot say (down, paused, cut off).
+func (nm *nemesis) quarantined(ctx context.Context, except *Node) string {
+	var out []string
+	for _, n := range nm.c.Nodes {
+		if n == except {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, time.Second)
+		info, err := n.RaftInfo(ictx)
+		cancel()
+		if err != nil || info.Get("quarantined") != "0" {
+			out = append(out, n.String())
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 // partition cuts the members apart: the leader alone, a random minority,
@@ -340,7 +374,12 @@ func (nm *nemesis) replace(ctx context.Context, l *Node) error {
 	}
 	v, err := l.Do(ctx, 15*time.Second, "RAFT.NODE", "REMOVE", victim.ID)
 	nm.logf("RAFT.NODE REMOVE %s (%s) via %s: %v %v", victim.ID, victim, l, v, err)
-	if err != nil || v.Kind != '+' {
+	if err != nil || strings.HasPrefix(v.Str, "TIMEOUT") {
+		// The removal may still commit: settle asks the cluster later.
+		nm.uncertain = append(nm.uncertain, victim)
+		return nil
+	}
+	if v.Kind != '+' {
 		return nil
 	}
 	nm.c.Forget(victim)
@@ -358,6 +397,57 @@ func (nm *nemesis) replace(ctx context.Context, l *Node) error {
 	nm.logf("joined %s in place of %s", n, victim)
 	nm.w.setTargets(nm.addrs())
 	return nil
+}
+
+// settle resolves removals whose outcome was unknown, once a leader
+// answers: a node the leader no longer lists is forgotten and stopped, and
+// a new node joins so that the cluster keeps its size.
+func (nm *nemesis) settle(ctx context.Context) {
+	if len(nm.uncertain) == 0 {
+		return
+	}
+	var l *Node
+	_ = waitFor(ctx, 30*time.Second, 200*time.Millisecond, "a leader", func(ctx context.Context) error {
+		if l = nm.leader(ctx); l == nil {
+			return fmt.Errorf("no leader")
+		}
+		return nil
+	})
+	if l == nil {
+		return
+	}
+	info, err := l.RaftInfo(ctx)
+	if err != nil {
+		return
+	}
+	listed := map[string]bool{}
+	for _, m := range info.Members {
+		listed[m.ID] = true
+	}
+	for _, n := range nm.uncertain {
+		if listed[n.ID] {
+			nm.logf("%s is still a member: its removal did not happen", n)
+			continue
+		}
+		nm.logf("%s was removed after all", n)
+		nm.c.Forget(n)
+		if err := n.StopProxy(10 * time.Second); err != nil {
+			nm.logf("stopping removed %s: %v", n, err)
+		}
+	}
+	nm.uncertain = nil
+	for len(nm.c.Nodes) < nm.size && nm.canAddNode() {
+		n, err := nm.c.addNode(ctx, l)
+		if err != nil {
+			nm.logf("adding a node via %s: %v", l, err)
+			if n != nil {
+				nm.joining = append(nm.joining, n)
+			}
+			break
+		}
+		nm.logf("joined %s to restore the cluster's size", n)
+	}
+	nm.w.setTargets(nm.addrs())
 }
 
 func (nm *nemesis) addrs() []string {
@@ -406,6 +496,10 @@ func (nm *nemesis) healAll(ctx context.Context) error {
 		nm.logf("resumed the join of %s", n)
 	}
 	nm.joining = nil
+	nm.settle(ctx)
+	if len(nm.uncertain) > 0 {
+		errs = append(errs, fmt.Sprintf("could not learn whether %v were removed", nm.uncertain))
+	}
 	nm.w.setTargets(nm.addrs())
 	if len(errs) > 0 {
 		return fmt.Errorf("healing: %s", strings.Join(errs, "; "))

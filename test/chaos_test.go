@@ -140,7 +140,7 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 		addrs = append(addrs, n.Addr)
 	}
 	w := startWorkload(cfg.Seed, cfg.Clients, addrs)
-	nm := &nemesis{c: c, topo: topo, rng: rand.New(rand.NewPCG(cfg.Seed, 0x6e656d)), kinds: cfg.Nemeses, w: w,
+	nm := &nemesis{c: c, topo: topo, rng: rand.New(rand.NewPCG(cfg.Seed, 0x6e656d)), kinds: cfg.Nemeses, w: w, size: cfg.Nodes,
 		logf: func(format string, args ...any) {
 			t.Logf("%6.2fs nemesis: %s", time.Since(w.start).Seconds(), fmt.Sprintf(format, args...))
 		}}

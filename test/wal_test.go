@@ -139,6 +139,17 @@ func walFrames(seg []byte) []walFrame {
 }
 
 // newestSegment returns the path of the last WAL segment in dir.
+// newestSegmentFrames reads the newest WAL segment of dir and its records.
+func newestSegmentFrames(dir string) (path string, seg []byte, frames []walFrame, err error) {
+	if path, err = newestSegment(dir); err != nil {
+		return "", nil, nil, err
+	}
+	if seg, err = os.ReadFile(path); err != nil {
+		return "", nil, nil, err
+	}
+	return path, seg, walFrames(seg), nil
+}
+
 func newestSegment(dir string) (string, error) {
 	segs, err := filepath.Glob(filepath.Join(dir, "*.wal"))
 	if err != nil {
@@ -195,15 +206,10 @@ func tearPoints(seg []byte, f walFrame) []int {
 // when there is none (maxBytes smaller than what tearing the last record
 // takes, at most a sector and a header) is the smallest possible cut made.
 func cutWALTail(dir string, rng *rand.Rand, maxBytes int) (cut int, err error) {
-	path, err := newestSegment(dir)
+	path, seg, frames, err := newestSegmentFrames(dir)
 	if err != nil {
 		return 0, err
 	}
-	seg, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	frames := walFrames(seg)
 	if len(frames) <= 3 {
 		return 0, fmt.Errorf("cut WAL tail: %s holds %d records, none after its first three", path, len(frames))
 	}
@@ -270,15 +276,10 @@ func walRecord(seg []byte, f walFrame) (typ int64, index, term uint64, err error
 // byte of that record (inside its frame, so etcd repairs the torn tail).
 // It returns the bytes cut.
 func cutWALAtEntry(dir string, index uint64) (int, error) {
-	path, err := newestSegment(dir)
+	path, seg, frames, err := newestSegmentFrames(dir)
 	if err != nil {
 		return 0, err
 	}
-	seg, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	frames := walFrames(seg)
 	at := -1
 	for i, f := range frames {
 		if i < 3 {

@@ -59,11 +59,14 @@ NEMESIS ?= kill,redis,pause,partition,torn,member,compact
 NODES ?= 3
 CLIENTS ?= 10
 CHAOS_NET ?= auto
+# bash with pipefail, so a failed campaign fails make despite the filter.
+chaos: SHELL := /bin/bash
+chaos: .SHELLFLAGS := -o pipefail -c
 chaos: deps
 	$(GO) test -count=1 -timeout 24h -run '^TestChaosCampaign$$' -v ./test -args -chaos \
 		-chaos.seed=$(SEED) -chaos.duration=$(DURATION) -chaos.runs=$(RUNS) -chaos.nemesis=$(NEMESIS) \
 		-chaos.nodes=$(NODES) -chaos.clients=$(CLIENTS) -chaos.net=$(CHAOS_NET) \
-		| grep --line-buffered -E 'chaos|nemesis:|register:|list-append:|counter:|^(---|ok|FAIL|PASS)|Error|panic'
+		| grep --line-buffered -E '_test\.go:|^chaos verdict|^ *(---|ok|FAIL|PASS)|panic'
 
 # Disk and memory under a write load that never stops (SOAK_SECONDS, default 300).
 soak: deps build

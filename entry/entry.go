@@ -46,7 +46,7 @@ var ErrCorrupt = errors.New("corrupt log entry")
 func (e *Entry) Size() int {
 	n := 1 + 3*binary.MaxVarintLen64 + binary.MaxVarintLen64
 	for _, r := range e.Reqs {
-		n += 3 * binary.MaxVarintLen64 + argsSize(r.Args)
+		n += 3*binary.MaxVarintLen64 + argsSize(r.Args)
 		for _, c := range r.Tx {
 			n += binary.MaxVarintLen64 + argsSize(c)
 		}

@@ -320,7 +320,7 @@ type ClusterOptions struct {
 	Nodes int // default 3
 	// Supervised starts raftproxy without --redis, so that each node runs
 	// its own redis-server.
-	Supervised     bool
+	Supervised bool
 	// Network, when set, puts node i in network namespace i+1 of the
 	// topology (so partitions can cut nodes apart); it must have a slot
 	// for every node the test will ever start. Nil runs all on loopback.

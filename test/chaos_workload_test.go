@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/raftproxy/raftproxy/test/chaoscheck"
 	"github.com/raftproxy/raftproxy/test/lincheck"
@@ -80,21 +79,6 @@ type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...interface{}) {}
 
-func chaosClient(addr string) *redis.Client {
-	return redis.NewClient(&redis.Options{
-		Addr:                     addr,
-		Protocol:                 2,
-		DisableIdentity:          true,
-		MaxRetries:               -1, // a retried write could apply twice
-		DialTimeout:              500 * time.Millisecond,
-		ReadTimeout:              5 * time.Second,
-		WriteTimeout:             2 * time.Second,
-		ContextTimeoutEnabled:    true,
-		PoolSize:                 1,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	})
-}
-
 func (w *workload) client(id int, rng *rand.Rand) {
 	conns := map[string]*redis.Client{}
 	defer func() {
@@ -112,7 +96,7 @@ func (w *workload) client(id int, rng *rand.Rand) {
 		addr := targets[(id+n/50)%len(targets)]
 		cl := conns[addr]
 		if cl == nil {
-			cl = chaosClient(addr)
+			cl = newClient(addr, 1) // no retries: a retried write could apply twice
 			conns[addr] = cl
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)

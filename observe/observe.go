@@ -9,18 +9,16 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/raftproxy/raftproxy/raftnode"
 )
 
 // Handler returns the endpoints for host. The etcd packages register their
-// own series (WAL fsync, transport) in the default registry; they are
-// exported too.
+// own series (WAL fsync, transport) in the default registry, which also
+// holds the Go and process collectors; they are exported too.
 func Handler(host *raftnode.Host) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	status := func(f func(raftnode.Status, *raftnode.Node) float64) func() float64 {
 		return func() float64 {
 			n := host.Node()

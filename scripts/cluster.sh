@@ -12,9 +12,11 @@ NODES=(1 2 3)
 CLIENT_BASE=${CLIENT_BASE:-7000}
 PEER_BASE=${PEER_BASE:-7100}
 REDIS_BASE=${REDIS_BASE:-6400}
+METRICS_BASE=${METRICS_BASE:-7200}
 client_port() { echo $((CLIENT_BASE + $1)); }
 peer_port() { echo $((PEER_BASE + $1)); }
 redis_port() { echo $((REDIS_BASE + $1)); }
+metrics_port() { echo $((METRICS_BASE + $1)); }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -38,7 +40,8 @@ start() {
     fi
     if ! alive "$d/raftproxy.pid"; then
       nohup "$BIN" --listen "127.0.0.1:$(client_port "$i")" --peer-listen "127.0.0.1:$(peer_port "$i")" \
-        --data-dir "$d/data" --redis "127.0.0.1:$(redis_port "$i")" ${RAFTPROXY_ARGS:-} >>"$d/raftproxy.log" 2>&1 &
+        --data-dir "$d/data" --redis "127.0.0.1:$(redis_port "$i")" \
+        --metrics-listen "127.0.0.1:$(metrics_port "$i")" ${RAFTPROXY_ARGS:-} >>"$d/raftproxy.log" 2>&1 &
       echo $! >"$d/raftproxy.pid"
     fi
   done
@@ -63,9 +66,9 @@ start() {
   cat <<MSG
 
 raftproxy cluster is up (state and logs in $RUN_DIR/):
-  node1  redis-cli -p $(client_port 1)    (its redis-server: port $(redis_port 1))
-  node2  redis-cli -p $(client_port 2)    (its redis-server: port $(redis_port 2))
-  node3  redis-cli -p $(client_port 3)    (its redis-server: port $(redis_port 3))
+  node1  redis-cli -p $(client_port 1)    (its redis-server: port $(redis_port 1); metrics http://127.0.0.1:$(metrics_port 1)/metrics)
+  node2  redis-cli -p $(client_port 2)    (its redis-server: port $(redis_port 2); metrics http://127.0.0.1:$(metrics_port 2)/metrics)
+  node3  redis-cli -p $(client_port 3)    (its redis-server: port $(redis_port 3); metrics http://127.0.0.1:$(metrics_port 3)/metrics)
 Try:   redis-cli -p $(client_port 1) SET k v && redis-cli -p $(client_port 2) GET k
 Info:  redis-cli -p $(client_port 1) RAFT.INFO
 Stop:  make stop        Remove all data: make clean

@@ -39,6 +39,25 @@ func Handler(host *raftnode.Host) http.Handler {
 	gauge("applied_index", "Highest log index applied to redis.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Applied) })
 	gauge("redis_up", "1 if the local redis holds the applied log.", func(_ raftnode.Status, n *raftnode.Node) float64 { return b2f(n.Serving()) })
 
+	counter := func(name, help string, f func(*raftnode.Counters) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "raftproxy_" + name, Help: help}, func() float64 {
+			n := host.Node()
+			if n == nil {
+				return 0
+			}
+			return float64(f(n.Counters()))
+		}))
+	}
+	counter("proposed_requests_total", "Client requests this node proposed.", func(c *raftnode.Counters) uint64 { return c.Requests.Load() })
+	counter("proposed_entries_total", "Log entries (batches of requests) this node proposed.", func(c *raftnode.Counters) uint64 { return c.Batches.Load() })
+	counter("ready_total", "Raft Ready structs handled.", func(c *raftnode.Counters) uint64 { return c.Readies.Load() })
+	counter("wal_saves_total", "WAL saves of entries or hard state (one fsync each).", func(c *raftnode.Counters) uint64 { return c.PersistRounds.Load() })
+	counter("wal_entries_total", "Entries written to the WAL.", func(c *raftnode.Counters) uint64 { return c.Entries.Load() })
+	counter("applied_commands_total", "Commands applied to the local redis.", func(c *raftnode.Counters) uint64 { return c.Applied.Load() })
+	counter("apply_rounds_total", "Pipelined apply round trips to the local redis.", func(c *raftnode.Counters) uint64 { return c.ApplyRounds.Load() })
+	counter("reads_total", "Linearizable reads started on this node.", func(c *raftnode.Counters) uint64 { return c.Reads.Load() })
+	counter("read_index_rounds_total", "ReadIndex rounds (one serves every read waiting for it).", func(c *raftnode.Counters) uint64 { return c.ReadRounds.Load() })
+
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, prometheus.DefaultGatherer}, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })

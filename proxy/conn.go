@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,14 +42,25 @@ type op struct {
 
 // conn is one client connection: a reader goroutine parses and dispatches
 // commands without waiting for their results (so pipelined commands are in
-// flight together), and a writer goroutine sends the replies in order.
+// flight together), and a writer goroutine sends the replies in order. A
+// command that arrives alone, with nothing queued ahead of it, is completed
+// by the reader itself: a client that sends one command at a time then
+// costs one goroutine hand-off less per command.
 type conn struct {
 	s   *Server
 	nc  net.Conn
 	id  uint64
+	rd  *resp.Reader
 	ops chan *op
 	db  int
 	tx  *txState // non-nil between MULTI and EXEC or DISCARD
+
+	// queued counts ops handed to the writer and not yet completed.
+	queued atomic.Int64
+	// outMu guards the output side (w, redis, raw, sel): the writer holds
+	// it while it completes ops, the reader while it completes one inline.
+	outMu sync.Mutex
+	w     *bufio.Writer
 
 	// Reads queued and not yet run. A write waits for them before it is
 	// proposed: once proposed it may be applied at any moment, and a read
@@ -56,8 +68,8 @@ type conn struct {
 	pendingReads atomic.Int64
 	readsRan     chan struct{}
 
-	// Owned by the writer goroutine.
 	redis *backend.Conn
+	timer *time.Timer // reused by writeResult
 	raw   []byte
 	sel   []bool // sel[i]: a SELECT was sent before batch[i]
 }
@@ -66,7 +78,27 @@ func newConn(s *Server, nc net.Conn) *conn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	return &conn{s: s, nc: nc, id: s.nextID.Add(1), ops: make(chan *op, 1024), readsRan: make(chan struct{}, 1)}
+	return &conn{s: s, nc: nc, id: s.nextID.Add(1), rd: resp.NewReader(nc, 16<<10), w: bufio.NewWriterSize(nc, 32<<10),
+		ops: make(chan *op, 1024), readsRan: make(chan struct{}, 1)}
+}
+
+// emit completes o: on the reader goroutine when nothing is queued ahead
+// of it and the client has sent nothing more (one command at a time), else
+// by handing it to the writer.
+func (c *conn) emit(o *op) {
+	if o.kind != opClose && c.queued.Load() == 0 && c.rd.Drained() {
+		c.outMu.Lock()
+		c.complete([]*op{o})
+		err := c.w.Flush()
+		c.outMu.Unlock()
+		if err != nil {
+			// The client is gone; the next read fails and ends the connection.
+			c.nc.Close()
+		}
+		return
+	}
+	c.queued.Add(1)
+	c.ops <- o
 }
 
 func (c *conn) stopReading() {
@@ -94,13 +126,12 @@ func (c *conn) serve() {
 }
 
 func (c *conn) readLoop() {
-	r := resp.NewReader(c.nc, 16<<10)
 	for {
-		args, err := r.ReadCommand()
+		args, err := c.rd.ReadCommand()
 		if err != nil {
 			var pe *resp.ProtocolError
 			if errors.As(err, &pe) {
-				c.ops <- &op{kind: opClose, reply: resp.AppendError(nil, "ERR "+pe.Msg)}
+				c.emit(&op{kind: opClose, reply: resp.AppendError(nil, "ERR "+pe.Msg)})
 			}
 			return
 		}
@@ -119,18 +150,18 @@ func (c *conn) dispatch(args [][]byte) bool {
 	}
 	sp, errText := c.s.table.lookup(args)
 	if sp == nil {
-		c.ops <- errReply(errText)
+		c.emit(errReply(errText))
 		return true
 	}
 	switch sp.class {
 	case classRefused:
-		c.ops <- errReply(fmt.Sprintf("ERR '%s' %s", displayName(sp.name), sp.reason))
+		c.emit(errReply(fmt.Sprintf("ERR '%s' %s", displayName(sp.name), sp.reason)))
 	case classProxy:
 		return c.proxyCommand(sp.name, args)
 	case classLocal:
-		c.ops <- &op{kind: opLocal, args: args, db: c.db}
+		c.emit(&op{kind: opLocal, args: args, db: c.db})
 	case classWrite, classRead:
-		c.ops <- c.data(sp, args)
+		c.emit(c.data(sp, args))
 	}
 	return true
 }
@@ -178,9 +209,8 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 	}
 	args = absoluteTimes(sp.name, args, now.UnixMilli())
 	c.waitReads()
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
-	defer cancel()
-	return &op{kind: opWrite, fut: n.Propose(ctx, c.db, args), start: now}
+	// Propose bounds its own waits (for a leader, for room in its queue).
+	return &op{kind: opWrite, fut: n.Propose(context.Background(), c.db, args), start: now}
 }
 
 // refuseAsync refuses FLUSHALL/FLUSHDB ASYNC: redis would free memory in
@@ -222,7 +252,6 @@ func errorText(err error, read bool) string {
 }
 
 func (c *conn) writeLoop() {
-	w := bufio.NewWriterSize(c.nc, 32<<10)
 	var next *op
 	open := true
 	batch := make([]*op, 0, 64)
@@ -231,7 +260,7 @@ func (c *conn) writeLoop() {
 		next = nil
 		if o == nil {
 			if !open {
-				w.Flush()
+				c.flush()
 				return
 			}
 			select {
@@ -239,7 +268,7 @@ func (c *conn) writeLoop() {
 			default:
 				// Flush only when no reply is ready to follow, so a pipeline
 				// gets its replies in few writes.
-				if w.Flush() != nil {
+				if c.flush() != nil {
 					c.discard()
 					return
 				}
@@ -249,19 +278,9 @@ func (c *conn) writeLoop() {
 				continue
 			}
 		}
-		switch o.kind {
-		case opReply:
-			w.Write(o.reply)
-		case opClose:
-			w.Write(o.reply)
-			w.Flush()
-			c.nc.Close()
-			c.discard()
-			return
-		case opWrite:
-			c.writeResult(w, o)
-		case opRead, opLocal:
-			batch = append(batch[:0], o)
+		batch = append(batch[:0], o)
+		if o.kind == opRead || o.kind == opLocal {
+			// A run of reads and local commands goes to redis in one round trip.
 		more:
 			for len(batch) < cap(batch) && open {
 				select {
@@ -279,10 +298,44 @@ func (c *conn) writeLoop() {
 					break more
 				}
 			}
-			c.runOnRedis(w, batch)
-			c.readsDone(batch)
+		}
+		c.outMu.Lock()
+		closing := c.complete(batch)
+		c.queued.Add(-int64(len(batch)))
+		c.outMu.Unlock()
+		if closing {
+			c.discard()
+			return
 		}
 	}
+}
+
+func (c *conn) flush() error {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	return c.w.Flush()
+}
+
+// complete writes the replies of batch, which is one op or a run of reads
+// and local commands; the caller holds outMu. It reports whether the
+// connection was closed (QUIT, protocol error).
+func (c *conn) complete(batch []*op) (closing bool) {
+	o := batch[0]
+	switch o.kind {
+	case opReply:
+		c.w.Write(o.reply)
+	case opClose:
+		c.w.Write(o.reply)
+		c.w.Flush()
+		c.nc.Close()
+		return true
+	case opWrite:
+		c.writeResult(c.w, o)
+	case opRead, opLocal:
+		c.runOnRedis(c.w, batch)
+		c.readsDone(batch)
+	}
+	return false
 }
 
 // readsDone tells the reader that the reads of batch have run.
@@ -310,7 +363,25 @@ func (c *conn) discard() {
 }
 
 func (c *conn) writeResult(w *bufio.Writer, o *op) {
-	t := time.NewTimer(time.Until(o.start.Add(c.s.timeout())))
+	select {
+	case <-o.fut.Done():
+		// Most replies are there when their turn comes (a pipeline) or
+		// soon after; the timer below is for the rest.
+		raw, err := o.fut.Result()
+		if err != nil {
+			w.Write(resp.AppendError(c.raw[:0], errorText(err, false)))
+			return
+		}
+		w.Write(raw)
+		return
+	default:
+	}
+	if c.timer == nil {
+		c.timer = time.NewTimer(time.Until(o.start.Add(c.s.timeout())))
+	} else {
+		c.timer.Reset(time.Until(o.start.Add(c.s.timeout())))
+	}
+	t := c.timer
 	defer t.Stop()
 	select {
 	case <-o.fut.Done():
@@ -483,59 +554,59 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 	case "ping":
 		switch len(args) {
 		case 1:
-			c.ops <- &op{kind: opReply, reply: resp.AppendSimple(nil, "PONG")}
+			c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "PONG")})
 		case 2:
-			c.ops <- &op{kind: opReply, reply: resp.AppendBulk(nil, args[1])}
+			c.emit(&op{kind: opReply, reply: resp.AppendBulk(nil, args[1])})
 		default:
-			c.ops <- errReply("ERR wrong number of arguments for 'ping' command")
+			c.emit(errReply("ERR wrong number of arguments for 'ping' command"))
 		}
 	case "echo":
-		c.ops <- &op{kind: opReply, reply: resp.AppendBulk(nil, args[1])}
+		c.emit(&op{kind: opReply, reply: resp.AppendBulk(nil, args[1])})
 	case "quit":
-		c.ops <- &op{kind: opClose, reply: resp.AppendSimple(nil, "OK")}
+		c.emit(&op{kind: opClose, reply: resp.AppendSimple(nil, "OK")})
 		return false
 	case "select":
 		db, err := strconv.Atoi(string(args[1]))
 		switch {
 		case err != nil:
-			c.ops <- errReply("ERR value is not an integer or out of range")
+			c.emit(errReply("ERR value is not an integer or out of range"))
 		case db < 0 || db >= c.s.databases:
-			c.ops <- errReply("ERR DB index is out of range")
+			c.emit(errReply("ERR DB index is out of range"))
 		default:
 			c.db = db
-			c.ops <- &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
+			c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 		}
 	case "hello":
-		c.ops <- c.hello(args)
+		c.emit(c.hello(args))
 	case "multi":
 		c.tx = &txState{db: c.db}
-		c.ops <- &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
+		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 	case "exec":
-		c.ops <- errReply("ERR EXEC without MULTI")
+		c.emit(errReply("ERR EXEC without MULTI"))
 	case "discard":
-		c.ops <- errReply("ERR DISCARD without MULTI")
+		c.emit(errReply("ERR DISCARD without MULTI"))
 	case "unwatch":
 		// Nothing is ever watched (WATCH is refused), so there is nothing to
 		// forget; clients send UNWATCH when they reset a connection.
-		c.ops <- &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
+		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 	case "raft.cluster":
-		c.ops <- c.raftCluster(args)
+		c.emit(c.raftCluster(args))
 	case "raft.node":
-		c.ops <- c.raftNode(args)
+		c.emit(c.raftNode(args))
 	case "raft.transfer_leader":
 		if len(args) > 2 {
-			c.ops <- errReply("ERR wrong number of arguments for 'raft.transfer_leader' command")
+			c.emit(errReply("ERR wrong number of arguments for 'raft.transfer_leader' command"))
 			break
 		}
-		c.ops <- c.raftTransferLeader(args)
+		c.emit(c.raftTransferLeader(args))
 	case "raft.config":
-		c.ops <- c.raftConfig(args)
+		c.emit(c.raftConfig(args))
 	case "raft.debug":
-		c.ops <- c.raftDebug(args)
+		c.emit(c.raftDebug(args))
 	case "raft.info":
-		c.ops <- &op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())}
+		c.emit(&op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())})
 	default:
-		c.ops <- errReply(unknownCommand(args))
+		c.emit(errReply(unknownCommand(args)))
 	}
 	return true
 }

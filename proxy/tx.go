@@ -26,49 +26,49 @@ func (c *conn) queue(args [][]byte) bool {
 	sp, errText := c.s.table.lookup(args)
 	if sp == nil {
 		tx.dirty = true
-		c.ops <- errReply(errText)
+		c.emit(errReply(errText))
 		return true
 	}
 	switch sp.name {
 	case "exec":
 		c.tx = nil
-		c.ops <- c.exec(tx)
+		c.emit(c.exec(tx))
 		return true
 	case "discard":
 		c.tx = nil
-		c.ops <- &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
+		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 		return true
 	case "multi":
-		c.ops <- errReply("ERR MULTI calls can not be nested")
+		c.emit(errReply("ERR MULTI calls can not be nested"))
 		return true
 	case "watch":
-		c.ops <- errReply("ERR WATCH inside MULTI is not allowed")
+		c.emit(errReply("ERR WATCH inside MULTI is not allowed"))
 		return true
 	case "quit":
 		return c.proxyCommand(sp.name, args)
 	case "ping", "echo":
 		// Redis runs them inside the transaction; so does every node.
 		tx.cmds = append(tx.cmds, args)
-		c.ops <- &op{kind: opReply, reply: queuedReply}
+		c.emit(&op{kind: opReply, reply: queuedReply})
 		return true
 	}
 	switch sp.class {
 	case classRefused:
 		tx.dirty = true
-		c.ops <- errReply("ERR '" + displayName(sp.name) + "' " + sp.reason)
+		c.emit(errReply("ERR '" + displayName(sp.name) + "' " + sp.reason))
 	case classProxy:
 		// SELECT would change the database of the commands after it, and
 		// raftproxy's own commands are not redis commands at all.
 		tx.dirty = true
-		c.ops <- errReply("ERR '" + displayName(sp.name) + "' is not allowed inside MULTI by raftproxy")
+		c.emit(errReply("ERR '" + displayName(sp.name) + "' is not allowed inside MULTI by raftproxy"))
 	default:
 		if o := refuseAsync(sp, args); o != nil {
 			tx.dirty = true
-			c.ops <- o
+			c.emit(o)
 			return true
 		}
 		tx.cmds = append(tx.cmds, absoluteTimes(sp.name, args, time.Now().UnixMilli()))
-		c.ops <- &op{kind: opReply, reply: queuedReply}
+		c.emit(&op{kind: opReply, reply: queuedReply})
 	}
 	return true
 }

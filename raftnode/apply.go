@@ -166,7 +166,10 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 			chunk = chunk[:1024]
 		}
 		for {
-			err := a.n.cfg.StateMachine.Apply(a.commands(chunk, true))
+			cmds := a.commands(chunk, true)
+			a.n.counters.ApplyRounds.Add(1)
+			a.n.counters.Applied.Add(uint64(len(cmds)))
+			err := a.n.cfg.StateMachine.Apply(cmds)
 			if err == nil {
 				break
 			}

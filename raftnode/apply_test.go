@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -109,5 +110,56 @@ func TestStopLeavesProposedOutcomeUnknown(t *testing.T) {
 	n.prop.run()
 	if _, err := inFlight.Result(); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("a proposed request got %v when the node stopped, want ErrTimeout", err)
+	}
+}
+
+// TestThrottle: with MaxInflight batches of this node in flight the next
+// proposal is held until one lands (or the hold times out), so requests
+// arriving meanwhile form one batch.
+func TestThrottle(t *testing.T) {
+	tests := []struct {
+		name     string
+		inflight int
+		land     bool          // a batch lands while held
+		maxHold  time.Duration // 0: an hour
+		held     bool          // throttle must not return before the landing
+	}{
+		{"below the limit", 1, false, 0, false},
+		{"at the limit until a batch lands", 2, true, 0, true},
+		{"at the limit until the hold times out", 2, false, 30 * time.Millisecond, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := &Node{id: 1, log: slog.Default(), stopc: make(chan struct{})}
+			n.cfg.MaxInflight = 2
+			p := newProposer(n, 0)
+			p.maxHold = time.Hour
+			if tt.maxHold != 0 {
+				p.maxHold = tt.maxHold
+			}
+			for i := 1; i <= tt.inflight; i++ {
+				p.waiting[uint64(i)] = &pending{futs: []*Future{newFuture()}, batch: true}
+				p.inflight++
+			}
+			hold := time.NewTimer(time.Hour)
+			hold.Stop()
+			done := make(chan struct{})
+			go func() { p.throttle(hold); close(done) }()
+			if tt.held {
+				select {
+				case <-done:
+					t.Fatalf("throttle returned with %d batches in flight", tt.inflight)
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			if tt.land {
+				p.take(1)
+			}
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("throttle still holding")
+			}
+		})
 	}
 }

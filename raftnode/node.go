@@ -101,6 +101,10 @@ type Config struct {
 	RequestTimeout time.Duration
 	// MaxBatch is the most requests one log entry carries.
 	MaxBatch int
+	// MaxInflight is how many batches of requests this node keeps on their
+	// way through the log before it holds new requests back to form a
+	// larger batch (default 2).
+	MaxInflight int
 	// SnapshotEntries: a snapshot is made when this many entries were
 	// applied since the last one.
 	SnapshotEntries uint64
@@ -137,6 +141,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 512
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 2
 	}
 	if c.SnapshotEntries == 0 {
 		c.SnapshotEntries = 10000
@@ -212,6 +219,8 @@ type Node struct {
 	raftState atomic.Int32 // raft.StateType
 	term      atomic.Uint64
 	commit    atomic.Uint64
+
+	counters Counters
 
 	prop    *proposer
 	reads   *readIndexer
@@ -377,6 +386,11 @@ func (n *Node) run() {
 }
 
 func (n *Node) handleReady(rd raft.Ready) error {
+	n.counters.Readies.Add(1)
+	if len(rd.Entries) > 0 || !raft.IsEmptyHardState(rd.HardState) {
+		n.counters.PersistRounds.Add(1)
+		n.counters.Entries.Add(uint64(len(rd.Entries)))
+	}
 	if rd.SoftState != nil {
 		old := n.lead.Swap(rd.SoftState.Lead)
 		n.raftState.Store(int32(rd.SoftState.RaftState))

@@ -54,6 +54,7 @@ type ReadWait struct {
 // confirmed by the current leader.
 func (n *Node) StartRead() ReadWait {
 	r := n.reads
+	n.counters.Reads.Add(1)
 	b := <-r.next
 	r.next <- b
 	select {
@@ -134,6 +135,7 @@ func (r *readIndexer) roundTrip() (uint64, error) {
 			return 0, ErrNoLeader
 		}
 		r.rid++
+		r.n.counters.ReadRounds.Add(1)
 		var rctx [8]byte
 		binary.BigEndian.PutUint64(rctx[:], r.rid)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Until(deadline))

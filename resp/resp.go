@@ -52,6 +52,9 @@ type Reader struct {
 	buf  []byte
 	r, w int   // buf[r:w] is buffered and unconsumed
 	err  error // read error held back until the buffered bytes are consumed
+	// short: the last read returned less than it asked for, so the peer
+	// had sent nothing more at that moment.
+	short bool
 
 	offs    []int  // start,end pairs of the args being parsed (reused)
 	scratch []byte // unescaped inline args (reused, bounded by MaxInlineLen)
@@ -71,6 +74,11 @@ func NewReader(rd io.Reader, size int) *Reader {
 // Buffered returns the number of bytes buffered and not yet consumed.
 func (r *Reader) Buffered() int { return r.w - r.r }
 
+// Drained reports whether every byte read has been consumed and the last
+// read returned less than it asked for: the peer had sent nothing more then
+// (it is not pipelining), though more may have arrived since.
+func (r *Reader) Drained() bool { return r.r == r.w && r.short }
+
 // read reads into p, retrying empty reads like bufio does. An error that
 // comes with data is held back so the data is processed first.
 func (r *Reader) read(p []byte) (int, error) {
@@ -86,6 +94,7 @@ func (r *Reader) read(p []byte) (int, error) {
 		}
 		if n > 0 {
 			r.err = err
+			r.short = n < len(p)
 			return n, nil
 		}
 		if err != nil {

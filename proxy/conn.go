@@ -396,6 +396,27 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 	}
 }
 
+// waitRead waits until o's read may run, at most until its deadline.
+func (c *conn) waitRead(o *op) error {
+	select {
+	case <-o.read.Ready():
+		return o.read.Err()
+	default:
+	}
+	if c.timer == nil {
+		c.timer = time.NewTimer(time.Until(o.start.Add(c.s.timeout())))
+	} else {
+		c.timer.Reset(time.Until(o.start.Add(c.s.timeout())))
+	}
+	defer c.timer.Stop()
+	select {
+	case <-o.read.Ready():
+		return o.read.Err()
+	case <-c.timer.C:
+		return raftnode.ErrTimeout
+	}
+}
+
 // runOnRedis runs a run of reads and local commands on the local redis in
 // one round trip, after each read's ReadIndex has been reached.
 func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
@@ -406,11 +427,9 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 			continue
 		}
 		n = o.node
-		ctx, cancel := context.WithDeadline(context.Background(), o.start.Add(c.s.timeout()))
-		if err := o.read.Wait(ctx); err != nil {
+		if err := c.waitRead(o); err != nil {
 			errs[i] = errorText(err, true)
 		}
-		cancel()
 	}
 	// The generation check brackets the reads: if redis was being rebuilt
 	// at any moment in between, what they saw may be partial.

@@ -64,6 +64,25 @@ func (n *Node) StartRead() ReadWait {
 	return ReadWait{n: n, b: b}
 }
 
+// Ready is closed once the read may run or has failed (see Err); it always
+// closes, at the latest when the request timeout passes or the node stops.
+func (w ReadWait) Ready() <-chan struct{} {
+	if w.err != nil {
+		return closedChan
+	}
+	return w.b.done
+}
+
+// Err is why the read may not run, once Ready is closed.
+func (w ReadWait) Err() error {
+	if w.err != nil {
+		return w.err
+	}
+	return w.b.err
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // Wait waits for the read to be allowed to run.
 func (w ReadWait) Wait(ctx context.Context) error {
 	if w.err != nil {

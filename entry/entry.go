@@ -8,6 +8,7 @@ package entry
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"errors"
 	"fmt"
 )
@@ -42,25 +43,36 @@ type Entry struct {
 // ErrCorrupt reports data that is not a valid entry.
 var ErrCorrupt = errors.New("corrupt log entry")
 
-// Size returns an upper bound of the encoded size of e.
+// Size returns the length of the encoding of e: an entry stays in memory
+// (raft's log) until a snapshot, so its buffer is allocated exactly.
 func (e *Entry) Size() int {
-	n := 1 + 3*binary.MaxVarintLen64 + binary.MaxVarintLen64
+	n := 1 + uvarintLen(e.Node) + uvarintLen(e.Seq) + varintLen(e.TimeMs) + uvarintLen(uint64(len(e.Reqs)))
 	for _, r := range e.Reqs {
-		n += 3*binary.MaxVarintLen64 + argsSize(r.Args)
+		n += uvarintLen(uint64(r.DB))
+		if len(r.Tx) == 0 {
+			n += argsSize(r.Args)
+			continue
+		}
+		n += 1 + uvarintLen(uint64(len(r.Tx)))
 		for _, c := range r.Tx {
-			n += binary.MaxVarintLen64 + argsSize(c)
+			n += argsSize(c)
 		}
 	}
 	return n
 }
 
 func argsSize(args [][]byte) int {
-	n := 0
+	n := uvarintLen(uint64(len(args)))
 	for _, a := range args {
-		n += binary.MaxVarintLen64 + len(a)
+		n += uvarintLen(uint64(len(a))) + len(a)
 	}
 	return n
 }
+
+func uvarintLen(x uint64) int { return max(1, (bits.Len64(x)+6)/7) }
+
+// varintLen is the length of binary.AppendVarint's zig-zag encoding.
+func varintLen(x int64) int { return uvarintLen(uint64(x<<1) ^ uint64(x>>63)) }
 
 // Marshal appends the encoding of e to dst.
 func (e *Entry) Marshal(dst []byte) []byte {

@@ -19,6 +19,8 @@ func TestRoundTrip(t *testing.T) {
 				{DB: 15, Args: [][]byte{[]byte("SET"), {}, []byte("a\r\nb\x00")}},
 				{DB: 3, Args: [][]byte{[]byte("DEL"), []byte("x"), []byte("y")}},
 			}}},
+		{"long argument", Entry{Node: 1, Seq: 2, TimeMs: 1 << 40,
+			Reqs: []Request{{DB: 200, Args: [][]byte{[]byte("SET"), []byte("k"), bytes.Repeat([]byte("v"), 70000)}}}}},
 		{"transaction between commands", Entry{Node: 7, Seq: 10, TimeMs: 5,
 			Reqs: []Request{
 				{DB: 0, Args: [][]byte{[]byte("INCR"), []byte("n")}},
@@ -29,8 +31,8 @@ func TestRoundTrip(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			data := tt.e.Marshal(nil)
-			if len(data) > tt.e.Size() {
-				t.Fatalf("encoded %d bytes, Size said at most %d", len(data), tt.e.Size())
+			if len(data) != tt.e.Size() {
+				t.Fatalf("encoded %d bytes, Size said %d", len(data), tt.e.Size())
 			}
 			got, err := Unmarshal(data)
 			if err != nil {

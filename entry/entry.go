@@ -8,9 +8,9 @@ package entry
 
 import (
 	"encoding/binary"
-	"math/bits"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // version is the first byte of every encoded entry; bump it when the layout

@@ -2,12 +2,13 @@
 GO ?= go
 BIN := bin/raftproxy
 
-.PHONY: all build run stop status clean test unit integration fuzz bench soak deps chaos
+.PHONY: all build run stop status clean test unit integration fuzz bench bench-go bench-memory soak deps chaos
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/raftproxy
+	$(GO) build -o bin/raftbench ./cmd/raftbench
 
 # Installs what the project needs from the system (redis-server) if missing.
 deps:
@@ -45,10 +46,20 @@ fuzz:
 integration:
 	$(GO) test -count=1 -timeout 20m ./test/...
 
-bench: deps build
-	$(GO) test -run='^$$' -bench=. -benchmem ./resp ./entry
+# Throughput and latency side by side with stock redis (scripts/bench.sh),
+# then snapshot times; results are saved under bench/results/.
+bench: deps build bench-go
 	scripts/bench.sh
 	scripts/bench-snapshot.sh
+
+# Go benchmarks of the hot paths: RESP codec, log entry encoding, applying
+# batches to a real redis-server.
+bench-go: deps
+	$(GO) test -run='^$$' -bench=. -benchmem ./resp ./entry ./backend
+
+# Proxy memory with 1M keys under load for MEMORY_SECONDS (default 600).
+bench-memory: deps build
+	scripts/bench-memory.sh
 
 # A long fault-injection campaign (see README "Chaos testing"): RUNS runs of
 # DURATION each, seeds SEED, SEED+1, ... (SEED=0 picks one from the clock).

@@ -20,11 +20,12 @@ import (
 type opKind uint8
 
 const (
-	opReply opKind = iota // reply is ready
-	opWrite               // wait for the raft future
-	opRead                // wait for the read index, then run on the local redis
-	opLocal               // run on the local redis now
-	opClose               // write reply, then close the connection
+	opReply   opKind = iota // reply is ready
+	opWrite                 // wait for the raft future
+	opLogRead               // a read that went through the log: wait for the raft future
+	opRead                  // wait for the read index, then run on the local redis
+	opLocal                 // run on the local redis now
+	opClose                 // write reply, then close the connection
 )
 
 // op is one command in flight on a connection. Ops are queued in arrival
@@ -66,7 +67,11 @@ type conn struct {
 	// proposed: once proposed it may be applied at any moment, and a read
 	// queued before it must not see it.
 	pendingReads atomic.Int64
-	readsRan     chan struct{}
+	// Writes proposed and not yet answered. A read behind one goes through
+	// the log right after it instead of waiting for its reply, so a mixed
+	// pipeline costs one log round rather than one per read-write switch.
+	pendingWrites atomic.Int64
+	readsRan      chan struct{}
 
 	redis *backend.Conn
 	timer *time.Timer // reused by writeResult
@@ -201,6 +206,12 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 	}
 	now := time.Now()
 	if sp.class == classRead {
+		if c.pendingWrites.Load() > 0 {
+			// Ordered after this connection's writes by the log itself; every
+			// node runs it, and only this one replies.
+			c.pendingWrites.Add(1)
+			return &op{kind: opLogRead, fut: n.Propose(context.Background(), c.db, args), start: now}
+		}
 		c.pendingReads.Add(1)
 		return &op{kind: opRead, read: n.StartRead(), node: n, args: args, db: c.db, start: now}
 	}
@@ -209,6 +220,7 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 	}
 	args = absoluteTimes(sp.name, args, now.UnixMilli())
 	c.waitReads()
+	c.pendingWrites.Add(1)
 	// Propose bounds its own waits (for a leader, for room in its queue).
 	return &op{kind: opWrite, fut: n.Propose(context.Background(), c.db, args), start: now}
 }
@@ -329,8 +341,9 @@ func (c *conn) complete(batch []*op) (closing bool) {
 		c.w.Flush()
 		c.nc.Close()
 		return true
-	case opWrite:
+	case opWrite, opLogRead:
 		c.writeResult(c.w, o)
+		c.pendingWrites.Add(-1)
 	case opRead, opLocal:
 		c.runOnRedis(c.w, batch)
 		c.readsDone(batch)
@@ -369,7 +382,7 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 		// soon after; the timer below is for the rest.
 		raw, err := o.fut.Result()
 		if err != nil {
-			w.Write(resp.AppendError(c.raw[:0], errorText(err, false)))
+			w.Write(resp.AppendError(c.raw[:0], errorText(err, o.kind == opLogRead)))
 			return
 		}
 		w.Write(raw)
@@ -387,12 +400,12 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 	case <-o.fut.Done():
 		raw, err := o.fut.Result()
 		if err != nil {
-			w.Write(resp.AppendError(c.raw[:0], errorText(err, false)))
+			w.Write(resp.AppendError(c.raw[:0], errorText(err, o.kind == opLogRead)))
 			return
 		}
 		w.Write(raw)
 	case <-t.C:
-		w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrTimeout, false)))
+		w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrTimeout, o.kind == opLogRead)))
 	}
 }
 

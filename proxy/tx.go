@@ -87,7 +87,6 @@ func (c *conn) exec(tx *txState) *op {
 	}
 	now := time.Now()
 	c.waitReads()
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
-	defer cancel()
-	return &op{kind: opWrite, fut: n.ProposeTx(ctx, tx.db, tx.cmds), start: now}
+	c.pendingWrites.Add(1)
+	return &op{kind: opWrite, fut: n.ProposeTx(context.Background(), tx.db, tx.cmds), start: now}
 }

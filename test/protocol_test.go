@@ -381,6 +381,25 @@ func TestPipelining(t *testing.T) {
 				t.Errorf("pipelined SET/GET pairs through %s: %v", target.node, err)
 			}
 
+			// Reads before, between and after writes (reads behind a pending
+			// write go through the log): each sees exactly the writes before it.
+			var mixed [][]string
+			var wantMixed []string
+			key := prefix + ":mixed"
+			for i := 0; i < 200; i++ {
+				mixed = append(mixed, []string{"GET", key}, []string{"GET", key}, []string{"SET", key, strconv.Itoa(2 * i)},
+					[]string{"GET", key}, []string{"INCR", key}, []string{"EXISTS", key}, []string{"GET", key})
+				prev := "$-1(nil)"
+				if i > 0 {
+					prev = strconv.Quote(strconv.Itoa(2*i - 1))
+				}
+				wantMixed = append(wantMixed, prev, prev, "+OK", strconv.Quote(strconv.Itoa(2*i)), ":"+strconv.Itoa(2*i+1), ":1",
+					strconv.Quote(strconv.Itoa(2*i+1)))
+			}
+			if err := pipelineRaw(target.node.Addr, mixed, wantMixed); err != nil {
+				t.Errorf("pipelined reads and writes through %s: %v", target.node, err)
+			}
+
 			// The same through go-redis's pipeline.
 			cl := newClient(target.node.Addr, 1)
 			defer cl.Close()

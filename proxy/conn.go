@@ -62,6 +62,7 @@ type conn struct {
 	// it while it completes ops, the reader while it completes one inline.
 	outMu sync.Mutex
 	w     *bufio.Writer
+	one   [1]*op // the reader's batch of one, so emit does not allocate
 
 	// Reads queued and not yet run. A write waits for them before it is
 	// proposed: once proposed it may be applied at any moment, and a read
@@ -93,7 +94,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 func (c *conn) emit(o *op) {
 	if o.kind != opClose && c.queued.Load() == 0 && c.rd.Drained() {
 		c.outMu.Lock()
-		c.complete([]*op{o})
+		c.one[0] = o
+		c.complete(c.one[:])
+		c.one[0] = nil
 		err := c.w.Flush()
 		c.outMu.Unlock()
 		if err != nil {
@@ -376,57 +379,47 @@ func (c *conn) discard() {
 }
 
 func (c *conn) writeResult(w *bufio.Writer, o *op) {
-	select {
-	case <-o.fut.Done():
-		// Most replies are there when their turn comes (a pipeline) or
-		// soon after; the timer below is for the rest.
-		raw, err := o.fut.Result()
-		if err != nil {
-			w.Write(resp.AppendError(c.raw[:0], errorText(err, o.kind == opLogRead)))
-			return
-		}
-		w.Write(raw)
-		return
-	default:
-	}
-	if c.timer == nil {
-		c.timer = time.NewTimer(time.Until(o.start.Add(c.s.timeout())))
-	} else {
-		c.timer.Reset(time.Until(o.start.Add(c.s.timeout())))
-	}
-	t := c.timer
-	defer t.Stop()
-	select {
-	case <-o.fut.Done():
-		raw, err := o.fut.Result()
-		if err != nil {
-			w.Write(resp.AppendError(c.raw[:0], errorText(err, o.kind == opLogRead)))
-			return
-		}
-		w.Write(raw)
-	case <-t.C:
+	if !c.await(o.fut.Done(), o.start) {
 		w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrTimeout, o.kind == opLogRead)))
+		return
 	}
+	raw, err := o.fut.Result()
+	if err != nil {
+		w.Write(resp.AppendError(c.raw[:0], errorText(err, o.kind == opLogRead)))
+		return
+	}
+	w.Write(raw)
 }
 
 // waitRead waits until o's read may run, at most until its deadline.
 func (c *conn) waitRead(o *op) error {
+	if !c.await(o.read.Ready(), o.start) {
+		return raftnode.ErrTimeout
+	}
+	return o.read.Err()
+}
+
+// await waits for done until the request timeout after start and reports
+// whether done closed. Most waits end at once (a pipeline's later replies
+// are ready when their turn comes); the rest use the connection's timer.
+func (c *conn) await(done <-chan struct{}, start time.Time) bool {
 	select {
-	case <-o.read.Ready():
-		return o.read.Err()
+	case <-done:
+		return true
 	default:
 	}
+	d := time.Until(start.Add(c.s.timeout()))
 	if c.timer == nil {
-		c.timer = time.NewTimer(time.Until(o.start.Add(c.s.timeout())))
+		c.timer = time.NewTimer(d)
 	} else {
-		c.timer.Reset(time.Until(o.start.Add(c.s.timeout())))
+		c.timer.Reset(d)
 	}
 	defer c.timer.Stop()
 	select {
-	case <-o.read.Ready():
-		return o.read.Err()
+	case <-done:
+		return true
 	case <-c.timer.C:
-		return raftnode.ErrTimeout
+		return false
 	}
 }
 

@@ -391,6 +391,25 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 	w.Write(raw)
 }
 
+// readShared runs a lone read on the server's shared read connection.
+func (c *conn) readShared(w *bufio.Writer, o *op) {
+	if err := c.waitRead(o); err != nil {
+		w.Write(resp.AppendError(c.raw[:0], errorText(err, true)))
+		return
+	}
+	r := &readReq{node: o.node, db: o.db, args: o.args, done: make(chan struct{})}
+	c.s.reads.reqs <- r
+	if !c.await(r.done, o.start) {
+		w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrTimeout, true)))
+		return
+	}
+	if r.err != nil {
+		w.Write(resp.AppendError(c.raw[:0], errorText(r.err, true)))
+		return
+	}
+	w.Write(r.reply)
+}
+
 // waitRead waits until o's read may run, at most until its deadline.
 func (c *conn) waitRead(o *op) error {
 	if !c.await(o.read.Ready(), o.start) {
@@ -426,6 +445,10 @@ func (c *conn) await(done <-chan struct{}, start time.Time) bool {
 // runOnRedis runs a run of reads and local commands on the local redis in
 // one round trip, after each read's ReadIndex has been reached.
 func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
+	if len(batch) == 1 && batch[0].kind == opRead {
+		c.readShared(w, batch[0])
+		return
+	}
 	errs := make([]string, len(batch))
 	var n *raftnode.Node
 	for i, o := range batch {

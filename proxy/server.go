@@ -55,6 +55,9 @@ type Server struct {
 	conns  map[*conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
+
+	reads     *readPipe
+	stopReads chan struct{}
 }
 
 // New connects to the local redis to learn its command table, and returns a
@@ -67,11 +70,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.JoinTimeout == 0 {
 		cfg.JoinTimeout = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{})}
 	s.followerProxy.Store(cfg.FollowerProxy)
 	for {
 		err := s.learnRedis(ctx)
 		if err == nil {
+			s.reads = newReadPipe(s)
+			go s.reads.run(s.stopReads)
 			return s, nil
 		}
 		s.log.Warn("waiting for the local redis to read its command table", "addr", cfg.RedisAddr, "err", err)
@@ -186,7 +191,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.wg.Wait(); close(s.stopReads); close(done) }()
 	select {
 	case <-done:
 		return nil

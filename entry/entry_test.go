@@ -114,23 +114,3 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
-
-func BenchmarkMarshal(b *testing.B) {
-	e := Entry{Node: 1, Seq: 1, TimeMs: 1, Reqs: []Request{{Args: [][]byte{[]byte("SET"), []byte("key:000001"), bytes.Repeat([]byte("v"), 64)}}}}
-	buf := make([]byte, 0, e.Size())
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = e.Marshal(buf[:0])
-	}
-}
-
-func BenchmarkUnmarshal(b *testing.B) {
-	e := Entry{Node: 1, Seq: 1, TimeMs: 1, Reqs: []Request{{Args: [][]byte{[]byte("SET"), []byte("key:000001"), bytes.Repeat([]byte("v"), 64)}}}}
-	data := e.Marshal(nil)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := Unmarshal(data); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

@@ -567,22 +567,9 @@ func (c *conn) ensureRedis(n *raftnode.Node) error {
 	if c.redis != nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	rc, err := backend.Dial(ctx, c.s.cfg.RedisAddr)
+	rc, err := c.s.dialRedis(n)
 	if err != nil {
-		if n != nil {
-			n.Poke()
-		}
-		return raftnode.ErrLoading
-	}
-	if n != nil {
-		id, err := rc.RunID()
-		if err != nil || id != c.s.cfg.RunID() {
-			rc.Close()
-			n.Poke()
-			return raftnode.ErrLoading
-		}
+		return err
 	}
 	c.redis = rc
 	return nil

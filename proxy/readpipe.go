@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"time"
 
 	"github.com/raftproxy/raftproxy/backend"
@@ -28,6 +27,8 @@ type readPipe struct {
 	reqs  chan *readReq
 	redis *backend.Conn
 	buf   []byte
+	sel   []bool // sel[i]: a SELECT was sent before batch[i]
+	offs  []int  // reply i is buf[offs[i]:offs[i+1]]
 }
 
 func newReadPipe(s *Server) *readPipe {
@@ -76,24 +77,16 @@ func (p *readPipe) runBatch(batch []*readReq) {
 		return
 	}
 	if p.redis == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		rc, err := backend.Dial(ctx, p.s.cfg.RedisAddr)
-		cancel()
-		if err == nil {
-			if id, err2 := rc.RunID(); err2 != nil || id != p.s.cfg.RunID() {
-				rc.Close()
-				err = raftnode.ErrLoading
-			}
-		}
+		rc, err := p.s.dialRedis(n)
 		if err != nil {
-			n.Poke()
-			p.fail(batch, raftnode.ErrLoading)
+			p.fail(batch, err)
 			return
 		}
 		p.redis = rc
 	}
 	p.redis.SetDeadline(time.Now().Add(p.s.timeout()))
-	sel := make([]bool, len(batch))
+	p.sel = append(p.sel[:0], make([]bool, len(batch))...)
+	sel := p.sel
 	for i, r := range batch {
 		s, err := p.redis.Select(r.db)
 		if err == nil {
@@ -110,7 +103,8 @@ func (p *readPipe) runBatch(batch []*readReq) {
 		return
 	}
 	p.buf = p.buf[:0]
-	offs := make([]int, len(batch)+1)
+	p.offs = append(p.offs[:0], make([]int, len(batch)+1)...)
+	offs := p.offs
 	for i := range batch {
 		if sel[i] {
 			if _, err := p.redis.ReadReply(nil); err != nil {

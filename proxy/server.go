@@ -126,6 +126,29 @@ func (s *Server) learnRedis(ctx context.Context) error {
 
 func (s *Server) timeout() time.Duration { return s.cfg.Timeout() }
 
+// dialRedis connects to the local redis for reads. With n, it checks that
+// the redis is the one the log was replayed into, and asks n's applier to
+// check its redis when it is not reachable or not that one.
+func (s *Server) dialRedis(n *raftnode.Node) (*backend.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rc, err := backend.Dial(ctx, s.cfg.RedisAddr)
+	if err != nil {
+		if n != nil {
+			n.Poke()
+		}
+		return nil, raftnode.ErrLoading
+	}
+	if n != nil {
+		if id, err := rc.RunID(); err != nil || id != s.cfg.RunID() {
+			rc.Close()
+			n.Poke()
+			return nil, raftnode.ErrLoading
+		}
+	}
+	return rc, nil
+}
+
 // SetFollowerProxy switches follower proxying at run time.
 func (s *Server) SetFollowerProxy(on bool) { s.followerProxy.Store(on) }
 

@@ -42,11 +42,7 @@ func newReadIndexer(n *Node) *readIndexer {
 }
 
 // ReadWait is a linearizable read in progress; see Node.StartRead.
-type ReadWait struct {
-	n   *Node
-	b   *readBatch
-	err error
-}
+type ReadWait struct{ b *readBatch }
 
 // StartRead begins a linearizable read without blocking: reads started
 // together share one ReadIndex round. Wait returns once this node has
@@ -61,42 +57,15 @@ func (n *Node) StartRead() ReadWait {
 	case r.kick <- struct{}{}:
 	default:
 	}
-	return ReadWait{n: n, b: b}
+	return ReadWait{b: b}
 }
 
 // Ready is closed once the read may run or has failed (see Err); it always
 // closes, at the latest when the request timeout passes or the node stops.
-func (w ReadWait) Ready() <-chan struct{} {
-	if w.err != nil {
-		return closedChan
-	}
-	return w.b.done
-}
+func (w ReadWait) Ready() <-chan struct{} { return w.b.done }
 
 // Err is why the read may not run, once Ready is closed.
-func (w ReadWait) Err() error {
-	if w.err != nil {
-		return w.err
-	}
-	return w.b.err
-}
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-// Wait waits for the read to be allowed to run.
-func (w ReadWait) Wait(ctx context.Context) error {
-	if w.err != nil {
-		return w.err
-	}
-	select {
-	case <-w.b.done:
-		return w.b.err
-	case <-ctx.Done():
-		return ErrTimeout
-	case <-w.n.stopc:
-		return ErrStopped
-	}
-}
+func (w ReadWait) Err() error { return w.b.err }
 
 func (r *readIndexer) deliver(rs []raft.ReadState) {
 	for _, s := range rs {

@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"sync"
@@ -222,7 +223,10 @@ func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
 	}
 	if m == nil {
 		a.lastSeq = map[uint64]uint64{}
-		return a.n.cfg.StateMachine.Reset(ctx, nil, 0)
+		if err := a.n.cfg.StateMachine.Reset(ctx, nil, 0); err != nil {
+			return err
+		}
+		return a.restoreMachine(ctx, nil)
 	}
 	st, err := decodeState(m.State)
 	if err != nil {
@@ -237,6 +241,16 @@ func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
 		return fmt.Errorf("load snapshot %d into redis: %w", m.Index, err)
 	}
 	a.lastSeq = st.LastSeq
+	if err := a.restoreMachine(ctx, st.Machine); err != nil {
+		return fmt.Errorf("restore the state machine's state of snapshot %d: %w", m.Index, err)
+	}
+	return nil
+}
+
+func (a *applier) restoreMachine(ctx context.Context, raw json.RawMessage) error {
+	if ms, ok := a.n.cfg.StateMachine.(MachineState); ok {
+		return ms.RestoreMachineState(ctx, raw)
+	}
 	return nil
 }
 

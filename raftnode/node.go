@@ -9,6 +9,7 @@ package raftnode
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +78,19 @@ type StateMachine interface {
 	// the RDB; the job's Wait does. Reset is not called with an RDB until
 	// the job's reader is closed.
 	StartSnapshot(ctx context.Context) (SnapshotJob, error)
+}
+
+// MachineState is implemented by a state machine that holds replicated state
+// of its own besides redis's keyspace, which an RDB file does not carry
+// (e.g. CONFIG SET values applied through the log): it travels in snapshots.
+type MachineState interface {
+	// MachineState returns that state as of the last Apply. It is called
+	// right after StartSnapshot, before the next Apply.
+	MachineState() (json.RawMessage, error)
+	// RestoreMachineState is called after every Reset with the state saved
+	// with the snapshot that was loaded (nil after Reset to empty), before
+	// the entries after it are applied.
+	RestoreMachineState(ctx context.Context, raw json.RawMessage) error
 }
 
 // SnapshotJob is an RDB being written by the state machine.

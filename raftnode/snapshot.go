@@ -27,6 +27,8 @@ type nodeState struct {
 	Members []MemberInfo      `json:"members"`
 	Removed []uint64          `json:"removed,omitempty"`
 	LastSeq map[uint64]uint64 `json:"last_seq"`
+	// Machine is the state machine's MachineState, if it has one.
+	Machine json.RawMessage `json:"machine,omitempty"`
 }
 
 func decodeMeta(data []byte) (snapshot.Meta, nodeState, error) {
@@ -201,7 +203,15 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 	for k, v := range a.lastSeq {
 		seqs[k] = v
 	}
-	state, err := json.Marshal(nodeState{Members: conf.members, Removed: n.members.removedIDs(), LastSeq: seqs})
+	st := nodeState{Members: conf.members, Removed: n.members.removedIDs(), LastSeq: seqs}
+	if ms, ok := n.cfg.StateMachine.(MachineState); ok {
+		st.Machine, err = ms.MachineState()
+		if err != nil {
+			n.log.Error("encode the state machine's state for a snapshot", "err", err)
+			return
+		}
+	}
+	state, err := json.Marshal(st)
 	if err != nil {
 		n.log.Error("encode snapshot state", "err", err)
 		return

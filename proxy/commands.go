@@ -82,7 +82,7 @@ var overrides = map[string]struct {
 	"failover": {classRefused, reasonReplicas}, "replconf": {classRefused, reasonReplicas},
 	"wait":    {classRefused, "is not needed: raftproxy acknowledges a write only once a majority has it on disk"},
 	"waitaof": {classRefused, "is not needed: raftproxy acknowledges a write only once a majority has it on disk"},
-	"cluster": {classRefused, reasonNotYet}, "readonly": {classRefused, reasonNotYet}, "readwrite": {classRefused, reasonNotYet},
+	"cluster": {classProxy, ""}, "readonly": {classProxy, ""}, "readwrite": {classProxy, ""}, // cluster.go
 	"auth": {classRefused, reasonNotYet},
 
 	"client|kill": {classRefused, reasonDiverge}, "client|pause": {classRefused, reasonDiverge},
@@ -134,6 +134,7 @@ func buildTable(commandReply resp.Value) (table, error) {
 	for _, s := range raftCommands {
 		t[s.name] = s
 	}
+	addClusterSubs(t)
 	return t, nil
 }
 

@@ -55,6 +55,9 @@ type conn struct {
 	ops chan *op
 	db  int
 	tx  *txState // non-nil between MULTI and EXEC or DISCARD
+	// readonly (READONLY, as to a Redis Cluster replica): reads are served
+	// on a follower even with follower-proxy off.
+	readonly bool
 
 	// queued counts ops handed to the writer and not yet completed.
 	queued atomic.Int64
@@ -179,8 +182,9 @@ func displayName(name string) string {
 }
 
 // serving returns the raft node that can take a data command now, or the
-// error reply that says why none can.
-func (c *conn) serving() (*raftnode.Node, *op) {
+// error reply that says why none can. args (the command, or the first of a
+// transaction) name the slot of a -MOVED; read says whether it only reads.
+func (c *conn) serving(args [][]byte, read bool) (*raftnode.Node, *op) {
 	n := c.s.cfg.Host.Node()
 	if n == nil {
 		return nil, errReply("NOCLUSTER No Raft Cluster")
@@ -188,12 +192,8 @@ func (c *conn) serving() (*raftnode.Node, *op) {
 	if n.Removed() {
 		return nil, errReply("ERR " + raftnode.ErrRemoved.Error())
 	}
-	if !c.s.followerProxy.Load() && !n.IsLeader() {
-		l, ok := n.Leader()
-		if !ok || l.Addr == "" {
-			return nil, errReply("CLUSTERDOWN No raft leader")
-		}
-		return nil, errReply("MOVED 0 " + l.Addr)
+	if !c.s.followerProxy.Load() && !n.IsLeader() && !(read && c.readonly) {
+		return nil, redirect(n, args)
 	}
 	if !n.Serving() {
 		return nil, errReply("LOADING raftproxy is rebuilding this node's redis from the log")
@@ -203,7 +203,7 @@ func (c *conn) serving() (*raftnode.Node, *op) {
 
 // data starts a command that reads or writes keys.
 func (c *conn) data(sp *spec, args [][]byte) *op {
-	n, refused := c.serving()
+	n, refused := c.serving(args, sp.class == classRead)
 	if refused != nil {
 		return refused
 	}
@@ -640,7 +640,14 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(c.raftDebug(args))
 	case "raft.info":
 		c.emit(&op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())})
+	case "readonly", "readwrite":
+		c.readonly = name == "readonly"
+		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 	default:
+		if strings.HasPrefix(name, "cluster|") {
+			c.emit(c.cluster(name, args))
+			break
+		}
 		c.emit(errReply(unknownCommand(args)))
 	}
 	return true

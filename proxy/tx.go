@@ -81,7 +81,7 @@ func (c *conn) exec(tx *txState) *op {
 	if len(tx.cmds) == 0 {
 		return &op{kind: opReply, reply: resp.AppendArrayLen(nil, 0)}
 	}
-	n, refused := c.serving()
+	n, refused := c.serving(tx.cmds[0], false)
 	if refused != nil {
 		return refused
 	}

@@ -1,0 +1,305 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// Redis Cluster emulation. raftproxy poses as a Redis Cluster of one shard
+// that owns all 16384 slots: the raft leader is its master and every other
+// member a replica, each at its advertised client address. Cluster clients
+// (go-redis ClusterClient, redis-py RedisCluster, redis-cli -c) then find
+// the leader by themselves and follow -MOVED when it changes, and since any
+// node serves any key, their slot routing never sends a command astray.
+
+// clusterNodeID is the 40-hex-digit Redis Cluster node id of raft member
+// id: the raft id zero-padded, so it is stable across restarts and the raft
+// id (as RAFT.INFO shows it) is readable at its end.
+func clusterNodeID(id uint64) string { return fmt.Sprintf("%040x", id) }
+
+// reasonClusterAdmin is why CLUSTER subcommands that change a Redis
+// Cluster's topology are refused.
+const reasonClusterAdmin = "is not supported by raftproxy: one shard owns every slot, and members are added and removed with RAFT.CLUSTER and RAFT.NODE"
+
+// clusterSubsMissing are CLUSTER subcommands raftproxy answers itself that
+// an older local redis may not list in COMMAND (MYSHARDID came in 7.2).
+var clusterSubsMissing = []*spec{
+	{name: "cluster|myshardid", arity: 2, class: classProxy},
+}
+
+// addClusterSubs completes the table's CLUSTER container with the
+// subcommands raftproxy answers whatever the local redis's version.
+func addClusterSubs(t table) {
+	c, ok := t["cluster"]
+	if !ok {
+		c = &spec{name: "cluster", arity: -2, class: classProxy}
+		t["cluster"] = c
+	}
+	if c.subs == nil {
+		c.subs = map[string]*spec{}
+	}
+	for _, s := range clusterSubsMissing {
+		_, sub, _ := strings.Cut(s.name, "|")
+		if _, ok := c.subs[sub]; !ok {
+			c.subs[sub] = s
+		}
+	}
+}
+
+// clusterNode is one member as CLUSTER replies show it.
+type clusterNode struct {
+	id          string
+	ip          string
+	port, cport int
+	master      bool
+	self        bool
+	health      string // CLUSTER SHARDS: online, failed or loading
+	linked      bool
+}
+
+// clusterView is the single shard as this node sees it.
+type clusterView struct {
+	nodes []clusterNode // master first, then replicas by id
+	term  uint64
+	shard string
+}
+
+// clusterView describes the shard, or returns the error reply that says
+// why it cannot: without a leader there is no master to name.
+func (c *conn) clusterView() (clusterView, *op) {
+	n := c.s.cfg.Host.Node()
+	if n == nil {
+		return clusterView{}, errReply("NOCLUSTER No Raft Cluster")
+	}
+	st := n.Status()
+	if st.Leader == 0 {
+		return clusterView{}, errReply("CLUSTERDOWN No raft leader")
+	}
+	v := clusterView{term: st.Term, shard: clusterNodeID(st.ClusterID)}
+	for _, ns := range st.Nodes {
+		host, port, cport := splitAddr(ns.Addr), portOf(ns.Addr), portOf(ns.PeerAddr)
+		cn := clusterNode{id: clusterNodeID(ns.ID), ip: host, port: port, cport: cport,
+			master: ns.ID == st.Leader, self: ns.ID == st.ID, health: "online", linked: ns.State != "unreachable"}
+		switch {
+		case cn.self && !n.Serving():
+			cn.health = "loading"
+		case !cn.linked:
+			cn.health = "failed"
+		}
+		v.nodes = append(v.nodes, cn)
+	}
+	slices.SortStableFunc(v.nodes, func(a, b clusterNode) int {
+		switch {
+		case a.master == b.master:
+			return 0
+		case a.master:
+			return -1
+		}
+		return 1
+	})
+	if len(v.nodes) == 0 || !v.nodes[0].master {
+		// The leader is not among the members this node knows yet.
+		return clusterView{}, errReply("CLUSTERDOWN No raft leader")
+	}
+	return v, nil
+}
+
+func splitAddr(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
+}
+
+func portOf(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	port, _ := strconv.Atoi(p)
+	return port
+}
+
+// cluster answers a CLUSTER subcommand (name is "cluster|<sub>").
+func (c *conn) cluster(name string, args [][]byte) *op {
+	_, sub, _ := strings.Cut(name, "|")
+	switch sub {
+	case "keyslot":
+		if len(args) != 3 {
+			return errReply("ERR wrong number of arguments for 'cluster|keyslot' command")
+		}
+		return &op{kind: opReply, reply: resp.AppendInt(nil, int64(keySlot(args[2])))}
+	case "countkeysinslot", "getkeysinslot":
+		return errReply(fmt.Sprintf("ERR '%s' is not supported by raftproxy: outside cluster mode redis keeps no index of keys by slot, and counting them would scan the whole keyspace", displayName(name)))
+	case "help":
+		return &op{kind: opReply, reply: clusterHelp()}
+	case "myid", "myshardid", "slots", "shards", "nodes", "info":
+	default:
+		return errReply(fmt.Sprintf("ERR '%s' %s", displayName(name), reasonClusterAdmin))
+	}
+	if sub == "myid" || sub == "myshardid" {
+		n := c.s.cfg.Host.Node()
+		if n == nil {
+			return errReply("NOCLUSTER No Raft Cluster")
+		}
+		id := n.ID()
+		if sub == "myshardid" {
+			id = n.ClusterID()
+		}
+		return &op{kind: opReply, reply: resp.AppendBulkString(nil, clusterNodeID(id))}
+	}
+	if sub == "info" {
+		return &op{kind: opReply, reply: resp.AppendBulkString(nil, c.clusterInfo())}
+	}
+	v, refused := c.clusterView()
+	if refused != nil {
+		return refused
+	}
+	switch sub {
+	case "slots":
+		return &op{kind: opReply, reply: v.slots()}
+	case "shards":
+		return &op{kind: opReply, reply: v.shards()}
+	}
+	return &op{kind: opReply, reply: resp.AppendBulkString(nil, v.nodesText())}
+}
+
+// slots renders CLUSTER SLOTS as redis 7 does: one range, its master then
+// its replicas, each [ip, port, id, {networking metadata}].
+func (v clusterView) slots() []byte {
+	b := resp.AppendArrayLen(nil, 1)
+	b = resp.AppendArrayLen(b, 2+len(v.nodes))
+	b = resp.AppendInt(b, 0)
+	b = resp.AppendInt(b, numSlots-1)
+	for _, cn := range v.nodes {
+		b = resp.AppendArrayLen(b, 4)
+		b = resp.AppendBulkString(b, cn.ip)
+		b = resp.AppendInt(b, int64(cn.port))
+		b = resp.AppendBulkString(b, cn.id)
+		b = resp.AppendArrayLen(b, 0)
+	}
+	return b
+}
+
+// shards renders CLUSTER SHARDS (redis 7.0's fields). Maps go out as
+// RESP2 flat arrays.
+func (v clusterView) shards() []byte {
+	b := resp.AppendArrayLen(nil, 1)
+	b = resp.AppendMapLen(b, 2, false)
+	b = resp.AppendBulkString(b, "slots")
+	b = resp.AppendArrayLen(b, 2)
+	b = resp.AppendInt(b, 0)
+	b = resp.AppendInt(b, numSlots-1)
+	b = resp.AppendBulkString(b, "nodes")
+	b = resp.AppendArrayLen(b, len(v.nodes))
+	for _, cn := range v.nodes {
+		role := "replica"
+		if cn.master {
+			role = "master"
+		}
+		b = resp.AppendMapLen(b, 7, false)
+		b = resp.AppendBulkString(b, "id")
+		b = resp.AppendBulkString(b, cn.id)
+		b = resp.AppendBulkString(b, "port")
+		b = resp.AppendInt(b, int64(cn.port))
+		b = resp.AppendBulkString(b, "ip")
+		b = resp.AppendBulkString(b, cn.ip)
+		b = resp.AppendBulkString(b, "endpoint")
+		b = resp.AppendBulkString(b, cn.ip)
+		b = resp.AppendBulkString(b, "role")
+		b = resp.AppendBulkString(b, role)
+		// Raft indexes are not redis replication offsets; 0 as RedisRaft.
+		b = resp.AppendBulkString(b, "replication-offset")
+		b = resp.AppendInt(b, 0)
+		b = resp.AppendBulkString(b, "health")
+		b = resp.AppendBulkString(b, cn.health)
+	}
+	return b
+}
+
+// nodesText renders CLUSTER NODES: one line per member, "\n"-terminated,
+// with the peer (raft) port as the cluster bus port and the raft term as
+// the master's config epoch.
+func (v clusterView) nodesText() string {
+	var b strings.Builder
+	master := v.nodes[0].id
+	now := time.Now().UnixMilli()
+	for _, cn := range v.nodes {
+		flags, of, epoch := "slave", master, uint64(0)
+		if cn.master {
+			flags, of, epoch = "master", "-", v.term
+		}
+		if cn.self {
+			flags = "myself," + flags
+		}
+		pong, link := int64(0), "connected"
+		if !cn.self {
+			pong = now
+		}
+		if !cn.linked {
+			pong, link = 0, "disconnected"
+		}
+		fmt.Fprintf(&b, "%s %s:%d@%d %s %s 0 %d %d %s", cn.id, cn.ip, cn.port, cn.cport, flags, of, pong, epoch, link)
+		if cn.master {
+			fmt.Fprintf(&b, " 0-%d", numSlots-1)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// clusterInfo renders CLUSTER INFO; the cluster is ok while a leader is known.
+func (c *conn) clusterInfo() string {
+	state, known, ok, term, myEpoch := "fail", 0, 0, uint64(0), uint64(0)
+	if n := c.s.cfg.Host.Node(); n != nil {
+		st := n.Status()
+		known, term = len(st.Nodes), st.Term
+		if st.Leader != 0 {
+			state, ok = "ok", numSlots
+		}
+		if st.Leader == st.ID {
+			myEpoch = term
+		}
+	}
+	return fmt.Sprintf("cluster_state:%s\r\ncluster_slots_assigned:%d\r\ncluster_slots_ok:%d\r\ncluster_slots_pfail:0\r\n"+
+		"cluster_slots_fail:%d\r\ncluster_known_nodes:%d\r\ncluster_size:1\r\ncluster_current_epoch:%d\r\ncluster_my_epoch:%d\r\n"+
+		"cluster_stats_messages_sent:0\r\ncluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n",
+		state, numSlots, ok, numSlots-ok, known, term, myEpoch)
+}
+
+func clusterHelp() []byte {
+	lines := []string{
+		"CLUSTER <subcommand> [<arg> [value] [opt] ...]. raftproxy answers:",
+		"INFO", "    Cluster state: ok while a raft leader is known.",
+		"KEYSLOT <key>", "    Return the hash slot for <key>.",
+		"MYID", "    Return this node's id (its raft id, zero-padded to 40 hex digits).",
+		"MYSHARDID", "    Return the shard id (the raft cluster id, zero-padded).",
+		"NODES", "    Every member: the raft leader is the master of all slots, the others replicas.",
+		"SHARDS", "    The one shard: all slots, its master and replicas.",
+		"SLOTS", "    The slot range 0-16383 with its master and replicas.",
+		"HELP", "    Print this help.",
+	}
+	b := resp.AppendArrayLen(nil, len(lines))
+	for _, l := range lines {
+		b = resp.AppendSimple(b, l)
+	}
+	return b
+}
+
+// redirect is the -MOVED reply that sends a command to the leader, or the
+// -CLUSTERDOWN reply when none is known.
+func redirect(n *raftnode.Node, args [][]byte) *op {
+	l, ok := n.Leader()
+	if !ok || l.Addr == "" {
+		return errReply("CLUSTERDOWN No raft leader")
+	}
+	return errReply(fmt.Sprintf("MOVED %d %s", redirectSlot(args), l.Addr))
+}

@@ -69,7 +69,7 @@ var overrides = map[string]struct {
 }{
 	"ping": {classProxy, ""}, "echo": {classProxy, ""}, "quit": {classProxy, ""},
 	"hello": {classProxy, ""}, "select": {classProxy, ""}, "reset": {classRefused, reasonNotYet},
-	"command": {classLocal, ""}, "info": {classLocal, ""}, "time": {classLocal, ""},
+	"command": {classLocal, ""}, "info": {classProxy, ""}, // info.go "time": {classLocal, ""},
 
 	"config|set": {classRefused, reasonDiverge}, "config|rewrite": {classRefused, reasonDiverge},
 	"config|resetstat": {classRefused, reasonDiverge}, "config|get": {classLocal, ""}, "config|help": {classLocal, ""},

@@ -640,6 +640,8 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(c.raftDebug(args))
 	case "raft.info":
 		c.emit(&op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())})
+	case "info":
+		c.emit(c.info(args))
 	case "readonly", "readwrite":
 		c.readonly = name == "readonly"
 		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})

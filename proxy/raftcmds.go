@@ -323,13 +323,7 @@ func (s *Server) raftInfo() string {
 		return b.String()
 	}
 	st := n.Status()
-	state := "up"
-	if !n.Serving() {
-		state = "loading"
-	}
-	if n.Removed() {
-		state = "removed"
-	}
+	state := raftState(n)
 	voting := 0
 	for _, ns := range st.Nodes {
 		if ns.Voting {

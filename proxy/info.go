@@ -1,0 +1,219 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// infoSections splits INFO's arguments into those for the local redis and
+// whether the Raft section is wanted. The Raft section follows redis's rule
+// for module sections (RedisRaft's is one): it is in INFO everything and
+// INFO raft, not in the default set nor in INFO all.
+func infoSections(args [][]byte) (redisArgs []string, raft bool) {
+	for _, a := range args {
+		s := strings.ToLower(string(a))
+		switch s {
+		case "raft":
+			raft = true
+			continue
+		case "everything":
+			raft = true
+		}
+		redisArgs = append(redisArgs, s)
+	}
+	return redisArgs, raft
+}
+
+// info answers INFO: the local redis's sections with the fields that would
+// describe that redis rather than raftproxy rewritten (see rewriteInfo),
+// then the Raft section when asked for.
+func (c *conn) info(args [][]byte) *op {
+	redisArgs, raft := infoSections(args[1:])
+	var text []byte
+	if len(redisArgs) > 0 || !raft {
+		rc, err := c.s.dialRedis(nil)
+		if err != nil {
+			return errReply(errorText(err, true))
+		}
+		defer rc.Close()
+		rc.SetDeadline(time.Now().Add(c.s.timeout()))
+		v, err := rc.DoValue(append([]string{"INFO"}, redisArgs...)...)
+		if err != nil {
+			if v.IsError() {
+				return &op{kind: opReply, reply: resp.AppendError(nil, string(v.Str))}
+			}
+			return errReply(errorText(raftnode.ErrLoading, true))
+		}
+		text = c.s.rewriteInfo(v.Str)
+	}
+	if raft {
+		if len(text) > 0 {
+			text = append(text, "\r\n"...)
+		}
+		text = append(text, c.s.raftInfoSection()...)
+	}
+	return &op{kind: opReply, reply: resp.AppendBulk(nil, text)}
+}
+
+// infoView is what rewriteInfo puts in place of redis's own fields.
+type infoView struct {
+	port    string // the proxy's client port
+	clients int    // client connections to this proxy
+	leader  bool
+	known   bool // a leader is known
+	master  raftnode.Member
+	members int
+}
+
+func (s *Server) infoView() infoView {
+	s.mu.Lock()
+	v := infoView{clients: len(s.conns)}
+	s.mu.Unlock()
+	if p := portOf(s.cfg.Self.Addr); p != 0 {
+		v.port = strconv.Itoa(p)
+	}
+	if n := s.cfg.Host.Node(); n != nil {
+		v.leader = n.IsLeader()
+		v.master, v.known = n.Leader()
+		v.members = len(n.Members())
+	}
+	return v
+}
+
+func (s *Server) rewriteInfo(text []byte) []byte {
+	return rewriteInfo(text, s.infoView())
+}
+
+// rewriteInfo replaces the INFO fields that would mislead about raftproxy:
+//
+//   - redis_mode: "cluster", as raftproxy poses as a Redis Cluster
+//   - tcp_port: the proxy's client port, not redis's
+//   - connected_clients: the proxy's client connections (redis sees only
+//     the proxy's own connections)
+//   - role: master on the raft leader, slave elsewhere (as CLUSTER NODES),
+//     with master_host, master_port and master_link_status on a follower
+//   - connected_slaves: the other members, on the leader
+//   - cluster_enabled: 1, because CLUSTER commands work (redis-py decides
+//     cluster mode by it, as with RedisRaft, which forces it too)
+//
+// Everything else (memory, keyspace, stats, run_id...) is the local redis's.
+func rewriteInfo(text []byte, v infoView) []byte {
+	var out bytes.Buffer
+	out.Grow(len(text) + 128)
+	for line := range bytes.SplitSeq(text, []byte("\r\n")) {
+		k, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			out.Write(line)
+			out.WriteString("\r\n")
+			continue
+		}
+		switch string(k) {
+		case "redis_mode":
+			out.WriteString("redis_mode:cluster\r\n")
+		case "tcp_port":
+			if v.port == "" {
+				out.Write(line)
+				out.WriteString("\r\n")
+				continue
+			}
+			out.WriteString("tcp_port:" + v.port + "\r\n")
+		case "connected_clients":
+			fmt.Fprintf(&out, "connected_clients:%d\r\n", v.clients)
+		case "role":
+			if v.leader || !v.known {
+				out.WriteString("role:master\r\n")
+				continue
+			}
+			status := "down"
+			if v.master.Addr != "" {
+				status = "up"
+			}
+			fmt.Fprintf(&out, "role:slave\r\nmaster_host:%s\r\nmaster_port:%d\r\nmaster_link_status:%s\r\n",
+				splitAddr(v.master.Addr), portOf(v.master.Addr), status)
+		case "connected_slaves":
+			n := 0
+			if v.leader && v.members > 0 {
+				n = v.members - 1
+			}
+			fmt.Fprintf(&out, "connected_slaves:%d\r\n", n)
+		case "cluster_enabled":
+			out.WriteString("cluster_enabled:1\r\n")
+		default:
+			out.Write(line)
+			out.WriteString("\r\n")
+		}
+	}
+	// SplitSeq yields an empty last piece after the final "\r\n": drop the
+	// "\r\n" added for it so the text ends as redis's does.
+	b := out.Bytes()
+	if bytes.HasSuffix(text, []byte("\r\n")) {
+		b = b[:len(b)-2]
+	}
+	return b
+}
+
+// raftInfoSection is the Raft section of INFO, with RedisRaft's field names
+// (raft_ prefix) where RedisRaft has the field, and the values RAFT.INFO
+// shows.
+func (s *Server) raftInfoSection() string {
+	var b strings.Builder
+	b.WriteString("# Raft\r\n")
+	n := s.cfg.Host.Node()
+	if n == nil {
+		b.WriteString("raft_dbid:\r\nraft_node_id:\r\nraft_state:uninitialized\r\nraft_role:-\r\n")
+		return b.String()
+	}
+	st := n.Status()
+	voting, selfVoting := 0, "no"
+	for _, ns := range st.Nodes {
+		if ns.Voting {
+			voting++
+			if ns.ID == st.ID {
+				selfVoting = "yes"
+			}
+		}
+	}
+	logEntries := uint64(0)
+	if st.LastIndex+1 > st.FirstIndex {
+		logEntries = st.LastIndex + 1 - st.FirstIndex
+	}
+	fmt.Fprintf(&b, "raft_dbid:%s\r\nraft_node_id:%s\r\nraft_state:%s\r\nraft_role:%s\r\nraft_is_voting:%s\r\n",
+		raftnode.IDString(st.ClusterID), raftnode.IDString(st.ID), raftState(n), st.Role, selfVoting)
+	fmt.Fprintf(&b, "raft_leader_id:%s\r\nraft_current_term:%d\r\nraft_num_nodes:%d\r\nraft_num_voting_nodes:%d\r\n",
+		raftnode.IDString(st.Leader), st.Term, len(st.Nodes), voting)
+	for i, ns := range st.Nodes {
+		fmt.Fprintf(&b, "raft_node%d:id=%s,state=%s,voting=%s,addr=%s,port=%d\r\n", i,
+			raftnode.IDString(ns.ID), ns.State, yesNo(ns.Voting), splitAddr(ns.Addr), portOf(ns.Addr))
+	}
+	fmt.Fprintf(&b, "raft_log_entries:%d\r\nraft_current_index:%d\r\nraft_commit_index:%d\r\nraft_last_applied_index:%d\r\n",
+		logEntries, st.LastIndex, st.Commit, st.Applied)
+	fmt.Fprintf(&b, "raft_snapshot_last_idx:%d\r\n", st.SnapshotIndex)
+	// raftproxy's own, with the same prefix.
+	fmt.Fprintf(&b, "raft_first_log_index:%d\r\nraft_quarantined:%d\r\nraft_follower_proxy:%s\r\n",
+		st.FirstIndex, boolInt(st.Quarantined), yesNo(s.followerProxy.Load()))
+	return b.String()
+}
+
+// raftState is RAFT.INFO's state: up, loading or removed.
+func raftState(n *raftnode.Node) string {
+	switch {
+	case n.Removed():
+		return "removed"
+	case !n.Serving():
+		return "loading"
+	}
+	return "up"
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

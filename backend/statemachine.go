@@ -28,6 +28,9 @@ type StateMachine struct {
 	runID           atomic.Pointer[string]
 	kinds           []replyKind
 	raw             []byte
+	// state is the replicated state redis does not keep (config.go); only
+	// the applier's goroutine touches it.
+	state machineState
 }
 
 // NewStateMachine returns a state machine for the redis at addr.
@@ -110,6 +113,7 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 			// A command redis refused to queue makes EXEC answer
 			// EXECABORT, identically on every node.
 		case replyCommand:
+			s.state.noteConfig(cmds[i].Args, s.raw)
 			if r := cmds[i].Reply; r != nil {
 				r(append([]byte(nil), s.raw...))
 			}

@@ -71,8 +71,9 @@ var overrides = map[string]struct {
 	"hello": {classProxy, ""}, "select": {classProxy, ""}, "reset": {classRefused, reasonNotYet},
 	"command": {classLocal, ""}, "info": {classProxy, ""}, // info.go "time": {classLocal, ""},
 
-	"config|set": {classRefused, reasonDiverge}, "config|rewrite": {classRefused, reasonDiverge},
-	"config|resetstat": {classRefused, reasonDiverge}, "config|get": {classLocal, ""}, "config|help": {classLocal, ""},
+	"config|set": {classProxy, ""}, // through the log: config.go
+	"config|rewrite": {classRefused, "would rewrite the local redis's configuration file; replicated settings travel in raftproxy's snapshots"},
+	"config|resetstat": {classLocal, ""}, "config|get": {classLocal, ""}, "config|help": {classLocal, ""},
 	"debug": {classRefused, reasonDiverge}, "shutdown": {classRefused, reasonDiverge},
 	"save": {classRefused, reasonDiverge}, "bgsave": {classRefused, reasonDiverge},
 	"bgrewriteaof": {classRefused, reasonDiverge}, "module": {classRefused, reasonDiverge},

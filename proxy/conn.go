@@ -642,6 +642,12 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(&op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())})
 	case "info":
 		c.emit(c.info(args))
+	case "config|set":
+		if e := configSetError(args); e != "" {
+			c.emit(errReply(e))
+			break
+		}
+		c.emit(c.data(&spec{name: name, class: classWrite}, args))
 	case "readonly", "readwrite":
 		c.readonly = name == "readonly"
 		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})

@@ -69,10 +69,10 @@ var overrides = map[string]struct {
 }{
 	"ping": {classProxy, ""}, "echo": {classProxy, ""}, "quit": {classProxy, ""},
 	"hello": {classProxy, ""}, "select": {classProxy, ""}, "reset": {classRefused, reasonNotYet},
-	"command": {classLocal, ""}, "info": {classProxy, ""}, // info.go "time": {classLocal, ""},
+	"command": {classLocal, ""}, "time": {classLocal, ""},
+	"info": {classProxy, ""}, // info.go
 
-	"config|set": {classProxy, ""}, // through the log: config.go
-	"config|rewrite": {classRefused, "would rewrite the local redis's configuration file; replicated settings travel in raftproxy's snapshots"},
+	"config|set": {classProxy, ""}, "config|rewrite": {classRefused, reasonConfigRewrite}, // config.go
 	"config|resetstat": {classLocal, ""}, "config|get": {classLocal, ""}, "config|help": {classLocal, ""},
 	"debug": {classRefused, reasonDiverge}, "shutdown": {classRefused, reasonDiverge},
 	"save": {classRefused, reasonDiverge}, "bgsave": {classRefused, reasonDiverge},

@@ -10,6 +10,8 @@ import (
 // applied and carries it in snapshots (backend.StateMachine). Only
 // parameters known to be safe to replicate are accepted.
 
+const reasonConfigRewrite = "would rewrite the local redis's configuration file; replicated settings travel in raftproxy's snapshots instead"
+
 // configSafe are the parameters CONFIG SET may change, each for a reason:
 // they change how redis stores or reports data, never which data it holds
 // or how raftproxy reaches and rebuilds it. Names are redis's, aliases

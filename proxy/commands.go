@@ -81,8 +81,7 @@ var overrides = map[string]struct {
 	"replicaof": {classRefused, reasonReplicas}, "slaveof": {classRefused, reasonReplicas},
 	"sync": {classRefused, reasonReplicas}, "psync": {classRefused, reasonReplicas},
 	"failover": {classRefused, reasonReplicas}, "replconf": {classRefused, reasonReplicas},
-	"wait":    {classRefused, "is not needed: raftproxy acknowledges a write only once a majority has it on disk"},
-	"waitaof": {classRefused, "is not needed: raftproxy acknowledges a write only once a majority has it on disk"},
+	"wait": {classProxy, ""}, "waitaof": {classProxy, ""}, // wait.go
 	"cluster": {classProxy, ""}, "readonly": {classProxy, ""}, "readwrite": {classProxy, ""}, // cluster.go
 	"auth": {classRefused, reasonNotYet},
 

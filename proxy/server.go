@@ -194,6 +194,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+// isClosed reports whether Shutdown has begun.
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)

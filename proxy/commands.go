@@ -74,7 +74,7 @@ var overrides = map[string]struct {
 
 	"config|set": {classProxy, ""}, "config|rewrite": {classRefused, reasonConfigRewrite}, // config.go
 	"config|resetstat": {classLocal, ""}, "config|get": {classLocal, ""}, "config|help": {classLocal, ""},
-	"debug": {classRefused, reasonDiverge}, "shutdown": {classRefused, reasonDiverge},
+	"debug": {classProxy, ""}, "shutdown": {classRefused, reasonDiverge}, // debug.go
 	"save": {classRefused, reasonDiverge}, "bgsave": {classRefused, reasonDiverge},
 	"bgrewriteaof": {classRefused, reasonDiverge}, "module": {classRefused, reasonDiverge},
 	"monitor":   {classRefused, reasonNotYet},

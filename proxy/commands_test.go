@@ -73,13 +73,13 @@ func TestClassify(t *testing.T) {
 		{"SCAN 0", classRead}, {"DBSIZE", classRead}, {"TTL k", classRead}, {"SRANDMEMBER s", classRead},
 		{"PING", classProxy}, {"ECHO x", classProxy}, {"SELECT 1", classProxy}, {"HELLO 2", classProxy},
 		{"QUIT", classProxy}, {"RAFT.INFO", classProxy}, {"RAFT.CLUSTER INIT", classProxy},
-		{"INFO", classLocal}, {"TIME", classLocal}, {"COMMAND COUNT", classLocal}, {"CONFIG GET maxmemory", classLocal},
+		{"INFO", classProxy}, {"TIME", classLocal}, {"COMMAND COUNT", classLocal}, {"CONFIG GET maxmemory", classLocal},
 		{"CLIENT ID", classLocal}, {"COMMAND", classLocal},
-		{"CONFIG SET maxmemory 1", classRefused}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classRefused},
+		{"CONFIG SET maxmemory 1", classProxy}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classProxy},
 		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classRefused},
 		{"SPOP s", classRefused}, {"BLPOP l 0", classRefused}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classRefused}, {"EVAL x 0", classRefused},
 		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classRefused},
-		{"XREAD STREAMS s 0", classRefused}, {"WAIT 1 0", classRefused}, {"SYNC", classRefused},
+		{"XREAD STREAMS s 0", classRefused}, {"WAIT 1 0", classProxy}, {"SYNC", classRefused},
 	}
 	for _, tt := range tests {
 		args := fields(tt.cmd)

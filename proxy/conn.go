@@ -642,6 +642,8 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(&op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())})
 	case "info":
 		c.emit(c.info(args))
+	case "debug":
+		c.emit(c.debug(args))
 	case "wait", "waitaof":
 		c.emit(c.wait(name, args))
 	case "config|set":

@@ -135,6 +135,7 @@ func buildTable(commandReply resp.Value) (table, error) {
 		t[s.name] = s
 	}
 	addClusterSubs(t)
+	addWaitAOF(t)
 	return t, nil
 }
 

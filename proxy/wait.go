@@ -98,3 +98,11 @@ func replicasAt(st raftnode.Status, index uint64) int64 {
 	}
 	return n
 }
+
+// addWaitAOF adds WAITAOF when the local redis predates it (7.2): its answer
+// comes from raft, not from redis.
+func addWaitAOF(t table) {
+	if _, ok := t["waitaof"]; !ok {
+		t["waitaof"] = &spec{name: "waitaof", arity: 4, class: classProxy}
+	}
+}

@@ -355,7 +355,7 @@ func TestConfigSetReplicated(t *testing.T) {
 			t.Fatalf("%s: RAFT.DEBUG COMPACT: %v %v", n, v, err)
 		}
 	}
-	// After the snapshot, in the log: the alias set last must win.
+	// Set after the snapshot: restored nodes get it from the log after it.
 	if err := leader.Client().ConfigSet(ctx, "slowlog-max-len", "44").Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -259,7 +259,7 @@ func TestFollowerProxyOff(t *testing.T) {
 	off := false
 	c := StartCluster(ctx, t, ClusterOptions{FollowerProxy: &off})
 	leader, followers := c.Leader(ctx)
-	wantMoved := "-MOVED 0 " + leader.Addr
+	wantMoved := "-MOVED 5861 " + leader.Addr // CLUSTER KEYSLOT fpo:k
 
 	for _, f := range followers {
 		for _, args := range [][]string{{"GET", "fpo:k"}, {"SET", "fpo:k", "from-follower"}} {

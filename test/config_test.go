@@ -37,7 +37,7 @@ func TestRaftConfig(t *testing.T) {
 	}
 	check := func(when string) {
 		t.Helper()
-		if v, _ := f.Do(ctx, 5*time.Second, "SET", "k", "v"); v.Kind != '-' || !strings.HasPrefix(v.Str, "MOVED 0 ") {
+		if v, _ := f.Do(ctx, 5*time.Second, "SET", "k", "v"); v.Kind != '-' || !strings.HasPrefix(v.Str, "MOVED 7629 ") {
 			t.Errorf("%s: SET on a follower with follower-proxy no answered %v, want MOVED", when, v)
 		}
 		if v, _ := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "GET", "snapshot-*"); !strings.Contains(v.String(), "5") {

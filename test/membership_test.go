@@ -381,8 +381,8 @@ func TestNewAdvertiseAddrOnRestart(t *testing.T) {
 	if _, err := transferToLeader(ctx, c, leader); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := f.Do(ctx, 5*time.Second, "GET", "k"); v.Kind != '-' || v.Str != "MOVED 0 "+newAddr {
-		t.Errorf("follower redirect: %v, want MOVED 0 %s", v, newAddr)
+	if v, _ := f.Do(ctx, 5*time.Second, "GET", "k"); v.Kind != '-' || v.Str != "MOVED 7629 "+newAddr {
+		t.Errorf("follower redirect: %v, want MOVED 7629 %s", v, newAddr)
 	}
 }
 

@@ -203,7 +203,7 @@ func testRefused(ctx context.Context, t *testing.T, c *Cluster, leader, target *
 		}},
 		{[]string{"REPLICAOF", "127.0.0.1", masterPort}, checkStillMaster(c, onEveryRedis)},
 		{[]string{"SLAVEOF", "127.0.0.1", masterPort}, checkStillMaster(c, onEveryRedis)},
-		{[]string{"DEBUG", "SLEEP", "0"}, nil},
+		{[]string{"DEBUG", "RELOAD"}, nil},
 		{[]string{"SHUTDOWN", "NOSAVE"}, func(t *testing.T, _ *rawConn) {
 			onEveryRedis(t, "still running", func(ctx context.Context, n *Node) error { return pingRaw(n.RedisAddr) })
 		}},

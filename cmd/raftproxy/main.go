@@ -64,7 +64,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.redis, "redis", "", "local redis-server, HOST:PORT or /path/to.sock; when empty raftproxy starts and supervises its own redis-server from PATH")
 	fs.StringVar(&o.advertise, "advertise-addr", "", "client address other nodes and redirected clients use (default: --listen)")
 	fs.StringVar(&o.advertisePeer, "advertise-peer-addr", "", "peer address other nodes use (default: --peer-listen)")
-	fs.BoolVar(&o.followerProxy, "follower-proxy", true, "followers serve reads and writes themselves; when false they answer -MOVED 0 <leader>")
+	fs.BoolVar(&o.followerProxy, "follower-proxy", true, "followers serve reads and writes themselves; when false they answer -MOVED <slot> <leader>")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "address for /metrics, /livez and /readyz (empty: off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 5*time.Second, "how long a request waits for commit or a read index before -TIMEOUT")

@@ -82,7 +82,7 @@ var overrides = map[string]struct {
 	"sync": {classRefused, reasonReplicas}, "psync": {classRefused, reasonReplicas},
 	"failover": {classRefused, reasonReplicas}, "replconf": {classRefused, reasonReplicas},
 	"wait": {classProxy, ""}, "waitaof": {classProxy, ""}, // wait.go
-	"cluster": {classProxy, ""}, "readonly": {classProxy, ""}, "readwrite": {classProxy, ""}, // cluster.go
+	"cluster": {classProxy, ""}, "readonly": {classProxy, ""}, "readwrite": {classProxy, ""}, "asking": {classProxy, ""}, // cluster.go
 	"auth": {classRefused, reasonNotYet},
 
 	"client|kill": {classRefused, reasonDiverge}, "client|pause": {classRefused, reasonDiverge},

@@ -655,6 +655,10 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 	case "readonly", "readwrite":
 		c.readonly = name == "readonly"
 		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
+	case "asking":
+		// Slots never migrate (one shard owns them all), so raftproxy never
+		// sends -ASK; a client may still send ASKING.
+		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 	default:
 		if strings.HasPrefix(name, "cluster|") {
 			c.emit(c.cluster(name, args))

@@ -110,6 +110,7 @@ func TestClusterClient(t *testing.T) {
 		{[]string{"GET", "cc:first"}, []string{`"first"`}},
 		{[]string{"SET", "cc:first", "y"}, []string{"-MOVED"}},
 		{[]string{"READWRITE"}, []string{"+OK"}},
+		{[]string{"ASKING"}, []string{"+OK"}},
 		{[]string{"GET", "cc:first"}, []string{"-MOVED"}},
 	} {
 		v, err := rc.Do(step.args...)

@@ -27,6 +27,13 @@ func TestRoundTrip(t *testing.T) {
 				{DB: 2, Tx: [][][]byte{{[]byte("RPUSH"), []byte("l"), []byte("1")}, {[]byte("LRANGE"), []byte("l"), []byte("0"), []byte("-1")}}},
 				{DB: 0, Args: [][]byte{[]byte("GET"), []byte("n")}},
 			}}},
+		{"watches", Entry{Node: 7, Seq: 11, TimeMs: 6,
+			Reqs: []Request{
+				{DB: 1, Op: OpWatch, Watch: 1 << 63, Args: [][]byte{[]byte("a"), []byte("b")}},
+				{DB: 1, Op: OpTx, Watch: 1 << 63, Tx: [][][]byte{{[]byte("SET"), []byte("a"), []byte("1")}}},
+				{DB: 0, Op: OpTx, Watch: 5},
+				{DB: 0, Op: OpUnwatch, Watch: 9},
+			}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,7 +50,11 @@ func TestRoundTrip(t *testing.T) {
 			}
 			for i, r := range tt.e.Reqs {
 				g := got.Reqs[i]
-				if g.DB != r.DB || !equalArgs(g.Args, r.Args) || len(g.Tx) != len(r.Tx) {
+				wantOp := r.Op
+				if len(r.Tx) > 0 {
+					wantOp = OpTx
+				}
+				if g.DB != r.DB || g.Op != wantOp || g.Watch != r.Watch || !equalArgs(g.Args, r.Args) || len(g.Tx) != len(r.Tx) {
 					t.Fatalf("req %d: got %+v, want %+v", i, g, r)
 				}
 				for j := range r.Tx {
@@ -80,8 +91,12 @@ func TestUnmarshalCorrupt(t *testing.T) {
 		{"trailing", append(append([]byte{}, good...), 0)},
 		// node 1, seq 1, time 0, one request in db 0 with zero arguments:
 		{"empty command in version 1", []byte{1, 1, 1, 0, 1, 0, 0}},
-		{"empty transaction", []byte{version, 1, 1, 0, 1, 0, 0, 0}},
-		{"empty command in a transaction", []byte{version, 1, 1, 0, 1, 0, 0, 1, 0}},
+		{"empty transaction in version 2", []byte{2, 1, 1, 0, 1, 0, 0, 0}},
+		{"empty command in a transaction in version 2", []byte{2, 1, 1, 0, 1, 0, 0, 1, 0}},
+		{"empty transaction without a watch", []byte{version, 1, 1, 0, 1, 0, 0, byte(OpTx), 0, 0}},
+		{"empty command in a transaction", []byte{version, 1, 1, 0, 1, 0, 0, byte(OpTx), 0, 1, 0}},
+		{"watch without keys", []byte{version, 1, 1, 0, 1, 0, 0, byte(OpWatch), 7, 0}},
+		{"unknown request kind", []byte{version, 1, 1, 0, 1, 0, 0, 9, 7}},
 	}
 	for i := 1; i < len(good); i++ {
 		tests = append(tests, struct {

@@ -44,6 +44,11 @@ type spec struct {
 	// random marks a write whose effect is random (e.g. SPOP): every node
 	// would pick differently.
 	random bool
+	// keySpecs say where the command's keys are (redis 7 key specs).
+	keySpecs []keySpec
+	// unknown marks a command the local redis does not list (a module's, or
+	// a typo): it is proposed as a write and every node's redis answers it.
+	unknown bool
 }
 
 // table classifies every command the local redis knows, plus raftproxy's.
@@ -59,7 +64,6 @@ const (
 	reasonBlocking  = "blocks, and blocking commands are not supported by raftproxy yet"
 	reasonPubSub    = "pub/sub is not supported by raftproxy yet"
 	reasonScripting = "scripts and functions are not supported by raftproxy yet"
-	reasonWatch     = "is not supported by raftproxy yet (MULTI/EXEC without WATCH is)"
 )
 
 // overrides are raftproxy's own rules, applied after redis's flags.
@@ -97,7 +101,7 @@ var overrides = map[string]struct {
 	"memory|malloc-stats": {classLocal, ""}, "memory|purge": {classLocal, ""},
 
 	"multi": {classProxy, ""}, "exec": {classProxy, ""}, "discard": {classProxy, ""},
-	"watch": {classRefused, reasonWatch}, "unwatch": {classProxy, ""},
+	"watch": {classProxy, ""}, "unwatch": {classProxy, ""},
 	"eval": {classRefused, reasonScripting}, "evalsha": {classRefused, reasonScripting},
 	"eval_ro": {classRefused, reasonScripting}, "evalsha_ro": {classRefused, reasonScripting},
 	"fcall": {classRefused, reasonScripting}, "fcall_ro": {classRefused, reasonScripting},
@@ -188,6 +192,9 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 	if o, ok := overrides[s.name]; ok {
 		s.class, s.reason = o.class, o.reason
 	}
+	if len(v.Elems) > 8 {
+		s.keySpecs = parseKeySpecs(v.Elems[8])
+	}
 	if len(v.Elems) > 9 && len(v.Elems[9].Elems) > 0 {
 		s.subs = map[string]*spec{}
 		for _, sv := range v.Elems[9].Elems {
@@ -202,12 +209,15 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 	return s, nil
 }
 
-// lookup finds the spec for args, or returns the Redis error text.
+// lookup finds the spec for args, or returns the Redis error text. A
+// command the local redis does not know is a write (see spec.unknown): a
+// module loaded into every node's redis works through raftproxy, and for a
+// typo every node's redis gives its own error.
 func (t table) lookup(args [][]byte) (*spec, string) {
 	var buf [32]byte
 	s, ok := t[string(lowerKey(args[0], buf[:0]))]
 	if !ok {
-		return nil, unknownCommand(args)
+		return &spec{name: strings.ToLower(string(args[0])), arity: -1, class: classWrite, unknown: true}, ""
 	}
 	// A container command alone (COMMAND) is valid when its own arity
 	// allows it; otherwise a subcommand is needed.

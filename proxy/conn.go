@@ -55,6 +55,8 @@ type conn struct {
 	ops chan *op
 	db  int
 	tx  *txState // non-nil between MULTI and EXEC or DISCARD
+	// watch is the id of this connection's open watch (WATCH), or 0.
+	watch uint64
 
 	// queued counts ops handed to the writer and not yet completed.
 	queued atomic.Int64
@@ -125,6 +127,7 @@ func (c *conn) serve() {
 		c.writeLoop()
 	}()
 	c.readLoop()
+	c.unwatch()
 	close(c.ops)
 	<-done
 	c.nc.Close()
@@ -620,9 +623,10 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(errReply("ERR EXEC without MULTI"))
 	case "discard":
 		c.emit(errReply("ERR DISCARD without MULTI"))
+	case "watch":
+		c.emit(c.watchKeys(args))
 	case "unwatch":
-		// Nothing is ever watched (WATCH is refused), so there is nothing to
-		// forget; clients send UNWATCH when they reset a connection.
+		c.unwatch()
 		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 	case "raft.cluster":
 		c.emit(c.raftCluster(args))

@@ -124,6 +124,12 @@ func (s *Server) learnRedis(ctx context.Context) error {
 	return nil
 }
 
+// WriteKeys returns the keys a write command may modify, or all when that
+// cannot be told from its arguments (raftnode.Config.WriteKeys).
+func (s *Server) WriteKeys(args [][]byte) (keys [][]byte, all bool) {
+	return s.table.writtenKeys(args)
+}
+
 func (s *Server) timeout() time.Duration { return s.cfg.Timeout() }
 
 // dialRedis connects to the local redis for reads. With n, it checks that

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
+	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
@@ -24,6 +26,11 @@ var queuedReply = resp.AppendSimple(nil, "QUEUED")
 func (c *conn) queue(args [][]byte) bool {
 	tx := c.tx
 	sp, errText := c.s.table.lookup(args)
+	if sp != nil && sp.unknown {
+		// Queued, a command raftproxy does not know would only fail at EXEC
+		// time; redis refuses it when it is queued, and so does raftproxy.
+		sp, errText = nil, unknownCommand(args)
+	}
 	if sp == nil {
 		tx.dirty = true
 		c.emit(errReply(errText))
@@ -36,6 +43,7 @@ func (c *conn) queue(args [][]byte) bool {
 		return true
 	case "discard":
 		c.tx = nil
+		c.unwatch()
 		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 		return true
 	case "multi":
@@ -73,20 +81,69 @@ func (c *conn) queue(args [][]byte) bool {
 	return true
 }
 
-// exec proposes a queued transaction as one log entry.
+// exec proposes a queued transaction as one log entry. With a watch, every
+// node's applier runs it only if none of the watched keys was written since
+// the WATCH (see raftnode's watches); EXEC ends the watch either way.
 func (c *conn) exec(tx *txState) *op {
+	watch := c.watch
+	c.watch = 0
 	if tx.dirty {
+		c.forgetWatch(watch)
 		return errReply("EXECABORT Transaction discarded because of previous errors.")
 	}
-	if len(tx.cmds) == 0 {
+	if len(tx.cmds) == 0 && watch == 0 {
 		return &op{kind: opReply, reply: resp.AppendArrayLen(nil, 0)}
 	}
 	n, refused := c.serving()
 	if refused != nil {
+		c.forgetWatch(watch)
 		return refused
 	}
 	now := time.Now()
 	c.waitReads()
 	c.pendingWrites.Add(1)
-	return &op{kind: opWrite, fut: n.ProposeTx(context.Background(), tx.db, tx.cmds), start: now}
+	req := entry.Request{DB: tx.db, Op: entry.OpTx, Tx: tx.cmds, Watch: watch}
+	return &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), req), start: now}
+}
+
+// watchKeys handles WATCH: the keys join this connection's watch through
+// the log, so that every node knows from which point on a write to them
+// aborts the connection's next EXEC. The reply comes once the watch is
+// applied here: a read after it sees at least that point.
+func (c *conn) watchKeys(args [][]byte) *op {
+	n, refused := c.serving()
+	if refused != nil {
+		return refused
+	}
+	if c.watch == 0 {
+		for c.watch == 0 {
+			c.watch = rand.Uint64()
+		}
+	}
+	now := time.Now()
+	c.pendingWrites.Add(1)
+	req := entry.Request{DB: c.db, Op: entry.OpWatch, Watch: c.watch, Args: args[1:]}
+	return &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), req), start: now}
+}
+
+// unwatch ends the connection's watch (UNWATCH, DISCARD, a closed
+// connection).
+func (c *conn) unwatch() {
+	w := c.watch
+	c.watch = 0
+	c.forgetWatch(w)
+}
+
+// forgetWatch asks every node to drop watch w. Nobody waits for it: the
+// connection has forgotten w already, and if the request is lost the
+// applier drops the watch once it holds too many.
+func (c *conn) forgetWatch(w uint64) {
+	if w == 0 {
+		return
+	}
+	n := c.s.cfg.Host.Node()
+	if n == nil || n.Removed() {
+		return
+	}
+	n.ProposeRequest(context.Background(), entry.Request{Op: entry.OpUnwatch, Watch: w})
 }

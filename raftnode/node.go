@@ -135,6 +135,11 @@ type Config struct {
 	// Tunables are the settings that may change while the node runs
 	// (RAFT.CONFIG SET); shared by every node of the Host.
 	Tunables *Tunables
+	// WriteKeys returns the keys a write command may modify, or all when
+	// that cannot be told from its arguments; WATCH's bookkeeping uses it.
+	// It must give the same answer on every node. Nil: every write may
+	// modify every key.
+	WriteKeys func(args [][]byte) (keys [][]byte, all bool)
 	// ForceNewCluster, on restart, makes this node the only member of its
 	// cluster, keeping what it had committed (quorum-loss recovery).
 	ForceNewCluster bool

@@ -130,6 +130,12 @@ func (n *Node) ProposeTx(ctx context.Context, db int, cmds [][][]byte) *Future {
 	return n.propose(ctx, entry.Request{DB: db, Tx: cmds})
 }
 
+// ProposeRequest queues any request: a command, a transaction (which may
+// name a watch), a watch or an unwatch (see entry.Op).
+func (n *Node) ProposeRequest(ctx context.Context, req entry.Request) *Future {
+	return n.propose(ctx, req)
+}
+
 func (n *Node) propose(ctx context.Context, req entry.Request) *Future {
 	f := newFuture()
 	if !n.waitLeader(ctx) {

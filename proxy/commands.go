@@ -168,6 +168,18 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 			}
 		}
 	}
+	if len(v.Elems) > 8 {
+		s.keySpecs = parseKeySpecs(v.Elems[8])
+	}
+	// A command redis flags readonly may still rewrite a key's encoding
+	// (PFCOUNT caches the cardinality in the HyperLogLog), which its key
+	// specs say (RW): run on one node only, it would make that node's data
+	// differ, so it goes through the log.
+	for _, ks := range s.keySpecs {
+		if readonly && ks.write {
+			write = true
+		}
+	}
 	switch {
 	case blocking:
 		s.class, s.reason = classRefused, reasonBlocking
@@ -191,9 +203,6 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 	}
 	if o, ok := overrides[s.name]; ok {
 		s.class, s.reason = o.class, o.reason
-	}
-	if len(v.Elems) > 8 {
-		s.keySpecs = parseKeySpecs(v.Elems[8])
 	}
 	if len(v.Elems) > 9 && len(v.Elems[9].Elems) > 0 {
 		s.subs = map[string]*spec{}

@@ -13,6 +13,8 @@ import (
 //
 //	sorted:  the reply is an array whose order redis does not define: sort it
 //	approx:  the reply is a time or TTL: only its sign and kind compare
+//
+// An argument $prev stands for the previous reply (a bulk string).
 var families = []struct {
 	name  string
 	lines string
@@ -235,6 +237,43 @@ SELECT 4
 DEL %s:db
 SELECT 16
 SELECT x`},
+	{"scans, dumps and sorting", `
+SELECT 6
+RPUSH %s:l 3 1 2
+SORT %s:l
+SORT %s:l DESC LIMIT 0 2
+SORT_RO %s:l
+SORT %s:l STORE %s:sorted
+LRANGE %s:sorted 0 -1
+SADD %s:s a b c
+sorted:KEYS %s:*
+DBSIZE
+SCAN 0 MATCH %s:* COUNT 1000 TYPE set
+SADD %s:si 3 1 2
+SSCAN %s:si 0
+ZADD %s:z 1 a 2 b
+ZSCAN %s:z 0
+DUMP %s:l
+MEMORY USAGE %s:l
+OBJECT REFCOUNT %s:l
+OBJECT ENCODING %s:s
+SET %s:v value
+DUMP %s:v
+RESTORE %s:v2 100000 $prev
+approx:PTTL %s:v2
+GET %s:v2
+DUMP %s:l
+RESTORE %s:v2 0 $prev
+RESTORE %s:v2 0 $prev REPLACE
+LRANGE %s:v2 0 -1
+TYPE %s:v2
+FLUSHDB
+DBSIZE
+RANDOMKEY
+SET %s:only v
+RANDOMKEY
+SCAN 0
+FLUSHDB`},
 	{"errors", `
 SET %s:str v
 LPUSH %s:str x
@@ -321,15 +360,20 @@ func runFamily(t *testing.T, addr, prefix string, steps []famStep) []string {
 	}
 	defer conn.Close()
 	out := make([]string, len(steps))
+	var prev respValue
 	for i, s := range steps {
 		args := make([]string, len(s.args))
 		for j, a := range s.args {
 			args[j] = strings.ReplaceAll(a, "%s", prefix)
+			if a == "$prev" {
+				args[j] = prev.Str
+			}
 		}
 		v, err := conn.Do(args...)
 		if err != nil {
 			t.Fatalf("%q on %s: %v", args, addr, err)
 		}
+		prev = v
 		switch {
 		case s.approx && v.Kind == ':' && v.Int > 0:
 			out[i] = ":positive"

@@ -15,6 +15,8 @@ type txState struct {
 	db    int
 	cmds  [][][]byte
 	dirty bool // a command was refused while queueing: EXEC aborts
+	// fixes rewrite the replies of some commands (by index) in EXEC's reply.
+	fixes map[int]fixer
 }
 
 var queuedReply = resp.AppendSimple(nil, "QUEUED")
@@ -67,6 +69,18 @@ func (c *conn) queue(args [][]byte) bool {
 			c.emit(o)
 			return true
 		}
+		sp, args, fix, early := c.determinize(sp, args, true)
+		if early != nil {
+			tx.dirty = true
+			c.emit(early)
+			return true
+		}
+		if fix != nil {
+			if tx.fixes == nil {
+				tx.fixes = map[int]fixer{}
+			}
+			tx.fixes[len(tx.cmds)] = fix
+		}
 		tx.cmds = append(tx.cmds, absoluteTimes(sp.name, args, time.Now().UnixMilli()))
 		c.emit(&op{kind: opReply, reply: queuedReply})
 	}
@@ -88,5 +102,9 @@ func (c *conn) exec(tx *txState) *op {
 	now := time.Now()
 	c.waitReads()
 	c.pendingWrites.Add(1)
-	return &op{kind: opWrite, fut: n.ProposeTx(context.Background(), tx.db, tx.cmds), start: now}
+	o := &op{kind: opWrite, fut: n.ProposeTx(context.Background(), tx.db, tx.cmds), start: now}
+	if tx.fixes != nil {
+		o.fix = txFix(tx.fixes)
+	}
+	return o
 }

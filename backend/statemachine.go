@@ -28,12 +28,18 @@ type StateMachine struct {
 	runID           atomic.Pointer[string]
 	kinds           []replyKind
 	raw             []byte
+	// scripts is the script registry the applied log builds (scripts.go).
+	scripts *Scripts
 }
 
 // NewStateMachine returns a state machine for the redis at addr.
 func NewStateMachine(addr string, log *slog.Logger) *StateMachine {
-	return &StateMachine{addr: addr, log: log}
+	return &StateMachine{addr: addr, log: log, scripts: NewScripts()}
 }
+
+// Scripts is the registry of scripts loaded through the log, for the proxy
+// to turn EVALSHA into EVAL.
+func (s *StateMachine) Scripts() *Scripts { return s.scripts }
 
 // RunID is the run_id of the redis the state machine was last rebuilt into;
 // a client connection that finds another run_id must not read from it.
@@ -110,6 +116,7 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 			// A command redis refused to queue makes EXEC answer
 			// EXECABORT, identically on every node.
 		case replyCommand:
+			s.scripts.observe(cmds[i], s.raw)
 			if r := cmds[i].Reply; r != nil {
 				r(append([]byte(nil), s.raw...))
 			}

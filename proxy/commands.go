@@ -56,14 +56,15 @@ type table map[string]*spec
 
 // Reasons given to clients; each names why the command cannot run here.
 const (
-	reasonDiverge   = "would change one node's redis outside the raft log and make nodes diverge"
-	reasonReplicas  = "raftproxy manages replication through raft; redis replication would bypass it"
-	reasonAdmin     = "is an administrative command of the local redis-server and is not available through raftproxy"
-	reasonRandom    = "has a random effect that would differ between nodes"
-	reasonNotYet    = "is not supported by raftproxy yet"
-	reasonBlocking  = "blocks, and blocking commands are not supported by raftproxy yet"
-	reasonPubSub    = "pub/sub is not supported by raftproxy yet"
-	reasonScripting = "scripts and functions are not supported by raftproxy yet"
+	reasonDiverge  = "would change one node's redis outside the raft log and make nodes diverge"
+	reasonReplicas = "raftproxy manages replication through raft; redis replication would bypass it"
+	reasonAdmin    = "is an administrative command of the local redis-server and is not available through raftproxy"
+	reasonRandom   = "has a random effect that would differ between nodes"
+	reasonNotYet   = "is not supported by raftproxy yet"
+	reasonBlocking = "blocks, and blocking commands are not supported by raftproxy yet"
+	reasonPubSub   = "pub/sub is not supported by raftproxy yet"
+	reasonKill     = "could stop a script from the raft log on this node only (redis kills any script that has not written yet) and make nodes diverge"
+	reasonClock    = "compares idle times with each node's clock and would claim different entries on different nodes"
 )
 
 // overrides are raftproxy's own rules, applied after redis's flags.
@@ -102,10 +103,19 @@ var overrides = map[string]struct {
 
 	"multi": {classProxy, ""}, "exec": {classProxy, ""}, "discard": {classProxy, ""},
 	"watch": {classProxy, ""}, "unwatch": {classProxy, ""},
-	"eval": {classRefused, reasonScripting}, "evalsha": {classRefused, reasonScripting},
-	"eval_ro": {classRefused, reasonScripting}, "evalsha_ro": {classRefused, reasonScripting},
-	"fcall": {classRefused, reasonScripting}, "fcall_ro": {classRefused, reasonScripting},
-	"script": {classRefused, reasonScripting}, "function": {classRefused, reasonScripting},
+
+	// Scripts, functions and random writes: see scripts.go and random.go.
+	"eval": {classWrite, ""}, "evalsha": {classWrite, ""}, "fcall": {classWrite, ""},
+	"eval_ro": {classRead, ""}, "evalsha_ro": {classRead, ""}, "fcall_ro": {classRead, ""},
+	"script|load": {classWrite, ""}, "script|flush": {classWrite, ""}, "script|exists": {classRead, ""},
+	"script|kill": {classRefused, reasonKill}, "script|debug": {classRefused, reasonNotYet}, "script|help": {classLocal, ""},
+	"function|load": {classWrite, ""}, "function|delete": {classWrite, ""}, "function|flush": {classWrite, ""},
+	"function|restore": {classRefused, "is not supported by raftproxy yet: its payload may hold libraries without raftproxy's determinism prelude; use FUNCTION LOAD"},
+	"function|list":    {classRead, ""}, "function|dump": {classRead, ""}, "function|stats": {classLocal, ""},
+	"function|kill": {classRefused, reasonKill}, "function|help": {classLocal, ""},
+	"spop": {classWrite, ""}, "xadd": {classWrite, ""}, "xtrim": {classWrite, ""},
+	"xclaim": {classRefused, reasonClock}, "xautoclaim": {classRefused, reasonClock},
+	"migrate":   {classRefused, "moves keys to another redis-server outside the raft log"},
 	"subscribe": {classRefused, reasonPubSub}, "psubscribe": {classRefused, reasonPubSub},
 	"ssubscribe": {classRefused, reasonPubSub}, "unsubscribe": {classRefused, reasonPubSub},
 	"punsubscribe": {classRefused, reasonPubSub}, "sunsubscribe": {classRefused, reasonPubSub},

@@ -77,7 +77,11 @@ func TestClassify(t *testing.T) {
 		{"CLIENT ID", classLocal}, {"COMMAND", classLocal},
 		{"CONFIG SET maxmemory 1", classRefused}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classRefused},
 		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classRefused},
-		{"SPOP s", classRefused}, {"BLPOP l 0", classRefused}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classProxy}, {"EVAL x 0", classRefused},
+		{"SPOP s", classWrite}, {"BLPOP l 0", classRefused}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classProxy}, {"EVAL x 0", classWrite},
+		{"EVAL_RO x 0", classRead}, {"EVALSHA x 0", classWrite}, {"FCALL f 0", classWrite}, {"FCALL_RO f 0", classRead},
+		{"SCRIPT LOAD x", classWrite}, {"SCRIPT EXISTS x", classRead}, {"SCRIPT FLUSH", classWrite}, {"SCRIPT KILL", classRefused},
+		{"FUNCTION LOAD x", classWrite}, {"FUNCTION LIST", classRead}, {"FUNCTION KILL", classRefused}, {"FUNCTION STATS", classLocal},
+		{"XADD s 1-1 f v", classWrite}, {"XCLAIM s g c 0 1-1", classRefused}, {"MIGRATE h 1 k 0 0", classRefused},
 		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classRefused},
 		{"XREAD STREAMS s 0", classRefused}, {"WAIT 1 0", classRefused}, {"SYNC", classRefused},
 		// Commands redis does not list (a module's) are writes.

@@ -39,6 +39,7 @@ type op struct {
 	args  [][]byte
 	db    int
 	start time.Time
+	fix   fixer // rewrites the reply (scripts.go); nil for most commands
 }
 
 // conn is one client connection: a reader goroutine parses and dispatches
@@ -210,6 +211,17 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 	if refused != nil {
 		return refused
 	}
+	sp, args, fix, early := c.determinize(sp, args, false)
+	if early != nil {
+		return early
+	}
+	o := c.route(n, sp, args)
+	o.fix = fix
+	return o
+}
+
+// route sends a data command to the log or queues it as a read.
+func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
 	now := time.Now()
 	if sp.class == classRead {
 		if c.pendingWrites.Load() > 0 {
@@ -391,6 +403,9 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 		w.Write(resp.AppendError(c.raw[:0], errorText(err, o.kind == opLogRead)))
 		return
 	}
+	if o.fix != nil {
+		raw = o.fix(raw)
+	}
 	w.Write(raw)
 }
 
@@ -409,6 +424,9 @@ func (c *conn) readShared(w *bufio.Writer, o *op) {
 	if r.err != nil {
 		w.Write(resp.AppendError(c.raw[:0], errorText(r.err, true)))
 		return
+	}
+	if o.fix != nil {
+		r.reply = o.fix(r.reply)
 	}
 	w.Write(r.reply)
 }
@@ -559,6 +577,9 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n *raftnode.
 		if errs[i] != "" {
 			w.Write(resp.AppendError(c.raw[:0], errs[i]))
 			continue
+		}
+		if batch[i].fix != nil {
+			replies[i] = batch[i].fix(replies[i])
 		}
 		w.Write(replies[i])
 	}

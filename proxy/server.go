@@ -36,6 +36,9 @@ type Config struct {
 	Logger      *slog.Logger
 	// Settings backs RAFT.CONFIG; nil disables it.
 	Settings *Settings
+	// Scripts finds scripts loaded through the log, to turn EVALSHA into
+	// EVAL; nil: every EVALSHA gets NOSCRIPT.
+	Scripts ScriptRegistry
 }
 
 // Server is the client-facing RESP server of one node.

@@ -17,6 +17,8 @@ type txState struct {
 	db    int
 	cmds  [][][]byte
 	dirty bool // a command was refused while queueing: EXEC aborts
+	// fixes rewrite the replies of some commands (by index) in EXEC's reply.
+	fixes map[int]fixer
 }
 
 var queuedReply = resp.AppendSimple(nil, "QUEUED")
@@ -75,6 +77,18 @@ func (c *conn) queue(args [][]byte) bool {
 			c.emit(o)
 			return true
 		}
+		sp, args, fix, early := c.determinize(sp, args, true)
+		if early != nil {
+			tx.dirty = true
+			c.emit(early)
+			return true
+		}
+		if fix != nil {
+			if tx.fixes == nil {
+				tx.fixes = map[int]fixer{}
+			}
+			tx.fixes[len(tx.cmds)] = fix
+		}
 		tx.cmds = append(tx.cmds, absoluteTimes(sp.name, args, time.Now().UnixMilli()))
 		c.emit(&op{kind: opReply, reply: queuedReply})
 	}
@@ -103,7 +117,11 @@ func (c *conn) exec(tx *txState) *op {
 	c.waitReads()
 	c.pendingWrites.Add(1)
 	req := entry.Request{DB: tx.db, Op: entry.OpTx, Tx: tx.cmds, Watch: watch}
-	return &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), req), start: now}
+	o := &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), req), start: now}
+	if tx.fixes != nil {
+		o.fix = txFix(tx.fixes)
+	}
+	return o
 }
 
 // watchKeys handles WATCH: the keys join this connection's watch through

@@ -241,6 +241,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		FollowerProxy: o.followerProxy,
 		Timeout:       host.Tunables().Timeout,
 		Logger:        log,
+		Scripts:       sm.Scripts(),
 	})
 	if err != nil {
 		return err

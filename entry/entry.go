@@ -15,16 +15,33 @@ import (
 
 // version is the first byte of every encoded entry; bump it when the layout
 // changes so old nodes refuse new entries instead of misreading them.
-// Version 2 added transactions; version 1 entries decode unchanged.
-const version = 2
+// Version 2 added transactions. Version 3 added the reply protocol: a
+// request's database number is encoded as db<<1 | resp3, so a request costs
+// no extra byte (databases 0-63 still fit in one). Versions 1 and 2 decode
+// unchanged, as RESP2 requests.
+const version = 3
 
 // Request is one client command with the database it runs in, or a
 // transaction: then Tx holds its commands, all run in DB between MULTI and
 // EXEC, and Args is empty.
+//
+// RESP3 says the proposing client speaks RESP3 (HELLO 3), so the node that
+// replies must run the request on a RESP3 connection. Every node switches
+// its apply connection alike; the protocol changes replies, never data.
 type Request struct {
-	DB   int
-	Args [][]byte
-	Tx   [][][]byte
+	DB    int
+	Args  [][]byte
+	Tx    [][][]byte
+	RESP3 bool
+}
+
+// dbField is the encoding of a request's database and protocol.
+func (r *Request) dbField() uint64 {
+	f := uint64(r.DB) << 1
+	if r.RESP3 {
+		f |= 1
+	}
+	return f
 }
 
 // Entry is a batch of requests proposed by one node.
@@ -48,7 +65,7 @@ var ErrCorrupt = errors.New("corrupt log entry")
 func (e *Entry) Size() int {
 	n := 1 + uvarintLen(e.Node) + uvarintLen(e.Seq) + varintLen(e.TimeMs) + uvarintLen(uint64(len(e.Reqs)))
 	for _, r := range e.Reqs {
-		n += uvarintLen(uint64(r.DB))
+		n += uvarintLen(r.dbField())
 		if len(r.Tx) == 0 {
 			n += argsSize(r.Args)
 			continue
@@ -82,7 +99,7 @@ func (e *Entry) Marshal(dst []byte) []byte {
 	dst = binary.AppendVarint(dst, e.TimeMs)
 	dst = binary.AppendUvarint(dst, uint64(len(e.Reqs)))
 	for _, r := range e.Reqs {
-		dst = binary.AppendUvarint(dst, uint64(r.DB))
+		dst = binary.AppendUvarint(dst, r.dbField())
 		if len(r.Tx) == 0 {
 			dst = appendArgs(dst, r.Args)
 			continue
@@ -112,7 +129,7 @@ func Unmarshal(data []byte) (Entry, error) {
 	d := decoder{b: data}
 	var e Entry
 	v := d.byte()
-	if v != 1 && v != version {
+	if v < 1 || v > version {
 		return e, fmt.Errorf("%w: unknown version %d", ErrCorrupt, v)
 	}
 	e.Node = d.uvarint()
@@ -125,7 +142,11 @@ func Unmarshal(data []byte) (Entry, error) {
 	e.Reqs = make([]Request, n)
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
-		r.DB = int(d.uvarint())
+		if db := d.uvarint(); v < 3 {
+			r.DB = int(db)
+		} else {
+			r.DB, r.RESP3 = int(db>>1), db&1 == 1
+		}
 		r.Args = d.args()
 		if len(r.Args) == 0 && d.err == nil && v < 2 {
 			d.err = fmt.Errorf("%w: empty command", ErrCorrupt)

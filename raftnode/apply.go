@@ -362,7 +362,7 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 			pend = nil
 		}
 		for i, r := range b.Reqs {
-			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx}
+			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx, RESP3: r.RESP3}
 			if pend != nil {
 				c.Reply = replier(a.n.prop, b.Seq, pend, i)
 			}

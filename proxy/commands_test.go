@@ -74,11 +74,15 @@ func TestClassify(t *testing.T) {
 		{"PING", classProxy}, {"ECHO x", classProxy}, {"SELECT 1", classProxy}, {"HELLO 2", classProxy},
 		{"QUIT", classProxy}, {"RAFT.INFO", classProxy}, {"RAFT.CLUSTER INIT", classProxy},
 		{"INFO", classLocal}, {"TIME", classLocal}, {"COMMAND COUNT", classLocal}, {"CONFIG GET maxmemory", classLocal},
-		{"CLIENT ID", classLocal}, {"COMMAND", classLocal},
+		{"CLIENT ID", classProxy}, {"COMMAND", classLocal},
 		{"CONFIG SET maxmemory 1", classRefused}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classRefused},
 		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classRefused},
 		{"SPOP s", classRefused}, {"BLPOP l 0", classRefused}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classRefused}, {"EVAL x 0", classRefused},
-		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classRefused},
+		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classProxy},
+		// Connection-level commands (client.go); SETINFO and NO-TOUCH even
+		// when the local redis (7.0) does not know them.
+		{"CLIENT SETINFO LIB-NAME x", classProxy}, {"CLIENT NO-TOUCH on", classProxy}, {"CLIENT LIST", classProxy},
+		{"RESET", classProxy}, {"AUTH default x", classProxy}, {"CLIENT HELP", classLocal}, {"CLIENT PAUSE 1", classRefused},
 		{"XREAD STREAMS s 0", classRefused}, {"WAIT 1 0", classRefused}, {"SYNC", classRefused},
 	}
 	for _, tt := range tests {

@@ -46,6 +46,10 @@ func (c *conn) queue(args [][]byte) bool {
 		return true
 	case "quit":
 		return c.proxyCommand(sp.name, args)
+	case "reset":
+		// RESET is not queued: it ends the transaction at once, as in redis.
+		_, open := c.clientCommand(sp.name, args)
+		return open
 	case "ping", "echo":
 		// Redis runs them inside the transaction; so does every node.
 		tx.cmds = append(tx.cmds, args)
@@ -88,5 +92,5 @@ func (c *conn) exec(tx *txState) *op {
 	now := time.Now()
 	c.waitReads()
 	c.pendingWrites.Add(1)
-	return &op{kind: opWrite, fut: n.ProposeTx(context.Background(), tx.db, tx.cmds), start: now}
+	return &op{kind: opWrite, fut: n.ProposeTx(context.Background(), tx.db, tx.cmds, c.client.resp3), start: now}
 }

@@ -49,6 +49,12 @@ type clientInfo struct {
 	last  time.Time
 }
 
+// initClient sets up a new connection's client state.
+func (c *conn) initClient(nc net.Conn) {
+	c.client.cmd = "NULL" // as redis shows a client that has sent nothing
+	c.info.init(nc)
+}
+
 func (i *clientInfo) init(nc net.Conn) {
 	i.addr, i.laddr = nc.RemoteAddr().String(), nc.LocalAddr().String()
 	if nc.RemoteAddr().Network() == "unix" {
@@ -257,14 +263,14 @@ func authenticate(user, _ []byte) *op {
 	return errReply("WRONGPASS invalid username-password pair or user is disabled.")
 }
 
-// reset is RESET: the connection as new, except its id and library.
+// reset is RESET: the connection as new, except its id, its library and,
+// as in redis 7.0, NO-EVICT and NO-TOUCH.
 func (c *conn) reset() {
 	c.tx = nil
 	c.db = 0
 	c.client.resp3 = false
 	c.client.name = ""
 	c.client.replyOff, c.client.skipNext = false, false
-	c.client.noEvict, c.client.noTouch = false, false
 }
 
 func (c *conn) nameReply() []byte {

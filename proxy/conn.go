@@ -98,7 +98,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	c := &conn{s: s, nc: nc, id: s.nextID.Add(1), rd: resp.NewReader(nc, 16<<10), w: bufio.NewWriterSize(nc, 32<<10),
 		ops: make(chan *op, 1024), readsRan: make(chan struct{}, 1)}
-	c.info.init(nc)
+	c.initClient(nc)
 	return c
 }
 

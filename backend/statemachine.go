@@ -71,6 +71,7 @@ type replyKind uint8
 
 const (
 	replySelect  replyKind = iota // a SELECT the connection needed: must be +OK
+	replyHello                    // a HELLO switching the protocol: must not be an error
 	replyQueued                   // MULTI's +OK or a +QUEUED: the answer comes with EXEC
 	replyCommand                  // a command's (or EXEC's) reply, for its client
 )
@@ -89,6 +90,16 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 		}
 		if sel {
 			s.kinds = append(s.kinds, replySelect)
+		}
+		// Each request runs in the protocol its client speaks; the switch
+		// happens only when it changes, so a run of one protocol costs
+		// nothing, and every node switches at the same commands.
+		hello, err := s.conn.Protocol(c.RESP3)
+		if err != nil {
+			return fmt.Errorf("write to redis: %w", err)
+		}
+		if hello {
+			s.kinds = append(s.kinds, replyHello)
 		}
 		if err := s.write(c); err != nil {
 			return fmt.Errorf("write to redis: %w", err)
@@ -111,6 +122,10 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 		case replySelect:
 			if len(s.raw) == 0 || s.raw[0] != '+' {
 				return fmt.Errorf("redis SELECT failed: %q", s.raw)
+			}
+		case replyHello:
+			if len(s.raw) == 0 || s.raw[0] == '-' || s.raw[0] == '!' {
+				return fmt.Errorf("redis HELLO failed: %q", s.raw)
 			}
 		case replyQueued:
 			// A command redis refused to queue makes EXEC answer

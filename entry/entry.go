@@ -15,8 +15,10 @@ import (
 
 // version is the first byte of every encoded entry; bump it when the layout
 // changes so old nodes refuse new entries instead of misreading them.
-// Version 2 added transactions, version 3 watches; older entries decode
-// unchanged.
+// Version 2 added transactions. Version 3 added watches (Op, Watch) and the
+// reply protocol: a request's database number is encoded as db<<1 | resp3,
+// so the protocol costs no extra byte (databases 0-63 still fit in one).
+// Versions 1 and 2 decode unchanged, as RESP2 requests.
 const version = 3
 
 // Op is what a request does.
@@ -37,12 +39,26 @@ const (
 // Request is one client command with the database it runs in, a
 // transaction, or a change to a watch (WATCH's bookkeeping, which every
 // node's applier keeps from the log alone; see raftnode).
+//
+// RESP3 says the proposing client speaks RESP3 (HELLO 3), so the node that
+// replies must run the request on a RESP3 connection. Every node switches
+// its apply connection alike; the protocol changes replies, never data.
 type Request struct {
 	DB    int
 	Op    Op
 	Args  [][]byte
 	Tx    [][][]byte
 	Watch uint64
+	RESP3 bool
+}
+
+// dbField is the encoding of a request's database and protocol.
+func (r *Request) dbField() uint64 {
+	f := uint64(r.DB) << 1
+	if r.RESP3 {
+		f |= 1
+	}
+	return f
 }
 
 // isTx reports whether r is encoded as a transaction; a request built with
@@ -71,7 +87,7 @@ func (e *Entry) Size() int {
 	n := 1 + uvarintLen(e.Node) + uvarintLen(e.Seq) + varintLen(e.TimeMs) + uvarintLen(uint64(len(e.Reqs)))
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
-		n += uvarintLen(uint64(r.DB))
+		n += uvarintLen(r.dbField())
 		switch {
 		case r.isTx():
 			n += 2 + uvarintLen(r.Watch) + uvarintLen(uint64(len(r.Tx)))
@@ -111,7 +127,7 @@ func (e *Entry) Marshal(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(e.Reqs)))
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
-		dst = binary.AppendUvarint(dst, uint64(r.DB))
+		dst = binary.AppendUvarint(dst, r.dbField())
 		if !r.isTx() && r.Op != OpWatch && r.Op != OpUnwatch {
 			dst = appendArgs(dst, r.Args)
 			continue
@@ -166,7 +182,11 @@ func Unmarshal(data []byte) (Entry, error) {
 	e.Reqs = make([]Request, n)
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
-		r.DB = int(d.uvarint())
+		if db := d.uvarint(); v >= 3 {
+			r.DB, r.RESP3 = int(db>>1), db&1 == 1
+		} else {
+			r.DB = int(db)
+		}
 		r.Args = d.args()
 		if len(r.Args) == 0 && d.err == nil && v < 2 {
 			d.err = fmt.Errorf("%w: empty command", ErrCorrupt)

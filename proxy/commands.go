@@ -65,6 +65,8 @@ const (
 	reasonPubSub   = "pub/sub is not supported by raftproxy yet"
 	reasonKill     = "could stop a script from the raft log on this node only (redis kills any script that has not written yet) and make nodes diverge"
 	reasonClock    = "compares idle times with each node's clock and would claim different entries on different nodes"
+	reasonPause    = "is not supported by raftproxy yet: pausing the local redis would stall this node's log applier, not the cluster's clients"
+	reasonTracking = "is not supported by raftproxy yet: client-side caching needs invalidations for writes from every node"
 )
 
 // overrides are raftproxy's own rules, applied after redis's flags.
@@ -73,7 +75,7 @@ var overrides = map[string]struct {
 	reason string
 }{
 	"ping": {classProxy, ""}, "echo": {classProxy, ""}, "quit": {classProxy, ""},
-	"hello": {classProxy, ""}, "select": {classProxy, ""}, "reset": {classRefused, reasonNotYet},
+	"hello": {classProxy, ""}, "select": {classProxy, ""}, "reset": {classProxy, ""}, "auth": {classProxy, ""},
 	"command": {classLocal, ""}, "info": {classLocal, ""}, "time": {classLocal, ""},
 
 	"config|set": {classRefused, reasonDiverge}, "config|rewrite": {classRefused, reasonDiverge},
@@ -88,14 +90,15 @@ var overrides = map[string]struct {
 	"wait":    {classRefused, "is not needed: raftproxy acknowledges a write only once a majority has it on disk"},
 	"waitaof": {classRefused, "is not needed: raftproxy acknowledges a write only once a majority has it on disk"},
 	"cluster": {classRefused, reasonNotYet}, "readonly": {classRefused, reasonNotYet}, "readwrite": {classRefused, reasonNotYet},
-	"auth": {classRefused, reasonNotYet},
 
-	"client|kill": {classRefused, reasonDiverge}, "client|pause": {classRefused, reasonDiverge},
-	"client|unpause": {classRefused, reasonDiverge}, "client|no-evict": {classRefused, reasonDiverge},
-	"client|no-touch": {classRefused, reasonDiverge}, "client|reply": {classRefused, reasonNotYet},
-	"client|tracking": {classRefused, reasonNotYet}, "client|caching": {classRefused, reasonNotYet},
-	"client|getredir": {classRefused, reasonNotYet}, "client|trackinginfo": {classRefused, reasonNotYet},
-	"client|unblock": {classRefused, reasonNotYet}, "client|list": {classLocal, ""}, "client|info": {classLocal, ""},
+	// CLIENT is about the client's connection to the proxy (proxy/client.go).
+	"client|id": {classProxy, ""}, "client|info": {classProxy, ""}, "client|list": {classProxy, ""},
+	"client|setname": {classProxy, ""}, "client|getname": {classProxy, ""}, "client|setinfo": {classProxy, ""},
+	"client|kill": {classProxy, ""}, "client|reply": {classProxy, ""}, "client|no-evict": {classProxy, ""},
+	"client|no-touch": {classProxy, ""}, "client|getredir": {classProxy, ""}, "client|trackinginfo": {classProxy, ""},
+	"client|unblock": {classProxy, ""}, "client|help": {classLocal, ""},
+	"client|pause": {classRefused, reasonPause}, "client|unpause": {classRefused, reasonPause},
+	"client|tracking": {classRefused, reasonTracking}, "client|caching": {classRefused, reasonTracking},
 	"acl":         {classRefused, reasonNotYet},
 	"slowlog|get": {classLocal, ""}, "slowlog|len": {classLocal, ""}, "slowlog|reset": {classLocal, ""},
 	"latency": {classLocal, ""}, "memory|doctor": {classLocal, ""}, "memory|stats": {classLocal, ""},
@@ -148,6 +151,7 @@ func buildTable(commandReply resp.Value) (table, error) {
 	for _, s := range raftCommands {
 		t[s.name] = s
 	}
+	addClientSubcommands(t)
 	return t, nil
 }
 

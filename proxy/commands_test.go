@@ -74,7 +74,7 @@ func TestClassify(t *testing.T) {
 		{"PING", classProxy}, {"ECHO x", classProxy}, {"SELECT 1", classProxy}, {"HELLO 2", classProxy},
 		{"QUIT", classProxy}, {"RAFT.INFO", classProxy}, {"RAFT.CLUSTER INIT", classProxy},
 		{"INFO", classLocal}, {"TIME", classLocal}, {"COMMAND COUNT", classLocal}, {"CONFIG GET maxmemory", classLocal},
-		{"CLIENT ID", classLocal}, {"COMMAND", classLocal},
+		{"CLIENT ID", classProxy}, {"COMMAND", classLocal},
 		{"CONFIG SET maxmemory 1", classRefused}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classRefused},
 		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classRefused},
 		{"SPOP s", classWrite}, {"BLPOP l 0", classRefused}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classProxy}, {"EVAL x 0", classWrite},
@@ -82,7 +82,11 @@ func TestClassify(t *testing.T) {
 		{"SCRIPT LOAD x", classWrite}, {"SCRIPT EXISTS x", classRead}, {"SCRIPT FLUSH", classWrite}, {"SCRIPT KILL", classRefused},
 		{"FUNCTION LOAD x", classWrite}, {"FUNCTION LIST", classRead}, {"FUNCTION KILL", classRefused}, {"FUNCTION STATS", classLocal},
 		{"XADD s 1-1 f v", classWrite}, {"XCLAIM s g c 0 1-1", classRefused}, {"MIGRATE h 1 k 0 0", classRefused},
-		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classRefused},
+		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classProxy},
+		// Connection-level commands (client.go); SETINFO and NO-TOUCH even
+		// when the local redis (7.0) does not know them.
+		{"CLIENT SETINFO LIB-NAME x", classProxy}, {"CLIENT NO-TOUCH on", classProxy}, {"CLIENT LIST", classProxy},
+		{"RESET", classProxy}, {"AUTH default x", classProxy}, {"CLIENT HELP", classLocal}, {"CLIENT PAUSE 1", classRefused},
 		{"XREAD STREAMS s 0", classRefused}, {"WAIT 1 0", classRefused}, {"SYNC", classRefused},
 		// Commands redis does not list (a module's) are writes.
 		{"NOSUCH a b", classWrite}, {"mymodule.set k v", classWrite},

@@ -56,6 +56,10 @@ func (c *conn) queue(args [][]byte) bool {
 		return true
 	case "quit":
 		return c.proxyCommand(sp.name, args)
+	case "reset":
+		// RESET is not queued: it ends the transaction at once, as in redis.
+		_, open := c.clientCommand(sp.name, args)
+		return open
 	case "ping", "echo":
 		// Redis runs them inside the transaction; so does every node.
 		tx.cmds = append(tx.cmds, args)
@@ -116,7 +120,7 @@ func (c *conn) exec(tx *txState) *op {
 	now := time.Now()
 	c.waitReads()
 	c.pendingWrites.Add(1)
-	req := entry.Request{DB: tx.db, Op: entry.OpTx, Tx: tx.cmds, Watch: watch}
+	req := entry.Request{DB: tx.db, Op: entry.OpTx, Tx: tx.cmds, Watch: watch, RESP3: c.client.resp3}
 	o := &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), req), start: now}
 	if tx.fixes != nil {
 		o.fix = txFix(tx.fixes)

@@ -333,6 +333,7 @@ var (
 	reorderedReply = resp.AppendError(nil, "TRYAGAIN "+ErrReordered.Error())
 	okReply        = resp.AppendSimple(nil, "OK")
 	abortedReply   = []byte("*-1\r\n") // EXEC's reply when a watched key was written
+	abortedReply3  = []byte("_\r\n")   // the same in RESP3
 	emptyTxReply   = resp.AppendArrayLen(nil, 0)
 )
 
@@ -357,6 +358,9 @@ func (a *applier) watchOnly(r entry.Request, reply func([]byte)) bool {
 		return answer(okReply)
 	case len(r.Tx) > 0 || r.Op == entry.OpTx:
 		if r.Watch != 0 && !ws.exec(r.Watch) {
+			if r.RESP3 {
+				return answer(abortedReply3)
+			}
 			return answer(abortedReply)
 		}
 		if len(r.Tx) == 0 {
@@ -420,7 +424,7 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 			pend = nil
 		}
 		for i, r := range b.Reqs {
-			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx}
+			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx, RESP3: r.RESP3}
 			if pend != nil {
 				c.Reply = replier(a.n.prop, b.Seq, pend, i)
 			}

@@ -56,6 +56,9 @@ type Command struct {
 	// Tx, when set, makes the command a transaction: its commands run
 	// between MULTI and EXEC, Args is empty and Reply gets EXEC's reply.
 	Tx [][][]byte
+	// RESP3: the proposing client speaks RESP3, so the command must run on
+	// a RESP3 connection for its reply to be in the client's protocol.
+	RESP3 bool
 	// Reply receives the raw RESP reply; nil when no client waits for it.
 	Reply func(raw []byte)
 }

@@ -2,13 +2,18 @@
 GO ?= go
 BIN := bin/raftproxy
 
-.PHONY: all build run stop status clean test unit integration fuzz bench bench-go bench-memory soak deps chaos
+.PHONY: all build run stop status clean test unit integration fuzz bench bench-go bench-memory soak deps chaos docs
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/raftproxy
 	$(GO) build -o bin/raftbench ./cmd/raftbench
+
+# Regenerates docs/COMMANDS.md from the command table (a unit test fails
+# when it is out of date).
+docs: deps
+	$(GO) run ./cmd/commanddoc -out docs/COMMANDS.md
 
 # Installs what the project needs from the system (redis-server) if missing.
 deps:

@@ -7,7 +7,7 @@ import (
 )
 
 func TestNoteConfig(t *testing.T) {
-	var m machineState
+	var rc replicatedConfig
 	for _, tc := range []struct {
 		cmd, reply string
 	}{
@@ -22,12 +22,12 @@ func TestNoteConfig(t *testing.T) {
 		for _, f := range strings.Fields(tc.cmd) {
 			args = append(args, []byte(f))
 		}
-		m.noteConfig(args, []byte(tc.reply))
+		rc.note(args, []byte(tc.reply))
 	}
 	// Aliases keep the order they were set in, so the last one set wins
 	// when they are set again.
 	want := []configParam{{"slowlog-max-len", "5"}, {"hash-max-listpack-entries", "20"}, {"hash-max-ziplist-entries", "30"}}
-	got, _ := json.Marshal(m.Config)
+	got, _ := json.Marshal(rc.list())
 	exp, _ := json.Marshal(want)
 	if string(got) != string(exp) {
 		t.Errorf("recorded %s, want %s", got, exp)

@@ -24,6 +24,9 @@ type Conn struct {
 	w   *bufio.Writer
 	buf []byte
 	db  int
+	// resp3: the connection speaks RESP3 (a HELLO 3 was sent). A new
+	// connection speaks RESP2.
+	resp3 bool
 }
 
 // network tells a unix socket path from a host:port.
@@ -68,6 +71,30 @@ func (c *Conn) Select(db int) (bool, error) {
 		return false, err
 	}
 	c.db = db
+	return true, nil
+}
+
+var (
+	cmdHello2 = resp.AppendCommandStrings(nil, "HELLO", "2")
+	cmdHello3 = resp.AppendCommandStrings(nil, "HELLO", "3")
+)
+
+// Protocol buffers a HELLO 2 or HELLO 3 when the connection does not speak
+// the protocol asked for (RESP3 when resp3 is set). It reports whether it
+// did, so the caller skips that reply (HELLO's map), as with Select. The
+// switch changes only how redis encodes replies, never data.
+func (c *Conn) Protocol(resp3 bool) (bool, error) {
+	if resp3 == c.resp3 {
+		return false, nil
+	}
+	cmd := cmdHello2
+	if resp3 {
+		cmd = cmdHello3
+	}
+	if _, err := c.w.Write(cmd); err != nil {
+		return false, err
+	}
+	c.resp3 = resp3
 	return true, nil
 }
 

@@ -28,15 +28,20 @@ type StateMachine struct {
 	runID           atomic.Pointer[string]
 	kinds           []replyKind
 	raw             []byte
-	// state is the replicated state redis does not keep (config.go); only
-	// the applier's goroutine touches it.
-	state machineState
+	// scripts is the script registry the applied log builds (scripts.go).
+	scripts *Scripts
+	// config is what CONFIG SET through the log set (config.go).
+	config replicatedConfig
 }
 
 // NewStateMachine returns a state machine for the redis at addr.
 func NewStateMachine(addr string, log *slog.Logger) *StateMachine {
-	return &StateMachine{addr: addr, log: log}
+	return &StateMachine{addr: addr, log: log, scripts: NewScripts()}
 }
+
+// Scripts is the registry of scripts loaded through the log, for the proxy
+// to turn EVALSHA into EVAL.
+func (s *StateMachine) Scripts() *Scripts { return s.scripts }
 
 // RunID is the run_id of the redis the state machine was last rebuilt into;
 // a client connection that finds another run_id must not read from it.
@@ -68,6 +73,7 @@ type replyKind uint8
 
 const (
 	replySelect  replyKind = iota // a SELECT the connection needed: must be +OK
+	replyHello                    // a HELLO switching the protocol: must not be an error
 	replyQueued                   // MULTI's +OK or a +QUEUED: the answer comes with EXEC
 	replyCommand                  // a command's (or EXEC's) reply, for its client
 )
@@ -86,6 +92,16 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 		}
 		if sel {
 			s.kinds = append(s.kinds, replySelect)
+		}
+		// Each request runs in the protocol its client speaks; the switch
+		// happens only when it changes, so a run of one protocol costs
+		// nothing, and every node switches at the same commands.
+		hello, err := s.conn.Protocol(c.RESP3)
+		if err != nil {
+			return fmt.Errorf("write to redis: %w", err)
+		}
+		if hello {
+			s.kinds = append(s.kinds, replyHello)
 		}
 		if err := s.write(c); err != nil {
 			return fmt.Errorf("write to redis: %w", err)
@@ -109,11 +125,16 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 			if len(s.raw) == 0 || s.raw[0] != '+' {
 				return fmt.Errorf("redis SELECT failed: %q", s.raw)
 			}
+		case replyHello:
+			if len(s.raw) == 0 || s.raw[0] == '-' || s.raw[0] == '!' {
+				return fmt.Errorf("redis HELLO failed: %q", s.raw)
+			}
 		case replyQueued:
 			// A command redis refused to queue makes EXEC answer
 			// EXECABORT, identically on every node.
 		case replyCommand:
-			s.state.noteConfig(cmds[i].Args, s.raw)
+			s.scripts.observe(cmds[i], s.raw)
+			s.config.note(cmds[i].Args, s.raw)
 			if r := cmds[i].Reply; r != nil {
 				r(append([]byte(nil), s.raw...))
 			}

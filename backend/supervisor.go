@@ -65,6 +65,9 @@ func (s *Supervisor) startOnce() error {
 		"--daemonize", "no",
 		"--logfile", filepath.Join(s.dir, "redis.log"),
 	)
+	// Redis compares strings with strcoll (SORT ALPHA, and Lua's < in the
+	// scripts that sort for determinism): every node must collate alike.
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	// The redis must not outlive raftproxy, even after kill -9.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -15,17 +15,55 @@ import (
 
 // version is the first byte of every encoded entry; bump it when the layout
 // changes so old nodes refuse new entries instead of misreading them.
-// Version 2 added transactions; version 1 entries decode unchanged.
-const version = 2
+// Version 2 added transactions. Version 3 added watches (Op, Watch) and the
+// reply protocol: a request's database number is encoded as db<<1 | resp3,
+// so the protocol costs no extra byte (databases 0-63 still fit in one).
+// Versions 1 and 2 decode unchanged, as RESP2 requests.
+const version = 3
 
-// Request is one client command with the database it runs in, or a
-// transaction: then Tx holds its commands, all run in DB between MULTI and
-// EXEC, and Args is empty.
+// Op is what a request does.
+type Op uint8
+
+const (
+	// OpCommand runs Args.
+	OpCommand Op = iota
+	// OpTx runs Tx's commands between MULTI and EXEC, provided the keys of
+	// the watch Watch (if not 0) were not written since they were watched.
+	OpTx
+	// OpWatch adds the keys in Args (in DB) to the watch Watch.
+	OpWatch
+	// OpUnwatch forgets the watch Watch.
+	OpUnwatch
+)
+
+// Request is one client command with the database it runs in, a
+// transaction, or a change to a watch (WATCH's bookkeeping, which every
+// node's applier keeps from the log alone; see raftnode).
+//
+// RESP3 says the proposing client speaks RESP3 (HELLO 3), so the node that
+// replies must run the request on a RESP3 connection. Every node switches
+// its apply connection alike; the protocol changes replies, never data.
 type Request struct {
-	DB   int
-	Args [][]byte
-	Tx   [][][]byte
+	DB    int
+	Op    Op
+	Args  [][]byte
+	Tx    [][][]byte
+	Watch uint64
+	RESP3 bool
 }
+
+// dbField is the encoding of a request's database and protocol.
+func (r *Request) dbField() uint64 {
+	f := uint64(r.DB) << 1
+	if r.RESP3 {
+		f |= 1
+	}
+	return f
+}
+
+// isTx reports whether r is encoded as a transaction; a request built with
+// Tx but no Op is one.
+func (r *Request) isTx() bool { return r.Op == OpTx || (r.Op == OpCommand && len(r.Tx) > 0) }
 
 // Entry is a batch of requests proposed by one node.
 //
@@ -47,15 +85,21 @@ var ErrCorrupt = errors.New("corrupt log entry")
 // (raft's log) until a snapshot, so its buffer is allocated exactly.
 func (e *Entry) Size() int {
 	n := 1 + uvarintLen(e.Node) + uvarintLen(e.Seq) + varintLen(e.TimeMs) + uvarintLen(uint64(len(e.Reqs)))
-	for _, r := range e.Reqs {
-		n += uvarintLen(uint64(r.DB))
-		if len(r.Tx) == 0 {
+	for i := range e.Reqs {
+		r := &e.Reqs[i]
+		n += uvarintLen(r.dbField())
+		switch {
+		case r.isTx():
+			n += 2 + uvarintLen(r.Watch) + uvarintLen(uint64(len(r.Tx)))
+			for _, c := range r.Tx {
+				n += argsSize(c)
+			}
+		case r.Op == OpWatch:
+			n += 2 + uvarintLen(r.Watch) + argsSize(r.Args)
+		case r.Op == OpUnwatch:
+			n += 2 + uvarintLen(r.Watch)
+		default:
 			n += argsSize(r.Args)
-			continue
-		}
-		n += 1 + uvarintLen(uint64(len(r.Tx)))
-		for _, c := range r.Tx {
-			n += argsSize(c)
 		}
 	}
 	return n
@@ -81,18 +125,31 @@ func (e *Entry) Marshal(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, e.Seq)
 	dst = binary.AppendVarint(dst, e.TimeMs)
 	dst = binary.AppendUvarint(dst, uint64(len(e.Reqs)))
-	for _, r := range e.Reqs {
-		dst = binary.AppendUvarint(dst, uint64(r.DB))
-		if len(r.Tx) == 0 {
+	for i := range e.Reqs {
+		r := &e.Reqs[i]
+		dst = binary.AppendUvarint(dst, r.dbField())
+		if !r.isTx() && r.Op != OpWatch && r.Op != OpUnwatch {
 			dst = appendArgs(dst, r.Args)
 			continue
 		}
 		// A command always has a name, so zero arguments cannot be a
-		// command: it marks a transaction, followed by its commands.
+		// command: it marks another kind of request, given next.
 		dst = binary.AppendUvarint(dst, 0)
-		dst = binary.AppendUvarint(dst, uint64(len(r.Tx)))
-		for _, c := range r.Tx {
-			dst = appendArgs(dst, c)
+		switch {
+		case r.isTx():
+			dst = binary.AppendUvarint(dst, uint64(OpTx))
+			dst = binary.AppendUvarint(dst, r.Watch)
+			dst = binary.AppendUvarint(dst, uint64(len(r.Tx)))
+			for _, c := range r.Tx {
+				dst = appendArgs(dst, c)
+			}
+		case r.Op == OpWatch:
+			dst = binary.AppendUvarint(dst, uint64(OpWatch))
+			dst = binary.AppendUvarint(dst, r.Watch)
+			dst = appendArgs(dst, r.Args)
+		default:
+			dst = binary.AppendUvarint(dst, uint64(OpUnwatch))
+			dst = binary.AppendUvarint(dst, r.Watch)
 		}
 	}
 	return dst
@@ -112,7 +169,7 @@ func Unmarshal(data []byte) (Entry, error) {
 	d := decoder{b: data}
 	var e Entry
 	v := d.byte()
-	if v != 1 && v != version {
+	if v < 1 || v > version {
 		return e, fmt.Errorf("%w: unknown version %d", ErrCorrupt, v)
 	}
 	e.Node = d.uvarint()
@@ -125,20 +182,32 @@ func Unmarshal(data []byte) (Entry, error) {
 	e.Reqs = make([]Request, n)
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
-		r.DB = int(d.uvarint())
+		if db := d.uvarint(); v >= 3 {
+			r.DB, r.RESP3 = int(db>>1), db&1 == 1
+		} else {
+			r.DB = int(db)
+		}
 		r.Args = d.args()
 		if len(r.Args) == 0 && d.err == nil && v < 2 {
 			d.err = fmt.Errorf("%w: empty command", ErrCorrupt)
 		}
 		if len(r.Args) == 0 && d.err == nil {
-			nc := d.count()
-			if nc == 0 && d.err == nil {
-				d.err = fmt.Errorf("%w: empty transaction", ErrCorrupt)
+			r.Op = OpTx
+			if v >= 3 {
+				r.Op = Op(d.uvarint())
+				r.Watch = d.uvarint()
 			}
-			r.Tx = make([][][]byte, nc)
-			for j := range r.Tx {
-				if r.Tx[j] = d.args(); len(r.Tx[j]) == 0 && d.err == nil {
-					d.err = fmt.Errorf("%w: empty command in a transaction", ErrCorrupt)
+			switch r.Op {
+			case OpTx:
+				d.tx(r, v)
+			case OpWatch:
+				if r.Args = d.args(); len(r.Args) == 0 && d.err == nil {
+					d.err = fmt.Errorf("%w: watch without keys", ErrCorrupt)
+				}
+			case OpUnwatch:
+			default:
+				if d.err == nil {
+					d.err = fmt.Errorf("%w: unknown request kind %d", ErrCorrupt, r.Op)
 				}
 			}
 		}
@@ -150,6 +219,22 @@ func Unmarshal(data []byte) (Entry, error) {
 		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.b))
 	}
 	return e, d.err
+}
+
+// tx reads a transaction's commands. Before version 3 a transaction has at
+// least one command; since, one with a watch may have none (WATCH, MULTI,
+// EXEC still tells whether the keys were written).
+func (d *decoder) tx(r *Request, v byte) {
+	nc := d.count()
+	if nc == 0 && d.err == nil && (v < 3 || r.Watch == 0) {
+		d.err = fmt.Errorf("%w: empty transaction", ErrCorrupt)
+	}
+	r.Tx = make([][][]byte, nc)
+	for j := range r.Tx {
+		if r.Tx[j] = d.args(); len(r.Tx[j]) == 0 && d.err == nil {
+			d.err = fmt.Errorf("%w: empty command in a transaction", ErrCorrupt)
+		}
+	}
 }
 
 type decoder struct {

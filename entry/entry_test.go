@@ -27,6 +27,21 @@ func TestRoundTrip(t *testing.T) {
 				{DB: 2, Tx: [][][]byte{{[]byte("RPUSH"), []byte("l"), []byte("1")}, {[]byte("LRANGE"), []byte("l"), []byte("0"), []byte("-1")}}},
 				{DB: 0, Args: [][]byte{[]byte("GET"), []byte("n")}},
 			}}},
+		{"watches", Entry{Node: 7, Seq: 11, TimeMs: 6,
+			Reqs: []Request{
+				{DB: 1, Op: OpWatch, Watch: 1 << 63, Args: [][]byte{[]byte("a"), []byte("b")}},
+				{DB: 1, Op: OpTx, Watch: 1 << 63, Tx: [][][]byte{{[]byte("SET"), []byte("a"), []byte("1")}}},
+				{DB: 0, Op: OpTx, Watch: 5},
+				{DB: 0, Op: OpUnwatch, Watch: 9},
+			}}},
+		{"resp3 and resp2 requests", Entry{Node: 7, Seq: 12, TimeMs: 5,
+			Reqs: []Request{
+				{DB: 0, Args: [][]byte{[]byte("HGETALL"), []byte("h")}, RESP3: true},
+				{DB: 63, Args: [][]byte{[]byte("HGETALL"), []byte("h")}},
+				{DB: 64, Args: [][]byte{[]byte("HGETALL"), []byte("h")}, RESP3: true},
+				{DB: 5, Tx: [][][]byte{{[]byte("HGETALL"), []byte("h")}}, RESP3: true},
+				{DB: 1 << 40, Args: [][]byte{[]byte("GET"), []byte("n")}, RESP3: true},
+			}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,7 +58,11 @@ func TestRoundTrip(t *testing.T) {
 			}
 			for i, r := range tt.e.Reqs {
 				g := got.Reqs[i]
-				if g.DB != r.DB || !equalArgs(g.Args, r.Args) || len(g.Tx) != len(r.Tx) {
+				wantOp := r.Op
+				if len(r.Tx) > 0 {
+					wantOp = OpTx
+				}
+				if g.DB != r.DB || g.Op != wantOp || g.Watch != r.Watch || g.RESP3 != r.RESP3 || !equalArgs(g.Args, r.Args) || len(g.Tx) != len(r.Tx) {
 					t.Fatalf("req %d: got %+v, want %+v", i, g, r)
 				}
 				for j := range r.Tx {
@@ -51,6 +70,49 @@ func TestRoundTrip(t *testing.T) {
 						t.Fatalf("req %d tx command %d: got %q, want %q", i, j, g.Tx[j], r.Tx[j])
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestOlderVersions decodes entries as nodes running earlier versions wrote
+// them: their requests are RESP2, and their database field is the database.
+func TestOlderVersions(t *testing.T) {
+	// node 1, seq 2, time 3 (zig-zag 6), one request in db 3: SET k v.
+	body := []byte{1, 2, 6, 1, 3, 3, 3, 'S', 'E', 'T', 1, 'k', 1, 'v'}
+	// version 2 adds transactions: the same, then one in db 3 holding GET k.
+	tx := append(append([]byte{}, body[:3]...), 2)
+	tx = append(tx, body[4:]...)
+	tx3 := append(append([]byte{}, tx...), 3, 0, byte(OpTx), 0, 1, 2, 3, 'G', 'E', 'T', 1, 'k')
+	tx = append(tx, 3, 0, 1, 2, 3, 'G', 'E', 'T', 1, 'k')
+	tests := []struct {
+		name  string
+		data  []byte
+		dbs   []int
+		resp3 []bool
+	}{
+		{"version 1", append([]byte{1}, body...), []int{3}, []bool{false}},
+		{"version 2", append([]byte{2}, tx...), []int{3, 3}, []bool{false, false}},
+		// Version 3: db field 3 is database 1, RESP3; a transaction names
+		// its kind and watch.
+		{"version 3", append([]byte{3}, tx3...), []int{1, 1}, []bool{true, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, err := Unmarshal(tt.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Node != 1 || e.Seq != 2 || e.TimeMs != 3 || len(e.Reqs) != len(tt.dbs) {
+				t.Fatalf("got %+v", e)
+			}
+			for i, r := range e.Reqs {
+				if r.DB != tt.dbs[i] || r.RESP3 != tt.resp3[i] {
+					t.Errorf("request %d: db %d resp3 %v, want db %d resp3 %v", i, r.DB, r.RESP3, tt.dbs[i], tt.resp3[i])
+				}
+			}
+			if string(e.Reqs[0].Args[0]) != "SET" {
+				t.Errorf("request 0 is %q, want SET k v", e.Reqs[0].Args)
 			}
 		})
 	}
@@ -76,12 +138,17 @@ func TestUnmarshalCorrupt(t *testing.T) {
 	}{
 		{"empty", nil},
 		{"bad version", append([]byte{99}, good[1:]...)},
+		{"version 0", append([]byte{0}, good[1:]...)},
 		{"huge count", []byte{version, 1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}},
 		{"trailing", append(append([]byte{}, good...), 0)},
 		// node 1, seq 1, time 0, one request in db 0 with zero arguments:
 		{"empty command in version 1", []byte{1, 1, 1, 0, 1, 0, 0}},
-		{"empty transaction", []byte{version, 1, 1, 0, 1, 0, 0, 0}},
-		{"empty command in a transaction", []byte{version, 1, 1, 0, 1, 0, 0, 1, 0}},
+		{"empty transaction in version 2", []byte{2, 1, 1, 0, 1, 0, 0, 0}},
+		{"empty command in a transaction in version 2", []byte{2, 1, 1, 0, 1, 0, 0, 1, 0}},
+		{"empty transaction without a watch", []byte{version, 1, 1, 0, 1, 0, 0, byte(OpTx), 0, 0}},
+		{"empty command in a transaction", []byte{version, 1, 1, 0, 1, 0, 0, byte(OpTx), 0, 1, 0}},
+		{"watch without keys", []byte{version, 1, 1, 0, 1, 0, 0, byte(OpWatch), 7, 0}},
+		{"unknown request kind", []byte{version, 1, 1, 0, 1, 0, 0, 9, 7}},
 	}
 	for i := 1; i < len(good); i++ {
 		tests = append(tests, struct {
@@ -98,6 +165,7 @@ func TestUnmarshalCorrupt(t *testing.T) {
 
 func FuzzUnmarshal(f *testing.F) {
 	f.Add((&Entry{Node: 1, Seq: 1, Reqs: []Request{{Args: [][]byte{[]byte("SET"), []byte("k"), []byte("v")}}}}).Marshal(nil))
+	f.Add((&Entry{Node: 1, Seq: 1, Reqs: []Request{{DB: 2, Tx: [][][]byte{{[]byte("HGETALL"), []byte("h")}}, RESP3: true}}}).Marshal(nil))
 	f.Add([]byte{version})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := Unmarshal(data)

@@ -34,8 +34,18 @@ var clusterSubsMissing = []*spec{
 	{name: "cluster|myshardid", arity: 2, class: classProxy},
 }
 
+// clusterAnswered are the CLUSTER subcommands raftproxy answers; the table
+// refuses the others (see addClusterSubs).
+var clusterAnswered = map[string]bool{
+	"keyslot": true, "help": true, "myid": true, "myshardid": true,
+	"slots": true, "shards": true, "nodes": true, "info": true,
+}
+
+const reasonSlotIndex = "is not supported by raftproxy: outside cluster mode redis keeps no index of keys by slot, and counting them would scan the whole keyspace"
+
 // addClusterSubs completes the table's CLUSTER container with the
-// subcommands raftproxy answers whatever the local redis's version.
+// subcommands raftproxy answers whatever the local redis's version, and
+// marks the others refused.
 func addClusterSubs(t table) {
 	c, ok := t["cluster"]
 	if !ok {
@@ -49,6 +59,15 @@ func addClusterSubs(t table) {
 		_, sub, _ := strings.Cut(s.name, "|")
 		if _, ok := c.subs[sub]; !ok {
 			c.subs[sub] = s
+		}
+	}
+	for name, s := range c.subs {
+		switch {
+		case clusterAnswered[name]:
+		case name == "countkeysinslot" || name == "getkeysinslot":
+			s.class, s.reason = classRefused, reasonSlotIndex
+		default:
+			s.class, s.reason = classRefused, reasonClusterAdmin
 		}
 	}
 }
@@ -138,7 +157,7 @@ func (c *conn) cluster(name string, args [][]byte) *op {
 		}
 		return &op{kind: opReply, reply: resp.AppendInt(nil, int64(keySlot(args[2])))}
 	case "countkeysinslot", "getkeysinslot":
-		return errReply(fmt.Sprintf("ERR '%s' is not supported by raftproxy: outside cluster mode redis keeps no index of keys by slot, and counting them would scan the whole keyspace", displayName(name)))
+		return errReply(fmt.Sprintf("ERR '%s' %s", displayName(name), reasonSlotIndex))
 	case "help":
 		return &op{kind: opReply, reply: clusterHelp()}
 	case "myid", "myshardid", "slots", "shards", "nodes", "info":
@@ -157,7 +176,7 @@ func (c *conn) cluster(name string, args [][]byte) *op {
 		return &op{kind: opReply, reply: resp.AppendBulkString(nil, clusterNodeID(id))}
 	}
 	if sub == "info" {
-		return &op{kind: opReply, reply: resp.AppendBulkString(nil, c.clusterInfo())}
+		return &op{kind: opReply, reply: resp.AppendVerbatim(nil, c.clusterInfo(), c.client.resp3)}
 	}
 	v, refused := c.clusterView()
 	if refused != nil {
@@ -165,16 +184,16 @@ func (c *conn) cluster(name string, args [][]byte) *op {
 	}
 	switch sub {
 	case "slots":
-		return &op{kind: opReply, reply: v.slots()}
+		return &op{kind: opReply, reply: v.slots(c.client.resp3)}
 	case "shards":
-		return &op{kind: opReply, reply: v.shards()}
+		return &op{kind: opReply, reply: v.shards(c.client.resp3)}
 	}
-	return &op{kind: opReply, reply: resp.AppendBulkString(nil, v.nodesText())}
+	return &op{kind: opReply, reply: resp.AppendVerbatim(nil, v.nodesText(), c.client.resp3)}
 }
 
 // slots renders CLUSTER SLOTS as redis 7 does: one range, its master then
 // its replicas, each [ip, port, id, {networking metadata}].
-func (v clusterView) slots() []byte {
+func (v clusterView) slots(resp3 bool) []byte {
 	b := resp.AppendArrayLen(nil, 1)
 	b = resp.AppendArrayLen(b, 2+len(v.nodes))
 	b = resp.AppendInt(b, 0)
@@ -184,16 +203,16 @@ func (v clusterView) slots() []byte {
 		b = resp.AppendBulkString(b, cn.ip)
 		b = resp.AppendInt(b, int64(cn.port))
 		b = resp.AppendBulkString(b, cn.id)
-		b = resp.AppendArrayLen(b, 0)
+		b = resp.AppendMapLen(b, 0, resp3)
 	}
 	return b
 }
 
-// shards renders CLUSTER SHARDS (redis 7.0's fields). Maps go out as
-// RESP2 flat arrays.
-func (v clusterView) shards() []byte {
+// shards renders CLUSTER SHARDS (redis 7.0's fields), with maps in the
+// client's protocol.
+func (v clusterView) shards(resp3 bool) []byte {
 	b := resp.AppendArrayLen(nil, 1)
-	b = resp.AppendMapLen(b, 2, false)
+	b = resp.AppendMapLen(b, 2, resp3)
 	b = resp.AppendBulkString(b, "slots")
 	b = resp.AppendArrayLen(b, 2)
 	b = resp.AppendInt(b, 0)
@@ -205,7 +224,7 @@ func (v clusterView) shards() []byte {
 		if cn.master {
 			role = "master"
 		}
-		b = resp.AppendMapLen(b, 7, false)
+		b = resp.AppendMapLen(b, 7, resp3)
 		b = resp.AppendBulkString(b, "id")
 		b = resp.AppendBulkString(b, cn.id)
 		b = resp.AppendBulkString(b, "port")
@@ -296,10 +315,10 @@ func clusterHelp() []byte {
 
 // redirect is the -MOVED reply that sends a command to the leader, or the
 // -CLUSTERDOWN reply when none is known.
-func redirect(n *raftnode.Node, args [][]byte) *op {
+func (c *conn) redirect(n *raftnode.Node, args [][]byte) *op {
 	l, ok := n.Leader()
 	if !ok || l.Addr == "" {
 		return errReply("CLUSTERDOWN No raft leader")
 	}
-	return errReply(fmt.Sprintf("MOVED %d %s", redirectSlot(args), l.Addr))
+	return errReply(fmt.Sprintf("MOVED %d %s", c.s.table.redirectSlot(args), l.Addr))
 }

@@ -19,7 +19,7 @@ func TestClusterReplies(t *testing.T) {
 	wantSlots := "*1\r\n*4\r\n:0\r\n:16383\r\n" +
 		"*4\r\n$9\r\n127.0.0.1\r\n:7001\r\n$40\r\n" + id1 + "\r\n*0\r\n" +
 		"*4\r\n$9\r\n127.0.0.1\r\n:7002\r\n$40\r\n" + id2 + "\r\n*0\r\n"
-	if got := string(v.slots()); got != wantSlots {
+	if got := string(v.slots(false)); got != wantSlots {
 		t.Errorf("CLUSTER SLOTS:\n got %q\nwant %q", got, wantSlots)
 	}
 	node := func(id, port, role string) string {
@@ -29,7 +29,7 @@ func TestClusterReplies(t *testing.T) {
 	}
 	wantShards := "*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n$5\r\nnodes\r\n*2\r\n" +
 		node(id1, "7001", "master") + node(id2, "7002", "replica")
-	if got := string(v.shards()); got != wantShards {
+	if got := string(v.shards(false)); got != wantShards {
 		t.Errorf("CLUSTER SHARDS:\n got %q\nwant %q", got, wantShards)
 	}
 	lines := strings.Split(v.nodesText(), "\n")

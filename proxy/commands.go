@@ -44,6 +44,11 @@ type spec struct {
 	// random marks a write whose effect is random (e.g. SPOP): every node
 	// would pick differently.
 	random bool
+	// keySpecs say where the command's keys are (redis 7 key specs).
+	keySpecs []keySpec
+	// unknown marks a command the local redis does not list (a module's, or
+	// a typo): it is proposed as a write and every node's redis answers it.
+	unknown bool
 }
 
 // table classifies every command the local redis knows, plus raftproxy's.
@@ -51,15 +56,17 @@ type table map[string]*spec
 
 // Reasons given to clients; each names why the command cannot run here.
 const (
-	reasonDiverge   = "would change one node's redis outside the raft log and make nodes diverge"
-	reasonReplicas  = "raftproxy manages replication through raft; redis replication would bypass it"
-	reasonAdmin     = "is an administrative command of the local redis-server and is not available through raftproxy"
-	reasonRandom    = "has a random effect that would differ between nodes"
-	reasonNotYet    = "is not supported by raftproxy yet"
-	reasonBlocking  = "blocks, and blocking commands are not supported by raftproxy yet"
-	reasonPubSub    = "pub/sub is not supported by raftproxy yet"
-	reasonScripting = "scripts and functions are not supported by raftproxy yet"
-	reasonWatch     = "is not supported by raftproxy yet (MULTI/EXEC without WATCH is)"
+	reasonDiverge  = "would change one node's redis outside the raft log and make nodes diverge"
+	reasonReplicas = "raftproxy manages replication through raft; redis replication would bypass it"
+	reasonAdmin    = "is an administrative command of the local redis-server and is not available through raftproxy"
+	reasonRandom   = "has a random effect that would differ between nodes"
+	reasonNotYet   = "is not supported by raftproxy yet"
+	reasonBlocking = "blocks, and blocking commands are not supported by raftproxy yet"
+	reasonPubSub   = "pub/sub is not supported by raftproxy yet"
+	reasonKill     = "could stop a script from the raft log on this node only (redis kills any script that has not written yet) and make nodes diverge"
+	reasonClock    = "compares idle times with each node's clock and would claim different entries on different nodes"
+	reasonPause    = "is not supported by raftproxy yet: pausing the local redis would stall this node's log applier, not the cluster's clients"
+	reasonTracking = "is not supported by raftproxy yet: client-side caching needs invalidations for writes from every node"
 )
 
 // overrides are raftproxy's own rules, applied after redis's flags.
@@ -68,7 +75,7 @@ var overrides = map[string]struct {
 	reason string
 }{
 	"ping": {classProxy, ""}, "echo": {classProxy, ""}, "quit": {classProxy, ""},
-	"hello": {classProxy, ""}, "select": {classProxy, ""}, "reset": {classRefused, reasonNotYet},
+	"hello": {classProxy, ""}, "select": {classProxy, ""}, "reset": {classProxy, ""}, "auth": {classProxy, ""},
 	"command": {classLocal, ""}, "time": {classLocal, ""},
 	"info": {classProxy, ""}, // info.go
 
@@ -83,25 +90,35 @@ var overrides = map[string]struct {
 	"failover": {classRefused, reasonReplicas}, "replconf": {classRefused, reasonReplicas},
 	"wait": {classProxy, ""}, "waitaof": {classProxy, ""}, // wait.go
 	"cluster": {classProxy, ""}, "readonly": {classProxy, ""}, "readwrite": {classProxy, ""}, "asking": {classProxy, ""}, // cluster.go
-	"auth": {classRefused, reasonNotYet},
 
-	"client|kill": {classRefused, reasonDiverge}, "client|pause": {classRefused, reasonDiverge},
-	"client|unpause": {classRefused, reasonDiverge}, "client|no-evict": {classRefused, reasonDiverge},
-	"client|no-touch": {classRefused, reasonDiverge}, "client|reply": {classRefused, reasonNotYet},
-	"client|tracking": {classRefused, reasonNotYet}, "client|caching": {classRefused, reasonNotYet},
-	"client|getredir": {classRefused, reasonNotYet}, "client|trackinginfo": {classRefused, reasonNotYet},
-	"client|unblock": {classRefused, reasonNotYet}, "client|list": {classLocal, ""}, "client|info": {classLocal, ""},
+	// CLIENT is about the client's connection to the proxy (proxy/client.go).
+	"client|id": {classProxy, ""}, "client|info": {classProxy, ""}, "client|list": {classProxy, ""},
+	"client|setname": {classProxy, ""}, "client|getname": {classProxy, ""}, "client|setinfo": {classProxy, ""},
+	"client|kill": {classProxy, ""}, "client|reply": {classProxy, ""}, "client|no-evict": {classProxy, ""},
+	"client|no-touch": {classProxy, ""}, "client|getredir": {classProxy, ""}, "client|trackinginfo": {classProxy, ""},
+	"client|unblock": {classProxy, ""}, "client|help": {classLocal, ""},
+	"client|pause": {classRefused, reasonPause}, "client|unpause": {classRefused, reasonPause},
+	"client|tracking": {classRefused, reasonTracking}, "client|caching": {classRefused, reasonTracking},
 	"acl":         {classRefused, reasonNotYet},
 	"slowlog|get": {classLocal, ""}, "slowlog|len": {classLocal, ""}, "slowlog|reset": {classLocal, ""},
 	"latency": {classLocal, ""}, "memory|doctor": {classLocal, ""}, "memory|stats": {classLocal, ""},
 	"memory|malloc-stats": {classLocal, ""}, "memory|purge": {classLocal, ""},
 
 	"multi": {classProxy, ""}, "exec": {classProxy, ""}, "discard": {classProxy, ""},
-	"watch": {classRefused, reasonWatch}, "unwatch": {classProxy, ""},
-	"eval": {classRefused, reasonScripting}, "evalsha": {classRefused, reasonScripting},
-	"eval_ro": {classRefused, reasonScripting}, "evalsha_ro": {classRefused, reasonScripting},
-	"fcall": {classRefused, reasonScripting}, "fcall_ro": {classRefused, reasonScripting},
-	"script": {classRefused, reasonScripting}, "function": {classRefused, reasonScripting},
+	"watch": {classProxy, ""}, "unwatch": {classProxy, ""},
+
+	// Scripts, functions and random writes: see scripts.go and random.go.
+	"eval": {classWrite, ""}, "evalsha": {classWrite, ""}, "fcall": {classWrite, ""},
+	"eval_ro": {classRead, ""}, "evalsha_ro": {classRead, ""}, "fcall_ro": {classRead, ""},
+	"script|load": {classWrite, ""}, "script|flush": {classWrite, ""}, "script|exists": {classRead, ""},
+	"script|kill": {classRefused, reasonKill}, "script|debug": {classRefused, reasonNotYet}, "script|help": {classLocal, ""},
+	"function|load": {classWrite, ""}, "function|delete": {classWrite, ""}, "function|flush": {classWrite, ""},
+	"function|restore": {classRefused, "is not supported by raftproxy yet: its payload may hold libraries without raftproxy's determinism prelude; use FUNCTION LOAD"},
+	"function|list":    {classRead, ""}, "function|dump": {classRead, ""}, "function|stats": {classLocal, ""},
+	"function|kill": {classRefused, reasonKill}, "function|help": {classLocal, ""},
+	"spop": {classWrite, ""}, "xadd": {classWrite, ""}, "xtrim": {classWrite, ""},
+	"xclaim": {classRefused, reasonClock}, "xautoclaim": {classRefused, reasonClock},
+	"migrate":   {classRefused, "moves keys to another redis-server outside the raft log"},
 	"subscribe": {classRefused, reasonPubSub}, "psubscribe": {classRefused, reasonPubSub},
 	"ssubscribe": {classRefused, reasonPubSub}, "unsubscribe": {classRefused, reasonPubSub},
 	"punsubscribe": {classRefused, reasonPubSub}, "sunsubscribe": {classRefused, reasonPubSub},
@@ -134,6 +151,7 @@ func buildTable(commandReply resp.Value) (table, error) {
 	for _, s := range raftCommands {
 		t[s.name] = s
 	}
+	addClientSubcommands(t)
 	addClusterSubs(t)
 	addWaitAOF(t)
 	return t, nil
@@ -164,6 +182,18 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 			if string(tip.Str) == "nondeterministic_output" {
 				random = true
 			}
+		}
+	}
+	if len(v.Elems) > 8 {
+		s.keySpecs = parseKeySpecs(v.Elems[8])
+	}
+	// A command redis flags readonly may still rewrite a key's encoding
+	// (PFCOUNT caches the cardinality in the HyperLogLog), which its key
+	// specs say (RW): run on one node only, it would make that node's data
+	// differ, so it goes through the log.
+	for _, ks := range s.keySpecs {
+		if readonly && ks.write {
+			write = true
 		}
 	}
 	switch {
@@ -204,12 +234,15 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 	return s, nil
 }
 
-// lookup finds the spec for args, or returns the Redis error text.
+// lookup finds the spec for args, or returns the Redis error text. A
+// command the local redis does not know is a write (see spec.unknown): a
+// module loaded into every node's redis works through raftproxy, and for a
+// typo every node's redis gives its own error.
 func (t table) lookup(args [][]byte) (*spec, string) {
 	var buf [32]byte
 	s, ok := t[string(lowerKey(args[0], buf[:0]))]
 	if !ok {
-		return nil, unknownCommand(args)
+		return &spec{name: strings.ToLower(string(args[0])), arity: -1, class: classWrite, unknown: true}, ""
 	}
 	// A container command alone (COMMAND) is valid when its own arity
 	// allows it; otherwise a subcommand is needed.

@@ -74,12 +74,22 @@ func TestClassify(t *testing.T) {
 		{"PING", classProxy}, {"ECHO x", classProxy}, {"SELECT 1", classProxy}, {"HELLO 2", classProxy},
 		{"QUIT", classProxy}, {"RAFT.INFO", classProxy}, {"RAFT.CLUSTER INIT", classProxy},
 		{"INFO", classProxy}, {"TIME", classLocal}, {"COMMAND COUNT", classLocal}, {"CONFIG GET maxmemory", classLocal},
-		{"CLIENT ID", classLocal}, {"COMMAND", classLocal},
+		{"CLIENT ID", classProxy}, {"COMMAND", classLocal},
 		{"CONFIG SET maxmemory 1", classProxy}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classProxy},
 		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classRefused},
-		{"SPOP s", classRefused}, {"BLPOP l 0", classRefused}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classRefused}, {"EVAL x 0", classRefused},
-		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classRefused},
+		{"SPOP s", classWrite}, {"BLPOP l 0", classRefused}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classProxy}, {"EVAL x 0", classWrite},
+		{"EVAL_RO x 0", classRead}, {"EVALSHA x 0", classWrite}, {"FCALL f 0", classWrite}, {"FCALL_RO f 0", classRead},
+		{"SCRIPT LOAD x", classWrite}, {"SCRIPT EXISTS x", classRead}, {"SCRIPT FLUSH", classWrite}, {"SCRIPT KILL", classRefused},
+		{"FUNCTION LOAD x", classWrite}, {"FUNCTION LIST", classRead}, {"FUNCTION KILL", classRefused}, {"FUNCTION STATS", classLocal},
+		{"XADD s 1-1 f v", classWrite}, {"XCLAIM s g c 0 1-1", classRefused}, {"MIGRATE h 1 k 0 0", classRefused},
+		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classProxy},
+		// Connection-level commands (client.go); SETINFO and NO-TOUCH even
+		// when the local redis (7.0) does not know them.
+		{"CLIENT SETINFO LIB-NAME x", classProxy}, {"CLIENT NO-TOUCH on", classProxy}, {"CLIENT LIST", classProxy},
+		{"RESET", classProxy}, {"AUTH default x", classProxy}, {"CLIENT HELP", classLocal}, {"CLIENT PAUSE 1", classRefused},
 		{"XREAD STREAMS s 0", classRefused}, {"WAIT 1 0", classProxy}, {"SYNC", classRefused},
+		// Commands redis does not list (a module's) are writes.
+		{"NOSUCH a b", classWrite}, {"mymodule.set k v", classWrite},
 	}
 	for _, tt := range tests {
 		args := fields(tt.cmd)
@@ -100,8 +110,6 @@ func TestClassify(t *testing.T) {
 func TestLookupErrors(t *testing.T) {
 	tab := testTable(t)
 	tests := []struct{ cmd, want string }{
-		{"NOSUCH a b", "ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' "},
-		{"nosuch", "ERR unknown command 'nosuch', with args beginning with: "},
 		{"GET", "ERR wrong number of arguments for 'get' command"},
 		{"GET a b", "ERR wrong number of arguments for 'get' command"},
 		{"SET k", "ERR wrong number of arguments for 'set' command"},
@@ -131,5 +139,54 @@ func TestLookupAllocs(t *testing.T) {
 	args := fields("Config GET maxmemory")
 	if n := testing.AllocsPerRun(100, func() { tab.lookup(args) }); n != 0 {
 		t.Errorf("lookup allocates %v times per command", n)
+	}
+}
+
+func TestWrittenKeys(t *testing.T) {
+	tab := testTable(t)
+	tests := []struct {
+		cmd  string
+		keys string // space-separated
+		all  bool
+	}{
+		{"SET k v", "k", false},
+		{"set k v EX 10", "k", false},
+		{"MSET a 1 b 2 c 3", "a b c", false},
+		{"DEL a b c", "a b c", false},
+		{"INCR n", "n", false},
+		{"LMOVE src dst LEFT RIGHT", "src dst", false},
+		{"RPOPLPUSH src dst", "src dst", false},
+		{"ZUNIONSTORE dst 2 a b", "dst", false}, // the sources are only read
+		{"ZINTERSTORE dst 2 a b WEIGHTS 1 2", "dst", false},
+		{"SORT src STORE dst", "dst", false},
+		{"SORT src", "", false},
+		{"EVAL body 2 k1 k2 arg", "k1 k2", false},
+		{"EVAL body 0 arg", "", false},
+		{"FCALL f 1 k1 arg", "k1", false},
+		{"LMPOP 2 l1 l2 LEFT", "l1 l2", false},
+		{"XADD s * f v", "s", false},
+		{"GEOADD g 1 2 m", "g", false},
+		{"GEORADIUS g 1 2 3 km STORE dst", "dst", false},
+		{"BITOP AND dst a b", "dst", false},
+		{"RENAME a b", "a b", false},
+		{"COPY a b", "b", false},
+		{"OBJECT ENCODING k", "", false}, // a read
+		{"GET k", "", false},
+		{"COPY a b DB 1", "", true},
+		{"MOVE k 1", "", true},
+		{"FLUSHDB", "", true},
+		{"SWAPDB 0 1", "", true},
+		{"mymodule.set k v", "", true},
+		{"EVAL body x k", "", true}, // numkeys is not a number: redis refuses it, but assume the worst
+	}
+	for _, tt := range tests {
+		keys, all := tab.writtenKeys(fields(tt.cmd))
+		var got []string
+		for _, k := range keys {
+			got = append(got, string(k))
+		}
+		if strings.Join(got, " ") != tt.keys || all != tt.all {
+			t.Errorf("%s: keys %q all %v, want %q all %v", tt.cmd, got, all, tt.keys, tt.all)
+		}
 	}
 }

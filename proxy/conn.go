@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -39,6 +40,13 @@ type op struct {
 	args  [][]byte
 	db    int
 	start time.Time
+	fix   fixer // rewrites the reply (scripts.go); nil for most commands
+	// resp3: the client spoke RESP3 when it sent the command; its reply
+	// must be in that protocol even if a later HELLO changes it.
+	resp3 bool
+	// silent: CLIENT REPLY OFF or SKIP was in force; the command runs but
+	// its reply is not sent.
+	silent bool
 }
 
 // conn is one client connection: a reader goroutine parses and dispatches
@@ -55,6 +63,12 @@ type conn struct {
 	ops chan *op
 	db  int
 	tx  *txState // non-nil between MULTI and EXEC or DISCARD
+	// watch is the id of this connection's open watch (WATCH), or 0.
+	watch uint64
+	// The reader's client state (HELLO, CLIENT, RESET): see client.go.
+	client clientState
+	// info is what CLIENT LIST shows of this connection to other ones.
+	info clientInfo
 	// readonly (READONLY, as to a Redis Cluster replica): reads are served
 	// on a follower even with follower-proxy off.
 	readonly bool
@@ -80,21 +94,25 @@ type conn struct {
 	redis *backend.Conn
 	timer *time.Timer // reused by writeResult
 	raw   []byte
-	sel   []bool // sel[i]: a SELECT was sent before batch[i]
+	skip  []uint8 // skip[i]: replies (SELECT, HELLO) to discard before batch[i]'s
+	sink  *bufio.Writer
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	return &conn{s: s, nc: nc, id: s.nextID.Add(1), rd: resp.NewReader(nc, 16<<10), w: bufio.NewWriterSize(nc, 32<<10),
+	c := &conn{s: s, nc: nc, id: s.nextID.Add(1), rd: resp.NewReader(nc, 16<<10), w: bufio.NewWriterSize(nc, 32<<10),
 		ops: make(chan *op, 1024), readsRan: make(chan struct{}, 1)}
+	c.initClient(nc)
+	return c
 }
 
 // emit completes o: on the reader goroutine when nothing is queued ahead
 // of it and the client has sent nothing more (one command at a time), else
 // by handing it to the writer.
 func (c *conn) emit(o *op) {
+	o.resp3, o.silent = c.client.resp3, c.client.silent()
 	if o.kind != opClose && c.queued.Load() == 0 && c.rd.Drained() {
 		c.outMu.Lock()
 		c.one[0] = o
@@ -128,6 +146,7 @@ func (c *conn) serve() {
 		c.writeLoop()
 	}()
 	c.readLoop()
+	c.unwatch()
 	close(c.ops)
 	<-done
 	c.nc.Close()
@@ -146,7 +165,9 @@ func (c *conn) readLoop() {
 			}
 			return
 		}
-		if !c.dispatch(args) {
+		ok := c.dispatch(args)
+		c.afterCommand()
+		if !ok {
 			return
 		}
 	}
@@ -164,10 +185,14 @@ func (c *conn) dispatch(args [][]byte) bool {
 		c.emit(errReply(errText))
 		return true
 	}
+	c.client.cmd = sp.name
 	switch sp.class {
 	case classRefused:
 		c.emit(errReply(fmt.Sprintf("ERR '%s' %s", displayName(sp.name), sp.reason)))
 	case classProxy:
+		if handled, open := c.clientCommand(sp.name, args); handled {
+			return open
+		}
 		return c.proxyCommand(sp.name, args)
 	case classLocal:
 		c.emit(&op{kind: opLocal, args: args, db: c.db})
@@ -193,7 +218,7 @@ func (c *conn) serving(args [][]byte, read bool) (*raftnode.Node, *op) {
 		return nil, errReply("ERR " + raftnode.ErrRemoved.Error())
 	}
 	if !c.s.followerProxy.Load() && !n.IsLeader() && !(read && c.readonly) {
-		return nil, redirect(n, args)
+		return nil, c.redirect(n, args)
 	}
 	if !n.Serving() {
 		return nil, errReply("LOADING raftproxy is rebuilding this node's redis from the log")
@@ -207,13 +232,24 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 	if refused != nil {
 		return refused
 	}
+	sp, args, fix, early := c.determinize(sp, args, false)
+	if early != nil {
+		return early
+	}
+	o := c.route(n, sp, args)
+	o.fix = fix
+	return o
+}
+
+// route sends a data command to the log or queues it as a read.
+func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
 	now := time.Now()
 	if sp.class == classRead {
 		if c.pendingWrites.Load() > 0 {
 			// Ordered after this connection's writes by the log itself; every
 			// node runs it, and only this one replies.
 			c.pendingWrites.Add(1)
-			return &op{kind: opLogRead, fut: n.Propose(context.Background(), c.db, args), start: now}
+			return &op{kind: opLogRead, fut: n.Propose(context.Background(), c.db, args, c.client.resp3), start: now}
 		}
 		c.pendingReads.Add(1)
 		return &op{kind: opRead, read: n.StartRead(), node: n, args: args, db: c.db, start: now}
@@ -225,7 +261,7 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 	c.waitReads()
 	c.pendingWrites.Add(1)
 	// Propose bounds its own waits (for a leader, for room in its queue).
-	return &op{kind: opWrite, fut: n.Propose(context.Background(), c.db, args), start: now}
+	return &op{kind: opWrite, fut: n.Propose(context.Background(), c.db, args, c.client.resp3), start: now}
 }
 
 // refuseAsync refuses FLUSHALL/FLUSHDB ASYNC: redis would free memory in
@@ -304,7 +340,9 @@ func (c *conn) writeLoop() {
 						open = false
 						break more
 					}
-					if x.kind != opRead && x.kind != opLocal {
+					// A run shares one reply writer: a change of CLIENT
+					// REPLY starts a new run.
+					if (x.kind != opRead && x.kind != opLocal) || x.silent != o.silent {
 						next = x
 						break more
 					}
@@ -336,19 +374,26 @@ func (c *conn) flush() error {
 // connection was closed (QUIT, protocol error).
 func (c *conn) complete(batch []*op) (closing bool) {
 	o := batch[0]
+	w := c.w
+	if o.silent {
+		if c.sink == nil {
+			c.sink = bufio.NewWriterSize(io.Discard, 512)
+		}
+		w = c.sink
+	}
 	switch o.kind {
 	case opReply:
-		c.w.Write(o.reply)
+		w.Write(o.reply)
 	case opClose:
-		c.w.Write(o.reply)
+		w.Write(o.reply)
 		c.w.Flush()
 		c.nc.Close()
 		return true
 	case opWrite, opLogRead:
-		c.writeResult(c.w, o)
+		c.writeResult(w, o)
 		c.pendingWrites.Add(-1)
 	case opRead, opLocal:
-		c.runOnRedis(c.w, batch)
+		c.runOnRedis(w, batch)
 		c.readsDone(batch)
 	}
 	return false
@@ -388,6 +433,9 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 		w.Write(resp.AppendError(c.raw[:0], errorText(err, o.kind == opLogRead)))
 		return
 	}
+	if o.fix != nil {
+		raw = o.fix(raw)
+	}
 	w.Write(raw)
 }
 
@@ -397,7 +445,7 @@ func (c *conn) readShared(w *bufio.Writer, o *op) {
 		w.Write(resp.AppendError(c.raw[:0], errorText(err, true)))
 		return
 	}
-	r := &readReq{node: o.node, db: o.db, args: o.args, done: make(chan struct{})}
+	r := &readReq{node: o.node, db: o.db, args: o.args, resp3: o.resp3, done: make(chan struct{})}
 	c.s.reads.reqs <- r
 	if !c.await(r.done, o.start) {
 		w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrTimeout, true)))
@@ -406,6 +454,9 @@ func (c *conn) readShared(w *bufio.Writer, o *op) {
 	if r.err != nil {
 		w.Write(resp.AppendError(c.raw[:0], errorText(r.err, true)))
 		return
+	}
+	if o.fix != nil {
+		r.reply = o.fix(r.reply)
 	}
 	w.Write(r.reply)
 }
@@ -482,6 +533,13 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 	}
 }
 
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func fail(errs []string, batch []*op, msg string) {
 	for i := range batch {
 		if errs[i] == "" {
@@ -496,12 +554,18 @@ func (c *conn) send(batch []*op, errs []string) int {
 		return 0
 	}
 	sent := 0
-	c.sel = append(c.sel[:0], make([]bool, len(batch))...)
+	c.skip = append(c.skip[:0], make([]uint8, len(batch))...)
 	for i, o := range batch {
 		if errs[i] != "" {
 			continue
 		}
+		// The connection follows its client's protocol, switching (like
+		// the database) only when a command needs another one.
 		sel, err := c.redis.Select(o.db)
+		var hello bool
+		if err == nil {
+			hello, err = c.redis.Protocol(o.resp3)
+		}
 		if err == nil {
 			err = c.redis.Write(o.args)
 		}
@@ -510,7 +574,7 @@ func (c *conn) send(batch []*op, errs []string) int {
 			fail(errs, batch, errorText(raftnode.ErrLoading, true))
 			return 0
 		}
-		c.sel[i] = sel
+		c.skip[i] = b2u(sel) + b2u(hello)
 		sent++
 	}
 	if sent > 0 && c.redis.Flush() != nil {
@@ -528,16 +592,16 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n *raftnode.
 		if errs[i] != "" {
 			continue
 		}
-		if c.sel[i] {
-			if _, err := c.redis.ReadReply(nil); err != nil {
-				c.dropRedis()
-				fail(errs, batch, errorText(raftnode.ErrLoading, true))
+		start := len(buf)
+		var err error
+		for range c.skip[i] {
+			if buf, err = c.redis.ReadReply(buf[:start]); err != nil {
 				break
 			}
 		}
-		start := len(buf)
-		var err error
-		buf, err = c.redis.ReadReply(buf)
+		if err == nil {
+			buf, err = c.redis.ReadReply(buf[:start])
+		}
 		if err != nil {
 			c.dropRedis()
 			fail(errs, batch, errorText(raftnode.ErrLoading, true))
@@ -556,6 +620,9 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n *raftnode.
 		if errs[i] != "" {
 			w.Write(resp.AppendError(c.raw[:0], errs[i]))
 			continue
+		}
+		if batch[i].fix != nil {
+			replies[i] = batch[i].fix(replies[i])
 		}
 		w.Write(replies[i])
 	}
@@ -611,8 +678,6 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 			c.db = db
 			c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 		}
-	case "hello":
-		c.emit(c.hello(args))
 	case "multi":
 		c.tx = &txState{db: c.db}
 		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
@@ -620,9 +685,10 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(errReply("ERR EXEC without MULTI"))
 	case "discard":
 		c.emit(errReply("ERR DISCARD without MULTI"))
+	case "watch":
+		c.emit(c.watchKeys(args))
 	case "unwatch":
-		// Nothing is ever watched (WATCH is refused), so there is nothing to
-		// forget; clients send UNWATCH when they reset a connection.
+		c.unwatch()
 		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 	case "raft.cluster":
 		c.emit(c.raftCluster(args))
@@ -641,7 +707,7 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 	case "raft.info":
 		c.emit(&op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())})
 	case "info":
-		c.emit(c.info(args))
+		c.emit(c.infoCommand(args))
 	case "debug":
 		c.emit(c.debug(args))
 	case "wait", "waitaof":
@@ -667,35 +733,4 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(errReply(unknownCommand(args)))
 	}
 	return true
-}
-
-func (c *conn) hello(args [][]byte) *op {
-	if len(args) > 1 {
-		v, err := strconv.Atoi(string(args[1]))
-		if err != nil {
-			return errReply("ERR Protocol version is not an integer or out of range")
-		}
-		if v != 2 {
-			return errReply("NOPROTO sorry, this protocol version is not supported.")
-		}
-		if len(args) > 2 {
-			return errReply("ERR HELLO options (AUTH, SETNAME) are not supported by raftproxy yet")
-		}
-	}
-	b := resp.AppendMapLen(nil, 7, false)
-	b = resp.AppendBulkString(b, "server")
-	b = resp.AppendBulkString(b, "redis")
-	b = resp.AppendBulkString(b, "version")
-	b = resp.AppendBulkString(b, c.s.redisVersion)
-	b = resp.AppendBulkString(b, "proto")
-	b = resp.AppendInt(b, 2)
-	b = resp.AppendBulkString(b, "id")
-	b = resp.AppendInt(b, int64(c.id))
-	b = resp.AppendBulkString(b, "mode")
-	b = resp.AppendBulkString(b, "standalone")
-	b = resp.AppendBulkString(b, "role")
-	b = resp.AppendBulkString(b, "master")
-	b = resp.AppendBulkString(b, "modules")
-	b = resp.AppendArrayLen(b, 0)
-	return &op{kind: opReply, reply: b}
 }

@@ -30,10 +30,10 @@ func infoSections(args [][]byte) (redisArgs []string, raft bool) {
 	return redisArgs, raft
 }
 
-// info answers INFO: the local redis's sections with the fields that would
+// infoCommand answers INFO: the local redis's sections with the fields that would
 // describe that redis rather than raftproxy rewritten (see rewriteInfo),
 // then the Raft section when asked for.
-func (c *conn) info(args [][]byte) *op {
+func (c *conn) infoCommand(args [][]byte) *op {
 	redisArgs, raft := infoSections(args[1:])
 	var text []byte
 	if len(redisArgs) > 0 || !raft {
@@ -58,7 +58,7 @@ func (c *conn) info(args [][]byte) *op {
 		}
 		text = append(text, c.s.raftInfoSection()...)
 	}
-	return &op{kind: opReply, reply: resp.AppendBulk(nil, text)}
+	return &op{kind: opReply, reply: resp.AppendVerbatim(nil, string(text), c.client.resp3)}
 }
 
 // infoView is what rewriteInfo puts in place of redis's own fields.

@@ -13,6 +13,7 @@ type readReq struct {
 	node  *raftnode.Node
 	db    int
 	args  [][]byte
+	resp3 bool // the reply must be in RESP3
 	reply []byte
 	err   error
 	done  chan struct{}
@@ -27,8 +28,8 @@ type readPipe struct {
 	reqs  chan *readReq
 	redis *backend.Conn
 	buf   []byte
-	sel   []bool // sel[i]: a SELECT was sent before batch[i]
-	offs  []int  // reply i is buf[offs[i]:offs[i+1]]
+	skip  []uint8 // skip[i]: replies (SELECT, HELLO) to discard before batch[i]'s
+	offs  []int   // reply i is buf[offs[i]:offs[i+1]]
 }
 
 func newReadPipe(s *Server) *readPipe {
@@ -85,10 +86,20 @@ func (p *readPipe) runBatch(batch []*readReq) {
 		p.redis = rc
 	}
 	p.redis.SetDeadline(time.Now().Add(p.s.timeout()))
-	p.sel = append(p.sel[:0], make([]bool, len(batch))...)
-	sel := p.sel
+	p.skip = append(p.skip[:0], make([]uint8, len(batch))...)
+	skip := p.skip
 	for i, r := range batch {
+		// RESP3 clients share the pipe too: the connection switches
+		// protocol with a HELLO in the pipeline, as it switches databases
+		// with SELECT, only where two neighbours differ. That costs no round
+		// trip, where sending RESP3 reads to their connection's own redis
+		// connection would cost RESP3 clients (go-redis v9's default) the
+		// shared round trip.
 		s, err := p.redis.Select(r.db)
+		var hello bool
+		if err == nil {
+			hello, err = p.redis.Protocol(r.resp3)
+		}
 		if err == nil {
 			err = p.redis.Write(r.args)
 		}
@@ -96,7 +107,7 @@ func (p *readPipe) runBatch(batch []*readReq) {
 			p.drop(batch)
 			return
 		}
-		sel[i] = s
+		skip[i] = b2u(s) + b2u(hello)
 	}
 	if p.redis.Flush() != nil {
 		p.drop(batch)
@@ -106,14 +117,15 @@ func (p *readPipe) runBatch(batch []*readReq) {
 	p.offs = append(p.offs[:0], make([]int, len(batch)+1)...)
 	offs := p.offs
 	for i := range batch {
-		if sel[i] {
-			if _, err := p.redis.ReadReply(nil); err != nil {
+		start := len(p.buf)
+		var err error
+		for range skip[i] {
+			if p.buf, err = p.redis.ReadReply(p.buf[:start]); err != nil {
 				p.drop(batch)
 				return
 			}
 		}
-		var err error
-		p.buf, err = p.redis.ReadReply(p.buf)
+		p.buf, err = p.redis.ReadReply(p.buf[:start])
 		if err != nil {
 			p.drop(batch)
 			return

@@ -36,6 +36,9 @@ type Config struct {
 	Logger      *slog.Logger
 	// Settings backs RAFT.CONFIG; nil disables it.
 	Settings *Settings
+	// Scripts finds scripts loaded through the log, to turn EVALSHA into
+	// EVAL; nil: every EVALSHA gets NOSCRIPT.
+	Scripts ScriptRegistry
 }
 
 // Server is the client-facing RESP server of one node.
@@ -122,6 +125,12 @@ func (s *Server) learnRedis(ctx context.Context) error {
 	}
 	s.table, s.databases, s.redisVersion = t, n, backend.InfoField(info.Str, "redis_version")
 	return nil
+}
+
+// WriteKeys returns the keys a write command may modify, or all when that
+// cannot be told from its arguments (raftnode.Config.WriteKeys).
+func (s *Server) WriteKeys(args [][]byte) (keys [][]byte, all bool) {
+	return s.table.writtenKeys(args)
 }
 
 func (s *Server) timeout() time.Duration { return s.cfg.Timeout() }

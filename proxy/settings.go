@@ -130,7 +130,8 @@ func (c *conn) raftConfig(args [][]byte) *op {
 	switch sub := strings.ToLower(string(args[1])); {
 	case sub == "get" && len(args) == 3:
 		kv := s.get(string(args[2]))
-		b := resp.AppendArrayLen(nil, len(kv))
+		// A map in RESP3, as redis's CONFIG GET replies.
+		b := resp.AppendMapLen(nil, len(kv)/2, c.client.resp3)
 		for _, x := range kv {
 			b = resp.AppendBulkString(b, x)
 		}

@@ -42,12 +42,32 @@ func keySlot(key []byte) int {
 	return int(crc16(key) & (numSlots - 1))
 }
 
-// redirectSlot is the slot a MOVED reply names for a command: that of its
-// first key. Until key extraction from key specs is wired in, the first
-// argument stands for it; a command without arguments names slot 0.
-func redirectSlot(args [][]byte) int {
-	if len(args) < 2 {
+// redirectSlot is the slot a -MOVED names for a command: that of its first
+// key by redis's key specs; a command without keys names slot 0. It runs
+// only on the redirect path, so it may look the command up again.
+func (t table) redirectSlot(args [][]byte) int {
+	if len(args) == 0 {
 		return 0
 	}
-	return keySlot(args[1])
+	sp, _ := t.lookup(args)
+	if sp == nil {
+		return 0
+	}
+	var pos [8]int
+	first := -1
+	for _, ks := range sp.keySpecs {
+		idx, ok := ks.keys(args, pos[:0])
+		if !ok {
+			continue
+		}
+		for _, i := range idx {
+			if first < 0 || i < first {
+				first = i
+			}
+		}
+	}
+	if first < 1 || first >= len(args) {
+		return 0
+	}
+	return keySlot(args[first])
 }

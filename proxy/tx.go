@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
+	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
@@ -15,6 +17,8 @@ type txState struct {
 	db    int
 	cmds  [][][]byte
 	dirty bool // a command was refused while queueing: EXEC aborts
+	// fixes rewrite the replies of some commands (by index) in EXEC's reply.
+	fixes map[int]fixer
 }
 
 var queuedReply = resp.AppendSimple(nil, "QUEUED")
@@ -24,6 +28,11 @@ var queuedReply = resp.AppendSimple(nil, "QUEUED")
 func (c *conn) queue(args [][]byte) bool {
 	tx := c.tx
 	sp, errText := c.s.table.lookup(args)
+	if sp != nil && sp.unknown {
+		// Queued, a command raftproxy does not know would only fail at EXEC
+		// time; redis refuses it when it is queued, and so does raftproxy.
+		sp, errText = nil, unknownCommand(args)
+	}
 	if sp == nil {
 		tx.dirty = true
 		c.emit(errReply(errText))
@@ -36,6 +45,7 @@ func (c *conn) queue(args [][]byte) bool {
 		return true
 	case "discard":
 		c.tx = nil
+		c.unwatch()
 		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 		return true
 	case "multi":
@@ -46,6 +56,10 @@ func (c *conn) queue(args [][]byte) bool {
 		return true
 	case "quit":
 		return c.proxyCommand(sp.name, args)
+	case "reset":
+		// RESET is not queued: it ends the transaction at once, as in redis.
+		_, open := c.clientCommand(sp.name, args)
+		return open
 	case "ping", "echo":
 		// Redis runs them inside the transaction; so does every node.
 		tx.cmds = append(tx.cmds, args)
@@ -67,26 +81,95 @@ func (c *conn) queue(args [][]byte) bool {
 			c.emit(o)
 			return true
 		}
+		sp, args, fix, early := c.determinize(sp, args, true)
+		if early != nil {
+			tx.dirty = true
+			c.emit(early)
+			return true
+		}
+		if fix != nil {
+			if tx.fixes == nil {
+				tx.fixes = map[int]fixer{}
+			}
+			tx.fixes[len(tx.cmds)] = fix
+		}
 		tx.cmds = append(tx.cmds, absoluteTimes(sp.name, args, time.Now().UnixMilli()))
 		c.emit(&op{kind: opReply, reply: queuedReply})
 	}
 	return true
 }
 
-// exec proposes a queued transaction as one log entry.
+// exec proposes a queued transaction as one log entry. With a watch, every
+// node's applier runs it only if none of the watched keys was written since
+// the WATCH (see raftnode's watches); EXEC ends the watch either way.
 func (c *conn) exec(tx *txState) *op {
+	watch := c.watch
+	c.watch = 0
 	if tx.dirty {
+		c.forgetWatch(watch)
 		return errReply("EXECABORT Transaction discarded because of previous errors.")
 	}
-	if len(tx.cmds) == 0 {
+	if len(tx.cmds) == 0 && watch == 0 {
 		return &op{kind: opReply, reply: resp.AppendArrayLen(nil, 0)}
 	}
-	n, refused := c.serving(tx.cmds[0], false)
+	var first [][]byte
+	if len(tx.cmds) > 0 {
+		first = tx.cmds[0]
+	}
+	n, refused := c.serving(first, false)
 	if refused != nil {
+		c.forgetWatch(watch)
 		return refused
 	}
 	now := time.Now()
 	c.waitReads()
 	c.pendingWrites.Add(1)
-	return &op{kind: opWrite, fut: n.ProposeTx(context.Background(), tx.db, tx.cmds), start: now}
+	req := entry.Request{DB: tx.db, Op: entry.OpTx, Tx: tx.cmds, Watch: watch, RESP3: c.client.resp3}
+	o := &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), req), start: now}
+	if tx.fixes != nil {
+		o.fix = txFix(tx.fixes)
+	}
+	return o
+}
+
+// watchKeys handles WATCH: the keys join this connection's watch through
+// the log, so that every node knows from which point on a write to them
+// aborts the connection's next EXEC. The reply comes once the watch is
+// applied here: a read after it sees at least that point.
+func (c *conn) watchKeys(args [][]byte) *op {
+	n, refused := c.serving(args, false)
+	if refused != nil {
+		return refused
+	}
+	if c.watch == 0 {
+		for c.watch == 0 {
+			c.watch = rand.Uint64()
+		}
+	}
+	now := time.Now()
+	c.pendingWrites.Add(1)
+	req := entry.Request{DB: c.db, Op: entry.OpWatch, Watch: c.watch, Args: args[1:]}
+	return &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), req), start: now}
+}
+
+// unwatch ends the connection's watch (UNWATCH, DISCARD, a closed
+// connection).
+func (c *conn) unwatch() {
+	w := c.watch
+	c.watch = 0
+	c.forgetWatch(w)
+}
+
+// forgetWatch asks every node to drop watch w. Nobody waits for it: the
+// connection has forgotten w already, and if the request is lost the
+// applier drops the watch once it holds too many.
+func (c *conn) forgetWatch(w uint64) {
+	if w == 0 {
+		return
+	}
+	n := c.s.cfg.Host.Node()
+	if n == nil || n.Removed() {
+		return
+	}
+	n.ProposeRequest(context.Background(), entry.Request{Op: entry.OpUnwatch, Watch: w})
 }

@@ -42,11 +42,13 @@ type applier struct {
 	// lastSeq is, per proposing node, the sequence of the last batch applied.
 	// It is derived from the log alone, so every node skips the same batches.
 	lastSeq map[uint64]uint64
+	// watches is WATCH's bookkeeping, also derived from the log alone.
+	watches *watches
 	poke    chan struct{}
 }
 
 func newApplier(n *Node) *applier {
-	a := &applier{n: n, wake: make(chan struct{}, 1), change: make(chan struct{}), lastSeq: map[uint64]uint64{}, poke: make(chan struct{}, 1)}
+	a := &applier{n: n, wake: make(chan struct{}, 1), change: make(chan struct{}), lastSeq: map[uint64]uint64{}, watches: newWatches(), poke: make(chan struct{}, 1)}
 	a.gen.Store(1) // not serving until the first Reset
 	return a
 }
@@ -223,6 +225,7 @@ func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
 	}
 	if m == nil {
 		a.lastSeq = map[uint64]uint64{}
+		a.watches = newWatches()
 		if err := a.n.cfg.StateMachine.Reset(ctx, nil, 0); err != nil {
 			return err
 		}
@@ -241,6 +244,7 @@ func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
 		return fmt.Errorf("load snapshot %d into redis: %w", m.Index, err)
 	}
 	a.lastSeq = st.LastSeq
+	a.watches = restoreWatches(st.Watches)
 	if err := a.restoreMachine(ctx, st.Machine); err != nil {
 		return fmt.Errorf("restore the state machine's state of snapshot %d: %w", m.Index, err)
 	}
@@ -325,7 +329,65 @@ func (a *applier) replay(ctx context.Context) error {
 	return nil
 }
 
-var reorderedReply = resp.AppendError(nil, "TRYAGAIN "+ErrReordered.Error())
+var (
+	reorderedReply = resp.AppendError(nil, "TRYAGAIN "+ErrReordered.Error())
+	okReply        = resp.AppendSimple(nil, "OK")
+	abortedReply   = []byte("*-1\r\n") // EXEC's reply when a watched key was written
+	abortedReply3  = []byte("_\r\n")   // the same in RESP3
+	emptyTxReply   = resp.AppendArrayLen(nil, 0)
+)
+
+// watchOnly keeps WATCH's bookkeeping for request r, in log order. It
+// reports whether r is done without the state machine (a watch or unwatch,
+// a transaction that aborts because a watched key was written, an empty
+// transaction), having answered reply if not nil.
+func (a *applier) watchOnly(r entry.Request, reply func([]byte)) bool {
+	answer := func(raw []byte) bool {
+		if reply != nil {
+			reply(raw)
+		}
+		return true
+	}
+	ws := a.watches
+	switch {
+	case r.Op == entry.OpWatch:
+		ws.add(r.Watch, r.DB, r.Args)
+		return answer(okReply)
+	case r.Op == entry.OpUnwatch:
+		ws.remove(r.Watch)
+		return answer(okReply)
+	case len(r.Tx) > 0 || r.Op == entry.OpTx:
+		if r.Watch != 0 && !ws.exec(r.Watch) {
+			if r.RESP3 {
+				return answer(abortedReply3)
+			}
+			return answer(abortedReply)
+		}
+		if len(r.Tx) == 0 {
+			return answer(emptyTxReply)
+		}
+		if ws.active() {
+			for _, c := range r.Tx {
+				a.written(r.DB, c)
+			}
+		}
+	default:
+		if ws.active() {
+			a.written(r.DB, r.Args)
+		}
+	}
+	return false
+}
+
+// written marks the watches of the keys args may modify.
+func (a *applier) written(db int, args [][]byte) {
+	if f := a.n.cfg.WriteKeys; f != nil {
+		keys, all := f(args)
+		a.watches.written(db, keys, all)
+		return
+	}
+	a.watches.written(db, nil, true)
+}
 
 // commands turns entries into state machine commands. With replies, each
 // command whose batch was proposed here completes its client's future.
@@ -362,9 +424,12 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 			pend = nil
 		}
 		for i, r := range b.Reqs {
-			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx}
+			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx, RESP3: r.RESP3}
 			if pend != nil {
 				c.Reply = replier(a.n.prop, b.Seq, pend, i)
+			}
+			if a.watchOnly(r, c.Reply) {
+				continue
 			}
 			cmds = append(cmds, c)
 		}

@@ -163,3 +163,27 @@ func TestThrottle(t *testing.T) {
 		})
 	}
 }
+
+// TestApplierCarriesProtocol: the applier hands the state machine each
+// request's protocol, so a RESP3 client's write is run, and answered, in
+// RESP3 on whichever node replies.
+func TestApplierCarriesProtocol(t *testing.T) {
+	n := &Node{id: 1, log: slog.Default()}
+	n.prop = newProposer(n, 0)
+	a := newApplier(n)
+	e := entry.Entry{Node: 2, Seq: 1, Reqs: []entry.Request{
+		{DB: 3, Args: [][]byte{[]byte("HGETALL"), []byte("h")}, RESP3: true},
+		{DB: 3, Args: [][]byte{[]byte("HGETALL"), []byte("h")}},
+		{DB: 4, Tx: [][][]byte{{[]byte("HGETALL"), []byte("h")}}, RESP3: true},
+	}}
+	ent := &raftpb.Entry{Index: proto.Uint64(1), Term: proto.Uint64(1), Type: raftpb.EntryNormal.Enum(), Data: e.Marshal(nil)}
+	cmds := a.commands([]*raftpb.Entry{ent}, false)
+	if len(cmds) != 3 {
+		t.Fatalf("got %d commands, want 3", len(cmds))
+	}
+	for i, want := range []bool{true, false, true} {
+		if cmds[i].RESP3 != want || cmds[i].DB != e.Reqs[i].DB {
+			t.Errorf("command %d: db %d resp3 %v, want db %d resp3 %v", i, cmds[i].DB, cmds[i].RESP3, e.Reqs[i].DB, want)
+		}
+	}
+}

@@ -56,6 +56,9 @@ type Command struct {
 	// Tx, when set, makes the command a transaction: its commands run
 	// between MULTI and EXEC, Args is empty and Reply gets EXEC's reply.
 	Tx [][][]byte
+	// RESP3: the proposing client speaks RESP3, so the command must run on
+	// a RESP3 connection for its reply to be in the client's protocol.
+	RESP3 bool
 	// Reply receives the raw RESP reply; nil when no client waits for it.
 	Reply func(raw []byte)
 }
@@ -135,6 +138,11 @@ type Config struct {
 	// Tunables are the settings that may change while the node runs
 	// (RAFT.CONFIG SET); shared by every node of the Host.
 	Tunables *Tunables
+	// WriteKeys returns the keys a write command may modify, or all when
+	// that cannot be told from its arguments; WATCH's bookkeeping uses it.
+	// It must give the same answer on every node. Nil: every write may
+	// modify every key.
+	WriteKeys func(args [][]byte) (keys [][]byte, all bool)
 	// ForceNewCluster, on restart, makes this node the only member of its
 	// cluster, keeping what it had committed (quorum-loss recovery).
 	ForceNewCluster bool

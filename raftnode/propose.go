@@ -118,16 +118,23 @@ func (n *Node) waitLeader(ctx context.Context) bool {
 }
 
 // Propose queues a request for the log. The future completes with the
-// redis reply once the request is committed and applied on this node.
-func (n *Node) Propose(ctx context.Context, db int, args [][]byte) *Future {
-	return n.propose(ctx, entry.Request{DB: db, Args: args})
+// redis reply, in RESP3 when resp3 is set, once the request is committed and
+// applied on this node.
+func (n *Node) Propose(ctx context.Context, db int, args [][]byte, resp3 bool) *Future {
+	return n.propose(ctx, entry.Request{DB: db, Args: args, RESP3: resp3})
 }
 
 // ProposeTx queues a transaction: its commands go into one log entry and
 // run on every node between MULTI and EXEC. The future completes with
-// EXEC's reply.
-func (n *Node) ProposeTx(ctx context.Context, db int, cmds [][][]byte) *Future {
-	return n.propose(ctx, entry.Request{DB: db, Tx: cmds})
+// EXEC's reply (in RESP3 when resp3 is set).
+func (n *Node) ProposeTx(ctx context.Context, db int, cmds [][][]byte, resp3 bool) *Future {
+	return n.propose(ctx, entry.Request{DB: db, Tx: cmds, RESP3: resp3})
+}
+
+// ProposeRequest queues any request: a command, a transaction (which may
+// name a watch), a watch or an unwatch (see entry.Op).
+func (n *Node) ProposeRequest(ctx context.Context, req entry.Request) *Future {
+	return n.propose(ctx, req)
 }
 
 func (n *Node) propose(ctx context.Context, req entry.Request) *Future {

@@ -27,6 +27,8 @@ type nodeState struct {
 	Members []MemberInfo      `json:"members"`
 	Removed []uint64          `json:"removed,omitempty"`
 	LastSeq map[uint64]uint64 `json:"last_seq"`
+	// Watches are the open WATCHes (see watches).
+	Watches []watchState `json:"watches,omitempty"`
 	// Machine is the state machine's MachineState, if it has one.
 	Machine json.RawMessage `json:"machine,omitempty"`
 }
@@ -203,7 +205,7 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 	for k, v := range a.lastSeq {
 		seqs[k] = v
 	}
-	st := nodeState{Members: conf.members, Removed: n.members.removedIDs(), LastSeq: seqs}
+	st := nodeState{Members: conf.members, Removed: n.members.removedIDs(), LastSeq: seqs, Watches: a.watches.state()}
 	if ms, ok := n.cfg.StateMachine.(MachineState); ok {
 		st.Machine, err = ms.MachineState()
 		if err != nil {

@@ -69,6 +69,46 @@ func AppendNullBulk(dst []byte) []byte {
 	return append(dst, "$-1\r\n"...)
 }
 
+// AppendNull appends a null: RESP3's _ or, for RESP2 clients, the null
+// bulk string $-1 Redis sends in its place.
+func AppendNull(dst []byte, resp3 bool) []byte {
+	if resp3 {
+		return append(dst, "_\r\n"...)
+	}
+	return AppendNullBulk(dst)
+}
+
+// AppendNullArray appends a null array (EXEC of an aborted transaction):
+// RESP3's _ or RESP2's *-1.
+func AppendNullArray(dst []byte, resp3 bool) []byte {
+	if resp3 {
+		return append(dst, "_\r\n"...)
+	}
+	return append(dst, "*-1\r\n"...)
+}
+
+// AppendVerbatim appends text Redis sends as a verbatim string in RESP3
+// (CLIENT LIST, INFO: "=<len>\r\ntxt:<text>\r\n") and as a bulk string in
+// RESP2.
+func AppendVerbatim(dst []byte, text string, resp3 bool) []byte {
+	if !resp3 {
+		return AppendBulkString(dst, text)
+	}
+	dst = appendHeader(dst, '=', int64(len(text)+4))
+	dst = append(dst, "txt:"...)
+	dst = append(dst, text...)
+	return append(dst, '\r', '\n')
+}
+
+// AppendSetLen appends a set header for n elements: a RESP3 set, or an
+// array for RESP2 clients.
+func AppendSetLen(dst []byte, n int, resp3 bool) []byte {
+	if resp3 {
+		return appendHeader(dst, '~', int64(n))
+	}
+	return appendHeader(dst, '*', int64(n))
+}
+
 // AppendArrayLen appends an array header for n elements.
 func AppendArrayLen(dst []byte, n int) []byte {
 	return appendHeader(dst, '*', int64(n))

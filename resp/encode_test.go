@@ -28,6 +28,15 @@ func TestAppend(t *testing.T) {
 		{string(AppendMapLen(nil, 2, true)), "%2\r\n"},
 		{string(AppendMapLen(nil, 2, false)), "*4\r\n"},
 		{string(AppendSimple([]byte("+A\r\n"), "B")), "+A\r\n+B\r\n"},
+		{string(AppendNull(nil, true)), "_\r\n"},
+		{string(AppendNull(nil, false)), "$-1\r\n"},
+		{string(AppendNullArray(nil, true)), "_\r\n"},
+		{string(AppendNullArray(nil, false)), "*-1\r\n"},
+		{string(AppendVerbatim(nil, "id=1\n", true)), "=9\r\ntxt:id=1\n\r\n"},
+		{string(AppendVerbatim(nil, "", true)), "=4\r\ntxt:\r\n"},
+		{string(AppendVerbatim(nil, "id=1\n", false)), "$5\r\nid=1\n\r\n"},
+		{string(AppendSetLen(nil, 1, true)), "~1\r\n"},
+		{string(AppendSetLen(nil, 1, false)), "*1\r\n"},
 	}
 	for i, tt := range tests {
 		if tt.got != tt.want {
@@ -49,6 +58,10 @@ func TestAppendZeroAllocs(t *testing.T) {
 		b = AppendBulkString(b, "v")
 		b = AppendNullBulk(b)
 		b = AppendArrayLen(b, 5)
+		b = AppendNull(b, true)
+		b = AppendNullArray(b, false)
+		b = AppendVerbatim(b, "id=1", true)
+		b = AppendSetLen(b, 1, true)
 		_ = AppendMapLen(b, 5, false)
 	})
 	if allocs != 0 {

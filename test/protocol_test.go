@@ -216,25 +216,15 @@ func testRefused(ctx context.Context, t *testing.T, c *Cluster, leader, target *
 				return nil
 			})
 		}},
-		{[]string{"WATCH", "refused:watched"}, func(t *testing.T, conn *rawConn) {
-			// Nothing is watched: a transaction after it must run.
-			for _, args := range [][]string{{"MULTI"}, {"SET", "refused:watch", "now"}} {
-				if _, err := conn.Do(args...); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if v, err := conn.Do("EXEC"); err != nil || v.String() != "[+OK]" {
-				t.Errorf("EXEC after refused WATCH: %s, %v; want [+OK]", v, err)
-			}
-		}},
-		{[]string{"EVAL", "redis.call('set','refused:eval','x') return 1", "0"}, func(t *testing.T, _ *rawConn) {
-			onEveryRedis(t, "script not run", func(ctx context.Context, n *Node) error {
-				if k, err := n.RedisClient().Exists(ctx, "refused:eval").Result(); err != nil || k != 0 {
-					return fmt.Errorf("EXISTS refused:eval = %d, %v", k, err)
+		{[]string{"XADD", "refused:stream", "*", "f", "v"}, func(t *testing.T, _ *rawConn) {
+			onEveryRedis(t, "stream not created", func(ctx context.Context, n *Node) error {
+				if k, err := n.RedisClient().Exists(ctx, "refused:stream").Result(); err != nil || k != 0 {
+					return fmt.Errorf("EXISTS refused:stream = %d, %v", k, err)
 				}
 				return nil
 			})
 		}},
+		{[]string{"SCRIPT", "KILL"}, nil},
 		{[]string{"SUBSCRIBE", "refused:channel"}, nil},
 		{[]string{"BLPOP", "refused:list", "1"}, nil},
 	}

@@ -211,7 +211,11 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 
 	sm := backend.NewStateMachine(redisAddr, log.With("component", "applier"))
 	self := raftnode.Member{Addr: o.advertise, PeerAddr: o.advertisePeer}
+	// The proxy reads the command table from redis; the node starts (and
+	// applies) only after it is set, below.
+	var srv *proxy.Server
 	host := raftnode.NewHost(raftnode.Config{
+		WriteKeys:      func(args [][]byte) ([][]byte, bool) { return srv.WriteKeys(args) },
 		DataDir:        o.dataDir,
 		Self:           self,
 		StateMachine:   sm,
@@ -227,7 +231,6 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		SnapshotKeep:           o.snapKeep,
 		ForceNewCluster:        o.forceNewCluster,
 	})
-	var srv *proxy.Server
 	sets := settings(o.dataDir, &srv, host, lv)
 	srv, err = proxy.New(ctx, proxy.Config{
 		Settings:      sets,
@@ -238,6 +241,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		FollowerProxy: o.followerProxy,
 		Timeout:       host.Tunables().Timeout,
 		Logger:        log,
+		Scripts:       sm.Scripts(),
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,39 @@
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+// machineState is the replicated state the state machine keeps beside
+// redis's keyspace, which an RDB does not carry; it travels in snapshots
+// (raftnode.MachineState). Each feature owns one field.
+type machineState struct {
+	// Scripts are the registry's bodies (see Scripts), in sha order.
+	Scripts [][]byte `json:"scripts,omitempty"`
+	// Config is what CONFIG SET through the log set (config.go).
+	Config []configParam `json:"config,omitempty"`
+}
+
+// MachineState implements raftnode.MachineState.
+func (s *StateMachine) MachineState() (json.RawMessage, error) {
+	st := machineState{Scripts: s.scripts.list(), Config: s.config.list()}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("encode the state machine's state: %w", err)
+	}
+	return b, nil
+}
+
+// RestoreMachineState implements raftnode.MachineState.
+func (s *StateMachine) RestoreMachineState(ctx context.Context, raw json.RawMessage) error {
+	var st machineState
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("decode the state machine's state from a snapshot: %w", err)
+		}
+	}
+	s.scripts.restore(st.Scripts)
+	return s.restoreConfig(ctx, st.Config)
+}

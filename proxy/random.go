@@ -1,0 +1,89 @@
+package proxy
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"strconv"
+)
+
+// spopScript is SPOP made deterministic: the members in a node-independent
+// order (sorted: SMEMBERS order depends on each redis process's hash seed),
+// then a partial Fisher-Yates shuffle with redis's own PRNG seeded from
+// ARGV[1], which the proposer drew and the log carries. Replies have SPOP's
+// shapes: a bulk or nil without a count, an array with one.
+//
+// Sorting uses Lua's string order (strcoll): every node's redis needs the
+// same LC_COLLATE, as SORT ALPHA does (the supervised redis runs with C).
+const spopScript = `local m = redis.pcall('SMEMBERS', KEYS[1])
+if m.err then return m end
+local withCount = ARGV[2] ~= nil
+if #m == 0 then if withCount then return {} end return false end
+local n = 1
+if withCount then n = tonumber(ARGV[2]) end
+if n > #m then n = #m end
+if n == 0 then return {} end
+table.sort(m)
+math.randomseed(tonumber(ARGV[1]))
+local out = {}
+for i = 1, n do local j = math.random(i, #m) m[i], m[j] = m[j], m[i] out[i] = m[i] end
+if n == #m then redis.call('DEL', KEYS[1]) else
+for i = 1, n, 1000 do redis.call('SREM', KEYS[1], unpack(out, i, math.min(i + 999, n))) end end
+if withCount then return out end
+return out[1]`
+
+// rewriteSpop turns SPOP key [count] into an EVAL of spopScript with a
+// fresh seed. Forms redis refuses (bad count, extra arguments) are left as
+// they are: redis refuses them alike on every node, before any randomness.
+func rewriteSpop(args [][]byte) [][]byte {
+	if len(args) != 2 && len(args) != 3 {
+		return args
+	}
+	seed := strconv.AppendInt(nil, int64(rand.Int32N(1<<31-1)), 10)
+	out := [][]byte{[]byte("EVAL"), []byte(spopScript), []byte("1"), args[1], seed}
+	if len(args) == 3 {
+		if _, ok := redisCount(args[2]); !ok {
+			return args
+		}
+		out = append(out, args[2])
+	}
+	return out
+}
+
+// redisCount parses a non-negative integer as redis's string2ll does: no
+// sign, no leading zeros, no spaces, within int64.
+func redisCount(b []byte) (int64, bool) {
+	if len(b) == 0 || (len(b) > 1 && b[0] == '0') {
+		return 0, false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	return n, err == nil
+}
+
+// xaddAutoID reports whether XADD's ID argument is "*": redis would take
+// the ID from each node's clock. Explicit IDs, and "<ms>-*", are the same
+// on every node. The options are skipped as redis parses them.
+func xaddAutoID(args [][]byte) bool {
+	i := 2
+	for i < len(args) {
+		switch {
+		case bytes.EqualFold(args[i], []byte("nomkstream")):
+			i++
+		case bytes.EqualFold(args[i], []byte("maxlen")), bytes.EqualFold(args[i], []byte("minid")):
+			if i+1 < len(args) && (string(args[i+1]) == "=" || string(args[i+1]) == "~") {
+				i += 3
+			} else {
+				i += 2
+			}
+		case bytes.EqualFold(args[i], []byte("limit")):
+			i += 2
+		default:
+			return string(args[i]) == "*"
+		}
+	}
+	return false
+}

@@ -1,0 +1,243 @@
+package proxy
+
+import (
+	"bytes"
+	"strconv"
+	"time"
+
+	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// ScriptRegistry finds the body of a script loaded through the log by its
+// sha1 (backend.Scripts, kept by the applier).
+type ScriptRegistry interface {
+	Script(sha string) ([]byte, bool)
+}
+
+// fixer rewrites a command's raw reply before the client gets it.
+type fixer func(raw []byte) []byte
+
+const noScript = "NOSCRIPT No matching script. Please use EVAL."
+
+// noScriptEval is queued in a transaction in place of an EVALSHA of an
+// unknown script: like redis, EXEC then reports NOSCRIPT for that command.
+var noScriptEval = []byte("return redis.error_reply('" + noScript + "')")
+
+// determinize returns the form of a data command that may enter the log or
+// run here: one that every node runs alike (see "Determinism" in
+// docs/ARCHITECTURE.md), the fixer its reply needs, or a reply of its own
+// (o) when it must not run. inTx: the command is being queued in MULTI.
+func (c *conn) determinize(sp *spec, args [][]byte, inTx bool) (_ *spec, _ [][]byte, fix fixer, o *op) {
+	switch sp.name {
+	case "spop":
+		return sp, rewriteSpop(args), nil, nil
+	case "xadd":
+		if xaddAutoID(args) {
+			return sp, args, nil, errReply("ERR 'XADD' with an auto-generated ID (*) takes the ID from each node's clock and would differ between nodes: give an explicit ID or <ms>-*")
+		}
+	case "eval":
+		return sp, withArg(args, 1, backend.WrapScript(args[1])), nil, nil
+	case "evalsha", "evalsha_ro":
+		body, o := c.scriptBody(args[1])
+		if o != nil {
+			if !inTx || o.reply == nil || !bytes.HasPrefix(o.reply, []byte("-NOSCRIPT")) {
+				return sp, args, nil, o
+			}
+			// Queued, EVALSHA fails at EXEC, not at queueing.
+			return c.s.table["eval"], [][]byte{[]byte("EVAL"), noScriptEval, []byte("0")}, nil, nil
+		}
+		if sp.name == "evalsha_ro" {
+			// A read runs on this node only: nothing to guard.
+			return c.s.table["eval_ro"], withArg(withArg(args, 0, []byte("EVAL_RO")), 1, body), nil, nil
+		}
+		return c.s.table["eval"], withArg(withArg(args, 0, []byte("EVAL")), 1, backend.WrapScript(body)), nil, nil
+	case "script|load":
+		sha := backend.ScriptSHA(args[2])
+		return sp, withArg(args, 2, backend.WrapScript(args[2])), bulkFix(sha), nil
+	case "script|exists":
+		if inTx {
+			return sp, args, nil, errReply("ERR 'SCRIPT EXISTS' is not supported inside MULTI by raftproxy")
+		}
+		return sp, args, nil, c.scriptExists(args[2:])
+	case "function|load":
+		return sp, withArg(args, len(args)-1, backend.WrapLibrary(args[len(args)-1])), nil, nil
+	case "function|list":
+		return sp, args, unwrapFix, nil
+	}
+	return sp, args, nil, nil
+}
+
+// withArg returns args with args[i] replaced, leaving the caller's slice
+// (which may be queued elsewhere) alone.
+func withArg(args [][]byte, i int, v []byte) [][]byte {
+	out := append([][]byte(nil), args...)
+	out[i] = v
+	return out
+}
+
+// scriptBody finds a script by sha1. A script loaded through another node
+// may be committed but not yet applied here: a read barrier (everything
+// committed before it is applied once it is ready) settles that.
+func (c *conn) scriptBody(sha []byte) ([]byte, *op) {
+	if body, ok := c.lookupScript(sha); ok {
+		return body, nil
+	}
+	if o := c.barrier(); o != nil {
+		return nil, o
+	}
+	if body, ok := c.lookupScript(sha); ok {
+		return body, nil
+	}
+	return nil, errReply(noScript)
+}
+
+func (c *conn) lookupScript(sha []byte) ([]byte, bool) {
+	if c.s.cfg.Scripts == nil || len(sha) != 40 {
+		return nil, false
+	}
+	return c.s.cfg.Scripts.Script(string(sha))
+}
+
+// barrier waits until this node has applied everything committed before
+// now; it returns the error reply when it cannot.
+func (c *conn) barrier() *op {
+	n, refused := c.serving(nil, false)
+	if refused != nil {
+		return refused
+	}
+	deadline := time.Now().Add(c.s.timeout())
+	// This connection's own writes come first (a pipelined SCRIPT LOAD then
+	// EVALSHA): they may not be committed yet, so the barrier alone would
+	// not cover them. Misses are rare, so polling is enough.
+	for c.pendingWrites.Load() > 0 {
+		if time.Now().After(deadline) {
+			return errReply(errorText(raftnode.ErrTimeout, true))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	rw := n.StartRead()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-rw.Ready():
+	case <-t.C:
+		return errReply(errorText(raftnode.ErrTimeout, true))
+	}
+	if err := rw.Err(); err != nil {
+		return errReply(errorText(err, true))
+	}
+	return nil
+}
+
+// scriptExists answers SCRIPT EXISTS from the registry after a barrier:
+// redis's own cache holds the wrapped bodies under other shas.
+func (c *conn) scriptExists(shas [][]byte) *op {
+	if o := c.barrier(); o != nil {
+		return o
+	}
+	b := resp.AppendArrayLen(nil, len(shas))
+	for _, sha := range shas {
+		_, ok := c.lookupScript(sha)
+		b = resp.AppendInt(b, map[bool]int64{false: 0, true: 1}[ok])
+	}
+	return &op{kind: opReply, reply: b}
+}
+
+// bulkFix replaces a bulk string reply (SCRIPT LOAD's sha1 of the wrapped
+// body) with s (that of the client's body); errors pass unchanged.
+func bulkFix(s string) fixer {
+	return func(raw []byte) []byte {
+		if len(raw) == 0 || raw[0] != '$' {
+			return raw
+		}
+		return resp.AppendBulkString(nil, s)
+	}
+}
+
+// unwrapFix strips the prelude from the library code in FUNCTION LIST
+// WITHCODE, so clients see the code they loaded.
+func unwrapFix(raw []byte) []byte {
+	out, rest, ok := mapBulks(nil, raw, func(b []byte) []byte {
+		if u, ok := backend.Unwrap(b); ok {
+			return u
+		}
+		return b
+	}, 0)
+	if !ok || len(rest) != 0 {
+		return raw
+	}
+	return out
+}
+
+// mapBulks copies one RESP value from raw to dst with every bulk string
+// passed through f. It returns the rest of raw, and false on anything it
+// does not understand (the caller then keeps raw as it was).
+func mapBulks(dst, raw []byte, f func([]byte) []byte, depth int) ([]byte, []byte, bool) {
+	i := bytes.Index(raw, []byte("\r\n"))
+	if i < 1 || depth > 64 {
+		return dst, raw, false
+	}
+	kind, line, rest := raw[0], raw[:i+2], raw[i+2:]
+	n, err := strconv.Atoi(string(raw[1:i]))
+	switch kind {
+	case '$':
+		if err != nil || n < -1 || len(rest) < n+2 {
+			return dst, raw, false
+		}
+		if n == -1 {
+			return append(dst, line...), rest, true
+		}
+		return resp.AppendBulk(dst, f(rest[:n])), rest[n+2:], true
+	case '*', '~', '>', '%', '|':
+		if err != nil {
+			return dst, raw, false
+		}
+		dst = append(dst, line...)
+		if kind == '%' || kind == '|' {
+			n *= 2
+		}
+		for range max(n, 0) {
+			var ok bool
+			if dst, rest, ok = mapBulks(dst, rest, f, depth+1); !ok {
+				return dst, raw, false
+			}
+		}
+		return dst, rest, true
+	case '=', '!':
+		if err != nil || n < 0 || len(rest) < n+2 {
+			return dst, raw, false
+		}
+		return append(dst, raw[:i+2+n+2]...), rest[n+2:], true
+	}
+	return append(dst, line...), rest, true
+}
+
+// txFix applies per-command fixers to the elements of EXEC's array reply.
+func txFix(fixes map[int]fixer) fixer {
+	return func(raw []byte) []byte {
+		if len(raw) == 0 || raw[0] != '*' {
+			return raw // EXECABORT, or nil: nothing ran
+		}
+		i := bytes.Index(raw, []byte("\r\n"))
+		if i < 0 {
+			return raw
+		}
+		out := append([]byte(nil), raw[:i+2]...)
+		rest := raw[i+2:]
+		for k := 0; len(rest) > 0; k++ {
+			_, after, err := resp.Parse(rest)
+			if err != nil {
+				return raw
+			}
+			elem := rest[:len(rest)-len(after)]
+			if f := fixes[k]; f != nil {
+				elem = f(elem)
+			}
+			out = append(out, elem...)
+			rest = after
+		}
+		return out
+	}
+}

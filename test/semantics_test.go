@@ -422,5 +422,3 @@ func TestMultiAcrossLeaderChange(t *testing.T) {
 		t.Errorf("mlc:n = %q, want 2", got)
 	}
 }
-
-

@@ -293,5 +293,3 @@ func mustDo(t *testing.T, conn *rawConn, want string, args ...string) {
 		t.Fatalf("%q: got %s, want %s", args, v, want)
 	}
 }
-
-

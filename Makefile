@@ -35,6 +35,7 @@ clean:
 
 # The whole suite, as CI runs it.
 test: deps
+	@scripts/install-test-deps.sh
 	$(GO) vet ./...
 	$(MAKE) unit fuzz integration
 

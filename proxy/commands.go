@@ -64,7 +64,6 @@ const (
 	reasonBlocking = "blocks, and blocking commands are not supported by raftproxy yet"
 	reasonPubSub   = "pub/sub is not supported by raftproxy yet"
 	reasonKill     = "could stop a script from the raft log on this node only (redis kills any script that has not written yet) and make nodes diverge"
-	reasonClock    = "compares idle times with each node's clock and would claim different entries on different nodes"
 	reasonPause    = "is not supported by raftproxy yet: pausing the local redis would stall this node's log applier, not the cluster's clients"
 	reasonTracking = "is not supported by raftproxy yet: client-side caching needs invalidations for writes from every node"
 )
@@ -117,7 +116,9 @@ var overrides = map[string]struct {
 	"function|list":    {classRead, ""}, "function|dump": {classRead, ""}, "function|stats": {classLocal, ""},
 	"function|kill": {classRefused, reasonKill}, "function|help": {classLocal, ""},
 	"spop": {classWrite, ""}, "xadd": {classWrite, ""}, "xtrim": {classWrite, ""},
-	"xclaim": {classRefused, reasonClock}, "xautoclaim": {classRefused, reasonClock},
+	// Streams: see streams.go. BLOCK is refused there, by argument.
+	"xclaim": {classWrite, ""}, "xautoclaim": {classWrite, ""},
+	"xreadgroup": {classWrite, ""}, "xread": {classRead, ""},
 	"migrate":   {classRefused, "moves keys to another redis-server outside the raft log"},
 	"subscribe": {classRefused, reasonPubSub}, "psubscribe": {classRefused, reasonPubSub},
 	"ssubscribe": {classRefused, reasonPubSub}, "unsubscribe": {classRefused, reasonPubSub},

@@ -81,13 +81,13 @@ func TestClassify(t *testing.T) {
 		{"EVAL_RO x 0", classRead}, {"EVALSHA x 0", classWrite}, {"FCALL f 0", classWrite}, {"FCALL_RO f 0", classRead},
 		{"SCRIPT LOAD x", classWrite}, {"SCRIPT EXISTS x", classRead}, {"SCRIPT FLUSH", classWrite}, {"SCRIPT KILL", classRefused},
 		{"FUNCTION LOAD x", classWrite}, {"FUNCTION LIST", classRead}, {"FUNCTION KILL", classRefused}, {"FUNCTION STATS", classLocal},
-		{"XADD s 1-1 f v", classWrite}, {"XCLAIM s g c 0 1-1", classRefused}, {"MIGRATE h 1 k 0 0", classRefused},
+		{"XADD s 1-1 f v", classWrite}, {"XCLAIM s g c 0 1-1", classWrite}, {"XAUTOCLAIM s g c 0 0", classWrite}, {"XREADGROUP GROUP g c STREAMS s >", classWrite}, {"MIGRATE h 1 k 0 0", classRefused},
 		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classProxy},
 		// Connection-level commands (client.go); SETINFO and NO-TOUCH even
 		// when the local redis (7.0) does not know them.
 		{"CLIENT SETINFO LIB-NAME x", classProxy}, {"CLIENT NO-TOUCH on", classProxy}, {"CLIENT LIST", classProxy},
 		{"RESET", classProxy}, {"AUTH default x", classProxy}, {"CLIENT HELP", classLocal}, {"CLIENT PAUSE 1", classRefused},
-		{"XREAD STREAMS s 0", classRefused}, {"WAIT 1 0", classProxy}, {"SYNC", classRefused},
+		{"XREAD STREAMS s 0", classRead}, {"WAIT 1 0", classProxy}, {"SYNC", classRefused},
 		// Commands redis does not list (a module's) are writes.
 		{"NOSUCH a b", classWrite}, {"mymodule.set k v", classWrite},
 	}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"math/rand/v2"
 	"strconv"
 )
@@ -62,28 +61,4 @@ func redisCount(b []byte) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(string(b), 10, 64)
 	return n, err == nil
-}
-
-// xaddAutoID reports whether XADD's ID argument is "*": redis would take
-// the ID from each node's clock. Explicit IDs, and "<ms>-*", are the same
-// on every node. The options are skipped as redis parses them.
-func xaddAutoID(args [][]byte) bool {
-	i := 2
-	for i < len(args) {
-		switch {
-		case bytes.EqualFold(args[i], []byte("nomkstream")):
-			i++
-		case bytes.EqualFold(args[i], []byte("maxlen")), bytes.EqualFold(args[i], []byte("minid")):
-			if i+1 < len(args) && (string(args[i+1]) == "=" || string(args[i+1]) == "~") {
-				i += 3
-			} else {
-				i += 2
-			}
-		case bytes.EqualFold(args[i], []byte("limit")):
-			i += 2
-		default:
-			return string(args[i]) == "*"
-		}
-	}
-	return false
 }

@@ -41,25 +41,7 @@ func TestRewriteSpop(t *testing.T) {
 	}
 }
 
-func TestXaddAutoID(t *testing.T) {
-	tests := []struct {
-		cmd  string
-		auto bool
-	}{
-		{"XADD s * f v", true},
-		{"XADD s NOMKSTREAM MAXLEN ~ 10 LIMIT 5 * f v", true},
-		{"XADD s MINID = 5 * f v", true},
-		{"XADD s maxlen 10 * f v", true},
-		{"XADD s 1-1 f *", false},
-		{"XADD s 5-* f v", false},
-		{"XADD s MAXLEN 10 1-1 * *", false},
-		{"XADD s", false},
-	}
-	for _, tt := range tests {
-		if got := xaddAutoID(fields(tt.cmd)); got != tt.auto {
-			t.Errorf("%s: auto ID %v, want %v", tt.cmd, got, tt.auto)
-		}
-	}
+func TestSpopScriptSorts(t *testing.T) {
 	if !strings.Contains(spopScript, "table.sort(m)") {
 		t.Error("SPOP must pick from the members in a node-independent order")
 	}

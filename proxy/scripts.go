@@ -33,10 +33,9 @@ func (c *conn) determinize(sp *spec, args [][]byte, inTx bool) (_ *spec, _ [][]b
 	switch sp.name {
 	case "spop":
 		return sp, rewriteSpop(args), nil, nil
-	case "xadd":
-		if xaddAutoID(args) {
-			return sp, args, nil, errReply("ERR 'XADD' with an auto-generated ID (*) takes the ID from each node's clock and would differ between nodes: give an explicit ID or <ms>-*")
-		}
+	case "xadd", "xread", "xreadgroup", "xclaim", "xautoclaim":
+		args, fix, o := determinizeStream(sp.name, args, streamNow(), c.client.resp3)
+		return sp, args, fix, o
 	case "eval":
 		return sp, withArg(args, 1, backend.WrapScript(args[1])), nil, nil
 	case "evalsha", "evalsha_ro":

@@ -1,0 +1,503 @@
+package proxy
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// Stream commands whose effect redis takes from its own clock are rewritten
+// at proposal into EVALs of the trusted scripts below (like SPOP in
+// random.go: they are not wrapped in the user-script prelude), with the
+// proposing node's clock (ms) in the log. See "Streams" under
+// "Determinism" in docs/ARCHITECTURE.md.
+
+// luaClock is shared by the scripts that store delivery times. nowMs is the
+// node's clock as redis's mstime() sees it. settle waits (bounded) until
+// this node's clock has reached the proposal time: XCLAIM stores a TIME
+// later than the node's own now as now, so a node whose clock lags the
+// proposer's would store a different delivery time. pending reads PEL
+// entries with their exact delivery times: XPENDING gives only idle = now -
+// delivery time, so now is read before and after and the read is retried
+// until both fall in the same millisecond.
+const luaClock = `local function nowMs() local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
+local function settle(ms) local t0 = nowMs() local t = t0 while t < ms and t - t0 < 500 do t = nowMs() end end
+local function pending(key, group, a, b, n)
+for _ = 1, 1000 do
+local t1 = nowMs()
+local p = redis.call('XPENDING', key, group, a, b, n)
+if nowMs() == t1 then for _, e in ipairs(p) do e.dt = t1 - e[3] end return p end
+end
+return redis.error_reply('ERR raftproxy: the clock moved during every XPENDING read')
+end
+`
+
+// xaddScript is XADD with "*": the ID is <ms>-* with ms the larger of the
+// proposal time (ARGV[1]) and the stream's last generated ID's time, so the
+// ID is the same on every node and a proposer clock behind the stream's
+// top never fails. ARGV[2] is the position of "*" in the rest of ARGV (the
+// original arguments after the key). Arguments are left to XADD itself, so
+// redis's errors (syntax first, then WRONGTYPE) come as redis gives them.
+const xaddScript = `local function gt(a, b) if #a ~= #b then return #a > #b end return a > b end
+local function incr(s) local i = #s while i > 0 and s:sub(i, i) == '9' do i = i - 1 end
+if i == 0 then return '1' .. string.rep('0', #s) end
+return s:sub(1, i - 1) .. string.char(s:byte(i) + 1) .. string.rep('0', #s - i) end
+local ms = ARGV[1]
+local args = {}
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
+if type(info) == 'table' and not info.err then
+for i = 1, #info, 2 do
+if info[i] == 'last-generated-id' then
+local lms, lseq = string.match(info[i + 1], '^(%d+)-(%d+)$')
+if lms and not gt(ms, lms) then
+ms = lms
+if lseq == '18446744073709551615' then ms = incr(lms) end
+end
+end
+end
+end
+args[tonumber(ARGV[2])] = ms .. '-*'
+return redis.pcall('XADD', KEYS[1], unpack(args))`
+
+// rewriteXadd turns XADD with an auto-generated ID into an EVAL of
+// xaddScript. Other forms (explicit IDs, <ms>-*) are already the same on
+// every node and are left alone.
+func rewriteXadd(args [][]byte, nowMs int64) [][]byte {
+	pos := xaddIDPos(args)
+	if pos < 0 || string(args[pos]) != "*" {
+		return args
+	}
+	out := [][]byte{[]byte("EVAL"), []byte(xaddScript), []byte("1"), args[1],
+		strconv.AppendInt(nil, nowMs, 10), strconv.AppendInt(nil, int64(pos-1), 10)}
+	return append(out, args[2:]...)
+}
+
+// xaddIDPos finds XADD's ID argument, skipping the options as redis parses
+// them; -1 if there is none.
+func xaddIDPos(args [][]byte) int {
+	i := 2
+	for i < len(args) {
+		switch {
+		case bytes.EqualFold(args[i], []byte("nomkstream")):
+			i++
+		case bytes.EqualFold(args[i], []byte("maxlen")), bytes.EqualFold(args[i], []byte("minid")):
+			if i+1 < len(args) && (string(args[i+1]) == "=" || string(args[i+1]) == "~") {
+				i += 3
+			} else {
+				i += 2
+			}
+		case bytes.EqualFold(args[i], []byte("limit")):
+			i += 2
+		default:
+			return i
+		}
+	}
+	return -1
+}
+
+// xreadgroupScript runs XREADGROUP (ARGV[2..], the original arguments),
+// then gives every delivered entry that still exists the proposal time
+// (ARGV[1]) as its delivery time: redis stamps deliveries with each node's
+// own clock. XCLAIM ... JUSTID to the same consumer changes nothing else
+// (not the delivery count); without FORCE it leaves NOACK reads (not in the
+// PEL) alone.
+const xreadgroupScript = luaClock + `local ms = tonumber(ARGV[1])
+local args = {}
+for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
+local r = redis.pcall('XREADGROUP', unpack(args))
+if type(r) ~= 'table' or r.err then return r end
+local group, consumer = args[2], args[3]
+settle(ms)
+for _, s in ipairs(r) do
+local ids = {}
+for _, e in ipairs(s[2]) do if e[2] then ids[#ids + 1] = e[1] end end
+for i = 1, #ids, 1000 do
+redis.call('XCLAIM', s[1], group, consumer, '0', unpack(ids, i, math.min(i + 999, #ids)), 'TIME', ARGV[1], 'JUSTID')
+end
+end
+return r`
+
+// rewriteXreadgroup turns XREADGROUP (without BLOCK, refused before) into
+// an EVAL of xreadgroupScript. Forms whose STREAMS part redis would refuse
+// are left alone: redis refuses them before reading anything.
+func rewriteXreadgroup(args [][]byte, nowMs int64) [][]byte {
+	keys, ok := streamsKeys(args)
+	if !ok {
+		return args
+	}
+	out := [][]byte{[]byte("EVAL"), []byte(xreadgroupScript), strconv.AppendInt(nil, int64(len(keys)), 10)}
+	out = append(out, keys...)
+	out = append(out, strconv.AppendInt(nil, nowMs, 10))
+	return append(out, args[1:]...)
+}
+
+// streamsKeys returns the keys after STREAMS in XREAD/XREADGROUP.
+func streamsKeys(args [][]byte) ([][]byte, bool) {
+	for i := 1; i < len(args); i++ {
+		if bytes.EqualFold(args[i], []byte("streams")) {
+			rest := args[i+1:]
+			if len(rest) == 0 || len(rest)%2 != 0 {
+				return nil, false
+			}
+			return rest[:len(rest)/2], true
+		}
+	}
+	return nil, false
+}
+
+// streamBlocks reports whether XREAD/XREADGROUP asks to BLOCK (an option
+// before STREAMS).
+func streamBlocks(args [][]byte) bool {
+	for _, a := range args[1:] {
+		if bytes.EqualFold(a, []byte("streams")) {
+			return false
+		}
+		if bytes.EqualFold(a, []byte("block")) {
+			return true
+		}
+	}
+	return false
+}
+
+// xclaimScript is XCLAIM with the min-idle-time check made at the proposal
+// time (ARGV[1]) from the stored delivery times instead of each node's
+// clock, and the new delivery time explicit (ARGV[6+n], computed at
+// proposal from IDLE/TIME). ARGV: ms, group, consumer, min-idle, n, n IDs,
+// delivery time, FORCE (1/0), the other options. XCLAIM then runs with
+// min-idle-time 0 on the IDs that qualify (and those whose entry was
+// deleted, which redis drops from the PEL whatever their idle time). When
+// none does, it runs with a min-idle-time no entry reaches, so that LASTID
+// still applies and errors still come from redis.
+const xclaimScript = luaClock + `local key, ms, group, consumer = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local minidle, n = tonumber(ARGV[4]), tonumber(ARGV[5])
+local ids = {}
+for i = 1, n do ids[i] = ARGV[5 + i] end
+local dt, force = ARGV[6 + n], ARGV[7 + n] == '1'
+local opts = {}
+for i = 8 + n, #ARGV do opts[#opts + 1] = ARGV[i] end
+local function never()
+local a = {key, group, consumer, '9223372036854775807'}
+for _, id in ipairs(ids) do a[#a + 1] = id end
+for _, o in ipairs(opts) do a[#a + 1] = o end
+return redis.pcall('XCLAIM', unpack(a))
+end
+local s = redis.pcall('XPENDING', key, group)
+if type(s) ~= 'table' or s.err then return never() end
+local pick = {}
+for _, id in ipairs(ids) do
+local p = pending(key, group, id, id, 1)
+if p.err then return never() end
+if #p == 0 or #redis.call('XRANGE', key, id, id, 'COUNT', 1) == 0 or minidle == 0 or ms - p[1].dt >= minidle then
+pick[#pick + 1] = id
+end
+end
+if #pick == 0 then return never() end
+settle(ms)
+local a = {key, group, consumer, '0'}
+for _, id in ipairs(pick) do a[#a + 1] = id end
+a[#a + 1] = 'TIME' a[#a + 1] = dt
+if force then a[#a + 1] = 'FORCE' end
+for _, o in ipairs(opts) do a[#a + 1] = o end
+return redis.pcall('XCLAIM', unpack(a))`
+
+// rewriteXclaim parses XCLAIM as redis does and turns it into an EVAL of
+// xclaimScript. A form redis refuses (a bad number, an unknown option) is
+// left alone: redis refuses it on every node before claiming anything.
+func rewriteXclaim(args [][]byte, nowMs int64) [][]byte {
+	if len(args) < 6 {
+		return args
+	}
+	minidle, ok := redisInt(args[4])
+	if !ok {
+		return args
+	}
+	minidle = max(minidle, 0)
+	j := 5
+	for j < len(args) && isStrictStreamID(args[j]) {
+		j++
+	}
+	ids := args[5:j]
+	dt := nowMs
+	force := false
+	var opts [][]byte
+	for ; j < len(args); j++ {
+		more := j+1 < len(args)
+		switch {
+		case bytes.EqualFold(args[j], []byte("force")):
+			force = true
+		case bytes.EqualFold(args[j], []byte("justid")):
+			opts = append(opts, args[j])
+		case more && bytes.EqualFold(args[j], []byte("idle")):
+			j++
+			idle, ok := redisInt(args[j])
+			if !ok {
+				return args
+			}
+			// redis: now - idle, and now for a time in the future.
+			dt = nowMs
+			if idle >= 0 && idle <= nowMs {
+				dt = nowMs - idle
+			}
+		case more && bytes.EqualFold(args[j], []byte("time")):
+			j++
+			t, ok := redisInt(args[j])
+			if !ok {
+				return args
+			}
+			dt = nowMs
+			if t >= 0 && t <= nowMs {
+				dt = t
+			}
+		case more && bytes.EqualFold(args[j], []byte("retrycount")):
+			if _, ok := redisInt(args[j+1]); !ok {
+				return args
+			}
+			opts = append(opts, args[j], args[j+1])
+			j++
+		case more && bytes.EqualFold(args[j], []byte("lastid")):
+			if !isStrictStreamID(args[j+1]) {
+				return args
+			}
+			opts = append(opts, args[j], args[j+1])
+			j++
+		default:
+			return args
+		}
+	}
+	if len(ids) == 0 {
+		return args
+	}
+	f := []byte("0")
+	if force {
+		f = []byte("1")
+	}
+	out := [][]byte{[]byte("EVAL"), []byte(xclaimScript), []byte("1"), args[1],
+		strconv.AppendInt(nil, nowMs, 10), args[2], args[3], strconv.AppendInt(nil, minidle, 10),
+		strconv.AppendInt(nil, int64(len(ids)), 10)}
+	out = append(out, ids...)
+	out = append(out, strconv.AppendInt(nil, dt, 10), f)
+	return append(out, opts...)
+}
+
+// xautoclaimScript is XAUTOCLAIM done as redis 7.0 does it, with the
+// min-idle-time check made at the proposal time (ARGV[1]) from the stored
+// delivery times: scan the PEL from start, at most count*10 entries; an
+// entry whose stream entry was deleted leaves the PEL and counts; an idle
+// enough one is claimed (delivery time: the proposal time) and counts; stop
+// when count is reached. The cursor is the next PEL entry, or 0-0. ARGV: ms,
+// group, consumer, min-idle, start, count, JUSTID (1/0), and the original
+// arguments after the key, for redis's own errors.
+const xautoclaimScript = luaClock + `local key, ms, group, consumer = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local minidle, count, justid = tonumber(ARGV[4]), tonumber(ARGV[6]), ARGV[7] == '1'
+local function raw()
+local a = {}
+for i = 8, #ARGV do a[#a + 1] = ARGV[i] end
+return redis.pcall('XAUTOCLAIM', key, unpack(a))
+end
+local s = redis.pcall('XPENDING', key, group)
+if type(s) ~= 'table' or s.err then return raw() end
+local attempts = count * 10
+local p = redis.pcall('XPENDING', key, group, ARGV[5], '+', 1)
+if type(p) ~= 'table' or p.err then return raw() end
+p = pending(key, group, ARGV[5], '+', attempts + 1)
+if p.err then return p end
+local claim, deleted = {}, {}
+local i = 1
+while i <= attempts and count > 0 and p[i] do
+local id = p[i][1]
+if #redis.call('XRANGE', key, id, id, 'COUNT', 1) == 0 then
+deleted[#deleted + 1] = id
+count = count - 1
+elseif minidle == 0 or ms - p[i].dt >= minidle then
+claim[#claim + 1] = id
+count = count - 1
+end
+i = i + 1
+end
+local cursor = '0-0'
+if p[i] then cursor = p[i][1] end
+settle(ms)
+for j = 1, #deleted, 1000 do redis.call('XACK', key, group, unpack(deleted, j, math.min(j + 999, #deleted))) end
+local claimed = {}
+for j = 1, #claim, 1000 do
+local a = {key, group, consumer, '0'}
+for k = j, math.min(j + 999, #claim) do a[#a + 1] = claim[k] end
+a[#a + 1] = 'TIME' a[#a + 1] = ARGV[1]
+if justid then a[#a + 1] = 'JUSTID' end
+for _, e in ipairs(redis.call('XCLAIM', unpack(a))) do claimed[#claimed + 1] = e end
+end
+return {cursor, claimed, deleted}`
+
+// rewriteXautoclaim parses XAUTOCLAIM as redis does and turns it into an
+// EVAL of xautoclaimScript; a form redis refuses is left alone.
+func rewriteXautoclaim(args [][]byte, nowMs int64) [][]byte {
+	if len(args) < 6 {
+		return args
+	}
+	minidle, ok := redisInt(args[4])
+	if !ok {
+		return args
+	}
+	minidle = max(minidle, 0)
+	count := int64(100)
+	justid := []byte("0")
+	for j := 6; j < len(args); j++ {
+		switch {
+		case bytes.EqualFold(args[j], []byte("count")) && j+1 < len(args):
+			n, ok := redisInt(args[j+1])
+			// Beyond this redis refuses (count*10 overflows), or the PEL
+			// cannot hold that many entries anyway.
+			if !ok || n < 1 || n > 1<<50 {
+				return args
+			}
+			count = n
+			j++
+		case bytes.EqualFold(args[j], []byte("justid")):
+			justid = []byte("1")
+		default:
+			return args
+		}
+	}
+	out := [][]byte{[]byte("EVAL"), []byte(xautoclaimScript), []byte("1"), args[1],
+		strconv.AppendInt(nil, nowMs, 10), args[2], args[3], strconv.AppendInt(nil, minidle, 10),
+		args[5], strconv.AppendInt(nil, count, 10), justid}
+	return append(out, args[2:]...)
+}
+
+// isStrictStreamID reports whether b is an ID as redis's strict parser
+// takes it: <ms> or <ms>-<seq>, both unsigned 64-bit.
+func isStrictStreamID(b []byte) bool {
+	ms, seq, dash := bytes.Cut(b, []byte("-"))
+	if !isUint64(ms) {
+		return false
+	}
+	return !dash || isUint64(seq)
+}
+
+func isUint64(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	_, err := strconv.ParseUint(string(b), 10, 64)
+	return err == nil
+}
+
+// determinizeStream is determinize for the stream commands (see the
+// rewrites above); nowMs is the proposing node's clock.
+func determinizeStream(name string, args [][]byte, nowMs int64, resp3 bool) ([][]byte, fixer, *op) {
+	switch name {
+	case "xadd":
+		return rewriteXadd(args, nowMs), nil, nil
+	case "xread", "xreadgroup":
+		if streamBlocks(args) {
+			return args, nil, errReply("ERR '" + strings.ToUpper(name) + "' with BLOCK " + reasonBlocking)
+		}
+		if name == "xread" {
+			return args, nil, nil
+		}
+		out := rewriteXreadgroup(args, nowMs)
+		if len(out) == len(args) {
+			return args, nil, nil
+		}
+		return out, xreadgroupFix(resp3), nil
+	case "xclaim":
+		return rewriteXclaim(args, nowMs), nil, nil
+	case "xautoclaim":
+		return rewriteXautoclaim(args, nowMs), nil, nil
+	}
+	return args, nil, nil
+}
+
+// xreadgroupFix gives XREADGROUP's reply, returned through Lua, redis's own
+// shape: Lua turns a null array into a null bulk (the reply when nothing
+// is read, and a deleted entry's fields), and the per-stream pairs into an
+// array where RESP3 has a map.
+func xreadgroupFix(resp3 bool) fixer {
+	return func(raw []byte) []byte {
+		if len(raw) == 0 || raw[0] != '*' {
+			if !resp3 && bytes.Equal(raw, []byte("$-1\r\n")) {
+				return resp.AppendNullArray(nil, false)
+			}
+			return raw
+		}
+		if resp3 {
+			// *N of [*2 key entries]: %N of key entries.
+			v, rest, err := resp.Parse(raw)
+			if err != nil || len(rest) != 0 {
+				return raw
+			}
+			out := resp.AppendMapLen(nil, len(v.Elems), true)
+			body := raw[bytes.Index(raw, []byte("\r\n"))+2:]
+			for range v.Elems {
+				i := bytes.Index(body, []byte("\r\n"))
+				if i < 0 || string(body[:i]) != "*2" {
+					return raw
+				}
+				body = body[i+2:]
+				_, after, err := resp.Parse(body)
+				if err != nil {
+					return raw
+				}
+				_, after, err = resp.Parse(after)
+				if err != nil {
+					return raw
+				}
+				out = append(out, body[:len(body)-len(after)]...)
+				body = after
+			}
+			return out
+		}
+		out, rest, ok := nullBulksToArrays(nil, raw, 0)
+		if !ok || len(rest) != 0 {
+			return raw
+		}
+		return out
+	}
+}
+
+// nullBulksToArrays copies one RESP2 value with every null bulk made a
+// null array.
+func nullBulksToArrays(dst, raw []byte, depth int) ([]byte, []byte, bool) {
+	i := bytes.Index(raw, []byte("\r\n"))
+	if i < 1 || depth > 64 {
+		return dst, raw, false
+	}
+	kind, line, rest := raw[0], raw[:i+2], raw[i+2:]
+	n, err := strconv.Atoi(string(raw[1:i]))
+	switch kind {
+	case '$':
+		if err == nil && n == -1 {
+			return resp.AppendNullArray(dst, false), rest, true
+		}
+		if err != nil || n < 0 || len(rest) < n+2 {
+			return dst, raw, false
+		}
+		return append(dst, raw[:i+2+n+2]...), rest[n+2:], true
+	case '*':
+		if err != nil {
+			return dst, raw, false
+		}
+		dst = append(dst, line...)
+		for range max(n, 0) {
+			var ok bool
+			if dst, rest, ok = nullBulksToArrays(dst, rest, depth+1); !ok {
+				return dst, raw, false
+			}
+		}
+		return dst, rest, true
+	}
+	return append(dst, line...), rest, true
+}
+
+// streamNow is the proposal time of stream rewrites: the proposing node's
+// clock, as for relative expiry times (rewrite.go).
+func streamNow() int64 { return time.Now().UnixMilli() }

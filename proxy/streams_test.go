@@ -1,0 +1,134 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestRewriteXadd(t *testing.T) {
+	tests := []struct {
+		cmd string
+		pos string // position of "*" among the arguments after the key; "" if unchanged
+	}{
+		{"XADD s * f v", "1"},
+		{"XADD s NOMKSTREAM MAXLEN ~ 10 LIMIT 5 * f v", "7"},
+		{"XADD s MINID = 5 * f v", "4"},
+		{"XADD s maxlen 10 * f v", "3"},
+		{"XADD s 1-1 f *", ""},
+		{"XADD s 5-* f v", ""},
+		{"XADD s MAXLEN 10 1-1 * *", ""},
+		{"XADD s", ""},
+	}
+	for _, tt := range tests {
+		in := fields(tt.cmd)
+		out := rewriteXadd(in, 1700000000000)
+		if tt.pos == "" {
+			if string(out[0]) != "XADD" {
+				t.Errorf("%s: rewritten to %q, want it unchanged", tt.cmd, out)
+			}
+			continue
+		}
+		if string(out[0]) != "EVAL" || string(out[1]) != xaddScript || string(out[3]) != "s" ||
+			string(out[4]) != "1700000000000" || string(out[5]) != tt.pos || len(out) != len(in)+4 {
+			t.Errorf("%s: rewritten to %q", tt.cmd, out[2:])
+		}
+	}
+}
+
+func TestRewriteXclaim(t *testing.T) {
+	const now = 1000000
+	tests := []struct {
+		cmd  string
+		want string // ARGV after the key, or "" if unchanged
+	}{
+		{"XCLAIM s g c 10 1-1 2", "1000000 g c 10 2 1-1 2 1000000 0"},
+		{"XCLAIM s g c -5 1-1 IDLE 300 JUSTID", "1000000 g c 0 1 1-1 999700 0 JUSTID"},
+		{"XCLAIM s g c 0 1-1 TIME 5 FORCE RETRYCOUNT 3 LASTID 9-9", "1000000 g c 0 1 1-1 5 1 RETRYCOUNT 3 LASTID 9-9"},
+		// Times in the future, or negative, become now, as in redis.
+		{"XCLAIM s g c 0 1-1 TIME 2000000", "1000000 g c 0 1 1-1 1000000 0"},
+		{"XCLAIM s g c 0 1-1 IDLE -5", "1000000 g c 0 1 1-1 1000000 0"},
+		// Left for redis to refuse.
+		{"XCLAIM s g c abc 1-1", ""}, {"XCLAIM s g c 0 1-1 IDLE", ""}, {"XCLAIM s g c 0 1-1 IDLE +1", ""},
+		{"XCLAIM s g c 0 1-1 NOSUCH", ""}, {"XCLAIM s g c 0 1-1 LASTID x", ""}, {"XCLAIM s g c 0 JUSTID", ""},
+	}
+	for _, tt := range tests {
+		out := rewriteXclaim(fields(tt.cmd), now)
+		if tt.want == "" {
+			if string(out[0]) != "XCLAIM" {
+				t.Errorf("%s: rewritten, want it unchanged", tt.cmd)
+			}
+			continue
+		}
+		if string(out[0]) != "EVAL" || string(out[1]) != xclaimScript || string(out[3]) != "s" {
+			t.Fatalf("%s: rewritten to %q", tt.cmd, out)
+		}
+		if got := string(joinArgs(out[4:])); got != tt.want {
+			t.Errorf("%s: ARGV %q, want %q", tt.cmd, got, tt.want)
+		}
+	}
+}
+
+func TestRewriteXautoclaim(t *testing.T) {
+	tests := []struct{ cmd, want string }{
+		{"XAUTOCLAIM s g c 10 0", "7 g c 10 0 100 0 g c 10 0"},
+		{"XAUTOCLAIM s g c 10 (1-1 COUNT 5 JUSTID", "7 g c 10 (1-1 5 1 g c 10 (1-1 COUNT 5 JUSTID"},
+		{"XAUTOCLAIM s g c 10 0 COUNT 0", ""}, {"XAUTOCLAIM s g c x 0", ""}, {"XAUTOCLAIM s g c 0 0 NOPE", ""},
+	}
+	for _, tt := range tests {
+		out := rewriteXautoclaim(fields(tt.cmd), 7)
+		if tt.want == "" {
+			if string(out[0]) != "XAUTOCLAIM" {
+				t.Errorf("%s: rewritten, want it unchanged", tt.cmd)
+			}
+			continue
+		}
+		if got := string(joinArgs(out[4:])); string(out[0]) != "EVAL" || got != tt.want {
+			t.Errorf("%s: %q, want EVAL with ARGV %q", tt.cmd, got, tt.want)
+		}
+	}
+}
+
+func TestRewriteXreadgroup(t *testing.T) {
+	out, fix, o := determinizeStream("xreadgroup", fields("XREADGROUP GROUP g c COUNT 2 STREAMS a b > 0"), 9, false)
+	if o != nil || fix == nil || string(out[0]) != "EVAL" || string(joinArgs(out[2:])) != "2 a b 9 GROUP g c COUNT 2 STREAMS a b > 0" {
+		t.Errorf("rewritten to %q (early %v)", out, o)
+	}
+	for _, cmd := range []string{"XREADGROUP GROUP g c BLOCK 0 STREAMS a >", "XREAD block 10 STREAMS a 0"} {
+		if _, _, o := determinizeStream(strings.ToLower(string(fields(cmd)[0])), fields(cmd), 9, false); o == nil || !strings.Contains(string(o.reply), "BLOCK") {
+			t.Errorf("%s: not refused", cmd)
+		}
+	}
+	if out, _, o := determinizeStream("xreadgroup", fields("XREADGROUP GROUP g c STREAMS a"), 9, false); o != nil || string(out[0]) != "XREADGROUP" {
+		t.Errorf("malformed STREAMS: %q, want it left for redis", out)
+	}
+}
+
+func TestXreadgroupFix(t *testing.T) {
+	tests := []struct {
+		resp3   bool
+		in, out string
+	}{
+		{false, "$-1\r\n", "*-1\r\n"},
+		{false, "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n$-1\r\n", "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*-1\r\n"},
+		{false, "*1\r\n*2\r\n$1\r\ns\r\n*0\r\n", "*1\r\n*2\r\n$1\r\ns\r\n*0\r\n"},
+		{true, "_\r\n", "_\r\n"},
+		{true, "*2\r\n*2\r\n$1\r\na\r\n*0\r\n*2\r\n$1\r\nb\r\n*1\r\n*2\r\n$3\r\n1-0\r\n_\r\n", "%2\r\n$1\r\na\r\n*0\r\n$1\r\nb\r\n*1\r\n*2\r\n$3\r\n1-0\r\n_\r\n"},
+		{false, "-ERR x\r\n", "-ERR x\r\n"},
+	}
+	for _, tt := range tests {
+		if got := string(xreadgroupFix(tt.resp3)([]byte(tt.in))); got != tt.out {
+			t.Errorf("%q (resp3 %v): %q, want %q", tt.in, tt.resp3, got, tt.out)
+		}
+	}
+}
+
+func joinArgs(args [][]byte) []byte {
+	var b []byte
+	for i, a := range args {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, a...)
+	}
+	return b
+}

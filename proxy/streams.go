@@ -55,7 +55,10 @@ if info[i] == 'last-generated-id' then
 local lms, lseq = string.match(info[i + 1], '^(%d+)-(%d+)$')
 if lms and not gt(ms, lms) then
 ms = lms
-if lseq == '18446744073709551615' then ms = incr(lms) end
+if lseq == '18446744073709551615' then
+if lms == lseq then return redis.error_reply('ERR The stream has exhausted the last possible ID, unable to add more items') end
+ms = incr(lms)
+end
 end
 end
 end
@@ -116,7 +119,10 @@ for _, s in ipairs(r) do
 local ids = {}
 for _, e in ipairs(s[2]) do if e[2] then ids[#ids + 1] = e[1] end end
 for i = 1, #ids, 1000 do
-redis.call('XCLAIM', s[1], group, consumer, '0', unpack(ids, i, math.min(i + 999, #ids)), 'TIME', ARGV[1], 'JUSTID')
+local a = {s[1], group, consumer, '0'}
+for k = i, math.min(i + 999, #ids) do a[#a + 1] = ids[k] end
+a[#a + 1] = 'TIME' a[#a + 1] = ARGV[1] a[#a + 1] = 'JUSTID'
+redis.call('XCLAIM', unpack(a))
 end
 end
 return r`

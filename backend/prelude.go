@@ -32,7 +32,7 @@ const (
 // global redis up when called, not when built: a library is loaded with a
 // restricted redis (no call, no setmetatable) and runs with the full one.
 var preludeCore = joinLua(
-	`local deny = {time=1, randomkey=1, spop=1, srandmember=1, hrandfield=1, zrandmember=1, scan=1, sscan=1, hscan=1, zscan=1, ttl=1, pttl=1, dump=1, object=1, xinfo=1, xpending=1, xclaim=1, xautoclaim=1, info=1, lastsave=1, memory=1, slowlog=1, migrate=1, latency=1, client=1, command=1}`,
+	`local deny = {time=1, randomkey=1, spop=1, srandmember=1, hrandfield=1, zrandmember=1, scan=1, sscan=1, hscan=1, zscan=1, ttl=1, pttl=1, dump=1, object=1, xinfo=1, xpending=1, xclaim=1, xautoclaim=1, xreadgroup=1, info=1, lastsave=1, memory=1, slowlog=1, migrate=1, latency=1, client=1, command=1}`,
 	`local order = {smembers=1, sinter=1, sunion=1, sdiff=1, keys=1, hkeys=1, hvals=1, hgetall=2}`,
 	`local function check(n, ...)`,
 	`if type(n) ~= 'string' then return nil end`,

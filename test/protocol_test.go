@@ -216,14 +216,7 @@ func testRefused(ctx context.Context, t *testing.T, c *Cluster, leader, target *
 				return nil
 			})
 		}},
-		{[]string{"XADD", "refused:stream", "*", "f", "v"}, func(t *testing.T, _ *rawConn) {
-			onEveryRedis(t, "stream not created", func(ctx context.Context, n *Node) error {
-				if k, err := n.RedisClient().Exists(ctx, "refused:stream").Result(); err != nil || k != 0 {
-					return fmt.Errorf("EXISTS refused:stream = %d, %v", k, err)
-				}
-				return nil
-			})
-		}},
+		{[]string{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "refused:stream", ">"}, nil},
 		{[]string{"SCRIPT", "KILL"}, nil},
 		{[]string{"SUBSCRIBE", "refused:channel"}, nil},
 		{[]string{"BLPOP", "refused:list", "1"}, nil},

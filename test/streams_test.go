@@ -173,6 +173,28 @@ func TestStreamsAgainstRedis(t *testing.T) {
 			})
 		}
 	}
+	t.Run("resp3", func(t *testing.T) {
+		// Byte for byte, in RESP3: XREADGROUP's per-stream map and nulls.
+		cmds := [][]string{{"HELLO", "3"}, {"XADD", "st3:s", "1-1", "a", "1"}, {"XADD", "st3:s", "2-1", "b", "2"},
+			{"XGROUP", "CREATE", "st3:s", "g", "0"}, {"XGROUP", "CREATE", "st3:t", "g", "0", "MKSTREAM"},
+			{"XREADGROUP", "GROUP", "g", "c", "STREAMS", "st3:s", "st3:t", ">", ">"},
+			{"XREADGROUP", "GROUP", "g", "c", "STREAMS", "st3:s", ">"}, {"XDEL", "st3:s", "1-1"},
+			{"XREADGROUP", "GROUP", "g", "c", "STREAMS", "st3:s", "0"}, {"XCLAIM", "st3:s", "g", "c2", "0", "2-1", "JUSTID"},
+			{"XAUTOCLAIM", "st3:s", "g", "c3", "0", "0"}, {"XADD", "st3:none", "NOMKSTREAM", "1-1", "a", "b"},
+			{"XADD", "st3:s", "3-1", "c", "3"}, {"MULTI"}, {"XREADGROUP", "GROUP", "g", "c", "STREAMS", "st3:s", ">"},
+			{"XREADGROUP", "GROUP", "g", "c", "STREAMS", "st3:s", ">"}, {"EXEC"}}
+		for _, addr := range []string{leader.Addr, followers[0].Addr} {
+			want, got := dialBytes(t, stock), dialBytes(t, addr)
+			for _, cmd := range cmds {
+				if w, g := normalize(want.do(t, cmd...)), normalize(got.do(t, cmd...)); w != g {
+					t.Errorf("%q:\n raftproxy: %q\n redis:     %q", cmd, g, w)
+				}
+			}
+			for _, cl := range []string{stock, addr} {
+				dialBytes(t, cl).do(t, "DEL", "st3:s", "st3:t")
+			}
+		}
+	})
 	t.Run("block refused", func(t *testing.T) {
 		conn, err := dialRaw(leader.Addr, 10*time.Second)
 		if err != nil {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -211,8 +212,9 @@ for _, o in ipairs(opts) do a[#a + 1] = o end
 return redis.pcall('XCLAIM', unpack(a))`
 
 // rewriteXclaim parses XCLAIM as redis does and turns it into an EVAL of
-// xclaimScript. A form redis refuses (a bad number, an unknown option) is
-// left alone: redis refuses it on every node before claiming anything.
+// xclaimScript. A bad min-idle-time is left alone: redis refuses it on
+// every node before looking at the IDs. Any other form it cannot parse, or
+// one without IDs, becomes an EVAL of xclaimCheckScript.
 func rewriteXclaim(args [][]byte, nowMs int64) [][]byte {
 	if len(args) < 6 {
 		return args
@@ -221,6 +223,33 @@ func rewriteXclaim(args [][]byte, nowMs int64) [][]byte {
 	if !ok {
 		return args
 	}
+	out, ok := parseXclaim(args, minidle, nowMs)
+	if !ok || out == nil {
+		flag := []byte("0")
+		if !ok {
+			flag = []byte("1")
+		}
+		out = [][]byte{[]byte("EVAL"), []byte(xclaimCheckScript), []byte("1"), args[1], flag, args[2], args[3], []byte("9223372036854775807")}
+		return append(out, args[5:]...)
+	}
+	return out
+}
+
+// xclaimCheckScript runs XCLAIM with a min-idle-time no entry reaches and
+// without FORCE (which would create PEL entries stamped with the node's
+// clock): it claims nothing, so it is the same on every node, yet applies
+// LASTID and gives redis's own errors. ARGV[1] is 1 when raftproxy could
+// not parse the arguments: if redis took them, it says so rather than
+// claim with each node's clock.
+const xclaimCheckScript = `local a = {}
+for i = 2, #ARGV do if i < 5 or string.lower(ARGV[i]) ~= 'force' then a[#a + 1] = ARGV[i] end end
+local r = redis.pcall('XCLAIM', KEYS[1], unpack(a))
+if ARGV[1] == '0' or (type(r) == 'table' and r.err) then return r end
+return redis.error_reply('ERR raftproxy could not parse these XCLAIM arguments as redis does, so it claimed nothing')`
+
+// parseXclaim is rewriteXclaim for a valid min-idle-time; it returns false
+// for arguments it cannot parse, nil when there are no IDs.
+func parseXclaim(args [][]byte, minidle, nowMs int64) ([][]byte, bool) {
 	minidle = max(minidle, 0)
 	j := 5
 	for j < len(args) && isStrictStreamID(args[j]) {
@@ -241,7 +270,7 @@ func rewriteXclaim(args [][]byte, nowMs int64) [][]byte {
 			j++
 			idle, ok := redisInt(args[j])
 			if !ok {
-				return args
+				return nil, false
 			}
 			// redis: now - idle, and now for a time in the future.
 			dt = nowMs
@@ -252,7 +281,7 @@ func rewriteXclaim(args [][]byte, nowMs int64) [][]byte {
 			j++
 			t, ok := redisInt(args[j])
 			if !ok {
-				return args
+				return nil, false
 			}
 			dt = nowMs
 			if t >= 0 && t <= nowMs {
@@ -260,22 +289,22 @@ func rewriteXclaim(args [][]byte, nowMs int64) [][]byte {
 			}
 		case more && bytes.EqualFold(args[j], []byte("retrycount")):
 			if _, ok := redisInt(args[j+1]); !ok {
-				return args
+				return nil, false
 			}
 			opts = append(opts, args[j], args[j+1])
 			j++
 		case more && bytes.EqualFold(args[j], []byte("lastid")):
 			if !isStrictStreamID(args[j+1]) {
-				return args
+				return nil, false
 			}
 			opts = append(opts, args[j], args[j+1])
 			j++
 		default:
-			return args
+			return nil, false
 		}
 	}
 	if len(ids) == 0 {
-		return args
+		return nil, true
 	}
 	f := []byte("0")
 	if force {
@@ -286,7 +315,7 @@ func rewriteXclaim(args [][]byte, nowMs int64) [][]byte {
 		strconv.AppendInt(nil, int64(len(ids)), 10)}
 	out = append(out, ids...)
 	out = append(out, strconv.AppendInt(nil, dt, 10), f)
-	return append(out, opts...)
+	return append(out, opts...), true
 }
 
 // xautoclaimScript is XAUTOCLAIM done as redis 7.0 does it, with the
@@ -355,12 +384,14 @@ func rewriteXautoclaim(args [][]byte, nowMs int64) [][]byte {
 		switch {
 		case bytes.EqualFold(args[j], []byte("count")) && j+1 < len(args):
 			n, ok := redisInt(args[j+1])
-			// Beyond this redis refuses (count*10 overflows), or the PEL
-			// cannot hold that many entries anyway.
-			if !ok || n < 1 || n > 1<<50 {
+			// redis 7.0 refuses counts above LONG_MAX/16 ("COUNT must be >
+			// 0"): left to it. Below, it allocates count IDs, which may fail
+			// for lack of memory (on some nodes only); the script does not,
+			// and no PEL holds 2^40 entries, so larger counts scan alike.
+			if !ok || n < 1 || n > math.MaxInt64/16 {
 				return args
 			}
-			count = n
+			count = min(n, 1<<40)
 			j++
 		case bytes.EqualFold(args[j], []byte("justid")):
 			justid = []byte("1")
@@ -374,17 +405,31 @@ func rewriteXautoclaim(args [][]byte, nowMs int64) [][]byte {
 	return append(out, args[2:]...)
 }
 
-// isStrictStreamID reports whether b is an ID as redis's strict parser
-// takes it: <ms> or <ms>-<seq>, both unsigned 64-bit.
+// isStrictStreamID reports whether redis's strict stream ID parser takes
+// b: <ms> or <ms>-<seq>, split at the first '-', each part as redis's
+// string2ull reads it (C's strtoull: leading spaces, a sign, a negative
+// value wrapping around), at most 127 bytes, not "-" or "+". It must take
+// no less than redis does: XCLAIM's IDs end at the first argument that is
+// not one.
 func isStrictStreamID(b []byte) bool {
-	ms, seq, dash := bytes.Cut(b, []byte("-"))
-	if !isUint64(ms) {
+	if len(b) > 127 || string(b) == "-" || string(b) == "+" {
 		return false
 	}
-	return !dash || isUint64(seq)
+	ms, seq, dash := bytes.Cut(b, []byte("-"))
+	return cStrtoull(ms) && (!dash || cStrtoull(seq))
 }
 
-func isUint64(b []byte) bool {
+// cStrtoull reports whether redis's string2ull takes b: string2ll first
+// (refusing negative values), else C's strtoull(b, &end, 10) consuming all
+// of a non-empty b without a range error.
+func cStrtoull(b []byte) bool {
+	if n, ok := redisInt(b); ok {
+		return n >= 0
+	}
+	b = bytes.TrimLeft(b, " \t\n\v\f\r")
+	if len(b) > 0 && (b[0] == '+' || b[0] == '-') {
+		b = b[1:]
+	}
 	if len(b) == 0 {
 		return false
 	}

@@ -48,14 +48,25 @@ func TestRewriteXclaim(t *testing.T) {
 		{"XCLAIM s g c 0 1-1 TIME 2000000", "1000000 g c 0 1 1-1 1000000 0"},
 		{"XCLAIM s g c 0 1-1 IDLE -5", "1000000 g c 0 1 1-1 1000000 0"},
 		// Left for redis to refuse.
-		{"XCLAIM s g c abc 1-1", ""}, {"XCLAIM s g c 0 1-1 IDLE", ""}, {"XCLAIM s g c 0 1-1 IDLE +1", ""},
-		{"XCLAIM s g c 0 1-1 NOSUCH", ""}, {"XCLAIM s g c 0 1-1 LASTID x", ""}, {"XCLAIM s g c 0 JUSTID", ""},
+		{"XCLAIM s g c abc 1-1", ""},
+		// Checked by redis with a min-idle-time nothing reaches, without FORCE.
+		{"XCLAIM s g c 0 1-1 NOSUCH", "check 1 g c 9223372036854775807 1-1 NOSUCH"},
+		{"XCLAIM s g c 0 1-1 IDLE", "check 1 g c 9223372036854775807 1-1 IDLE"},
+		{"XCLAIM s g c 0 1-1 IDLE +1", "check 1 g c 9223372036854775807 1-1 IDLE +1"},
+		{"XCLAIM s g c 0 1-1 LASTID x FORCE", "check 1 g c 9223372036854775807 1-1 LASTID x FORCE"},
+		{"XCLAIM s g c 0 JUSTID LASTID 5-5", "check 0 g c 9223372036854775807 JUSTID LASTID 5-5"},
 	}
 	for _, tt := range tests {
 		out := rewriteXclaim(fields(tt.cmd), now)
 		if tt.want == "" {
 			if string(out[0]) != "XCLAIM" {
 				t.Errorf("%s: rewritten, want it unchanged", tt.cmd)
+			}
+			continue
+		}
+		if rest, ok := strings.CutPrefix(tt.want, "check "); ok {
+			if string(out[0]) != "EVAL" || string(out[1]) != xclaimCheckScript || string(out[3]) != "s" || string(joinArgs(out[4:])) != rest {
+				t.Errorf("%s: %q, want the check script with %q", tt.cmd, out, rest)
 			}
 			continue
 		}
@@ -72,6 +83,8 @@ func TestRewriteXautoclaim(t *testing.T) {
 	tests := []struct{ cmd, want string }{
 		{"XAUTOCLAIM s g c 10 0", "7 g c 10 0 100 0 g c 10 0"},
 		{"XAUTOCLAIM s g c 10 (1-1 COUNT 5 JUSTID", "7 g c 10 (1-1 5 1 g c 10 (1-1 COUNT 5 JUSTID"},
+		{"XAUTOCLAIM s g c 10 0 COUNT 576460752303423487", "7 g c 10 0 1099511627776 0 g c 10 0 COUNT 576460752303423487"},
+		{"XAUTOCLAIM s g c 10 0 COUNT 576460752303423488", ""},
 		{"XAUTOCLAIM s g c 10 0 COUNT 0", ""}, {"XAUTOCLAIM s g c x 0", ""}, {"XAUTOCLAIM s g c 0 0 NOPE", ""},
 	}
 	for _, tt := range tests {
@@ -131,4 +144,21 @@ func joinArgs(args [][]byte) []byte {
 		b = append(b, a...)
 	}
 	return b
+}
+
+// TestIsStrictStreamID: what redis 7.0.15's XCLAIM takes as an ID (checked
+// with redis-server: the others are "Unrecognized XCLAIM option").
+func TestIsStrictStreamID(t *testing.T) {
+	for _, id := range []string{"1-1", "5", "+5", " 5", "007-1", "1-+2", "1- 5", "1--9223372036854775809", "1--05", "1--0", "+0-+0",
+		"18446744073709551615-18446744073709551615"} {
+		if !isStrictStreamID([]byte(id)) {
+			t.Errorf("%q: not an ID, redis takes it", id)
+		}
+	}
+	for _, id := range []string{"1--1", "5-", "-5", "0x5", "5 ", "-0", "-05", " -5", "1-99999999999999999999",
+		"1--99999999999999999999", "1-18446744073709551616", "-", "+", "", "JUSTID", "1-*"} {
+		if isStrictStreamID([]byte(id)) {
+			t.Errorf("%q: an ID, redis refuses it", id)
+		}
+	}
 }

@@ -103,18 +103,18 @@ func xaddIDPos(args [][]byte) int {
 	return -1
 }
 
-// xreadgroupScript runs XREADGROUP (ARGV[2..], the original arguments),
-// then gives every delivered entry that still exists the proposal time
+// xreadgroupScript runs XREADGROUP (ARGV[4..], the original arguments;
+// ARGV[2] and ARGV[3] are the group and consumer), then gives every delivered entry that still exists the proposal time
 // (ARGV[1]) as its delivery time: redis stamps deliveries with each node's
 // own clock. XCLAIM ... JUSTID to the same consumer changes nothing else
 // (not the delivery count); without FORCE it leaves NOACK reads (not in the
 // PEL) alone.
 const xreadgroupScript = luaClock + `local ms = tonumber(ARGV[1])
 local args = {}
-for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
 local r = redis.pcall('XREADGROUP', unpack(args))
 if type(r) ~= 'table' or r.err then return r end
-local group, consumer = args[2], args[3]
+local group, consumer = ARGV[2], ARGV[3]
 settle(ms)
 for _, s in ipairs(r) do
 local ids = {}
@@ -129,45 +129,51 @@ end
 return r`
 
 // rewriteXreadgroup turns XREADGROUP (without BLOCK, refused before) into
-// an EVAL of xreadgroupScript. Forms whose STREAMS part redis would refuse
-// are left alone: redis refuses them before reading anything.
+// an EVAL of xreadgroupScript. Forms redis refuses (no GROUP, no or
+// unbalanced STREAMS, an unknown option) are left alone: redis refuses
+// them before reading anything.
 func rewriteXreadgroup(args [][]byte, nowMs int64) [][]byte {
-	keys, ok := streamsKeys(args)
-	if !ok {
+	r := parseStreamRead(args)
+	if r.streams == 0 || r.group == 0 || (len(args)-r.streams)%2 != 0 {
 		return args
 	}
+	keys := args[r.streams : r.streams+(len(args)-r.streams)/2]
 	out := [][]byte{[]byte("EVAL"), []byte(xreadgroupScript), strconv.AppendInt(nil, int64(len(keys)), 10)}
 	out = append(out, keys...)
-	out = append(out, strconv.AppendInt(nil, nowMs, 10))
+	out = append(out, strconv.AppendInt(nil, nowMs, 10), args[r.group], args[r.group+1])
 	return append(out, args[1:]...)
 }
 
-// streamsKeys returns the keys after STREAMS in XREAD/XREADGROUP.
-func streamsKeys(args [][]byte) ([][]byte, bool) {
-	for i := 1; i < len(args); i++ {
-		if bytes.EqualFold(args[i], []byte("streams")) {
-			rest := args[i+1:]
-			if len(rest) == 0 || len(rest)%2 != 0 {
-				return nil, false
-			}
-			return rest[:len(rest)/2], true
-		}
-	}
-	return nil, false
+// streamRead is where XREAD/XREADGROUP's parts are, found as redis parses
+// the options: streams is the index after STREAMS, group of the group
+// name (0 if absent); block is whether BLOCK came before them.
+type streamRead struct {
+	streams, group int
+	block          bool
 }
 
-// streamBlocks reports whether XREAD/XREADGROUP asks to BLOCK (an option
-// before STREAMS).
-func streamBlocks(args [][]byte) bool {
-	for _, a := range args[1:] {
-		if bytes.EqualFold(a, []byte("streams")) {
-			return false
-		}
-		if bytes.EqualFold(a, []byte("block")) {
-			return true
+func parseStreamRead(args [][]byte) streamRead {
+	var r streamRead
+	for i := 1; i < len(args); i++ {
+		more := len(args) - 1 - i
+		switch {
+		case more > 0 && bytes.EqualFold(args[i], []byte("block")):
+			r.block = true
+			i++
+		case more > 0 && bytes.EqualFold(args[i], []byte("count")):
+			i++
+		case more > 0 && bytes.EqualFold(args[i], []byte("streams")):
+			r.streams = i + 1
+			return r
+		case more >= 2 && bytes.EqualFold(args[i], []byte("group")):
+			r.group = i + 1
+			i += 2
+		case bytes.EqualFold(args[i], []byte("noack")):
+		default:
+			return r // redis: syntax error
 		}
 	}
-	return false
+	return r
 }
 
 // xclaimScript is XCLAIM with the min-idle-time check made at the proposal
@@ -449,7 +455,7 @@ func determinizeStream(name string, args [][]byte, nowMs int64, resp3 bool) ([][
 	case "xadd":
 		return rewriteXadd(args, nowMs), nil, nil
 	case "xread", "xreadgroup":
-		if streamBlocks(args) {
+		if parseStreamRead(args).block {
 			return args, nil, errReply("ERR '" + strings.ToUpper(name) + "' with BLOCK " + reasonBlocking)
 		}
 		if name == "xread" {

@@ -103,7 +103,7 @@ func TestRewriteXautoclaim(t *testing.T) {
 
 func TestRewriteXreadgroup(t *testing.T) {
 	out, fix, o := determinizeStream("xreadgroup", fields("XREADGROUP GROUP g c COUNT 2 STREAMS a b > 0"), 9, false)
-	if o != nil || fix == nil || string(out[0]) != "EVAL" || string(joinArgs(out[2:])) != "2 a b 9 GROUP g c COUNT 2 STREAMS a b > 0" {
+	if o != nil || fix == nil || string(out[0]) != "EVAL" || string(joinArgs(out[2:])) != "2 a b 9 g c GROUP g c COUNT 2 STREAMS a b > 0" {
 		t.Errorf("rewritten to %q (early %v)", out, o)
 	}
 	for _, cmd := range []string{"XREADGROUP GROUP g c BLOCK 0 STREAMS a >", "XREAD block 10 STREAMS a 0"} {
@@ -111,8 +111,15 @@ func TestRewriteXreadgroup(t *testing.T) {
 			t.Errorf("%s: not refused", cmd)
 		}
 	}
-	if out, _, o := determinizeStream("xreadgroup", fields("XREADGROUP GROUP g c STREAMS a"), 9, false); o != nil || string(out[0]) != "XREADGROUP" {
-		t.Errorf("malformed STREAMS: %q, want it left for redis", out)
+	for _, cmd := range []string{"XREADGROUP GROUP g c STREAMS a", "XREADGROUP STREAMS a >", "XREADGROUP GROUP g c BAD STREAMS a >"} {
+		if out, _, o := determinizeStream("xreadgroup", fields(cmd), 9, false); o != nil || string(out[0]) != "XREADGROUP" {
+			t.Errorf("%s: %q, want it left for redis", cmd, out)
+		}
+	}
+	// Options in any order; names that are option words are names.
+	out, _, o = determinizeStream("xreadgroup", fields("XREADGROUP COUNT 2 NOACK GROUP block streams STREAMS a >"), 9, false)
+	if o != nil || string(joinArgs(out[2:])) != "1 a 9 block streams COUNT 2 NOACK GROUP block streams STREAMS a >" {
+		t.Errorf("options in another order: %q (early %v)", out[2:], o)
 	}
 }
 

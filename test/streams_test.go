@@ -41,7 +41,7 @@ var streamScripts = []struct {
 		"XGROUP CREATECONSUMER %s:g grp alice", "XGROUP CREATECONSUMER %s:g grp alice",
 		"XREADGROUP GROUP grp alice COUNT 2 STREAMS %s:g >", "XREADGROUP GROUP grp bob STREAMS %s:g >",
 		"XREADGROUP GROUP grp bob STREAMS %s:g >", "XADD %s:g 5-1 e 5", "XREADGROUP GROUP grp carol NOACK STREAMS %s:g >",
-		"XREADGROUP GROUP grp alice STREAMS %s:g %s:mk > >", "XREADGROUP GROUP nogrp alice STREAMS %s:g >",
+		"XREADGROUP GROUP grp alice STREAMS %s:g %s:mk > >", "XREADGROUP COUNT 1 GROUP grp block STREAMS %s:g 0", "XREADGROUP GROUP nogrp alice STREAMS %s:g >",
 		"XPENDING %s:g grp", "pel:XPENDING %s:g grp - + 10", "pel:XPENDING %s:g grp - + 10 bob",
 		"XACK %s:g grp 1-1 9-9", "XDEL %s:g 2-1", "XREADGROUP GROUP grp alice STREAMS %s:g 0",
 		"XCLAIM %s:g grp bob 3600000 3-1", "XCLAIM %s:g grp bob 0 3-1 IDLE 7200000 JUSTID",

@@ -16,23 +16,37 @@ import (
 // proposing node's clock (ms) in the log. See "Streams" under
 // "Determinism" in docs/ARCHITECTURE.md.
 
-// luaClock is shared by the scripts that store delivery times. nowMs is the
-// node's clock as redis's mstime() sees it. settle waits (bounded) until
-// this node's clock has reached the proposal time: XCLAIM stores a TIME
-// later than the node's own now as now, so a node whose clock lags the
-// proposer's would store a different delivery time. pending reads PEL
-// entries with their exact delivery times: XPENDING gives only idle = now -
-// delivery time, so now is read before and after and the read is retried
-// until both fall in the same millisecond.
+// luaClock is shared by the scripts that store or compare delivery times.
+// nowMs is the node's clock as redis's mstime() sees it. settle waits
+// (bounded) until this node's clock has reached the proposal time: XCLAIM
+// stores a TIME later than the node's own now as now, so a node whose
+// clock lags the proposer's would store a different delivery time.
+//
+// XPENDING gives only idle = now - delivery time. pending reads PEL entries
+// with the node's clock read before (t1) and after (t2), which bounds each
+// delivery time to [t1 - idle, t2 - idle]; idleAt decides whether an entry
+// was idle for at least minidle at the proposal time ms from those bounds,
+// and only when they straddle the threshold re-reads that one entry until
+// the clock reads the same millisecond before and after, which gives its
+// delivery time exactly. The decision is then the same on every node.
 const luaClock = `local function nowMs() local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
 local function settle(ms) local t0 = nowMs() local t = t0 while t < ms and t - t0 < 500 do t = nowMs() end end
 local function pending(key, group, a, b, n)
-for _ = 1, 1000 do
 local t1 = nowMs()
 local p = redis.call('XPENDING', key, group, a, b, n)
-if nowMs() == t1 then for _, e in ipairs(p) do e.dt = t1 - e[3] end return p end
+local t2 = nowMs()
+for _, e in ipairs(p) do e.lo, e.hi = t1 - e[3], t2 - e[3] end
+return p
 end
-return redis.error_reply('ERR raftproxy: the clock moved during every XPENDING read')
+local function idleAt(key, group, e, ms, minidle)
+if minidle == 0 or ms - e.hi >= minidle then return true end
+if ms - e.lo < minidle then return false end
+for _ = 1, 1000 do
+local p = pending(key, group, e[1], e[1], 1)
+if #p == 0 then return false end
+if p[1].lo == p[1].hi then return ms - p[1].lo >= minidle end
+end
+error({err = 'ERR raftproxy: the clock moved during every XPENDING read'})
 end
 `
 
@@ -200,12 +214,17 @@ return redis.pcall('XCLAIM', unpack(a))
 end
 local s = redis.pcall('XPENDING', key, group)
 if type(s) ~= 'table' or s.err then return never() end
-local pick = {}
+local pick, seen = {}, {}
 for _, id in ipairs(ids) do
+if seen[id] then
+-- Repeated: redis checks it again after claiming it, with its new time.
+if minidle == 0 or ms - tonumber(dt) >= minidle then pick[#pick + 1] = id end
+else
 local p = pending(key, group, id, id, 1)
-if p.err then return never() end
-if #p == 0 or #redis.call('XRANGE', key, id, id, 'COUNT', 1) == 0 or minidle == 0 or ms - p[1].dt >= minidle then
+if #p == 0 or #redis.call('XRANGE', key, id, id, 'COUNT', 1) == 0 or idleAt(key, group, p[1], ms, minidle) then
 pick[#pick + 1] = id
+seen[id] = true
+end
 end
 end
 if #pick == 0 then return never() end
@@ -345,7 +364,6 @@ local attempts = count * 10
 local p = redis.pcall('XPENDING', key, group, ARGV[5], '+', 1)
 if type(p) ~= 'table' or p.err then return raw() end
 p = pending(key, group, ARGV[5], '+', attempts + 1)
-if p.err then return p end
 local claim, deleted = {}, {}
 local i = 1
 while i <= attempts and count > 0 and p[i] do
@@ -353,7 +371,7 @@ local id = p[i][1]
 if #redis.call('XRANGE', key, id, id, 'COUNT', 1) == 0 then
 deleted[#deleted + 1] = id
 count = count - 1
-elseif minidle == 0 or ms - p[i].dt >= minidle then
+elseif idleAt(key, group, p[i], ms, minidle) then
 claim[#claim + 1] = id
 count = count - 1
 end

@@ -36,7 +36,7 @@ func TestGlobMatch(t *testing.T) {
 		{"\\*", "a", false},
 		{"\\?", "?", true},
 		{"a\\", "a\\", true}, // a trailing backslash is literal
-		{"[abc", "a", true},   // unterminated class: what it listed so far
+		{"[abc", "a", true},  // unterminated class: what it listed so far
 		{"[abc", "d", false},
 		{"[", "[", false},
 		{"[^", "x", true},

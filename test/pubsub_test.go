@@ -431,3 +431,79 @@ func TestPubSubRestart(t *testing.T) {
 		t.Fatalf("a subscriber after the restart received %q", m.Payload)
 	}
 }
+
+// TestPubSubSlowSubscriber: a subscriber that stops reading never holds up
+// the applier or other subscribers; past the 32 MiB limit it is
+// disconnected.
+func TestPubSubSlowSubscriber(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{})
+	_, followers := c.Leader(ctx)
+	f := followers[0]
+	stuck, err := dialRaw(f.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	if _, err := stuck.Do("SUBSCRIBE", "big"); err != nil {
+		t.Fatal(err)
+	}
+	live := f.Client().Subscribe(ctx, "big")
+	defer live.Close()
+	if _, err := live.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const n, size = 700, 64 << 10 // 44 MiB
+	payload := strings.Repeat("x", size)
+	received := make(chan int, 1)
+	go func() {
+		got := 0
+		for got < n {
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			m, err := live.ReceiveMessage(rctx)
+			cancel()
+			if err != nil || len(m.Payload) != size {
+				break
+			}
+			got++
+		}
+		received <- got
+	}()
+	pc := c.Nodes[0].Client()
+	start := time.Now()
+	for i := 0; i < n; i += 50 {
+		if _, err := pc.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for range 50 {
+				p.Publish(ctx, "big", payload)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("publishing at %d: %v", i, err)
+		}
+	}
+	t.Logf("published %d MiB in %v", n*size>>20, time.Since(start).Round(time.Millisecond))
+	if got := <-received; got != n {
+		t.Fatalf("the reading subscriber received %d of %d messages", got, n)
+	}
+	// The stuck one: what the kernel buffered, then the end of the connection.
+	if err := stuck.conn.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	total := 0
+	for {
+		k, err := stuck.r.Read(buf)
+		total += k
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("the stuck subscriber was not disconnected (read %d bytes)", total)
+			}
+			break
+		}
+	}
+	if total >= n*size {
+		t.Fatalf("the stuck subscriber received everything (%d bytes)", total)
+	}
+	t.Logf("the stuck subscriber was disconnected after %d MiB", total>>20)
+}

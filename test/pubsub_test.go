@@ -107,6 +107,8 @@ var pubsubScripts = []struct {
 		pub("PUBLISH", "a", "m"),
 		sub("GET", "ps:missing"),
 		sub("PING"),
+		sub("PUBSUB", "NUMSUB", "a"),
+		sub("PUBSUB", "NUMPAT"),
 		sub("UNSUBSCRIBE"),
 		sub("PUNSUBSCRIBE"),
 		sub("UNSUBSCRIBE"),

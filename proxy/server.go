@@ -61,6 +61,11 @@ type Server struct {
 
 	reads     *readPipe
 	stopReads chan struct{}
+
+	// broker holds this node's pub/sub subscriptions (broker.go);
+	// pubsubLimit bounds the messages waiting for one subscriber.
+	broker      *broker
+	pubsubLimit int
 }
 
 // New connects to the local redis to learn its command table, and returns a
@@ -73,7 +78,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.JoinTimeout == 0 {
 		cfg.JoinTimeout = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{}),
+		broker: newBroker(), pubsubLimit: pubsubLimit}
 	s.followerProxy.Store(cfg.FollowerProxy)
 	for {
 		err := s.learnRedis(ctx)

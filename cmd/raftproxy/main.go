@@ -215,7 +215,10 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	// applies) only after it is set, below.
 	var srv *proxy.Server
 	host := raftnode.NewHost(raftnode.Config{
-		WriteKeys:      func(args [][]byte) ([][]byte, bool) { return srv.WriteKeys(args) },
+		WriteKeys: func(args [][]byte) ([][]byte, bool) { return srv.WriteKeys(args) },
+		Publish: func(index uint64, channel, message []byte, sharded bool) int64 {
+			return srv.Publish(index, channel, message, sharded)
+		},
 		DataDir:        o.dataDir,
 		Self:           self,
 		StateMachine:   sm,

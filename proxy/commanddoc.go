@@ -47,6 +47,15 @@ var notes = map[string]string{
 	"raft.config":          "GET / SET runtime settings",
 	"raft.debug":           "COMPACT: snapshot now",
 	"raft.transfer_leader": "hand leadership to a member (or the most up-to-date one)",
+	"blpop":                "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",
+	"brpop":                "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",
+	"brpoplpush":           "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",
+	"blmove":               "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",
+	"blmpop":               "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",
+	"bzpopmin":             "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",
+	"bzpopmax":             "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",
+	"bzmpop":               "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",
+	"client|unblock":       "unblocks a connection of this node waiting in a blocking command",
 }
 
 func (c class) behavior() string {

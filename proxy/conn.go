@@ -27,6 +27,7 @@ const (
 	opRead                  // wait for the read index, then run on the local redis
 	opLocal                 // run on the local redis now
 	opClose                 // write reply, then close the connection
+	opBlock                 // a blocking command (blocking.go)
 )
 
 // op is one command in flight on a connection. Ops are queued in arrival
@@ -47,6 +48,7 @@ type op struct {
 	// silent: CLIENT REPLY OFF or SKIP was in force; the command runs but
 	// its reply is not sent.
 	silent bool
+	block  *blockCall // opBlock
 }
 
 // conn is one client connection: a reader goroutine parses and dispatches
@@ -96,6 +98,17 @@ type conn struct {
 	raw   []byte
 	skip  []uint8 // skip[i]: replies (SELECT, HELLO) to discard before batch[i]'s
 	sink  *bufio.Writer
+
+	// Blocking commands (blocking.go). The reader's: blockEnd is the
+	// blocked command's done until the reader saw it; ahead, held and
+	// readErr are the read-ahead meanwhile. gone is closed when the client
+	// went away, which ends a wait.
+	blockEnd chan struct{}
+	ahead    *readAhead
+	held     [][][]byte
+	readErr  error
+	gone     chan struct{}
+	goneOnce sync.Once
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -103,7 +116,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		tc.SetNoDelay(true)
 	}
 	c := &conn{s: s, nc: nc, id: s.nextID.Add(1), rd: resp.NewReader(nc, 16<<10), w: bufio.NewWriterSize(nc, 32<<10),
-		ops: make(chan *op, 1024), readsRan: make(chan struct{}, 1)}
+		ops: make(chan *op, 1024), readsRan: make(chan struct{}, 1), gone: make(chan struct{})}
 	c.initClient(nc)
 	return c
 }
@@ -113,7 +126,10 @@ func newConn(s *Server, nc net.Conn) *conn {
 // by handing it to the writer.
 func (c *conn) emit(o *op) {
 	o.resp3, o.silent = c.client.resp3, c.client.silent()
-	if o.kind != opClose && c.queued.Load() == 0 && c.rd.Drained() {
+	// A blocking command always goes to the writer, so the reader can
+	// notice a disconnect meanwhile; while it reads ahead the reader must
+	// not touch c.rd.
+	if o.kind != opClose && o.kind != opBlock && c.ahead == nil && len(c.held) == 0 && c.queued.Load() == 0 && c.rd.Drained() {
 		c.outMu.Lock()
 		c.one[0] = o
 		c.complete(c.one[:])
@@ -146,6 +162,8 @@ func (c *conn) serve() {
 		c.writeLoop()
 	}()
 	c.readLoop()
+	c.stopAhead()
+	c.goneOnce.Do(func() { close(c.gone) })
 	c.unwatch()
 	close(c.ops)
 	<-done
@@ -157,7 +175,7 @@ func (c *conn) serve() {
 
 func (c *conn) readLoop() {
 	for {
-		args, err := c.rd.ReadCommand()
+		args, err := c.nextCommand()
 		if err != nil {
 			var pe *resp.ProtocolError
 			if errors.As(err, &pe) {
@@ -186,6 +204,10 @@ func (c *conn) dispatch(args [][]byte) bool {
 		return true
 	}
 	c.client.cmd = sp.name
+	if sp.blocking {
+		c.startBlocking(sp, args)
+		return true
+	}
 	switch sp.class {
 	case classRefused:
 		c.emit(errReply(fmt.Sprintf("ERR '%s' %s", displayName(sp.name), sp.reason)))
@@ -395,6 +417,8 @@ func (c *conn) complete(batch []*op) (closing bool) {
 	case opRead, opLocal:
 		c.runOnRedis(w, batch)
 		c.readsDone(batch)
+	case opBlock:
+		c.block(w, o)
 	}
 	return false
 }

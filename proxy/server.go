@@ -61,6 +61,8 @@ type Server struct {
 
 	reads     *readPipe
 	stopReads chan struct{}
+	// blocked are the connections waiting in a blocking command.
+	blocked *blockers
 }
 
 // New connects to the local redis to learn its command table, and returns a
@@ -73,7 +75,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.JoinTimeout == 0 {
 		cfg.JoinTimeout = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{}), blocked: newBlockers()}
 	s.followerProxy.Store(cfg.FollowerProxy)
 	for {
 		err := s.learnRedis(ctx)

@@ -265,6 +265,59 @@ func TestBlocking(t *testing.T) {
 		}
 	})
 
+	t.Run("waiters of a key on one node are served in arrival order", func(t *testing.T) {
+		const key = "blk:fifo"
+		var conns []*bytesConn
+		for range 3 {
+			bc := dialBytes(t, followers[1].Addr)
+			if err := bc.send([]string{"BLPOP", key, "0"}); err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, bc)
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err := leader.Client().RPush(ctx, key, "e0", "e1", "e2").Err(); err != nil {
+			t.Fatal(err)
+		}
+		for i, bc := range conns {
+			r, err := bc.read()
+			if want := fmt.Sprintf("*2\r\n$%d\r\n%s\r\n$2\r\ne%d\r\n", len(key), key, i); err != nil || r != want {
+				t.Errorf("waiter %d: %q %v, want %q", i, r, err, want)
+			}
+		}
+	})
+
+	t.Run("idle waiters propose nothing", func(t *testing.T) {
+		// Attempts that find nothing write nothing, so they wake nobody:
+		// not themselves (BLMOVE a a), not each other (a to b, b to a).
+		for i, cmd := range [][]string{{"BLMOVE", "blk:idle:a", "blk:idle:a", "LEFT", "RIGHT", "0"},
+			{"BLMOVE", "blk:idle:a", "blk:idle:b", "LEFT", "RIGHT", "0"}, {"BRPOPLPUSH", "blk:idle:b", "blk:idle:a", "0"}} {
+			bc := dialBytes(t, c.Nodes[i].Addr)
+			if err := bc.send(cmd); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+		before, err := leader.RaftInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		after, err := leader.RaftInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := after.Int("last_log_index") - before.Int("last_log_index"); d > 3 {
+			t.Errorf("the log grew by %d entries in a second with only idle waiters", d)
+		}
+		// One element then circulates a to b to a ...; the nodes stay
+		// identical (checked at the end) whoever wins each move.
+		if err := leader.Client().RPush(ctx, "blk:idle:a", "x").Err(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	})
+
 	c.AssertRedisIdentical(ctx)
 }
 

@@ -262,6 +262,16 @@ func (bs *blockers) written(db int, keys [][]byte, all bool) {
 	}
 }
 
+// isBlocked reports whether connection id waits here (CLIENT LIST's b).
+func (bs *blockers) isBlocked(id uint64) bool {
+	if bs == nil {
+		return false
+	}
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	return bs.byConn[id] != nil
+}
+
 // unblockConn is CLIENT UNBLOCK: it reports whether connection id was
 // blocked here.
 func (bs *blockers) unblockConn(id uint64, asErr bool) bool {

@@ -364,6 +364,9 @@ func (c *conn) infoLine(now time.Time) string {
 	if st.noTouch {
 		flags += "T"
 	}
+	if c.s != nil && c.s.blocked.isBlocked(c.id) {
+		flags += "b"
+	}
 	if flags == "" {
 		flags = "N"
 	}

@@ -220,6 +220,12 @@ func TestBlocking(t *testing.T) {
 				t.Fatal(err)
 			}
 			time.Sleep(300 * time.Millisecond)
+			if r := other.do(t, "CLIENT", "LIST", "ID", id); !strings.Contains(r, " flags=b ") || !strings.Contains(r, " cmd=blpop ") {
+				t.Errorf("CLIENT LIST of a blocked client: %q, want flags=b and cmd=blpop", r)
+			}
+			if r := other.do(t, "INFO", "clients"); !strings.Contains(r, "blocked_clients:1\r\n") {
+				t.Errorf("INFO clients with one blocked client: %q", r)
+			}
 			if r := other.do(t, "CLIENT", "UNBLOCK", id, mode); r != ":1\r\n" {
 				t.Errorf("CLIENT UNBLOCK %s %s: %q, want :1", id, mode, r)
 			}

@@ -37,8 +37,9 @@ type blockCall struct {
 	args [][]byte
 	db   int
 	keys [][]byte // the keys whose writes may let it succeed
-	// deadline is when it gives up; zero: never (timeout 0).
-	deadline time.Time
+	// timeout is how long it waits, from when the writer reaches it (as
+	// redis counts from when it runs the command); 0: forever.
+	timeout time.Duration
 	// wait: the timeout was understood, so a nil reply may wait. When it
 	// was not, redis's reply (its error) is the answer.
 	wait bool
@@ -70,7 +71,7 @@ func (c *conn) startBlocking(sp *spec, args [][]byte) {
 		b.wait = true
 		// Beyond ~290 years a Duration overflows: that is forever.
 		if secs > 0 && secs < 9e9 {
-			b.deadline = time.Now().Add(time.Duration(secs * float64(time.Second)))
+			b.timeout = max(time.Duration(secs*float64(time.Second)), 1)
 		}
 	}
 	c.blockEnd = b.done
@@ -101,8 +102,8 @@ func (c *conn) block(w *bufio.Writer, o *op) {
 	wt := c.s.blocked.add(c.id, b.db, b.keys)
 	defer c.s.blocked.remove(wt)
 	var expire <-chan time.Time
-	if !b.deadline.IsZero() {
-		t := time.NewTimer(time.Until(b.deadline))
+	if b.timeout > 0 {
+		t := time.NewTimer(b.timeout)
 		defer t.Stop()
 		expire = t.C
 	}

@@ -43,7 +43,10 @@ type blockCall struct {
 	// wait: the timeout was understood, so a nil reply may wait. When it
 	// was not, redis's reply (its error) is the answer.
 	wait bool
-	done chan struct{} // closed when its reply is written
+	// moves: BLMOVE or BRPOPLPUSH, whose destination may have the wrong
+	// type (see block).
+	moves bool
+	done  chan struct{} // closed when its reply is written
 }
 
 // startBlocking emits a blocking command. Until it completes, the reader
@@ -54,7 +57,7 @@ func (c *conn) startBlocking(sp *spec, args [][]byte) {
 		c.emit(refused)
 		return
 	}
-	b := &blockCall{args: args, db: c.db, done: make(chan struct{})}
+	b := &blockCall{args: args, db: c.db, done: make(chan struct{}), moves: sp.name == "blmove" || sp.name == "brpoplpush"}
 	if len(sp.keySpecs) > 0 {
 		// The first key spec is the keys popped from (BLMOVE's second is
 		// its destination, whose writes cannot help).
@@ -79,10 +82,11 @@ func (c *conn) startBlocking(sp *spec, args [][]byte) {
 }
 
 var (
-	execOne     = []byte("*1\r\n")
-	unblockedRe = resp.AppendError(nil, "UNBLOCKED client unblocked via CLIENT UNBLOCK")
-	timedOut2   = []byte("*-1\r\n")
-	timedOut3   = []byte("_\r\n")
+	execOne         = []byte("*1\r\n")
+	unblockedRe     = resp.AppendError(nil, "UNBLOCKED client unblocked via CLIENT UNBLOCK")
+	wrongTypePrefix = []byte("-WRONGTYPE")
+	timedOut2       = []byte("*-1\r\n")
+	timedOut3       = []byte("_\r\n")
 )
 
 // isNullReply reports whether raw is a null in either protocol: what a
@@ -101,6 +105,7 @@ func (c *conn) block(w *bufio.Writer, o *op) {
 	c.w.Flush()
 	wt := c.s.blocked.add(c.id, b.db, b.keys)
 	defer c.s.blocked.remove(wt)
+	waited := false
 	var expire <-chan time.Time
 	if b.timeout > 0 {
 		t := time.NewTimer(b.timeout)
@@ -128,7 +133,13 @@ func (c *conn) block(w *bufio.Writer, o *op) {
 		if bytes.HasPrefix(raw, execOne) {
 			raw = raw[len(execOne):]
 		}
-		if !isNullReply(raw) {
+		// A key that became another type while the client waited does not
+		// end the wait in redis 7.0 (it serves blocked clients from lists
+		// and sorted sets only): WRONGTYPE after a wait is another nothing.
+		// Except for a move, whose WRONGTYPE may be its destination's,
+		// which redis does answer.
+		wrongType := waited && !b.moves && bytes.HasPrefix(raw, wrongTypePrefix)
+		if !isNullReply(raw) && !wrongType {
 			w.Write(raw)
 			return
 		}
@@ -142,6 +153,7 @@ func (c *conn) block(w *bufio.Writer, o *op) {
 			w.Write(raw)
 			return
 		}
+		waited = true
 		select {
 		case <-wt.wake:
 			continue

@@ -77,6 +77,43 @@ func TestBlocking(t *testing.T) {
 		}
 	})
 
+	t.Run("keys changing type while waited on", func(t *testing.T) {
+		// Redis 7.0 keeps a client blocked when its key becomes a string,
+		// but answers WRONGTYPE when BLMOVE's destination is one.
+		run := func(addr string) []string {
+			p := "blk:type:" + addr
+			waiter, other := dialBytes(t, addr), dialBytes(t, addr)
+			if err := waiter.send([]string{"BLPOP", p + ":l", "1"}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond)
+			other.do(t, "SET", p+":l", "str")
+			start := time.Now()
+			r1, err := waiter.read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(start); d < 500*time.Millisecond {
+				t.Errorf("%s: BLPOP answered %q %v after its key became a string", addr, r1, d)
+			}
+			if err := waiter.send([]string{"BLMOVE", p + ":src", p + ":dst", "LEFT", "LEFT", "5"}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond)
+			other.do(t, "SET", p+":dst", "str")
+			other.do(t, "RPUSH", p+":src", "x")
+			r2, err := waiter.read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return []string{r1, r2, other.do(t, "LLEN", p+":src")}
+		}
+		want, got := run(stock), run(followers[1].Addr)
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("raftproxy answered %q, redis answered %q", got, want)
+		}
+	})
+
 	t.Run("follower woken by the leader and leader by a follower", func(t *testing.T) {
 		for i, pair := range [][2]*Node{{followers[0], leader}, {leader, followers[1]}} {
 			waiter, pusher := pair[0], pair[1]

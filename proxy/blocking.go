@@ -96,13 +96,24 @@ func isNullReply(raw []byte) bool {
 	return s == "*-1\r\n" || s == "$-1\r\n" || s == "_\r\n"
 }
 
-// block runs a blocking command on the writer goroutine (holding outMu):
-// attempts through the log, and waits between them.
+// block runs a blocking command on the writer goroutine, which holds
+// outMu. It lets go of outMu while it waits, so that pub/sub messages (a
+// RESP3 client may be subscribed) reach the client meanwhile, as in redis.
 func (c *conn) block(w *bufio.Writer, o *op) {
-	b := o.block
-	defer close(b.done)
+	defer close(o.block.done)
 	// The replies before this command are due now, not after the wait.
 	c.w.Flush()
+	c.outMu.Unlock()
+	reply := c.blockWait(o)
+	c.outMu.Lock()
+	c.writePushes()
+	w.Write(reply)
+}
+
+// blockWait makes attempts through the log, waiting between them, and
+// returns the reply (nil when the client is gone).
+func (c *conn) blockWait(o *op) []byte {
+	b := o.block
 	wt := c.s.blocked.add(c.id, b.db, b.keys)
 	defer c.s.blocked.remove(wt)
 	waited := false
@@ -115,19 +126,16 @@ func (c *conn) block(w *bufio.Writer, o *op) {
 	for {
 		n := c.s.cfg.Host.Node()
 		if n == nil {
-			w.Write(resp.AppendError(c.raw[:0], "NOCLUSTER No Raft Cluster"))
-			return
+			return resp.AppendError(nil, "NOCLUSTER No Raft Cluster")
 		}
 		req := entry.Request{DB: b.db, Op: entry.OpTx, Tx: [][][]byte{b.args}, RESP3: o.resp3}
 		fut := n.ProposeRequest(context.Background(), req)
 		if !c.await(fut.Done(), time.Now()) {
-			w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrTimeout, false)))
-			return
+			return resp.AppendError(nil, errorText(raftnode.ErrTimeout, false))
 		}
 		raw, err := fut.Result()
 		if err != nil {
-			w.Write(resp.AppendError(c.raw[:0], errorText(err, false)))
-			return
+			return resp.AppendError(nil, errorText(err, false))
 		}
 		// EXEC's reply is an array of the one reply.
 		if bytes.HasPrefix(raw, execOne) {
@@ -140,35 +148,33 @@ func (c *conn) block(w *bufio.Writer, o *op) {
 		// which redis does answer.
 		wrongType := waited && !b.moves && bytes.HasPrefix(raw, wrongTypePrefix)
 		if !isNullReply(raw) && !wrongType {
-			w.Write(raw)
-			return
+			return raw
 		}
 		// Redis answers a blocking command that timed out with a null
 		// array, whatever the command (BLMOVE too, unlike inside MULTI).
-		raw = timedOut2
+		timedOut := timedOut2
 		if o.resp3 {
-			raw = timedOut3
+			timedOut = timedOut3
 		}
 		if !b.wait {
-			w.Write(raw)
-			return
+			return timedOut
 		}
 		waited = true
 		select {
 		case <-wt.wake:
 			continue
 		case <-expire:
+			return timedOut
 		case asErr := <-wt.unblock:
 			if asErr {
-				raw = unblockedRe
+				return unblockedRe
 			}
+			return timedOut
 		case <-c.gone:
-			return
+			return nil
 		case <-n.Done():
-			raw = resp.AppendError(c.raw[:0], errorText(raftnode.ErrStopped, false))
+			return resp.AppendError(nil, errorText(raftnode.ErrStopped, false))
 		}
-		w.Write(raw)
-		return
 	}
 }
 

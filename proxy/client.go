@@ -77,6 +77,7 @@ func (i *clientInfo) init(nc net.Conn) {
 func (c *conn) afterCommand() {
 	c.client.skipThis, c.client.skipNext = c.client.skipNext, false
 	c.syncInfo()
+	c.syncPushProtocol()
 }
 
 func (c *conn) syncInfo() {
@@ -268,6 +269,7 @@ func authenticate(user, _ []byte) *op {
 func (c *conn) reset() {
 	c.tx = nil
 	c.unwatch()
+	c.pubsubReset()
 	c.db = 0
 	c.client.resp3 = false
 	c.client.name = ""

@@ -56,6 +56,19 @@ var notes = map[string]string{
 	"bzpopmax":             "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",
 	"bzmpop":               "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",
 	"client|unblock":       "unblocks a connection of this node waiting in a blocking command",
+	"subscribe":            "subscriptions are held by this node's proxy; messages as redis (RESP2 subscribed mode, RESP3 push)",
+	"psubscribe":           "held by this node's proxy; patterns matched as redis's stringmatch",
+	"ssubscribe":           "held by this node's proxy",
+	"unsubscribe":          "",
+	"punsubscribe":         "",
+	"sunsubscribe":         "",
+	"publish":              "through the log; every node delivers it to its own subscribers; replies this node's count (as redis cluster)",
+	"spublish":             "through the log; every node delivers it to its own subscribers; replies this node's count",
+	"pubsub|channels":      "this node's subscriptions (as redis cluster)",
+	"pubsub|numsub":        "this node's subscriptions (as redis cluster)",
+	"pubsub|numpat":        "this node's subscriptions (as redis cluster)",
+	"pubsub|shardchannels": "this node's subscriptions",
+	"pubsub|shardnumsub":   "this node's subscriptions",
 }
 
 func (c class) behavior() string {

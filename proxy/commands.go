@@ -64,7 +64,6 @@ const (
 	reasonRandom   = "has a random effect that would differ between nodes"
 	reasonNotYet   = "is not supported by raftproxy yet"
 	reasonBlocking = "blocks, and blocking commands are not supported by raftproxy yet"
-	reasonPubSub   = "pub/sub is not supported by raftproxy yet"
 	reasonKill     = "could stop a script from the raft log on this node only (redis kills any script that has not written yet) and make nodes diverge"
 	reasonClock    = "compares idle times with each node's clock and would claim different entries on different nodes"
 	reasonPause    = "is not supported by raftproxy yet: pausing the local redis would stall this node's log applier, not the cluster's clients"
@@ -120,11 +119,15 @@ var overrides = map[string]struct {
 	"function|kill": {classRefused, reasonKill}, "function|help": {classLocal, ""},
 	"spop": {classWrite, ""}, "xadd": {classWrite, ""}, "xtrim": {classWrite, ""},
 	"xclaim": {classRefused, reasonClock}, "xautoclaim": {classRefused, reasonClock},
-	"migrate":   {classRefused, "moves keys to another redis-server outside the raft log"},
-	"subscribe": {classRefused, reasonPubSub}, "psubscribe": {classRefused, reasonPubSub},
-	"ssubscribe": {classRefused, reasonPubSub}, "unsubscribe": {classRefused, reasonPubSub},
-	"punsubscribe": {classRefused, reasonPubSub}, "sunsubscribe": {classRefused, reasonPubSub},
-	"publish": {classRefused, reasonPubSub}, "spublish": {classRefused, reasonPubSub}, "pubsub": {classRefused, reasonPubSub},
+	"migrate": {classRefused, "moves keys to another redis-server outside the raft log"},
+
+	// Pub/Sub (pubsub.go, broker.go): subscriptions are the proxy's, PUBLISH
+	// goes through the log and each node's applier delivers it locally.
+	"subscribe": {classProxy, ""}, "psubscribe": {classProxy, ""},
+	"ssubscribe": {classProxy, ""}, "unsubscribe": {classProxy, ""},
+	"punsubscribe": {classProxy, ""}, "sunsubscribe": {classProxy, ""},
+	"publish": {classWrite, ""}, "spublish": {classWrite, ""},
+	"pubsub": {classProxy, ""}, "pubsub|help": {classLocal, ""},
 }
 
 // raftCommands are raftproxy's own commands, with Redis-style arity.
@@ -205,7 +208,8 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 	case blocking:
 		s.class, s.reason = classRefused, reasonBlocking
 	case pubsub:
-		s.class, s.reason = classRefused, reasonPubSub
+		// Every pub/sub command has its override; a new one is refused.
+		s.class, s.reason = classRefused, reasonNotYet
 	case write && random:
 		s.class, s.reason, s.random = classRefused, reasonRandom, true
 	case write:

@@ -82,7 +82,7 @@ func TestClassify(t *testing.T) {
 		{"SCRIPT LOAD x", classWrite}, {"SCRIPT EXISTS x", classRead}, {"SCRIPT FLUSH", classWrite}, {"SCRIPT KILL", classRefused},
 		{"FUNCTION LOAD x", classWrite}, {"FUNCTION LIST", classRead}, {"FUNCTION KILL", classRefused}, {"FUNCTION STATS", classLocal},
 		{"XADD s 1-1 f v", classWrite}, {"XCLAIM s g c 0 1-1", classRefused}, {"MIGRATE h 1 k 0 0", classRefused},
-		{"SUBSCRIBE c", classRefused}, {"PUBLISH c m", classRefused}, {"CLIENT KILL ID 1", classProxy},
+		{"SUBSCRIBE c", classProxy}, {"PUBLISH c m", classWrite}, {"PUBSUB NUMPAT", classProxy}, {"CLIENT KILL ID 1", classProxy},
 		// Connection-level commands (client.go); SETINFO and NO-TOUCH even
 		// when the local redis (7.0) does not know them.
 		{"CLIENT SETINFO LIB-NAME x", classProxy}, {"CLIENT NO-TOUCH on", classProxy}, {"CLIENT LIST", classProxy},

@@ -28,6 +28,7 @@ const (
 	opLocal                 // run on the local redis now
 	opClose                 // write reply, then close the connection
 	opBlock                 // a blocking command (blocking.go)
+	opPubSub                // run act on the writer, write what it returns (pubsub.go)
 )
 
 // op is one command in flight on a connection. Ops are queued in arrival
@@ -49,6 +50,9 @@ type op struct {
 	// its reply is not sent.
 	silent bool
 	block  *blockCall // opBlock
+	// act, for opPubSub, changes the connection's subscriptions in the
+	// broker (or reads it) as its reply is written, and returns the reply.
+	act func() []byte
 }
 
 // conn is one client connection: a reader goroutine parses and dispatches
@@ -74,6 +78,8 @@ type conn struct {
 	// readonly (READONLY, as to a Redis Cluster replica): reads are served
 	// on a follower even with follower-proxy off.
 	readonly bool
+	// ps is the connection's pub/sub subscriptions (pubsub.go).
+	ps pubsubState
 
 	// queued counts ops handed to the writer and not yet completed.
 	queued atomic.Int64
@@ -167,6 +173,7 @@ func (c *conn) serve() {
 	c.unwatch()
 	close(c.ops)
 	<-done
+	c.pubsubClose()
 	c.nc.Close()
 	if c.redis != nil {
 		c.redis.Close()
@@ -204,6 +211,9 @@ func (c *conn) dispatch(args [][]byte) bool {
 		return true
 	}
 	c.client.cmd = sp.name
+	if c.pubsubGate(sp.name, args) {
+		return true
+	}
 	if sp.blocking {
 		c.startBlocking(sp, args)
 		return true
@@ -212,6 +222,9 @@ func (c *conn) dispatch(args [][]byte) bool {
 	case classRefused:
 		c.emit(errReply(fmt.Sprintf("ERR '%s' %s", displayName(sp.name), sp.reason)))
 	case classProxy:
+		if c.pubsubCommand(sp.name, args) {
+			return true
+		}
 		if handled, open := c.clientCommand(sp.name, args); handled {
 			return open
 		}
@@ -403,7 +416,11 @@ func (c *conn) complete(batch []*op) (closing bool) {
 		}
 		w = c.sink
 	}
+	// Messages queued before this reply was ready come first.
+	c.writePushes()
 	switch o.kind {
+	case opPubSub:
+		w.Write(o.act())
 	case opReply:
 		w.Write(o.reply)
 	case opClose:

@@ -193,6 +193,9 @@ func (t table) writtenKeys(args [][]byte) (keys [][]byte, all bool) {
 		return nil, false
 	}
 	switch sp.name {
+	case "publish", "spublish":
+		// A (shard) channel is not a key: publishing modifies no data.
+		return nil, false
 	case "sort":
 		// Redis cannot describe SORT's STORE position in a key spec.
 		for i := len(args) - 2; i >= 2; i-- {

@@ -63,6 +63,11 @@ type Server struct {
 	stopReads chan struct{}
 	// blocked are the connections waiting in a blocking command.
 	blocked *blockers
+
+	// broker holds this node's pub/sub subscriptions (broker.go);
+	// pubsubLimit bounds the messages waiting for one subscriber.
+	broker      *broker
+	pubsubLimit int
 }
 
 // New connects to the local redis to learn its command table, and returns a
@@ -75,7 +80,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.JoinTimeout == 0 {
 		cfg.JoinTimeout = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{}), blocked: newBlockers()}
+	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{}),
+		broker: newBroker(), pubsubLimit: pubsubLimit, blocked: newBlockers()}
 	s.followerProxy.Store(cfg.FollowerProxy)
 	for {
 		err := s.learnRedis(ctx)

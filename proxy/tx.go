@@ -171,5 +171,7 @@ func (c *conn) forgetWatch(w uint64) {
 	if n == nil || n.Removed() {
 		return
 	}
-	n.ProposeRequest(context.Background(), entry.Request{Op: entry.OpUnwatch, Watch: w})
+	// In its own goroutine: without a leader, proposing waits for one, and
+	// neither the client nor a closing connection should wait for that.
+	go n.ProposeRequest(context.Background(), entry.Request{Op: entry.OpUnwatch, Watch: w})
 }

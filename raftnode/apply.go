@@ -45,6 +45,8 @@ type applier struct {
 	// watches is WATCH's bookkeeping, also derived from the log alone.
 	watches *watches
 	poke    chan struct{}
+	// published is the last entry whose PUBLISHes were delivered (publish.go).
+	published uint64
 }
 
 func newApplier(n *Node) *applier {
@@ -432,13 +434,16 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 			if pend != nil {
 				c.Reply = replier(a.n.prop, b.Seq, pend, i)
 			}
-			if a.watchOnly(r, c.Reply) {
+			if a.watchOnly(r, c.Reply) || a.publishOnly(e.GetIndex(), replies, r, &c) {
 				continue
 			}
 			if replies && len(r.Tx) == 1 && a.n.cfg.Written != nil {
 				c.null, c.Reply = nullReply(c.Reply)
 			}
 			cmds = append(cmds, c)
+		}
+		if replies && e.GetIndex() > a.published {
+			a.published = e.GetIndex()
 		}
 	}
 	return cmds

@@ -153,6 +153,12 @@ type Config struct {
 	// attempt that found nothing, which wrote nothing). Blocking commands
 	// wait for it. It must not block.
 	Written func(db int, args [][]byte, null bool)
+	// Publish delivers a PUBLISH (sharded: SPUBLISH) of the entry at index
+	// to this node's subscribers and returns how many received it. The
+	// applier calls it, in log order, for entries applied live only, and
+	// never sends those commands to the state machine (publish.go). Nil:
+	// PUBLISH goes to redis like any write.
+	Publish func(index uint64, channel, message []byte, sharded bool) int64
 	// ForceNewCluster, on restart, makes this node the only member of its
 	// cluster, keeping what it had committed (quorum-loss recovery).
 	ForceNewCluster bool

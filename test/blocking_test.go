@@ -279,6 +279,28 @@ func TestBlocking(t *testing.T) {
 		}
 	})
 
+	t.Run("a blocked RESP3 subscriber gets its messages meanwhile", func(t *testing.T) {
+		bc := dialBytes(t, followers[0].Addr)
+		bc.do(t, "HELLO", "3")
+		bc.do(t, "SUBSCRIBE", "blk:ch")
+		if err := bc.send([]string{"BLPOP", "blk:sub", "0"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if err := leader.Client().Publish(ctx, "blk:ch", "hello").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := bc.read(); err != nil || r != ">3\r\n$7\r\nmessage\r\n$6\r\nblk:ch\r\n$5\r\nhello\r\n" {
+			t.Errorf("message to a blocked RESP3 subscriber: %q %v", r, err)
+		}
+		if err := leader.Client().RPush(ctx, "blk:sub", "v").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := bc.read(); err != nil || r != "*2\r\n$7\r\nblk:sub\r\n$1\r\nv\r\n" {
+			t.Errorf("BLPOP of a RESP3 subscriber: %q %v", r, err)
+		}
+	})
+
 	t.Run("leader transfer while blocked", func(t *testing.T) {
 		var conns []*bytesConn
 		for i, n := range c.Nodes {

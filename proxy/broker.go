@@ -1,0 +1,240 @@
+package proxy
+
+import (
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// Pub/Sub at the proxy. Clients subscribe at their node's proxy (the local
+// redis has no subscribers); PUBLISH goes through the log, and every node's
+// applier hands each applied PUBLISH, in log order, to its Server's broker,
+// which queues the message on each matching subscriber of this node. The
+// PUBLISH reply, like PUBSUB's counts, is about this node only, as in redis
+// cluster.
+
+// pubsubLimit is how many bytes of messages may wait for one subscriber
+// that does not read them, like redis's default client-output-buffer-limit
+// for pub/sub clients (32mb hard limit): past it the subscriber is
+// disconnected, so a slow one never blocks the applier or grows without bound.
+const pubsubLimit = 32 << 20
+
+// subKind is the kind of a subscription.
+type subKind uint8
+
+const (
+	subChannel subKind = iota // SUBSCRIBE
+	subPattern                // PSUBSCRIBE
+	subShard                  // SSUBSCRIBE
+)
+
+// broker holds this node's subscriptions. Each records the commit index at
+// which it was made: a message of an entry at or below it was published
+// before the subscription (a node applying old entries after a restart
+// must not deliver them).
+type broker struct {
+	mu   sync.Mutex
+	subs [3]map[string]map[*subscriber]uint64
+}
+
+func newBroker() *broker {
+	b := &broker{}
+	for i := range b.subs {
+		b.subs[i] = map[string]map[*subscriber]uint64{}
+	}
+	return b
+}
+
+func (b *broker) add(k subKind, name string, s *subscriber, from uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.subs[k][name]
+	if m == nil {
+		m = map[*subscriber]uint64{}
+		b.subs[k][name] = m
+	}
+	if _, ok := m[s]; !ok {
+		m[s] = from
+	}
+}
+
+func (b *broker) remove(k subKind, name string, s *subscriber) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.removeLocked(k, name, s)
+}
+
+func (b *broker) removeLocked(k subKind, name string, s *subscriber) {
+	m := b.subs[k][name]
+	delete(m, s)
+	if len(m) == 0 {
+		delete(b.subs[k], name)
+	}
+}
+
+// removeAll drops every subscription of s (a closed connection, RESET).
+func (b *broker) removeAll(s *subscriber) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k := range b.subs {
+		for name, m := range b.subs[k] {
+			if _, ok := m[s]; ok {
+				b.removeLocked(subKind(k), name, s)
+			}
+		}
+	}
+}
+
+// publish delivers a message of the entry at index and returns how many
+// subscriptions received it (a client subscribed to the channel and to a
+// matching pattern counts, and receives it, twice, as in redis).
+func (b *broker) publish(index uint64, channel, message []byte, sharded bool) int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var n int64
+	if sharded {
+		for s, from := range b.subs[subShard][string(channel)] {
+			if index > from && s.push("smessage", nil, channel, message) {
+				n++
+			}
+		}
+		return n
+	}
+	for s, from := range b.subs[subChannel][string(channel)] {
+		if index > from && s.push("message", nil, channel, message) {
+			n++
+		}
+	}
+	for pat, m := range b.subs[subPattern] {
+		if !globMatch([]byte(pat), channel) {
+			continue
+		}
+		for s, from := range m {
+			if index > from && s.push("pmessage", []byte(pat), channel, message) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// names returns the channels (or shard channels) with subscribers that
+// match pattern (all with nil), sorted: PUBSUB CHANNELS.
+func (b *broker) names(k subKind, pattern []byte) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for name := range b.subs[k] {
+		if pattern == nil || globMatch(pattern, []byte(name)) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// count returns the number of subscribers of name: PUBSUB NUMSUB.
+func (b *broker) count(k subKind, name string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs[k][name])
+}
+
+// numpat returns the number of distinct patterns: PUBSUB NUMPAT.
+func (b *broker) numpat() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs[subPattern])
+}
+
+// subscriber is one connection's queue of messages. The applier (through
+// the broker) appends without ever waiting; the connection's pusher
+// goroutine writes them out.
+type subscriber struct {
+	resp3 atomic.Bool // the connection's protocol: messages are push frames in RESP3
+	limit int
+	kill  func() // disconnects the client when it falls too far behind
+	wake  chan struct{}
+	done  chan struct{} // closed by close: the pusher goroutine ends
+
+	mu     sync.Mutex
+	queue  [][]byte
+	bytes  int
+	closed bool
+}
+
+func newSubscriber(limit int, kill func()) *subscriber {
+	return &subscriber{limit: limit, kill: kill, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// push queues a message and reports whether it was queued; a subscriber
+// over its limit is closed and disconnected instead.
+func (s *subscriber) push(kind string, pattern, channel, message []byte) bool {
+	resp3 := s.resp3.Load()
+	n := 3
+	if pattern != nil {
+		n = 4
+	}
+	f := make([]byte, 0, 40+len(pattern)+len(channel)+len(message))
+	f = appendPushLen(f, n, resp3)
+	f = resp.AppendBulkString(f, kind)
+	if pattern != nil {
+		f = resp.AppendBulk(f, pattern)
+	}
+	f = resp.AppendBulk(f, channel)
+	f = resp.AppendBulk(f, message)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	if s.bytes+len(f) > s.limit {
+		s.closed, s.queue, s.bytes = true, nil, 0
+		s.mu.Unlock()
+		s.kill()
+		return false
+	}
+	s.queue = append(s.queue, f)
+	s.bytes += len(f)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take returns the queued messages and empties the queue.
+func (s *subscriber) take() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queue
+	s.queue, s.bytes = nil, 0
+	return q
+}
+
+// close makes later pushes fail.
+func (s *subscriber) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done != nil {
+		select {
+		case <-s.done:
+		default:
+			close(s.done)
+		}
+	}
+	s.closed, s.queue, s.bytes = true, nil, 0
+}
+
+// appendPushLen starts a push frame: RESP3's > or, in RESP2, an array.
+func appendPushLen(dst []byte, n int, resp3 bool) []byte {
+	if resp3 {
+		dst = strconv.AppendInt(append(dst, '>'), int64(n), 10)
+		return append(dst, '\r', '\n')
+	}
+	return resp.AppendArrayLen(dst, n)
+}

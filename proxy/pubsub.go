@@ -1,0 +1,301 @@
+package proxy
+
+import (
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// pubsubState is a connection's subscriptions as its reader sees them: the
+// reader answers (P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE from it, and applies
+// each change to the broker from the writer, as the confirmation is written
+// (an opPubSub op), so no message of a channel is written before the
+// confirmation of its subscription.
+type pubsubState struct {
+	names [3]map[string]struct{}
+	// sub is the connection's message queue, made at its first
+	// subscription; the writer reads it, hence atomic.
+	sub atomic.Pointer[subscriber]
+}
+
+// count is the number redis puts in a confirmation: channels plus
+// patterns, or shard channels.
+func (p *pubsubState) count(k subKind) int {
+	if k == subShard {
+		return len(p.names[subShard])
+	}
+	return len(p.names[subChannel]) + len(p.names[subPattern])
+}
+
+// active reports whether the connection is in subscribed mode.
+func (p *pubsubState) active() bool {
+	return len(p.names[subChannel])+len(p.names[subPattern])+len(p.names[subShard]) > 0
+}
+
+// allowedSubscribed is what redis lets a RESP2 client in subscribed mode run.
+var allowedSubscribed = map[string]bool{
+	"subscribe": true, "psubscribe": true, "ssubscribe": true,
+	"unsubscribe": true, "punsubscribe": true, "sunsubscribe": true,
+	"ping": true, "quit": true, "reset": true,
+}
+
+// pubsubGate applies redis's rule for a RESP2 client in subscribed mode: only
+// the subscription commands, PING (answered as a message), QUIT and RESET.
+// It reports whether it answered the command.
+func (c *conn) pubsubGate(name string, args [][]byte) bool {
+	if c.client.resp3 || !c.ps.active() {
+		return false
+	}
+	if !allowedSubscribed[name] {
+		c.emit(errReply(fmt.Sprintf("ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context", name)))
+		return true
+	}
+	if name != "ping" || len(args) > 2 {
+		return false
+	}
+	b := resp.AppendArrayLen(nil, 2)
+	b = resp.AppendBulkString(b, "pong")
+	if len(args) == 2 {
+		b = resp.AppendBulk(b, args[1])
+	} else {
+		b = resp.AppendBulkString(b, "")
+	}
+	c.emit(&op{kind: opReply, reply: b})
+	return true
+}
+
+var subCommands = map[string]struct {
+	kind  subKind
+	unsub bool
+	msg   string
+}{
+	"subscribe": {subChannel, false, "subscribe"}, "psubscribe": {subPattern, false, "psubscribe"},
+	"ssubscribe": {subShard, false, "ssubscribe"}, "unsubscribe": {subChannel, true, "unsubscribe"},
+	"punsubscribe": {subPattern, true, "punsubscribe"}, "sunsubscribe": {subShard, true, "sunsubscribe"},
+}
+
+// pubsubCommand answers the subscription commands and PUBSUB. handled is
+// false for any other command.
+func (c *conn) pubsubCommand(name string, args [][]byte) (handled bool) {
+	if sc, ok := subCommands[name]; ok {
+		if sc.unsub {
+			c.unsubscribe(sc.kind, sc.msg, args[1:])
+		} else {
+			c.subscribe(sc.kind, sc.msg, args[1:])
+		}
+		return true
+	}
+	b := c.s.broker
+	var act func() []byte
+	switch name {
+	case "pubsub|channels", "pubsub|shardchannels":
+		k := subChannel
+		if name == "pubsub|shardchannels" {
+			k = subShard
+		}
+		var pat []byte
+		if len(args) > 2 {
+			pat = args[2]
+		}
+		act = func() []byte {
+			names := b.names(k, pat)
+			r := resp.AppendArrayLen(nil, len(names))
+			for _, n := range names {
+				r = resp.AppendBulkString(r, n)
+			}
+			return r
+		}
+	case "pubsub|numsub", "pubsub|shardnumsub":
+		k := subChannel
+		if name == "pubsub|shardnumsub" {
+			k = subShard
+		}
+		chans := args[2:]
+		act = func() []byte {
+			r := resp.AppendArrayLen(nil, 2*len(chans))
+			for _, ch := range chans {
+				r = resp.AppendBulk(r, ch)
+				r = resp.AppendInt(r, int64(b.count(k, string(ch))))
+			}
+			return r
+		}
+	case "pubsub|numpat":
+		act = func() []byte { return resp.AppendInt(nil, int64(b.numpat())) }
+	default:
+		return false
+	}
+	c.emit(&op{kind: opPubSub, act: act})
+	return true
+}
+
+// subscriber returns the connection's message queue, making it (and its
+// pusher goroutine) at the first subscription.
+func (c *conn) subscriber() *subscriber {
+	if s := c.ps.sub.Load(); s != nil {
+		return s
+	}
+	s := newSubscriber(c.s.pubsubLimit, func() {
+		c.s.log.Warn("disconnecting a subscriber that does not keep up with its messages", "client", c.info.addr, "limit_bytes", c.s.pubsubLimit)
+		c.nc.Close()
+	})
+	s.resp3.Store(c.client.resp3)
+	c.ps.sub.Store(s)
+	go c.pushLoop(s)
+	return s
+}
+
+// subscribeFrom is the commit index a subscription made now starts after.
+func (c *conn) subscribeFrom() uint64 {
+	if c.s.cfg.Host == nil {
+		return 0
+	}
+	if n := c.s.cfg.Host.Node(); n != nil {
+		return n.CommitIndex()
+	}
+	return 0
+}
+
+func (c *conn) subscribe(k subKind, msg string, names [][]byte) {
+	if c.ps.names[k] == nil {
+		c.ps.names[k] = map[string]struct{}{}
+	}
+	s := c.subscriber()
+	var reply []byte
+	for _, n := range names {
+		c.ps.names[k][string(n)] = struct{}{}
+		reply = c.confirm(reply, msg, n, c.ps.count(k))
+	}
+	added := slices.Clone(names)
+	b := c.s.broker
+	c.emit(&op{kind: opPubSub, act: func() []byte {
+		from := c.subscribeFrom()
+		for _, n := range added {
+			b.add(k, string(n), s, from)
+		}
+		return reply
+	}})
+}
+
+func (c *conn) unsubscribe(k subKind, msg string, names [][]byte) {
+	if len(names) == 0 {
+		for n := range c.ps.names[k] {
+			names = append(names, []byte(n))
+		}
+		slices.SortFunc(names, func(a, b []byte) int { return compareBytes(a, b) })
+	}
+	var reply []byte
+	if len(names) == 0 {
+		reply = appendPushLen(reply, 3, c.client.resp3)
+		reply = resp.AppendBulkString(reply, msg)
+		reply = resp.AppendNull(reply, c.client.resp3)
+		reply = resp.AppendInt(reply, int64(c.ps.count(k)))
+	}
+	for _, n := range names {
+		delete(c.ps.names[k], string(n))
+		reply = c.confirm(reply, msg, n, c.ps.count(k))
+	}
+	s := c.ps.sub.Load()
+	removed := slices.Clone(names)
+	b := c.s.broker
+	c.emit(&op{kind: opPubSub, act: func() []byte {
+		if s != nil {
+			for _, n := range removed {
+				b.remove(k, string(n), s)
+			}
+		}
+		return reply
+	}})
+}
+
+// confirm appends a (un)subscription confirmation.
+func (c *conn) confirm(dst []byte, msg string, name []byte, count int) []byte {
+	dst = appendPushLen(dst, 3, c.client.resp3)
+	dst = resp.AppendBulkString(dst, msg)
+	dst = resp.AppendBulk(dst, name)
+	return resp.AppendInt(dst, int64(count))
+}
+
+func compareBytes(a, b []byte) int {
+	switch {
+	case string(a) < string(b):
+		return -1
+	case string(a) > string(b):
+		return 1
+	}
+	return 0
+}
+
+// pubsubReset drops every subscription without confirmations (RESET).
+func (c *conn) pubsubReset() {
+	if !c.ps.active() {
+		return
+	}
+	for k := range c.ps.names {
+		c.ps.names[k] = nil
+	}
+	s := c.ps.sub.Load()
+	b := c.s.broker
+	c.emit(&op{kind: opPubSub, act: func() []byte {
+		b.removeAll(s)
+		return nil
+	}})
+}
+
+// pubsubClose ends the connection's subscriptions; the writer has stopped.
+func (c *conn) pubsubClose() {
+	s := c.ps.sub.Load()
+	if s == nil {
+		return
+	}
+	c.s.broker.removeAll(s)
+	s.close()
+}
+
+// syncPushProtocol makes later messages follow a protocol change (HELLO).
+func (c *conn) syncPushProtocol() {
+	if s := c.ps.sub.Load(); s != nil {
+		s.resp3.Store(c.client.resp3)
+	}
+}
+
+// writePushes writes the messages queued so far; the caller holds outMu.
+// The writer calls it before each reply, so a message the applier queued
+// before a reply was ready comes first, as in redis's output buffer.
+func (c *conn) writePushes() {
+	s := c.ps.sub.Load()
+	if s == nil {
+		return
+	}
+	for _, f := range s.take() {
+		c.w.Write(f)
+	}
+}
+
+// pushLoop writes messages to a subscriber that is waiting for them and
+// sends no commands, until the connection closes.
+func (c *conn) pushLoop(s *subscriber) {
+	for {
+		select {
+		case <-s.wake:
+		case <-s.done:
+			return
+		}
+		c.outMu.Lock()
+		c.writePushes()
+		err := c.w.Flush()
+		c.outMu.Unlock()
+		if err != nil {
+			c.nc.Close()
+			return
+		}
+	}
+}
+
+// Publish delivers a PUBLISH (SPUBLISH when sharded) of the log entry at
+// index to this node's subscribers and returns how many received it
+// (raftnode.Config.Publish: the applier calls it in log order).
+func (s *Server) Publish(index uint64, channel, message []byte, sharded bool) int64 {
+	return s.broker.publish(index, channel, message, sharded)
+}

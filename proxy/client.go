@@ -366,6 +366,9 @@ func (c *conn) infoLine(now time.Time) string {
 	if st.noTouch {
 		flags += "T"
 	}
+	if c.s != nil && c.s.blocked.isBlocked(c.id) {
+		flags += "b"
+	}
 	if flags == "" {
 		flags = "N"
 	}
@@ -543,18 +546,23 @@ func (c *conn) clientKill(args [][]byte) (reply *op, self bool) {
 	return &op{kind: opReply, reply: resp.AppendInt(nil, int64(killed))}, self
 }
 
-// unblock is CLIENT UNBLOCK id [TIMEOUT|ERROR]. raftproxy refuses blocking
-// commands, so no client is ever blocked: the answer is always 0, as redis
-// gives for a client that is not blocked.
+// unblock is CLIENT UNBLOCK id [TIMEOUT|ERROR]: a connection of this node
+// waiting in a blocking command stops waiting (blocking.go); 0 for any
+// other, as redis gives for a client that is not blocked.
 func (c *conn) unblock(args [][]byte) *op {
 	if len(args) > 4 {
 		return errReply("ERR unknown subcommand or wrong number of arguments for 'UNBLOCK'. Try CLIENT HELP.")
 	}
-	if _, ok := redisInt(args[2]); !ok {
+	id, ok := redisInt(args[2])
+	if !ok {
 		return errReply("ERR value is not an integer or out of range")
 	}
-	if len(args) == 4 && !strings.EqualFold(string(args[3]), "timeout") && !strings.EqualFold(string(args[3]), "error") {
+	asErr := len(args) == 4 && strings.EqualFold(string(args[3]), "error")
+	if len(args) == 4 && !asErr && !strings.EqualFold(string(args[3]), "timeout") {
 		return errReply("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+	}
+	if id > 0 && c.s.blocked.unblockConn(uint64(id), asErr) {
+		return &op{kind: opReply, reply: resp.AppendInt(nil, 1)}
 	}
 	return &op{kind: opReply, reply: resp.AppendInt(nil, 0)}
 }

@@ -49,6 +49,8 @@ type spec struct {
 	// unknown marks a command the local redis does not list (a module's, or
 	// a typo): it is proposed as a write and every node's redis answers it.
 	unknown bool
+	// blocking marks a blocking command raftproxy serves (blocking.go).
+	blocking bool
 }
 
 // table classifies every command the local redis knows, plus raftproxy's.
@@ -200,7 +202,10 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 			write = true
 		}
 	}
+	_, served := blockingCommands[s.name]
 	switch {
+	case blocking && served:
+		s.class, s.blocking = classWrite, true
 	case blocking:
 		s.class, s.reason = classRefused, reasonBlocking
 	case pubsub:

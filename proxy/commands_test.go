@@ -77,7 +77,7 @@ func TestClassify(t *testing.T) {
 		{"CLIENT ID", classProxy}, {"COMMAND", classLocal},
 		{"CONFIG SET maxmemory 1", classProxy}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classProxy},
 		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classRefused},
-		{"SPOP s", classWrite}, {"BLPOP l 0", classRefused}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classProxy}, {"EVAL x 0", classWrite},
+		{"SPOP s", classWrite}, {"BLPOP l 0", classWrite}, {"BZMPOP 0 1 z MIN", classWrite}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classProxy}, {"EVAL x 0", classWrite},
 		{"EVAL_RO x 0", classRead}, {"EVALSHA x 0", classWrite}, {"FCALL f 0", classWrite}, {"FCALL_RO f 0", classRead},
 		{"SCRIPT LOAD x", classWrite}, {"SCRIPT EXISTS x", classRead}, {"SCRIPT FLUSH", classWrite}, {"SCRIPT KILL", classRefused},
 		{"FUNCTION LOAD x", classWrite}, {"FUNCTION LIST", classRead}, {"FUNCTION KILL", classRefused}, {"FUNCTION STATS", classLocal},

@@ -27,6 +27,7 @@ const (
 	opRead                  // wait for the read index, then run on the local redis
 	opLocal                 // run on the local redis now
 	opClose                 // write reply, then close the connection
+	opBlock                 // a blocking command (blocking.go)
 	opPubSub                // run act on the writer, write what it returns (pubsub.go)
 )
 
@@ -48,6 +49,7 @@ type op struct {
 	// silent: CLIENT REPLY OFF or SKIP was in force; the command runs but
 	// its reply is not sent.
 	silent bool
+	block  *blockCall // opBlock
 	// act, for opPubSub, changes the connection's subscriptions in the
 	// broker (or reads it) as its reply is written, and returns the reply.
 	act func() []byte
@@ -102,6 +104,17 @@ type conn struct {
 	raw   []byte
 	skip  []uint8 // skip[i]: replies (SELECT, HELLO) to discard before batch[i]'s
 	sink  *bufio.Writer
+
+	// Blocking commands (blocking.go). The reader's: blockEnd is the
+	// blocked command's done until the reader saw it; ahead, held and
+	// readErr are the read-ahead meanwhile. gone is closed when the client
+	// went away, which ends a wait.
+	blockEnd chan struct{}
+	ahead    *readAhead
+	held     [][][]byte
+	readErr  error
+	gone     chan struct{}
+	goneOnce sync.Once
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -109,7 +122,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		tc.SetNoDelay(true)
 	}
 	c := &conn{s: s, nc: nc, id: s.nextID.Add(1), rd: resp.NewReader(nc, 16<<10), w: bufio.NewWriterSize(nc, 32<<10),
-		ops: make(chan *op, 1024), readsRan: make(chan struct{}, 1)}
+		ops: make(chan *op, 1024), readsRan: make(chan struct{}, 1), gone: make(chan struct{})}
 	c.initClient(nc)
 	return c
 }
@@ -119,7 +132,10 @@ func newConn(s *Server, nc net.Conn) *conn {
 // by handing it to the writer.
 func (c *conn) emit(o *op) {
 	o.resp3, o.silent = c.client.resp3, c.client.silent()
-	if o.kind != opClose && c.queued.Load() == 0 && c.rd.Drained() {
+	// A blocking command always goes to the writer, so the reader can
+	// notice a disconnect meanwhile; while it reads ahead the reader must
+	// not touch c.rd.
+	if o.kind != opClose && o.kind != opBlock && c.ahead == nil && len(c.held) == 0 && c.queued.Load() == 0 && c.rd.Drained() {
 		c.outMu.Lock()
 		c.one[0] = o
 		c.complete(c.one[:])
@@ -152,6 +168,8 @@ func (c *conn) serve() {
 		c.writeLoop()
 	}()
 	c.readLoop()
+	c.stopAhead()
+	c.goneOnce.Do(func() { close(c.gone) })
 	c.unwatch()
 	close(c.ops)
 	<-done
@@ -164,7 +182,7 @@ func (c *conn) serve() {
 
 func (c *conn) readLoop() {
 	for {
-		args, err := c.rd.ReadCommand()
+		args, err := c.nextCommand()
 		if err != nil {
 			var pe *resp.ProtocolError
 			if errors.As(err, &pe) {
@@ -194,6 +212,10 @@ func (c *conn) dispatch(args [][]byte) bool {
 	}
 	c.client.cmd = sp.name
 	if c.pubsubGate(sp.name, args) {
+		return true
+	}
+	if sp.blocking {
+		c.startBlocking(sp, args)
 		return true
 	}
 	switch sp.class {
@@ -412,6 +434,8 @@ func (c *conn) complete(batch []*op) (closing bool) {
 	case opRead, opLocal:
 		c.runOnRedis(w, batch)
 		c.readsDone(batch)
+	case opBlock:
+		c.block(w, o)
 	}
 	return false
 }

@@ -65,6 +65,7 @@ func (c *conn) infoCommand(args [][]byte) *op {
 type infoView struct {
 	port    string // the proxy's client port
 	clients int    // client connections to this proxy
+	blocked int64  // of those, waiting in a blocking command
 	leader  bool
 	known   bool // a leader is known
 	master  raftnode.Member
@@ -75,6 +76,9 @@ func (s *Server) infoView() infoView {
 	s.mu.Lock()
 	v := infoView{clients: len(s.conns)}
 	s.mu.Unlock()
+	if s.blocked != nil {
+		v.blocked = s.blocked.count.Load()
+	}
 	if p := portOf(s.cfg.Self.Addr); p != 0 {
 		v.port = strconv.Itoa(p)
 	}
@@ -95,7 +99,8 @@ func (s *Server) rewriteInfo(text []byte) []byte {
 //   - redis_mode: "cluster", as raftproxy poses as a Redis Cluster
 //   - tcp_port: the proxy's client port, not redis's
 //   - connected_clients: the proxy's client connections (redis sees only
-//     the proxy's own connections)
+//     the proxy's own connections), and blocked_clients those of them
+//     waiting in a blocking command (which never block in redis)
 //   - role: master on the raft leader, slave elsewhere (as CLUSTER NODES),
 //     with master_host, master_port and master_link_status on a follower
 //   - connected_slaves: the other members, on the leader
@@ -125,6 +130,8 @@ func rewriteInfo(text []byte, v infoView) []byte {
 			out.WriteString("tcp_port:" + v.port + "\r\n")
 		case "connected_clients":
 			fmt.Fprintf(&out, "connected_clients:%d\r\n", v.clients)
+		case "blocked_clients":
+			fmt.Fprintf(&out, "blocked_clients:%d\r\n", v.blocked)
 		case "role":
 			if v.leader || !v.known {
 				out.WriteString("role:master\r\n")

@@ -61,6 +61,8 @@ type Server struct {
 
 	reads     *readPipe
 	stopReads chan struct{}
+	// blocked are the connections waiting in a blocking command.
+	blocked *blockers
 
 	// broker holds this node's pub/sub subscriptions (broker.go);
 	// pubsubLimit bounds the messages waiting for one subscriber.
@@ -79,7 +81,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.JoinTimeout = 30 * time.Second
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{}),
-		broker: newBroker(), pubsubLimit: pubsubLimit}
+		broker: newBroker(), pubsubLimit: pubsubLimit, blocked: newBlockers()}
 	s.followerProxy.Store(cfg.FollowerProxy)
 	for {
 		err := s.learnRedis(ctx)

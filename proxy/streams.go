@@ -474,7 +474,7 @@ func determinizeStream(name string, args [][]byte, nowMs int64, resp3 bool) ([][
 		return rewriteXadd(args, nowMs), nil, nil
 	case "xread", "xreadgroup":
 		if parseStreamRead(args).block {
-			return args, nil, errReply("ERR '" + strings.ToUpper(name) + "' with BLOCK " + reasonBlocking)
+			return args, nil, errReply("ERR '" + strings.ToUpper(name) + " ... BLOCK' is not supported by raftproxy yet: read without BLOCK")
 		}
 		if name == "xread" {
 			return args, nil, nil

@@ -170,8 +170,9 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 		if len(chunk) > 1024 {
 			chunk = chunk[:1024]
 		}
+		var cmds []Command
 		for {
-			cmds := a.commands(chunk, true)
+			cmds = a.commands(chunk, true)
 			a.n.counters.ApplyRounds.Add(1)
 			a.n.counters.Applied.Add(uint64(len(cmds)))
 			err := a.n.cfg.StateMachine.Apply(cmds)
@@ -188,6 +189,7 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 		}
 		a.applied.Store(chunk[len(chunk)-1].GetIndex())
 		a.broadcast()
+		a.tellWritten(cmds)
 		ents = ents[len(chunk):]
 	}
 	return true
@@ -210,6 +212,7 @@ func (a *applier) loadSnapshot(ctx context.Context, m snapshot.Meta) bool {
 	a.applied.Store(m.Index)
 	a.gen.Add(1)
 	a.broadcast()
+	a.tellReloaded()
 	a.n.log.Info("loaded snapshot into redis", "index", m.Index, "bytes", m.Size, "took", time.Since(start).Round(time.Millisecond))
 	return true
 }
@@ -281,6 +284,7 @@ func (a *applier) recover(ctx context.Context) bool {
 		if err == nil {
 			a.gen.Add(1)
 			a.broadcast()
+			a.tellReloaded()
 			a.n.log.Info("redis holds the applied log", "applied_index", a.applied.Load())
 			return true
 		}
@@ -433,6 +437,9 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 			if a.watchOnly(r, c.Reply) || a.publishOnly(e.GetIndex(), replies, r, &c) {
 				continue
 			}
+			if replies && len(r.Tx) == 1 && a.n.cfg.Written != nil {
+				c.null, c.Reply = nullReply(c.Reply)
+			}
 			cmds = append(cmds, c)
 		}
 		if replies && e.GetIndex() > a.published {
@@ -449,6 +456,48 @@ func replier(p *proposer, seq uint64, pend *pending, i int) func([]byte) {
 		pend.futs[i].complete(raw, nil)
 		if i == len(pend.futs)-1 {
 			p.take(seq)
+		}
+	}
+}
+
+// tellReloaded tells Config.Written that redis was reloaded: any key may
+// have changed.
+func (a *applier) tellReloaded() {
+	if f := a.n.cfg.Written; f != nil {
+		f(0, nil, false)
+	}
+}
+
+// tellWritten reports applied commands to Config.Written.
+func (a *applier) tellWritten(cmds []Command) {
+	f := a.n.cfg.Written
+	if f == nil {
+		return
+	}
+	for _, c := range cmds {
+		if c.Tx == nil {
+			f(c.DB, c.Args, false)
+			continue
+		}
+		null := c.null != nil && *c.null
+		for _, t := range c.Tx {
+			f(c.DB, t, null)
+		}
+	}
+}
+
+// nullReply wraps the reply function of a one-command transaction to note
+// whether EXEC answered that command's null (RESP2 null bulk or array, or
+// RESP3 null), for Config.Written.
+func nullReply(reply func([]byte)) (*bool, func([]byte)) {
+	null := new(bool)
+	return null, func(raw []byte) {
+		switch string(raw) {
+		case "*1\r\n*-1\r\n", "*1\r\n$-1\r\n", "*1\r\n_\r\n":
+			*null = true
+		}
+		if reply != nil {
+			reply(raw)
 		}
 	}
 }

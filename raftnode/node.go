@@ -61,6 +61,8 @@ type Command struct {
 	RESP3 bool
 	// Reply receives the raw RESP reply; nil when no client waits for it.
 	Reply func(raw []byte)
+	// null is set by Reply for Config.Written (see there).
+	null *bool
 }
 
 // StateMachine is what committed entries are applied to.
@@ -143,6 +145,14 @@ type Config struct {
 	// It must give the same answer on every node. Nil: every write may
 	// modify every key.
 	WriteKeys func(args [][]byte) (keys [][]byte, all bool)
+	// Written, if set, is called on the applier goroutine after each
+	// command this node applied is in redis (a transaction's commands one
+	// by one), and with nil args when redis was reloaded (a snapshot, a
+	// rebuild) and any key may have changed. null says the command was a
+	// transaction's only one and answered null (a blocking command's
+	// attempt that found nothing, which wrote nothing). Blocking commands
+	// wait for it. It must not block.
+	Written func(db int, args [][]byte, null bool)
 	// Publish delivers a PUBLISH (sharded: SPUBLISH) of the entry at index
 	// to this node's subscribers and returns how many received it. The
 	// applier calls it, in log order, for entries applied live only, and

@@ -216,6 +216,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	var srv *proxy.Server
 	host := raftnode.NewHost(raftnode.Config{
 		WriteKeys: func(args [][]byte) ([][]byte, bool) { return srv.WriteKeys(args) },
+		Written:   func(db int, args [][]byte, null bool) { srv.Written(db, args, null) },
 		Publish: func(index uint64, channel, message []byte, sharded bool) int64 {
 			return srv.Publish(index, channel, message, sharded)
 		},

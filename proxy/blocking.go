@@ -1,0 +1,445 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// Blocking commands (BLPOP and friends) wait at the proxy, never in the log:
+// each attempt is proposed as a one-command transaction (MULTI; BLPOP ...;
+// EXEC), which redis runs without blocking, so every node pops the same
+// element or nothing. When an attempt finds nothing, the connection waits
+// until this node applies a write to one of the keys, then proposes again,
+// until the command's timeout. Ordering: on one node, the waiters of a key
+// try in arrival order (only the first is woken by a write; whoever leaves
+// the line wakes the next); across nodes, and against a newly arriving
+// command, the first attempt in the log wins.
+
+// blockingCommands are the blocking commands raftproxy serves, with where
+// their timeout is: the last argument, or the first for the MPOP forms.
+var blockingCommands = map[string]bool{
+	"blpop": true, "brpop": true, "brpoplpush": true, "blmove": true, "bzpopmin": true, "bzpopmax": true,
+	"blmpop": false, "bzmpop": false,
+}
+
+// blockCall is a blocking command waiting on the writer.
+type blockCall struct {
+	args [][]byte
+	db   int
+	keys [][]byte // the keys whose writes may let it succeed
+	// timeout is how long it waits, from when the writer reaches it (as
+	// redis counts from when it runs the command); 0: forever.
+	timeout time.Duration
+	// wait: the timeout was understood, so a nil reply may wait. When it
+	// was not, redis's reply (its error) is the answer.
+	wait bool
+	// moves: BLMOVE or BRPOPLPUSH, whose destination may have the wrong
+	// type (see block).
+	moves bool
+	done  chan struct{} // closed when its reply is written
+}
+
+// startBlocking emits a blocking command. Until it completes, the reader
+// dispatches nothing more (nextCommand): a blocked redis client runs none
+// of its later commands either.
+func (c *conn) startBlocking(sp *spec, args [][]byte) {
+	if _, refused := c.serving(args, false); refused != nil {
+		c.emit(refused)
+		return
+	}
+	b := &blockCall{args: args, db: c.db, done: make(chan struct{}), moves: sp.name == "blmove" || sp.name == "brpoplpush"}
+	if len(sp.keySpecs) > 0 {
+		// The first key spec is the keys popped from (BLMOVE's second is
+		// its destination, whose writes cannot help).
+		idx, _ := sp.keySpecs[0].keys(args, nil)
+		for _, i := range idx {
+			b.keys = append(b.keys, args[i])
+		}
+	}
+	ti := len(args) - 1
+	if !blockingCommands[sp.name] {
+		ti = 1
+	}
+	if secs, err := strconv.ParseFloat(string(args[ti]), 64); err == nil && secs >= 0 && !math.IsInf(secs, 0) {
+		b.wait = true
+		// Beyond ~290 years a Duration overflows: that is forever.
+		if secs > 0 && secs < 9e9 {
+			b.timeout = max(time.Duration(secs*float64(time.Second)), 1)
+		}
+	}
+	c.blockEnd = b.done
+	c.emit(&op{kind: opBlock, block: b, start: time.Now()})
+}
+
+var (
+	execOne         = []byte("*1\r\n")
+	unblockedRe     = resp.AppendError(nil, "UNBLOCKED client unblocked via CLIENT UNBLOCK")
+	wrongTypePrefix = []byte("-WRONGTYPE")
+	timedOut2       = []byte("*-1\r\n")
+	timedOut3       = []byte("_\r\n")
+)
+
+// isNullReply reports whether raw is a null in either protocol: what a
+// blocking command answers, inside MULTI, when there is nothing to pop.
+func isNullReply(raw []byte) bool {
+	s := string(raw)
+	return s == "*-1\r\n" || s == "$-1\r\n" || s == "_\r\n"
+}
+
+// block runs a blocking command on the writer goroutine, which holds
+// outMu. It lets go of outMu while it waits, so that pub/sub messages (a
+// RESP3 client may be subscribed) reach the client meanwhile, as in redis.
+func (c *conn) block(w *bufio.Writer, o *op) {
+	defer close(o.block.done)
+	// The replies before this command are due now, not after the wait.
+	c.w.Flush()
+	c.outMu.Unlock()
+	reply := c.blockWait(o)
+	c.outMu.Lock()
+	c.writePushes()
+	w.Write(reply)
+}
+
+// blockWait makes attempts through the log, waiting between them, and
+// returns the reply (nil when the client is gone).
+func (c *conn) blockWait(o *op) []byte {
+	b := o.block
+	wt := c.s.blocked.add(c.id, b.db, b.keys)
+	defer c.s.blocked.remove(wt)
+	waited := false
+	var expire <-chan time.Time
+	if b.timeout > 0 {
+		t := time.NewTimer(b.timeout)
+		defer t.Stop()
+		expire = t.C
+	}
+	for {
+		n := c.s.cfg.Host.Node()
+		if n == nil {
+			return resp.AppendError(nil, "NOCLUSTER No Raft Cluster")
+		}
+		req := entry.Request{DB: b.db, Op: entry.OpTx, Tx: [][][]byte{b.args}, RESP3: o.resp3}
+		fut := n.ProposeRequest(context.Background(), req)
+		if !c.await(fut.Done(), time.Now()) {
+			return resp.AppendError(nil, errorText(raftnode.ErrTimeout, false))
+		}
+		raw, err := fut.Result()
+		if err != nil {
+			return resp.AppendError(nil, errorText(err, false))
+		}
+		// EXEC's reply is an array of the one reply.
+		if bytes.HasPrefix(raw, execOne) {
+			raw = raw[len(execOne):]
+		}
+		// A key that became another type while the client waited does not
+		// end the wait in redis 7.0 (it serves blocked clients from lists
+		// and sorted sets only): WRONGTYPE after a wait is another nothing.
+		// Except for a move, whose WRONGTYPE may be its destination's,
+		// which redis does answer.
+		wrongType := waited && !b.moves && bytes.HasPrefix(raw, wrongTypePrefix)
+		if !isNullReply(raw) && !wrongType {
+			return raw
+		}
+		// Redis answers a blocking command that timed out with a null
+		// array, whatever the command (BLMOVE too, unlike inside MULTI).
+		timedOut := timedOut2
+		if o.resp3 {
+			timedOut = timedOut3
+		}
+		if !b.wait {
+			return timedOut
+		}
+		waited = true
+		select {
+		case <-wt.wake:
+			continue
+		case <-expire:
+			return timedOut
+		case asErr := <-wt.unblock:
+			if asErr {
+				return unblockedRe
+			}
+			return timedOut
+		case <-c.gone:
+			return nil
+		case <-n.Done():
+			return resp.AppendError(nil, errorText(raftnode.ErrStopped, false))
+		}
+	}
+}
+
+// blockKey is a key in a database.
+type blockKey struct {
+	db  int
+	key string
+}
+
+// waiter is one blocked connection.
+type waiter struct {
+	conn    uint64
+	keys    []blockKey
+	wake    chan struct{} // a write to a key it waits on was applied
+	unblock chan bool     // CLIENT UNBLOCK: true for ERROR
+}
+
+// blockers are this node's blocked connections, in line per key.
+type blockers struct {
+	count  atomic.Int64 // registered waiters: applied writes cost nothing without
+	mu     sync.Mutex
+	queues map[blockKey][]*waiter
+	byConn map[uint64]*waiter
+}
+
+func newBlockers() *blockers {
+	return &blockers{queues: map[blockKey][]*waiter{}, byConn: map[uint64]*waiter{}}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// add puts a connection at the end of the line of each of its keys. It
+// is registered before its first attempt, so no write after that attempt
+// goes unnoticed.
+func (bs *blockers) add(conn uint64, db int, keys [][]byte) *waiter {
+	w := &waiter{conn: conn, wake: make(chan struct{}, 1), unblock: make(chan bool, 1)}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if seen[string(k)] {
+			continue
+		}
+		seen[string(k)] = true
+		w.keys = append(w.keys, blockKey{db, string(k)})
+	}
+	bs.mu.Lock()
+	for _, k := range w.keys {
+		bs.queues[k] = append(bs.queues[k], w)
+	}
+	bs.byConn[conn] = w
+	bs.mu.Unlock()
+	bs.count.Add(1)
+	return w
+}
+
+// remove takes w out of every line. Where it was first, the next in line
+// is woken: w may have consumed a write meant for the line (it got an
+// element, and more may be left; or it left after being woken).
+func (bs *blockers) remove(w *waiter) {
+	bs.mu.Lock()
+	for _, k := range w.keys {
+		q := bs.queues[k]
+		for i, x := range q {
+			if x != w {
+				continue
+			}
+			q = append(q[:i:i], q[i+1:]...)
+			if i == 0 && len(q) > 0 {
+				signal(q[0].wake)
+			}
+			break
+		}
+		if len(q) == 0 {
+			delete(bs.queues, k)
+		} else {
+			bs.queues[k] = q
+		}
+	}
+	if bs.byConn[w.conn] == w {
+		delete(bs.byConn, w.conn)
+	}
+	bs.mu.Unlock()
+	bs.count.Add(-1)
+}
+
+// written wakes the first waiter of each key written; all: of every key.
+func (bs *blockers) written(db int, keys [][]byte, all bool) {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if all {
+		for _, q := range bs.queues {
+			signal(q[0].wake)
+		}
+		return
+	}
+	for _, k := range keys {
+		if q := bs.queues[blockKey{db, string(k)}]; len(q) > 0 {
+			signal(q[0].wake)
+		}
+	}
+}
+
+// isBlocked reports whether connection id waits here (CLIENT LIST's b).
+func (bs *blockers) isBlocked(id uint64) bool {
+	if bs == nil {
+		return false
+	}
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	return bs.byConn[id] != nil
+}
+
+// unblockConn is CLIENT UNBLOCK: it reports whether connection id was
+// blocked here.
+func (bs *blockers) unblockConn(id uint64, asErr bool) bool {
+	if bs == nil { // a Server made without New (unit tests)
+		return false
+	}
+	bs.mu.Lock()
+	w := bs.byConn[id]
+	bs.mu.Unlock()
+	if w == nil {
+		return false
+	}
+	select {
+	case w.unblock <- asErr:
+	default:
+	}
+	return true
+}
+
+// Written is raftnode.Config.Written: a command was applied to the local
+// redis (nil args: redis was reloaded); blocked connections on the keys it
+// may have modified try again.
+func (s *Server) Written(db int, args [][]byte, null bool) {
+	if s.blocked == nil || s.blocked.count.Load() == 0 {
+		return
+	}
+	if args == nil {
+		s.blocked.written(0, nil, true)
+		return
+	}
+	var keys [][]byte
+	var all bool
+	if sp, _ := s.table.lookup(args); sp != nil && sp.blocking {
+		if null {
+			// An attempt that found nothing wrote nothing; waking on it
+			// would make waiters (BLMOVE a a; BLMOVE a b with BLMOVE b a)
+			// propose each other's attempts forever.
+			return
+		}
+		// What it popped cannot help a waiter; what it pushed (BLMOVE's
+		// destination) can.
+		keys = blockingDestinations(sp, args)
+	} else {
+		keys, all = s.table.writtenKeys(args)
+	}
+	if !all && len(keys) == 0 {
+		return
+	}
+	s.blocked.written(db, keys, all)
+}
+
+// readAhead reads the client's next commands while one of its commands is
+// blocked: redis keeps reading a blocked client's socket too, which is how
+// a disconnect ends the wait.
+type readAhead struct {
+	res  chan readResult
+	cont chan bool
+}
+
+type readResult struct {
+	args [][]byte
+	err  error
+}
+
+func (c *conn) startAhead() {
+	ra := &readAhead{res: make(chan readResult, 1), cont: make(chan bool)}
+	c.ahead = ra
+	go func() {
+		for {
+			args, err := c.rd.ReadCommand()
+			ra.res <- readResult{args, err}
+			if err != nil {
+				return
+			}
+			if more, ok := <-ra.cont; !more || !ok {
+				return
+			}
+		}
+	}()
+}
+
+// stopAhead ends a read-ahead goroutine when the reader stops.
+func (c *conn) stopAhead() {
+	if c.ahead != nil {
+		close(c.ahead.cont)
+		c.ahead = nil
+	}
+}
+
+// nextCommand returns the client's next command for dispatch: while a
+// command is blocked it reads ahead and holds what arrives.
+func (c *conn) nextCommand() ([][]byte, error) {
+	for {
+		if c.blockEnd != nil {
+			if c.ahead == nil && c.readErr == nil {
+				c.startAhead()
+			}
+			var res chan readResult
+			if c.ahead != nil {
+				res = c.ahead.res
+			}
+			select {
+			case <-c.blockEnd:
+				c.blockEnd = nil
+			case r := <-res:
+				if r.err != nil {
+					c.ahead, c.readErr = nil, r.err
+					c.goneOnce.Do(func() { close(c.gone) })
+					continue
+				}
+				c.held = append(c.held, r.args)
+				c.ahead.cont <- true
+			}
+			continue
+		}
+		if len(c.held) > 0 {
+			args := c.held[0]
+			c.held = c.held[1:]
+			return args, nil
+		}
+		if c.ahead != nil {
+			r := <-c.ahead.res
+			if r.err != nil {
+				c.ahead, c.readErr = nil, r.err
+				return nil, r.err
+			}
+			c.ahead.cont <- false
+			c.ahead = nil
+			return r.args, nil
+		}
+		if c.readErr != nil {
+			return nil, c.readErr
+		}
+		return c.rd.ReadCommand()
+	}
+}
+
+// blockingDestinations are the keys a blocking command pushes to (all but
+// its first key spec's).
+func blockingDestinations(sp *spec, args [][]byte) [][]byte {
+	var keys [][]byte
+	for i, ks := range sp.keySpecs {
+		if i == 0 || !ks.write {
+			continue
+		}
+		idx, _ := ks.keys(args, nil)
+		for _, p := range idx {
+			keys = append(keys, args[p])
+		}
+	}
+	return keys
+}

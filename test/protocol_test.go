@@ -218,8 +218,9 @@ func testRefused(ctx context.Context, t *testing.T, c *Cluster, leader, target *
 		}},
 		{[]string{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "refused:stream", ">"}, nil},
 		{[]string{"SCRIPT", "KILL"}, nil},
-		{[]string{"SUBSCRIBE", "refused:channel"}, nil},
-		{[]string{"BLPOP", "refused:list", "1"}, nil},
+		{[]string{"MONITOR"}, nil},
+		{[]string{"XREAD", "BLOCK", "0", "STREAMS", "refused:stream", "$"}, nil},
+		{[]string{"CLIENT", "PAUSE", "1000"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args[:1], " "), func(t *testing.T) {

@@ -46,7 +46,22 @@ type blockCall struct {
 	// moves: BLMOVE or BRPOPLPUSH, whose destination may have the wrong
 	// type (see block).
 	moves bool
-	done  chan struct{} // closed when its reply is written
+	// reader: XREAD, which consumes nothing, so every write wakes it
+	// rather than only the first in line (see waiter).
+	reader bool
+	// line: the waiters of a key that compete for the same data stand in
+	// one line; XREADGROUP's are per group (see waiter).
+	line string
+	// resolve, when set, is proposed before the first attempt: XREAD's
+	// "$" resolved through the log (streams.go).
+	resolve *xreadResolve
+	// attempt, when set, builds each attempt's command (XREADGROUP: a
+	// fresh proposal time each time; waited: an earlier attempt found
+	// nothing). Nil: args.
+	attempt func(waited bool) [][]byte
+	// fix, when set, gives a non-null reply redis's shape.
+	fix  fixer
+	done chan struct{} // closed when its reply is written
 }
 
 // startBlocking emits a blocking command. Until it completes, the reader
@@ -58,6 +73,12 @@ func (c *conn) startBlocking(sp *spec, args [][]byte) {
 		return
 	}
 	b := &blockCall{args: args, db: c.db, done: make(chan struct{}), moves: sp.name == "blmove" || sp.name == "brpoplpush"}
+	if sp.name == "xread" || sp.name == "xreadgroup" {
+		streamBlock(b, sp.name, args, c.client.resp3)
+		c.blockEnd = b.done
+		c.emit(&op{kind: opBlock, block: b, start: time.Now()})
+		return
+	}
 	if len(sp.keySpecs) > 0 {
 		// The first key spec is the keys popped from (BLMOVE's second is
 		// its destination, whose writes cannot help).
@@ -114,7 +135,7 @@ func (c *conn) block(w *bufio.Writer, o *op) {
 // returns the reply (nil when the client is gone).
 func (c *conn) blockWait(o *op) []byte {
 	b := o.block
-	wt := c.s.blocked.add(c.id, b.db, b.keys)
+	wt := c.s.blocked.add(c.id, b.db, b.keys, b.line, b.reader)
 	defer c.s.blocked.remove(wt)
 	waited := false
 	var expire <-chan time.Time
@@ -123,23 +144,38 @@ func (c *conn) blockWait(o *op) []byte {
 		defer t.Stop()
 		expire = t.C
 	}
+	// skip: the first attempt cannot find anything (XREAD with only "$"
+	// IDs, just resolved), so the wait starts at once.
+	skip := false
+	if b.resolve != nil {
+		n := c.s.cfg.Host.Node()
+		if n == nil {
+			return resp.AppendError(nil, "NOCLUSTER No Raft Cluster")
+		}
+		raw, errRe := c.blockAttempt(n, b.db, b.resolve.eval, false)
+		if errRe != nil {
+			return errRe
+		}
+		skip = b.resolve.apply(raw)
+	}
 	for {
 		n := c.s.cfg.Host.Node()
 		if n == nil {
 			return resp.AppendError(nil, "NOCLUSTER No Raft Cluster")
 		}
-		req := entry.Request{DB: b.db, Op: entry.OpTx, Tx: [][][]byte{b.args}, RESP3: o.resp3}
-		fut := n.ProposeRequest(context.Background(), req)
-		if !c.await(fut.Done(), time.Now()) {
-			return resp.AppendError(nil, errorText(raftnode.ErrTimeout, false))
-		}
-		raw, err := fut.Result()
-		if err != nil {
-			return resp.AppendError(nil, errorText(err, false))
-		}
-		// EXEC's reply is an array of the one reply.
-		if bytes.HasPrefix(raw, execOne) {
-			raw = raw[len(execOne):]
+		raw := []byte(nil)
+		if skip {
+			skip = false
+			raw = timedOut2
+		} else {
+			args := b.args
+			if b.attempt != nil {
+				args = b.attempt(waited)
+			}
+			var errRe []byte
+			if raw, errRe = c.blockAttempt(n, b.db, args, o.resp3); errRe != nil {
+				return errRe
+			}
 		}
 		// A key that became another type while the client waited does not
 		// end the wait in redis 7.0 (it serves blocked clients from lists
@@ -148,6 +184,9 @@ func (c *conn) blockWait(o *op) []byte {
 		// which redis does answer.
 		wrongType := waited && !b.moves && bytes.HasPrefix(raw, wrongTypePrefix)
 		if !isNullReply(raw) && !wrongType {
+			if b.fix != nil {
+				return b.fix(raw)
+			}
 			return raw
 		}
 		// Redis answers a blocking command that timed out with a null
@@ -178,15 +217,37 @@ func (c *conn) blockWait(o *op) []byte {
 	}
 }
 
+// blockAttempt proposes args as a one-command transaction and returns the
+// command's own reply, or the error reply to end the wait with.
+func (c *conn) blockAttempt(n *raftnode.Node, db int, args [][]byte, resp3 bool) (raw, errRe []byte) {
+	req := entry.Request{DB: db, Op: entry.OpTx, Tx: [][][]byte{args}, RESP3: resp3}
+	fut := n.ProposeRequest(context.Background(), req)
+	if !c.await(fut.Done(), time.Now()) {
+		return nil, resp.AppendError(nil, errorText(raftnode.ErrTimeout, false))
+	}
+	raw, err := fut.Result()
+	if err != nil {
+		return nil, resp.AppendError(nil, errorText(err, false))
+	}
+	// EXEC's reply is an array of the one reply.
+	return bytes.TrimPrefix(raw, execOne), nil
+}
+
 // blockKey is a key in a database.
 type blockKey struct {
 	db  int
 	key string
 }
 
-// waiter is one blocked connection.
+// waiter is one blocked connection. The waiters of a key stand in lines
+// (line: "" for the pops, the group for XREADGROUP) and a write wakes the
+// first of each line: they compete for the same data, and whoever leaves
+// the head of a line wakes the next (remove). Readers (XREAD) compete for
+// nothing: every write wakes them all.
 type waiter struct {
 	conn    uint64
+	line    string
+	reader  bool
 	keys    []blockKey
 	wake    chan struct{} // a write to a key it waits on was applied
 	unblock chan bool     // CLIENT UNBLOCK: true for ERROR
@@ -214,8 +275,8 @@ func signal(ch chan struct{}) {
 // add puts a connection at the end of the line of each of its keys. It
 // is registered before its first attempt, so no write after that attempt
 // goes unnoticed.
-func (bs *blockers) add(conn uint64, db int, keys [][]byte) *waiter {
-	w := &waiter{conn: conn, wake: make(chan struct{}, 1), unblock: make(chan bool, 1)}
+func (bs *blockers) add(conn uint64, db int, keys [][]byte, line string, reader bool) *waiter {
+	w := &waiter{conn: conn, line: line, reader: reader, wake: make(chan struct{}, 1), unblock: make(chan bool, 1)}
 	seen := map[string]bool{}
 	for _, k := range keys {
 		if seen[string(k)] {
@@ -246,8 +307,14 @@ func (bs *blockers) remove(w *waiter) {
 				continue
 			}
 			q = append(q[:i:i], q[i+1:]...)
-			if i == 0 && len(q) > 0 {
-				signal(q[0].wake)
+			if !w.reader && headOfLine(q[:i], w.line) {
+				// The next of its line is the new head.
+				for _, x := range q[i:] {
+					if !x.reader && x.line == w.line {
+						signal(x.wake)
+						break
+					}
+				}
 			}
 			break
 		}
@@ -270,15 +337,42 @@ func (bs *blockers) written(db int, keys [][]byte, all bool) {
 	defer bs.mu.Unlock()
 	if all {
 		for _, q := range bs.queues {
-			signal(q[0].wake)
+			wakeHeads(q)
 		}
 		return
 	}
 	for _, k := range keys {
-		if q := bs.queues[blockKey{db, string(k)}]; len(q) > 0 {
-			signal(q[0].wake)
+		wakeHeads(bs.queues[blockKey{db, string(k)}])
+	}
+}
+
+// wakeHeads wakes the first waiter of each line of q, and every reader.
+func wakeHeads(q []*waiter) {
+	var seen map[string]bool
+	for _, w := range q {
+		if w.reader {
+			signal(w.wake)
+			continue
+		}
+		if seen[w.line] {
+			continue
+		}
+		if seen == nil {
+			seen = map[string]bool{}
+		}
+		seen[w.line] = true
+		signal(w.wake)
+	}
+}
+
+// headOfLine reports whether no waiter of line stands in before.
+func headOfLine(before []*waiter, line string) bool {
+	for _, x := range before {
+		if !x.reader && x.line == line {
+			return false
 		}
 	}
+	return true
 }
 
 // isBlocked reports whether connection id waits here (CLIENT LIST's b).
@@ -323,6 +417,9 @@ func (s *Server) Written(db int, args [][]byte, null bool) {
 	}
 	var keys [][]byte
 	var all bool
+	if quietStreamScript(args, null) {
+		return
+	}
 	if sp, _ := s.table.lookup(args); sp != nil && sp.blocking {
 		if null {
 			// An attempt that found nothing wrote nothing; waking on it

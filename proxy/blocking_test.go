@@ -16,9 +16,9 @@ func woken(w *waiter) bool {
 func TestBlockersFIFO(t *testing.T) {
 	bs := newBlockers()
 	k := [][]byte{[]byte("k")}
-	w1 := bs.add(1, 0, k)
-	w2 := bs.add(2, 0, [][]byte{[]byte("k"), []byte("other"), []byte("k")})
-	w3 := bs.add(3, 1, k) // another database
+	w1 := bs.add(1, 0, k, "", false)
+	w2 := bs.add(2, 0, [][]byte{[]byte("k"), []byte("other"), []byte("k")}, "", false)
+	w3 := bs.add(3, 1, k, "", false) // another database
 	bs.written(0, k, false)
 	if !woken(w1) || woken(w2) || woken(w3) {
 		t.Fatal("a write to k in db 0 must wake only the first waiter of k in db 0")
@@ -45,6 +45,37 @@ func TestBlockersFIFO(t *testing.T) {
 	bs.remove(w3)
 	if bs.count.Load() != 0 || len(bs.queues) != 0 || len(bs.byConn) != 0 {
 		t.Fatalf("left over: %d %v %v", bs.count.Load(), bs.queues, bs.byConn)
+	}
+}
+
+// TestBlockersLines: a write wakes the first of each line (XREADGROUP's
+// groups) and every reader (XREAD); leaving the head of a line wakes the
+// next of that line only.
+func TestBlockersLines(t *testing.T) {
+	bs := newBlockers()
+	k := [][]byte{[]byte("k")}
+	g1a := bs.add(1, 0, k, "group:g1", false)
+	r1 := bs.add(2, 0, k, "", true)
+	g1b := bs.add(3, 0, k, "group:g1", false)
+	g2 := bs.add(4, 0, k, "group:g2", false)
+	r2 := bs.add(5, 0, k, "", true)
+	bs.written(0, k, false)
+	if !woken(g1a) || !woken(r1) || woken(g1b) || !woken(g2) || !woken(r2) {
+		t.Fatal("a write must wake the first of each line and every reader")
+	}
+	bs.remove(r1)
+	if woken(g1a) || woken(g1b) || woken(g2) || woken(r2) {
+		t.Fatal("a reader leaving wakes nobody")
+	}
+	bs.remove(g1a)
+	if !woken(g1b) || woken(g2) || woken(r2) {
+		t.Fatal("the head of g1 leaving must wake the next of g1 only")
+	}
+	bs.remove(g1b)
+	bs.remove(g2)
+	bs.remove(r2)
+	if bs.count.Load() != 0 || len(bs.queues) != 0 {
+		t.Fatalf("left over: %d %v", bs.count.Load(), bs.queues)
 	}
 }
 

@@ -214,7 +214,7 @@ func (c *conn) dispatch(args [][]byte) bool {
 	if c.pubsubGate(sp.name, args) {
 		return true
 	}
-	if sp.blocking {
+	if sp.blocking || ((sp.name == "xread" || sp.name == "xreadgroup") && parseStreamRead(args).block != 0) {
 		c.startBlocking(sp, args)
 		return true
 	}

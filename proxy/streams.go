@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"math"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/raftproxy/raftproxy/resp"
@@ -122,8 +121,22 @@ func xaddIDPos(args [][]byte) int {
 // (ARGV[1]) as its delivery time: redis stamps deliveries with each node's
 // own clock. XCLAIM ... JUSTID to the same consumer changes nothing else
 // (not the delivery count); without FORCE it leaves NOACK reads (not in the
-// PEL) alone.
-const xreadgroupScript = luaClock + `local ms = tonumber(ARGV[1])
+// PEL) alone. With BLOCK it runs non-blocking (redis blocks no script).
+const xreadgroupScript = luaClock + xreadgroupRun
+
+// xreadgroupWaitedScript is xreadgroupScript for an XREADGROUP ... BLOCK
+// attempt after a wait: redis 7.0 ends a blocked XREADGROUP with an error
+// when one of its streams is deleted (or becomes another type) or its
+// group destroyed, which the script tells from the keys as it finds them.
+const xreadgroupWaitedScript = luaClock + `for _, k in ipairs(KEYS) do
+if redis.call('TYPE', k).ok ~= 'stream' then return redis.error_reply('UNBLOCKED the stream key no longer exists') end
+local found = false
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', k)) do if g[2] == ARGV[2] then found = true end end
+if not found then return redis.error_reply('NOGROUP the consumer group this client was blocked on no longer exists') end
+end
+` + xreadgroupRun
+
+const xreadgroupRun = `local ms = tonumber(ARGV[1])
 local args = {}
 for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
 local r = redis.pcall('XREADGROUP', unpack(args))
@@ -142,17 +155,17 @@ end
 end
 return r`
 
-// rewriteXreadgroup turns XREADGROUP (without BLOCK, refused before) into
-// an EVAL of xreadgroupScript. Forms redis refuses (no GROUP, no or
-// unbalanced STREAMS, an unknown option) are left alone: redis refuses
-// them before reading anything.
-func rewriteXreadgroup(args [][]byte, nowMs int64) [][]byte {
+// rewriteXreadgroup turns XREADGROUP into an EVAL of script
+// (xreadgroupScript or xreadgroupWaitedScript). Forms redis refuses (no
+// GROUP, no or unbalanced STREAMS, an unknown option) are left alone:
+// redis refuses them before reading anything.
+func rewriteXreadgroup(args [][]byte, nowMs int64, script string) [][]byte {
 	r := parseStreamRead(args)
 	if r.streams == 0 || r.group == 0 || (len(args)-r.streams)%2 != 0 {
 		return args
 	}
 	keys := args[r.streams : r.streams+(len(args)-r.streams)/2]
-	out := [][]byte{[]byte("EVAL"), []byte(xreadgroupScript), strconv.AppendInt(nil, int64(len(keys)), 10)}
+	out := [][]byte{[]byte("EVAL"), []byte(script), strconv.AppendInt(nil, int64(len(keys)), 10)}
 	out = append(out, keys...)
 	out = append(out, strconv.AppendInt(nil, nowMs, 10), args[r.group], args[r.group+1])
 	return append(out, args[1:]...)
@@ -160,10 +173,9 @@ func rewriteXreadgroup(args [][]byte, nowMs int64) [][]byte {
 
 // streamRead is where XREAD/XREADGROUP's parts are, found as redis parses
 // the options: streams is the index after STREAMS, group of the group
-// name (0 if absent); block is whether BLOCK came before them.
+// name (0 if absent); block of BLOCK's timeout (0 if absent).
 type streamRead struct {
-	streams, group int
-	block          bool
+	streams, group, block int
 }
 
 func parseStreamRead(args [][]byte) streamRead {
@@ -172,7 +184,7 @@ func parseStreamRead(args [][]byte) streamRead {
 		more := len(args) - 1 - i
 		switch {
 		case more > 0 && bytes.EqualFold(args[i], []byte("block")):
-			r.block = true
+			r.block = i + 1
 			i++
 		case more > 0 && bytes.EqualFold(args[i], []byte("count")):
 			i++
@@ -473,13 +485,12 @@ func determinizeStream(name string, args [][]byte, nowMs int64, resp3 bool) ([][
 	case "xadd":
 		return rewriteXadd(args, nowMs), nil, nil
 	case "xread", "xreadgroup":
-		if parseStreamRead(args).block {
-			return args, nil, errReply("ERR '" + strings.ToUpper(name) + " ... BLOCK' is not supported by raftproxy yet: read without BLOCK")
-		}
+		// With BLOCK outside MULTI they block (streamBlock); here, queued
+		// in MULTI, they run non-blocking as in redis.
 		if name == "xread" {
 			return args, nil, nil
 		}
-		out := rewriteXreadgroup(args, nowMs)
+		out := rewriteXreadgroup(args, nowMs, xreadgroupScript)
 		if string(out[0]) != "EVAL" {
 			return args, nil, nil // left for redis to refuse
 		}
@@ -576,3 +587,124 @@ func nullBulksToArrays(dst, raw []byte, depth int) ([]byte, []byte, bool) {
 // streamNow is the proposal time of stream rewrites: the proposing node's
 // clock, as for relative expiry times (rewrite.go).
 func streamNow() int64 { return time.Now().UnixMilli() }
+
+// streamBlock prepares XREAD/XREADGROUP ... BLOCK ms for blockWait. Each
+// attempt goes through the log as a one-command transaction, like the
+// other blocking commands: XREADGROUP is a write anyway, and for XREAD it
+// keeps one mechanism, gives each attempt a place in the log after the
+// "$" it resolved, and lets redis parse every argument and give its own
+// errors (MULTI makes BLOCK non-blocking). Forms redis refuses keep
+// wait false: the first attempt answers redis's error.
+func streamBlock(b *blockCall, name string, args [][]byte, resp3 bool) {
+	r := parseStreamRead(args)
+	if r.streams == 0 || r.block == 0 || (len(args)-r.streams)%2 != 0 {
+		return
+	}
+	n := (len(args) - r.streams) / 2
+	b.keys = args[r.streams : r.streams+n]
+	// Redis reads the timeout as an integer of milliseconds, 0 forever.
+	if ms, ok := redisInt(args[r.block]); ok && ms >= 0 {
+		b.wait = true
+		// Beyond ~290 years a Duration overflows: that is forever.
+		if ms > 0 && ms < 9e12 {
+			b.timeout = time.Duration(ms) * time.Millisecond
+		}
+	}
+	if name == "xread" {
+		b.reader = true
+		ids := r.streams + n
+		for _, id := range args[ids:] {
+			if b.wait && string(id) == "$" {
+				eval := [][]byte{[]byte("EVAL"), []byte(xreadResolveScript), strconv.AppendInt(nil, int64(n), 10)}
+				eval = append(eval, args[r.streams:]...)
+				b.resolve = &xreadResolve{b: b, ids: ids, eval: eval}
+				break
+			}
+		}
+		return
+	}
+	if r.group == 0 {
+		return
+	}
+	// The consumers of one group compete for its entries; other groups'
+	// get their own copy.
+	b.line = "group:" + string(args[r.group])
+	b.fix = xreadgroupFix(resp3)
+	b.attempt = func(waited bool) [][]byte {
+		// A fresh proposal time for each attempt: it stamps the deliveries.
+		if waited {
+			return rewriteXreadgroup(args, streamNow(), xreadgroupWaitedScript)
+		}
+		return rewriteXreadgroup(args, streamNow(), xreadgroupScript)
+	}
+}
+
+// xreadResolveScript answers XREAD's IDs (ARGV, one per key) with each "$"
+// replaced by its stream's last generated ID, or 0-0 for a missing key, as
+// redis reads "$" when the command arrives. A key of another type keeps
+// "$": the attempt then answers redis's WRONGTYPE.
+const xreadResolveScript = `local r = {}
+for i, k in ipairs(KEYS) do
+local id = ARGV[i]
+if id == '$' then
+local t = redis.call('TYPE', k).ok
+if t == 'none' then id = '0-0'
+elseif t == 'stream' then
+local info = redis.call('XINFO', 'STREAM', k)
+for j = 1, #info, 2 do if info[j] == 'last-generated-id' then id = info[j + 1] end end
+end
+end
+r[i] = id
+end
+return r`
+
+// xreadResolve is XREAD's "$" resolved once, at the place in the log of a
+// proposal of xreadResolveScript, so that entries added after the command
+// arrived, even on other nodes while it waits, are returned.
+type xreadResolve struct {
+	b    *blockCall
+	ids  int // where the IDs start in b.args
+	eval [][]byte
+}
+
+// apply puts the resolved IDs into the blocked command; it reports whether
+// every ID was a "$" now resolved: then the first attempt would find
+// nothing (the waiter was registered before the resolution, so no later
+// write goes unnoticed). On any surprise it changes nothing and the
+// attempts answer as redis would with "$" (never blocking past it).
+func (x *xreadResolve) apply(raw []byte) bool {
+	v, rest, err := resp.Parse(raw)
+	old := x.b.args[x.ids:]
+	if err != nil || len(rest) != 0 || v.Kind != '*' || len(v.Elems) != len(old) {
+		return false
+	}
+	args := append([][]byte(nil), x.b.args...)
+	all := true
+	for i, e := range v.Elems {
+		if e.Kind != '$' || e.Null {
+			return false
+		}
+		args[x.ids+i] = e.Str
+		all = all && string(old[i]) == "$" && string(e.Str) != "$"
+	}
+	x.b.args = args
+	return all
+}
+
+// quietStreamScript reports whether an applied command is one of the
+// blocking stream reads' scripts that modified no data: the "$"
+// resolution, or an XREADGROUP attempt that delivered nothing (it may have
+// created the consumer, which gives no waiter anything). Waking waiters on
+// them would make idle waiters propose each other's attempts forever.
+func quietStreamScript(args [][]byte, null bool) bool {
+	if len(args) < 2 || !bytes.EqualFold(args[0], []byte("eval")) {
+		return false
+	}
+	switch string(args[1]) {
+	case xreadResolveScript:
+		return true
+	case xreadgroupScript, xreadgroupWaitedScript:
+		return null
+	}
+	return false
+}

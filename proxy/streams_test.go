@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRewriteXadd(t *testing.T) {
@@ -106,10 +108,10 @@ func TestRewriteXreadgroup(t *testing.T) {
 	if o != nil || fix == nil || string(out[0]) != "EVAL" || string(joinArgs(out[2:])) != "2 a b 9 g c GROUP g c COUNT 2 STREAMS a b > 0" {
 		t.Errorf("rewritten to %q (early %v)", out, o)
 	}
-	for _, cmd := range []string{"XREADGROUP GROUP g c BLOCK 0 STREAMS a >", "XREAD block 10 STREAMS a 0"} {
-		if _, _, o := determinizeStream(strings.ToLower(string(fields(cmd)[0])), fields(cmd), 9, false); o == nil || !strings.Contains(string(o.reply), "BLOCK") {
-			t.Errorf("%s: not refused", cmd)
-		}
+	// Queued in MULTI, BLOCK runs non-blocking: rewritten like the rest.
+	out, _, o = determinizeStream("xreadgroup", fields("XREADGROUP GROUP g c BLOCK 0 STREAMS a >"), 9, false)
+	if o != nil || string(out[0]) != "EVAL" {
+		t.Errorf("XREADGROUP BLOCK in MULTI: %q (early %v)", out, o)
 	}
 	for _, cmd := range []string{"XREADGROUP GROUP g c STREAMS a", "XREADGROUP STREAMS a >", "XREADGROUP GROUP g c BAD STREAMS a >"} {
 		if out, _, o := determinizeStream("xreadgroup", fields(cmd), 9, false); o != nil || string(out[0]) != "XREADGROUP" {
@@ -167,5 +169,61 @@ func TestIsStrictStreamID(t *testing.T) {
 		if isStrictStreamID([]byte(id)) {
 			t.Errorf("%q: an ID, redis refuses it", id)
 		}
+	}
+}
+
+// TestStreamBlock: what XREAD/XREADGROUP ... BLOCK wait on, for how long,
+// and how "$" is resolved.
+func TestStreamBlock(t *testing.T) {
+	for _, tt := range []struct {
+		cmd     string
+		keys    string
+		wait    bool
+		timeout time.Duration
+		resolve bool
+	}{
+		{"XREAD BLOCK 100 STREAMS a b $ 0", "a b", true, 100 * time.Millisecond, true},
+		{"XREAD COUNT 2 BLOCK 0 STREAMS a 0-1", "a", true, 0, false},
+		{"XREAD BLOCK -1 STREAMS a $", "a", false, 0, false},
+		{"XREAD BLOCK 1.5 STREAMS a $", "a", false, 0, false},
+		{"XREAD BLOCK 10 STREAMS a b $", "", false, 0, false},
+		{"XREADGROUP GROUP g c BLOCK 5 NOACK STREAMS a b > >", "a b", true, 5 * time.Millisecond, false},
+	} {
+		b := &blockCall{args: fields(tt.cmd)}
+		name := strings.ToLower(string(b.args[0]))
+		streamBlock(b, name, b.args, false)
+		if got := string(bytes.Join(b.keys, []byte(" "))); got != tt.keys || b.wait != tt.wait || b.timeout != tt.timeout || (b.resolve != nil) != tt.resolve {
+			t.Errorf("%s: keys %q wait %v timeout %v resolve %v", tt.cmd, got, b.wait, b.timeout, b.resolve != nil)
+		}
+		if name == "xreadgroup" {
+			if b.line != "group:g" || b.reader || b.attempt == nil || b.fix == nil {
+				t.Errorf("%s: line %q reader %v", tt.cmd, b.line, b.reader)
+			}
+			a1, a2 := b.attempt(false), b.attempt(true)
+			if string(a1[1]) != xreadgroupScript || string(a2[1]) != xreadgroupWaitedScript {
+				t.Errorf("%s: attempts are not the XREADGROUP scripts", tt.cmd)
+			}
+		} else if tt.keys != "" && !b.reader {
+			t.Errorf("%s: XREAD must be a reader", tt.cmd)
+		}
+	}
+	b := &blockCall{args: fields("XREAD BLOCK 0 STREAMS a b c $ 5 $")}
+	streamBlock(b, "xread", b.args, false)
+	if all := b.resolve.apply([]byte("*3\r\n$3\r\n1-1\r\n$1\r\n5\r\n$3\r\n0-0\r\n")); all || string(joinArgs(b.args)) != "XREAD BLOCK 0 STREAMS a b c 1-1 5 0-0" {
+		t.Errorf("resolved to %q (all %v)", joinArgs(b.args), all)
+	}
+	b = &blockCall{args: fields("XREAD BLOCK 0 STREAMS a b $ $")}
+	streamBlock(b, "xread", b.args, false)
+	if all := b.resolve.apply([]byte("*2\r\n$3\r\n1-1\r\n$1\r\n$\r\n")); all || string(joinArgs(b.args)) != "XREAD BLOCK 0 STREAMS a b 1-1 $" {
+		t.Errorf("a key of another type keeps $: %q (all %v)", joinArgs(b.args), all)
+	}
+	b = &blockCall{args: fields("XREAD BLOCK 0 STREAMS a $")}
+	streamBlock(b, "xread", b.args, false)
+	if all := b.resolve.apply([]byte("*1\r\n$3\r\n2-0\r\n")); !all {
+		t.Error("only $ IDs, all resolved: the first attempt is skipped")
+	}
+	if !quietStreamScript(b.resolve.eval, false) || quietStreamScript(rewriteXreadgroup(fields("XREADGROUP GROUP g c STREAMS a >"), 1, xreadgroupScript), false) ||
+		!quietStreamScript(rewriteXreadgroup(fields("XREADGROUP GROUP g c STREAMS a >"), 1, xreadgroupWaitedScript), true) {
+		t.Error("quietStreamScript")
 	}
 }

@@ -159,23 +159,60 @@ return r`
 // (xreadgroupScript or xreadgroupWaitedScript). Forms redis refuses (no
 // GROUP, no or unbalanced STREAMS, an unknown option) are left alone:
 // redis refuses them before reading anything.
+//
+// Redis refuses BLOCK in scripts, so the script runs XREADGROUP without
+// it: the same outside a wait (in MULTI, or an attempt, redis does not
+// block either). A BLOCK whose timeout redis refuses is left to redis.
 func rewriteXreadgroup(args [][]byte, nowMs int64, script string) [][]byte {
 	r := parseStreamRead(args)
 	if r.streams == 0 || r.group == 0 || (len(args)-r.streams)%2 != 0 {
 		return args
 	}
+	var drop map[int]bool
+	for _, b := range r.blocks {
+		if _, ok := streamTimeout(args[b+1], nowMs); !ok {
+			return args
+		}
+		if drop == nil {
+			drop = map[int]bool{}
+		}
+		drop[b], drop[b+1] = true, true
+	}
 	keys := args[r.streams : r.streams+(len(args)-r.streams)/2]
 	out := [][]byte{[]byte("EVAL"), []byte(script), strconv.AppendInt(nil, int64(len(keys)), 10)}
 	out = append(out, keys...)
 	out = append(out, strconv.AppendInt(nil, nowMs, 10), args[r.group], args[r.group+1])
-	return append(out, args[1:]...)
+	for i, a := range args[1:] {
+		if !drop[i+1] {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// streamTimeout reads BLOCK's timeout as redis does: an integer of
+// milliseconds, not negative, that added to now does not overflow; 0 is
+// forever.
+func streamTimeout(arg []byte, nowMs int64) (time.Duration, bool) {
+	ms, ok := redisInt(arg)
+	if !ok || ms < 0 || ms > math.MaxInt64-nowMs {
+		return 0, false
+	}
+	// Beyond ~290 years a Duration overflows: that is forever.
+	if ms >= 9e12 {
+		return 0, true
+	}
+	return time.Duration(ms) * time.Millisecond, true
 }
 
 // streamRead is where XREAD/XREADGROUP's parts are, found as redis parses
 // the options: streams is the index after STREAMS, group of the group
-// name (0 if absent); block of BLOCK's timeout (0 if absent).
+// name (0 if absent); block of BLOCK's last timeout (0 if absent), blocks
+// of every BLOCK; noack whether NOACK came (XREADGROUP's only).
 type streamRead struct {
 	streams, group, block int
+	blocks                []int
+	noack                 bool
 }
 
 func parseStreamRead(args [][]byte) streamRead {
@@ -185,6 +222,7 @@ func parseStreamRead(args [][]byte) streamRead {
 		switch {
 		case more > 0 && bytes.EqualFold(args[i], []byte("block")):
 			r.block = i + 1
+			r.blocks = append(r.blocks, i)
 			i++
 		case more > 0 && bytes.EqualFold(args[i], []byte("count")):
 			i++
@@ -195,6 +233,7 @@ func parseStreamRead(args [][]byte) streamRead {
 			r.group = i + 1
 			i += 2
 		case bytes.EqualFold(args[i], []byte("noack")):
+			r.noack = true
 		default:
 			return r // redis: syntax error
 		}
@@ -602,15 +641,17 @@ func streamBlock(b *blockCall, name string, args [][]byte, resp3 bool) {
 	}
 	n := (len(args) - r.streams) / 2
 	b.keys = args[r.streams : r.streams+n]
-	// Redis reads the timeout as an integer of milliseconds, 0 forever.
-	if ms, ok := redisInt(args[r.block]); ok && ms >= 0 {
-		b.wait = true
-		// Beyond ~290 years a Duration overflows: that is forever.
-		if ms > 0 && ms < 9e12 {
-			b.timeout = time.Duration(ms) * time.Millisecond
+	for _, i := range r.blocks {
+		if _, ok := streamTimeout(args[i+1], streamNow()); !ok {
+			return // redis refuses it
 		}
 	}
+	b.timeout, b.wait = streamTimeout(args[r.block], streamNow())
 	if name == "xread" {
+		if r.group != 0 || r.noack {
+			b.wait = false // redis refuses them
+			return
+		}
 		b.reader = true
 		ids := r.streams + n
 		for _, id := range args[ids:] {

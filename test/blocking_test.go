@@ -390,12 +390,18 @@ func TestBlocking(t *testing.T) {
 // and returns the raw replies, with the key prefix taken out of errors.
 func runBytesScript(t *testing.T, addr, proto, prefix string) []string {
 	t.Helper()
+	return runBytesScriptOf(t, blockingScript, addr, proto, prefix)
+}
+
+// runBytesScriptOf is runBytesScript for any script.
+func runBytesScriptOf(t *testing.T, script [][]string, addr, proto, prefix string) []string {
+	t.Helper()
 	bc := dialBytes(t, addr)
 	if proto == "3" {
 		bc.do(t, "HELLO", "3")
 	}
-	out := make([]string, len(blockingScript))
-	for i, cmd := range blockingScript {
+	out := make([]string, len(script))
+	for i, cmd := range script {
 		out[i] = strings.ReplaceAll(bc.do(t, expand(cmd, prefix)...), prefix, "%s")
 	}
 	return out

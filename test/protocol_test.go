@@ -216,10 +216,8 @@ func testRefused(ctx context.Context, t *testing.T, c *Cluster, leader, target *
 				return nil
 			})
 		}},
-		{[]string{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "refused:stream", ">"}, nil},
 		{[]string{"SCRIPT", "KILL"}, nil},
 		{[]string{"MONITOR"}, nil},
-		{[]string{"XREAD", "BLOCK", "0", "STREAMS", "refused:stream", "$"}, nil},
 		{[]string{"CLIENT", "PAUSE", "1000"}, nil},
 	}
 	for _, tc := range tests {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -197,19 +199,6 @@ func TestStreamsAgainstRedis(t *testing.T) {
 			}
 		}
 	})
-	t.Run("block refused", func(t *testing.T) {
-		conn, err := dialRaw(leader.Addr, 10*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		for _, cmd := range []string{"XREAD BLOCK 10 STREAMS st:b 0", "XREADGROUP GROUP g c BLOCK 0 STREAMS st:b >"} {
-			v, err := conn.Do(strings.Fields(cmd)...)
-			if err != nil || !v.IsError() || !strings.Contains(v.Str, "BLOCK") {
-				t.Errorf("%s: %v %v, want an error naming BLOCK", cmd, v, err)
-			}
-		}
-	})
 	c.AssertRedisIdentical(ctx)
 }
 
@@ -292,4 +281,343 @@ func TestStreamsSnapshotRebuild(t *testing.T) {
 			t.Errorf("%s: XLEN %d %v, want %d", n, got, err, 250-trimmed+1)
 		}
 	}
+}
+
+// xblockScript is compared reply by reply, raw, with a stock redis-server:
+// XREAD/XREADGROUP ... BLOCK answered at once, timing out (short timeouts,
+// so both servers time out), refused, and inside MULTI (never blocking).
+var xblockScript = [][]string{
+	{"XADD", "%s:s", "1-1", "a", "1"}, {"XADD", "%s:s", "2-1", "b", "2"},
+	{"XREAD", "BLOCK", "0", "STREAMS", "%s:s", "0"}, {"XREAD", "COUNT", "1", "BLOCK", "0", "STREAMS", "%s:s", "%s:none", "0", "0"},
+	{"XREAD", "BLOCK", "0", "STREAMS", "%s:none", "%s:s", "$", "1-1"}, {"XREAD", "BLOCK", "100", "STREAMS", "%s:s", "$"},
+	{"XREAD", "BLOCK", "100", "STREAMS", "%s:none", "$"}, {"XREAD", "BLOCK", "100", "STREAMS", "%s:s", "%s:none", "2-1", "0"},
+	{"XREAD", "BLOCK", "10", "STREAMS", "%s:s", "+"}, {"XREAD", "BLOCK", "-1", "STREAMS", "%s:s", "$"},
+	{"XREAD", "BLOCK", "1.5", "STREAMS", "%s:s", "$"}, {"XREAD", "BLOCK", "10", "STREAMS", "%s:s"},
+	{"XREAD", "BLOCK", "10", "STREAMS", "%s:s", "abc"}, {"XREAD", "BLOCK", "10", "GROUP", "g", "c", "STREAMS", "%s:s", "$"},
+	{"SET", "%s:str", "v"}, {"XREAD", "BLOCK", "10", "STREAMS", "%s:str", "$"}, {"XREAD", "BLOCK", "10", "STREAMS", "%s:s", "%s:str", "$", "0"},
+	{"XGROUP", "CREATE", "%s:s", "g", "0"},
+	{"XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "BLOCK", "0", "STREAMS", "%s:s", ">"},
+	{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "%s:s", ">"},
+	{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "100", "STREAMS", "%s:s", ">"},
+	{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "100", "NOACK", "STREAMS", "%s:s", ">"},
+	{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "%s:s", "0"},
+	{"XREADGROUP", "GROUP", "g", "c2", "BLOCK", "0", "STREAMS", "%s:s", "0"},
+	{"XREADGROUP", "GROUP", "nog", "c", "BLOCK", "0", "STREAMS", "%s:s", ">"},
+	{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "%s:none", ">"},
+	{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "10", "STREAMS", "%s:s", "$"},
+	{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "-1", "STREAMS", "%s:s", ">"},
+	{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "10", "STREAMS", "%s:str", ">"},
+	{"MULTI"}, {"XREAD", "BLOCK", "0", "STREAMS", "%s:s", "$"}, {"XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "%s:s", ">"},
+	{"XADD", "%s:s", "3-1", "c", "3"}, {"XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "%s:s", ">"}, {"EXEC"},
+	{"XPENDING", "%s:s", "g"}, {"XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "%s:s", "0"},
+}
+
+// xreadEntry is the raw RESP2 reply of an XREAD/XREADGROUP of one entry
+// with one field.
+func xreadEntry(key, id, f, v string) string {
+	b := func(s string) string { return fmt.Sprintf("$%d\r\n%s\r\n", len(s), s) }
+	return "*1\r\n*2\r\n" + b(key) + "*1\r\n*2\r\n" + b(id) + "*2\r\n" + b(f) + b(v)
+}
+
+// TestStreamsBlock covers XREAD BLOCK and XREADGROUP BLOCK: replies as
+// redis gives them, "$" read when the command arrives and wake-ups across
+// nodes, a group's entries each delivered once to consumers on every node
+// with identical pending lists, disconnects, deleted groups and streams,
+// timeouts, and idle waiters that propose nothing.
+func TestStreamsBlock(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{})
+	leader, followers := c.Leader(ctx)
+	stock := startStockRedis(ctx, t)
+
+	t.Run("replies like redis", func(t *testing.T) {
+		for _, proto := range []string{"2", "3"} {
+			for _, target := range []struct{ role, addr string }{{"leader", leader.Addr}, {"follower", followers[0].Addr}} {
+				prefix := "xb:" + proto + ":" + target.role
+				want := runBytesScriptOf(t, xblockScript, stock, proto, prefix)
+				got := runBytesScriptOf(t, xblockScript, target.addr, proto, prefix)
+				for i := range xblockScript {
+					if got[i] != want[i] {
+						t.Errorf("RESP%s %s %q: raftproxy answered %q, redis answered %q", proto, target.role, xblockScript[i], got[i], want[i])
+					}
+				}
+			}
+		}
+	})
+
+	t.Run("$ on a follower woken by the leader and the reverse", func(t *testing.T) {
+		for i, pair := range [][2]*Node{{followers[0], leader}, {leader, followers[1]}} {
+			waiter, adder := pair[0], pair[1]
+			key := fmt.Sprintf("xb:wake:%d", i)
+			// Entries before the command arrives are not returned: "$" is
+			// the stream's last ID then.
+			if err := adder.Client().XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []string{"old", "1"}}).Err(); err != nil {
+				t.Fatal(err)
+			}
+			bc := dialBytes(t, waiter.Addr)
+			if err := bc.send([]string{"XREAD", "BLOCK", "0", "STREAMS", key, "$"}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			id, err := adder.Client().XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []string{"new", "2"}}).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, err := bc.read(); err != nil || r != xreadEntry(key, id, "new", "2") {
+				t.Errorf("XREAD BLOCK $ on %s after XADD on %s: %q %v, want %q", waiter, adder, r, err, xreadEntry(key, id, "new", "2"))
+			}
+		}
+		// Several readers of one stream on one node are all served.
+		const key = "xb:readers"
+		var conns []*bytesConn
+		for range 3 {
+			bc := dialBytes(t, followers[1].Addr)
+			bc.do(t, "HELLO", "3")
+			if err := bc.send([]string{"XREAD", "BLOCK", "5000", "STREAMS", key, "$"}); err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, bc)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if err := leader.Client().XAdd(ctx, &redis.XAddArgs{Stream: key, ID: "5-1", Values: []string{"f", "v"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		want := "%1\r\n$10\r\nxb:readers\r\n*1\r\n*2\r\n$3\r\n5-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n"
+		for i, bc := range conns {
+			if r, err := bc.read(); err != nil || r != want {
+				t.Errorf("reader %d: %q %v, want %q", i, r, err, want)
+			}
+		}
+	})
+
+	t.Run("a group's consumers on every node get each entry once", func(t *testing.T) {
+		const key, adds = "xb:many", 150
+		if err := leader.Client().XGroupCreateMkStream(ctx, key, "g", "$").Err(); err != nil {
+			t.Fatal(err)
+		}
+		entry := regexp.MustCompile(`e[0-9]{3}`)
+		var (
+			mu   sync.Mutex
+			got  []string
+			stop = make(chan struct{})
+			wg   sync.WaitGroup
+		)
+		for i := range 6 {
+			bc := dialBytes(t, c.Nodes[i%len(c.Nodes)].Addr)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					r := bc.do(t, "XREADGROUP", "GROUP", "g", fmt.Sprintf("c%d", i), "COUNT", "2", "BLOCK", "1000", "STREAMS", key, ">")
+					if r == "*-1\r\n" {
+						continue
+					}
+					if !strings.HasPrefix(r, "*1\r\n") {
+						t.Errorf("XREADGROUP: %q", r)
+						return
+					}
+					mu.Lock()
+					got = append(got, entry.FindAllString(r, -1)...)
+					mu.Unlock()
+				}
+			}()
+		}
+		time.Sleep(300 * time.Millisecond)
+		var aw sync.WaitGroup
+		for p := range 3 {
+			aw.Add(1)
+			go func() {
+				defer aw.Done()
+				cl := c.Nodes[p].Client()
+				for j := p; j < adds; j += 3 {
+					if err := cl.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []string{"f", fmt.Sprintf("e%03d", j)}}).Err(); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		aw.Wait()
+		if err := waitFor(ctx, 60*time.Second, 100*time.Millisecond, "every entry delivered", func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(got) < adds {
+				return fmt.Errorf("%d of %d delivered", len(got), adds)
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+		close(stop)
+		wg.Wait()
+		sort.Strings(got)
+		for i, e := range got {
+			if i >= adds || e != fmt.Sprintf("e%03d", i) {
+				t.Fatalf("delivered entries are not each added entry once: %v", got)
+			}
+		}
+		if len(got) != adds {
+			t.Errorf("delivered %d entries, added %d", len(got), adds)
+		}
+		if err := c.WaitConverged(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range c.Nodes {
+			if p, err := n.RedisClient().XPending(ctx, key, "g").Result(); err != nil || p.Count != adds {
+				t.Errorf("XPENDING on %s: %+v %v, want %d pending", n, p, err, adds)
+			}
+		}
+	})
+
+	t.Run("disconnected consumer consumes nothing", func(t *testing.T) {
+		const key = "xb:gone"
+		if err := leader.Client().XGroupCreateMkStream(ctx, key, "g", "$").Err(); err != nil {
+			t.Fatal(err)
+		}
+		bc := dialBytes(t, followers[0].Addr)
+		if err := bc.send([]string{"XREADGROUP", "GROUP", "g", "gone", "BLOCK", "0", "STREAMS", key, ">"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		bc.nc.Close()
+		time.Sleep(300 * time.Millisecond)
+		if err := leader.Client().XAdd(ctx, &redis.XAddArgs{Stream: key, ID: "1-1", Values: []string{"f", "kept"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		for _, n := range c.Nodes {
+			if p, err := n.Client().XPending(ctx, key, "g").Result(); err != nil || p.Count != 0 {
+				t.Errorf("XPENDING %s on %s = %+v, %v; want nothing delivered", key, n, p, err)
+			}
+		}
+		r := dialBytes(t, leader.Addr).do(t, "XREADGROUP", "GROUP", "g", "next", "BLOCK", "0", "STREAMS", key, ">")
+		if want := xreadEntry(key, "1-1", "f", "kept"); r != want {
+			t.Errorf("the next consumer got %q, want %q", r, want)
+		}
+	})
+
+	t.Run("group or stream gone while waiting", func(t *testing.T) {
+		// Redis 7.0 answers a waiting XREADGROUP with an error when its
+		// group is destroyed or its stream deleted; XREAD waits on.
+		run := func(addr string) []string {
+			p := "xb:del:" + addr
+			waiter, other := dialBytes(t, addr), dialBytes(t, addr)
+			var out []string
+			for _, gone := range [][]string{{"XGROUP", "DESTROY", p, "g"}, {"DEL", p}, {"SET", p, "str"}} {
+				other.do(t, "DEL", p)
+				other.do(t, "XGROUP", "CREATE", p, "g", "$", "MKSTREAM")
+				if err := waiter.send([]string{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "3000", "STREAMS", p, ">"}); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(300 * time.Millisecond)
+				other.do(t, gone...)
+				r, err := waiter.read()
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, r)
+			}
+			other.do(t, "XADD", p+":r", "1-1", "a", "1")
+			if err := waiter.send([]string{"XREAD", "BLOCK", "800", "STREAMS", p + ":r", "$"}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond)
+			start := time.Now()
+			other.do(t, "DEL", p+":r")
+			r, err := waiter.read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(start); d < 400*time.Millisecond {
+				t.Errorf("%s: XREAD answered %q %v after its stream was deleted", addr, r, d)
+			}
+			return append(out, r)
+		}
+		want, got := run(stock), run(followers[1].Addr)
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("raftproxy answered %q, redis answered %q", got, want)
+		}
+	})
+
+	t.Run("timeouts and CLIENT UNBLOCK", func(t *testing.T) {
+		leader.Client().XGroupCreateMkStream(ctx, "xb:t", "g", "$")
+		for _, proto := range []string{"2", "3"} {
+			for _, cmd := range [][]string{{"XREAD", "BLOCK", "500", "STREAMS", "xb:t", "$"}, {"XREADGROUP", "GROUP", "g", "c", "BLOCK", "500", "STREAMS", "xb:t", ">"}} {
+				bc := dialBytes(t, followers[1].Addr)
+				want := "*-1\r\n"
+				if proto == "3" {
+					bc.do(t, "HELLO", "3")
+					want = "_\r\n"
+				}
+				start := time.Now()
+				if r := bc.do(t, cmd...); r != want {
+					t.Errorf("RESP%s %q: %q, want %q", proto, cmd, r, want)
+				}
+				if d := time.Since(start); d < 500*time.Millisecond {
+					t.Errorf("%q answered after %v, before its timeout", cmd, d)
+				}
+			}
+		}
+		waiter, other := dialBytes(t, followers[0].Addr), dialBytes(t, followers[0].Addr)
+		id := strings.TrimSuffix(strings.TrimPrefix(waiter.do(t, "CLIENT", "ID"), ":"), "\r\n")
+		if err := waiter.send([]string{"XREAD", "BLOCK", "0", "STREAMS", "xb:t", "$"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if r := other.do(t, "CLIENT", "UNBLOCK", id); r != ":1\r\n" {
+			t.Errorf("CLIENT UNBLOCK %s: %q, want :1", id, r)
+		}
+		if r, err := waiter.read(); err != nil || r != "*-1\r\n" {
+			t.Errorf("XREAD unblocked: %q %v, want *-1", r, err)
+		}
+	})
+
+	t.Run("idle waiters propose nothing", func(t *testing.T) {
+		leader.Client().XGroupCreateMkStream(ctx, "xb:idle", "g", "$")
+		for i, n := range c.Nodes {
+			for _, cmd := range [][]string{{"XREAD", "BLOCK", "0", "STREAMS", "xb:idle", "$"},
+				{"XREADGROUP", "GROUP", "g", fmt.Sprintf("c%d", i), "BLOCK", "0", "STREAMS", "xb:idle", ">"}} {
+				if err := dialBytes(t, n.Addr).send(cmd); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+		before, err := leader.RaftInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		after, err := leader.RaftInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := after.Int("last_log_index") - before.Int("last_log_index"); d > 3 {
+			t.Errorf("the log grew by %d entries in a second with only idle waiters", d)
+		}
+		// One entry: one consumer gets it, the others go back to waiting.
+		if err := leader.Client().XAdd(ctx, &redis.XAddArgs{Stream: "xb:idle", ID: "1-1", Values: []string{"f", "v"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		before, err = leader.RaftInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		after, err = leader.RaftInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := after.Int("last_log_index") - before.Int("last_log_index"); d > 3 {
+			t.Errorf("the log grew by %d entries in a second after one XADD", d)
+		}
+	})
+
+	c.AssertRedisIdentical(ctx)
 }

@@ -117,7 +117,7 @@ var overrides = map[string]struct {
 	"function|list":    {classRead, ""}, "function|dump": {classRead, ""}, "function|stats": {classLocal, ""},
 	"function|kill": {classRefused, reasonKill}, "function|help": {classLocal, ""},
 	"spop": {classWrite, ""}, "xadd": {classWrite, ""}, "xtrim": {classWrite, ""},
-	// Streams: see streams.go. BLOCK is refused there, by argument.
+	// Streams: see streams.go. With BLOCK they block (dispatch, streamBlock).
 	"xclaim": {classWrite, ""}, "xautoclaim": {classWrite, ""},
 	"xreadgroup": {classWrite, ""}, "xread": {classRead, ""},
 	"migrate": {classRefused, "moves keys to another redis-server outside the raft log"},

@@ -214,6 +214,7 @@ func (c *conn) dispatch(args [][]byte) bool {
 	if c.pubsubGate(sp.name, args) {
 		return true
 	}
+	// XREAD and XREADGROUP block only with BLOCK: by argument, not by name.
 	if sp.blocking || ((sp.name == "xread" || sp.name == "xreadgroup") && parseStreamRead(args).block != 0) {
 		c.startBlocking(sp, args)
 		return true

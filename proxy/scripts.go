@@ -182,11 +182,11 @@ func mapBulks(dst, raw []byte, f func([]byte) []byte, depth int) ([]byte, []byte
 	n, err := strconv.Atoi(string(raw[1:i]))
 	switch kind {
 	case '$':
-		if err != nil || n < -1 || len(rest) < n+2 {
-			return dst, raw, false
-		}
-		if n == -1 {
+		if err == nil && n == -1 {
 			return append(dst, line...), rest, true
+		}
+		if err != nil || n < 0 || len(rest) < n+2 {
+			return dst, raw, false
 		}
 		return resp.AppendBulk(dst, f(rest[:n])), rest[n+2:], true
 	case '*', '~', '>', '%', '|':

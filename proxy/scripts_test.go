@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/raftproxy/raftproxy/backend"
@@ -56,5 +57,25 @@ func TestTxFix(t *testing.T) {
 	errIn := "*2\r\n+OK\r\n-ERR Error compiling script\r\n"
 	if got := string(fix([]byte(errIn))); got != errIn {
 		t.Errorf("got %q", got)
+	}
+}
+
+func TestMapBulks(t *testing.T) {
+	upper := func(b []byte) []byte { return bytes.ToUpper(b) }
+	tests := []struct{ in, want string }{
+		{"$3\r\nabc\r\n", "$3\r\nABC\r\n"},
+		{"$-1\r\n", "$-1\r\n"},
+		{"*2\r\n$1\r\na\r\n$-1\r\n", "*2\r\n$1\r\nA\r\n$-1\r\n"}, // a null bulk last
+		{"%1\r\n$1\r\nk\r\n_\r\n", "%1\r\n$1\r\nK\r\n_\r\n"},
+		{"*1\r\n:5\r\n", "*1\r\n:5\r\n"},
+	}
+	for _, tt := range tests {
+		got, rest, ok := mapBulks(nil, []byte(tt.in), upper, 0)
+		if !ok || len(rest) != 0 || string(got) != tt.want {
+			t.Errorf("mapBulks(%q) = %q, rest %q, ok %v; want %q", tt.in, got, rest, ok, tt.want)
+		}
+	}
+	if _, _, ok := mapBulks(nil, []byte("*2\r\n$1\r\na\r\n"), upper, 0); ok {
+		t.Errorf("a truncated array was accepted")
 	}
 }

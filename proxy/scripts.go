@@ -174,6 +174,18 @@ func unwrapFix(raw []byte) []byte {
 // passed through f. It returns the rest of raw, and false on anything it
 // does not understand (the caller then keeps raw as it was).
 func mapBulks(dst, raw []byte, f func([]byte) []byte, depth int) ([]byte, []byte, bool) {
+	return rewriteBulks(dst, raw, func(dst, bulk []byte, null bool) []byte {
+		if null {
+			return append(dst, "$-1\r\n"...)
+		}
+		return resp.AppendBulk(dst, f(bulk))
+	}, depth)
+}
+
+// rewriteBulks copies one RESP value from raw to dst, letting f append what
+// replaces each bulk string (null says it is the null bulk). It returns the
+// rest of raw, and false on anything it does not understand.
+func rewriteBulks(dst, raw []byte, f func(dst, bulk []byte, null bool) []byte, depth int) ([]byte, []byte, bool) {
 	i := bytes.Index(raw, []byte("\r\n"))
 	if i < 1 || depth > 64 {
 		return dst, raw, false
@@ -183,12 +195,12 @@ func mapBulks(dst, raw []byte, f func([]byte) []byte, depth int) ([]byte, []byte
 	switch kind {
 	case '$':
 		if err == nil && n == -1 {
-			return append(dst, line...), rest, true
+			return f(dst, nil, true), rest, true
 		}
 		if err != nil || n < 0 || len(rest) < n+2 {
 			return dst, raw, false
 		}
-		return resp.AppendBulk(dst, f(rest[:n])), rest[n+2:], true
+		return f(dst, rest[:n], false), rest[n+2:], true
 	case '*', '~', '>', '%', '|':
 		if err != nil {
 			return dst, raw, false
@@ -199,7 +211,7 @@ func mapBulks(dst, raw []byte, f func([]byte) []byte, depth int) ([]byte, []byte
 		}
 		for range max(n, 0) {
 			var ok bool
-			if dst, rest, ok = mapBulks(dst, rest, f, depth+1); !ok {
+			if dst, rest, ok = rewriteBulks(dst, rest, f, depth+1); !ok {
 				return dst, raw, false
 			}
 		}
@@ -215,28 +227,13 @@ func mapBulks(dst, raw []byte, f func([]byte) []byte, depth int) ([]byte, []byte
 
 // txFix applies per-command fixers to the elements of EXEC's array reply.
 func txFix(fixes map[int]fixer) fixer {
+	// EXECABORT, or nil (nothing ran), is not an array: MapArray keeps it.
 	return func(raw []byte) []byte {
-		if len(raw) == 0 || raw[0] != '*' {
-			return raw // EXECABORT, or nil: nothing ran
-		}
-		i := bytes.Index(raw, []byte("\r\n"))
-		if i < 0 {
-			return raw
-		}
-		out := append([]byte(nil), raw[:i+2]...)
-		rest := raw[i+2:]
-		for k := 0; len(rest) > 0; k++ {
-			_, after, err := resp.Parse(rest)
-			if err != nil {
-				return raw
-			}
-			elem := rest[:len(rest)-len(after)]
+		return resp.MapArray(raw, func(k int, elem []byte) []byte {
 			if f := fixes[k]; f != nil {
-				elem = f(elem)
+				return f(elem)
 			}
-			out = append(out, elem...)
-			rest = after
-		}
-		return out
+			return elem
+		})
 	}
 }

@@ -592,35 +592,12 @@ func xreadgroupFix(resp3 bool) fixer {
 // nullBulksToArrays copies one RESP2 value with every null bulk made a
 // null array.
 func nullBulksToArrays(dst, raw []byte, depth int) ([]byte, []byte, bool) {
-	i := bytes.Index(raw, []byte("\r\n"))
-	if i < 1 || depth > 64 {
-		return dst, raw, false
-	}
-	kind, line, rest := raw[0], raw[:i+2], raw[i+2:]
-	n, err := strconv.Atoi(string(raw[1:i]))
-	switch kind {
-	case '$':
-		if err == nil && n == -1 {
-			return resp.AppendNullArray(dst, false), rest, true
+	return rewriteBulks(dst, raw, func(dst, bulk []byte, null bool) []byte {
+		if null {
+			return resp.AppendNullArray(dst, false)
 		}
-		if err != nil || n < 0 || len(rest) < n+2 {
-			return dst, raw, false
-		}
-		return append(dst, raw[:i+2+n+2]...), rest[n+2:], true
-	case '*':
-		if err != nil {
-			return dst, raw, false
-		}
-		dst = append(dst, line...)
-		for range max(n, 0) {
-			var ok bool
-			if dst, rest, ok = nullBulksToArrays(dst, rest, depth+1); !ok {
-				return dst, raw, false
-			}
-		}
-		return dst, rest, true
-	}
-	return append(dst, line...), rest, true
+		return resp.AppendBulk(dst, bulk)
+	}, depth)
 }
 
 // streamNow is the proposal time of stream rewrites: the proposing node's

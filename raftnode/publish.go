@@ -79,28 +79,12 @@ func (a *applier) publishOnly(index uint64, live bool, r entry.Request, c *Comma
 // counts with those integers. A reply that is not an array (an aborted
 // transaction) is returned as it is.
 func spliceCounts(raw []byte, counts map[int]int64) []byte {
-	if len(raw) == 0 || (raw[0] != '*') {
-		return raw
-	}
-	i := bytes.Index(raw, []byte("\r\n"))
-	if i < 0 {
-		return raw
-	}
-	out := append([]byte(nil), raw[:i+2]...)
-	rest := raw[i+2:]
-	for k := 0; len(rest) > 0; k++ {
-		_, after, err := resp.Parse(rest)
-		if err != nil {
-			return raw
+	return resp.MapArray(raw, func(k int, elem []byte) []byte {
+		if n, ok := counts[k]; ok && elem[0] == ':' {
+			return resp.AppendInt(nil, n)
 		}
-		if n, ok := counts[k]; ok && rest[0] == ':' {
-			out = resp.AppendInt(out, n)
-		} else {
-			out = append(out, rest[:len(rest)-len(after)]...)
-		}
-		rest = after
-	}
-	return out
+		return elem
+	})
 }
 
 // CommitIndex returns the highest log index this node knows to be

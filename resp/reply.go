@@ -362,3 +362,29 @@ func (p *parser) value(b []byte, depth int) (Value, int, error) {
 	}
 	return v, pos, nil
 }
+
+// MapArray returns a copy of the array reply raw with each element passed
+// through f (i is its position; elem its raw bytes; f returns what replaces
+// it). A reply that is not a well-formed array (an error, a null array) is
+// returned as it is. It rewrites EXEC's reply for the commands raftproxy
+// answers differently from redis.
+func MapArray(raw []byte, f func(i int, elem []byte) []byte) []byte {
+	if len(raw) == 0 || raw[0] != '*' {
+		return raw
+	}
+	i := bytes.Index(raw, []byte("\r\n"))
+	if i < 0 {
+		return raw
+	}
+	out := append([]byte(nil), raw[:i+2]...)
+	rest := raw[i+2:]
+	for k := 0; len(rest) > 0; k++ {
+		_, after, err := Parse(rest)
+		if err != nil {
+			return raw
+		}
+		out = append(out, f(k, rest[:len(rest)-len(after)])...)
+		rest = after
+	}
+	return out
+}

@@ -253,3 +253,25 @@ func TestHugeClaimedReplyIsCheap(t *testing.T) {
 		t.Errorf("dst grew to %d bytes for a 5-byte body", cap(dst))
 	}
 }
+
+func TestMapArray(t *testing.T) {
+	second := func(i int, elem []byte) []byte {
+		if i == 1 {
+			return []byte(":9\r\n")
+		}
+		return elem
+	}
+	tests := []struct{ in, want string }{
+		{"*3\r\n+OK\r\n:1\r\n$1\r\nx\r\n", "*3\r\n+OK\r\n:9\r\n$1\r\nx\r\n"},
+		{"*2\r\n*1\r\n:1\r\n:2\r\n", "*2\r\n*1\r\n:1\r\n:9\r\n"}, // nested elements stay whole
+		{"*-1\r\n", "*-1\r\n"},
+		{"-EXECABORT x\r\n", "-EXECABORT x\r\n"},
+		{"*2\r\n:1\r\n", "*2\r\n:1\r\n"},                 // truncated: kept as it is
+		{"*2\r\n:1\r\n$5\r\nab", "*2\r\n:1\r\n$5\r\nab"}, // malformed element: kept
+	}
+	for _, tt := range tests {
+		if got := MapArray([]byte(tt.in), second); string(got) != tt.want {
+			t.Errorf("MapArray(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

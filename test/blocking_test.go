@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -204,15 +205,7 @@ func TestBlocking(t *testing.T) {
 		}
 		close(stop)
 		wg.Wait()
-		sort.Strings(got)
-		for i, e := range got {
-			if i >= pushes || e != fmt.Sprintf("e%03d", i) {
-				t.Fatalf("popped elements are not each pushed element once: %v", got)
-			}
-		}
-		if len(got) != pushes {
-			t.Errorf("popped %d elements, pushed %d", len(got), pushes)
-		}
+		checkEachOnce(t, got, pushes, "popped")
 		if n, err := leader.Client().LLen(ctx, key).Result(); err != nil || n != 0 {
 			t.Errorf("LLEN %s = %d, %v; want 0", key, n, err)
 		}
@@ -405,4 +398,20 @@ func runBytesScriptOf(t *testing.T, script [][]string, addr, proto, prefix strin
 		out[i] = strings.ReplaceAll(bc.do(t, expand(cmd, prefix)...), prefix, "%s")
 	}
 	return out
+}
+
+// checkEachOnce fails unless got holds e000..e<n-1> (as the tests name the
+// elements they push or add), each exactly once, in any order.
+func checkEachOnce(t *testing.T, got []string, n int, what string) {
+	t.Helper()
+	got = slices.Clone(got)
+	sort.Strings(got)
+	for i, e := range got {
+		if i >= n || e != fmt.Sprintf("e%03d", i) {
+			t.Fatalf("%s elements are not each of the %d elements once: %v", what, n, got)
+		}
+	}
+	if len(got) != n {
+		t.Errorf("%s %d elements, want %d", what, len(got), n)
+	}
 }

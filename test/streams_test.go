@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -455,15 +454,7 @@ func TestStreamsBlock(t *testing.T) {
 		}
 		close(stop)
 		wg.Wait()
-		sort.Strings(got)
-		for i, e := range got {
-			if i >= adds || e != fmt.Sprintf("e%03d", i) {
-				t.Fatalf("delivered entries are not each added entry once: %v", got)
-			}
-		}
-		if len(got) != adds {
-			t.Errorf("delivered %d entries, added %d", len(got), adds)
-		}
+		checkEachOnce(t, got, adds, "delivered")
 		if err := c.WaitConverged(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -49,15 +49,29 @@ type options struct {
 	snapCatchUpMiB                     uint64
 	snapKeep                           int
 	forceNewCluster                    bool
+
+	configFile                    string
+	requirePass, requirePassFile  string
+	redisPass, redisPassFile      string
+	maxClients                    int
+	maxRequest, outputLimit       byteSize
+	pubsubLimit                   byteSize
+	idleTimeout                   time.Duration
+	// warnings found while reading the configuration, logged at start.
+	warnings []string
 }
 
-func parseFlags(args []string) (options, error) {
+// parseFlags reads the configuration from args, then the environment
+// (environ, os.Environ()'s form), then the config file (config.go).
+func parseFlags(args, environ []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("raftproxy", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), configHelp)
 	}
+	fs.StringVar(&o.configFile, configFlag, "", "config file of \"name = value\" lines, names as the flags' (see below)")
 	fs.StringVar(&o.listen, "listen", "", "client (RESP) address to listen on, HOST:PORT (required)")
 	fs.StringVar(&o.peerListen, "peer-listen", "", "address for Raft traffic between proxies, HOST:PORT (required)")
 	fs.StringVar(&o.dataDir, "data-dir", "", "directory for this node's WAL and state (required)")
@@ -76,17 +90,63 @@ func parseFlags(args []string) (options, error) {
 	fs.Uint64Var(&o.snapCatchUpMiB, "snapshot-catchup-mib", 16, "bytes (MiB) of entries kept in the log after a snapshot, at most")
 	fs.BoolVar(&o.forceNewCluster, "force-new-cluster", false, "quorum-loss recovery: restart this node as the only member of its cluster, keeping what it committed; other nodes then join it with empty data dirs")
 	fs.IntVar(&o.snapKeep, "snapshot-keep", 2, "snapshot files kept in the data dir")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&o.requirePass, "requirepass", "", "password clients must give with AUTH or HELLO AUTH (user default), as redis's requirepass; every member of a cluster needs the same (empty: no authentication)")
+	fs.StringVar(&o.requirePassFile, "requirepass-file", "", "read --requirepass from this file (its trailing newline dropped), so it does not show in ps")
+	fs.StringVar(&o.redisPass, "redis-password", "", "password raftproxy gives the local redis-server (--redis) with AUTH; a redis-server raftproxy starts itself gets a random one")
+	fs.StringVar(&o.redisPassFile, "redis-password-file", "", "read --redis-password from this file")
+	fs.IntVar(&o.maxClients, "max-clients", 10000, "client connections at most; one more gets -ERR max number of clients reached (redis's maxclients)")
+	o.maxRequest = 512 << 20
+	fs.Var(&o.maxRequest, "max-request-bytes", "largest argument of a command, in bytes (redis's proto-max-bulk-len; units kb, mb, gb)")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a client idle this long, unless it is blocked or subscribed (redis's timeout; 0: never)")
+	o.outputLimit = 0
+	fs.Var(&o.outputLimit, "client-output-buffer-limit", "bytes of replies waiting to be written to a client (it sent commands but does not read the replies) before it is disconnected (redis's client-output-buffer-limit normal; 0: no limit)")
+	o.pubsubLimit = 32 << 20
+	fs.Var(&o.pubsubLimit, "pubsub-output-buffer-limit", "bytes of pub/sub messages waiting for a subscriber before it is disconnected (redis's client-output-buffer-limit pubsub hard limit)")
+	src, warnings, err := loadConfig(fs, args, environ, os.ReadFile)
+	if err != nil {
 		return o, err
 	}
-	var missing []string
-	for name, v := range map[string]string{"--listen": o.listen, "--peer-listen": o.peerListen, "--data-dir": o.dataDir} {
-		if v == "" {
-			missing = append(missing, name)
+	o.warnings = warnings
+	for _, a := range []struct {
+		name, v  string
+		optional bool
+	}{{"listen", o.listen, false}, {"peer-listen", o.peerListen, false}, {"advertise-addr", o.advertise, true},
+		{"advertise-peer-addr", o.advertisePeer, true}, {"metrics-listen", o.metricsListen, true}} {
+		if err := checkAddr(src, a.name, a.v, a.optional); err != nil {
+			return o, err
 		}
 	}
-	if len(missing) > 0 {
-		return o, fmt.Errorf("missing required flags: %s (see --help)", strings.Join(missing, ", "))
+	if o.dataDir == "" {
+		return o, fmt.Errorf("missing required --data-dir (or %s, or \"data-dir\" in the config file)", envName("data-dir"))
+	}
+	for _, r := range []struct {
+		name string
+		ok   bool
+		want string
+	}{
+		{"request-timeout", o.requestTimeout >= 100*time.Millisecond, "a duration of at least 100ms"},
+		{"tick", o.tick >= time.Millisecond, "a duration of at least 1ms"},
+		{"election-ticks", o.electionTicks >= 2, "at least 2"},
+		{"snapshot-entries", o.snapEntries > 0, "a positive number"},
+		{"snapshot-mib", o.snapMiB > 0, "a positive number"},
+		{"snapshot-keep", o.snapKeep >= 1, "at least 1"},
+		{"max-clients", o.maxClients >= 1, "at least 1"},
+		{"max-request-bytes", o.maxRequest >= 1024 && o.maxRequest <= 512<<20, "between 1kb and 512mb"},
+		{"idle-timeout", o.idleTimeout >= 0, "a duration of 0 (never) or more"},
+	} {
+		if !r.ok {
+			v := fs.Lookup(r.name).Value.String()
+			return o, fmt.Errorf("%s: invalid value %q for --%s: want %s", src.of(r.name), v, r.name, r.want)
+		}
+	}
+	if _, _, err := newLogger(o.logLevel); err != nil {
+		return o, fmt.Errorf("%s: %w", src.of("log-level"), err)
+	}
+	if o.requirePass, err = readSecret(src, "requirepass", o.requirePass, o.requirePassFile); err != nil {
+		return o, err
+	}
+	if o.redisPass, err = readSecret(src, "redis-password", o.redisPass, o.redisPassFile); err != nil {
+		return o, err
 	}
 	if o.advertise == "" {
 		o.advertise = o.listen
@@ -161,7 +221,7 @@ func settings(dataDir string, srv **proxy.Server, host *raftnode.Host, lv *slog.
 }
 
 func main() {
-	o, err := parseFlags(os.Args[1:])
+	o, err := parseFlags(os.Args[1:], os.Environ())
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -173,6 +233,9 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "raftproxy:", err)
 		os.Exit(2)
+	}
+	for _, w := range o.warnings {
+		log.Warn(w)
 	}
 	if err := run(o, log, lv); err != nil {
 		log.Error("raftproxy failed", "err", err)

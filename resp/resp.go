@@ -56,6 +56,11 @@ type Reader struct {
 	// had sent nothing more at that moment.
 	short bool
 
+	// Limits of a command (Limit): the longest bulk, and whether the
+	// client has yet to authenticate.
+	maxBulk int64
+	unauth  bool
+
 	offs    []int  // start,end pairs of the args being parsed (reused)
 	scratch []byte // unescaped inline args (reused, bounded by MaxInlineLen)
 	stack   []int  // ReadReply: values still missing per open aggregate
@@ -68,7 +73,30 @@ func NewReader(rd io.Reader, size int) *Reader {
 		size = 4096
 	}
 	size = max(size, 16)
-	return &Reader{rd: rd, buf: make([]byte, size)}
+	return &Reader{rd: rd, buf: make([]byte, size), maxBulk: MaxBulkLen}
+}
+
+// Unauthenticated limits, as redis-server 7.0 applies them to a client that
+// has not authenticated yet: it cannot make the server buffer much.
+const (
+	UnauthMaxBulkLen      = 16 << 10
+	UnauthMaxMultibulkLen = 10
+)
+
+var (
+	errUnauthBulkLen      = protoErr("unauthenticated bulk length")
+	errUnauthMultibulkLen = protoErr("unauthenticated multibulk length")
+)
+
+// Limit sets the longest bulk string (at most MaxBulkLen; 0 keeps
+// MaxBulkLen) a command may carry. With unauth, the limits are redis's for
+// a client that has not authenticated, with its error texts; Limit(n, false)
+// lifts them again.
+func (r *Reader) Limit(maxBulk int64, unauth bool) {
+	if maxBulk <= 0 || maxBulk > MaxBulkLen {
+		maxBulk = MaxBulkLen
+	}
+	r.maxBulk, r.unauth = maxBulk, unauth
 }
 
 // Buffered returns the number of bytes buffered and not yet consumed.
@@ -240,14 +268,14 @@ func (r *Reader) bufferedMultibulk() ([][]byte, bool) {
 	n, p, ok := scanHeader(b, 0, '*')
 	// Each arg takes at least 6 bytes ("$0\r\n\r\n"), which also stops a
 	// lying count from growing offs.
-	if !ok || n < 1 || n > int64(len(b)-p)/6 {
+	if !ok || n < 1 || n > int64(len(b)-p)/6 || (r.unauth && n > UnauthMaxMultibulkLen) {
 		return nil, false
 	}
 	offs := r.offs[:0]
 	total := 0
 	for range n {
 		l, q, ok := scanHeader(b, p, '$')
-		if !ok || l < 0 || l > MaxBulkLen {
+		if !ok || l < 0 || l > r.maxBulk || (r.unauth && l > UnauthMaxBulkLen) {
 			return nil, false
 		}
 		end := q + int(l)
@@ -304,6 +332,9 @@ func (r *Reader) readMultibulk() ([][]byte, error) {
 	if !ok || n < -1 || n > MaxMultibulkLen {
 		return nil, errMultibulkLen
 	}
+	if r.unauth && n > UnauthMaxMultibulkLen {
+		return nil, errUnauthMultibulkLen
+	}
 	if n <= 0 {
 		return nil, nil
 	}
@@ -326,6 +357,12 @@ func (r *Reader) readMultibulk() ([][]byte, error) {
 		l, ok := headerInt(line)
 		if !ok || l < 0 || l > MaxBulkLen {
 			return nil, errBulkLen
+		}
+		if l > r.maxBulk {
+			return nil, errBulkLen
+		}
+		if r.unauth && l > UnauthMaxBulkLen {
+			return nil, errUnauthBulkLen
 		}
 		start := len(data)
 		if data, err = r.appendN(data, int(l)+2); err != nil {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -246,4 +247,48 @@ func (l *loopReader) Read(p []byte) (int, error) {
 		l.pos = (l.pos + c) % len(l.data)
 	}
 	return n, nil
+}
+
+func TestReadCommandLimits(t *testing.T) {
+	args := func(n int) string {
+		return "*" + strconv.Itoa(n) + "\r\n" + strings.Repeat("$1\r\nx\r\n", n)
+	}
+	bulk := func(n int) string {
+		return "*2\r\n$4\r\nECHO\r\n$" + strconv.Itoa(n) + "\r\n" + strings.Repeat("x", n) + "\r\n"
+	}
+	tests := []struct {
+		name    string
+		maxBulk int64
+		unauth  bool
+		in      string
+		err     string // "" means the command is read
+	}{
+		{"within the limit", 2048, false, bulk(2048), ""},
+		{"over the limit", 2048, false, bulk(2049), "Protocol error: invalid bulk length"},
+		{"0 keeps redis's limit", 0, false, bulk(100_000), ""},
+		{"unauthenticated bulk", 0, true, bulk(16<<10 + 1), "Protocol error: unauthenticated bulk length"},
+		{"unauthenticated bulk at the limit", 0, true, bulk(16 << 10), ""},
+		{"unauthenticated args", 0, true, args(11), "Protocol error: unauthenticated multibulk length"},
+		{"unauthenticated args at the limit", 0, true, args(10), ""},
+		{"limit below redis's unauthenticated one", 1024, true, bulk(2000), "Protocol error: invalid bulk length"},
+		{"authenticated again", 0, false, args(11), ""},
+	}
+	for _, tc := range tests {
+		for how, r := range readers(tc.in) {
+			t.Run(tc.name+"/"+how, func(t *testing.T) {
+				r.Limit(tc.maxBulk, tc.unauth)
+				_, err := r.ReadCommand()
+				if tc.err == "" {
+					if err != nil {
+						t.Fatalf("error %v, want the command", err)
+					}
+					return
+				}
+				var pe *ProtocolError
+				if !errors.As(err, &pe) || pe.Msg != tc.err {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+			})
+		}
+	}
 }

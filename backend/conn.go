@@ -50,6 +50,29 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 	return &Conn{nc: nc, r: resp.NewReader(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10)}, nil
 }
 
+// DialAuth is Dial followed, when password is set, by AUTH password: for a
+// redis with requirepass, and for another raftproxy node, whose members
+// share one --requirepass.
+func DialAuth(ctx context.Context, addr, password string) (*Conn, error) {
+	c, err := Dial(ctx, addr)
+	if err != nil || password == "" {
+		return c, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	v, err := c.DoValue("AUTH", password)
+	if err == nil && (v.Kind != '+' || string(v.Str) != "OK") {
+		err = fmt.Errorf("unexpected reply %q", v.Str)
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("AUTH to %s: %w", addr, err)
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
 // Close closes the connection.
 func (c *Conn) Close() error { return c.nc.Close() }
 

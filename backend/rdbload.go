@@ -145,6 +145,11 @@ func CheckRDB(r io.Reader) (size int64, err error) {
 // Whether redis kept its old data then depends on how far it got: a transfer
 // cut short keeps it, a failed load has already flushed it.
 func LoadRDB(ctx context.Context, redisAddr string, rdb io.Reader, size int64) (err error) {
+	return LoadRDBAuth(ctx, redisAddr, "", rdb, size)
+}
+
+// LoadRDBAuth is LoadRDB for a redis with requirepass password ("" for none).
+func LoadRDBAuth(ctx context.Context, redisAddr, password string, rdb io.Reader, size int64) (err error) {
 	if size < rdbMinLen {
 		return fmt.Errorf("load rdb: %w: %d bytes is smaller than any RDB", ErrBadRDB, size)
 	}
@@ -161,7 +166,7 @@ func LoadRDB(ctx context.Context, redisAddr string, rdb io.Reader, size int64) (
 		return fmt.Errorf("load rdb: %w", err)
 	}
 
-	ctl, err := Dial(ctx, redisAddr)
+	ctl, err := DialAuth(ctx, redisAddr, password)
 	if err != nil {
 		return stepErr(ctx, "connect to redis", err)
 	}
@@ -186,7 +191,7 @@ func LoadRDB(ctx context.Context, redisAddr string, rdb io.Reader, size int64) (
 		if !replica {
 			return
 		}
-		if rerr := restoreMaster(ctx, redisAddr); rerr != nil {
+		if rerr := restoreMaster(ctx, redisAddr, password); rerr != nil {
 			err = fmt.Errorf("%w; REPLICAOF NO ONE failed too, so redis may still be a replica of the gone 127.0.0.1:%d: %w", err, port, rerr)
 		}
 	}()
@@ -205,7 +210,7 @@ func LoadRDB(ctx context.Context, redisAddr string, rdb io.Reader, size int64) (
 	if err := serveFullSync(ctx, nc, header, rdb, size); err != nil {
 		err = stepErr(ctx, "full sync", err)
 		if ctx.Err() == nil && !errors.Is(err, ErrBadRDB) {
-			err = fmt.Errorf("%w (%s)", err, redisReason(ctx, redisAddr, port, started))
+			err = fmt.Errorf("%w (%s)", err, redisReason(ctx, redisAddr, password, port, started))
 		}
 		return err
 	}
@@ -226,7 +231,7 @@ func LoadRDB(ctx context.Context, redisAddr string, rdb io.Reader, size int64) (
 	if err := waitLoaded(ctx, ctl, port, dropped); err != nil {
 		err = stepErr(ctx, "wait for redis to load the RDB", err)
 		if ctx.Err() == nil {
-			err = fmt.Errorf("%w (%s)", err, redisReason(ctx, redisAddr, port, started))
+			err = fmt.Errorf("%w (%s)", err, redisReason(ctx, redisAddr, password, port, started))
 		}
 		return err
 	}
@@ -428,10 +433,10 @@ func waitLoaded(ctx context.Context, ctl *Conn, port int, dropped <-chan error) 
 
 // restoreMaster sends REPLICAOF NO ONE on a fresh connection (the one that
 // failed may be mid-reply) with a fresh timeout (ctx may be over).
-func restoreMaster(ctx context.Context, addr string) error {
+func restoreMaster(ctx context.Context, addr, password string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
 	defer cancel()
-	c, err := Dial(ctx, addr)
+	c, err := DialAuth(ctx, addr, password)
 	if err != nil {
 		return err
 	}
@@ -462,11 +467,11 @@ func restoreMaster(ctx context.Context, addr string) error {
 // log says, so when the log file is readable from here the warnings redis
 // wrote since the sync started are returned. Otherwise a hint about the usual
 // cause.
-func redisReason(ctx context.Context, addr string, port int, since time.Time) string {
+func redisReason(ctx context.Context, addr, password string, port int, since time.Time) string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), diagnoseTimeout)
 	defer cancel()
 	hint := "redis gives its reason only in its log; with repl-diskless-load disabled (the default) it first writes the payload to a temp file in its dir, which must be writable and have room"
-	c, err := Dial(ctx, addr)
+	c, err := DialAuth(ctx, addr, password)
 	if err != nil {
 		return hint
 	}

@@ -20,7 +20,7 @@ import (
 // connection. Redis's own persistence is not relied on: the raft log is the
 // truth and redis is rebuilt from it whenever its content is in doubt.
 type StateMachine struct {
-	addr string
+	addr, password string
 	// redis's RDB directory and file name, learned when connecting.
 	dir, dbfilename string
 	log             *slog.Logger
@@ -38,6 +38,10 @@ type StateMachine struct {
 func NewStateMachine(addr string, log *slog.Logger) *StateMachine {
 	return &StateMachine{addr: addr, log: log, scripts: NewScripts()}
 }
+
+// SetPassword sets the requirepass of the redis (before the node starts):
+// every connection the state machine opens gives it with AUTH.
+func (s *StateMachine) SetPassword(password string) { s.password = password }
 
 // Scripts is the registry of scripts loaded through the log, for the proxy
 // to turn EVALSHA into EVAL.
@@ -195,7 +199,7 @@ func (s *StateMachine) Reset(ctx context.Context, rdb io.Reader, size int64) err
 func (s *StateMachine) connect(ctx context.Context) (*Conn, string, error) {
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	c, err := Dial(dctx, s.addr)
+	c, err := DialAuth(dctx, s.addr, s.password)
 	if err != nil {
 		return nil, "", err
 	}
@@ -232,7 +236,7 @@ func (s *StateMachine) reset(ctx context.Context, c *Conn, rdb io.Reader, size i
 		return nil
 	}
 	start := time.Now()
-	if err := LoadRDB(ctx, s.addr, rdb, size); err != nil {
+	if err := LoadRDBAuth(ctx, s.addr, s.password, rdb, size); err != nil {
 		return err
 	}
 	s.log.Info("loaded a snapshot into the local redis", "addr", s.addr, "bytes", size, "took", time.Since(start).Round(time.Millisecond))
@@ -264,7 +268,7 @@ func (s *StateMachine) StartSnapshot(ctx context.Context) (raftnode.SnapshotJob,
 		return nil, fmt.Errorf("redis refused BGSAVE: %s", strings.TrimSpace(string(raw[1:])))
 	}
 	name := s.dbfilename
-	return &bgsave{addr: s.addr, path: filepath.Join(s.dir, name)}, nil
+	return &bgsave{addr: s.addr, password: s.password, path: filepath.Join(s.dir, name)}, nil
 }
 
 func (s *StateMachine) fail(err error) error {
@@ -275,11 +279,11 @@ func (s *StateMachine) fail(err error) error {
 
 // bgsave is an RDB being written by a redis child process.
 type bgsave struct {
-	addr, path string
+	addr, password, path string
 }
 
 func (b *bgsave) Wait(ctx context.Context) (io.ReadCloser, error) {
-	c, err := Dial(ctx, b.addr)
+	c, err := DialAuth(ctx, b.addr, b.password)
 	if err != nil {
 		return nil, err
 	}

@@ -2,11 +2,14 @@ package backend
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -18,9 +21,13 @@ import (
 // and is rebuilt from the raft log after every restart.
 type Supervisor struct {
 	Socket string
-	dir    string
-	bin    string
-	log    *slog.Logger
+	// Password is the random requirepass of the redis: the socket's
+	// permissions keep other users out, the password other processes of
+	// the same user (nothing but raftproxy may write to this redis).
+	Password string
+	dir      string
+	bin      string
+	log      *slog.Logger
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -38,13 +45,18 @@ func StartSupervisor(dataDir string, log *slog.Logger) (*Supervisor, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
+	pw := make([]byte, 32)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, fmt.Errorf("make a password for redis-server: %w", err)
+	}
 	s := &Supervisor{
-		Socket: filepath.Join(dir, "redis.sock"),
-		dir:    dir,
-		bin:    bin,
-		log:    log.With("component", "redis-supervisor"),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		Password: hex.EncodeToString(pw),
+		Socket:   filepath.Join(dir, "redis.sock"),
+		dir:      dir,
+		bin:      bin,
+		log:      log.With("component", "redis-supervisor"),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	if err := s.startOnce(); err != nil {
 		return nil, err
@@ -64,7 +76,9 @@ func (s *Supervisor) startOnce() error {
 		"--appendonly", "no",
 		"--daemonize", "no",
 		"--logfile", filepath.Join(s.dir, "redis.log"),
+		"-", // and the config on stdin: the password, kept out of ps
 	)
+	cmd.Stdin = strings.NewReader("requirepass " + s.Password + "\n")
 	// Redis compares strings with strcoll (SORT ALPHA, and Lua's < in the
 	// scripts that sort for determinism): every node must collate alike.
 	cmd.Env = append(os.Environ(), "LC_ALL=C")

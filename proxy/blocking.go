@@ -455,6 +455,8 @@ type readResult struct {
 func (c *conn) startAhead() {
 	ra := &readAhead{res: make(chan readResult, 1), cont: make(chan bool)}
 	c.ahead = ra
+	// A blocked client is not idle (redis's timeout spares it too).
+	c.nc.SetReadDeadline(time.Time{})
 	go func() {
 		for {
 			args, err := c.rd.ReadCommand()
@@ -521,6 +523,10 @@ func (c *conn) nextCommand() ([][]byte, error) {
 		if c.readErr != nil {
 			return nil, c.readErr
 		}
+		// Set here, where no read-ahead goroutine can be using c.rd: AUTH
+		// and RESET change the limits of the commands after them.
+		c.rd.Limit(c.s.cfg.MaxRequestBytes, !c.authed)
+		c.idleDeadline()
 		return c.rd.ReadCommand()
 	}
 }

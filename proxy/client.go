@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/subtle"
 	"fmt"
 	"net"
 	"slices"
@@ -78,6 +79,7 @@ func (c *conn) afterCommand() {
 	c.client.skipThis, c.client.skipNext = c.client.skipNext, false
 	c.syncInfo()
 	c.syncPushProtocol()
+	c.setOutputLimit()
 }
 
 func (c *conn) syncInfo() {
@@ -208,9 +210,12 @@ func (c *conn) hello(args [][]byte) *op {
 		}
 	}
 	if user != nil {
-		if o := authenticate(user, pass); o != nil {
+		if o := c.authenticate(user, pass, nil); o != nil {
 			return o
 		}
+	}
+	if !c.authed {
+		return errReply("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
 	}
 	if setName {
 		c.client.name = string(name)
@@ -240,33 +245,56 @@ func (c *conn) hello(args [][]byte) *op {
 	return &op{kind: opReply, reply: b}
 }
 
-// auth answers AUTH as a redis without a password does (raftproxy has no
-// requirepass yet): the default user takes any password, other users do
-// not exist.
+// authGate refuses, as redis 7.0 does, what a client that has not
+// authenticated may not run: everything but AUTH, HELLO, QUIT and RESET
+// (redis's no-auth commands), after the unknown-command and arity checks.
+func (c *conn) authGate(args [][]byte) *op {
+	sp, errText := c.s.table.lookup(args)
+	if sp == nil {
+		return errReply(errText)
+	}
+	switch sp.name {
+	case "auth", "hello", "quit", "reset":
+		return nil
+	}
+	return errReply("NOAUTH Authentication required.")
+}
+
+// auth answers AUTH [user] pass. Only the default user exists: it has
+// --requirepass as its password, or takes any when there is none (as a
+// redis without requirepass).
 func (c *conn) auth(args [][]byte) *op {
 	switch len(args) {
 	case 2:
-		return errReply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
-	case 3:
-		if o := authenticate(args[1], args[2]); o != nil {
-			return o
+		if c.s.cfg.RequirePass == "" {
+			return errReply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
 		}
-		return okReply()
+		return c.authenticate([]byte("default"), args[1], okReply())
+	case 3:
+		return c.authenticate(args[1], args[2], okReply())
 	}
 	return errReply("ERR syntax error")
 }
 
-// authenticate returns nil when user may log in, else the error reply.
-func authenticate(user, _ []byte) *op {
-	if string(user) == "default" {
-		return nil
+// authenticate logs the client in as user and returns ok, or returns
+// redis's error and leaves the client as it was (redis keeps an
+// authenticated client authenticated after a failed AUTH).
+func (c *conn) authenticate(user, pass []byte, ok *op) *op {
+	want := c.s.cfg.RequirePass
+	// Compared in constant time, so the time of a refusal does not tell
+	// how much of a guessed password was right.
+	if string(user) != "default" || (want != "" && subtle.ConstantTimeCompare(pass, []byte(want)) != 1) {
+		return errReply("WRONGPASS invalid username-password pair or user is disabled.")
 	}
-	return errReply("WRONGPASS invalid username-password pair or user is disabled.")
+	c.authed = true
+	return ok
 }
 
-// reset is RESET: the connection as new, except its id, its library and,
-// as in redis 7.0, NO-EVICT and NO-TOUCH.
+// reset is RESET: the connection as new (logged out when there is a
+// password), except its id, its library and, as in redis 7.0, NO-EVICT and
+// NO-TOUCH.
 func (c *conn) reset() {
+	c.authed = c.s.cfg.RequirePass == ""
 	c.tx = nil
 	c.unwatch()
 	c.pubsubReset()

@@ -57,7 +57,7 @@ func TestHello(t *testing.T) {
 		{"HELLO 3 AUTH nobody x SETNAME a\x01b", "-ERR Client names cannot contain spaces, newlines or special characters.\r\n", false, ""},
 	}
 	for _, tt := range tests {
-		c := &conn{s: &Server{redisVersion: "7.0.15"}, id: 3}
+		c := &conn{s: &Server{redisVersion: "7.0.15"}, id: 3, authed: true}
 		o := c.hello(fields(tt.args))
 		if string(o.reply) != tt.want {
 			t.Errorf("%q: got %q, want %q", tt.args, o.reply, tt.want)
@@ -67,7 +67,7 @@ func TestHello(t *testing.T) {
 		}
 	}
 	// HELLO without a version keeps the protocol.
-	c := &conn{s: &Server{redisVersion: "7.0.15"}, id: 3}
+	c := &conn{s: &Server{redisVersion: "7.0.15"}, id: 3, authed: true}
 	c.client.resp3 = true
 	if o := c.hello(fields("HELLO")); string(o.reply) != hello3 || !c.client.resp3 {
 		t.Errorf("HELLO on a RESP3 connection: %q, resp3=%v", o.reply, c.client.resp3)
@@ -75,16 +75,46 @@ func TestHello(t *testing.T) {
 }
 
 func TestAuth(t *testing.T) {
-	tests := []struct{ args, want string }{
-		{"AUTH x", "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"},
-		{"AUTH default x", "+OK\r\n"},
-		{"AUTH foo x", "-WRONGPASS invalid username-password pair or user is disabled.\r\n"},
-		{"AUTH a b c", "-ERR syntax error\r\n"},
+	const (
+		wrongpass = "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+		noauth    = "-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"
+	)
+	tests := []struct {
+		pass   string // --requirepass
+		authed bool   // before the command
+		args   string
+		want   string
+		after  bool // authenticated afterwards
+	}{
+		{"", true, "AUTH x", "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n", true},
+		{"", true, "AUTH default x", "+OK\r\n", true},
+		{"", true, "AUTH foo x", wrongpass, true},
+		{"", true, "AUTH a b c", "-ERR syntax error\r\n", true},
+		{"pw", false, "AUTH pw", "+OK\r\n", true},
+		{"pw", false, "AUTH default pw", "+OK\r\n", true},
+		{"pw", false, "AUTH Default pw", wrongpass, false},
+		{"pw", false, "AUTH PW", wrongpass, false},
+		{"pw", false, "AUTH pwx", wrongpass, false},
+		{"pw", false, "AUTH bob pw", wrongpass, false},
+		{"pw", true, "AUTH wrong", wrongpass, true}, // redis keeps the client logged in
+		{"pw", false, "AUTH a b c", "-ERR syntax error\r\n", false},
+		{"pw", false, "HELLO 3 AUTH default pw", hello3, true},
+		{"pw", false, "HELLO 3 AUTH default x", wrongpass, false},
+		{"pw", false, "HELLO 3", noauth, false},
+		{"pw", false, "HELLO", noauth, false},
+		{"pw", false, "HELLO 4", "-NOPROTO unsupported protocol version\r\n", false},
+		{"pw", true, "HELLO 3", hello3, true},
 	}
 	for _, tt := range tests {
-		c := &conn{}
-		if o := c.auth(fields(tt.args)); string(o.reply) != tt.want {
-			t.Errorf("%q: got %q, want %q", tt.args, o.reply, tt.want)
+		c := &conn{s: &Server{cfg: Config{RequirePass: tt.pass}, redisVersion: "7.0.15"}, id: 3, authed: tt.authed}
+		var o *op
+		if strings.HasPrefix(tt.args, "HELLO") {
+			o = c.hello(fields(tt.args))
+		} else {
+			o = c.auth(fields(tt.args))
+		}
+		if string(o.reply) != tt.want || c.authed != tt.after {
+			t.Errorf("requirepass %q, %q: got %q, authenticated %v; want %q, %v", tt.pass, tt.args, o.reply, c.authed, tt.want, tt.after)
 		}
 	}
 }

@@ -73,6 +73,8 @@ type conn struct {
 	watch uint64
 	// The reader's client state (HELLO, CLIENT, RESET): see client.go.
 	client clientState
+	// authed: the client may run commands (AUTH done, or no requirepass).
+	authed bool
 	// info is what CLIENT LIST shows of this connection to other ones.
 	info clientInfo
 	// readonly (READONLY, as to a Redis Cluster replica): reads are served
@@ -87,7 +89,10 @@ type conn struct {
 	// it while it completes ops, the reader while it completes one inline.
 	outMu sync.Mutex
 	w     *bufio.Writer
-	one   [1]*op // the reader's batch of one, so emit does not allocate
+	// out queues replies for the socket when an output limit is set
+	// (limits.go); nil otherwise.
+	out *outQueue
+	one [1]*op // the reader's batch of one, so emit does not allocate
 
 	// Reads queued and not yet run. A write waits for them before it is
 	// proposed: once proposed it may be applied at any moment, and a read
@@ -124,6 +129,11 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{s: s, nc: nc, id: s.nextID.Add(1), rd: resp.NewReader(nc, 16<<10), w: bufio.NewWriterSize(nc, 32<<10),
 		ops: make(chan *op, 1024), readsRan: make(chan struct{}, 1), gone: make(chan struct{})}
 	c.initClient(nc)
+	c.authed = s.cfg.RequirePass == ""
+	if s.cfg.OutputLimit > 0 {
+		c.out = newOutQueue(nc, s.cfg.OutputLimit)
+		c.w.Reset(c.out)
+	}
 	return c
 }
 
@@ -174,7 +184,10 @@ func (c *conn) serve() {
 	close(c.ops)
 	<-done
 	c.pubsubClose()
-	c.nc.Close()
+	if c.out != nil && c.out.overflowed() {
+		c.s.log.Warn("disconnected a client that does not read its replies", "client", c.info.addr, "limit_bytes", c.s.cfg.OutputLimit)
+	}
+	c.closeConn()
 	if c.redis != nil {
 		c.redis.Close()
 	}
@@ -202,6 +215,12 @@ func errReply(msg string) *op { return &op{kind: opReply, reply: resp.AppendErro
 
 // dispatch routes one command; it returns false when the connection ends.
 func (c *conn) dispatch(args [][]byte) bool {
+	if !c.authed {
+		if o := c.authGate(args); o != nil {
+			c.emit(o)
+			return true
+		}
+	}
 	if c.tx != nil {
 		return c.queue(args)
 	}
@@ -427,7 +446,7 @@ func (c *conn) complete(batch []*op) (closing bool) {
 	case opClose:
 		w.Write(o.reply)
 		c.w.Flush()
-		c.nc.Close()
+		c.closeConn()
 		return true
 	case opWrite, opLogRead:
 		c.writeResult(w, o)

@@ -22,8 +22,9 @@ import (
 // Config configures a Server.
 type Config struct {
 	Host *raftnode.Host
-	// RedisAddr is the local redis-server (host:port or unix socket path).
-	RedisAddr string
+	// RedisAddr is the local redis-server (host:port or unix socket path),
+	// and RedisPassword its requirepass ("" for none).
+	RedisAddr, RedisPassword string
 	// RunID returns the run_id of the redis the log was last replayed into;
 	// reads are refused on a redis with any other run_id.
 	RunID func() string
@@ -39,6 +40,26 @@ type Config struct {
 	// Scripts finds scripts loaded through the log, to turn EVALSHA into
 	// EVAL; nil: every EVALSHA gets NOSCRIPT.
 	Scripts ScriptRegistry
+
+	// RequirePass is the default user's password, as redis's requirepass:
+	// a client runs nothing but AUTH, HELLO AUTH, QUIT and RESET before it
+	// gives it. Empty: no authentication. RAFT.CLUSTER JOIN gives it to the
+	// member it contacts, so every member needs the same.
+	RequirePass string
+	// MaxRequestBytes bounds one bulk string of a command (redis's
+	// proto-max-bulk-len); 0: resp.MaxBulkLen.
+	MaxRequestBytes int64
+	// MaxClients refuses connections beyond it (redis's maxclients); 0: no
+	// limit.
+	MaxClients int
+	// IdleTimeout closes a client that sent nothing for that long, unless
+	// it is blocked or subscribed (redis's timeout); 0: never.
+	IdleTimeout time.Duration
+	// OutputLimit disconnects a client whose replies waiting to be written
+	// pass it (redis's client-output-buffer-limit normal, hard); 0: none.
+	// PubSubLimit is the same for a subscriber's messages and replies;
+	// 0: 32 MiB, redis's default.
+	OutputLimit, PubSubLimit int64
 }
 
 // Server is the client-facing RESP server of one node.
@@ -82,6 +103,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{}),
 		broker: newBroker(), pubsubLimit: pubsubLimit, blocked: newBlockers()}
+	if cfg.PubSubLimit > 0 {
+		s.pubsubLimit = int(cfg.PubSubLimit)
+	}
 	s.followerProxy.Store(cfg.FollowerProxy)
 	for {
 		err := s.learnRedis(ctx)
@@ -102,7 +126,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 func (s *Server) learnRedis(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	c, err := backend.Dial(dctx, s.cfg.RedisAddr)
+	c, err := backend.DialAuth(dctx, s.cfg.RedisAddr, s.cfg.RedisPassword)
 	if err != nil {
 		return err
 	}
@@ -149,7 +173,7 @@ func (s *Server) timeout() time.Duration { return s.cfg.Timeout() }
 func (s *Server) dialRedis(n *raftnode.Node) (*backend.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	rc, err := backend.Dial(ctx, s.cfg.RedisAddr)
+	rc, err := backend.DialAuth(ctx, s.cfg.RedisAddr, s.cfg.RedisPassword)
 	if err != nil {
 		if n != nil {
 			n.Poke()
@@ -197,13 +221,18 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 		}
-		c := newConn(s, nc)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
 			return nil
 		}
+		if s.tooMany() {
+			s.mu.Unlock()
+			go refuse(nc)
+			continue
+		}
+		c := newConn(s, nc)
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()

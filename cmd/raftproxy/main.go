@@ -50,13 +50,13 @@ type options struct {
 	snapKeep                           int
 	forceNewCluster                    bool
 
-	configFile                    string
-	requirePass, requirePassFile  string
-	redisPass, redisPassFile      string
-	maxClients                    int
-	maxRequest, outputLimit       byteSize
-	pubsubLimit                   byteSize
-	idleTimeout                   time.Duration
+	configFile                   string
+	requirePass, requirePassFile string
+	redisPass, redisPassFile     string
+	maxClients                   int
+	maxRequest, outputLimit      byteSize
+	pubsubLimit                  byteSize
+	idleTimeout                  time.Duration
 	// warnings found while reading the configuration, logged at start.
 	warnings []string
 }
@@ -147,6 +147,9 @@ func parseFlags(args, environ []string) (options, error) {
 	}
 	if o.redisPass, err = readSecret(src, "redis-password", o.redisPass, o.redisPassFile); err != nil {
 		return o, err
+	}
+	if o.redisPass != "" && o.redis == "" {
+		return o, fmt.Errorf("%s: --redis-password is for a redis-server given with --redis (one raftproxy starts gets a random password)", src.of("redis-password"))
 	}
 	if o.advertise == "" {
 		o.advertise = o.listen
@@ -258,7 +261,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		return fmt.Errorf("listen for peers: %w", err)
 	}
 
-	redisAddr := o.redis
+	redisAddr, redisPass := o.redis, o.redisPass
 	if redisAddr == "" {
 		sup, err := backend.StartSupervisor(o.dataDir, log)
 		if err != nil {
@@ -269,10 +272,11 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 			defer cancel()
 			sup.Stop(sctx)
 		}()
-		redisAddr = sup.Socket
+		redisAddr, redisPass = sup.Socket, sup.Password
 	}
 
 	sm := backend.NewStateMachine(redisAddr, log.With("component", "applier"))
+	sm.SetPassword(redisPass)
 	self := raftnode.Member{Addr: o.advertise, PeerAddr: o.advertisePeer}
 	// The proxy reads the command table from redis; the node starts (and
 	// applies) only after it is set, below.
@@ -309,6 +313,14 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		Timeout:       host.Tunables().Timeout,
 		Logger:        log,
 		Scripts:       sm.Scripts(),
+
+		RedisPassword:   redisPass,
+		RequirePass:     o.requirePass,
+		MaxRequestBytes: int64(o.maxRequest),
+		MaxClients:      o.maxClients,
+		IdleTimeout:     o.idleTimeout,
+		OutputLimit:     int64(o.outputLimit),
+		PubSubLimit:     int64(o.pubsubLimit),
 	})
 	if err != nil {
 		return err

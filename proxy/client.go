@@ -253,6 +253,11 @@ func (c *conn) authGate(args [][]byte) *op {
 	if sp == nil {
 		return errReply(errText)
 	}
+	if sp.unknown {
+		// A command redis does not list would be proposed; unauthenticated,
+		// it gets redis's unknown-command error.
+		return errReply(unknownCommand(args))
+	}
 	switch sp.name {
 	case "auth", "hello", "quit", "reset":
 		return nil

@@ -328,6 +328,10 @@ type ClusterOptions struct {
 	FollowerProxy  *bool         // nil leaves the default
 	RequestTimeout time.Duration // 0 leaves the default
 	ExtraArgs      []string      // more raftproxy flags, e.g. snapshot thresholds
+	// Password is the proxies' requirepass (given as RAFTPROXY_REQUIREPASS,
+	// so the environment path is exercised too); the harness's own
+	// clients and admin commands AUTH with it.
+	Password string
 }
 
 // Cluster is a set of raftproxy nodes, each with its own redis-server, data
@@ -642,7 +646,11 @@ func (n *Node) StartProxy(ctx context.Context) error {
 	}
 	args = append(args, n.c.opts.ExtraArgs...)
 	args = append(args, n.ExtraArgs...)
-	p, err := startCmd(fmt.Sprintf("node%d raftproxy", n.Index), filepath.Join(n.dir, "proxy.log"), n.command(ctx, raftproxyBin, args...))
+	cmd := n.command(ctx, raftproxyBin, args...)
+	if pw := n.c.opts.Password; pw != "" {
+		cmd.Env = append(os.Environ(), "RAFTPROXY_REQUIREPASS="+pw)
+	}
+	p, err := startCmd(fmt.Sprintf("node%d raftproxy", n.Index), filepath.Join(n.dir, "proxy.log"), cmd)
 	if err != nil {
 		return err
 	}
@@ -677,7 +685,9 @@ func (n *Node) StopProxy(grace time.Duration) error {
 func (n *Node) ProxyRunning() bool { return n.proxy != nil && !n.proxy.Exited() }
 
 // Client returns a go-redis client to this node's proxy, closed at cleanup.
-func (n *Node) Client() *redis.Client { return n.c.track(newClient(n.Addr, 8)) }
+func (n *Node) Client() *redis.Client {
+	return n.c.track(newClientAuth(n.Addr, 8, n.c.opts.Password))
+}
 
 // RedisClient returns a go-redis client straight to this node's
 // redis-server, bypassing the proxy.
@@ -699,8 +709,14 @@ func (c *Cluster) track(cl *redis.Client) *redis.Client {
 // no CLIENT SETINFO, no maintenance notifications, and no retries, because a
 // retried write would hide whether the first attempt took effect.
 func newClient(addr string, poolSize int) *redis.Client {
+	return newClientAuth(addr, poolSize, "")
+}
+
+// newClientAuth is newClient for a server with requirepass password.
+func newClientAuth(addr string, poolSize int, password string) *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr:                     addr,
+		Password:                 password,
 		Protocol:                 2,
 		DisableIdentity:          true,
 		MaxRetries:               -1,
@@ -743,6 +759,11 @@ func (n *Node) Do(ctx context.Context, timeout time.Duration, args ...string) (r
 		return respValue{}, fmt.Errorf("%s: %w", n, err)
 	}
 	defer c.Close()
+	if pw := n.c.opts.Password; pw != "" {
+		if v, err := c.Do("AUTH", pw); err != nil || v.Kind != '+' {
+			return v, fmt.Errorf("%s: AUTH: %v %w", n, v, err)
+		}
+	}
 	v, err := c.Do(args...)
 	if err != nil {
 		return v, fmt.Errorf("%s: %w", n, err)

@@ -1,0 +1,138 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startStockRedisArgs is startStockRedis with more redis-server arguments.
+func startStockRedisArgs(ctx context.Context, t *testing.T, extra ...string) string {
+	t.Helper()
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	args := append([]string{"--port", strconv.Itoa(ports[0]), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}, extra...)
+	p, err := startProcess("stock redis-server", filepath.Join(dir, "redis.log"), "redis-server", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Kill() })
+	if err := waitFor(ctx, 15*time.Second, 50*time.Millisecond, "stock redis-server accepting connections", func(context.Context) error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// TestAuth runs a password-protected cluster whose nodes supervise their own
+// redis-servers: the nodes joined each other through AUTH, the applier and
+// reads reach redis with its random password, and clients meet AUTH, HELLO
+// AUTH and RESET exactly as on a stock redis-server with requirepass.
+func TestAuth(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	const pw = "s3cret pass"
+	c := StartCluster(ctx, t, ClusterOptions{Nodes: 2, Supervised: true, Password: pw})
+	stock := startStockRedisArgs(ctx, t, "--requirepass", pw)
+
+	t.Run("replies as redis", func(t *testing.T) {
+		// Each script runs on a fresh connection to the stock redis and to
+		// each node (leader and follower).
+		big := strings.Repeat("x", 20000)
+		scripts := [][][]string{
+			{
+				{"GET", "k"}, {"NOSUCH", "x"}, {"GET"}, {"MULTI"}, {"PING"}, {"HELLO", "3"}, {"HELLO"},
+				{"AUTH", "wrong"}, {"AUTH", "bob", pw}, {"AUTH", "default", "wrong"}, {"AUTH", "a", "b", "c"},
+				{"HELLO", "2", "AUTH", "default", "wrong"},
+				{"AUTH", pw}, {"SET", "auth:k", "v"}, {"GET", "auth:k"},
+				{"AUTH", "wrong"}, {"GET", "auth:k"}, // a failed AUTH keeps the client logged in
+				{"RESET"}, {"GET", "auth:k"}, {"AUTH", "default", pw}, {"GET", "auth:k"},
+				{"QUIT"},
+			},
+			{{"HELLO", "2", "AUTH", "default", pw}, {"GET", "auth:k"}, {"RESET"}, {"PING"}},
+			{{"ECHO", big}},
+			{{"SET", "a", "1", "b", "2", "c", "3", "d", "4", "e", "5"}},
+		}
+		for _, n := range c.Nodes {
+			for i, script := range scripts {
+				want := runAuthScript(t, stock, script)
+				got := runAuthScript(t, n.Addr, script)
+				if len(got) != len(want) {
+					t.Fatalf("%s, script %d: %d replies, redis gave %d:\n got  %q\n want %q", n, i, len(got), len(want), got, want)
+				}
+				for j := range want {
+					if got[j] != want[j] {
+						t.Errorf("%s, script %d, %q: got %s, redis %s", n, i, script[min(j, len(script)-1)], got[j], want[j])
+					}
+				}
+			}
+		}
+	})
+
+	t.Run("replicates with the password", func(t *testing.T) {
+		if err := c.Nodes[1].Client().Set(ctx, "auth:r", "1", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := c.Nodes[0].Client().Get(ctx, "auth:r").Result(); err != nil || v != "1" {
+			t.Fatalf("GET through the other node: %q %v", v, err)
+		}
+		noPass := c.track(newClient(c.Nodes[0].Addr, 1))
+		if err := noPass.Get(ctx, "auth:r").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOAUTH") {
+			t.Fatalf("GET without a password: %v, want NOAUTH", err)
+		}
+	})
+
+	t.Run("supervised redis has a password", func(t *testing.T) {
+		sock := filepath.Join(c.Nodes[0].DataDir, "redis", "redis.sock")
+		nc, err := net.DialTimeout("unix", sock, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := &rawConn{conn: nc, r: bufio.NewReader(nc), timeout: 2 * time.Second}
+		defer rc.Close()
+		if v, err := rc.Do("SET", "auth:direct", "1"); err != nil || v.String() != "-NOAUTH Authentication required." {
+			t.Fatalf("SET straight to the supervised redis: %s %v, want NOAUTH", v, err)
+		}
+	})
+}
+
+// runAuthScript sends each command of script on one new connection and returns
+// the replies as text, with "<closed>" where the server closed it. HELLO's
+// map is reduced to its shape: ids and versions differ.
+func runAuthScript(t *testing.T, addr string, script [][]string) []string {
+	t.Helper()
+	rc, err := dialRaw(addr, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var out []string
+	for _, cmd := range script {
+		v, err := rc.Do(cmd...)
+		if err != nil {
+			if rc.ExpectClosed(0) == nil || strings.Contains(err.Error(), "EOF") || strings.Contains(err.Error(), "reset") {
+				return append(out, "<closed>")
+			}
+			t.Fatalf("%s %q: %v", addr, cmd, err)
+		}
+		s := v.String()
+		if strings.EqualFold(cmd[0], "HELLO") && v.Kind == '*' {
+			s = "hello reply of " + strconv.Itoa(len(v.Arr))
+		}
+		out = append(out, s)
+	}
+	return out
+}

@@ -455,8 +455,6 @@ type readResult struct {
 func (c *conn) startAhead() {
 	ra := &readAhead{res: make(chan readResult, 1), cont: make(chan bool)}
 	c.ahead = ra
-	// A blocked client is not idle (redis's timeout spares it too).
-	c.nc.SetReadDeadline(time.Time{})
 	go func() {
 		for {
 			args, err := c.rd.ReadCommand()
@@ -484,6 +482,11 @@ func (c *conn) stopAhead() {
 func (c *conn) nextCommand() ([][]byte, error) {
 	for {
 		if c.blockEnd != nil {
+			if c.s.cfg.IdleTimeout > 0 {
+				// A blocked client is not idle (redis's timeout spares it
+				// too): the read-ahead waits without a deadline.
+				c.nc.SetReadDeadline(time.Time{})
+			}
 			if c.ahead == nil && c.readErr == nil {
 				c.startAhead()
 			}
@@ -494,6 +497,9 @@ func (c *conn) nextCommand() ([][]byte, error) {
 			select {
 			case <-c.blockEnd:
 				c.blockEnd = nil
+				// Idle again: the read-ahead's pending read gets the
+				// deadline startAhead lifted.
+				c.idleDeadline()
 			case r := <-res:
 				if r.err != nil {
 					c.ahead, c.readErr = nil, r.err

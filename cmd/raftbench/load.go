@@ -71,6 +71,7 @@ func (w workload) replies() int {
 
 type loadConfig struct {
 	addr     string
+	password string
 	clients  int
 	duration time.Duration
 	pipeline int
@@ -88,6 +89,7 @@ func runLoad(args []string, stdout, stderr io.Writer) error {
 	var keys int64
 	fs := newFlagSet("load", "[flags]", stderr)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:6379", "server `HOST:PORT`")
+	fs.StringVar(&cfg.password, "password", "", "AUTH with this password (the server's requirepass)")
 	fs.IntVar(&cfg.clients, "clients", 50, "concurrent clients, one connection each")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to run")
 	fs.IntVar(&cfg.pipeline, "pipeline", 1, "commands (ops) each client sends before reading their replies")
@@ -319,11 +321,12 @@ func (s *errSamples) merge(o errSamples) {
 	}
 }
 
-// connectAll opens n connections to addr, or none.
-func connectAll(addr string, n int) ([]*net.TCPConn, error) {
+// connectAll opens n connections to addr, each logged in with password
+// when it is set, or none.
+func connectAll(addr, password string, n int) ([]*net.TCPConn, error) {
 	conns := make([]*net.TCPConn, 0, n)
 	for range n {
-		c, err := dial(addr)
+		c, err := dialAuth(addr, password)
 		if err != nil {
 			for _, c := range conns {
 				c.Close()
@@ -339,7 +342,7 @@ func connectAll(addr string, n int) ([]*net.TCPConn, error) {
 const replyGrace = 10 * time.Second
 
 func load(cfg loadConfig) (*loadResult, error) {
-	conns, err := connectAll(cfg.addr, cfg.clients)
+	conns, err := connectAll(cfg.addr, cfg.password, cfg.clients)
 	if err != nil {
 		return nil, err
 	}
@@ -461,11 +464,12 @@ func (r *loadResult) print(w io.Writer) error {
 }
 
 func runFill(args []string, stdout, stderr io.Writer) error {
-	var addr string
+	var addr, password string
 	var keys int64
 	var value, pipeline, clients int
 	fs := newFlagSet("fill", "[flags]", stderr)
 	fs.StringVar(&addr, "addr", "127.0.0.1:6379", "server `HOST:PORT`")
+	fs.StringVar(&password, "password", "", "AUTH with this password (the server's requirepass)")
 	fs.Int64Var(&keys, "keys", 1000000, "write key:0..key:N-1")
 	fs.IntVar(&value, "value", 100, "value size in bytes")
 	fs.IntVar(&pipeline, "pipeline", 256, "SETs each client sends before reading their replies")
@@ -485,7 +489,7 @@ func runFill(args []string, stdout, stderr io.Writer) error {
 	}
 	clients = int(min(int64(clients), keys))
 
-	conns, err := connectAll(addr, clients)
+	conns, err := connectAll(addr, password, clients)
 	if err != nil {
 		return err
 	}

@@ -114,6 +114,29 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 }
 
 // dial connects to addr with TCP_NODELAY; the error names the address.
+// dialAuth is dial followed, when password is set, by AUTH password.
+func dialAuth(addr, password string) (*net.TCPConn, error) {
+	c, err := dial(addr)
+	if err != nil || password == "" {
+		return c, err
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	cmd := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password)
+	reply := make([]byte, 5)
+	if _, err = c.Write([]byte(cmd)); err == nil {
+		_, err = io.ReadFull(c, reply)
+	}
+	if err == nil && string(reply) != "+OK\r\n" {
+		err = fmt.Errorf("AUTH refused (%q…)", reply)
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("AUTH to %s: %w", addr, err)
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
 func dial(addr string) (*net.TCPConn, error) {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {

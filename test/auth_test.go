@@ -45,7 +45,8 @@ func startStockRedisArgs(ctx context.Context, t *testing.T, extra ...string) str
 func TestAuth(t *testing.T) {
 	ctx := testContext(t, 60*time.Second)
 	const pw = "s3cret pass"
-	c := StartCluster(ctx, t, ClusterOptions{Nodes: 2, Supervised: true, Password: pw})
+	c := StartCluster(ctx, t, ClusterOptions{Nodes: 2, Supervised: true, Password: pw,
+		ExtraArgs: []string{"--snapshot-catchup-entries", "1"}})
 	stock := startStockRedisArgs(ctx, t, "--requirepass", pw)
 
 	t.Run("replies as redis", func(t *testing.T) {
@@ -92,6 +93,29 @@ func TestAuth(t *testing.T) {
 		noPass := c.track(newClient(c.Nodes[0].Addr, 1))
 		if err := noPass.Get(ctx, "auth:r").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOAUTH") {
 			t.Fatalf("GET without a password: %v, want NOAUTH", err)
+		}
+	})
+
+	t.Run("snapshot to a new node", func(t *testing.T) {
+		// Making the snapshot (BGSAVE, reading the RDB) and loading it into
+		// the new node's redis (REPLICAOF) both go through AUTH.
+		cl := c.Nodes[0].Client()
+		for i := range 20 {
+			if err := cl.Set(ctx, "auth:s"+strconv.Itoa(i), i, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, n := range c.Nodes {
+			if v, err := n.Do(ctx, 30*time.Second, "RAFT.DEBUG", "COMPACT"); err != nil || v.String() != "+OK" {
+				t.Fatalf("RAFT.DEBUG COMPACT on %s: %s %v", n, v, err)
+			}
+		}
+		n := c.AddNode(ctx, c.Nodes[0])
+		if v, err := n.Client().Get(ctx, "auth:s7").Result(); err != nil || v != "7" {
+			t.Fatalf("GET through the node that joined from a snapshot: %q %v", v, err)
+		}
+		if got := infoInt(ctx, t, n, "snapshot_last_index"); got == 0 {
+			t.Errorf("%s has no snapshot: it did not join from one", n)
 		}
 	})
 

@@ -1,53 +1,74 @@
 package test
 
 import (
+	"context"
 	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
-// TestConfigErrors runs the raftproxy binary with bad configuration from
-// each source: it must stop at once with exit code 2 and say where the bad
-// value came from; --help must list the environment and file mechanism.
-func TestConfigErrors(t *testing.T) {
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "raftproxy.conf")
-	if err := os.WriteFile(conf, []byte("# test\nlisten = 127.0.0.1:1\nidle-timeout = forever\n"), 0o600); err != nil {
+// TestRaftConfig: RAFT.CONFIG GET/SET change settings at run time, refuse
+// bad values, and survive a restart.
+func TestRaftConfig(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{})
+	_, followers := c.Leader(ctx)
+	f := followers[0]
+	v, err := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "GET", "*")
+	if err != nil || v.Kind != '*' || !strings.Contains(v.String(), "follower-proxy") || !strings.Contains(v.String(), "snapshot-entries") {
+		t.Fatalf("RAFT.CONFIG GET *: %v %v", v, err)
+	}
+	for _, bad := range [][]string{
+		{"RAFT.CONFIG", "SET", "follower-proxy", "maybe"},
+		{"RAFT.CONFIG", "SET", "snapshot-entries", "-1"},
+		{"RAFT.CONFIG", "SET", "no-such-setting", "1"},
+		{"RAFT.CONFIG", "SET", "log-level"},
+		{"RAFT.CONFIG", "SET", "request-timeout", "soon"},
+	} {
+		if v, err := f.Do(ctx, 5*time.Second, bad...); err != nil || v.Kind != '-' {
+			t.Errorf("%v: %v %v, want an error", bad, v, err)
+		}
+	}
+	for _, set := range [][]string{{"follower-proxy", "no"}, {"snapshot-entries", "5"}, {"log-level", "debug"}, {"request-timeout", "3s"}} {
+		if v, err := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "SET", set[0], set[1]); err != nil || v.Kind != '+' {
+			t.Fatalf("RAFT.CONFIG SET %v: %v %v", set, v, err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		if v, _ := f.Do(ctx, 5*time.Second, "SET", "k", "v"); v.Kind != '-' || !strings.HasPrefix(v.Str, "MOVED 7629 ") {
+			t.Errorf("%s: SET on a follower with follower-proxy no answered %v, want MOVED", when, v)
+		}
+		if v, _ := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "GET", "snapshot-*"); !strings.Contains(v.String(), "5") {
+			t.Errorf("%s: RAFT.CONFIG GET snapshot-*: %v", when, v)
+		}
+		if v, _ := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "GET", "request-timeout"); !strings.Contains(v.String(), "3s") {
+			t.Errorf("%s: RAFT.CONFIG GET request-timeout: %v", when, v)
+		}
+	}
+	check("after SET")
+	// The follower snapshots after 5 entries now.
+	leader, _ := c.Leader(ctx)
+	if _, err := writeKeysIn(leader.Addr, "cfg", 100, 10, 5); err != nil {
 		t.Fatal(err)
 	}
-	base := []string{"--listen", "127.0.0.1:1", "--peer-listen", "127.0.0.1:2", "--data-dir", dir}
-	tests := []struct {
-		name     string
-		args     []string
-		env      []string
-		wantCode int
-		want     string
-	}{
-		{"help", []string{"--help"}, nil, 0, "RAFTPROXY_PEER_LISTEN"},
-		{"bad flag", append([]string{"--max-clients", "many"}, base...), nil, 2, `invalid value "many" for flag -max-clients`},
-		{"bad env", base, []string{"RAFTPROXY_TICK=soon"}, 2, `environment variable RAFTPROXY_TICK: invalid value "soon"`},
-		{"bad file", append([]string{"--config", conf}, base...), nil, 2, conf + `:3: invalid value "forever" for idle-timeout`},
-		{"bad address", []string{"--listen", "127.0.0.1", "--peer-listen", "127.0.0.1:2", "--data-dir", dir}, nil, 2, `flag --listen: invalid address "127.0.0.1"`},
-		{"missing", nil, []string{"RAFTPROXY_LISTEN=127.0.0.1:1"}, 2, "missing required --peer-listen"},
+	if err := waitFor(ctx, 20*time.Second, 100*time.Millisecond, "follower snapshot", func(context.Context) error {
+		if n := infoInt(ctx, t, f, "snapshot_last_index"); n == 0 {
+			return errors.New("no snapshot yet")
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(raftproxyBin, tc.args...)
-			cmd.Env = append(os.Environ(), tc.env...)
-			out, err := cmd.CombinedOutput()
-			code := 0
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				code = ee.ExitCode()
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			if code != tc.wantCode || !strings.Contains(string(out), tc.want) {
-				t.Fatalf("exit code %d, output:\n%s\nwant exit code %d and %q", code, out, tc.wantCode, tc.want)
-			}
-		})
+	if err := f.StopProxy(10 * time.Second); err != nil {
+		t.Fatal(err)
 	}
+	if err := f.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("after restart")
 }

@@ -497,8 +497,8 @@ func (c *conn) nextCommand() ([][]byte, error) {
 			select {
 			case <-c.blockEnd:
 				c.blockEnd = nil
-				// Idle again: the read-ahead's pending read gets the
-				// deadline startAhead lifted.
+				// Idle again: the read-ahead's pending read gets back the
+				// deadline lifted while blocked.
 				c.idleDeadline()
 			case r := <-res:
 				if r.err != nil {

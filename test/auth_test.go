@@ -90,6 +90,10 @@ func TestAuth(t *testing.T) {
 		if v, err := c.Nodes[0].Client().Get(ctx, "auth:r").Result(); err != nil || v != "1" {
 			t.Fatalf("GET through the other node: %q %v", v, err)
 		}
+		// INFO runs on a fresh connection to the supervised redis.
+		if info, err := c.Nodes[1].Client().Info(ctx, "server").Result(); err != nil || !strings.Contains(info, "redis_version:") {
+			t.Fatalf("INFO server: %q %v", info, err)
+		}
 		noPass := c.track(newClient(c.Nodes[0].Addr, 1))
 		if err := noPass.Get(ctx, "auth:r").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOAUTH") {
 			t.Fatalf("GET without a password: %v, want NOAUTH", err)

@@ -98,7 +98,6 @@ func parseFlags(args, environ []string) (options, error) {
 	o.maxRequest = 512 << 20
 	fs.Var(&o.maxRequest, "max-request-bytes", "largest argument of a command, in bytes (redis's proto-max-bulk-len; units kb, mb, gb)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a client idle this long, unless it is blocked or subscribed (redis's timeout; 0: never)")
-	o.outputLimit = 0
 	fs.Var(&o.outputLimit, "client-output-buffer-limit", "bytes of replies waiting to be written to a client (it sent commands but does not read the replies) before it is disconnected (redis's client-output-buffer-limit normal; 0: no limit)")
 	o.pubsubLimit = 32 << 20
 	fs.Var(&o.pubsubLimit, "pubsub-output-buffer-limit", "bytes of pub/sub messages waiting for a subscriber before it is disconnected (redis's client-output-buffer-limit pubsub hard limit)")

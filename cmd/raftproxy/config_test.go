@@ -84,6 +84,7 @@ max-request-bytes = 1mb
 		{name: "bad address", args: []string{"--listen", "localhost", "--peer-listen", "127.0.0.1:1", "--data-dir", dir}, wantErr: `flag --listen: invalid address "localhost"`},
 		{name: "bad port from env", args: []string{"--listen", "127.0.0.1:1", "--data-dir", dir}, env: []string{"RAFTPROXY_PEER_LISTEN=h:70000"}, wantErr: "environment variable RAFTPROXY_PEER_LISTEN: invalid port \"70000\""},
 		{name: "range from file", args: append([]string{"--config", write("range.conf", "election-ticks = 1\n")}, required...), wantErr: `range.conf:1: invalid value "1" for --election-ticks: want at least 2`},
+		{name: "pubsub limit too small", args: append([]string{"--pubsub-output-buffer-limit", "0"}, required...), wantErr: "want at least 1kb"},
 		{name: "bad byte size", args: append([]string{"--max-request-bytes", "lots"}, required...), wantErr: "want a number of bytes"},
 		{name: "bad log level", args: append([]string{"--log-level", "loud"}, required...), wantErr: "flag --log-level: invalid --log-level"},
 		{name: "positional argument", args: append(required, "extra"), wantErr: `unexpected argument "extra"`},

@@ -132,6 +132,7 @@ func parseFlags(args, environ []string) (options, error) {
 		{"max-clients", o.maxClients >= 1, "at least 1"},
 		{"max-request-bytes", o.maxRequest >= 1024 && o.maxRequest <= 512<<20, "between 1kb and 512mb"},
 		{"idle-timeout", o.idleTimeout >= 0, "a duration of 0 (never) or more"},
+		{"pubsub-output-buffer-limit", o.pubsubLimit >= 1024, "at least 1kb"},
 	} {
 		if !r.ok {
 			v := fs.Lookup(r.name).Value.String()

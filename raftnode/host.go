@@ -28,6 +28,8 @@ type Host struct {
 	cfg  Config
 	mu   sync.Mutex // serialises Init, Join and Restart
 	node atomic.Pointer[Node]
+
+	refused PeerRefusals
 }
 
 // ErrAlreadyMember is returned by Init and Join on a node that has a cluster.
@@ -219,7 +221,29 @@ func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path == stepDownPath {
+		q := r.URL.Query()
+		if q.Get("cluster") != IDString(n.clusterID) {
+			h.refused.Add(RefusedClusterID)
+			http.Error(w, "cluster id mismatch", http.StatusPreconditionFailed)
+			return
+		}
+		if from, err := ParseID(q.Get("from")); err != nil || !n.knownPeer(from) {
+			h.refused.Add(RefusedNotMember)
+			http.Error(w, "not a member", http.StatusForbidden)
+			return
+		}
 		n.serveStepDown(w, r)
+		return
+	}
+	if reason, ok := n.admitPeer(r); !ok {
+		h.refused.Add(reason)
+		code := http.StatusForbidden
+		if reason == RefusedClusterID {
+			code = http.StatusPreconditionFailed
+		}
+		n.log.Debug("refused peer request", "reason", reason, "remote", r.RemoteAddr, "path", r.URL.Path,
+			"from", r.Header.Get("X-Server-From"))
+		http.Error(w, "raftproxy: refused: "+reason, code)
 		return
 	}
 	n.Handler().ServeHTTP(w, r)

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -39,6 +40,11 @@ func network(addr string) string {
 
 // Dial connects to the redis at addr (host:port or a unix socket path).
 func Dial(ctx context.Context, addr string) (*Conn, error) {
+	return DialTLS(ctx, addr, nil)
+}
+
+// DialTLS is Dial over TLS with cfg; a nil cfg dials in the clear.
+func DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, network(addr), addr)
 	if err != nil {
@@ -46,6 +52,14 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+	}
+	if cfg != nil {
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
 	}
 	return &Conn{nc: nc, r: resp.NewReader(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10)}, nil
 }

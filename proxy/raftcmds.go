@@ -174,7 +174,7 @@ func (c *conn) raftTransferLeader(args [][]byte) *op {
 func (s *Server) forward(addr string, args ...string) *op {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	c, err := backend.Dial(ctx, addr)
+	c, err := s.dialMember(ctx, addr)
 	if err != nil {
 		return errReply("ERR " + err.Error())
 	}
@@ -259,7 +259,7 @@ func definite(err error) bool {
 func (s *Server) askToAdd(ctx context.Context, addr string, id, expect uint64) (cid uint64, members []raftnode.Member, redirect string, err error) {
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	c, err := backend.Dial(dctx, addr)
+	c, err := s.dialMember(dctx, addr)
 	if err != nil {
 		return 0, nil, "", err
 	}
@@ -357,4 +357,13 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// dialMember connects to another member's client address, over TLS when
+// the cluster's client port speaks it.
+func (s *Server) dialMember(ctx context.Context, addr string) (*backend.Conn, error) {
+	if s.cfg.MemberTLS == nil {
+		return backend.Dial(ctx, addr)
+	}
+	return backend.DialTLS(ctx, addr, s.cfg.MemberTLS(addr))
 }

@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,10 @@ type Config struct {
 	// Scripts finds scripts loaded through the log, to turn EVALSHA into
 	// EVAL; nil: every EVALSHA gets NOSCRIPT.
 	Scripts ScriptRegistry
+	// MemberTLS, if set, returns the TLS configuration for connecting to
+	// another member's client address (RAFT.CLUSTER JOIN, forwarded admin
+	// commands); nil: those connections are in the clear.
+	MemberTLS func(addr string) *tls.Config
 }
 
 // Server is the client-facing RESP server of one node.

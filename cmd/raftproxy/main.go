@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,16 +14,20 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+
 	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/observe"
 	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/tlsfiles"
 )
 
 const usage = `raftproxy: strongly consistent Redis from stock redis-servers and Raft.
@@ -49,6 +54,9 @@ type options struct {
 	snapCatchUpMiB                     uint64
 	snapKeep                           int
 	forceNewCluster                    bool
+	tlsCert, tlsKey, tlsCA             string
+	tlsClientAuth                      string
+	peerTLSCert, peerTLSKey, peerTLSCA string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -76,6 +84,13 @@ func parseFlags(args []string) (options, error) {
 	fs.Uint64Var(&o.snapCatchUpMiB, "snapshot-catchup-mib", 16, "bytes (MiB) of entries kept in the log after a snapshot, at most")
 	fs.BoolVar(&o.forceNewCluster, "force-new-cluster", false, "quorum-loss recovery: restart this node as the only member of its cluster, keeping what it committed; other nodes then join it with empty data dirs")
 	fs.IntVar(&o.snapKeep, "snapshot-keep", 2, "snapshot files kept in the data dir")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate for the client port; with --tls-key the client port (--listen) speaks only TLS, and so must every member's. Reloaded when the file changes")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA bundle: verifies client certificates, and other members' client ports when this node connects to them (default: system roots)")
+	fs.StringVar(&o.tlsClientAuth, "tls-client-auth", "none", "client certificates: none, request (verified when given) or require (signed by --tls-ca)")
+	fs.StringVar(&o.peerTLSCert, "peer-tls-cert", "", "PEM certificate for raft traffic, as server and as client; with --peer-tls-key and --peer-tls-ca peers speak mutual TLS. Reloaded when the file changes")
+	fs.StringVar(&o.peerTLSKey, "peer-tls-key", "", "PEM key of --peer-tls-cert")
+	fs.StringVar(&o.peerTLSCA, "peer-tls-ca", "", "PEM CA bundle that signs every member's peer certificate; peers without one are refused")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -88,6 +103,9 @@ func parseFlags(args []string) (options, error) {
 	if len(missing) > 0 {
 		return o, fmt.Errorf("missing required flags: %s (see --help)", strings.Join(missing, ", "))
 	}
+	if err := o.checkTLS(); err != nil {
+		return o, err
+	}
 	if o.advertise == "" {
 		o.advertise = o.listen
 	}
@@ -95,6 +113,29 @@ func parseFlags(args []string) (options, error) {
 		o.advertisePeer = o.peerListen
 	}
 	return o, nil
+}
+
+// checkTLS refuses half-configured TLS, which would otherwise start a node
+// that silently speaks in the clear.
+func (o options) checkTLS() error {
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	auth, err := tlsfiles.ParseClientAuth(o.tlsClientAuth)
+	if err != nil {
+		return fmt.Errorf("--tls-client-auth: %w", err)
+	}
+	if auth != tlsfiles.NoClientCert && (o.tlsCert == "" || o.tlsCA == "") {
+		return fmt.Errorf("--tls-client-auth %s needs --tls-cert, --tls-key and --tls-ca", o.tlsClientAuth)
+	}
+	if o.tlsCA != "" && o.tlsCert == "" {
+		return fmt.Errorf("--tls-ca needs --tls-cert and --tls-key")
+	}
+	peer := []string{o.peerTLSCert, o.peerTLSKey, o.peerTLSCA}
+	if set := len(slices.DeleteFunc(peer, func(s string) bool { return s == "" })); set != 0 && set != 3 {
+		return fmt.Errorf("peer TLS needs all of --peer-tls-cert, --peer-tls-key and --peer-tls-ca")
+	}
+	return nil
 }
 
 func newLogger(level string) (*slog.Logger, *slog.LevelVar, error) {
@@ -195,6 +236,23 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		return fmt.Errorf("listen for peers: %w", err)
 	}
 
+	var clientTLS *tlsfiles.Files
+	if o.tlsCert != "" {
+		if clientTLS, err = tlsfiles.Load(o.tlsCert, o.tlsKey, o.tlsCA); err != nil {
+			return fmt.Errorf("client TLS: %w", err)
+		}
+		auth, _ := tlsfiles.ParseClientAuth(o.tlsClientAuth)
+		clientLn = tls.NewListener(clientLn, clientTLS.ServerConfig(auth, nil, nil))
+	}
+	var peerTLS *tlsfiles.Files
+	var peerTLSInfo transport.TLSInfo
+	if o.peerTLSCert != "" {
+		if peerTLS, err = tlsfiles.Load(o.peerTLSCert, o.peerTLSKey, o.peerTLSCA); err != nil {
+			return fmt.Errorf("peer TLS: %w", err)
+		}
+		peerTLSInfo = transport.TLSInfo{CertFile: o.peerTLSCert, KeyFile: o.peerTLSKey, TrustedCAFile: o.peerTLSCA, ClientCertAuth: true}
+	}
+
 	redisAddr := o.redis
 	if redisAddr == "" {
 		sup, err := backend.StartSupervisor(o.dataDir, log)
@@ -234,7 +292,17 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		SnapshotCatchUpBytes:   o.snapCatchUpMiB << 20,
 		SnapshotKeep:           o.snapKeep,
 		ForceNewCluster:        o.forceNewCluster,
+		PeerTLS:                peerTLSInfo,
 	})
+	if peerTLS != nil {
+		// Every peer must present a certificate the peer CA signed; the
+		// ones turned away are counted with the host's other refusals.
+		peerLn = tls.NewListener(peerLn, peerTLS.ServerConfig(tlsfiles.RequireClientCert, host.PeerRefusals().Add, []string{"http/1.1"}))
+	}
+	var memberTLS func(string) *tls.Config
+	if clientTLS != nil {
+		memberTLS = clientTLS.ClientConfigFor
+	}
 	sets := settings(o.dataDir, &srv, host, lv)
 	srv, err = proxy.New(ctx, proxy.Config{
 		Settings:      sets,
@@ -246,6 +314,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		Timeout:       host.Tunables().Timeout,
 		Logger:        log,
 		Scripts:       sm.Scripts(),
+		MemberTLS:     memberTLS,
 	})
 	if err != nil {
 		return err
@@ -258,7 +327,9 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	}
 	defer host.Stop()
 
-	peerSrv := &http.Server{Handler: host, ReadHeaderTimeout: 5 * time.Second}
+	// Refused handshakes are counted; logging each one at info would let a
+	// scanner fill the log.
+	peerSrv := &http.Server{Handler: host, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 3)
 	if o.metricsListen != "" {
 		mln, err := net.Listen("tcp", o.metricsListen)
@@ -271,7 +342,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	}
 	go func() { errc <- peerSrv.Serve(peerLn) }()
 	go func() { errc <- srv.Serve(clientLn) }()
-	log.Info("raftproxy serving", "listen", o.listen, "peer_listen", o.peerListen, "redis", redisAddr, "data_dir", o.dataDir)
+	log.Info("raftproxy serving", "listen", o.listen, "client_tls", clientTLS != nil, "peer_tls", peerTLS != nil, "peer_listen", o.peerListen, "redis", redisAddr, "data_dir", o.dataDir)
 
 	select {
 	case <-ctx.Done():

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/raftproxy/raftproxy/tlsfiles"
 	"github.com/raftproxy/raftproxy/tlsfiles/tlstest"
 )
 
@@ -346,4 +348,54 @@ func mustHex(t *testing.T, s string) uint64 {
 		t.Fatalf("parse hex id %q: %v", s, err)
 	}
 	return v
+}
+
+// TestPeerSecret forms a cluster whose peers authenticate with a shared
+// secret instead of a CA, and checks that a stranger with another secret,
+// or none, cannot open a raft connection to a member.
+func TestPeerSecret(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte("3f1c9a7d5e2b8c4a6f0e1d2c3b4a5968\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := StartCluster(ctx, t, ClusterOptions{Nodes: 2, ExtraArgs: []string{"--peer-secret-file", secretFile}})
+	if err := c.Nodes[0].Client().Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitForReads(ctx, c.Nodes[1], map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	// The peer port speaks TLS, and a holder of the secret gets in.
+	goodCert, goodKey, err := tlsfiles.WriteSecretCert([]byte("3f1c9a7d5e2b8c4a6f0e1d2c3b4a5968"), filepath.Join(dir, "friend"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	friend, err := tlsfiles.Load(goodCert, goodKey, goodCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cn := servedCN(t, c.Nodes[0].PeerAddr, friend.ClientConfig(tlsfiles.SecretServerName)); cn != tlsfiles.SecretServerName {
+		t.Errorf("peer port serves %q, want the secret's certificate", cn)
+	}
+	cert, key, err := tlsfiles.WriteSecretCert([]byte("another secret, 16+ bytes"), filepath.Join(dir, "stranger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, certs := range map[string][]tls.Certificate{"another secret": {wrong}, "no certificate": nil} {
+		// The stranger skips checking the server: it only wants in.
+		cfg := &tls.Config{InsecureSkipVerify: true, Certificates: certs}
+		cl := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		resp, err := cl.Post("https://"+c.Nodes[0].PeerAddr+"/raft", "application/protobuf", strings.NewReader("x"))
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("%s: raft POST answered %s, want the TLS handshake refused", name, resp.Status)
+		}
+		cl.CloseIdleConnections()
+	}
 }

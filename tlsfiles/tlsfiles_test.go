@@ -214,3 +214,53 @@ func TestReload(t *testing.T) {
 }
 
 func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o600) }
+
+func TestSecretCert(t *testing.T) {
+	if _, _, err := WriteSecretCert([]byte("short"), t.TempDir()); err == nil {
+		t.Fatal("a 5-byte secret was accepted")
+	}
+	node := func(secret string) *Files {
+		t.Helper()
+		cert, key, err := WriteSecretCert([]byte(secret), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := Load(cert, key, cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	a, b, c := node("0123456789abcdef-shared"), node("0123456789abcdef-shared"), node("0123456789abcdef-other!")
+	for _, tc := range []struct {
+		name     string
+		srv, cli *Files
+		refused  string
+	}{
+		{"same secret", a, b, ""},
+		{"client with another secret", a, c, RefusedBadCert},
+		{"server with another secret", c, a, "client"},
+	} {
+		var got []string
+		cli := tc.cli.ClientConfig(SecretServerName)
+		if tc.refused == RefusedBadCert {
+			// A stranger does not care who the server is.
+			cli.VerifyConnection = nil
+		}
+		cliErr, srvErr, _ := handshake(tc.srv.ServerConfig(RequireClientCert, func(r string) { got = append(got, r) }, nil), cli)
+		switch tc.refused {
+		case "":
+			if cliErr != nil || srvErr != nil {
+				t.Errorf("%s: client %v, server %v; want success", tc.name, cliErr, srvErr)
+			}
+		case "client":
+			if cliErr == nil {
+				t.Errorf("%s: the client accepted a server with another secret", tc.name)
+			}
+		default:
+			if srvErr == nil || len(got) != 1 || got[0] != tc.refused {
+				t.Errorf("%s: server %v, refusals %v; want %s", tc.name, srvErr, got, tc.refused)
+			}
+		}
+	}
+}

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +59,7 @@ type options struct {
 	tlsCert, tlsKey, tlsCA             string
 	tlsClientAuth                      string
 	peerTLSCert, peerTLSKey, peerTLSCA string
+	peerSecret, peerSecretFile         string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -91,6 +94,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.peerTLSCert, "peer-tls-cert", "", "PEM certificate for raft traffic, as server and as client; with --peer-tls-key and --peer-tls-ca peers speak mutual TLS. Reloaded when the file changes")
 	fs.StringVar(&o.peerTLSKey, "peer-tls-key", "", "PEM key of --peer-tls-cert")
 	fs.StringVar(&o.peerTLSCA, "peer-tls-ca", "", "PEM CA bundle that signs every member's peer certificate; peers without one are refused")
+	fs.StringVar(&o.peerSecret, "peer-secret", "", "shared secret (at least 16 bytes) for clusters without a peer CA: peers speak mutual TLS with a key derived from it. Visible in ps: prefer --peer-secret-file")
+	fs.StringVar(&o.peerSecretFile, "peer-secret-file", "", "file holding --peer-secret (surrounding whitespace ignored)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -135,7 +140,28 @@ func (o options) checkTLS() error {
 	if set := len(slices.DeleteFunc(peer, func(s string) bool { return s == "" })); set != 0 && set != 3 {
 		return fmt.Errorf("peer TLS needs all of --peer-tls-cert, --peer-tls-key and --peer-tls-ca")
 	}
+	if o.peerSecret != "" && o.peerSecretFile != "" {
+		return fmt.Errorf("give --peer-secret or --peer-secret-file, not both")
+	}
+	if (o.peerSecret != "" || o.peerSecretFile != "") && o.peerTLSCert != "" {
+		return fmt.Errorf("--peer-secret and --peer-tls-* are alternatives: use one")
+	}
 	return nil
+}
+
+// secret returns the peer secret, or nil when there is none.
+func (o options) secret() ([]byte, error) {
+	if o.peerSecretFile == "" {
+		if o.peerSecret == "" {
+			return nil, nil
+		}
+		return []byte(o.peerSecret), nil
+	}
+	b, err := os.ReadFile(o.peerSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("read --peer-secret-file: %w", err)
+	}
+	return bytes.TrimSpace(b), nil
 }
 
 func newLogger(level string) (*slog.Logger, *slog.LevelVar, error) {
@@ -251,6 +277,18 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 			return fmt.Errorf("peer TLS: %w", err)
 		}
 		peerTLSInfo = transport.TLSInfo{CertFile: o.peerTLSCert, KeyFile: o.peerTLSKey, TrustedCAFile: o.peerTLSCA, ClientCertAuth: true}
+	}
+	if secret, err := o.secret(); err != nil {
+		return err
+	} else if secret != nil {
+		cert, key, err := tlsfiles.WriteSecretCert(secret, filepath.Join(o.dataDir, "peer-secret"))
+		if err != nil {
+			return err
+		}
+		if peerTLS, err = tlsfiles.Load(cert, key, cert); err != nil {
+			return fmt.Errorf("peer secret: %w", err)
+		}
+		peerTLSInfo = transport.TLSInfo{CertFile: cert, KeyFile: key, TrustedCAFile: cert, ClientCertAuth: true, ServerName: tlsfiles.SecretServerName}
 	}
 
 	redisAddr := o.redis

@@ -20,6 +20,9 @@ func TestParseFlagsTLS(t *testing.T) {
 		{[]string{"--tls-ca", "ca"}, "--tls-ca needs"},
 		{[]string{"--peer-tls-cert", "c", "--peer-tls-key", "k", "--peer-tls-ca", "ca"}, ""},
 		{[]string{"--peer-tls-cert", "c", "--peer-tls-key", "k"}, "needs all of"},
+		{[]string{"--peer-secret", "s"}, ""},
+		{[]string{"--peer-secret", "s", "--peer-secret-file", "f"}, "not both"},
+		{[]string{"--peer-secret-file", "f", "--peer-tls-cert", "c", "--peer-tls-key", "k", "--peer-tls-ca", "ca"}, "alternatives"},
 	} {
 		_, err := parseFlags(append(append([]string{}, base...), tc.args...))
 		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -237,13 +238,17 @@ func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if reason, ok := n.admitPeer(r); !ok {
 		h.refused.Add(reason)
-		code := http.StatusForbidden
-		if reason == RefusedClusterID {
-			code = http.StatusPreconditionFailed
-		}
 		n.log.Debug("refused peer request", "reason", reason, "remote", r.RemoteAddr, "path", r.URL.Path,
 			"from", r.Header.Get("X-Server-From"))
-		http.Error(w, "raftproxy: refused: "+reason, code)
+		// The answers rafthttp gives itself, which its senders treat as
+		// passing trouble. Never 403: to a rafthttp sender that means "you
+		// were removed" and it would stop, and a member that joined a
+		// moment ago may not be known here yet.
+		if reason == RefusedClusterID {
+			http.Error(w, rafthttp.ErrClusterIDMismatch.Error(), http.StatusPreconditionFailed)
+		} else {
+			http.Error(w, "error sender not found", http.StatusNotFound)
+		}
 		return
 	}
 	n.Handler().ServeHTTP(w, r)

@@ -65,7 +65,7 @@ func (c *Config) peerURL(addr string) string {
 // to. So: the cluster id must be this cluster's, and the sender
 // (X-Server-From, and for streams the id in the path) a peer the transport
 // knows (a member, or one named when this node joined) that was not
-// removed. These headers are not secret: against a stranger on the network
+// removed (a removed member is left to rafthttp, see below). These headers are not secret: against a stranger on the network
 // they are a second line behind peer mTLS, which proves the sender holds a
 // certificate the peer CA signed. Probes (/raft/probing) carry no sender
 // and reveal nothing, so they pass.
@@ -77,7 +77,15 @@ func (n *Node) admitPeer(r *http.Request) (reason string, ok bool) {
 		return RefusedClusterID, false
 	}
 	from, err := types.IDFromString(r.Header.Get("X-Server-From"))
-	if err != nil || !n.knownPeer(uint64(from)) {
+	if err != nil {
+		return RefusedNotMember, false
+	}
+	if n.members.isRemoved(uint64(from)) {
+		// rafthttp answers a removed member's stream with 410 Gone, which
+		// is how that member learns to stop.
+		return "", true
+	}
+	if !n.knownPeer(uint64(from)) {
 		return RefusedNotMember, false
 	}
 	if strings.HasPrefix(r.URL.Path, rafthttp.RaftStreamPrefix+"/") {

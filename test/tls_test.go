@@ -263,9 +263,9 @@ func TestPeerMTLS(t *testing.T) {
 		{"no certificate", p.clientConfig(), "POST", "/raft", c.ClusterID, "bad", 0},
 		{"untrusted CA", p.clientConfig(p.stranger), "POST", "/raft", c.ClusterID, "bad", 0},
 		{"wrong cluster id", p.clientConfig(p.client), "POST", "/raft", "c0ffee", "bad", http.StatusPreconditionFailed},
-		{"not a member", p.clientConfig(p.client), "POST", "/raft", c.ClusterID, "bad", http.StatusForbidden},
-		{"not a member: snapshot", p.clientConfig(p.client), "POST", "/raft/snapshot", c.ClusterID, "bad", http.StatusForbidden},
-		{"not a member: stream", p.clientConfig(p.client), "GET", "/raft/stream/message/bad", c.ClusterID, "bad", http.StatusForbidden},
+		{"not a member", p.clientConfig(p.client), "POST", "/raft", c.ClusterID, "bad", http.StatusNotFound},
+		{"not a member: snapshot", p.clientConfig(p.client), "POST", "/raft/snapshot", c.ClusterID, "bad", http.StatusNotFound},
+		{"not a member: stream", p.clientConfig(p.client), "GET", "/raft/stream/message/bad", c.ClusterID, "bad", http.StatusNotFound},
 		{"not a member: step-down", p.clientConfig(p.client), "POST", "/raftproxy/stepdown?cluster=" + c.ClusterID + "&from=bad&term=1&last=1", c.ClusterID, "bad", http.StatusForbidden},
 	} {
 		code, err := send(tc.cfg, tc.method, tc.path, tc.cluster, tc.from)

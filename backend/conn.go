@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -39,6 +40,11 @@ func network(addr string) string {
 
 // Dial connects to the redis at addr (host:port or a unix socket path).
 func Dial(ctx context.Context, addr string) (*Conn, error) {
+	return DialTLS(ctx, addr, nil)
+}
+
+// DialTLS is Dial over TLS with cfg; a nil cfg dials in the clear.
+func DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, network(addr), addr)
 	if err != nil {
@@ -47,6 +53,14 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
+	if cfg != nil {
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
+	}
 	return &Conn{nc: nc, r: resp.NewReader(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10)}, nil
 }
 
@@ -54,7 +68,13 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 // redis with requirepass, and for another raftproxy node, whose members
 // share one --requirepass.
 func DialAuth(ctx context.Context, addr, password string) (*Conn, error) {
-	c, err := Dial(ctx, addr)
+	return DialTLSAuth(ctx, addr, nil, password)
+}
+
+// DialTLSAuth is DialTLS followed by AUTH as DialAuth: another member's
+// client port may speak TLS and require the cluster's password.
+func DialTLSAuth(ctx context.Context, addr string, cfg *tls.Config, password string) (*Conn, error) {
+	c, err := DialTLS(ctx, addr, cfg)
 	if err != nil || password == "" {
 		return c, err
 	}

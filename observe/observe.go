@@ -58,6 +58,13 @@ func Handler(host *raftnode.Host) http.Handler {
 	counter("reads_total", "Linearizable reads started on this node.", func(c *raftnode.Counters) uint64 { return c.Reads.Load() })
 	counter("read_index_rounds_total", "ReadIndex rounds (one serves every read waiting for it).", func(c *raftnode.Counters) uint64 { return c.ReadRounds.Load() })
 
+	for _, reason := range raftnode.PeerRefusalReasons() {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "raftproxy_peer_refused_total", Help: "Peer (raft) requests and TLS handshakes refused, by reason.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(host.PeerRefusals().Get(reason)) }))
+	}
+
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, prometheus.DefaultGatherer}, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })

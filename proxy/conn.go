@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -163,7 +164,13 @@ func (c *conn) emit(o *op) {
 }
 
 func (c *conn) stopReading() {
-	if tc, ok := c.nc.(*net.TCPConn); ok {
+	nc := c.nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		// Closing the socket's read side stops TLS reads too, and lets
+		// queued replies still go out.
+		nc = tc.NetConn()
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.CloseRead()
 		return
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -174,7 +175,7 @@ func (c *conn) raftTransferLeader(args [][]byte) *op {
 func (s *Server) forward(addr string, args ...string) *op {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	c, err := backend.DialAuth(ctx, addr, s.cfg.RequirePass)
+	c, err := s.dialMember(ctx, addr)
 	if err != nil {
 		return errReply("ERR " + err.Error())
 	}
@@ -259,7 +260,7 @@ func definite(err error) bool {
 func (s *Server) askToAdd(ctx context.Context, addr string, id, expect uint64) (cid uint64, members []raftnode.Member, redirect string, err error) {
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	c, err := backend.DialAuth(dctx, addr, s.cfg.RequirePass)
+	c, err := s.dialMember(dctx, addr)
 	if err != nil {
 		return 0, nil, "", err
 	}
@@ -357,4 +358,15 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// dialMember connects to another member's client address, over TLS when
+// the cluster's client port speaks it, giving the cluster's password
+// (members share one --requirepass).
+func (s *Server) dialMember(ctx context.Context, addr string) (*backend.Conn, error) {
+	var cfg *tls.Config
+	if s.cfg.MemberTLS != nil {
+		cfg = s.cfg.MemberTLS(addr)
+	}
+	return backend.DialTLSAuth(ctx, addr, cfg, s.cfg.RequirePass)
 }

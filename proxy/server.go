@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,6 +61,10 @@ type Config struct {
 	// PubSubLimit is the same for a subscriber's messages and replies;
 	// 0: 32 MiB, redis's default.
 	OutputLimit, PubSubLimit int64
+	// MemberTLS, if set, returns the TLS configuration for connecting to
+	// another member's client address (RAFT.CLUSTER JOIN, forwarded admin
+	// commands); nil: those connections are in the clear.
+	MemberTLS func(addr string) *tls.Config
 }
 
 // Server is the client-facing RESP server of one node.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -28,6 +29,8 @@ type Host struct {
 	cfg  Config
 	mu   sync.Mutex // serialises Init, Join and Restart
 	node atomic.Pointer[Node]
+
+	refused PeerRefusals
 }
 
 // ErrAlreadyMember is returned by Init and Join on a node that has a cluster.
@@ -219,7 +222,33 @@ func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path == stepDownPath {
+		q := r.URL.Query()
+		if q.Get("cluster") != IDString(n.clusterID) {
+			h.refused.Add(RefusedClusterID)
+			http.Error(w, "cluster id mismatch", http.StatusPreconditionFailed)
+			return
+		}
+		if from, err := ParseID(q.Get("from")); err != nil || !n.knownPeer(from) {
+			h.refused.Add(RefusedNotMember)
+			http.Error(w, "not a member", http.StatusForbidden)
+			return
+		}
 		n.serveStepDown(w, r)
+		return
+	}
+	if reason, ok := n.admitPeer(r); !ok {
+		h.refused.Add(reason)
+		n.log.Debug("refused peer request", "reason", reason, "remote", r.RemoteAddr, "path", r.URL.Path,
+			"from", r.Header.Get("X-Server-From"))
+		// The answers rafthttp gives itself, which its senders treat as
+		// passing trouble. Never 403: to a rafthttp sender that means "you
+		// were removed" and it would stop, and a member that joined a
+		// moment ago may not be known here yet.
+		if reason == RefusedClusterID {
+			http.Error(w, rafthttp.ErrClusterIDMismatch.Error(), http.StatusPreconditionFailed)
+		} else {
+			http.Error(w, "error sender not found", http.StatusNotFound)
+		}
 		return
 	}
 	n.Handler().ServeHTTP(w, r)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
@@ -159,6 +160,11 @@ type Config struct {
 	// never sends those commands to the state machine (publish.go). Nil:
 	// PUBLISH goes to redis like any write.
 	Publish func(index uint64, channel, message []byte, sharded bool) int64
+	// PeerTLS, when it names a certificate, makes the transport dial peers
+	// over https with that certificate as its client certificate (read
+	// again at each handshake, so it rotates) and verify them against its
+	// TrustedCAFile. The peer listener's own TLS is the caller's.
+	PeerTLS transport.TLSInfo
 	// ForceNewCluster, on restart, makes this node the only member of its
 	// cluster, keeping what it had committed (quorum-loss recovery).
 	ForceNewCluster bool
@@ -355,7 +361,8 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 	n.transport = &rafthttp.Transport{
 		Logger:      n.zlog,
 		ID:          types.ID(n.id),
-		URLs:        types.MustNewURLs([]string{"http://" + n.cfg.Self.PeerAddr}),
+		URLs:        types.MustNewURLs([]string{n.cfg.peerURL(n.cfg.Self.PeerAddr)}),
+		TLSInfo:     n.cfg.PeerTLS,
 		ClusterID:   types.ID(n.clusterID),
 		Raft:        (*transportHooks)(n),
 		Snapshotter: snap.New(n.zlog, n.store.Dir()),
@@ -399,7 +406,7 @@ func (n *Node) addPeer(m Member) {
 	if m.ID == n.id || m.PeerAddr == "" {
 		return
 	}
-	n.transport.AddPeer(types.ID(m.ID), []string{"http://" + m.PeerAddr})
+	n.transport.AddPeer(types.ID(m.ID), []string{n.cfg.peerURL(m.PeerAddr)})
 }
 
 // run is the Ready loop; it alone talks to the raft.Node's Ready channel.
@@ -518,7 +525,7 @@ func (n *Node) applyConfChange(e *raftpb.Entry) error {
 			if cc.GetType() == raftpb.ConfChangeUpdateNode {
 				learner = slices.Contains(cs.GetLearners(), id)
 				if mem.PeerAddr != "" && id != n.id {
-					n.transport.UpdatePeer(types.ID(id), []string{"http://" + mem.PeerAddr})
+					n.transport.UpdatePeer(types.ID(id), []string{n.cfg.peerURL(mem.PeerAddr)})
 				}
 			}
 			n.members.add(mem, learner)

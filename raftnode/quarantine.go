@@ -38,6 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -226,6 +227,15 @@ func (n *Node) filterOutgoing(msgs []*raftpb.Message) []*raftpb.Message {
 // its successor starts with fresh progress and repairs this node's log.
 func (n *Node) askToStepDown() {
 	client := &http.Client{Timeout: time.Second}
+	if !n.cfg.PeerTLS.Empty() {
+		tr, err := transport.NewTransport(n.cfg.PeerTLS, time.Second)
+		if err != nil {
+			n.log.Error("quarantined: cannot ask peers to step down: peer TLS", "err", err)
+			return
+		}
+		defer tr.CloseIdleConnections()
+		client.Transport = tr
+	}
 	ctx := nodeCtx(n)
 	// The first request goes out as soon as a leader's heartbeat can have
 	// arrived, the others about once a second.
@@ -277,7 +287,7 @@ func (n *Node) postStepDown(ctx context.Context, client *http.Client, m Member, 
 	q.Set("last", strconv.FormatUint(last, 10))
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+m.PeerAddr+stepDownPath+"?"+q.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.cfg.peerURL(m.PeerAddr)+stepDownPath+"?"+q.Encode(), nil)
 	if err != nil {
 		return err.Error()
 	}

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,16 +14,21 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+
 	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/observe"
 	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/tlsfiles"
 )
 
 const usage = `raftproxy: strongly consistent Redis from stock redis-servers and Raft.
@@ -49,6 +55,10 @@ type options struct {
 	snapCatchUpMiB                     uint64
 	snapKeep                           int
 	forceNewCluster                    bool
+	tlsCert, tlsKey, tlsCA             string
+	tlsClientAuth                      string
+	peerTLSCert, peerTLSKey, peerTLSCA string
+	peerSecret, peerSecretFile         string
 
 	configFile                   string
 	requirePass, requirePassFile string
@@ -101,6 +111,15 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.Var(&o.outputLimit, "client-output-buffer-limit", "bytes of replies waiting to be written to a client (it sent commands but does not read the replies) before it is disconnected (redis's client-output-buffer-limit normal; 0: no limit)")
 	o.pubsubLimit = 32 << 20
 	fs.Var(&o.pubsubLimit, "pubsub-output-buffer-limit", "bytes of pub/sub messages waiting for a subscriber before it is disconnected (redis's client-output-buffer-limit pubsub hard limit)")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate for the client port; with --tls-key the client port (--listen) speaks only TLS, and so must every member's. Reloaded when the file changes")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA bundle: verifies client certificates, and other members' client ports when this node connects to them (default: system roots)")
+	fs.StringVar(&o.tlsClientAuth, "tls-client-auth", "none", "client certificates: none, request (verified when given) or require (signed by --tls-ca)")
+	fs.StringVar(&o.peerTLSCert, "peer-tls-cert", "", "PEM certificate for raft traffic, as server and as client; with --peer-tls-key and --peer-tls-ca peers speak mutual TLS. Reloaded when the file changes")
+	fs.StringVar(&o.peerTLSKey, "peer-tls-key", "", "PEM key of --peer-tls-cert")
+	fs.StringVar(&o.peerTLSCA, "peer-tls-ca", "", "PEM CA bundle that signs every member's peer certificate; peers without one are refused")
+	fs.StringVar(&o.peerSecret, "peer-secret", "", "shared secret (at least 16 bytes) for clusters without a peer CA: peers speak mutual TLS with a key derived from it. Visible in ps: prefer --peer-secret-file")
+	fs.StringVar(&o.peerSecretFile, "peer-secret-file", "", "read --peer-secret from this file (its trailing newline dropped)")
 	src, warnings, err := loadConfig(fs, args, environ, os.ReadFile)
 	if err != nil {
 		return o, err
@@ -151,6 +170,19 @@ func parseFlags(args, environ []string) (options, error) {
 	if o.redisPass != "" && o.redis == "" {
 		return o, fmt.Errorf("%s: --redis-password is for a redis-server given with --redis (one raftproxy starts gets a random password)", src.of("redis-password"))
 	}
+	if err := o.checkTLS(); err != nil {
+		return o, err
+	}
+	if o.peerSecret, err = readSecret(src, "peer-secret", o.peerSecret, o.peerSecretFile); err != nil {
+		return o, err
+	}
+	if o.peerSecret != "" && len(o.peerSecret) < tlsfiles.MinSecretLen {
+		name := "peer-secret"
+		if o.peerSecretFile != "" {
+			name = "peer-secret-file"
+		}
+		return o, fmt.Errorf("%s: the peer secret must be at least %d bytes", src.of(name), tlsfiles.MinSecretLen)
+	}
 	if o.advertise == "" {
 		o.advertise = o.listen
 	}
@@ -158,6 +190,32 @@ func parseFlags(args, environ []string) (options, error) {
 		o.advertisePeer = o.peerListen
 	}
 	return o, nil
+}
+
+// checkTLS refuses half-configured TLS, which would otherwise start a node
+// that silently speaks in the clear.
+func (o options) checkTLS() error {
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	auth, err := tlsfiles.ParseClientAuth(o.tlsClientAuth)
+	if err != nil {
+		return fmt.Errorf("--tls-client-auth: %w", err)
+	}
+	if auth != tlsfiles.NoClientCert && (o.tlsCert == "" || o.tlsCA == "") {
+		return fmt.Errorf("--tls-client-auth %s needs --tls-cert, --tls-key and --tls-ca", o.tlsClientAuth)
+	}
+	if o.tlsCA != "" && o.tlsCert == "" {
+		return fmt.Errorf("--tls-ca needs --tls-cert and --tls-key")
+	}
+	peer := []string{o.peerTLSCert, o.peerTLSKey, o.peerTLSCA}
+	if set := len(slices.DeleteFunc(peer, func(s string) bool { return s == "" })); set != 0 && set != 3 {
+		return fmt.Errorf("peer TLS needs all of --peer-tls-cert, --peer-tls-key and --peer-tls-ca")
+	}
+	if (o.peerSecret != "" || o.peerSecretFile != "") && o.peerTLSCert != "" {
+		return fmt.Errorf("--peer-secret and --peer-tls-* are alternatives: use one")
+	}
+	return nil
 }
 
 func newLogger(level string) (*slog.Logger, *slog.LevelVar, error) {
@@ -261,6 +319,33 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		return fmt.Errorf("listen for peers: %w", err)
 	}
 
+	var clientTLS *tlsfiles.Files
+	if o.tlsCert != "" {
+		if clientTLS, err = tlsfiles.Load(o.tlsCert, o.tlsKey, o.tlsCA); err != nil {
+			return fmt.Errorf("client TLS: %w", err)
+		}
+		auth, _ := tlsfiles.ParseClientAuth(o.tlsClientAuth)
+		clientLn = tls.NewListener(clientLn, clientTLS.ServerConfig(auth, nil, nil))
+	}
+	var peerTLS *tlsfiles.Files
+	var peerTLSInfo transport.TLSInfo
+	if o.peerTLSCert != "" {
+		if peerTLS, err = tlsfiles.Load(o.peerTLSCert, o.peerTLSKey, o.peerTLSCA); err != nil {
+			return fmt.Errorf("peer TLS: %w", err)
+		}
+		peerTLSInfo = transport.TLSInfo{CertFile: o.peerTLSCert, KeyFile: o.peerTLSKey, TrustedCAFile: o.peerTLSCA, ClientCertAuth: true}
+	}
+	if o.peerSecret != "" {
+		cert, key, err := tlsfiles.WriteSecretCert([]byte(o.peerSecret), filepath.Join(o.dataDir, "peer-secret"))
+		if err != nil {
+			return err
+		}
+		if peerTLS, err = tlsfiles.Load(cert, key, cert); err != nil {
+			return fmt.Errorf("peer secret: %w", err)
+		}
+		peerTLSInfo = transport.TLSInfo{CertFile: cert, KeyFile: key, TrustedCAFile: cert, ClientCertAuth: true, ServerName: tlsfiles.SecretServerName}
+	}
+
 	redisAddr, redisPass := o.redis, o.redisPass
 	if redisAddr == "" {
 		sup, err := backend.StartSupervisor(o.dataDir, log)
@@ -301,7 +386,17 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		SnapshotCatchUpBytes:   o.snapCatchUpMiB << 20,
 		SnapshotKeep:           o.snapKeep,
 		ForceNewCluster:        o.forceNewCluster,
+		PeerTLS:                peerTLSInfo,
 	})
+	if peerTLS != nil {
+		// Every peer must present a certificate the peer CA signed; the
+		// ones turned away are counted with the host's other refusals.
+		peerLn = tls.NewListener(peerLn, peerTLS.ServerConfig(tlsfiles.RequireClientCert, host.PeerRefusals().Add, []string{"http/1.1"}))
+	}
+	var memberTLS func(string) *tls.Config
+	if clientTLS != nil {
+		memberTLS = clientTLS.ClientConfigFor
+	}
 	sets := settings(o.dataDir, &srv, host, lv)
 	srv, err = proxy.New(ctx, proxy.Config{
 		Settings:      sets,
@@ -313,6 +408,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		Timeout:       host.Tunables().Timeout,
 		Logger:        log,
 		Scripts:       sm.Scripts(),
+		MemberTLS:     memberTLS,
 
 		RedisPassword:   redisPass,
 		RequirePass:     o.requirePass,
@@ -333,7 +429,9 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	}
 	defer host.Stop()
 
-	peerSrv := &http.Server{Handler: host, ReadHeaderTimeout: 5 * time.Second}
+	// Refused handshakes are counted; logging each one at info would let a
+	// scanner fill the log.
+	peerSrv := &http.Server{Handler: host, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 3)
 	if o.metricsListen != "" {
 		mln, err := net.Listen("tcp", o.metricsListen)
@@ -346,7 +444,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	}
 	go func() { errc <- peerSrv.Serve(peerLn) }()
 	go func() { errc <- srv.Serve(clientLn) }()
-	log.Info("raftproxy serving", "listen", o.listen, "peer_listen", o.peerListen, "redis", redisAddr, "data_dir", o.dataDir)
+	log.Info("raftproxy serving", "listen", o.listen, "client_tls", clientTLS != nil, "peer_tls", peerTLS != nil, "peer_listen", o.peerListen, "redis", redisAddr, "data_dir", o.dataDir)
 
 	select {
 	case <-ctx.Done():

@@ -68,6 +68,8 @@ type Server struct {
 	// pubsubLimit bounds the messages waiting for one subscriber.
 	broker      *broker
 	pubsubLimit int
+
+	metrics *Metrics
 }
 
 // New connects to the local redis to learn its command table, and returns a
@@ -83,6 +85,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{}),
 		broker: newBroker(), pubsubLimit: pubsubLimit, blocked: newBlockers()}
 	s.followerProxy.Store(cfg.FollowerProxy)
+	s.metrics = NewMetrics(s.connCount)
 	for {
 		err := s.learnRedis(ctx)
 		if err == nil {

@@ -328,6 +328,8 @@ type ClusterOptions struct {
 	FollowerProxy  *bool         // nil leaves the default
 	RequestTimeout time.Duration // 0 leaves the default
 	ExtraArgs      []string      // more raftproxy flags, e.g. snapshot thresholds
+	// Metrics gives each node a --metrics-listen address (Node.MetricsAddr).
+	Metrics bool
 }
 
 // Cluster is a set of raftproxy nodes, each with its own redis-server, data
@@ -369,6 +371,8 @@ type Node struct {
 	DataDir   string
 	ID        string   // node_id from RAFT.INFO, known once the node is a member
 	ExtraArgs []string // more flags for this node's next StartProxy
+	// MetricsAddr serves /metrics, /livez and /readyz (ClusterOptions.Metrics).
+	MetricsAddr string
 
 	dir   string
 	proxy *process
@@ -433,6 +437,17 @@ func (c *Cluster) newNode(i int, ports []int) (*Node, error) {
 	}
 	if !c.opts.Supervised {
 		n.RedisAddr = net.JoinHostPort(host, strconv.Itoa(ports[2]))
+	}
+	if c.opts.Metrics {
+		mport := 9100
+		if c.opts.Network == nil {
+			p, err := freePorts(1)
+			if err != nil {
+				return nil, err
+			}
+			mport = p[0]
+		}
+		n.MetricsAddr = net.JoinHostPort(host, strconv.Itoa(mport))
 	}
 	n.DataDir = filepath.Join(n.dir, "data")
 	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
@@ -639,6 +654,9 @@ func (n *Node) StartProxy(ctx context.Context) error {
 	}
 	if d := n.c.opts.RequestTimeout; d > 0 {
 		args = append(args, "--request-timeout", d.String())
+	}
+	if n.MetricsAddr != "" {
+		args = append(args, "--metrics-listen", n.MetricsAddr)
 	}
 	args = append(args, n.c.opts.ExtraArgs...)
 	args = append(args, n.ExtraArgs...)

@@ -198,6 +198,7 @@ func (c *conn) readLoop() {
 		if err != nil {
 			var pe *resp.ProtocolError
 			if errors.As(err, &pe) {
+				c.cls, c.cmdStart = mRefused, time.Now()
 				c.emit(&op{kind: opClose, reply: resp.AppendError(nil, "ERR "+pe.Msg)})
 			}
 			return

@@ -226,6 +226,9 @@ func TestMetricsAndHealth(t *testing.T) {
 		grew("raftproxy_applied_index", writes)
 		grew("raftproxy_peer_sent_bytes_total", 1)
 		grew("raftproxy_peer_received_bytes_total", 1)
+		if v := after.get(t, "raftproxy_proposals_pending_total"); v != 0 {
+			t.Errorf("proposals_pending_total %v with every write answered", v)
+		}
 		if after.get(t, "raftproxy_proposals_failed_total") != before.get(t, "raftproxy_proposals_failed_total") {
 			t.Errorf("proposals_failed_total moved on a healthy cluster")
 		}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -14,10 +15,11 @@ import (
 	"github.com/raftproxy/raftproxy/raftnode"
 )
 
-// Handler returns the endpoints for host. The etcd packages register their
-// own series (WAL fsync, transport) in the default registry, which also
-// holds the Go and process collectors; they are exported too.
-func Handler(host *raftnode.Host) http.Handler {
+// Handler returns the endpoints for host; extra are more series to export
+// (the proxy server's client metrics). The etcd packages register their own
+// series (WAL fsync, transport) in the default registry, which also holds
+// the Go and process collectors; they are exported too.
+func Handler(host *raftnode.Host, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	status := func(f func(raftnode.Status, *raftnode.Node) float64) func() float64 {
 		return func() float64 {
@@ -28,6 +30,8 @@ func Handler(host *raftnode.Host) http.Handler {
 			return f(n.Status(), n)
 		}
 	}
+	// The raft state gauges read Node.Status, which INFO raft and RAFT.INFO
+	// print, so the three always agree.
 	gauge := func(name, help string, f func(raftnode.Status, *raftnode.Node) float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "raftproxy_" + name, Help: help}, status(f)))
 	}
@@ -38,6 +42,14 @@ func Handler(host *raftnode.Host) http.Handler {
 	gauge("commit_index", "Highest log index known committed.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Commit) })
 	gauge("applied_index", "Highest log index applied to redis.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Applied) })
 	gauge("redis_up", "1 if the local redis holds the applied log.", func(_ raftnode.Status, n *raftnode.Node) float64 { return b2f(n.Serving()) })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "raftproxy_proposals_pending_total",
+		Help: "Client requests this node proposed, or queued to propose, whose outcome is not known yet (etcd_server_proposals_pending)."},
+		func() float64 {
+			if n := host.Node(); n != nil {
+				return float64(n.PendingProposals())
+			}
+			return 0
+		}))
 
 	counter := func(name, help string, f func(*raftnode.Counters) uint64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "raftproxy_" + name, Help: help}, func() float64 {
@@ -64,6 +76,9 @@ func Handler(host *raftnode.Host) http.Handler {
 			ConstLabels: prometheus.Labels{"reason": reason},
 		}, func() float64 { return float64(host.PeerRefusals().Get(reason)) }))
 	}
+	reg.MustRegister(host.Metrics().Collectors()...)
+	reg.MustRegister(extra...)
+	reg.MustRegister(etcdRenamed{prometheus.DefaultGatherer})
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, prometheus.DefaultGatherer}, promhttp.HandlerOpts{}))
@@ -75,8 +90,13 @@ func Handler(host *raftnode.Host) http.Handler {
 	return mux
 }
 
+// appliedWait bounds how long /readyz waits for this node to apply what was
+// committed when it asked: under load applied trails commit by a moment,
+// and a node that keeps up must not flap out of readiness for it.
+const appliedWait = time.Second
+
 // readyz: this node is in a cluster, knows a leader, its redis holds the
-// applied log, and it has applied what it knows to be committed.
+// applied log, and it has applied what it knew to be committed.
 func readyz(w http.ResponseWriter, r *http.Request, host *raftnode.Host) {
 	type check struct {
 		name string
@@ -86,7 +106,10 @@ func readyz(w http.ResponseWriter, r *http.Request, host *raftnode.Host) {
 	checks := []check{{"cluster", n != nil}}
 	if n != nil {
 		s := n.Status()
-		checks = append(checks, check{"leader", s.Leader != 0}, check{"redis", n.Serving()}, check{"applied", s.Applied >= s.Commit})
+		serving := n.Serving()
+		// Without its redis the node applies nothing: no use waiting.
+		applied := s.Applied >= s.Commit || (serving && n.WaitApplied(s.Commit, appliedWait) == nil)
+		checks = append(checks, check{"leader", s.Leader != 0}, check{"redis", serving}, check{"applied", applied})
 	}
 	var b strings.Builder
 	ready := true

@@ -128,6 +128,7 @@ func (c *conn) block(w *bufio.Writer, o *op) {
 	reply := c.blockWait(o)
 	c.outMu.Lock()
 	c.writePushes()
+	o.failed = isErrorReply(reply)
 	w.Write(reply)
 }
 

@@ -54,6 +54,10 @@ type op struct {
 	// act, for opPubSub, changes the connection's subscriptions in the
 	// broker (or reads it) as its reply is written, and returns the reply.
 	act func() []byte
+	// cls and failed label the command's metrics (metrics.go); failed is
+	// set as its reply is written.
+	cls    metricClass
+	failed bool
 }
 
 // conn is one client connection: a reader goroutine parses and dispatches
@@ -83,6 +87,10 @@ type conn struct {
 	readonly bool
 	// ps is the connection's pub/sub subscriptions (pubsub.go).
 	ps pubsubState
+	// cls and cmdStart are the metrics class and arrival time of the
+	// command being dispatched, for the ops it emits.
+	cls      metricClass
+	cmdStart time.Time
 
 	// queued counts ops handed to the writer and not yet completed.
 	queued atomic.Int64
@@ -143,6 +151,10 @@ func newConn(s *Server, nc net.Conn) *conn {
 // by handing it to the writer.
 func (c *conn) emit(o *op) {
 	o.resp3, o.silent = c.client.resp3, c.client.silent()
+	o.cls = c.cls
+	if o.start.IsZero() {
+		o.start = c.cmdStart
+	}
 	// A blocking command always goes to the writer, so the reader can
 	// notice a disconnect meanwhile; while it reads ahead the reader must
 	// not touch c.rd.
@@ -206,6 +218,7 @@ func (c *conn) readLoop() {
 		if err != nil {
 			var pe *resp.ProtocolError
 			if errors.As(err, &pe) {
+				c.cls, c.cmdStart = mRefused, time.Now()
 				c.emit(&op{kind: opClose, reply: resp.AppendError(nil, "ERR "+pe.Msg)})
 			}
 			return
@@ -222,6 +235,7 @@ func errReply(msg string) *op { return &op{kind: opReply, reply: resp.AppendErro
 
 // dispatch routes one command; it returns false when the connection ends.
 func (c *conn) dispatch(args [][]byte) bool {
+	c.cls, c.cmdStart = mProxy, time.Now()
 	if !c.authed {
 		if o := c.authGate(args); o != nil {
 			c.emit(o)
@@ -233,9 +247,11 @@ func (c *conn) dispatch(args [][]byte) bool {
 	}
 	sp, errText := c.s.table.lookup(args)
 	if sp == nil {
+		c.cls = mRefused
 		c.emit(errReply(errText))
 		return true
 	}
+	c.cls = metricClassOf(sp.class)
 	c.client.cmd = sp.name
 	if c.pubsubGate(sp.name, args) {
 		return true
@@ -445,12 +461,17 @@ func (c *conn) complete(batch []*op) (closing bool) {
 	}
 	// Messages queued before this reply was ready come first.
 	c.writePushes()
+	defer c.recordMetrics(batch)
 	switch o.kind {
 	case opPubSub:
-		w.Write(o.act())
+		r := o.act()
+		o.failed = isErrorReply(r)
+		w.Write(r)
 	case opReply:
+		o.failed = isErrorReply(o.reply)
 		w.Write(o.reply)
 	case opClose:
+		o.failed = isErrorReply(o.reply)
 		w.Write(o.reply)
 		c.w.Flush()
 		c.closeConn()
@@ -465,6 +486,13 @@ func (c *conn) complete(batch []*op) (closing bool) {
 		c.block(w, o)
 	}
 	return false
+}
+
+func (c *conn) recordMetrics(batch []*op) {
+	now := time.Now()
+	for _, o := range batch {
+		c.s.metrics.record(o, now)
+	}
 }
 
 // readsDone tells the reader that the reads of batch have run.
@@ -492,6 +520,7 @@ func (c *conn) discard() {
 }
 
 func (c *conn) writeResult(w *bufio.Writer, o *op) {
+	o.failed = true
 	if !c.await(o.fut.Done(), o.start) {
 		w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrTimeout, o.kind == opLogRead)))
 		return
@@ -504,11 +533,13 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 	if o.fix != nil {
 		raw = o.fix(raw)
 	}
+	o.failed = isErrorReply(raw)
 	w.Write(raw)
 }
 
 // readShared runs a lone read on the server's shared read connection.
 func (c *conn) readShared(w *bufio.Writer, o *op) {
+	o.failed = true
 	if err := c.waitRead(o); err != nil {
 		w.Write(resp.AppendError(c.raw[:0], errorText(err, true)))
 		return
@@ -526,6 +557,7 @@ func (c *conn) readShared(w *bufio.Writer, o *op) {
 	if o.fix != nil {
 		r.reply = o.fix(r.reply)
 	}
+	o.failed = isErrorReply(r.reply)
 	w.Write(r.reply)
 }
 
@@ -597,6 +629,7 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 		return
 	}
 	for i := range batch {
+		batch[i].failed = true
 		w.Write(resp.AppendError(c.raw[:0], errs[i]))
 	}
 }
@@ -686,12 +719,14 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n *raftnode.
 	}
 	for i := range batch {
 		if errs[i] != "" {
+			batch[i].failed = true
 			w.Write(resp.AppendError(c.raw[:0], errs[i]))
 			continue
 		}
 		if batch[i].fix != nil {
 			replies[i] = batch[i].fix(replies[i])
 		}
+		batch[i].failed = isErrorReply(replies[i])
 		w.Write(replies[i])
 	}
 }

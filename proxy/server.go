@@ -94,6 +94,8 @@ type Server struct {
 	// pubsubLimit bounds the messages waiting for one subscriber.
 	broker      *broker
 	pubsubLimit int
+
+	metrics *Metrics
 }
 
 // New connects to the local redis to learn its command table, and returns a
@@ -112,6 +114,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.pubsubLimit = int(cfg.PubSubLimit)
 	}
 	s.followerProxy.Store(cfg.FollowerProxy)
+	s.metrics = NewMetrics(s.connCount)
 	for {
 		err := s.learnRedis(ctx)
 		if err == nil {

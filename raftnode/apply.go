@@ -175,7 +175,9 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 			cmds = a.commands(chunk, true)
 			a.n.counters.ApplyRounds.Add(1)
 			a.n.counters.Applied.Add(uint64(len(cmds)))
+			start := time.Now()
 			err := a.n.cfg.StateMachine.Apply(cmds)
+			a.n.metrics.redisApply.Observe(since(start))
 			if err == nil {
 				break
 			}
@@ -188,6 +190,7 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 			a.sinceSnap += uint64(len(e.GetData()))
 		}
 		a.applied.Store(chunk[len(chunk)-1].GetIndex())
+		a.n.metrics.proposalsApplied.Add(float64(len(chunk)))
 		a.broadcast()
 		a.tellWritten(cmds)
 		ents = ents[len(chunk):]
@@ -205,11 +208,13 @@ func (a *applier) loadSnapshot(ctx context.Context, m snapshot.Meta) bool {
 	a.broadcast()
 	start := time.Now()
 	if err := a.resetTo(ctx, &m); err != nil {
+		a.n.metrics.failLoad.Inc()
 		a.n.log.Error("loading snapshot into redis failed; rebuilding it", "index", m.Index, "err", err)
 		// recover loads the newest snapshot (this one) and replays from it.
 		return a.recover(ctx)
 	}
 	a.applied.Store(m.Index)
+	a.n.metrics.snapshotLoad.Observe(since(start))
 	a.gen.Add(1)
 	a.broadcast()
 	a.tellReloaded()
@@ -455,6 +460,7 @@ func replier(p *proposer, seq uint64, pend *pending, i int) func([]byte) {
 	return func(raw []byte) {
 		pend.futs[i].complete(raw, nil)
 		if i == len(pend.futs)-1 {
+			p.n.metrics.proposalDuration.Observe(since(pend.start))
 			p.take(seq)
 		}
 	}

@@ -44,7 +44,7 @@ func TestApplierSkipsReorderedBatches(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			n := &Node{id: 1, log: slog.Default()}
+			n := &Node{id: 1, metrics: NewMetrics(), log: slog.Default()}
 			n.prop = newProposer(n, 0)
 			a := newApplier(n)
 			var got []string
@@ -63,7 +63,7 @@ func TestApplierSkipsReorderedBatches(t *testing.T) {
 }
 
 func TestApplierRepliesToOwnWaiters(t *testing.T) {
-	n := &Node{id: 1, log: slog.Default()}
+	n := &Node{id: 1, metrics: NewMetrics(), log: slog.Default()}
 	n.prop = newProposer(n, 0)
 	a := newApplier(n)
 	late, ok := newFuture(), newFuture()
@@ -90,7 +90,7 @@ func TestLastOwnSeq(t *testing.T) {
 	if got := lastOwnSeq(1, ents); got != 7 {
 		t.Fatalf("lastOwnSeq = %d, want 7", got)
 	}
-	p := newProposer(&Node{id: 1}, 1<<62)
+	p := newProposer(&Node{id: 1, metrics: NewMetrics()}, 1<<62)
 	if s := p.nextSeq(); s <= 1<<62 {
 		t.Fatalf("a proposer after seq %d proposed %d", uint64(1<<62), s)
 	}
@@ -101,7 +101,7 @@ func TestLastOwnSeq(t *testing.T) {
 // may commit them), so their clients must hear TIMEOUT, never an error
 // that says the write did not happen.
 func TestStopLeavesProposedOutcomeUnknown(t *testing.T) {
-	n := &Node{id: 1, log: slog.Default(), stopc: make(chan struct{})}
+	n := &Node{id: 1, metrics: NewMetrics(), log: slog.Default(), stopc: make(chan struct{})}
 	n.cfg.MaxBatch = 8
 	n.prop = newProposer(n, 0)
 	inFlight := newFuture()
@@ -130,7 +130,7 @@ func TestThrottle(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			n := &Node{id: 1, log: slog.Default(), stopc: make(chan struct{})}
+			n := &Node{id: 1, metrics: NewMetrics(), log: slog.Default(), stopc: make(chan struct{})}
 			n.cfg.MaxInflight = 2
 			p := newProposer(n, 0)
 			p.maxHold = time.Hour
@@ -168,7 +168,7 @@ func TestThrottle(t *testing.T) {
 // request's protocol, so a RESP3 client's write is run, and answered, in
 // RESP3 on whichever node replies.
 func TestApplierCarriesProtocol(t *testing.T) {
-	n := &Node{id: 1, log: slog.Default()}
+	n := &Node{id: 1, metrics: NewMetrics(), log: slog.Default()}
 	n.prop = newProposer(n, 0)
 	a := newApplier(n)
 	e := entry.Entry{Node: 2, Seq: 1, Reqs: []entry.Request{

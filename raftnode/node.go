@@ -168,6 +168,9 @@ type Config struct {
 	// ForceNewCluster, on restart, makes this node the only member of its
 	// cluster, keeping what it had committed (quorum-loss recovery).
 	ForceNewCluster bool
+
+	// metrics are the Host's series, shared by the nodes it runs.
+	metrics *Metrics
 }
 
 func (c *Config) setDefaults() {
@@ -206,6 +209,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.metrics == nil {
+		c.metrics = NewMetrics()
 	}
 	if c.Tunables == nil {
 		c.Tunables = &Tunables{}
@@ -265,6 +271,10 @@ type Node struct {
 	commit    atomic.Uint64
 
 	counters Counters
+	metrics  *Metrics
+	// walState is the hard state last saved, to tell the saves that fsync
+	// as the etcd WAL does (raft.MustSync); the Ready loop owns it.
+	walState *raftpb.HardState
 
 	prop    *proposer
 	reads   *readIndexer
@@ -294,6 +304,8 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State, store
 		store:     store,
 		stopc:     make(chan struct{}),
 		runDone:   make(chan struct{}),
+		metrics:   cfg.metrics,
+		walState:  &raftpb.HardState{},
 	}
 	n.zlog = zapToSlog(n.log)
 	n.prop = newProposer(n, lastOwnSeq(id, st.Entries))
@@ -311,6 +323,7 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State, store
 		n.conf.reset(confPoint{index: meta.Index, cs: snap.GetMetadata().GetConfState(), members: ns.Members})
 		n.snapIndex.Store(meta.Index)
 		n.applier.applied.Store(meta.Index)
+		n.metrics.snapshotBytes.Set(float64(meta.Size))
 		n.applier.lastSeq = ns.LastSeq
 		if own := ns.LastSeq[id]; own >= n.prop.seq {
 			n.prop.seq = own + 1
@@ -440,6 +453,9 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		old := n.lead.Swap(rd.SoftState.Lead)
 		n.raftState.Store(int32(rd.SoftState.RaftState))
 		if old != rd.SoftState.Lead {
+			if rd.SoftState.Lead != raft.None {
+				n.metrics.leaderChanges.Inc()
+			}
 			n.log.Info("leader changed", "leader", IDString(rd.SoftState.Lead), "state", rd.SoftState.RaftState.String())
 			n.reads.leaderChanged()
 			n.prop.leaderChanged()
@@ -465,7 +481,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			return err
 		}
 	}
-	if err := n.wal.Save(rd.HardState, rd.Entries); err != nil {
+	if err := n.saveWAL(rd.HardState, rd.Entries); err != nil {
 		return err
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) {
@@ -486,6 +502,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.reads.deliver(rd.ReadStates)
 	}
 	if len(rd.CommittedEntries) > 0 {
+		n.metrics.proposalsCommitted.Add(float64(len(rd.CommittedEntries)))
 		// Membership changes are applied here, in log order, before Advance,
 		// so raft never counts votes with a stale configuration. Redis
 		// commands go to the applier, which does not stall this loop.
@@ -499,6 +516,25 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.applier.enqueue(rd.CommittedEntries)
 	}
 	return nil
+}
+
+// saveWAL saves to the WAL, timing the saves that fsync.
+func (n *Node) saveWAL(hs *raftpb.HardState, ents []*raftpb.Entry) error {
+	if raft.IsEmptyHardState(hs) && len(ents) == 0 {
+		return n.wal.Save(hs, ents)
+	}
+	st := hs
+	if st == nil {
+		st = &raftpb.HardState{}
+	}
+	sync := raft.MustSync(st, n.walState, len(ents))
+	n.walState = st
+	start := time.Now()
+	err := n.wal.Save(hs, ents)
+	if sync && err == nil {
+		n.metrics.walFsyncDuration.Observe(since(start))
+	}
+	return err
 }
 
 func (n *Node) applyConfChange(e *raftpb.Entry) error {
@@ -620,6 +656,9 @@ func (t *transportHooks) ReportUnreachable(id uint64) {
 	t.raft.ReportUnreachable(id)
 }
 func (t *transportHooks) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	if status == raft.SnapshotFailure {
+		t.metrics.failSend.Inc()
+	}
 	t.raft.ReportSnapshot(id, status)
 }
 

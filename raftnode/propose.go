@@ -57,7 +57,8 @@ type proposal struct {
 type pending struct {
 	futs     []*Future
 	deadline time.Time
-	batch    bool // a batch of client requests (not a membership change)
+	batch    bool      // a batch of client requests (not a membership change)
+	start    time.Time // when a batch was proposed
 }
 
 // proposer turns client requests into log entries. It batches requests that
@@ -140,6 +141,7 @@ func (n *Node) ProposeRequest(ctx context.Context, req entry.Request) *Future {
 func (n *Node) propose(ctx context.Context, req entry.Request) *Future {
 	f := newFuture()
 	if !n.waitLeader(ctx) {
+		n.metrics.proposalsFailed.Inc()
 		f.complete(nil, ErrNoLeader)
 		return f
 	}
@@ -155,10 +157,13 @@ func (n *Node) propose(ctx context.Context, req entry.Request) *Future {
 	select {
 	case n.prop.propc <- proposal{req: req, f: f}:
 	case <-ctx.Done():
+		n.metrics.proposalsFailed.Inc()
 		f.complete(nil, ErrNoLeader)
 	case <-t.C:
+		n.metrics.proposalsFailed.Inc()
 		f.complete(nil, ErrNoLeader)
 	case <-n.stopc:
+		n.metrics.proposalsFailed.Inc()
 		f.complete(nil, ErrStopped)
 	}
 	return f
@@ -253,7 +258,8 @@ func (p *proposer) propose(batch []proposal) {
 	p.n.counters.Batches.Add(1)
 	p.n.counters.Requests.Add(uint64(len(batch)))
 	e := entry.Entry{Node: p.n.id, Seq: p.nextSeq(), TimeMs: time.Now().UnixMilli(), Reqs: make([]entry.Request, len(batch))}
-	pend := &pending{futs: make([]*Future, len(batch)), deadline: time.Now().Add(p.n.requestTimeout()), batch: true}
+	now := time.Now()
+	pend := &pending{futs: make([]*Future, len(batch)), deadline: now.Add(p.n.requestTimeout()), batch: true, start: now}
 	for i, pr := range batch {
 		e.Reqs[i] = pr.req
 		pend.futs[i] = pr.f
@@ -290,10 +296,26 @@ func (p *proposer) propose(batch []proposal) {
 		} else {
 			err = fmt.Errorf("%w: propose: %v", ErrTimeout, err)
 		}
+		p.n.metrics.proposalsFailed.Add(float64(len(pend.futs)))
 		for _, f := range pend.futs {
 			f.complete(nil, err)
 		}
 	}
+}
+
+// PendingProposals counts the client requests this node proposed, or
+// queued to propose, whose outcome is not known yet.
+func (n *Node) PendingProposals() int {
+	p := n.prop
+	k := len(p.propc)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pend := range p.waiting {
+		if pend.batch {
+			k += len(pend.futs)
+		}
+	}
+	return k
 }
 
 // take removes and returns the waiters of a batch.
@@ -343,6 +365,7 @@ func (p *proposer) expire(now time.Time) {
 	}
 	p.mu.Unlock()
 	for _, pend := range old {
+		p.n.metrics.proposalsFailed.Add(float64(len(pend.futs)))
 		for _, f := range pend.futs {
 			f.complete(nil, ErrTimeout)
 		}
@@ -356,6 +379,7 @@ func (p *proposer) failAll(err error) {
 	p.inflight = 0
 	p.mu.Unlock()
 	for _, pend := range all {
+		p.n.metrics.proposalsFailed.Add(float64(len(pend.futs)))
 		for _, f := range pend.futs {
 			f.complete(nil, err)
 		}

@@ -16,7 +16,7 @@ import (
 // proposer gets the count; inside a transaction it runs on redis and its
 // place in EXEC's reply gets the count.
 func TestApplierPublishes(t *testing.T) {
-	n := &Node{id: 1, log: slog.Default()}
+	n := &Node{id: 1, metrics: NewMetrics(), log: slog.Default()}
 	n.prop = newProposer(n, 0)
 	var got []string
 	n.cfg.Publish = func(index uint64, ch, msg []byte, sharded bool) int64 {

@@ -97,6 +97,7 @@ func (r *readIndexer) run() {
 		// because this round's index may predate their writes' completion.
 		b := <-r.next
 		r.next <- &readBatch{done: make(chan struct{})}
+		start := time.Now()
 		idx, err := r.roundTrip()
 		if err != nil {
 			b.err = err
@@ -105,6 +106,9 @@ func (r *readIndexer) run() {
 		}
 		go func() {
 			b.err = r.n.applier.waitApplied(idx, r.n.requestTimeout())
+			if b.err == nil {
+				r.n.metrics.readIndexDuration.Observe(since(start))
+			}
 			close(b.done)
 		}()
 	}

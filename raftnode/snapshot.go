@@ -18,6 +18,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/raftproxy/raftproxy/snapshot"
 )
 
@@ -194,8 +196,10 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 		n.log.Warn("cannot snapshot: term of applied index unknown", "index", applied, "err", err)
 		return
 	}
+	start := time.Now()
 	job, err := n.cfg.StateMachine.StartSnapshot(ctx)
 	if err != nil {
+		n.metrics.failMake.Inc()
 		n.log.Warn("cannot start snapshot; will retry", "index", applied, "err", err)
 		n.compactDone(0, err)
 		return
@@ -229,11 +233,12 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 			default:
 			}
 		}()
-		start := time.Now()
 		err := n.finishSnapshot(ctx, job, meta, conf.cs)
 		if err != nil {
+			n.metrics.failMake.Inc()
 			n.log.Error("snapshot failed", "index", applied, "err", err)
 		} else {
+			n.metrics.snapshotMake.Observe(since(start))
 			n.log.Info("snapshot stored and log compacted", "index", applied, "took", time.Since(start).Round(time.Millisecond))
 		}
 		n.compactDone(applied, err)
@@ -250,6 +255,7 @@ func (n *Node) finishSnapshot(ctx context.Context, job SnapshotJob, meta snapsho
 	if err != nil {
 		return err
 	}
+	n.metrics.snapshotBytes.Set(float64(meta.Size))
 	data, err := json.Marshal(meta)
 	if err != nil {
 		return fmt.Errorf("encode snapshot metadata: %w", err)
@@ -329,6 +335,7 @@ func (n *Node) sendSnapshot(m *raftpb.Message) {
 		f, err = os.Open(n.store.Path(meta))
 	}
 	if err != nil {
+		n.metrics.failSend.Inc()
 		n.log.Error("cannot send snapshot", "to", IDString(m.GetTo()), "err", err)
 		n.raft.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
 		return
@@ -341,7 +348,7 @@ func (n *Node) sendSnapshot(m *raftpb.Message) {
 	m = proto.Clone(m).(*raftpb.Message)
 	m.Snapshot.Metadata.ConfState = n.conf.latest().cs
 	n.log.Info("sending snapshot", "to", IDString(m.GetTo()), "index", meta.Index, "bytes", meta.Size)
-	pr := &progressReader{r: f, f: f, total: meta.Size, log: func(done int64) {
+	pr := &progressReader{r: f, f: f, total: meta.Size, sent: n.metrics.transferSent, log: func(done int64) {
 		n.log.Info("sending snapshot", "to", IDString(m.GetTo()), "index", meta.Index, "sent", done, "total", meta.Size)
 	}}
 	n.transport.SendSnapshot(snap.NewMessage(m, pr, meta.Size))
@@ -354,6 +361,7 @@ type progressReader struct {
 	total, n   int64
 	lastLogged int64
 	log        func(done int64)
+	sent       prometheus.Counter // counts the bytes read, once, at Close
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
@@ -366,12 +374,24 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return k, err
 }
 
-func (p *progressReader) Close() error { return p.f.Close() }
+func (p *progressReader) Close() error {
+	p.sent.Add(float64(p.n))
+	p.n = 0
+	return p.f.Close()
+}
 
 // receiveSnapshot checks a snapshot the transport has written to disk
 // before raft sees it: a corrupt or truncated transfer is refused (the
 // sender reports the failure and raft retries), never loaded.
 func (n *Node) receiveSnapshot(m *raftpb.Message) error {
+	err := n.verifyReceived(m)
+	if err != nil {
+		n.metrics.failReceive.Inc()
+	}
+	return err
+}
+
+func (n *Node) verifyReceived(m *raftpb.Message) error {
 	meta, _, err := decodeMeta(m.GetSnapshot().GetData())
 	if err != nil {
 		return err
@@ -384,6 +404,8 @@ func (n *Node) receiveSnapshot(m *raftpb.Message) error {
 	if err := n.store.Adopt(path, meta); err != nil {
 		return err
 	}
+	n.metrics.transferRecv.Add(float64(meta.Size))
+	n.metrics.snapshotBytes.Set(float64(meta.Size))
 	n.log.Info("received snapshot", "from", IDString(m.GetFrom()), "index", meta.Index, "bytes", meta.Size)
 	return nil
 }

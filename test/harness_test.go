@@ -332,6 +332,8 @@ type ClusterOptions struct {
 	// so the environment path is exercised too); the harness's own
 	// clients and admin commands AUTH with it.
 	Password string
+	// Metrics gives each node a --metrics-listen address (Node.MetricsAddr).
+	Metrics bool
 }
 
 // Cluster is a set of raftproxy nodes, each with its own redis-server, data
@@ -373,6 +375,8 @@ type Node struct {
 	DataDir   string
 	ID        string   // node_id from RAFT.INFO, known once the node is a member
 	ExtraArgs []string // more flags for this node's next StartProxy
+	// MetricsAddr serves /metrics, /livez and /readyz (ClusterOptions.Metrics).
+	MetricsAddr string
 
 	dir   string
 	proxy *process
@@ -437,6 +441,17 @@ func (c *Cluster) newNode(i int, ports []int) (*Node, error) {
 	}
 	if !c.opts.Supervised {
 		n.RedisAddr = net.JoinHostPort(host, strconv.Itoa(ports[2]))
+	}
+	if c.opts.Metrics {
+		mport := 9100
+		if c.opts.Network == nil {
+			p, err := freePorts(1)
+			if err != nil {
+				return nil, err
+			}
+			mport = p[0]
+		}
+		n.MetricsAddr = net.JoinHostPort(host, strconv.Itoa(mport))
 	}
 	n.DataDir = filepath.Join(n.dir, "data")
 	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
@@ -643,6 +658,9 @@ func (n *Node) StartProxy(ctx context.Context) error {
 	}
 	if d := n.c.opts.RequestTimeout; d > 0 {
 		args = append(args, "--request-timeout", d.String())
+	}
+	if n.MetricsAddr != "" {
+		args = append(args, "--metrics-listen", n.MetricsAddr)
 	}
 	args = append(args, n.c.opts.ExtraArgs...)
 	args = append(args, n.ExtraArgs...)

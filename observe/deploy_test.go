@@ -1,0 +1,199 @@
+package observe
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+const (
+	dashboardFile = "../deploy/grafana/raftproxy.json"
+	alertsFile    = "../deploy/prometheus/alerts.yml"
+)
+
+// metricRef finds the metric names a PromQL expression uses: raftproxy's
+// and etcd's series are all named with these prefixes.
+var metricRef = regexp.MustCompile(`\b(?:raftproxy|etcd|go|process)_[a-zA-Z0-9_]+\b`)
+
+// checkNames reports each metric name in expr that /metrics does not
+// export; a histogram's _bucket, _sum and _count series count as its own.
+func checkNames(t *testing.T, where, expr string, names map[string]bool) int {
+	t.Helper()
+	refs := metricRef.FindAllString(expr, -1)
+	for _, ref := range refs {
+		base := ref
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if b, ok := strings.CutSuffix(ref, suffix); ok && names[b] {
+				base = b
+			}
+		}
+		if !names[base] {
+			t.Errorf("%s: %s is not exported by /metrics (expr %q)", where, ref, expr)
+		}
+	}
+	return len(refs)
+}
+
+type dashboard struct {
+	Title      string `json:"title"`
+	UID        string `json:"uid"`
+	Schema     int    `json:"schemaVersion"`
+	Templating struct {
+		List []struct {
+			Name string `json:"name"`
+		} `json:"list"`
+	} `json:"templating"`
+	Panels []struct {
+		ID      int    `json:"id"`
+		Type    string `json:"type"`
+		Title   string `json:"title"`
+		GridPos *struct {
+			X, Y, W, H int
+		} `json:"gridPos"`
+		Targets []struct {
+			RefID string `json:"refId"`
+			Expr  string `json:"expr"`
+		} `json:"targets"`
+	} `json:"panels"`
+}
+
+// TestDashboard checks the Grafana dashboard is a dashboard: panels with
+// ids, positions and queries, variables defined before use, and only
+// metric names /metrics exports.
+func TestDashboard(t *testing.T) {
+	b, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d dashboard
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("%s: %v", dashboardFile, err)
+	}
+	if d.Title == "" || d.UID == "" || d.Schema == 0 || len(d.Panels) == 0 {
+		t.Fatalf("%s: title %q uid %q schemaVersion %d, %d panels: not a dashboard", dashboardFile, d.Title, d.UID, d.Schema, len(d.Panels))
+	}
+	vars := map[string]bool{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = true
+	}
+	names := exportedNames(t)
+	ids := map[int]bool{}
+	used := map[string]bool{}
+	refs := 0
+	for _, p := range d.Panels {
+		where := dashboardFile + ": panel " + p.Title
+		if p.ID == 0 || ids[p.ID] || p.Title == "" || p.GridPos == nil || p.GridPos.W == 0 || p.GridPos.H == 0 {
+			t.Errorf("%s: id %d (duplicate: %v), title %q, gridPos %v", where, p.ID, ids[p.ID], p.Title, p.GridPos)
+		}
+		ids[p.ID] = true
+		if p.Type == "row" {
+			continue
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("%s: no queries", where)
+		}
+		for _, tg := range p.Targets {
+			if tg.RefID == "" || tg.Expr == "" {
+				t.Errorf("%s: target %+v lacks refId or expr", where, tg)
+			}
+			refs += checkNames(t, where, tg.Expr, names)
+			for _, m := range metricRef.FindAllString(tg.Expr, -1) {
+				used[m] = true
+			}
+			for _, v := range regexp.MustCompile(`\$(\w+)`).FindAllStringSubmatch(tg.Expr, -1) {
+				if !vars[v[1]] && !strings.HasPrefix(v[1], "__") {
+					t.Errorf("%s: uses $%s, which the dashboard does not define", where, v[1])
+				}
+			}
+		}
+	}
+	if refs == 0 {
+		t.Fatalf("%s: no metric names found in any query", dashboardFile)
+	}
+	// What the issue asks the dashboard to show.
+	for _, m := range []string{"raftproxy_has_leader", "raftproxy_is_leader", "raftproxy_leader_changes_seen_total",
+		"raftproxy_proposals_committed_total", "raftproxy_proposals_failed_total", "raftproxy_proposal_duration_seconds_bucket",
+		"raftproxy_read_index_duration_seconds_bucket", "raftproxy_wal_fsync_duration_seconds_bucket", "raftproxy_commit_index",
+		"raftproxy_applied_index", "raftproxy_snapshot_make_duration_seconds_bucket", "raftproxy_snapshot_bytes",
+		"raftproxy_peer_sent_bytes_total", "raftproxy_peer_round_trip_seconds_bucket", "raftproxy_client_connections",
+		"raftproxy_client_commands_total", "raftproxy_redis_up"} {
+		if !used[m] {
+			t.Errorf("%s: no panel shows %s", dashboardFile, m)
+		}
+	}
+}
+
+type rulesFile struct {
+	Groups []struct {
+		Name  string `yaml:"name"`
+		Rules []struct {
+			Alert       string            `yaml:"alert"`
+			Record      string            `yaml:"record"`
+			Expr        string            `yaml:"expr"`
+			For         string            `yaml:"for"`
+			Labels      map[string]string `yaml:"labels"`
+			Annotations map[string]string `yaml:"annotations"`
+		} `yaml:"rules"`
+	} `yaml:"groups"`
+}
+
+// TestAlerts checks the Prometheus rules file: every rule is an alert with
+// an expression over exported metrics, a severity and a description; and,
+// when promtool is installed, that Prometheus itself accepts the file.
+func TestAlerts(t *testing.T) {
+	b, err := os.ReadFile(alertsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rf rulesFile
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&rf); err != nil {
+		t.Fatalf("%s: %v", alertsFile, err)
+	}
+	names := exportedNames(t)
+	alerts := map[string]bool{}
+	for _, g := range rf.Groups {
+		if g.Name == "" || len(g.Rules) == 0 {
+			t.Errorf("%s: group %q has no name or no rules", alertsFile, g.Name)
+		}
+		for _, r := range g.Rules {
+			where := alertsFile + ": alert " + r.Alert
+			if r.Alert == "" || r.Expr == "" {
+				t.Errorf("%s: rule without alert name or expr: %+v", alertsFile, r)
+				continue
+			}
+			alerts[r.Alert] = true
+			if s := r.Labels["severity"]; s != "warning" && s != "critical" {
+				t.Errorf("%s: severity %q, want warning or critical", where, s)
+			}
+			if r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
+				t.Errorf("%s: needs summary and description annotations", where)
+			}
+			if checkNames(t, where, r.Expr, names) == 0 {
+				t.Errorf("%s: expr %q uses no raftproxy metric", where, r.Expr)
+			}
+		}
+	}
+	// The conditions the issue asks alerts for.
+	for _, a := range []string{"RaftproxyNoLeader", "RaftproxyHighNumberOfLeaderChanges", "RaftproxyHighFsyncDurations",
+		"RaftproxyApplyLag", "RaftproxySnapshotFailures", "RaftproxyRedisDown", "RaftproxyHighNumberOfFailedProposals"} {
+		if !alerts[a] {
+			t.Errorf("%s: no alert %s", alertsFile, a)
+		}
+	}
+	t.Run("promtool", func(t *testing.T) {
+		promtool, err := exec.LookPath("promtool")
+		if err != nil {
+			t.Skip("promtool not installed (Debian package prometheus): Prometheus's own check of the rules file skipped")
+		}
+		if out, err := exec.Command(promtool, "check", "rules", alertsFile).CombinedOutput(); err != nil {
+			t.Errorf("promtool check rules %s: %v\n%s", alertsFile, err, out)
+		}
+	})
+}

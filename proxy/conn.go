@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ const (
 	opClose                 // write reply, then close the connection
 	opBlock                 // a blocking command (blocking.go)
 	opPubSub                // run act on the writer, write what it returns (pubsub.go)
+	opStream                // write reply, then size bytes of file as a bulk string's body (backup.go)
 )
 
 // op is one command in flight on a connection. Ops are queued in arrival
@@ -53,6 +55,9 @@ type op struct {
 	// act, for opPubSub, changes the connection's subscriptions in the
 	// broker (or reads it) as its reply is written, and returns the reply.
 	act func() []byte
+	// file and size, for opStream: the bulk string streamed after reply.
+	file *os.File
+	size int64
 }
 
 // conn is one client connection: a reader goroutine parses and dispatches
@@ -437,6 +442,12 @@ func (c *conn) complete(batch []*op) (closing bool) {
 		c.readsDone(batch)
 	case opBlock:
 		c.block(w, o)
+	case opStream:
+		if !c.writeStream(w, o) {
+			c.w.Flush()
+			c.nc.Close()
+			return true
+		}
 	}
 	return false
 }
@@ -746,6 +757,8 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(c.raftConfig(args))
 	case "raft.debug":
 		c.emit(c.raftDebug(args))
+	case "raft.backup":
+		c.emit(c.raftBackup(args))
 	case "raft.info":
 		c.emit(&op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())})
 	case "info":

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -23,12 +24,15 @@ import (
 	"github.com/raftproxy/raftproxy/observe"
 	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/wal"
 )
 
 const usage = `raftproxy: strongly consistent Redis from stock redis-servers and Raft.
 
 Usage:
   raftproxy --listen HOST:PORT --peer-listen HOST:PORT --data-dir DIR [flags]
+
+  raftproxy backup --from HOST:PORT --out FILE.rdb    (see raftproxy backup --help)
 
 Then form a cluster over RESP (redis-cli works):
   RAFT.CLUSTER INIT                      on the first node
@@ -49,6 +53,7 @@ type options struct {
 	snapCatchUpMiB                     uint64
 	snapKeep                           int
 	forceNewCluster                    bool
+	seedRDB                            string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -76,6 +81,7 @@ func parseFlags(args []string) (options, error) {
 	fs.Uint64Var(&o.snapCatchUpMiB, "snapshot-catchup-mib", 16, "bytes (MiB) of entries kept in the log after a snapshot, at most")
 	fs.BoolVar(&o.forceNewCluster, "force-new-cluster", false, "quorum-loss recovery: restart this node as the only member of its cluster, keeping what it committed; other nodes then join it with empty data dirs")
 	fs.IntVar(&o.snapKeep, "snapshot-keep", 2, "snapshot files kept in the data dir")
+	fs.StringVar(&o.seedRDB, "seed-rdb", "", "RDB file (a raftproxy backup or a stock redis dump.rdb) that RAFT.CLUSTER INIT makes the new cluster's first state; ignored once the node has a cluster")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -161,6 +167,9 @@ func settings(dataDir string, srv **proxy.Server, host *raftnode.Host, lv *slog.
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "backup" {
+		os.Exit(backupMain(os.Args[2:]))
+	}
 	o, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -185,6 +194,11 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	defer stop()
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
+	}
+	if o.seedRDB != "" && !wal.Exist(filepath.Join(o.dataDir, "wal")) {
+		if err := checkSeedRDB(o.seedRDB); err != nil {
+			return err
+		}
 	}
 	clientLn, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -234,6 +248,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		SnapshotCatchUpBytes:   o.snapCatchUpMiB << 20,
 		SnapshotKeep:           o.snapKeep,
 		ForceNewCluster:        o.forceNewCluster,
+		SeedRDB:                o.seedRDB,
 	})
 	sets := settings(o.dataDir, &srv, host, lv)
 	srv, err = proxy.New(ctx, proxy.Config{

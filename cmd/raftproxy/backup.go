@@ -135,7 +135,7 @@ func authenticate(w io.Writer, br *bufio.Reader, password string) error {
 	}
 	line, err := readLine(br)
 	if err != nil {
-		return fmt.Errorf("read AUTH reply: %w", err)
+		return fmt.Errorf("AUTH: %w", err)
 	}
 	switch {
 	case line == "+OK":
@@ -152,7 +152,7 @@ func authenticate(w io.Writer, br *bufio.Reader, password string) error {
 func readLine(br *bufio.Reader) (string, error) {
 	line, err := br.ReadString('\n')
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("read the reply: %w", err)
 	}
 	if !strings.HasSuffix(line, "\r\n") {
 		return "", fmt.Errorf("reply line %q does not end with CRLF", line)
@@ -182,7 +182,7 @@ func readElement(br *bufio.Reader, kind byte, stream bool) (int64, string, error
 	}
 	buf := make([]byte, n+2)
 	if _, err := io.ReadFull(br, buf); err != nil {
-		return 0, "", err
+		return 0, "", fmt.Errorf("read the reply: %w", err)
 	}
 	if string(buf[n:]) != "\r\n" {
 		return 0, "", errors.New("bulk string not followed by CRLF")

@@ -227,6 +227,31 @@ func TestBackupRestore(t *testing.T) {
 		}
 	})
 
+	t.Run("RefuseUnloadableSeed", func(t *testing.T) {
+		// A whole RDB (header, EOF, checksum) in a format version no redis
+		// has: it passes the check at start, and the local redis refuses it.
+		future := filepath.Join(t.TempDir(), "future.rdb")
+		if err := os.WriteFile(future, []byte("REDIS0099\xff\x00\x00\x00\x00\x00\x00\x00\x00"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c4 := NewCluster(ctx, t, ClusterOptions{Nodes: 1, ExtraArgs: []string{"--seed-rdb", future}})
+		n := c4.Nodes[0]
+		v, err := n.Do(ctx, 30*time.Second, "RAFT.CLUSTER", "INIT")
+		if err != nil || v.Kind != '-' || !strings.Contains(v.Str, "cannot load it") {
+			t.Fatalf("INIT seeded with an RDB redis cannot load answered %v %v", v, err)
+		}
+		t.Logf("INIT answered: %s", v.Str)
+		if v, err := n.Do(ctx, 5*time.Second, "GET", "k"); err != nil || v.Kind != '-' || !strings.HasPrefix(v.Str, "NOCLUSTER") {
+			t.Errorf("after a refused seed, GET answered %v %v; want -NOCLUSTER", v, err)
+		}
+		if _, err := os.Stat(filepath.Join(n.DataDir, "wal")); !os.IsNotExist(err) {
+			t.Errorf("a refused seed left a wal: %v", err)
+		}
+		if err := pingRaw(n.RedisAddr); err != nil {
+			t.Errorf("the local redis after a refused seed: %v", err)
+		}
+	})
+
 	t.Run("RefuseBadSeed", func(t *testing.T) {
 		bad := filepath.Join(t.TempDir(), "not.rdb")
 		if err := os.WriteFile(bad, []byte("*1\r\n$4\r\nPING\r\n"), 0o600); err != nil {

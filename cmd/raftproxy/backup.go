@@ -61,10 +61,15 @@ func parseBackupFlags(args []string) (backupOptions, error) {
 	}
 	fs.StringVar(&o.from, "from", "", "client (RESP) address of any member, HOST:PORT (required)")
 	fs.StringVar(&o.out, "out", "", "the RDB file to write; FILE.json gets its description (required)")
-	fs.StringVar(&o.password, "password", os.Getenv("RAFTPROXY_PASSWORD"), "sent with AUTH first, if set (default: $RAFTPROXY_PASSWORD)")
+	// The environment is read after parsing, not as the flag's default,
+	// which --help would print.
+	fs.StringVar(&o.password, "password", "", "sent with AUTH first, if set (default: $RAFTPROXY_PASSWORD)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long the whole backup may take")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.password == "" {
+		o.password = os.Getenv("RAFTPROXY_PASSWORD")
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))

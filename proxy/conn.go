@@ -473,6 +473,9 @@ func (c *conn) readsDone(batch []*op) {
 func (c *conn) discard() {
 	for o := range c.ops {
 		c.readsDone([]*op{o})
+		if o.file != nil {
+			o.file.Close() // an opStream never written
+		}
 	}
 }
 

@@ -200,6 +200,21 @@ func TestBackupRestore(t *testing.T) {
 		if v, err := c2.Nodes[0].Do(ctx, 5*time.Second, "RAFT.CLUSTER", "INIT"); err != nil || v.Kind != '-' || !strings.Contains(v.Str, "Already cluster member") {
 			t.Errorf("a second INIT answered %v %v", v, err)
 		}
+		// The seeded node restarts from its seed snapshot and the log after it.
+		after := c2.AssertRedisIdentical(ctx)
+		first := c2.Nodes[0]
+		if err := first.StopProxy(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := first.StartProxy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c2.WaitStable(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if d := c2.AssertRedisIdentical(ctx); diffDumps(after, d) != "" {
+			t.Errorf("after restarting the seeded node:\n%s", diffDumps(after, d))
+		}
 	})
 
 	t.Run("SeedFromStockRedis", func(t *testing.T) {

@@ -52,6 +52,7 @@ var notes = map[string]string{
 	"raft.info":            "the node's raft state",
 	"raft.config":          "GET / SET runtime settings",
 	"raft.debug":           "COMPACT: snapshot now",
+	"raft.backup":          "a consistent snapshot: [index, term, sha256, cluster id, RDB]",
 	"raft.transfer_leader": "hand leadership to a member (or the most up-to-date one)",
 	"blpop":                "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",
 	"brpop":                "waits at the proxy; each attempt is a one-command transaction through the log, retried when a write to its keys is applied here",

@@ -139,6 +139,7 @@ var raftCommands = []*spec{
 	{name: "raft.debug", arity: -2, class: classProxy},
 	{name: "raft.transfer_leader", arity: -1, class: classProxy},
 	{name: "raft.config", arity: -2, class: classProxy},
+	{name: "raft.backup", arity: 1, class: classProxy},
 }
 
 // buildTable classifies the reply of COMMAND from the local redis.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ const (
 	opClose                 // write reply, then close the connection
 	opBlock                 // a blocking command (blocking.go)
 	opPubSub                // run act on the writer, write what it returns (pubsub.go)
+	opStream                // write reply, then size bytes of file as a bulk string's body (backup.go)
 )
 
 // op is one command in flight on a connection. Ops are queued in arrival
@@ -58,6 +60,9 @@ type op struct {
 	// set as its reply is written.
 	cls    metricClass
 	failed bool
+	// file and size, for opStream: the bulk string streamed after reply.
+	file *os.File
+	size int64
 }
 
 // conn is one client connection: a reader goroutine parses and dispatches
@@ -484,6 +489,12 @@ func (c *conn) complete(batch []*op) (closing bool) {
 		c.readsDone(batch)
 	case opBlock:
 		c.block(w, o)
+	case opStream:
+		if !c.writeStream(w, o) {
+			c.w.Flush()
+			c.nc.Close()
+			return true
+		}
 	}
 	return false
 }
@@ -516,6 +527,9 @@ func (c *conn) readsDone(batch []*op) {
 func (c *conn) discard() {
 	for o := range c.ops {
 		c.readsDone([]*op{o})
+		if o.file != nil {
+			o.file.Close() // an opStream never written
+		}
 	}
 }
 
@@ -807,6 +821,8 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(c.raftConfig(args))
 	case "raft.debug":
 		c.emit(c.raftDebug(args))
+	case "raft.backup":
+		c.emit(c.raftBackup(args))
 	case "raft.info":
 		c.emit(&op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())})
 	case "info":

@@ -63,6 +63,11 @@ func RandomID() uint64 {
 func (h *Host) Restart() (*Node, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.restart()
+}
+
+// restart is Restart for a caller that holds h.mu.
+func (h *Host) restart() (*Node, error) {
 	dir := walDir(h.cfg.DataDir)
 	if !rwal.Exist(dir) {
 		return nil, nil
@@ -114,6 +119,9 @@ func (h *Host) Init() (*Node, error) {
 	defer h.mu.Unlock()
 	if h.node.Load() != nil || rwal.Exist(walDir(h.cfg.DataDir)) {
 		return nil, ErrAlreadyMember
+	}
+	if h.cfg.SeedRDB != "" {
+		return h.initSeeded()
 	}
 	id, cid := RandomID(), RandomID()
 	n, err := h.create(id, cid)

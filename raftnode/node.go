@@ -168,6 +168,9 @@ type Config struct {
 	// ForceNewCluster, on restart, makes this node the only member of its
 	// cluster, keeping what it had committed (quorum-loss recovery).
 	ForceNewCluster bool
+	// SeedRDB, when set, is an RDB file that RAFT.CLUSTER INIT makes the new
+	// cluster's first state (seed.go); JOIN and restarts ignore it.
+	SeedRDB string
 
 	// metrics are the Host's series, shared by the nodes it runs.
 	metrics *Metrics

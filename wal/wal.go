@@ -216,3 +216,21 @@ func ValidSnapshots(lg *zap.Logger, dir string) ([]*walpb.Snapshot, error) {
 	}
 	return snaps, nil
 }
+
+// Rename moves a WAL made by Create in from (a directory next to to) into
+// to, atomically: a node whose WAL is built in more than one step (a seeded
+// cluster's snapshot record and hard state) never leaves a half-made WAL
+// that would look like a cluster. A repair marker left in to's place by an
+// earlier WAL says nothing about this one and is removed first.
+func Rename(from, to string) error {
+	if err := removeMarker(to); err != nil {
+		return err
+	}
+	if err := os.Rename(from, to); err != nil {
+		return fmt.Errorf("move wal %s to %s: %w", from, to, err)
+	}
+	if err := syncDir(filepath.Dir(to)); err != nil {
+		return fmt.Errorf("fsync %s: %w", filepath.Dir(to), err)
+	}
+	return nil
+}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"testing"
 
+	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -132,5 +133,43 @@ func TestCreateClearsStaleMarker(t *testing.T) {
 	defer l.Close()
 	if st.Repaired {
 		t.Fatal("a new WAL was reported repaired because of an old marker")
+	}
+}
+
+// A WAL built aside (a seeded cluster's) and renamed into place opens at its
+// snapshot with its hard state, and a stale marker at the place does not
+// make it look repaired.
+func TestRenameBuiltAside(t *testing.T) {
+	base := t.TempDir()
+	aside, dir := filepath.Join(base, "wal.seed"), filepath.Join(base, "wal")
+	if err := writeMarker(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	md := Metadata{NodeID: 3, ClusterID: 4}
+	l, err := Create(zap.NewNop(), aside, md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := &walpb.Snapshot{Index: proto.Uint64(1), Term: proto.Uint64(1), ConfState: &raftpb.ConfState{Voters: []uint64{3}}}
+	if err := l.SaveSnapshot(snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(1)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if err := Rename(aside, dir); err != nil {
+		t.Fatal(err)
+	}
+	if Exist(aside) || !Exist(dir) {
+		t.Fatalf("after Rename: aside exists %v, final exists %v", Exist(aside), Exist(dir))
+	}
+	l, st, err := Open(zap.NewNop(), dir, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if st.Repaired || st.Meta != md || st.HardState.GetCommit() != 1 || len(st.Entries) != 0 {
+		t.Fatalf("reopened: repaired %v, meta %+v, commit %d, %d entries", st.Repaired, st.Meta, st.HardState.GetCommit(), len(st.Entries))
 	}
 }

@@ -29,12 +29,15 @@ import (
 	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/tlsfiles"
+	"github.com/raftproxy/raftproxy/wal"
 )
 
 const usage = `raftproxy: strongly consistent Redis from stock redis-servers and Raft.
 
 Usage:
   raftproxy --listen HOST:PORT --peer-listen HOST:PORT --data-dir DIR [flags]
+
+  raftproxy backup --from HOST:PORT --out FILE.rdb    (see raftproxy backup --help)
 
 Then form a cluster over RESP (redis-cli works):
   RAFT.CLUSTER INIT                      on the first node
@@ -69,6 +72,7 @@ type options struct {
 	idleTimeout                  time.Duration
 	// warnings found while reading the configuration, logged at start.
 	warnings []string
+	seedRDB  string
 }
 
 // parseFlags reads the configuration from args, then the environment
@@ -120,6 +124,7 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.StringVar(&o.peerTLSCA, "peer-tls-ca", "", "PEM CA bundle that signs every member's peer certificate; peers without one are refused")
 	fs.StringVar(&o.peerSecret, "peer-secret", "", "shared secret (at least 16 bytes) for clusters without a peer CA: peers speak mutual TLS with a key derived from it. Visible in ps: prefer --peer-secret-file")
 	fs.StringVar(&o.peerSecretFile, "peer-secret-file", "", "read --peer-secret from this file (its trailing newline dropped)")
+	fs.StringVar(&o.seedRDB, "seed-rdb", "", "RDB file (a raftproxy backup or a stock redis dump.rdb) that RAFT.CLUSTER INIT makes the new cluster's first state; ignored once the node has a cluster")
 	src, warnings, err := loadConfig(fs, args, environ, os.ReadFile)
 	if err != nil {
 		return o, err
@@ -282,6 +287,9 @@ func settings(dataDir string, srv **proxy.Server, host *raftnode.Host, lv *slog.
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "backup" {
+		os.Exit(backupMain(os.Args[2:]))
+	}
 	o, err := parseFlags(os.Args[1:], os.Environ())
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -309,6 +317,11 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	defer stop()
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
+	}
+	if o.seedRDB != "" && !wal.Exist(filepath.Join(o.dataDir, "wal")) {
+		if err := checkSeedRDB(o.seedRDB); err != nil {
+			return err
+		}
 	}
 	clientLn, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -387,6 +400,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		SnapshotKeep:           o.snapKeep,
 		ForceNewCluster:        o.forceNewCluster,
 		PeerTLS:                peerTLSInfo,
+		SeedRDB:                o.seedRDB,
 	})
 	if peerTLS != nil {
 		// Every peer must present a certificate the peer CA signed; the

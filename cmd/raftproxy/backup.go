@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+const backupUsage = `raftproxy backup: copy a consistent snapshot of a running cluster to a file.
+
+Usage:
+  raftproxy backup --from HOST:PORT --out FILE.rdb [--password PASSWORD] [--timeout 10m]
+
+The node at --from (any member, leader or follower) makes sure the snapshot
+holds every write committed before the backup started (RAFT.BACKUP), and the
+RDB is streamed to FILE.rdb: a plain redis RDB file that raftproxy
+--seed-rdb and a stock redis-server both load. FILE.rdb.json records the
+raft index and term it reflects, its size, sha256 and the cluster id; the
+same JSON is printed on stdout. Both files are written atomically.
+
+Flags:
+`
+
+// backupInfo describes a backup; it is FILE.rdb.json and the tool's output.
+type backupInfo struct {
+	Index     uint64    `json:"index"`
+	Term      uint64    `json:"term"`
+	Size      int64     `json:"size"`
+	SHA256    string    `json:"sha256"`
+	ClusterID string    `json:"cluster_id"`
+	From      string    `json:"from"`
+	Time      time.Time `json:"time"`
+}
+
+type backupOptions struct {
+	from, out, password string
+	timeout             time.Duration
+}
+
+func parseBackupFlags(args []string) (backupOptions, error) {
+	var o backupOptions
+	fs := flag.NewFlagSet("raftproxy backup", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), backupUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.from, "from", "", "client (RESP) address of any member, HOST:PORT (required)")
+	fs.StringVar(&o.out, "out", "", "the RDB file to write; FILE.json gets its description (required)")
+	// The environment is read after parsing, not as the flag's default,
+	// which --help would print.
+	fs.StringVar(&o.password, "password", "", "sent with AUTH first, if set (default: $RAFTPROXY_PASSWORD)")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long the whole backup may take")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.password == "" {
+		o.password = os.Getenv("RAFTPROXY_PASSWORD")
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if o.from == "" || o.out == "" {
+		return o, errors.New("--from and --out are required (see raftproxy backup --help)")
+	}
+	return o, nil
+}
+
+// backupMain runs `raftproxy backup` and returns the exit status.
+func backupMain(args []string) int {
+	o, err := parseBackupFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "raftproxy backup:", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	info, err := backup(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "raftproxy backup:", err)
+		return 1
+	}
+	b, _ := json.Marshal(info)
+	fmt.Println(string(b))
+	return 0
+}
+
+func backup(ctx context.Context, o backupOptions) (backupInfo, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", o.from)
+	if err != nil {
+		return backupInfo{}, fmt.Errorf("connect to %s: %w", o.from, err)
+	}
+	defer nc.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	br := bufio.NewReaderSize(nc, 64<<10)
+	if o.password != "" {
+		if err := authenticate(nc, br, o.password); err != nil {
+			return backupInfo{}, fmt.Errorf("%s: %w", o.from, err)
+		}
+	}
+	if _, err := nc.Write(resp.AppendCommandStrings(nil, "RAFT.BACKUP")); err != nil {
+		return backupInfo{}, fmt.Errorf("send RAFT.BACKUP to %s: %w", o.from, err)
+	}
+	info, err := receiveBackup(br, o.out)
+	if err != nil {
+		return info, fmt.Errorf("RAFT.BACKUP from %s: %w", o.from, err)
+	}
+	info.From, info.Time = o.from, time.Now().UTC()
+	if err := writeSidecar(o.out+".json", info); err != nil {
+		return info, err
+	}
+	return info, nil
+}
+
+// authenticate sends AUTH. A server without a password answers that none
+// is configured; as redis-cli -a does, the backup goes on then.
+func authenticate(w io.Writer, br *bufio.Reader, password string) error {
+	if _, err := w.Write(resp.AppendCommandStrings(nil, "AUTH", password)); err != nil {
+		return fmt.Errorf("send AUTH: %w", err)
+	}
+	line, err := readLine(br)
+	if err != nil {
+		return fmt.Errorf("AUTH: %w", err)
+	}
+	switch {
+	case line == "+OK":
+		return nil
+	case strings.HasPrefix(line, "-") && strings.Contains(line, "without any password configured"):
+		fmt.Fprintln(os.Stderr, "raftproxy backup: warning: the server has no password; AUTH ignored")
+		return nil
+	case strings.HasPrefix(line, "-"):
+		return fmt.Errorf("AUTH refused: %s", line[1:])
+	}
+	return fmt.Errorf("unexpected AUTH reply %q", line)
+}
+
+func readLine(br *bufio.Reader) (string, error) {
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("read the reply: %w", err)
+	}
+	if !strings.HasSuffix(line, "\r\n") {
+		return "", fmt.Errorf("reply line %q does not end with CRLF", line)
+	}
+	return line[:len(line)-2], nil
+}
+
+// readElement reads one element line of RAFT.BACKUP's reply: kind is ':' or
+// '$'; a bulk's length is returned and, unless stream is set, its body.
+func readElement(br *bufio.Reader, kind byte, stream bool) (int64, string, error) {
+	line, err := readLine(br)
+	if err != nil {
+		return 0, "", err
+	}
+	if line == "" || line[0] != kind {
+		return 0, "", fmt.Errorf("unexpected reply element %q (want %q)", truncate(line), kind)
+	}
+	n, err := strconv.ParseInt(line[1:], 10, 64)
+	if err != nil || n < 0 {
+		return 0, "", fmt.Errorf("bad reply element %q", truncate(line))
+	}
+	if kind != '$' || stream {
+		return n, "", nil
+	}
+	if n > 1024 {
+		return 0, "", fmt.Errorf("reply element of %d bytes where a short string was expected", n)
+	}
+	buf := make([]byte, n+2)
+	if _, err := io.ReadFull(br, buf); err != nil {
+		return 0, "", fmt.Errorf("read the reply: %w", err)
+	}
+	if string(buf[n:]) != "\r\n" {
+		return 0, "", errors.New("bulk string not followed by CRLF")
+	}
+	return n, string(buf[:n]), nil
+}
+
+func truncate(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
+}
+
+// receiveBackup reads RAFT.BACKUP's reply, [index, term, sha256, cluster
+// id, RDB], and writes the RDB to out atomically: it streams into a
+// temporary file beside out, checks the size, the sha256 the node stored
+// with its snapshot and the RDB's own structure (header, CRC-64), fsyncs,
+// and only then renames it to out. A failed backup leaves out untouched.
+func receiveBackup(br *bufio.Reader, out string) (backupInfo, error) {
+	var info backupInfo
+	line, err := readLine(br)
+	if err != nil {
+		return info, err
+	}
+	if strings.HasPrefix(line, "-") {
+		return info, errors.New(line[1:])
+	}
+	if line != "*5" {
+		return info, fmt.Errorf("unexpected reply %q (want an array of 5)", truncate(line))
+	}
+	idx, _, err := readElement(br, ':', false)
+	if err != nil {
+		return info, err
+	}
+	term, _, err := readElement(br, ':', false)
+	if err != nil {
+		return info, err
+	}
+	if _, info.SHA256, err = readElement(br, '$', false); err != nil {
+		return info, err
+	}
+	if _, info.ClusterID, err = readElement(br, '$', false); err != nil {
+		return info, err
+	}
+	size, _, err := readElement(br, '$', true)
+	if err != nil {
+		return info, err
+	}
+	info.Index, info.Term, info.Size = uint64(idx), uint64(term), size
+
+	tmp, err := os.CreateTemp(filepath.Dir(out), filepath.Base(out)+".tmp*")
+	if err != nil {
+		return info, fmt.Errorf("create a temporary file for %s: %w", out, err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	defer tmp.Close()
+	// The RDB check reads the same bytes through a pipe as they arrive, so
+	// the file is read once.
+	pr, pw := io.Pipe()
+	checked := make(chan error, 1)
+	go func() {
+		_, err := backend.CheckRDB(pr)
+		// Closing with the error fails the copy's next write to the pipe,
+		// so a bad RDB ends the transfer rather than stalling it.
+		pr.CloseWithError(err)
+		checked <- err
+	}()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h, pw), io.LimitReader(br, size))
+	pw.CloseWithError(err) // nil: EOF
+	rdbErr := <-checked
+	switch {
+	case err != nil && rdbErr != nil && errors.Is(err, rdbErr):
+		return info, fmt.Errorf("the RDB received is not valid: %w", rdbErr)
+	case err != nil:
+		return info, fmt.Errorf("receive the RDB: %w", err)
+	case n != size:
+		return info, fmt.Errorf("the RDB ended after %d of %d bytes", n, size)
+	}
+	var crlf [2]byte
+	if _, err := io.ReadFull(br, crlf[:]); err != nil || string(crlf[:]) != "\r\n" {
+		return info, errors.New("the RDB bulk string is not followed by CRLF")
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != info.SHA256 {
+		return info, fmt.Errorf("the RDB received has sha256 %s, the node's snapshot has %s", sum, info.SHA256)
+	}
+	if rdbErr != nil {
+		return info, fmt.Errorf("the RDB received is not valid: %w", rdbErr)
+	}
+	if err := tmp.Sync(); err != nil {
+		return info, fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return info, fmt.Errorf("close %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return info, fmt.Errorf("rename the backup to %s: %w", out, err)
+	}
+	return info, syncDir(filepath.Dir(out))
+}
+
+// writeSidecar writes info as JSON to path atomically.
+func writeSidecar(path string, info backupInfo) error {
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("create a temporary file for %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(append(b, '\n'))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// checkSeedRDB verifies at start that the --seed-rdb file is a whole RDB
+// (REDIS header, EOF opcode, CRC-64), so that a wrong path or file fails
+// at once rather than at RAFT.CLUSTER INIT.
+func checkSeedRDB(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("--seed-rdb: %w", err)
+	}
+	defer f.Close()
+	if _, err := backend.CheckRDB(f); err != nil {
+		return fmt.Errorf("--seed-rdb %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// backupTimeout bounds the read barrier and the snapshot RAFT.BACKUP may
+// have to make, as RAFT.DEBUG COMPACT's.
+const backupTimeout = 10 * time.Minute
+
+// raftBackup handles RAFT.BACKUP: a snapshot holding every write committed
+// before the command arrived (raftnode.Node.Backup), replied as
+// [index, term, sha256, cluster id, RDB], the RDB a bulk string streamed
+// from the snapshot file by the writer, never held in memory. The RDB comes
+// last so a client knows what to expect before it reads the bytes.
+func (c *conn) raftBackup(args [][]byte) *op {
+	if len(args) != 1 {
+		return errReply("ERR wrong number of arguments for 'raft.backup' command")
+	}
+	n := c.s.cfg.Host.Node()
+	if n == nil {
+		return errReply("NOCLUSTER No Raft Cluster")
+	}
+	if n.Removed() {
+		return errReply("ERR " + raftnode.ErrRemoved.Error())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), backupTimeout)
+	defer cancel()
+	m, f, err := n.Backup(ctx)
+	if err != nil {
+		return errReply(errorText(err, true))
+	}
+	b := resp.AppendArrayLen(nil, 5)
+	b = resp.AppendInt(b, int64(m.Index))
+	b = resp.AppendInt(b, int64(m.Term))
+	b = resp.AppendBulkString(b, m.SHA256)
+	b = resp.AppendBulkString(b, raftnode.IDString(n.ClusterID()))
+	b = append(strconv.AppendInt(append(b, '$'), m.Size, 10), '\r', '\n')
+	return &op{kind: opStream, reply: b, file: f, size: m.Size}
+}
+
+// writeStream writes an opStream reply: its head, then the file as one
+// bulk string. It reports false when the file could not be read whole: the
+// reply is then cut and the connection must close, since nothing else can
+// follow a bulk string shorter than it said.
+func (c *conn) writeStream(w *bufio.Writer, o *op) bool {
+	defer o.file.Close()
+	w.Write(o.reply)
+	if _, err := io.CopyN(w, o.file, o.size); err != nil {
+		c.s.log.Error("RAFT.BACKUP: reading the snapshot file failed; closing the connection", "file", o.file.Name(), "err", err)
+		return false
+	}
+	w.WriteString("\r\n")
+	return true
+}

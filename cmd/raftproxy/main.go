@@ -161,6 +161,9 @@ func settings(dataDir string, srv **proxy.Server, host *raftnode.Host, lv *slog.
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "health" {
+		os.Exit(healthMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	o, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

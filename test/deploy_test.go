@@ -425,8 +425,8 @@ func TestDeployComposeShape(t *testing.T) {
 			dataDir := flagValue(args, "--data-dir")
 			if src, _ := mountOf(n.ProxySvc.Volumes, dataDir); src == "" {
 				t.Errorf("%s: --data-dir %s is not on a volume: the WAL would die with the container", n.Proxy, dataDir)
-			} else if rsrc, _ := mountOf(n.RedisSvc.Volumes, dataDir); rsrc == src {
-				t.Errorf("%s: --data-dir %s is on the volume redis shares", n.Proxy, dataDir)
+			} else if shared, _ := mountOf(n.RedisSvc.Volumes, dir); src == shared {
+				t.Errorf("%s: --data-dir %s is on %s, the volume redis writes too", n.Proxy, dataDir, src)
 			}
 			if dep, ok := n.ProxySvc.DependsOn[n.Redis]; !ok || dep.Condition != "service_healthy" {
 				t.Errorf("%s does not wait for %s to be healthy: %v", n.Proxy, n.Redis, n.ProxySvc.DependsOn)

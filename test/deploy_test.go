@@ -378,8 +378,11 @@ func TestDeployComposeShape(t *testing.T) {
 				t.Errorf("node %s: the namespace owner runs %q, want the pause image (it must outlive redis and raftproxy restarts)", n.Name, owner.Image)
 			}
 			for _, p := range owner.Ports {
-				parts := strings.Split(p, ":")
-				host, ctr := parts[0], parts[len(parts)-1]
+				// [IP:]HOST:CONTAINER
+				host, ctr, _ := strings.Cut(p[strings.LastIndex(p[:strings.LastIndex(p, ":")], ":")+1:], ":")
+				if !strings.HasPrefix(p, "127.0.0.1:") {
+					t.Errorf("node %s publishes %s on every host interface, want 127.0.0.1 (no authentication by default)", n.Name, p)
+				}
 				if ctr != n.Listen && ctr != n.Metrics {
 					t.Errorf("node %s publishes %s, which is neither the client nor the metrics port", n.Name, p)
 				}

@@ -23,6 +23,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -546,8 +547,30 @@ func TestDeployTopology(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = topo.Close() })
+	// In the containers redis (after the image's entrypoint drops root) and
+	// raftproxy run as uid 999 and own their volumes; so do the processes
+	// and directories here, so that the socket mode, the RDB files'
+	// permissions and the data dir's are what the compose file gets.
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skipf("running redis and raftproxy as uid %s, as in the compose file, needs setpriv (util-linux): %v", redisImageUID, err)
+	}
+	uid, _ := strconv.Atoi(redisImageUID)
+	asUID := func(args ...string) []string {
+		return append([]string{setpriv, "--reuid", redisImageUID, "--regid", redisImageUID, "--clear-groups", "--pdeathsig", "KILL"}, args...)
+	}
 	dir, err := os.MkdirTemp("", "raftproxy-itest-TestDeployTopology-")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The harness's binary is in a directory only root may enter.
+	bin := filepath.Join(dir, "raftproxy")
+	if b, err := os.ReadFile(raftproxyBin); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
 
@@ -593,16 +616,19 @@ func TestDeployTopology(t *testing.T) {
 	mappers := make([]topologyMapper, len(d.Nodes))
 	proxies := make([]*process, len(d.Nodes))
 	for i, n := range d.Nodes {
-		m := topologyMapper{hosts: hosts, mounts: map[string]string{}, bin: [2]string{entry[1], raftproxyBin}}
+		m := topologyMapper{hosts: hosts, mounts: map[string]string{}, bin: [2]string{entry[1], bin}}
 		for _, v := range append(slices.Clone(n.RedisSvc.Volumes), n.ProxySvc.Volumes...) {
 			parts := strings.Split(v, ":")
 			m.mounts[parts[1]] = filepath.Join(dir, parts[0])
-			if err := os.MkdirAll(m.mounts[parts[1]], 0o700); err != nil {
+			if err := os.MkdirAll(m.mounts[parts[1]], 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(m.mounts[parts[1]], uid, uid); err != nil {
 				t.Fatal(err)
 			}
 		}
 		mappers[i] = m
-		start(i, n.Redis, m.args(n.RedisSvc.Command)...)
+		start(i, n.Redis, asUID(m.args(n.RedisSvc.Command)...)...)
 		redisHealth := m.args(n.RedisSvc.Healthcheck.Test[1:])
 		err := waitFor(ctx, 10*time.Second, 50*time.Millisecond, n.Redis+" healthcheck", func(ctx context.Context) error {
 			out, err := inNode(ctx, i, redisHealth)
@@ -614,7 +640,7 @@ func TestDeployTopology(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		proxies[i] = start(i, n.Proxy, append([]string{raftproxyBin}, m.args(n.ProxySvc.Command)...)...)
+		proxies[i] = start(i, n.Proxy, asUID(append([]string{bin}, m.args(n.ProxySvc.Command)...)...)...)
 	}
 	addr := func(i int) string { return mappers[i].arg(flagValue(d.Nodes[i].ProxySvc.Command, "--advertise-addr")) }
 	for i := range d.Nodes {
@@ -623,7 +649,7 @@ func TestDeployTopology(t *testing.T) {
 		}
 	}
 	health := func(ctx context.Context, i int) error {
-		args := mappers[i].args(d.Nodes[i].ProxySvc.Healthcheck.Test[1:])
+		args := asUID(mappers[i].args(d.Nodes[i].ProxySvc.Healthcheck.Test[1:])...)
 		if out, err := inNode(ctx, i, args); err != nil {
 			return fmt.Errorf("%v: %w: %s", args, err, out)
 		}
@@ -735,7 +761,7 @@ func TestDeployTopology(t *testing.T) {
 			t.Fatalf("FLUSHALL on %s: %v: %s", sock, err, out)
 		}
 		n := d.Nodes[last]
-		proxies[last] = start(last, n.Proxy+"-restarted", append([]string{raftproxyBin}, mappers[last].args(n.ProxySvc.Command)...)...)
+		proxies[last] = start(last, n.Proxy+"-restarted", asUID(append([]string{bin}, mappers[last].args(n.ProxySvc.Command)...)...)...)
 		err := waitFor(ctx, 15*time.Second, 100*time.Millisecond, n.Proxy+" serving the snapshot after a restart", func(context.Context) error {
 			v, err := dialDo(addr(last), "GET", "deploy")
 			if err != nil || v.Str != "v1" {

@@ -540,13 +540,6 @@ func TestDeployTopology(t *testing.T) {
 	if err := netns.Available(); err != nil {
 		t.Skipf("the compose topology runs one network namespace per node, which this machine does not give: %v", err)
 	}
-	d := loadDeployment(t)
-	ctx := testContext(t, 60*time.Second)
-	topo, err := netns.New(ctx, "rpdepl", len(d.Nodes))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = topo.Close() })
 	// In the containers redis (after the image's entrypoint drops root) and
 	// raftproxy run as uid 999 and own their volumes; so do the processes
 	// and directories here, so that the socket mode, the RDB files'
@@ -555,6 +548,13 @@ func TestDeployTopology(t *testing.T) {
 	if err != nil {
 		t.Skipf("running redis and raftproxy as uid %s, as in the compose file, needs setpriv (util-linux): %v", redisImageUID, err)
 	}
+	d := loadDeployment(t)
+	ctx := testContext(t, 60*time.Second)
+	topo, err := netns.New(ctx, "rpdepl", len(d.Nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = topo.Close() })
 	uid, _ := strconv.Atoi(redisImageUID)
 	asUID := func(args ...string) []string {
 		return append([]string{setpriv, "--reuid", redisImageUID, "--regid", redisImageUID, "--clear-groups", "--pdeathsig", "KILL"}, args...)
@@ -584,6 +584,11 @@ func TestDeployTopology(t *testing.T) {
 	}
 	var procs []*process
 	t.Cleanup(func() {
+		for _, p := range procs {
+			if p.Exited() && !p.stopping.Load() {
+				t.Errorf("%s exited unexpectedly: %v", p.name, p.waitErr)
+			}
+		}
 		for i := len(procs) - 1; i >= 0; i-- {
 			if err := procs[i].Terminate(5 * time.Second); err != nil {
 				t.Log(err)

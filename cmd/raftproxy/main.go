@@ -287,6 +287,9 @@ func settings(dataDir string, srv **proxy.Server, host *raftnode.Host, lv *slog.
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "health" {
+		os.Exit(healthMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "backup" {
 		os.Exit(backupMain(os.Args[2:]))
 	}

@@ -38,6 +38,7 @@ Usage:
   raftproxy --listen HOST:PORT --peer-listen HOST:PORT --data-dir DIR [flags]
 
   raftproxy backup --from HOST:PORT --out FILE.rdb    (see raftproxy backup --help)
+  raftproxy health --url URL                          exit 0 if URL answers 200 (container healthchecks)
 
 Then form a cluster over RESP (redis-cli works):
   RAFT.CLUSTER INIT                      on the first node

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -120,6 +121,23 @@ func TestAuth(t *testing.T) {
 		}
 		if got := infoInt(ctx, t, n, "snapshot_last_index"); got == 0 {
 			t.Errorf("%s has no snapshot: it did not join from one", n)
+		}
+	})
+
+	t.Run("backup with the password", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "b.rdb")
+		if _, stderr, err := tryBackup(ctx, nil, "--from", c.Nodes[0].Addr, "--out", out); err == nil || !strings.Contains(stderr, "NOAUTH") {
+			t.Errorf("backup without a password: %v, stderr %q; want it refused with NOAUTH", err, stderr)
+		}
+		if _, stderr, err := tryBackup(ctx, nil, "--from", c.Nodes[0].Addr, "--out", out, "--password", "wrong"); err == nil || !strings.Contains(stderr, "WRONGPASS") {
+			t.Errorf("backup with a wrong password: %v, stderr %q; want WRONGPASS", err, stderr)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("a refused backup wrote %s", out)
+		}
+		info, stderr, err := tryBackup(ctx, []string{"RAFTPROXY_PASSWORD=" + pw}, "--from", c.Nodes[1].Addr, "--out", out)
+		if err != nil || info.Index == 0 || info.ClusterID != c.ClusterID {
+			t.Fatalf("backup with RAFTPROXY_PASSWORD: %+v %v\n%s", info, err, stderr)
 		}
 	})
 

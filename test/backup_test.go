@@ -93,17 +93,28 @@ func startRedisWithRDB(ctx context.Context, t *testing.T, dir, dbfilename string
 
 func runBackup(ctx context.Context, t *testing.T, from, out string) backupInfo {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, raftproxyBin, "backup", "--from", from, "--out", out)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("raftproxy backup --from %s: %v\nstderr: %s", from, err, stderr.String())
-	}
-	var info backupInfo
-	if err := json.Unmarshal(stdout.Bytes(), &info); err != nil {
-		t.Fatalf("raftproxy backup printed %q: %v", stdout.String(), err)
+	info, stderr, err := tryBackup(ctx, nil, "--from", from, "--out", out)
+	if err != nil {
+		t.Fatalf("raftproxy backup --from %s: %v\nstderr: %s", from, err, stderr)
 	}
 	return info
+}
+
+// tryBackup runs raftproxy backup with args and env (added to the test's
+// environment); it returns what it printed on stdout, decoded, and stderr.
+func tryBackup(ctx context.Context, env []string, args ...string) (backupInfo, string, error) {
+	cmd := exec.CommandContext(ctx, raftproxyBin, append([]string{"backup"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var info backupInfo
+	if err := cmd.Run(); err != nil {
+		return info, stderr.String(), err
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &info); err != nil {
+		return info, stderr.String(), fmt.Errorf("raftproxy backup printed %q: %w", stdout.String(), err)
+	}
+	return info, stderr.String(), nil
 }
 
 // TestBackupRestore: `raftproxy backup` from a follower of a 3-node cluster

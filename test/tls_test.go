@@ -136,6 +136,29 @@ func TestClientTLS(t *testing.T) {
 		t.Fatalf("GET over TLS on the other node: %q %v", v, err)
 	}
 
+	t.Run("backup", func(t *testing.T) {
+		pair, err := p.ca.Issue("backup-client")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, key, err := pair.Write(p.dir, "backup-client")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(t.TempDir(), "b.rdb")
+		if _, stderr, err := tryBackup(ctx, nil, "--from", n1.Addr, "--out", out, "--tls-ca", p.caFile); err == nil {
+			t.Errorf("backup without a client certificate from a node requiring one succeeded: %s", stderr)
+		}
+		info, stderr, err := tryBackup(ctx, nil, "--from", n1.Addr, "--out", out, "--tls-ca", p.caFile, "--tls-cert", cert, "--tls-key", key)
+		if err != nil || info.Index == 0 {
+			t.Fatalf("backup over TLS: %+v %v\n%s", info, err, stderr)
+		}
+		stock := startRedisWithRDB(ctx, t, filepath.Dir(out), "b.rdb")
+		if v, err := newClient(stock, 1).Get(ctx, "k").Result(); err != nil || v != "v" {
+			t.Errorf("the TLS backup loaded in a stock redis: GET k = %q %v", v, err)
+		}
+	})
+
 	t.Run("refused", func(t *testing.T) {
 		for name, cfg := range map[string]*tls.Config{
 			"no client certificate":        p.clientConfig(),

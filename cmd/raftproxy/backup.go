@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,12 +20,14 @@ import (
 
 	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/resp"
+	"github.com/raftproxy/raftproxy/tlsfiles"
 )
 
 const backupUsage = `raftproxy backup: copy a consistent snapshot of a running cluster to a file.
 
 Usage:
   raftproxy backup --from HOST:PORT --out FILE.rdb [--password PASSWORD] [--timeout 10m]
+                   [--tls] [--tls-ca CA.pem] [--tls-cert CERT.pem --tls-key KEY.pem]
 
 The node at --from (any member, leader or follower) makes sure the snapshot
 holds every write committed before the backup started (RAFT.BACKUP), and the
@@ -50,6 +53,9 @@ type backupInfo struct {
 type backupOptions struct {
 	from, out, password string
 	timeout             time.Duration
+	// TLS to a node whose client port speaks it (--tls-cert on the node).
+	tls                             bool
+	tlsCA, tlsCert, tlsKey, tlsName string
 }
 
 func parseBackupFlags(args []string) (backupOptions, error) {
@@ -65,8 +71,17 @@ func parseBackupFlags(args []string) (backupOptions, error) {
 	// which --help would print.
 	fs.StringVar(&o.password, "password", "", "sent with AUTH first, if set (default: $RAFTPROXY_PASSWORD)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long the whole backup may take")
+	fs.BoolVar(&o.tls, "tls", false, "connect with TLS (implied by the other --tls-* flags)")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA bundle verifying the node's certificate (default: system roots)")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate, for a node with --tls-client-auth require")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&o.tlsName, "tls-server-name", "", "name the node's certificate must hold (default: the host of --from)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	o.tls = o.tls || o.tlsCA != "" || o.tlsCert != "" || o.tlsKey != "" || o.tlsName != ""
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return o, errors.New("--tls-cert and --tls-key go together")
 	}
 	if o.password == "" {
 		o.password = os.Getenv("RAFTPROXY_PASSWORD")
@@ -111,6 +126,21 @@ func backup(ctx context.Context, o backupOptions) (backupInfo, error) {
 	defer nc.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
+	}
+	if o.tls {
+		files, err := tlsfiles.Load(o.tlsCert, o.tlsKey, o.tlsCA)
+		if err != nil {
+			return backupInfo{}, fmt.Errorf("TLS: %w", err)
+		}
+		cfg := files.ClientConfigFor(o.from)
+		if o.tlsName != "" {
+			cfg = files.ClientConfig(o.tlsName)
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return backupInfo{}, fmt.Errorf("TLS handshake with %s: %w", o.from, err)
+		}
+		nc = tc
 	}
 	br := bufio.NewReaderSize(nc, 64<<10)
 	if o.password != "" {

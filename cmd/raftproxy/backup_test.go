@@ -173,7 +173,11 @@ func TestParseBackupFlags(t *testing.T) {
 	if o, err := parseBackupFlags([]string{"--from", "h:1", "--out", "b.rdb", "--password", "flag"}); err != nil || o.password != "flag" {
 		t.Errorf("--password does not win over the environment: %+v, %v", o, err)
 	}
-	for _, args := range [][]string{{"--out", "b.rdb"}, {"--from", "h:1"}, {"--from", "h:1", "--out", "b.rdb", "extra"}} {
+	if o, err := parseBackupFlags([]string{"--from", "h:1", "--out", "b.rdb", "--tls-ca", "ca.pem"}); err != nil || !o.tls || o.tlsCA != "ca.pem" {
+		t.Errorf("--tls-ca does not imply --tls: %+v, %v", o, err)
+	}
+	for _, args := range [][]string{{"--out", "b.rdb"}, {"--from", "h:1"}, {"--from", "h:1", "--out", "b.rdb", "extra"},
+		{"--from", "h:1", "--out", "b.rdb", "--tls-cert", "c.pem"}} {
 		if _, err := parseBackupFlags(args); err == nil {
 			t.Errorf("%q accepted", args)
 		}

@@ -17,7 +17,15 @@
 #
 # Needs only sh and redis-cli (the redis image has both). WAIT_SECONDS
 # (default 120) bounds the wait for the nodes to come up.
+# RAFTPROXY_REQUIREPASS, if set, is the nodes' password (their
+# --requirepass); redis-cli gives it from REDISCLI_AUTH, which keeps it off
+# the command line.
 set -eu
+
+if [ -n "${RAFTPROXY_REQUIREPASS:-}" ]; then
+	REDISCLI_AUTH=$RAFTPROXY_REQUIREPASS
+	export REDISCLI_AUTH
+fi
 
 : "${NODES:?set NODES to the nodes client addresses, e.g. NODES=\"node1:6379 node2:6379\"}"
 WAIT_SECONDS=${WAIT_SECONDS:-120}

@@ -495,6 +495,12 @@ func TestDeployComposeShape(t *testing.T) {
 		if got := strings.Fields(s.Environment["NODES"]); !slices.Equal(got, want) {
 			t.Errorf("init NODES=%v, want the nodes' --advertise-addr in order %v", got, want)
 		}
+		// The script AUTHs with the password the proxies require.
+		for _, n := range d.Nodes {
+			if got, want := s.Environment["RAFTPROXY_REQUIREPASS"], n.ProxySvc.Environment["RAFTPROXY_REQUIREPASS"]; got != want || want == "" {
+				t.Errorf("init RAFTPROXY_REQUIREPASS=%q, %s's %q: want one non-empty setting", got, n.Proxy, want)
+			}
+		}
 	})
 }
 
@@ -556,6 +562,10 @@ func TestDeployTopology(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = topo.Close() })
 	uid, _ := strconv.Atoi(redisImageUID)
+	// The variables compose interpolates, as an operator would set them:
+	// the nodes ask a password, which the init script must give.
+	const pw = "deploy test password"
+	vars := map[string]string{"RAFTPROXY_REQUIREPASS": pw}
 	asUID := func(args ...string) []string {
 		return append([]string{setpriv, "--reuid", redisImageUID, "--regid", redisImageUID, "--clear-groups", "--pdeathsig", "KILL"}, args...)
 	}
@@ -603,9 +613,11 @@ func TestDeployTopology(t *testing.T) {
 		}
 		os.RemoveAll(dir)
 	})
-	start := func(i int, name string, args ...string) *process {
+	start := func(i int, name string, env []string, args ...string) *process {
 		t.Helper()
-		p, err := startCmd(name, filepath.Join(dir, name+".log"), topo.Command(context.Background(), i+1, args[0], args[1:]...))
+		cmd := topo.Command(context.Background(), i+1, args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), env...)
+		p, err := startCmd(name, filepath.Join(dir, name+".log"), cmd)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -633,7 +645,7 @@ func TestDeployTopology(t *testing.T) {
 			}
 		}
 		mappers[i] = m
-		start(i, n.Redis, asUID(m.args(n.RedisSvc.Command)...)...)
+		start(i, n.Redis, composeEnv(n.RedisSvc, vars), asUID(m.args(n.RedisSvc.Command)...)...)
 		redisHealth := m.args(n.RedisSvc.Healthcheck.Test[1:])
 		err := waitFor(ctx, 10*time.Second, 50*time.Millisecond, n.Redis+" healthcheck", func(ctx context.Context) error {
 			out, err := inNode(ctx, i, redisHealth)
@@ -645,11 +657,16 @@ func TestDeployTopology(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		proxies[i] = start(i, n.Proxy, asUID(append([]string{bin}, m.args(n.ProxySvc.Command)...)...)...)
+		proxies[i] = start(i, n.Proxy, composeEnv(n.ProxySvc, vars), asUID(append([]string{bin}, m.args(n.ProxySvc.Command)...)...)...)
 	}
 	addr := func(i int) string { return mappers[i].arg(flagValue(d.Nodes[i].ProxySvc.Command, "--advertise-addr")) }
 	for i := range d.Nodes {
-		if err := waitFor(ctx, 10*time.Second, 50*time.Millisecond, d.Nodes[i].Proxy+" answering PING", func(context.Context) error { return pingRaw(addr(i)) }); err != nil {
+		if err := waitFor(ctx, 10*time.Second, 50*time.Millisecond, d.Nodes[i].Proxy+" answering PING", func(context.Context) error {
+			if v, err := dialDo(addr(i), pw, "PING"); err != nil || v.Str != "PONG" {
+				return fmt.Errorf("PING: %s %v", v, err)
+			}
+			return nil
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -674,7 +691,8 @@ func TestDeployTopology(t *testing.T) {
 		cctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(cctx, "sh", d.path("deploy", "init-cluster.sh"))
-		cmd.Env = append(os.Environ(), "NODES="+strings.Join(nodes, " "), "WAIT_SECONDS=10")
+		cmd.Env = append(os.Environ(), composeEnv(initSvc, vars)...)
+		cmd.Env = append(cmd.Env, "NODES="+strings.Join(nodes, " "), "WAIT_SECONDS=10")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("init-cluster.sh NODES=%q: %v\n%s", nodes, err, out)
@@ -698,7 +716,7 @@ func TestDeployTopology(t *testing.T) {
 		t.Fatalf("init-cluster.sh on a formed cluster was not a no-op:\n%s", third)
 	}
 	for i, n := range d.Nodes {
-		v, err := dialDo(addr(i), "RAFT.INFO")
+		v, err := dialDo(addr(i), pw, "RAFT.INFO")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -712,11 +730,15 @@ func TestDeployTopology(t *testing.T) {
 	}
 
 	t.Run("write on the first node, read on the last", func(t *testing.T) {
-		if v, err := dialDo(addr(0), "SET", "deploy", "v1"); err != nil || v.Str != "OK" {
+		if v, err := dialDo(addr(0), pw, "SET", "deploy", "v1"); err != nil || v.Str != "OK" {
 			t.Fatalf("SET on %s: %v %v", addr(0), v, err)
 		}
-		if v, err := dialDo(addr(last), "GET", "deploy"); err != nil || v.Str != "v1" {
+		if v, err := dialDo(addr(last), pw, "GET", "deploy"); err != nil || v.Str != "v1" {
 			t.Fatalf("GET on %s: %v %v, want v1", addr(last), v, err)
+		}
+		// RAFTPROXY_REQUIREPASS reached the proxies.
+		if v, err := dialDo(addr(last), "", "GET", "deploy"); err != nil || v.Kind != '-' || !strings.HasPrefix(v.Str, "NOAUTH") {
+			t.Fatalf("GET on %s without the password: %v %v, want NOAUTH", addr(last), v, err)
 		}
 	})
 
@@ -753,7 +775,7 @@ func TestDeployTopology(t *testing.T) {
 	// there (the shared volume); a restart loads it back into redis with
 	// raftproxy posing as its master on 127.0.0.1 (the shared namespace).
 	t.Run("snapshot through the shared volume and namespace", func(t *testing.T) {
-		if v, err := dialDo(addr(last), "RAFT.DEBUG", "COMPACT"); err != nil || v.Str != "OK" {
+		if v, err := dialDo(addr(last), pw, "RAFT.DEBUG", "COMPACT"); err != nil || v.Str != "OK" {
 			t.Fatalf("RAFT.DEBUG COMPACT on %s: %v %v", addr(last), v, err)
 		}
 		if err := proxies[last].Terminate(10 * time.Second); err != nil {
@@ -766,9 +788,9 @@ func TestDeployTopology(t *testing.T) {
 			t.Fatalf("FLUSHALL on %s: %v: %s", sock, err, out)
 		}
 		n := d.Nodes[last]
-		proxies[last] = start(last, n.Proxy+"-restarted", asUID(append([]string{bin}, mappers[last].args(n.ProxySvc.Command)...)...)...)
+		proxies[last] = start(last, n.Proxy+"-restarted", composeEnv(n.ProxySvc, vars), asUID(append([]string{bin}, mappers[last].args(n.ProxySvc.Command)...)...)...)
 		err := waitFor(ctx, 15*time.Second, 100*time.Millisecond, n.Proxy+" serving the snapshot after a restart", func(context.Context) error {
-			v, err := dialDo(addr(last), "GET", "deploy")
+			v, err := dialDo(addr(last), pw, "GET", "deploy")
 			if err != nil || v.Str != "v1" {
 				return fmt.Errorf("GET deploy: %v %v", v, err)
 			}
@@ -785,12 +807,35 @@ func TestDeployTopology(t *testing.T) {
 }
 
 // dialDo sends one command on a fresh connection.
-func dialDo(addr string, args ...string) (respValue, error) {
+// composeEnv is the environment compose gives svc's process: its
+// environment values with ${NAME} and ${NAME:-default} taken from vars.
+func composeEnv(svc composeService, vars map[string]string) []string {
+	re := regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}`)
+	var env []string
+	for k, v := range svc.Environment {
+		v = re.ReplaceAllStringFunc(v, func(ref string) string {
+			m := re.FindStringSubmatch(ref)
+			if x := vars[m[1]]; x != "" {
+				return x
+			}
+			return m[2]
+		})
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+func dialDo(addr, password string, args ...string) (respValue, error) {
 	c, err := dialRaw(addr, 10*time.Second)
 	if err != nil {
 		return respValue{}, err
 	}
 	defer c.Close()
+	if password != "" {
+		if v, err := c.Do("AUTH", password); err != nil || v.Str != "OK" {
+			return v, fmt.Errorf("%s: AUTH: %s %v", addr, v, err)
+		}
+	}
 	v, err := c.Do(args...)
 	if err != nil {
 		return v, fmt.Errorf("%s %q: %w", addr, args, err)

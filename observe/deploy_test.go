@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -144,7 +145,8 @@ type rulesFile struct {
 
 // TestAlerts checks the Prometheus rules file: every rule is an alert with
 // an expression over exported metrics, a severity and a description; and,
-// when promtool is installed, that Prometheus itself accepts the file.
+// when promtool is installed, that Prometheus itself accepts the file and
+// prometheus.yml, and that the alerts fire as alerts_test.yml expects.
 func TestAlerts(t *testing.T) {
 	b, err := os.ReadFile(alertsFile)
 	if err != nil {
@@ -192,8 +194,15 @@ func TestAlerts(t *testing.T) {
 		if err != nil {
 			t.Skip("promtool not installed (Debian package prometheus): Prometheus's own check of the rules file skipped")
 		}
-		if out, err := exec.Command(promtool, "check", "rules", alertsFile).CombinedOutput(); err != nil {
-			t.Errorf("promtool check rules %s: %v\n%s", alertsFile, err, out)
+		for _, args := range [][]string{
+			{"check", "rules", alertsFile},
+			{"check", "config", filepath.Join(filepath.Dir(alertsFile), "prometheus.yml")},
+			// alerts_test.yml feeds series and checks which alerts fire.
+			{"test", "rules", filepath.Join(filepath.Dir(alertsFile), "alerts_test.yml")},
+		} {
+			if out, err := exec.Command(promtool, args...).CombinedOutput(); err != nil {
+				t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
 		}
 	})
 }

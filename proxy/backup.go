@@ -53,9 +53,31 @@ func (c *conn) raftBackup(args [][]byte) *op {
 func (c *conn) writeStream(w *bufio.Writer, o *op) bool {
 	defer o.file.Close()
 	w.Write(o.reply)
-	if _, err := io.CopyN(w, o.file, o.size); err != nil {
-		c.s.log.Error("RAFT.BACKUP: reading the snapshot file failed; closing the connection", "file", o.file.Name(), "err", err)
-		return false
+	if c.out == nil {
+		// The writer blocks on the socket: the client's reading paces it.
+		if _, err := io.CopyN(w, o.file, o.size); err != nil {
+			c.s.log.Error("RAFT.BACKUP: reading the snapshot file failed; closing the connection", "file", o.file.Name(), "err", err)
+			return false
+		}
+	} else {
+		// The output queue would take the whole file at disk speed and
+		// pass the client's output limit: hand it over in chunks, each
+		// when the client has read the one before.
+		const chunk = 256 << 10
+		for left := o.size; left > 0; {
+			n := min(left, chunk)
+			if _, err := io.CopyN(w, o.file, n); err != nil {
+				c.s.log.Error("RAFT.BACKUP: reading the snapshot file failed; closing the connection", "file", o.file.Name(), "err", err)
+				return false
+			}
+			left -= n
+			if err := w.Flush(); err != nil {
+				return false
+			}
+			if err := c.out.waitBelow(chunk); err != nil {
+				return false
+			}
+		}
 	}
 	w.WriteString("\r\n")
 	return true

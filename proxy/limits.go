@@ -111,6 +111,19 @@ func (q *outQueue) run() {
 	}
 }
 
+// waitBelow blocks until at most max bytes are queued, or the connection
+// failed: a long stream (RAFT.BACKUP's RDB) is paced by the client's
+// reading instead of counted against the limit, as redis paces a replica's
+// RDB transfer.
+func (q *outQueue) waitBelow(max int64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.n > max && q.err == nil {
+		q.cond.Wait()
+	}
+	return q.err
+}
+
 // drain waits (at most d) until everything queued is written, then stops
 // the writing goroutine: the connection is about to close.
 func (q *outQueue) drain(d time.Duration) {

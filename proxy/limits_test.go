@@ -61,3 +61,35 @@ func TestOutQueue(t *testing.T) {
 		})
 	}
 }
+
+// TestOutQueueWaitBelow: waitBelow returns once the peer has read enough,
+// and with the error once the connection fails.
+func TestOutQueueWaitBelow(t *testing.T) {
+	client, server := net.Pipe()
+	q := newOutQueue(server, 1<<20)
+	if _, err := q.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- q.waitBelow(0) }()
+	select {
+	case err := <-done:
+		t.Fatalf("waitBelow returned %v before the peer read anything", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	client.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.ReadFull(client, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("waitBelow after the peer read: %v", err)
+	}
+
+	if _, err := q.Write(make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	client.Close() // the queued bytes can never be written
+	if err := q.waitBelow(0); err == nil {
+		t.Fatal("waitBelow on a closed connection returned no error")
+	}
+}

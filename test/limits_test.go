@@ -3,8 +3,10 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -162,6 +164,29 @@ func TestClientLimits(t *testing.T) {
 		}
 		slow.Close()
 		<-sent
+	})
+
+	// A backup streams an RDB bigger than the output limit: it is paced by
+	// the client's reading, not dropped at the limit.
+	t.Run("backup larger than the output limit", func(t *testing.T) {
+		cl := dial(t)
+		// Values under the 64kb request limit, 4.7 MiB in all.
+		for i := range 80 {
+			// Random bytes: redis's RDB compression must not shrink them.
+			v := make([]byte, 60<<10)
+			rand.Read(v)
+			if r, err := cl.Do("SET", fmt.Sprintf("limits:rdb%d", i), string(v)); err != nil || r.String() != "+OK" {
+				t.Fatalf("SET: %s %v", r, err)
+			}
+		}
+		out := filepath.Join(t.TempDir(), "b.rdb")
+		info, stderr, err := tryBackup(ctx, nil, "--from", n.Addr, "--out", out)
+		if err != nil {
+			t.Fatalf("backup through a 1mb output limit: %v\n%s", err, stderr)
+		}
+		if info.Size < 4<<20 {
+			t.Fatalf("backup of %d bytes: the test wants one well past the 1mb limit", info.Size)
+		}
 	})
 }
 

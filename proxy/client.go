@@ -87,9 +87,8 @@ func (c *conn) syncInfo() {
 	if c.tx != nil {
 		multi = len(c.tx.cmds)
 	}
-	now := time.Now()
 	c.info.mu.Lock()
-	c.info.state, c.info.db, c.info.multi, c.info.last = c.client, c.db, multi, now
+	c.info.state, c.info.db, c.info.multi, c.info.last = c.client, c.db, multi, c.cmdStart
 	c.info.mu.Unlock()
 }
 

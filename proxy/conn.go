@@ -96,6 +96,11 @@ type conn struct {
 	// command being dispatched, for the ops it emits.
 	cls      metricClass
 	cmdStart time.Time
+	// arrived is when the bytes of the command being dispatched were read:
+	// commands that came in one read share it (a clock read costs ~100 ns
+	// here, three per command showed as 5% of a pipelined GET profile).
+	arrived time.Time
+	sameRead bool
 
 	// queued counts ops handed to the writer and not yet completed.
 	queued atomic.Int64
@@ -228,6 +233,12 @@ func (c *conn) readLoop() {
 			}
 			return
 		}
+		if !c.sameRead {
+			c.arrived = time.Now()
+		}
+		// Bytes of the next command already read arrived with this one
+		// (c.rd is the read-ahead's while one runs: see nextCommand).
+		c.sameRead = c.ahead == nil && len(c.held) == 0 && c.rd.Buffered() > 0
 		ok := c.dispatch(args)
 		c.afterCommand()
 		if !ok {
@@ -240,7 +251,7 @@ func errReply(msg string) *op { return &op{kind: opReply, reply: resp.AppendErro
 
 // dispatch routes one command; it returns false when the connection ends.
 func (c *conn) dispatch(args [][]byte) bool {
-	c.cls, c.cmdStart = mProxy, time.Now()
+	c.cls, c.cmdStart = mProxy, c.arrived
 	if !c.authed {
 		if o := c.authGate(args); o != nil {
 			c.emit(o)
@@ -326,7 +337,7 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 
 // route sends a data command to the log or queues it as a read.
 func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
-	now := time.Now()
+	now := c.cmdStart
 	if sp.class == classRead {
 		if c.pendingWrites.Load() > 0 {
 			// Ordered after this connection's writes by the log itself; every
@@ -551,28 +562,52 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 	w.Write(raw)
 }
 
-// readShared runs a lone read on the server's shared read connection.
-func (c *conn) readShared(w *bufio.Writer, o *op) {
-	o.failed = true
-	if err := c.waitRead(o); err != nil {
-		w.Write(resp.AppendError(c.raw[:0], errorText(err, true)))
-		return
+// readShared runs a run of reads on the server's shared read connection,
+// in one request: each read once its ReadIndex has been reached.
+func (c *conn) readShared(w *bufio.Writer, batch []*op) {
+	r := &readReq{node: batch[0].node, cmds: make([]readCmd, 0, len(batch)), done: make(chan struct{})}
+	// errs[i]: why batch[i] may not run; nil when it is in r.
+	var one [1]error
+	errs := one[:]
+	if len(batch) > 1 {
+		errs = make([]error, len(batch))
 	}
-	r := &readReq{node: o.node, db: o.db, args: o.args, resp3: o.resp3, done: make(chan struct{})}
-	c.s.reads.reqs <- r
-	if !c.await(r.done, o.start) {
-		w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrTimeout, true)))
-		return
+	var errText string
+	for i, o := range batch {
+		if errs[i] = c.waitRead(o); errs[i] != nil {
+			continue
+		}
+		r.cmds = append(r.cmds, readCmd{db: o.db, args: o.args, resp3: o.resp3})
 	}
-	if r.err != nil {
-		w.Write(resp.AppendError(c.raw[:0], errorText(r.err, true)))
-		return
+	if len(r.cmds) > 0 {
+		c.s.reads.reqs <- r
+		switch {
+		case !c.await(r.done, batch[0].start):
+			// The pipe still holds r, which is dropped.
+			errText = errorText(raftnode.ErrTimeout, true)
+		case r.err != nil:
+			errText = errorText(r.err, true)
+		}
 	}
-	if o.fix != nil {
-		r.reply = o.fix(r.reply)
+	j := 0
+	for i, o := range batch {
+		o.failed = true
+		if errs[i] != nil {
+			w.Write(resp.AppendError(c.raw[:0], errorText(errs[i], true)))
+			continue
+		}
+		reply := r.cmds[j].reply
+		j++
+		if errText != "" {
+			w.Write(resp.AppendError(c.raw[:0], errText))
+			continue
+		}
+		if o.fix != nil {
+			reply = o.fix(reply)
+		}
+		o.failed = isErrorReply(reply)
+		w.Write(reply)
 	}
-	o.failed = isErrorReply(r.reply)
-	w.Write(r.reply)
 }
 
 // waitRead waits until o's read may run, at most until its deadline.
@@ -610,8 +645,8 @@ func (c *conn) await(done <-chan struct{}, start time.Time) bool {
 // runOnRedis runs a run of reads and local commands on the local redis in
 // one round trip, after each read's ReadIndex has been reached.
 func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
-	if len(batch) == 1 && batch[0].kind == opRead {
-		c.readShared(w, batch[0])
+	if allReads(batch) {
+		c.readShared(w, batch)
 		return
 	}
 	errs := make([]string, len(batch))
@@ -646,6 +681,15 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 		batch[i].failed = true
 		w.Write(resp.AppendError(c.raw[:0], errs[i]))
 	}
+}
+
+func allReads(batch []*op) bool {
+	for _, o := range batch {
+		if o.kind != opRead {
+			return false
+		}
+	}
+	return true
 }
 
 func b2u(b bool) uint8 {

@@ -7,30 +7,39 @@ import (
 	"github.com/raftproxy/raftproxy/raftnode"
 )
 
-// readReq is one read, cleared to run, waiting for its turn on the shared
-// read connection.
+// readReq is a run of reads of one connection, cleared to run, waiting for
+// its turn on the shared read connection.
 type readReq struct {
-	node  *raftnode.Node
+	node *raftnode.Node
+	cmds []readCmd
+	buf  []byte // the replies, cmds[i].reply pointing into it
+	err  error  // when set, no command ran (redis was being rebuilt or is gone)
+	done chan struct{}
+}
+
+type readCmd struct {
 	db    int
 	args  [][]byte
 	resp3 bool // the reply must be in RESP3
 	reply []byte
-	err   error
-	done  chan struct{}
 }
 
-// readPipe runs the reads of connections that send one command at a time on
-// one pipelined connection to the local redis: reads cleared by the same
-// ReadIndex round become ready together, and one write and one read to
-// redis then serve them all instead of one round trip each.
+// readPipe runs the reads of every connection on one pipelined connection
+// to the local redis: reads cleared by the same ReadIndex round become ready
+// together, and one write and one read to redis then serve them all, instead
+// of a round trip per connection (a lone command, or a client's pipeline).
 type readPipe struct {
 	s     *Server
 	reqs  chan *readReq
 	redis *backend.Conn
 	buf   []byte
-	skip  []uint8 // skip[i]: replies (SELECT, HELLO) to discard before batch[i]'s
-	offs  []int   // reply i is buf[offs[i]:offs[i+1]]
+	skip  []uint8 // skip[i]: replies (SELECT, HELLO) to discard before command i's
+	offs  []int   // command i's reply is buf[offs[i]:offs[i+1]]
 }
+
+// maxPipeCommands bounds one round's commands (its requests are taken
+// whole): the replies of a round are held in memory together.
+const maxPipeCommands = 4096
 
 func newReadPipe(s *Server) *readPipe {
 	return &readPipe{s: s, reqs: make(chan *readReq, 4096)}
@@ -48,16 +57,18 @@ func (p *readPipe) run(stop <-chan struct{}) {
 			}
 			return
 		}
+		n := len(batch[0].cmds)
 	drain:
-		for len(batch) < cap(batch) {
+		for len(batch) < cap(batch) && n < maxPipeCommands {
 			select {
 			case r := <-p.reqs:
 				batch = append(batch, r)
+				n += len(r.cmds)
 			default:
 				break drain
 			}
 		}
-		p.runBatch(batch)
+		p.runBatch(batch, n)
 		for _, r := range batch {
 			close(r.done)
 		}
@@ -66,19 +77,19 @@ func (p *readPipe) run(stop <-chan struct{}) {
 
 func (p *readPipe) fail(batch []*readReq, err error) {
 	for _, r := range batch {
-		r.reply, r.err = nil, err
+		r.err = err
 	}
 }
 
-func (p *readPipe) runBatch(batch []*readReq) {
-	n := batch[0].node
-	gen := n.Generation()
+func (p *readPipe) runBatch(batch []*readReq, n int) {
+	node := batch[0].node
+	gen := node.Generation()
 	if gen%2 == 1 {
 		p.fail(batch, raftnode.ErrLoading)
 		return
 	}
 	if p.redis == nil {
-		rc, err := p.s.dialRedis(n)
+		rc, err := p.s.dialRedis(node)
 		if err != nil {
 			p.fail(batch, err)
 			return
@@ -86,37 +97,41 @@ func (p *readPipe) runBatch(batch []*readReq) {
 		p.redis = rc
 	}
 	p.redis.SetDeadline(time.Now().Add(p.s.timeout()))
-	p.skip = append(p.skip[:0], make([]uint8, len(batch))...)
+	p.skip = append(p.skip[:0], make([]uint8, n)...)
 	skip := p.skip
-	for i, r := range batch {
-		// RESP3 clients share the pipe too: the connection switches
-		// protocol with a HELLO in the pipeline, as it switches databases
-		// with SELECT, only where two neighbours differ. That costs no round
-		// trip, where sending RESP3 reads to their connection's own redis
-		// connection would cost RESP3 clients (go-redis v9's default) the
-		// shared round trip.
-		s, err := p.redis.Select(r.db)
-		var hello bool
-		if err == nil {
-			hello, err = p.redis.Protocol(r.resp3)
+	i := 0
+	for _, r := range batch {
+		for _, c := range r.cmds {
+			// RESP3 clients share the pipe too: the connection switches
+			// protocol with a HELLO in the pipeline, as it switches
+			// databases with SELECT, only where two neighbours differ. That
+			// costs no round trip, where sending RESP3 reads to their
+			// connection's own redis connection would cost RESP3 clients
+			// (go-redis v9's default) the shared round trip.
+			s, err := p.redis.Select(c.db)
+			var hello bool
+			if err == nil {
+				hello, err = p.redis.Protocol(c.resp3)
+			}
+			if err == nil {
+				err = p.redis.Write(c.args)
+			}
+			if err != nil {
+				p.drop(batch)
+				return
+			}
+			skip[i] = b2u(s) + b2u(hello)
+			i++
 		}
-		if err == nil {
-			err = p.redis.Write(r.args)
-		}
-		if err != nil {
-			p.drop(batch)
-			return
-		}
-		skip[i] = b2u(s) + b2u(hello)
 	}
 	if p.redis.Flush() != nil {
 		p.drop(batch)
 		return
 	}
 	p.buf = p.buf[:0]
-	p.offs = append(p.offs[:0], make([]int, len(batch)+1)...)
+	p.offs = append(p.offs[:0], make([]int, n+1)...)
 	offs := p.offs
-	for i := range batch {
+	for i := range n {
 		start := len(p.buf)
 		var err error
 		for range skip[i] {
@@ -132,12 +147,20 @@ func (p *readPipe) runBatch(batch []*readReq) {
 		}
 		offs[i+1] = len(p.buf)
 	}
-	if n.Generation() != gen {
+	if node.Generation() != gen {
 		p.fail(batch, raftnode.ErrLoading)
 		return
 	}
-	for i, r := range batch {
-		r.reply = append(r.reply[:0], p.buf[offs[i]:offs[i+1]]...)
+	// Each request gets its replies in one buffer of its own: the pipe's
+	// is reused by the next round while the connection writes them out.
+	i = 0
+	for _, r := range batch {
+		base := offs[i]
+		r.buf = append(r.buf[:0], p.buf[base:offs[i+len(r.cmds)]]...)
+		for j := range r.cmds {
+			r.cmds[j].reply = r.buf[offs[i]-base : offs[i+1]-base : offs[i+1]-base]
+			i++
+		}
 		r.err = nil
 	}
 }

@@ -99,7 +99,7 @@ type conn struct {
 	// arrived is when the bytes of the command being dispatched were read:
 	// commands that came in one read share it (a clock read costs ~100 ns
 	// here, three per command showed as 5% of a pipelined GET profile).
-	arrived time.Time
+	arrived  time.Time
 	sameRead bool
 
 	// queued counts ops handed to the writer and not yet completed.

@@ -149,44 +149,43 @@ func LoadRDB(ctx context.Context, redisAddr string, rdb io.Reader, size int64) (
 }
 
 // LoadRDBAuth is LoadRDB for a redis with requirepass password ("" for none).
-func LoadRDBAuth(ctx context.Context, redisAddr, password string, rdb io.Reader, size int64) (err error) {
+func LoadRDBAuth(ctx context.Context, redisAddr, password string, rdb io.Reader, size int64) error {
+	_, err := loadRDB(ctx, redisAddr, password, rdb, size, false)
+	return err
+}
+
+// loadRDB is LoadRDBAuth; with keep, redis stays a replica once it has
+// loaded the RDB and the link is returned as a stream (see Hold).
+func loadRDB(ctx context.Context, redisAddr, password string, rdb io.Reader, size int64, keep bool) (st *stream, err error) {
 	if size < rdbMinLen {
-		return fmt.Errorf("load rdb: %w: %d bytes is smaller than any RDB", ErrBadRDB, size)
+		return nil, fmt.Errorf("load rdb: %w: %d bytes is smaller than any RDB", ErrBadRDB, size)
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("load rdb: not started: %w", err)
+		return nil, fmt.Errorf("load rdb: not started: %w", err)
 	}
 	// The header is read before redis is touched, so a source that is not an
 	// RDB at all costs redis nothing.
 	header := make([]byte, rdbHeaderLen)
 	if err := readFullCtx(ctx, rdb, header); err != nil {
-		return stepErr(ctx, "read the RDB header", err)
+		return nil, stepErr(ctx, "read the RDB header", err)
 	}
 	if err := checkRDBHeader(header); err != nil {
-		return fmt.Errorf("load rdb: %w", err)
+		return nil, fmt.Errorf("load rdb: %w", err)
 	}
 
 	ctl, err := DialAuth(ctx, redisAddr, password)
 	if err != nil {
-		return stepErr(ctx, "connect to redis", err)
+		return nil, stepErr(ctx, "connect to redis", err)
 	}
 	defer ctl.Close()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return stepErr(ctx, "listen for redis's replication connection", err)
-	}
-	defer ln.Close()
-	stop := context.AfterFunc(ctx, func() {
-		ctl.SetDeadline(aLongTimeAgo)
-		ln.SetDeadline(aLongTimeAgo)
-	})
+	stop := context.AfterFunc(ctx, func() { ctl.SetDeadline(aLongTimeAgo) })
 	defer stop()
-	port := ln.Addr().(*net.TCPAddr).Port
 	started := time.Now()
 
 	// From here redis may be a replica of this function, whatever the reply
 	// to REPLICAOF says: a lost reply does not mean the command did not run.
 	replica := true
+	port := 0
 	defer func() {
 		if !replica {
 			return
@@ -195,51 +194,42 @@ func LoadRDBAuth(ctx context.Context, redisAddr, password string, rdb io.Reader,
 			err = fmt.Errorf("%w; REPLICAOF NO ONE failed too, so redis may still be a replica of the gone 127.0.0.1:%d: %w", err, port, rerr)
 		}
 	}()
-	if _, err := ctl.DoValue("REPLICAOF", "127.0.0.1", strconv.Itoa(port)); err != nil {
-		return stepErr(ctx, "make redis a replica", err)
-	}
-	nc, err := ln.Accept()
+	nc, sync, port, err := attachReplica(ctx, ctl)
 	if err != nil {
-		return stepErr(ctx, "accept redis's replication connection", err)
+		return nil, stepErr(ctx, "attach redis as a replica", err)
 	}
-	defer nc.Close()
-	// One sync only: should redis fail and retry, it must be refused at once
-	// rather than left waiting in the listen backlog.
-	ln.Close()
-
-	if err := serveFullSync(ctx, nc, header, rdb, size); err != nil {
+	if err := serveFullSync(ctx, nc, sync, header, rdb, size); err != nil {
+		nc.Close()
 		err = stepErr(ctx, "full sync", err)
 		if ctx.Err() == nil && !errors.Is(err, ErrBadRDB) {
 			err = fmt.Errorf("%w (%s)", err, redisReason(ctx, redisAddr, password, port, started))
 		}
-		return err
+		return nil, err
 	}
 
-	// Once the payload is in, redis only sends REPLCONF ACKs; they are
-	// drained so its writes never block, and the end of the stream tells a
-	// failed load (redis drops the link) from a slow one.
-	dropped := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			if _, err := nc.Read(buf); err != nil {
-				dropped <- err
-				return
-			}
-		}
-	}()
-	if err := waitLoaded(ctx, ctl, port, dropped); err != nil {
+	// Once the payload is in, redis only sends REPLCONF ACKs; the stream
+	// reads them, so its writes never block, and the end of the link tells
+	// a failed load (redis drops it) from a slow one.
+	st = newStream(nc, 0)
+	if err := waitLoaded(ctx, ctl, port, st); err != nil {
+		st.close()
 		err = stepErr(ctx, "wait for redis to load the RDB", err)
 		if ctx.Err() == nil {
 			err = fmt.Errorf("%w (%s)", err, redisReason(ctx, redisAddr, password, port, started))
 		}
-		return err
+		return nil, err
+	}
+	if keep {
+		replica = false
+		return st, nil
 	}
 	if _, err := ctl.DoValue("REPLICAOF", "NO", "ONE"); err != nil {
-		return stepErr(ctx, "make redis a master again", err)
+		st.close()
+		return nil, stepErr(ctx, "make redis a master again", err)
 	}
 	replica = false
-	return nil
+	st.close()
+	return nil, nil
 }
 
 // aLongTimeAgo is a deadline that fails pending and future I/O at once.
@@ -274,13 +264,10 @@ func readFullCtx(ctx context.Context, r io.Reader, buf []byte) error {
 // serveFullSync plays the master's side of the replication handshake on nc
 // and sends the RDB: header (already read from rdb) followed by the rest of
 // rdb, size bytes in all.
-func serveFullSync(ctx context.Context, nc net.Conn, header []byte, rdb io.Reader, size int64) error {
+func serveFullSync(ctx context.Context, nc net.Conn, sync [][]byte, header []byte, rdb io.Reader, size int64) error {
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
 	defer stop()
-	psync, err := replicaHandshake(nc)
-	if err != nil {
-		return fmt.Errorf("replication handshake: %w", err)
-	}
+	psync := strings.EqualFold(string(sync[0]), "psync")
 	// The length-prefixed form, not the EOF-marker one the replica also
 	// accepts (capa eof): the size is known, and redis then knows when the
 	// transfer is complete without scanning for a marker.
@@ -319,22 +306,26 @@ func serveFullSync(ctx context.Context, nc net.Conn, header []byte, rdb io.Reade
 }
 
 // replicaHandshake answers the replica's commands up to its PSYNC or SYNC and
-// reports which one it was. What redis sends depends on its version and
+// returns that command. What redis sends depends on its version and
 // configuration (AUTH with masterauth, REPLCONF ip-address with
 // replica-announce-ip, ...); acknowledging all of it is all a master needs
-// to do before a full sync.
-func replicaHandshake(nc net.Conn) (psync bool, err error) {
+// to do before a sync.
+func replicaHandshake(nc net.Conn) ([][]byte, error) {
 	r := resp.NewReader(nc, 4096)
 	var out []byte
 	for {
 		args, err := r.ReadCommand()
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		out = out[:0]
 		switch cmd := strings.ToUpper(string(args[0])); cmd {
 		case "PSYNC", "SYNC":
-			return cmd == "PSYNC", nil
+			cp := make([][]byte, len(args))
+			for i, a := range args {
+				cp[i] = bytes.Clone(a)
+			}
+			return cp, nil
 		case "PING":
 			out = resp.AppendSimple(out, "PONG")
 		case "AUTH", "REPLCONF":
@@ -343,7 +334,7 @@ func replicaHandshake(nc net.Conn) (psync bool, err error) {
 			out = resp.AppendError(out, fmt.Sprintf("ERR unknown command '%s'", args[0]))
 		}
 		if _, err := nc.Write(out); err != nil {
-			return false, err
+			return nil, err
 		}
 	}
 }
@@ -393,7 +384,7 @@ func sendPayload(w io.Writer, header []byte, rdb io.Reader, size int64) (sent in
 // once it has loaded the payload. It fails fast when redis drops the
 // replication connection (a failed load) or another client moves redis to
 // another master.
-func waitLoaded(ctx context.Context, ctl *Conn, port int, dropped <-chan error) error {
+func waitLoaded(ctx context.Context, ctl *Conn, port int, st *stream) error {
 	delay := 2 * time.Millisecond
 	for {
 		v, err := ctl.DoValue("INFO", "replication")
@@ -418,9 +409,9 @@ func waitLoaded(ctx context.Context, ctl *Conn, port int, dropped <-chan error) 
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
-		case err := <-dropped:
+		case <-st.done:
 			t.Stop()
-			return fmt.Errorf("redis closed the replication connection before it was up: %w", err)
+			return fmt.Errorf("redis closed the replication connection before it was up: %w", st.err)
 		case <-ctx.Done():
 			t.Stop()
 			return context.Cause(ctx)

@@ -442,7 +442,11 @@ func TestRDBFullSyncToRedisCLI(t *testing.T) {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := serveFullSync(ctx, nc, data[:rdbHeaderLen], bytes.NewReader(data[rdbHeaderLen:]), int64(len(data))); err != nil {
+	sync, err := replicaHandshake(nc)
+	if err != nil {
+		t.Fatalf("replication handshake with redis-cli: %v", err)
+	}
+	if err := serveFullSync(ctx, nc, sync, data[:rdbHeaderLen], bytes.NewReader(data[rdbHeaderLen:]), int64(len(data))); err != nil {
 		t.Fatalf("serveFullSync: %v", err)
 	}
 	if err := cmd.Wait(); err != nil {

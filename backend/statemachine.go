@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,12 +33,29 @@ type StateMachine struct {
 	scripts *Scripts
 	// config is what CONFIG SET through the log set (config.go).
 	config replicatedConfig
+
+	// Holding (stream.go): hold is what the node asked for (Hold, Release;
+	// Reset holds), st the replication stream while redis is held.
+	hold       bool
+	st         *stream
+	holdFailed time.Time
+	// keys names the keys a command reads or writes, for expiry by the
+	// log's time; nil: none are known.
+	keys func(args [][]byte) [][]byte
+	// compiles memoizes whether a script body compiles (SCRIPT LOAD), which
+	// the registry needs for an EVAL sent down the stream, without a reply.
+	compiles map[string]bool
 }
 
 // NewStateMachine returns a state machine for the redis at addr.
 func NewStateMachine(addr string, log *slog.Logger) *StateMachine {
 	return &StateMachine{addr: addr, log: log, scripts: NewScripts()}
 }
+
+// SetKeys sets how the keys of a command are found (before the node
+// starts): a held redis deletes those of them that expired by the log's
+// time before the command runs.
+func (s *StateMachine) SetKeys(f func(args [][]byte) [][]byte) { s.keys = f }
 
 // SetPassword sets the requirepass of the redis (before the node starts):
 // every connection the state machine opens gives it with AUTH.
@@ -59,17 +77,234 @@ func (s *StateMachine) RunID() string {
 var errNotConnected = errors.New("not connected to redis")
 
 // Apply implements raftnode.StateMachine: it writes all commands, then reads
-// all replies, so a batch costs one round trip to redis.
+// all replies, so a batch costs one round trip to redis. While redis is held
+// (Hold), the commands no client waits for go down the replication stream
+// instead, and the others run as usual, released for them.
 func (s *StateMachine) Apply(cmds []raftnode.Command) error {
 	if s.conn == nil {
 		return errNotConnected
 	}
-	if err := s.apply(cmds); err != nil {
-		s.conn.Close()
-		s.conn = nil
+	if err := s.applyAll(cmds); err != nil {
+		s.dropConn()
 		return err
 	}
 	return nil
+}
+
+func (s *StateMachine) applyAll(cmds []raftnode.Command) error {
+	for len(cmds) > 0 {
+		held := s.hold && streamable(cmds[0])
+		n := 1
+		for n < len(cmds) && (s.hold && streamable(cmds[n])) == held {
+			n++
+		}
+		run := cmds[:n]
+		cmds = cmds[n:]
+		if held {
+			if err := s.holdNow(); err != nil {
+				return err
+			}
+			if s.st != nil {
+				if err := s.streamRun(run); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		if s.st != nil {
+			if err := s.releaseNow(); err != nil {
+				return err
+			}
+		}
+		if err := s.apply(run); err != nil {
+			return err
+		}
+	}
+	if s.hold {
+		if err := s.holdNow(); err != nil {
+			return err
+		}
+	}
+	if s.st != nil {
+		return s.st.sync()
+	}
+	return nil
+}
+
+// streamable reports whether c may run down the replication stream: no
+// client waits for its reply, and the state machine's bookkeeping needs
+// none (CONFIG SET, SCRIPT, and scripts inside transactions, whose outcome
+// only a reply tells).
+func streamable(c raftnode.Command) bool {
+	if c.Reply != nil {
+		return false
+	}
+	if len(c.Tx) == 0 {
+		return !isConfigSet(c.Args) && !(scriptCommand(c.Args) && !bytes.EqualFold(c.Args[0], []byte("eval")))
+	}
+	for _, args := range c.Tx {
+		if isConfigSet(args) || scriptCommand(args) {
+			return false
+		}
+	}
+	return true
+}
+
+var (
+	argMulti = []byte("MULTI")
+	argExec  = []byte("EXEC")
+)
+
+// streamRun sends cmds down the stream, each after the deletion of its keys
+// that expired by the time of its entry.
+func (s *StateMachine) streamRun(cmds []raftnode.Command) error {
+	for _, c := range cmds {
+		if err := s.st.selectDB(c.DB); err != nil {
+			return fmt.Errorf("write to redis's replication stream: %w", err)
+		}
+		var err error
+		if len(c.Tx) == 0 {
+			err = s.streamOne(c.Args, c.TimeMs)
+			if err == nil && scriptCommand(c.Args) {
+				err = s.observeStreamed(c)
+			}
+		} else {
+			err = s.st.write(argMulti)
+			for _, args := range c.Tx {
+				if err == nil {
+					err = s.streamOne(args, c.TimeMs)
+				}
+			}
+			if err == nil {
+				err = s.st.write(argExec)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("write to redis's replication stream: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *StateMachine) streamOne(args [][]byte, ms int64) error {
+	if s.keys != nil && ms > 0 {
+		if err := s.st.expireBefore(s.keys(args), ms); err != nil {
+			return err
+		}
+	}
+	return s.st.write(args...)
+}
+
+// observeStreamed records a streamed EVAL in the script registry. Whether
+// it compiled is asked of redis with SCRIPT LOAD (the same compiler, no
+// data touched): it is cached by redis either way.
+func (s *StateMachine) observeStreamed(c raftnode.Command) error {
+	if _, ok := Unwrap(c.Args[1]); !ok {
+		return nil // raftproxy's own script: not in the registry
+	}
+	sha := ScriptSHA(c.Args[1])
+	ok, known := s.compiles[sha]
+	if !known {
+		raw, err := s.conn.Do([]byte("SCRIPT"), []byte("LOAD"), c.Args[1])
+		if err != nil {
+			return fmt.Errorf("SCRIPT LOAD of a streamed EVAL: %w", err)
+		}
+		ok = len(raw) == 0 || raw[0] != '-' || !bytes.HasPrefix(raw[1:], []byte("ERR Error compiling script"))
+		if s.compiles == nil || len(s.compiles) > 10000 {
+			s.compiles = map[string]bool{}
+		}
+		s.compiles[sha] = ok
+	}
+	var errText []byte
+	if !ok {
+		errText = []byte("ERR Error compiling script")
+	}
+	s.scripts.observeOne(c.Args, errText)
+	return nil
+}
+
+// Hold implements raftnode.Holder: redis becomes a replica of this state
+// machine (stream.go), so that it expires nothing by its own clock, and the
+// commands no client waits for are applied at their entry's time.
+func (s *StateMachine) Hold(ctx context.Context) error {
+	s.hold = true
+	if s.conn == nil {
+		return nil // Reset holds
+	}
+	if err := s.holdNow(); err != nil {
+		s.dropConn()
+		return err
+	}
+	return nil
+}
+
+// Release implements raftnode.Holder: redis is a master again and expires
+// keys by its clock.
+func (s *StateMachine) Release(ctx context.Context) error {
+	s.hold = false
+	if s.st == nil {
+		return nil
+	}
+	if err := s.releaseNow(); err != nil {
+		s.dropConn()
+		return err
+	}
+	return nil
+}
+
+// Held reports whether redis is held now.
+func (s *StateMachine) Held() bool { return s.st != nil }
+
+// holdNow makes redis a replica of a new stream, unless it is one. A redis
+// that cannot be held (it cannot reach 127.0.0.1 here) is left a master,
+// applying by its own clock, and tried again after a minute; only a failure
+// to talk to it at all is an error.
+func (s *StateMachine) holdNow() error {
+	if s.st != nil {
+		if s.st.alive() {
+			return nil
+		}
+		return fmt.Errorf("redis dropped its replication link to raftproxy: %w", s.st.err)
+	}
+	if time.Since(s.holdFailed) < time.Minute {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	defer s.conn.SetDeadline(time.Time{})
+	st, err := holdRedis(ctx, s.conn)
+	if err == nil {
+		s.st = st
+		return nil
+	}
+	s.holdFailed = time.Now()
+	s.log.Error("could not hold the local redis as a replica: a node catching up now expires keys by its own clock, not the log's", "err", err)
+	if rerr := restoreMaster(ctx, s.addr, s.password); rerr != nil {
+		return fmt.Errorf("%w; REPLICAOF NO ONE failed too: %w", err, rerr)
+	}
+	return nil
+}
+
+func (s *StateMachine) releaseNow() error {
+	s.conn.SetDeadline(time.Now().Add(syncTimeout))
+	defer s.conn.SetDeadline(time.Time{})
+	st := s.st
+	s.st = nil
+	return releaseRedis(s.conn, st)
+}
+
+// dropConn closes the apply connection and the stream: what redis holds is
+// unknown until the next Reset.
+func (s *StateMachine) dropConn() {
+	if s.st != nil {
+		s.st.close()
+		s.st = nil
+	}
+	if s.conn != nil {
+		s.conn.Close()
+		s.conn = nil
+	}
 }
 
 // Replies the state machine reads back from redis, in order.
@@ -169,21 +404,26 @@ func (s *StateMachine) write(c raftnode.Command) error {
 
 // Reset implements raftnode.StateMachine: it waits for redis, then loads
 // the RDB into it (or empties it).
+//
+// Redis is then held (see Hold): a node that has just been rebuilt applies
+// the log after the snapshot late, and must not see keys expire by redis's
+// clock meanwhile; raftnode releases it once the node is caught up.
 func (s *StateMachine) Reset(ctx context.Context, rdb io.Reader, size int64) error {
-	if s.conn != nil {
-		s.conn.Close()
-		s.conn = nil
-	}
+	s.dropConn()
+	s.hold = true
 	for {
 		c, id, err := s.connect(ctx)
 		if err == nil {
-			err = s.reset(ctx, c, rdb, size)
+			st, err := s.reset(ctx, c, rdb, size)
 			if err != nil {
 				c.Close()
 				return err
 			}
-			s.conn = c
+			s.conn, s.st = c, st
 			s.runID.Store(&id)
+			if st == nil {
+				return s.Hold(ctx)
+			}
 			return nil
 		}
 		s.log.Warn("waiting for the local redis", "addr", s.addr, "err", err)
@@ -227,20 +467,25 @@ func (s *StateMachine) connect(ctx context.Context) (*Conn, string, error) {
 	return c, id, nil
 }
 
-func (s *StateMachine) reset(ctx context.Context, c *Conn, rdb io.Reader, size int64) error {
+func (s *StateMachine) reset(ctx context.Context, c *Conn, rdb io.Reader, size int64) (*stream, error) {
 	if rdb == nil {
+		// A redis left held by an earlier failure is read-only.
+		if _, err := c.DoValue("REPLICAOF", "NO", "ONE"); err != nil {
+			return nil, err
+		}
 		if _, err := c.DoValue("FLUSHALL", "SYNC"); err != nil {
-			return err
+			return nil, err
 		}
 		s.log.Info("emptied the local redis to rebuild it from the log", "addr", s.addr)
-		return nil
+		return nil, nil
 	}
 	start := time.Now()
-	if err := LoadRDBAuth(ctx, s.addr, s.password, rdb, size); err != nil {
-		return err
+	st, err := loadRDB(ctx, s.addr, s.password, rdb, size, true)
+	if err != nil {
+		return nil, err
 	}
 	s.log.Info("loaded a snapshot into the local redis", "addr", s.addr, "bytes", size, "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	return st, nil
 }
 
 // StartSnapshot implements raftnode.StateMachine: BGSAVE forks redis now,
@@ -272,8 +517,7 @@ func (s *StateMachine) StartSnapshot(ctx context.Context) (raftnode.SnapshotJob,
 }
 
 func (s *StateMachine) fail(err error) error {
-	s.conn.Close()
-	s.conn = nil
+	s.dropConn()
 	return fmt.Errorf("talk to redis: %w", err)
 }
 
@@ -343,9 +587,19 @@ func (s *StateMachine) Healthy(ctx context.Context) bool {
 	id, err := s.conn.RunID()
 	if err != nil || id != s.RunID() {
 		s.log.Warn("the local redis restarted or stopped answering", "err", err, "run_id", id)
-		s.conn.Close()
-		s.conn = nil
+		s.dropConn()
 		return false
+	}
+	if s.st != nil {
+		err := s.st.ping()
+		if err == nil && !s.st.alive() {
+			err = s.st.err
+		}
+		if err != nil {
+			s.log.Warn("the local redis dropped its replication link to raftproxy", "err", err)
+			s.dropConn()
+			return false
+		}
 	}
 	return true
 }

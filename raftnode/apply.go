@@ -47,11 +47,16 @@ type applier struct {
 	poke    chan struct{}
 	// published is the last entry whose PUBLISHes were delivered (publish.go).
 	published uint64
+	// hold is the state of holding the state machine (hold.go); heldNow
+	// mirrors Holder.Held for other goroutines.
+	hold    holdState
+	heldNow atomic.Bool
 }
 
 func newApplier(n *Node) *applier {
 	a := &applier{n: n, wake: make(chan struct{}, 1), change: make(chan struct{}), lastSeq: map[uint64]uint64{}, watches: newWatches(), poke: make(chan struct{}, 1)}
 	a.gen.Store(1) // not serving until the first Reset
+	a.hold.h, _ = n.cfg.StateMachine.(Holder)
 	return a
 }
 
@@ -122,6 +127,7 @@ func (a *applier) waitApplied(idx uint64, timeout time.Duration) error {
 func (a *applier) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-a.n.stopc; cancel() }()
+	defer a.releaseOnStop()
 	if !a.recover(ctx) {
 		return
 	}
@@ -130,8 +136,16 @@ func (a *applier) run() {
 	for {
 		select {
 		case <-a.wake:
+		case <-a.proofReady():
+			if !a.holdCheck(ctx) {
+				return
+			}
+			continue
 		case <-health.C:
 			if !a.n.cfg.StateMachine.Healthy(ctx) && !a.recover(ctx) {
+				return
+			}
+			if !a.holdCheck(ctx) {
 				return
 			}
 			continue
@@ -154,8 +168,21 @@ func (a *applier) run() {
 				return
 			}
 		}
+		if !a.holdCheck(ctx) {
+			return
+		}
 		a.maybeSnapshot(ctx)
 	}
+}
+
+// holdCheck runs checkHold; a failure leaves the state machine unknown, so
+// it is rebuilt. It returns false only when the node stops.
+func (a *applier) holdCheck(ctx context.Context) bool {
+	if err := a.checkHold(ctx); err != nil {
+		a.n.log.Error("holding or releasing the local redis failed; rebuilding it from the log", "err", err)
+		return a.recover(ctx)
+	}
+	return true
 }
 
 // applyEntries applies committed entries in bounded pipelined rounds. It
@@ -176,7 +203,10 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 			a.n.counters.ApplyRounds.Add(1)
 			a.n.counters.Applied.Add(uint64(len(cmds)))
 			start := time.Now()
-			err := a.n.cfg.StateMachine.Apply(cmds)
+			err := a.holdIfLate(ctx, cmds)
+			if err == nil {
+				err = a.n.cfg.StateMachine.Apply(cmds)
+			}
 			a.n.metrics.redisApply.Observe(since(start))
 			if err == nil {
 				break
@@ -239,6 +269,7 @@ func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
 		if err := a.n.cfg.StateMachine.Reset(ctx, nil, 0); err != nil {
 			return err
 		}
+		a.resetHeld()
 		return a.restoreMachine(ctx, nil)
 	}
 	st, err := decodeState(m.State)
@@ -255,6 +286,7 @@ func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
 	}
 	a.lastSeq = st.LastSeq
 	a.watches = restoreWatches(st.Watches)
+	a.resetHeld()
 	if err := a.restoreMachine(ctx, st.Machine); err != nil {
 		return fmt.Errorf("restore the state machine's state of snapshot %d: %w", m.Index, err)
 	}
@@ -435,7 +467,7 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 			pend = nil
 		}
 		for i, r := range b.Reqs {
-			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx, RESP3: r.RESP3}
+			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx, RESP3: r.RESP3, TimeMs: b.TimeMs}
 			if pend != nil {
 				c.Reply = replier(a.n.prop, b.Seq, pend, i)
 			}

@@ -60,6 +60,9 @@ type Command struct {
 	// RESP3: the proposing client speaks RESP3, so the command must run on
 	// a RESP3 connection for its reply to be in the client's protocol.
 	RESP3 bool
+	// TimeMs is the proposer's clock when the entry was made (entry.Entry):
+	// the time a Holder judges expiry by.
+	TimeMs int64
 	// Reply receives the raw RESP reply; nil when no client waits for it.
 	Reply func(raw []byte)
 	// null is set by Reply for Config.Written (see there).
@@ -84,6 +87,21 @@ type StateMachine interface {
 	// the RDB; the job's Wait does. Reset is not called with an RDB until
 	// the job's reader is closed.
 	StartSnapshot(ctx context.Context) (SnapshotJob, error)
+}
+
+// Holder is implemented by a state machine that can stop expiring keys by
+// its own clock. A node applying entries late (catching up after a restart,
+// a rebuild, a snapshot, a partition) holds it: the commands no client waits
+// for then see as expired exactly the keys whose deadline is before their
+// Command.TimeMs, the time they were proposed at, as the nodes that applied
+// them live did (within the delay of applying them). Reset leaves the state
+// machine held; the node releases it once it is caught up.
+type Holder interface {
+	Hold(ctx context.Context) error
+	Release(ctx context.Context) error
+	// Held reports whether the state machine is held now (a hold can fail,
+	// and a command with a reply runs released).
+	Held() bool
 }
 
 // MachineState is implemented by a state machine that holds replicated state

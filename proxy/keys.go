@@ -231,3 +231,42 @@ func (t table) writtenKeys(args [][]byte) (keys [][]byte, all bool) {
 	}
 	return keys, false
 }
+
+// accessedKeys returns the keys a command reads or writes, in the
+// connection's database, as far as its key specs tell (nil for none or
+// unknown): a held redis deletes those whose deadline is before the
+// command's entry time before running it (backend.StateMachine.SetKeys).
+func (t table) accessedKeys(args [][]byte) [][]byte {
+	if len(args) == 0 {
+		return nil
+	}
+	sp, _ := t.lookup(args)
+	if sp == nil || sp.unknown {
+		return nil
+	}
+	switch sp.name {
+	case "publish", "spublish":
+		return nil
+	}
+	var pos [16]int
+	idx := pos[:0]
+	for _, ks := range sp.keySpecs {
+		idx, _ = ks.keys(args, idx)
+	}
+	if sp.name == "sort" {
+		for i := len(args) - 2; i >= 2; i-- {
+			if strings.EqualFold(string(args[i]), "store") {
+				idx = append(idx, i+1)
+				break
+			}
+		}
+	}
+	if len(idx) == 0 {
+		return nil
+	}
+	keys := make([][]byte, len(idx))
+	for i, p := range idx {
+		keys[i] = args[p]
+	}
+	return keys
+}

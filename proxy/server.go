@@ -173,6 +173,10 @@ func (s *Server) WriteKeys(args [][]byte) (keys [][]byte, all bool) {
 	return s.table.writtenKeys(args)
 }
 
+// AccessedKeys returns the keys a command reads or writes, as far as its
+// key specs tell (backend.StateMachine.SetKeys).
+func (s *Server) AccessedKeys(args [][]byte) [][]byte { return s.table.accessedKeys(args) }
+
 func (s *Server) timeout() time.Duration { return s.cfg.Timeout() }
 
 // dialRedis connects to the local redis for reads. With n, it checks that

@@ -383,6 +383,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	// The proxy reads the command table from redis; the node starts (and
 	// applies) only after it is set, below.
 	var srv *proxy.Server
+	sm.SetKeys(func(args [][]byte) [][]byte { return srv.AccessedKeys(args) })
 	host := raftnode.NewHost(raftnode.Config{
 		WriteKeys: func(args [][]byte) ([][]byte, bool) { return srv.WriteKeys(args) },
 		Written:   func(db int, args [][]byte, null bool) { srv.Written(db, args, null) },

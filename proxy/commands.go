@@ -77,7 +77,7 @@ var overrides = map[string]struct {
 	"ping": {classProxy, ""}, "echo": {classProxy, ""}, "quit": {classProxy, ""},
 	"hello": {classProxy, ""}, "select": {classProxy, ""}, "reset": {classProxy, ""}, "auth": {classProxy, ""},
 	"command": {classLocal, ""}, "time": {classLocal, ""},
-	"info": {classProxy, ""}, // info.go
+	"info": {classProxy, ""}, "role": {classProxy, ""}, // info.go
 
 	"config|set": {classProxy, ""}, "config|rewrite": {classRefused, reasonConfigRewrite}, // config.go
 	"config|resetstat": {classLocal, ""}, "config|get": {classLocal, ""}, "config|help": {classLocal, ""},

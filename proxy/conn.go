@@ -871,6 +871,8 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(&op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())})
 	case "info":
 		c.emit(c.infoCommand(args))
+	case "role":
+		c.emit(c.role())
 	case "debug":
 		c.emit(c.debug(args))
 	case "wait", "waitaof":

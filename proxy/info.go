@@ -106,6 +106,8 @@ func (s *Server) rewriteInfo(text []byte) []byte {
 //   - connected_slaves: the other members, on the leader
 //   - cluster_enabled: 1, because CLUSTER commands work (redis-py decides
 //     cluster mode by it, as with RedisRaft, which forces it too)
+//   - redis's replica fields (master_host, master_sync_*, slave_*...) are
+//     dropped: redis is a replica of its own proxy while held
 //
 // Everything else (memory, keyspace, stats, run_id...) is the local redis's.
 func rewriteInfo(text []byte, v infoView) []byte {
@@ -151,6 +153,14 @@ func rewriteInfo(text []byte, v infoView) []byte {
 			fmt.Fprintf(&out, "connected_slaves:%d\r\n", n)
 		case "cluster_enabled":
 			out.WriteString("cluster_enabled:1\r\n")
+		case "master_host", "master_port", "master_link_status", "master_last_io_seconds_ago",
+			"master_sync_in_progress", "master_sync_total_bytes", "master_sync_read_bytes",
+			"master_sync_left_bytes", "master_sync_perc", "master_sync_last_io_seconds_ago",
+			"master_link_down_since_seconds", "slave_read_repl_offset", "slave_repl_offset",
+			"slave_priority", "slave_read_only", "replica_announced":
+			// redis's own replica fields: while the applier holds it, redis is
+			// a replica of the proxy's apply stream (backend/stream.go), which
+			// says nothing about the raft cluster; role above says that.
 		default:
 			out.Write(line)
 			out.WriteString("\r\n")
@@ -223,4 +233,52 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// role answers ROLE as a redis primary or replica would, in raft's terms:
+// the leader is the master and the voting members its replicas; a follower
+// is a replica of the leader. Offsets are raft indexes (the leader's commit,
+// each member's match; a follower's applied index), which grow as
+// replication offsets do. redis's own ROLE would describe the apply stream
+// while the applier holds it (backend/stream.go), not the cluster.
+func (c *conn) role() *op {
+	n := c.s.cfg.Host.Node()
+	if n == nil {
+		b := resp.AppendArrayLen(nil, 3)
+		b = resp.AppendBulkString(b, "master")
+		b = resp.AppendInt(b, 0)
+		return &op{kind: opReply, reply: resp.AppendArrayLen(b, 0)}
+	}
+	st := n.Status()
+	if st.Leader == st.ID && st.ID != 0 {
+		var peers []raftnode.NodeStatus
+		for _, m := range st.Nodes {
+			if m.ID != st.ID && m.State == "connected" {
+				peers = append(peers, m)
+			}
+		}
+		b := resp.AppendArrayLen(nil, 3)
+		b = resp.AppendBulkString(b, "master")
+		b = resp.AppendInt(b, int64(st.Commit))
+		b = resp.AppendArrayLen(b, len(peers))
+		for _, m := range peers {
+			b = resp.AppendArrayLen(b, 3)
+			b = resp.AppendBulkString(b, splitAddr(m.Addr))
+			b = resp.AppendBulkString(b, strconv.Itoa(portOf(m.Addr)))
+			b = resp.AppendBulkString(b, strconv.FormatUint(m.Match, 10))
+		}
+		return &op{kind: opReply, reply: b}
+	}
+	master, known := n.Leader()
+	state := "connect"
+	if known && master.Addr != "" {
+		state = "connected"
+	}
+	b := resp.AppendArrayLen(nil, 5)
+	b = resp.AppendBulkString(b, "slave")
+	b = resp.AppendBulkString(b, splitAddr(master.Addr))
+	b = resp.AppendInt(b, int64(portOf(master.Addr)))
+	b = resp.AppendBulkString(b, state)
+	b = resp.AppendInt(b, int64(st.Applied))
+	return &op{kind: opReply, reply: b}
 }

@@ -51,3 +51,27 @@ func TestRewriteInfo(t *testing.T) {
 		t.Errorf("follower replication section: %q", follower)
 	}
 }
+
+// A held redis is a replica of its proxy's apply stream: its own replica
+// fields must not reach the client, on the leader or a follower.
+func TestRewriteInfoHeld(t *testing.T) {
+	in := "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:41234\r\n" +
+		"master_link_status:up\r\nmaster_last_io_seconds_ago:1\r\nmaster_sync_in_progress:0\r\n" +
+		"slave_read_repl_offset:99\r\nslave_repl_offset:99\r\nslave_priority:100\r\nslave_read_only:1\r\n" +
+		"replica_announced:1\r\nconnected_slaves:0\r\nmaster_replid:abc\r\nmaster_repl_offset:99\r\n"
+	for _, tc := range []struct {
+		name string
+		v    infoView
+		want string
+	}{
+		{"leader", infoView{leader: true, known: true, members: 3},
+			"# Replication\r\nrole:master\r\nconnected_slaves:2\r\nmaster_replid:abc\r\nmaster_repl_offset:99\r\n"},
+		{"follower", infoView{known: true, members: 3, master: raftnode.Member{ID: 1, Addr: "127.0.0.1:7001"}},
+			"# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:7001\r\nmaster_link_status:up\r\n" +
+				"connected_slaves:0\r\nmaster_replid:abc\r\nmaster_repl_offset:99\r\n"},
+	} {
+		if got := string(rewriteInfo([]byte(in), tc.v)); got != tc.want {
+			t.Errorf("%s:\n got %q\nwant %q", tc.name, got, tc.want)
+		}
+	}
+}

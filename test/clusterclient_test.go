@@ -221,6 +221,22 @@ func TestClusterInfoAndWait(t *testing.T) {
 				t.Errorf("%s: INFO lacks %q:\n%s", n, want, def)
 			}
 		}
+		// ROLE describes the raft cluster, never the local redis's own
+		// replication (it is a replica of its proxy while held).
+		rv, err := cl.Do(ctx, "ROLE").Slice()
+		switch {
+		case err != nil:
+			t.Errorf("%s: ROLE: %v", n, err)
+		case n == leader:
+			if peers, _ := rv[2].([]any); len(rv) != 3 || rv[0] != "master" || len(peers) != 2 {
+				t.Errorf("%s: ROLE on the leader = %v, want master with 2 replicas", n, rv)
+			}
+		default:
+			_, lport, _ := strings.Cut(leader.Addr, ":")
+			if len(rv) != 5 || rv[0] != "slave" || fmt.Sprint(rv[2]) != lport || rv[3] != "connected" {
+				t.Errorf("%s: ROLE on a follower = %v, want slave of port %s, connected", n, rv, lport)
+			}
+		}
 		every, err := cl.Info(ctx, "everything").Result()
 		if err != nil || !strings.Contains(every, "\r\n\r\n# Raft\r\nraft_dbid:") || !strings.Contains(every, "# Commandstats") {
 			t.Errorf("%s: INFO everything lacks the Raft section or redis's: %v", n, err)

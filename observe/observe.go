@@ -42,6 +42,7 @@ func Handler(host *raftnode.Host, extra ...prometheus.Collector) http.Handler {
 	gauge("commit_index", "Highest log index known committed.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Commit) })
 	gauge("applied_index", "Highest log index applied to redis.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Applied) })
 	gauge("redis_up", "1 if the local redis holds the applied log.", func(_ raftnode.Status, n *raftnode.Node) float64 { return b2f(n.Serving()) })
+	gauge("redis_held", "1 while the local redis is held as a replica of the apply stream, so keys expire by log time while it applies late.", func(_ raftnode.Status, n *raftnode.Node) float64 { return b2f(n.RedisHeld()) })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "raftproxy_proposals_pending_total",
 		Help: "Client requests this node proposed, or queued to propose, whose outcome is not known yet (etcd_server_proposals_pending)."},
 		func() float64 {

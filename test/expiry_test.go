@@ -15,7 +15,7 @@ import (
 // deadline, applied late, must not make a new key without one.
 func TestExpiryAppliedLate(t *testing.T) {
 	ctx := testContext(t, 3*time.Minute)
-	c := StartCluster(ctx, t, ClusterOptions{})
+	c := StartCluster(ctx, t, ClusterOptions{Metrics: true})
 	leader, followers := c.Leader(ctx)
 	if leader == nil || len(followers) < 2 {
 		t.Fatal("no stable leader")
@@ -109,6 +109,9 @@ func TestExpiryAppliedLate(t *testing.T) {
 			}
 			if !strings.Contains(info, "role:master") {
 				return fmt.Errorf("%s's redis is still held:\n%s", n, info)
+			}
+			if v := scrapeNode(ctx, t, n).get(t, "raftproxy_redis_held"); v != 0 {
+				return fmt.Errorf("%s: raftproxy_redis_held %v with its redis a master", n, v)
 			}
 		}
 		return nil

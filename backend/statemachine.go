@@ -101,7 +101,7 @@ func (s *StateMachine) applyAll(cmds []raftnode.Command) error {
 		run := cmds[:n]
 		cmds = cmds[n:]
 		if held {
-			if err := s.holdNow(); err != nil {
+			if err := s.holdNow(context.Background()); err != nil {
 				return err
 			}
 			if s.st != nil {
@@ -121,7 +121,7 @@ func (s *StateMachine) applyAll(cmds []raftnode.Command) error {
 		}
 	}
 	if s.hold {
-		if err := s.holdNow(); err != nil {
+		if err := s.holdNow(context.Background()); err != nil {
 			return err
 		}
 	}
@@ -140,7 +140,8 @@ func streamable(c raftnode.Command) bool {
 		return false
 	}
 	if len(c.Tx) == 0 {
-		return !isConfigSet(c.Args) && !(scriptCommand(c.Args) && !bytes.EqualFold(c.Args[0], []byte("eval")))
+		// A lone EVAL streams (observeStreamed registers it); SCRIPT does not.
+		return !isConfigSet(c.Args) && !bytes.EqualFold(c.Args[0], []byte("script"))
 	}
 	for _, args := range c.Tx {
 		if isConfigSet(args) || scriptCommand(args) {
@@ -231,7 +232,7 @@ func (s *StateMachine) Hold(ctx context.Context) error {
 	if s.conn == nil {
 		return nil // Reset holds
 	}
-	if err := s.holdNow(); err != nil {
+	if err := s.holdNow(ctx); err != nil {
 		s.dropConn()
 		return err
 	}
@@ -259,7 +260,7 @@ func (s *StateMachine) Held() bool { return s.st != nil }
 // that cannot be held (it cannot reach 127.0.0.1 here) is left a master,
 // applying by its own clock, and tried again after a minute; only a failure
 // to talk to it at all is an error.
-func (s *StateMachine) holdNow() error {
+func (s *StateMachine) holdNow(ctx context.Context) error {
 	if s.st != nil {
 		if s.st.alive() {
 			return nil
@@ -269,7 +270,7 @@ func (s *StateMachine) holdNow() error {
 	if time.Since(s.holdFailed) < time.Minute {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	s.conn.SetDeadline(time.Now().Add(5 * time.Second))
 	defer s.conn.SetDeadline(time.Time{})

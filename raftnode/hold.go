@@ -25,7 +25,7 @@ type holdState struct {
 	proofErr time.Time // when the last round failed
 }
 
-// held notes that the state machine was just reset (and so holds).
+// resetHeld notes that the state machine was just reset (and so holds).
 func (a *applier) resetHeld() {
 	if a.hold.h == nil {
 		return

@@ -127,7 +127,8 @@ func scriptCommand(args [][]byte) bool {
 func (r *Scripts) observeOne(args [][]byte, errText []byte) {
 	switch {
 	case bytes.EqualFold(args[0], []byte("eval")):
-		if bytes.HasPrefix(errText, []byte("ERR Error compiling script")) {
+		// A killed script never ran, as far as the log is concerned.
+		if bytes.HasPrefix(errText, []byte("ERR Error compiling script")) || bytes.HasPrefix(errText, killedPrefix) {
 			return
 		}
 		// Only scripts the proxy wrapped are the clients'; its own (SPOP)

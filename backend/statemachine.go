@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,11 +47,20 @@ type StateMachine struct {
 	// compiles memoizes whether a script body compiles (SCRIPT LOAD), which
 	// the registry needs for an EVAL sent down the stream, without a reply.
 	compiles map[string]bool
+	// busyMs is redis's busy-reply-threshold in milliseconds (kill.go).
+	busyMs atomic.Int64
+	// live is what Interrupt closes: the connections an Apply may be
+	// blocked on, as of its start.
+	liveMu      sync.Mutex
+	live        []net.Conn
+	interrupted bool
 }
 
 // NewStateMachine returns a state machine for the redis at addr.
 func NewStateMachine(addr string, log *slog.Logger) *StateMachine {
-	return &StateMachine{addr: addr, log: log, scripts: NewScripts()}
+	s := &StateMachine{addr: addr, log: log, scripts: NewScripts()}
+	s.busyMs.Store(5000) // redis's default, until the first connection says
+	return s
 }
 
 // SetKeys sets how the keys of a command are found (before the node
@@ -74,7 +85,37 @@ func (s *StateMachine) RunID() string {
 	return ""
 }
 
-var errNotConnected = errors.New("not connected to redis")
+var (
+	errNotConnected = errors.New("not connected to redis")
+	errInterrupted  = errors.New("the node is stopping")
+)
+
+// track records the connections Apply may block on, for Interrupt; it
+// reports false once interrupted.
+func (s *StateMachine) track() bool {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	s.live = s.live[:0]
+	if s.conn != nil {
+		s.live = append(s.live, s.conn.nc)
+	}
+	if s.st != nil {
+		s.live = append(s.live, s.st.nc)
+	}
+	return !s.interrupted
+}
+
+// Interrupt implements raftnode.Interrupter: it ends an Apply blocked on
+// redis (a script may run for ever), for a node that stops. The state
+// machine is unusable afterwards.
+func (s *StateMachine) Interrupt() {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	s.interrupted = true
+	for _, c := range s.live {
+		c.Close()
+	}
+}
 
 // Apply implements raftnode.StateMachine: it writes all commands, then reads
 // all replies, so a batch costs one round trip to redis. While redis is held
@@ -84,6 +125,9 @@ func (s *StateMachine) Apply(cmds []raftnode.Command) error {
 	if s.conn == nil {
 		return errNotConnected
 	}
+	if !s.track() {
+		return errInterrupted
+	}
 	if err := s.applyAll(cmds); err != nil {
 		s.dropConn()
 		return err
@@ -92,6 +136,7 @@ func (s *StateMachine) Apply(cmds []raftnode.Command) error {
 }
 
 func (s *StateMachine) applyAll(cmds []raftnode.Command) error {
+	all := cmds
 	for len(cmds) > 0 {
 		held := s.hold && streamable(cmds[0])
 		n := 1
@@ -126,7 +171,13 @@ func (s *StateMachine) applyAll(cmds []raftnode.Command) error {
 		}
 	}
 	if s.st != nil {
-		return s.st.sync()
+		// A killable request (a script) may run for as long as it likes; a
+		// link that dies meanwhile still ends the wait.
+		limit := syncTimeout
+		if len(all) == 1 && all[0].Killable != 0 {
+			limit = 0
+		}
+		return s.st.sync(limit)
 	}
 	return nil
 }
@@ -277,6 +328,7 @@ func (s *StateMachine) holdNow(ctx context.Context) error {
 	st, err := holdRedis(ctx, s.conn)
 	if err == nil {
 		s.st = st
+		s.track()
 		return nil
 	}
 	s.holdFailed = time.Now()
@@ -375,6 +427,7 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 		case replyCommand:
 			s.scripts.observe(cmds[i], s.raw)
 			s.config.note(cmds[i].Args, s.raw)
+			s.noteBusyThreshold(cmds[i].Args, s.raw)
 			if r := cmds[i].Reply; r != nil {
 				r(append([]byte(nil), s.raw...))
 			}
@@ -453,6 +506,7 @@ func (s *StateMachine) connect(ctx context.Context) (*Conn, string, error) {
 	}
 	var dir, file resp.Value
 	if err == nil {
+		s.learnBusyThreshold(c)
 		dir, err = c.DoValue("CONFIG", "GET", "dir")
 	}
 	if err == nil {

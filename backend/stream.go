@@ -135,8 +135,9 @@ func (s *stream) expireBefore(keys [][]byte, ms int64) error {
 }
 
 // sync waits until the replica has run everything written so far: a
-// master's GETACK is answered after the commands before it.
-func (s *stream) sync() error {
+// master's GETACK is answered after the commands before it. It gives up
+// after limit (0: never, while the link lives).
+func (s *stream) sync(limit time.Duration) error {
 	want := s.sent
 	if err := s.write([]byte("REPLCONF"), []byte("GETACK"), []byte("*")); err != nil {
 		return fmt.Errorf("replication stream: %w", err)
@@ -144,15 +145,19 @@ func (s *stream) sync() error {
 	if err := s.w.Flush(); err != nil {
 		return fmt.Errorf("replication stream: %w", err)
 	}
-	t := time.NewTimer(syncTimeout)
-	defer t.Stop()
+	var expired <-chan time.Time
+	if limit > 0 {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		expired = t.C
+	}
 	for s.acked.Load() < want {
 		select {
 		case <-s.ackc:
 		case <-s.done:
 			return fmt.Errorf("redis dropped its replication link to raftproxy: %w", s.err)
-		case <-t.C:
-			return fmt.Errorf("redis acknowledged offset %d of the replication stream, not %d, within %v", s.acked.Load(), want, syncTimeout)
+		case <-expired:
+			return fmt.Errorf("redis acknowledged offset %d of the replication stream, not %d, within %v", s.acked.Load(), want, limit)
 		}
 	}
 	return nil
@@ -236,7 +241,7 @@ func holdRedis(ctx context.Context, ctl *Conn) (*stream, error) {
 		return nil, fmt.Errorf("answer redis's PSYNC: %w", err)
 	}
 	s := newStream(nc, next-1)
-	if err := s.sync(); err != nil {
+	if err := s.sync(syncTimeout); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -247,7 +252,7 @@ func holdRedis(ctx context.Context, ctl *Conn) (*stream, error) {
 // again (REPLICAOF NO ONE keeps its data), and the link is closed.
 func releaseRedis(ctl *Conn, s *stream) error {
 	defer s.close()
-	if err := s.sync(); err != nil {
+	if err := s.sync(syncTimeout); err != nil {
 		return err
 	}
 	if _, err := ctl.DoValue("REPLICAOF", "NO", "ONE"); err != nil {

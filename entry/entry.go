@@ -18,8 +18,10 @@ import (
 // Version 2 added transactions. Version 3 added watches (Op, Watch) and the
 // reply protocol: a request's database number is encoded as db<<1 | resp3,
 // so the protocol costs no extra byte (databases 0-63 still fit in one).
-// Versions 1 and 2 decode unchanged, as RESP2 requests.
-const version = 3
+// Version 4 adds Killable: the database field is db<<3 | killable<<1 |
+// resp3 (databases 0-15 in one byte). Older versions decode unchanged
+// (versions 1 and 2 as RESP2 requests).
+const version = 4
 
 // Op is what a request does.
 type Op uint8
@@ -43,18 +45,27 @@ const (
 // RESP3 says the proposing client speaks RESP3 (HELLO 3), so the node that
 // replies must run the request on a RESP3 connection. Every node switches
 // its apply connection alike; the protocol changes replies, never data.
+//
+// Killable (1-3, 0 for none) marks a request that may run without bound on
+// the state machine (a script): it can be killed until it is settled (see
+// Control). The value tells the proposer's caller which command kills it;
+// the log only needs it to be the same on every node.
 type Request struct {
-	DB    int
-	Op    Op
-	Args  [][]byte
-	Tx    [][][]byte
-	Watch uint64
-	RESP3 bool
+	DB       int
+	Op       Op
+	Args     [][]byte
+	Tx       [][][]byte
+	Watch    uint64
+	RESP3    bool
+	Killable uint8
 }
 
-// dbField is the encoding of a request's database and protocol.
+// MaxKillable is the largest Killable value the encoding holds.
+const MaxKillable = 3
+
+// dbField is the encoding of a request's database, kind and protocol.
 func (r *Request) dbField() uint64 {
-	f := uint64(r.DB) << 1
+	f := uint64(r.DB)<<3 | uint64(r.Killable&MaxKillable)<<1
 	if r.RESP3 {
 		f |= 1
 	}
@@ -182,7 +193,9 @@ func Unmarshal(data []byte) (Entry, error) {
 	e.Reqs = make([]Request, n)
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
-		if db := d.uvarint(); v >= 3 {
+		if db := d.uvarint(); v >= 4 {
+			r.DB, r.Killable, r.RESP3 = int(db>>3), uint8(db>>1&MaxKillable), db&1 == 1
+		} else if v >= 3 {
 			r.DB, r.RESP3 = int(db>>1), db&1 == 1
 		} else {
 			r.DB = int(db)

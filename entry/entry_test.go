@@ -42,6 +42,13 @@ func TestRoundTrip(t *testing.T) {
 				{DB: 5, Tx: [][][]byte{{[]byte("HGETALL"), []byte("h")}}, RESP3: true},
 				{DB: 1 << 40, Args: [][]byte{[]byte("GET"), []byte("n")}, RESP3: true},
 			}}},
+		{"killable requests", Entry{Node: 7, Seq: 13, TimeMs: 5,
+			Reqs: []Request{
+				{DB: 0, Args: [][]byte{[]byte("EVAL"), []byte("return 1"), []byte("0")}, Killable: 1},
+				{DB: 15, Args: [][]byte{[]byte("FCALL"), []byte("f"), []byte("0")}, Killable: 2, RESP3: true},
+				{DB: 16, Tx: [][][]byte{{[]byte("EVAL"), []byte("return 1"), []byte("0")}}, Killable: MaxKillable},
+				{DB: 9, Args: [][]byte{[]byte("GET"), []byte("n")}},
+			}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +69,7 @@ func TestRoundTrip(t *testing.T) {
 				if len(r.Tx) > 0 {
 					wantOp = OpTx
 				}
-				if g.DB != r.DB || g.Op != wantOp || g.Watch != r.Watch || g.RESP3 != r.RESP3 || !equalArgs(g.Args, r.Args) || len(g.Tx) != len(r.Tx) {
+				if g.DB != r.DB || g.Op != wantOp || g.Watch != r.Watch || g.RESP3 != r.RESP3 || g.Killable != r.Killable || !equalArgs(g.Args, r.Args) || len(g.Tx) != len(r.Tx) {
 					t.Fatalf("req %d: got %+v, want %+v", i, g, r)
 				}
 				for j := range r.Tx {
@@ -115,6 +122,37 @@ func TestOlderVersions(t *testing.T) {
 				t.Errorf("request 0 is %q, want SET k v", e.Reqs[0].Args)
 			}
 		})
+	}
+}
+
+func TestControlRoundTrip(t *testing.T) {
+	for _, c := range []Control{
+		{Op: ControlSettle, Index: 1 << 40, Node: 0xdeadbeef},
+		{Op: ControlAbort, Index: 17, Req: 511, Node: 1},
+	} {
+		data := c.Marshal()
+		if !IsControl(data) {
+			t.Fatalf("%+v: IsControl false", c)
+		}
+		if _, err := Unmarshal(data); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%+v: Unmarshal as a batch: err = %v, want ErrCorrupt", c, err)
+		}
+		got, err := UnmarshalControl(data)
+		if err != nil || got != c {
+			t.Errorf("got %+v, %v; want %+v", got, err, c)
+		}
+		for i := 1; i < len(data); i++ {
+			if _, err := UnmarshalControl(data[:i]); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%+v truncated to %d: err = %v", c, i, err)
+			}
+		}
+	}
+	batch := (&Entry{Node: 1, Seq: 1, Reqs: []Request{{Args: [][]byte{[]byte("GET"), []byte("k")}}}}).Marshal(nil)
+	if IsControl(batch) || IsControl(nil) {
+		t.Error("a batch or nothing taken for a control entry")
+	}
+	if _, err := UnmarshalControl([]byte{controlMark, 9, 1, 1, 1}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("unknown op: err = %v", err)
 	}
 }
 

@@ -51,6 +51,9 @@ type spec struct {
 	unknown bool
 	// blocking marks a blocking command raftproxy serves (blocking.go).
 	blocking bool
+	// allowBusy marks a command redis runs while a script is busy (its
+	// allow_busy flag); raftproxy's own commands run then too.
+	allowBusy bool
 }
 
 // table classifies every command the local redis knows, plus raftproxy's.
@@ -64,7 +67,6 @@ const (
 	reasonRandom   = "has a random effect that would differ between nodes"
 	reasonNotYet   = "is not supported by raftproxy yet"
 	reasonBlocking = "blocks, and blocking commands are not supported by raftproxy yet"
-	reasonKill     = "could stop a script from the raft log on this node only (redis kills any script that has not written yet) and make nodes diverge"
 	reasonPause    = "is not supported by raftproxy yet: pausing the local redis would stall this node's log applier, not the cluster's clients"
 	reasonTracking = "is not supported by raftproxy yet: client-side caching needs invalidations for writes from every node"
 )
@@ -109,13 +111,16 @@ var overrides = map[string]struct {
 
 	// Scripts, functions and random writes: see scripts.go and random.go.
 	"eval": {classWrite, ""}, "evalsha": {classWrite, ""}, "fcall": {classWrite, ""},
-	"eval_ro": {classRead, ""}, "evalsha_ro": {classRead, ""}, "fcall_ro": {classRead, ""},
+	// Read-only scripts run through the log too: a script may run for ever,
+	// and one that ran on a node's redis by itself would make the commands
+	// the node applies meanwhile fail with -BUSY there only (killing.go).
+	"eval_ro": {classWrite, ""}, "evalsha_ro": {classWrite, ""}, "fcall_ro": {classWrite, ""},
 	"script|load": {classWrite, ""}, "script|flush": {classWrite, ""}, "script|exists": {classRead, ""},
-	"script|kill": {classRefused, reasonKill}, "script|debug": {classRefused, reasonNotYet}, "script|help": {classLocal, ""},
+	"script|kill": {classProxy, ""}, "script|debug": {classRefused, reasonNotYet}, "script|help": {classLocal, ""},
 	"function|load": {classWrite, ""}, "function|delete": {classWrite, ""}, "function|flush": {classWrite, ""},
 	"function|restore": {classRefused, "is not supported by raftproxy yet: its payload may hold libraries without raftproxy's determinism prelude; use FUNCTION LOAD"},
 	"function|list":    {classRead, ""}, "function|dump": {classRead, ""}, "function|stats": {classLocal, ""},
-	"function|kill": {classRefused, reasonKill}, "function|help": {classLocal, ""},
+	"function|kill": {classProxy, ""}, "function|help": {classLocal, ""},
 	"spop": {classWrite, ""}, "xadd": {classWrite, ""}, "xtrim": {classWrite, ""},
 	// Streams: see streams.go. With BLOCK they block (dispatch, streamBlock).
 	"xclaim": {classWrite, ""}, "xautoclaim": {classWrite, ""},
@@ -131,15 +136,16 @@ var overrides = map[string]struct {
 	"pubsub": {classProxy, ""}, "pubsub|help": {classLocal, ""},
 }
 
-// raftCommands are raftproxy's own commands, with Redis-style arity.
+// raftCommands are raftproxy's own commands, with Redis-style arity. They
+// run while the node is busy: an operator must see and manage it then.
 var raftCommands = []*spec{
-	{name: "raft.cluster", arity: -2, class: classProxy},
-	{name: "raft.node", arity: -3, class: classProxy},
-	{name: "raft.info", arity: 1, class: classProxy},
-	{name: "raft.debug", arity: -2, class: classProxy},
-	{name: "raft.transfer_leader", arity: -1, class: classProxy},
-	{name: "raft.config", arity: -2, class: classProxy},
-	{name: "raft.backup", arity: 1, class: classProxy},
+	{name: "raft.cluster", arity: -2, class: classProxy, allowBusy: true},
+	{name: "raft.node", arity: -3, class: classProxy, allowBusy: true},
+	{name: "raft.info", arity: 1, class: classProxy, allowBusy: true},
+	{name: "raft.debug", arity: -2, class: classProxy, allowBusy: true},
+	{name: "raft.transfer_leader", arity: -1, class: classProxy, allowBusy: true},
+	{name: "raft.config", arity: -2, class: classProxy, allowBusy: true},
+	{name: "raft.backup", arity: 1, class: classProxy, allowBusy: true},
 }
 
 // buildTable classifies the reply of COMMAND from the local redis.
@@ -182,6 +188,8 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 			blocking = true
 		case "pubsub":
 			pubsub = true
+		case "allow_busy":
+			s.allowBusy = true
 		}
 	}
 	if len(v.Elems) > 7 {

@@ -78,9 +78,9 @@ func TestClassify(t *testing.T) {
 		{"CONFIG SET maxmemory 1", classProxy}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classProxy},
 		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classRefused},
 		{"SPOP s", classWrite}, {"BLPOP l 0", classWrite}, {"BZMPOP 0 1 z MIN", classWrite}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classProxy}, {"EVAL x 0", classWrite},
-		{"EVAL_RO x 0", classRead}, {"EVALSHA x 0", classWrite}, {"FCALL f 0", classWrite}, {"FCALL_RO f 0", classRead},
-		{"SCRIPT LOAD x", classWrite}, {"SCRIPT EXISTS x", classRead}, {"SCRIPT FLUSH", classWrite}, {"SCRIPT KILL", classRefused},
-		{"FUNCTION LOAD x", classWrite}, {"FUNCTION LIST", classRead}, {"FUNCTION KILL", classRefused}, {"FUNCTION STATS", classLocal},
+		{"EVAL_RO x 0", classWrite}, {"EVALSHA x 0", classWrite}, {"FCALL f 0", classWrite}, {"FCALL_RO f 0", classWrite},
+		{"SCRIPT LOAD x", classWrite}, {"SCRIPT EXISTS x", classRead}, {"SCRIPT FLUSH", classWrite}, {"SCRIPT KILL", classProxy},
+		{"FUNCTION LOAD x", classWrite}, {"FUNCTION LIST", classRead}, {"FUNCTION KILL", classProxy}, {"FUNCTION STATS", classLocal},
 		{"XADD s 1-1 f v", classWrite}, {"XCLAIM s g c 0 1-1", classWrite}, {"XAUTOCLAIM s g c 0 0", classWrite}, {"XREADGROUP GROUP g c STREAMS s >", classWrite}, {"MIGRATE h 1 k 0 0", classRefused},
 		{"SUBSCRIBE c", classProxy}, {"PUBLISH c m", classWrite}, {"PUBSUB NUMPAT", classProxy}, {"CLIENT KILL ID 1", classProxy},
 		// Connection-level commands (client.go); SETINFO and NO-TOUCH even

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/resp"
 )
@@ -269,6 +270,10 @@ func (c *conn) dispatch(args [][]byte) bool {
 	}
 	c.cls = metricClassOf(sp.class)
 	c.client.cmd = sp.name
+	if o := c.busyGate(sp); o != nil {
+		c.emit(o)
+		return true
+	}
 	if c.pubsubGate(sp.name, args) {
 		return true
 	}
@@ -343,7 +348,7 @@ func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
 			// Ordered after this connection's writes by the log itself; every
 			// node runs it, and only this one replies.
 			c.pendingWrites.Add(1)
-			return &op{kind: opLogRead, fut: n.Propose(context.Background(), c.db, args, c.client.resp3), start: now}
+			return &op{kind: opLogRead, fut: n.ProposeRequest(context.Background(), c.request(sp, args)), start: now}
 		}
 		c.pendingReads.Add(1)
 		return &op{kind: opRead, read: n.StartRead(), node: n, args: args, db: c.db, start: now}
@@ -355,7 +360,12 @@ func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
 	c.waitReads()
 	c.pendingWrites.Add(1)
 	// Propose bounds its own waits (for a leader, for room in its queue).
-	return &op{kind: opWrite, fut: n.Propose(context.Background(), c.db, args, c.client.resp3), start: now}
+	return &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), c.request(sp, args)), start: now}
+}
+
+// request is the log request of a data command.
+func (c *conn) request(sp *spec, args [][]byte) entry.Request {
+	return entry.Request{DB: c.db, Args: args, RESP3: c.client.resp3, Killable: killable(sp.name)}
 }
 
 // refuseAsync refuses FLUSHALL/FLUSHDB ASYNC: redis would free memory in
@@ -390,6 +400,12 @@ func errorText(err error, read bool) string {
 		return "LOADING raftproxy is rebuilding this node's redis from the log"
 	case errors.Is(err, raftnode.ErrStopped):
 		return "CLUSTERDOWN raft node is stopping"
+	case errors.Is(err, raftnode.ErrKilled):
+		return killedText
+	case errors.As(err, new(*raftnode.BusyError)):
+		var be *raftnode.BusyError
+		errors.As(err, &be)
+		return busyText(be.Kind)
 	case errors.Is(err, raftnode.ErrTransferTimeout), errors.Is(err, raftnode.ErrOtherLeader), errors.Is(err, raftnode.ErrNoSuchMember):
 		return "ERR " + err.Error()
 	}
@@ -546,8 +562,17 @@ func (c *conn) discard() {
 
 func (c *conn) writeResult(w *bufio.Writer, o *op) {
 	o.failed = true
-	if !c.await(o.fut.Done(), o.start) {
+	// A request being applied has an outcome that will come, however long
+	// it takes (a script runs until it ends or is killed): its client waits
+	// for it, as redis's does. The deadline is for the commit.
+	if !c.await(o.fut.Done(), o.start) && !o.fut.Applying() {
 		w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrTimeout, o.kind == opLogRead)))
+		return
+	}
+	select {
+	case <-o.fut.Done():
+	case <-c.s.quitting:
+		w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrStopped, o.kind == opLogRead)))
 		return
 	}
 	raw, err := o.fut.Result()
@@ -660,6 +685,17 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 			errs[i] = errorText(err, true)
 		}
 	}
+	// Reads keep out of redis while it holds a script's undecided effects.
+	if n != nil && !failed(errs) {
+		ctx, cancel := context.WithDeadline(context.Background(), batch[0].start.Add(c.s.timeout()))
+		leave, err := n.EnterRead(ctx)
+		cancel()
+		if err != nil {
+			fail(errs, batch, errorText(err, true))
+		} else {
+			defer leave()
+		}
+	}
 	// The generation check brackets the reads: if redis was being rebuilt
 	// at any moment in between, what they saw may be partial.
 	var gen uint64
@@ -697,6 +733,16 @@ func b2u(b bool) uint8 {
 		return 1
 	}
 	return 0
+}
+
+// failed reports whether every command of a batch has an error already.
+func failed(errs []string) bool {
+	for _, e := range errs {
+		if e == "" {
+			return false
+		}
+	}
+	return true
 }
 
 func fail(errs []string, batch []*op, msg string) {
@@ -867,6 +913,8 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(c.raftDebug(args))
 	case "raft.backup":
 		c.emit(c.raftBackup(args))
+	case "script|kill", "function|kill":
+		c.emit(c.killCommand(name))
 	case "raft.info":
 		c.emit(&op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())})
 	case "info":

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"time"
 
 	"github.com/raftproxy/raftproxy/backend"
@@ -83,6 +84,15 @@ func (p *readPipe) fail(batch []*readReq, err error) {
 
 func (p *readPipe) runBatch(batch []*readReq, n int) {
 	node := batch[0].node
+	// Reads keep out of redis while it holds a script's undecided effects.
+	ctx, cancel := context.WithTimeout(context.Background(), p.s.timeout())
+	leave, err := node.EnterRead(ctx)
+	cancel()
+	if err != nil {
+		p.fail(batch, err)
+		return
+	}
+	defer leave()
 	gen := node.Generation()
 	if gen%2 == 1 {
 		p.fail(batch, raftnode.ErrLoading)

@@ -87,6 +87,9 @@ type Server struct {
 
 	reads     *readPipe
 	stopReads chan struct{}
+	// quitting is closed when Shutdown begins: a reply that may take for
+	// ever (a running script's) is not waited for any longer.
+	quitting chan struct{}
 	// blocked are the connections waiting in a blocking command.
 	blocked *blockers
 
@@ -108,7 +111,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.JoinTimeout == 0 {
 		cfg.JoinTimeout = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{}),
+	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{}), quitting: make(chan struct{}),
 		broker: newBroker(), pubsubLimit: pubsubLimit, blocked: newBlockers()}
 	if cfg.PubSubLimit > 0 {
 		s.pubsubLimit = int(cfg.PubSubLimit)
@@ -270,6 +273,9 @@ func (s *Server) forget(c *conn) {
 // they have sent until ctx ends, then closes them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.quitting)
+	}
 	s.closed = true
 	for ln := range s.lns {
 		ln.Close()

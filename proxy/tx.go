@@ -19,6 +19,8 @@ type txState struct {
 	dirty bool // a command was refused while queueing: EXEC aborts
 	// fixes rewrite the replies of some commands (by index) in EXEC's reply.
 	fixes map[int]fixer
+	// killable is the Killable kind of the first script queued, or 0.
+	killable uint8
 }
 
 var queuedReply = resp.AppendSimple(nil, "QUEUED")
@@ -36,6 +38,11 @@ func (c *conn) queue(args [][]byte) bool {
 	if sp == nil {
 		tx.dirty = true
 		c.emit(errReply(errText))
+		return true
+	}
+	if o := c.busyGate(sp); o != nil {
+		tx.dirty = true
+		c.emit(o)
 		return true
 	}
 	switch sp.name {
@@ -87,6 +94,9 @@ func (c *conn) queue(args [][]byte) bool {
 			c.emit(early)
 			return true
 		}
+		if tx.killable == 0 {
+			tx.killable = killable(sp.name)
+		}
 		if fix != nil {
 			if tx.fixes == nil {
 				tx.fixes = map[int]fixer{}
@@ -124,7 +134,7 @@ func (c *conn) exec(tx *txState) *op {
 	now := time.Now()
 	c.waitReads()
 	c.pendingWrites.Add(1)
-	req := entry.Request{DB: tx.db, Op: entry.OpTx, Tx: tx.cmds, Watch: watch, RESP3: c.client.resp3}
+	req := entry.Request{DB: tx.db, Op: entry.OpTx, Tx: tx.cmds, Watch: watch, RESP3: c.client.resp3, Killable: tx.killable}
 	o := &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), req), start: now}
 	if tx.fixes != nil {
 		o.fix = txFix(tx.fixes)

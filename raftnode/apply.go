@@ -51,10 +51,19 @@ type applier struct {
 	// mirrors Holder.Held for other goroutines.
 	hold    holdState
 	heldNow atomic.Bool
+
+	// verdicts, gate and run are the killing of killable requests
+	// (verdict.go, gate.go, apply_kill.go): what the log decided, the gate
+	// that keeps reads away from undecided effects, and the killable
+	// request running now.
+	verdicts *verdicts
+	gate     *readGate
+	current  atomic.Pointer[running]
 }
 
 func newApplier(n *Node) *applier {
-	a := &applier{n: n, wake: make(chan struct{}, 1), change: make(chan struct{}), lastSeq: map[uint64]uint64{}, watches: newWatches(), poke: make(chan struct{}, 1)}
+	a := &applier{n: n, wake: make(chan struct{}, 1), change: make(chan struct{}), lastSeq: map[uint64]uint64{}, watches: newWatches(), poke: make(chan struct{}, 1),
+		verdicts: newVerdicts(), gate: newReadGate()}
 	a.gen.Store(1) // not serving until the first Reset
 	a.hold.h, _ = n.cfg.StateMachine.(Holder)
 	return a
@@ -67,9 +76,15 @@ type queued struct {
 	snap *snapshot.Meta
 }
 
-func (a *applier) enqueue(ents []*raftpb.Entry) { a.push(queued{ents: ents}) }
+func (a *applier) enqueue(ents []*raftpb.Entry) {
+	a.verdicts.takeEntries(ents)
+	a.push(queued{ents: ents})
+}
 
-func (a *applier) enqueueSnapshot(m snapshot.Meta) { a.push(queued{snap: &m}) }
+func (a *applier) enqueueSnapshot(m snapshot.Meta) {
+	a.verdicts.seenTo(m.Index)
+	a.push(queued{snap: &m})
+}
 
 func (a *applier) push(q queued) {
 	a.mu.Lock()
@@ -111,6 +126,9 @@ func (a *applier) waitApplied(idx uint64, timeout time.Duration) error {
 		if a.applied.Load() >= idx && a.gen.Load()%2 == 0 {
 			return nil
 		}
+		if k := a.busy(); k != 0 {
+			return &BusyError{Kind: k}
+		}
 		select {
 		case <-ch:
 		case <-t.C:
@@ -126,7 +144,23 @@ func (a *applier) waitApplied(idx uint64, timeout time.Duration) error {
 
 func (a *applier) run() {
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { <-a.n.stopc; cancel() }()
+	returned := make(chan struct{})
+	defer close(returned)
+	go func() {
+		<-a.n.stopc
+		cancel()
+		// An applier idle or between commands returns at once and leaves
+		// redis as an operator expects it (releaseOnStop); one blocked in
+		// redis (a script that runs for ever) is cut off.
+		select {
+		case <-returned:
+		case <-time.After(time.Second):
+			if i, ok := a.n.cfg.StateMachine.(Interrupter); ok {
+				a.n.log.Warn("the applier is blocked on redis; cutting its connection to stop")
+				i.Interrupt()
+			}
+		}
+	}()
 	defer a.releaseOnStop()
 	if !a.recover(ctx) {
 		return
@@ -202,6 +236,18 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 			cmds = a.commands(chunk, true)
 			a.n.counters.ApplyRounds.Add(1)
 			a.n.counters.Applied.Add(uint64(len(cmds)))
+			if hasKillable(cmds) {
+				switch a.applyKillable(ctx, chunk, cmds) {
+				case killStopped:
+					return false
+				case killRebuild:
+					if !a.recover(ctx) {
+						return false
+					}
+					continue
+				}
+				break
+			}
 			start := time.Now()
 			err := a.holdIfLate(ctx, cmds)
 			if err == nil {
@@ -440,6 +486,9 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 		if e.GetType() != raftpb.EntryNormal || len(e.GetData()) == 0 {
 			continue
 		}
+		if entry.IsControl(e.GetData()) {
+			continue // taken in by the verdicts when committed
+		}
 		b, err := entry.Unmarshal(e.GetData())
 		if err != nil {
 			// Every node holds the same bytes, so every node skips it alike.
@@ -466,11 +515,22 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 		if pend != nil && len(pend.futs) != len(b.Reqs) {
 			pend = nil
 		}
+
 		for i, r := range b.Reqs {
-			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx, RESP3: r.RESP3, TimeMs: b.TimeMs}
+			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx, RESP3: r.RESP3, TimeMs: b.TimeMs,
+				Killable: r.Killable, t: target{e.GetIndex(), uint64(i)}}
 			if pend != nil {
-				c.Reply = replier(a.n.prop, b.Seq, pend, i)
+				c.finish = finisher(a.n.prop, b.Seq, pend, i)
+				c.Reply = replier(c.finish)
 			}
+			if r.Killable != 0 && a.verdicts.of(c.t) == aborted {
+				// Killed before it ran here: it never runs, anywhere.
+				if c.finish != nil {
+					c.finish(nil, ErrKilled)
+				}
+				continue
+			}
+			c.marked = r.Killable != 0 && a.watches.active()
 			if a.watchOnly(r, c.Reply) || a.publishOnly(e.GetIndex(), replies, r, &c) {
 				continue
 			}
@@ -486,16 +546,21 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 	return cmds
 }
 
-// replier completes one request's future; the last reply of a batch
+// finisher completes one request's future; the last one of a batch
 // unregisters the batch.
-func replier(p *proposer, seq uint64, pend *pending, i int) func([]byte) {
-	return func(raw []byte) {
-		pend.futs[i].complete(raw, nil)
+func finisher(p *proposer, seq uint64, pend *pending, i int) func([]byte, error) {
+	return func(raw []byte, err error) {
+		pend.futs[i].complete(raw, err)
 		if i == len(pend.futs)-1 {
 			p.n.metrics.proposalDuration.Observe(since(pend.start))
 			p.take(seq)
 		}
 	}
+}
+
+// replier completes a future with a reply.
+func replier(finish func([]byte, error)) func([]byte) {
+	return func(raw []byte) { finish(raw, nil) }
 }
 
 // tellReloaded tells Config.Written that redis was reloaded: any key may

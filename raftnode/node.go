@@ -65,8 +65,18 @@ type Command struct {
 	TimeMs int64
 	// Reply receives the raw RESP reply; nil when no client waits for it.
 	Reply func(raw []byte)
+	// Killable (entry.Request.Killable) marks a request that may run
+	// without bound (a script); a Killer may be asked to stop it while
+	// Apply runs it. Apply gets it alone.
+	Killable uint8
 	// null is set by Reply for Config.Written (see there).
 	null *bool
+	// t names the request in the log; finish completes its future with a
+	// reply or an error (nil when no client of this node waits); marked
+	// says WATCH's bookkeeping counted its writes (apply_kill.go).
+	t      target
+	finish func([]byte, error)
+	marked bool
 }
 
 // StateMachine is what committed entries are applied to.
@@ -357,6 +367,17 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State, store
 	}
 	if err := n.storage.Append(st.Entries); err != nil {
 		return nil, fmt.Errorf("restore %d log entries: %w", len(st.Entries), err)
+	}
+	// The verdicts on killable requests committed before the restart: a
+	// request killed then must not run again while its entry is replayed.
+	commit := st.HardState.GetCommit()
+	if snap != nil {
+		n.applier.verdicts.seenTo(snap.GetMetadata().GetIndex())
+	}
+	for _, e := range st.Entries {
+		if e.GetIndex() <= commit {
+			n.applier.verdicts.takeEntries([]*raftpb.Entry{e})
+		}
 	}
 	if st.Repaired {
 		n.enterQuarantine()

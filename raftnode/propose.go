@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -21,6 +22,10 @@ type Future struct {
 	once  sync.Once
 	reply []byte
 	err   error
+	// applying is set once the request is committed and the applier has
+	// reached it: its outcome is then certain to come, however long it
+	// runs (a script).
+	applying atomic.Bool
 }
 
 func newFuture() *Future { return &Future{done: make(chan struct{})} }
@@ -34,6 +39,11 @@ func (f *Future) complete(reply []byte, err error) {
 
 // Done is closed when the result is known.
 func (f *Future) Done() <-chan struct{} { return f.done }
+
+// Applying reports whether the request is committed and being applied: it
+// will complete, with its reply or ErrKilled, or ErrTimeout if the node
+// stops.
+func (f *Future) Applying() bool { return f.applying.Load() }
 
 // Result returns the raw reply, or why there is none. Call it after Done.
 func (f *Future) Result() ([]byte, error) { return f.reply, f.err }
@@ -59,6 +69,9 @@ type pending struct {
 	deadline time.Time
 	batch    bool      // a batch of client requests (not a membership change)
 	start    time.Time // when a batch was proposed
+	// applying: the batch is committed and the applier has reached it, so
+	// its replies will come (see Future.Applying); it never expires.
+	applying bool
 }
 
 // proposer turns client requests into log entries. It batches requests that
@@ -331,10 +344,18 @@ func (p *proposer) take(seq uint64) *pending {
 
 // lookup returns the waiters of a batch, keeping them registered: an apply
 // that fails half way is replayed, and the replies come from the replay.
+// The batch is being applied from then on.
 func (p *proposer) lookup(seq uint64) *pending {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.waiting[seq]
+	pend := p.waiting[seq]
+	if pend != nil && !pend.applying {
+		pend.applying = true
+		for _, f := range pend.futs {
+			f.applying.Store(true)
+		}
+	}
+	return pend
 }
 
 // leaderChanged shortens every pending wait to one election timeout: an
@@ -358,7 +379,7 @@ func (p *proposer) expire(now time.Time) {
 	p.mu.Lock()
 	var old []*pending
 	for seq, pend := range p.waiting {
-		if now.After(pend.deadline) {
+		if !pend.applying && now.After(pend.deadline) {
 			old = append(old, pend)
 			p.forget(seq, pend)
 		}

@@ -13,6 +13,14 @@ import (
 type readBatch struct {
 	done chan struct{}
 	err  error
+	// index is the round's read index, set before indexed is closed (once
+	// the leader answered; done closes later, once it is applied).
+	index   uint64
+	indexed chan struct{}
+}
+
+func newReadBatch() *readBatch {
+	return &readBatch{done: make(chan struct{}), indexed: make(chan struct{})}
 }
 
 // readIndexer confirms leadership with a quorum (raft's ReadOnlySafe
@@ -37,7 +45,7 @@ func newReadIndexer(n *Node) *readIndexer {
 		leaderc: make(chan struct{}, 1),
 		next:    make(chan *readBatch, 1),
 	}
-	r.next <- &readBatch{done: make(chan struct{})}
+	r.next <- newReadBatch()
 	return r
 }
 
@@ -102,7 +110,7 @@ func (r *readIndexer) run() {
 		// Swap in a fresh batch: reads arriving from now on need a new round,
 		// because this round's index may predate their writes' completion.
 		b := <-r.next
-		r.next <- &readBatch{done: make(chan struct{})}
+		r.next <- newReadBatch()
 		start := time.Now()
 		idx, err := r.roundTrip()
 		if err != nil {
@@ -110,6 +118,8 @@ func (r *readIndexer) run() {
 			close(b.done)
 			continue
 		}
+		b.index = idx
+		close(b.indexed)
 		go func() {
 			b.err = r.n.applier.waitApplied(idx, r.n.requestTimeout())
 			if b.err == nil {

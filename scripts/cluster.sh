@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR=${RUN_DIR:-.run}
+# abs names a path under RUN_DIR for processes that do not run here.
+abs() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 BIN=${BIN:-bin/raftproxy}
 NODES=(1 2 3)
 CLIENT_BASE=${CLIENT_BASE:-7000}
@@ -19,6 +21,37 @@ redis_port() { echo $((REDIS_BASE + $1)); }
 metrics_port() { echo $((METRICS_BASE + $1)); }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# start_redis runs node $1's redis-server under a loop that starts it again
+# when it exits, as a container's restart policy or systemd's Restart=
+# would: raftproxy shuts its redis down (SHUTDOWN NOSAVE) to kill a script
+# that had written, and rebuilds it from the log once it is back.
+start_redis() {
+  local i=$1 d="$RUN_DIR/node$1"
+  rm -f "$d/redis.stop"
+  nohup bash -c 'while [ ! -f "$0/redis.stop" ]; do
+      redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --dir "$0/redis" \
+        --daemonize no --pidfile "$0/redis.pid" --logfile "$0/redis.log"
+      sleep 0.2
+    done' "$(abs "$d")" "$(redis_port "$i")" >/dev/null 2>&1 &
+  echo $! >"$d/redis-loop.pid"
+}
+
+# stop_pid sends SIGTERM to the process in pid file $1, waits up to $2
+# seconds, then sends SIGKILL: a redis-server busy with a script ignores
+# SIGTERM.
+stop_pid() {
+  alive "$1" || { rm -f "$1"; return 0; }
+  local pid
+  pid=$(cat "$1")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 $(($2 * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "$1: process $pid did not stop within $2 s; killing it" >&2
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$1"
+}
 
 wait_port() {
   for _ in $(seq 1 100); do
@@ -34,9 +67,8 @@ start() {
   for i in "${NODES[@]}"; do
     d="$RUN_DIR/node$i"
     mkdir -p "$d/redis"
-    if ! alive "$d/redis.pid"; then
-      redis-server --port "$(redis_port "$i")" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$PWD/$d/redis" --daemonize yes --pidfile "$PWD/$d/redis.pid" --logfile "$PWD/$d/redis.log"
+    if ! alive "$d/redis-loop.pid"; then
+      start_redis "$i"
     fi
     if ! alive "$d/raftproxy.pid"; then
       nohup "$BIN" --listen "127.0.0.1:$(client_port "$i")" --peer-listen "127.0.0.1:$(peer_port "$i")" \
@@ -45,7 +77,7 @@ start() {
       echo $! >"$d/raftproxy.pid"
     fi
   done
-  for i in "${NODES[@]}"; do wait_port "$(client_port "$i")"; done
+  for i in "${NODES[@]}"; do wait_port "$(redis_port "$i")"; wait_port "$(client_port "$i")"; done
   # Form the cluster once; a node that has a data dir resumes by itself.
   if redis-cli -p "$(client_port 1)" RAFT.INFO | grep -q '^state:uninitialized'; then
     redis-cli -p "$(client_port 1)" RAFT.CLUSTER INIT
@@ -76,19 +108,17 @@ MSG
 }
 
 stop() {
+  # raftproxy ends within its request timeout (5 s) plus 5 s whatever its
+  # redis does; the nodes stop together, each in the background.
   for i in "${NODES[@]}"; do
     d="$RUN_DIR/node$i"
-    for p in raftproxy redis; do
-      if alive "$d/$p.pid"; then kill "$(cat "$d/$p.pid")" 2>/dev/null || true; fi
-    done
+    touch "$d/redis.stop" 2>/dev/null || true
+    # The loop sees the stop file once its redis-server has exited.
+    ( stop_pid "$d/raftproxy.pid" 12
+      stop_pid "$d/redis.pid" 2
+      stop_pid "$d/redis-loop.pid" 2 ) &
   done
-  for i in "${NODES[@]}"; do
-    d="$RUN_DIR/node$i"
-    for p in raftproxy redis; do
-      for _ in $(seq 1 50); do alive "$d/$p.pid" || break; sleep 0.1; done
-      rm -f "$d/$p.pid"
-    done
-  done
+  wait
   echo "local cluster stopped (data kept in $RUN_DIR; make clean removes it)"
 }
 

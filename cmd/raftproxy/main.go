@@ -287,6 +287,26 @@ func settings(dataDir string, srv **proxy.Server, host *raftnode.Host, lv *slog.
 	})
 }
 
+// boundShutdown ends the process once limit has passed, or at a second
+// SIGINT or SIGTERM, whatever is still running: a stop must not wait for a
+// redis busy with a script, a peer that does not answer, or a client. The
+// WAL is fsynced at every write, so nothing acknowledged depends on the
+// rest of the shutdown.
+func boundShutdown(log *slog.Logger, limit time.Duration) {
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		t := time.NewTimer(limit)
+		select {
+		case <-t.C:
+			log.Error("shutdown did not finish in time; exiting", "limit", limit)
+		case sig := <-again:
+			log.Warn("second signal; exiting now", "signal", sig.String())
+		}
+		os.Exit(1)
+	}()
+}
+
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "health" {
 		os.Exit(healthMain(os.Args[2:], os.Stdout, os.Stderr))
@@ -370,7 +390,9 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 			return err
 		}
 		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			// redis keeps nothing of its own (it is rebuilt from the log),
+			// and a busy one ignores SIGTERM: it is killed after 2 s.
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			sup.Stop(sctx)
 		}()
@@ -473,6 +495,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 			return err
 		}
 	}
+	boundShutdown(log, host.Tunables().Timeout()+5*time.Second)
 	sctx, cancel := context.WithTimeout(context.Background(), host.Tunables().Timeout())
 	defer cancel()
 	// A leader hands over before it goes, so the cluster does not wait out

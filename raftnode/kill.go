@@ -1,0 +1,177 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.etcd.io/raft/v3"
+
+	"github.com/raftproxy/raftproxy/entry"
+)
+
+// Killing killable requests: see verdict.go for the rule, apply_kill.go
+// for how the applier runs them.
+
+var (
+	// ErrKilled ends a killable request that was killed: it did not run.
+	ErrKilled = errors.New("killed")
+	// ErrNotBusy: no killable request of that kind runs on this node.
+	ErrNotBusy = errors.New("no killable request is running")
+)
+
+// BusyError says that a killable request of Kind has run on this node past
+// the state machine's busy threshold: like a redis running a long script,
+// the node refuses commands until it ends or is killed.
+type BusyError struct{ Kind uint8 }
+
+func (e *BusyError) Error() string { return "busy running a killable request" }
+
+// KillResult is how the state machine stopped a killable request.
+type KillResult uint8
+
+const (
+	// KillNotRunning: nothing was running (it ended, or has not started).
+	KillNotRunning KillResult = iota
+	// KillClean: it stopped before it changed anything; Apply returns its
+	// reply.
+	KillClean
+	// KillUnclean: it could not be stopped without stopping the state
+	// machine (it had written), whose content is now lost: Apply fails and
+	// the node rebuilds it.
+	KillUnclean
+)
+
+// Killer is implemented by a state machine that can stop the killable
+// request (Command.Killable) Apply is running. Its methods are called from
+// goroutines other than the applier's, while Apply runs.
+type Killer interface {
+	Kill(ctx context.Context, kind uint8) (KillResult, error)
+	// BusyAfter is how long a killable request runs before the node is busy.
+	BusyAfter() time.Duration
+}
+
+// Interrupter is implemented by a state machine whose Apply can be ended
+// from another goroutine: a node that stops must not wait for a script that
+// runs for ever.
+type Interrupter interface {
+	Interrupt()
+}
+
+// running is the killable request the applier is running.
+type running struct {
+	t     target
+	kind  uint8
+	since time.Time
+	done  chan struct{} // closed when it ends
+}
+
+const defaultBusyAfter = 5 * time.Second
+
+func (a *applier) busyAfter() time.Duration {
+	if k, ok := a.n.cfg.StateMachine.(Killer); ok {
+		if d := k.BusyAfter(); d > 0 {
+			return d
+		}
+	}
+	return defaultBusyAfter
+}
+
+// busy returns the kind of the killable request running past the busy
+// threshold, or 0.
+func (a *applier) busy() uint8 {
+	r := a.current.Load()
+	if r == nil || time.Since(r.since) < a.busyAfter() {
+		return 0
+	}
+	return r.kind
+}
+
+// Busy reports whether a killable request has run on this node past the
+// busy threshold, and its kind.
+func (n *Node) Busy() (uint8, bool) {
+	k := n.applier.busy()
+	return k, k != 0
+}
+
+// BusyAfter is how long a killable request runs before the node is busy.
+func (n *Node) BusyAfter() time.Duration { return n.applier.busyAfter() }
+
+// Kill kills the killable request of kind that this node is running, as
+// SCRIPT KILL does: like redis, which reads SCRIPT KILL only once the script
+// has run past the busy threshold, it waits for that; then an Abort goes
+// through the log, and every node ends as if the request never ran. It
+// returns ErrNotBusy when nothing runs here or the request ended (or was
+// settled) first, and a BusyError naming the kind when another kind runs.
+func (n *Node) Kill(ctx context.Context, kind uint8) error {
+	r := n.applier.current.Load()
+	if r == nil {
+		return ErrNotBusy
+	}
+	if r.kind != kind {
+		return &BusyError{Kind: r.kind}
+	}
+	if wait := time.Until(r.since.Add(n.applier.busyAfter())); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.done:
+			return ErrNotBusy
+		case <-ctx.Done():
+			return ErrTimeout
+		case <-n.stopc:
+			return ErrStopped
+		}
+	}
+	v := n.applier.verdicts
+	abort := entry.Control{Op: entry.ControlAbort, Index: r.t.index, Req: r.t.req, Node: n.id}
+	var proposed time.Time
+	for {
+		ch := v.changed()
+		switch v.of(r.t) {
+		case aborted:
+			return nil
+		case settled:
+			return ErrNotBusy
+		}
+		// A proposal lost while leadership moves is proposed again.
+		if time.Since(proposed) > n.electionTimeout() {
+			n.proposeControl(abort)
+			proposed = time.Now()
+		}
+		select {
+		case <-ch:
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return ErrTimeout
+		case <-n.stopc:
+			return ErrStopped
+		}
+	}
+}
+
+func (n *Node) electionTimeout() time.Duration {
+	return time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
+}
+
+// proposeControl proposes a control entry in the background; one lost in
+// transit is proposed again by the caller's loop.
+func (n *Node) proposeControl(c entry.Control) {
+	data := c.Marshal()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), n.requestTimeout())
+		defer cancel()
+		err := n.raft.Propose(ctx, data)
+		for errors.Is(err, raft.ErrProposalDropped) && n.waitLeader(ctx) {
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			err = n.raft.Propose(ctx, data)
+		}
+		if err != nil && ctx.Err() == nil {
+			n.log.Debug("proposing a control entry failed; it is proposed again", "op", c.Op, "index", c.Index, "err", err)
+		}
+	}()
+}

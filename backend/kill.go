@@ -105,6 +105,20 @@ func (s *StateMachine) Kill(ctx context.Context, kind uint8) (raftnode.KillResul
 	return raftnode.KillNotRunning, nil
 }
 
+// stopStrayScript stops whatever script redis runs, for a state machine
+// about to replace redis's content: SCRIPT KILL or FUNCTION KILL, else
+// SHUTDOWN NOSAVE (redis then comes back empty, restarted by whatever
+// manages it).
+func (s *StateMachine) stopStrayScript(ctx context.Context) {
+	for _, kind := range []uint8{KillScript, KillFunction} {
+		res, err := s.Kill(ctx, kind)
+		if err == nil && res != raftnode.KillNotRunning {
+			s.log.Warn("stopped a script the local redis was running before it was rebuilt", "how", map[raftnode.KillResult]string{raftnode.KillClean: "killed", raftnode.KillUnclean: "shut down"}[res])
+			return
+		}
+	}
+}
+
 func killCommand(kind uint8) string {
 	if kind == KillFunction {
 		return "FUNCTION"

@@ -498,6 +498,12 @@ func (s *StateMachine) connect(ctx context.Context) (*Conn, string, error) {
 		return nil, "", err
 	}
 	id, err := c.RunID()
+	if err != nil && strings.Contains(err.Error(), "BUSY") {
+		// A script left running (by this node before it restarted, or by
+		// a client of redis itself): Reset replaces redis's content anyway,
+		// so the script is stopped, however it has to be.
+		s.stopStrayScript(ctx)
+	}
 	if err == nil {
 		// A failed BGSAVE must not make this redis refuse the writes the
 		// other nodes apply, and redis must not save on its own: snapshots

@@ -224,6 +224,7 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 	}
 	a.snapping.Store(true)
 	a.sinceSnap = 0
+	a.verdicts.prune(applied)
 	meta := snapshot.Meta{Index: applied, Term: term, State: state}
 	go func() {
 		defer func() {

@@ -17,7 +17,7 @@ import (
 // operations that run alone or in the middle of a fault.
 var (
 	faultNemeses   = []string{"kill", "redis", "pause", "partition", "torn"}
-	instantNemeses = []string{"member", "compact"}
+	instantNemeses = []string{"member", "compact", "script"}
 )
 
 // nemesis injects faults into c on a schedule drawn from rng, so a seed
@@ -333,6 +333,8 @@ func (nm *nemesis) instant(ctx context.Context, kind string) error {
 		// schedule does not wait for that.
 		v, err := n.Do(ctx, 5*time.Second, "RAFT.DEBUG", "COMPACT")
 		nm.logf("RAFT.DEBUG COMPACT on %s: %v %v", n, v, err)
+	case "script":
+		nm.runaway(ctx)
 	case "member":
 		l := nm.leader(ctx)
 		if l == nil {
@@ -458,13 +460,29 @@ func (nm *nemesis) addrs() []string {
 	return out
 }
 
-// healAll ends every fault: partitions, pauses, stopped processes.
+// healAll ends every fault: partitions, pauses, stopped processes, and a
+// script still running.
 func (nm *nemesis) healAll(ctx context.Context) error {
 	var errs []string
 	if nm.topo != nil {
 		if err := nm.topo.Heal(); err != nil {
 			errs = append(errs, err.Error())
 		}
+	}
+	for _, n := range nm.c.Nodes {
+		for _, p := range []*process{n.proxy, n.redis} {
+			if p != nil && !p.Exited() {
+				_ = p.Signal(syscall.SIGCONT)
+			}
+		}
+	}
+	if nm.enabled("script") {
+		// A runaway script whose kill did not get through (or whose proposal
+		// committed late) is killed now; the cluster stays busy otherwise.
+		if nm.killScripts(ctx, time.Minute) {
+			nm.logf("killed a script still running at the end")
+		}
+		nm.restartStoppedRedis(ctx)
 	}
 	for _, n := range nm.c.Nodes {
 		for _, p := range []*process{n.proxy, n.redis} {

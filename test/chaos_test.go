@@ -24,7 +24,7 @@ var (
 	chaosSeed     = flag.Uint64("chaos.seed", 0, "seed of the fault schedule and the clients (0: from the clock)")
 	chaosDuration = flag.Duration("chaos.duration", 60*time.Second, "how long faults are injected in each run")
 	chaosRuns     = flag.Int("chaos.runs", 1, "runs in a campaign, with seeds seed, seed+1, ...")
-	chaosNemesis  = flag.String("chaos.nemesis", "kill,redis,pause,partition,torn,member,compact", "comma-separated nemeses")
+	chaosNemesis  = flag.String("chaos.nemesis", "kill,redis,pause,partition,torn,member,compact,script", "comma-separated nemeses")
 	chaosNodes    = flag.Int("chaos.nodes", 3, "cluster size")
 	chaosClients  = flag.Int("chaos.clients", 10, "concurrent clients")
 	chaosNet      = flag.String("chaos.net", "auto", "netns (namespaces, needs root), loopback (no partitions) or auto")
@@ -62,8 +62,8 @@ func TestChaos(t *testing.T) {
 		nemeses string
 		net     string
 	}{
-		{"crashes", "kill,redis,compact", "auto"},
-		{"pauses and membership", "pause,member", "auto"},
+		{"crashes", "kill,redis,compact,script", "auto"},
+		{"pauses and membership", "pause,member,script", "auto"},
 		{"partitions", "partition,member,compact", "netns"},
 		{"torn WAL", "torn,kill", "auto"},
 	}
@@ -135,6 +135,11 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 	if _, err := c.WaitStable(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if contains(cfg.Nemeses, "script") {
+		if err := prepareScripts(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var addrs []string
 	for _, n := range c.Nodes {
 		addrs = append(addrs, n.Addr)
@@ -156,7 +161,8 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 	if _, err := c.WaitStable(ctx); err != nil {
 		t.Fatalf("chaos %s: no stable cluster after healing: %v", cfg, err)
 	}
-	c.AssertRedisIdentical(ctx)
+	dump := c.AssertRedisIdentical(ctx)
+	assertNoScriptWrites(t, dump)
 	lists, ctrs, err := w.finalReads(ctx, c.Nodes)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package resp
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"testing"
 	"testing/iotest"
@@ -101,10 +102,19 @@ func FuzzReadReply(f *testing.F) {
 			if perr == nil {
 				t.Fatalf("Parse accepted %q that ReadReply rejected: %v", data, err)
 			}
+			if _, serr := Skip(data); serr == nil {
+				t.Fatalf("Skip accepted %q that ReadReply rejected: %v", data, err)
+			}
 			return
 		}
 		if !bytes.HasPrefix(data, raw) {
 			t.Fatalf("raw %q is not a prefix of the input", raw)
+		}
+		if n, serr := Skip(data); serr != nil || n != len(raw) {
+			t.Fatalf("Skip of the input: %d, %v; ReadReply consumed %d", n, serr, len(raw))
+		}
+		if errors.Is(perr, errDepth) {
+			return // Parse decodes only replies nested less deep
 		}
 		if perr != nil || len(rest) != len(data)-len(raw) {
 			t.Fatalf("Parse of the input: rest %d bytes, %v; ReadReply consumed %d", len(rest), perr, len(raw))

@@ -6,9 +6,11 @@ import (
 	"strconv"
 )
 
-// maxDepth bounds aggregate nesting so hostile replies cannot exhaust the
-// stack in Parse (ReadReply enforces the same bound so that whatever it
-// accepts, Parse accepts too).
+// maxDepth bounds aggregate nesting in Parse, which recurses and decodes
+// only the replies the proxy reads itself. ReadReply and Skip, which relay
+// and step over replies, take any depth: redis answers a script returning a
+// table that holds itself with ~8000 levels, and that reply must reach the
+// client byte for byte.
 const maxDepth = 512
 
 var (
@@ -207,9 +209,8 @@ func (r *Reader) ReadReply(dst []byte) ([]byte, error) {
 			}
 		case '*', '~', '%', '>', '|':
 			if n > 0 {
-				if len(stack) >= maxDepth {
-					return fail(errDepth)
-				}
+				// Each level took at least 4 bytes of the reply: the stack
+				// is bounded by what the reply's reader accepts.
 				stack = append(stack, n)
 				continue
 			}
@@ -379,12 +380,65 @@ func MapArray(raw []byte, f func(i int, elem []byte) []byte) []byte {
 	out := append([]byte(nil), raw[:i+2]...)
 	rest := raw[i+2:]
 	for k := 0; len(rest) > 0; k++ {
-		_, after, err := Parse(rest)
+		n, err := Skip(rest)
 		if err != nil {
 			return raw
 		}
-		out = append(out, f(k, rest[:len(rest)-len(after)])...)
-		rest = after
+		out = append(out, f(k, rest[:n])...)
+		rest = rest[n:]
 	}
 	return out
+}
+
+// Skip returns the length of the one complete reply value at the start of
+// raw (an attribute with the value it annotates), at any nesting depth.
+// Truncated input gives io.ErrUnexpectedEOF.
+func Skip(raw []byte) (int, error) {
+	var stack []int // values still missing in each open aggregate
+	pos := 0
+	for {
+		if pos >= len(raw) {
+			return 0, io.ErrUnexpectedEOF
+		}
+		c := raw[pos]
+		if !validKind(c) {
+			return 0, errKind(c)
+		}
+		i := bytes.IndexByte(raw[pos:], '\n')
+		if i < 0 {
+			return 0, io.ErrUnexpectedEOF
+		}
+		n, err := checkLine(raw[pos : pos+i+1])
+		if err != nil {
+			return 0, err
+		}
+		pos += i + 1
+		switch c {
+		case '$', '=', '!':
+			if n >= 0 {
+				if len(raw)-pos < n+2 {
+					return 0, io.ErrUnexpectedEOF
+				}
+				if raw[pos+n] != '\r' || raw[pos+n+1] != '\n' {
+					return 0, errBulkCRLF
+				}
+				pos += n + 2
+			}
+		case '*', '~', '%', '>', '|':
+			if n > 0 {
+				stack = append(stack, n)
+				continue
+			}
+		}
+		for {
+			if len(stack) == 0 {
+				return pos, nil
+			}
+			top := len(stack) - 1
+			if stack[top]--; stack[top] > 0 {
+				break
+			}
+			stack = stack[:top]
+		}
+	}
 }

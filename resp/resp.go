@@ -16,7 +16,7 @@ import (
 
 const (
 	MaxBulkLen      = 512 << 20 // Redis proto-max-bulk-len
-	MaxMultibulkLen = 1 << 24   // elements in one command array
+	MaxMultibulkLen = 1<<31 - 1 // elements in one command array (INT_MAX, as redis)
 	MaxInlineLen    = 64 << 10  // Redis PROTO_INLINE_MAX_SIZE
 )
 
@@ -320,7 +320,7 @@ func makeArgs(src []byte, offs []int, total int) [][]byte {
 }
 
 // readMultibulk reads a RESP array command from the stream, however it is
-// fragmented. It returns nil args (and no error) for *0 and *-1.
+// fragmented. It returns nil args (and no error) for *0 and below.
 func (r *Reader) readMultibulk() ([][]byte, error) {
 	line, err := r.readLine(MaxInlineLen)
 	if err == errLineTooLong {
@@ -328,8 +328,10 @@ func (r *Reader) readMultibulk() ([][]byte, error) {
 	} else if err != nil {
 		return nil, err
 	}
+	// Redis takes any count up to INT_MAX, and skips an array of zero or
+	// fewer elements without a reply. Nothing is allocated from the count.
 	n, ok := headerInt(line)
-	if !ok || n < -1 || n > MaxMultibulkLen {
+	if !ok || n > MaxMultibulkLen {
 		return nil, errMultibulkLen
 	}
 	if r.unauth && n > UnauthMaxMultibulkLen {

@@ -66,10 +66,13 @@ func TestReadCommand(t *testing.T) {
 		{"cr inside inline", "a\rb\r\n", [][]string{{"a", "b"}}, ""},
 
 		{"multibulk not a number", "*abc\r\n", nil, "Protocol error: invalid multibulk length"},
-		{"multibulk negative", "*-2\r\n", nil, "Protocol error: invalid multibulk length"},
+		// Redis skips an array of zero or fewer elements without a reply.
+		{"multibulk negative", "*-2\r\n*1\r\n$4\r\nPING\r\n", [][]string{{"PING"}}, ""},
+		{"multibulk most negative", "*-9223372036854775808\r\nPING\r\n", [][]string{{"PING"}}, ""},
+		{"multibulk below int64", "*-9223372036854775809\r\n", nil, "Protocol error: invalid multibulk length"},
 		{"multibulk leading zero", "*01\r\n$1\r\na\r\n", nil, "Protocol error: invalid multibulk length"},
 		{"multibulk plus sign", "*+1\r\n$1\r\na\r\n", nil, "Protocol error: invalid multibulk length"},
-		{"multibulk too many", "*16777217\r\n", nil, "Protocol error: invalid multibulk length"},
+		{"multibulk too many", "*2147483648\r\n", nil, "Protocol error: invalid multibulk length"},
 		{"multibulk empty", "*\r\n", nil, "Protocol error: invalid multibulk length"},
 		{"multibulk bare newline", "*1\n$1\r\na\r\n", nil, "Protocol error: invalid multibulk length"},
 		{"expected dollar", "*1\r\n:1\r\n", nil, "Protocol error: expected '$', got ':'"},

@@ -118,14 +118,15 @@ var overrides = map[string]struct {
 	"script|load": {classWrite, ""}, "script|flush": {classWrite, ""}, "script|exists": {classRead, ""},
 	"script|kill": {classProxy, ""}, "script|debug": {classRefused, reasonNotYet}, "script|help": {classLocal, ""},
 	"function|load": {classWrite, ""}, "function|delete": {classWrite, ""}, "function|flush": {classWrite, ""},
-	"function|restore": {classRefused, "is not supported by raftproxy yet: its payload may hold libraries without raftproxy's determinism prelude; use FUNCTION LOAD"},
+	"function|restore": {classWrite, ""},
 	"function|list":    {classRead, ""}, "function|dump": {classRead, ""}, "function|stats": {classLocal, ""},
 	"function|kill": {classProxy, ""}, "function|help": {classLocal, ""},
 	"spop": {classWrite, ""}, "xadd": {classWrite, ""}, "xtrim": {classWrite, ""},
 	// Streams: see streams.go. With BLOCK they block (dispatch, streamBlock).
 	"xclaim": {classWrite, ""}, "xautoclaim": {classWrite, ""},
 	"xreadgroup": {classWrite, ""}, "xread": {classRead, ""},
-	"migrate": {classRefused, "moves keys to another redis-server outside the raft log"},
+	"migrate":    {classRefused, "moves keys to another redis-server outside the raft log"},
+	"pfselftest": {classLocal, ""}, // tests the local redis's HyperLogLog code; no key
 
 	// Pub/Sub (pubsub.go, broker.go): subscriptions are the proxy's, PUBLISH
 	// goes through the log and each node's applier delivers it locally.

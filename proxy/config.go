@@ -3,6 +3,10 @@ package proxy
 import (
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
 )
 
 // CONFIG SET goes through the raft log, so every node's redis gets the same
@@ -84,24 +88,84 @@ var configRefused = []struct{ name, reason string }{
 	{"logfile", "is the local redis's own; set it in redis's configuration"},
 }
 
-// configSetError checks the parameters of CONFIG SET (args[2:] as name
-// value pairs) and returns the error reply for the first one that may not
-// be replicated, or "" when all may: CONFIG SET is all or nothing.
-func configSetError(args [][]byte) string {
-	if len(args) < 4 || len(args)%2 != 0 {
-		return "ERR wrong number of arguments for 'config|set' command"
+// configSet handles CONFIG SET: the safe parameters go through the log
+// (configSetPlan), with the local redis's current values to tell no-ops.
+func (c *conn) configSet(args [][]byte) *op {
+	safe, errText, needCurrent := configSetPlan(args, nil)
+	if needCurrent {
+		current, err := c.localConfig(args)
+		if err != nil {
+			return errReply(errorText(err, true))
+		}
+		safe, errText, _ = configSetPlan(args, current)
 	}
+	switch {
+	case errText != "":
+		return errReply(errText)
+	case len(safe) == 2:
+		return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
+	}
+	return c.data(&spec{name: "config|set", class: classWrite}, safe)
+}
+
+// configSetPlan checks the parameters of CONFIG SET (args[2:] as name value
+// pairs) and returns the CONFIG SET of the safe ones, which go through the
+// log, or the error reply: CONFIG SET is all or nothing. Setting any other
+// parameter to the value the local redis already has (save "", appendonly
+// no: what raftproxy runs redis with) is accepted and changes nothing, as
+// test suites and clients expect; current holds those values (nil: not
+// known yet, and needCurrent says they are needed).
+func configSetPlan(args [][]byte, current map[string]string) (safe [][]byte, errText string, needCurrent bool) {
+	if len(args) < 4 || len(args)%2 != 0 {
+		return nil, "ERR wrong number of arguments for 'config|set' command", false
+	}
+	safe = [][]byte{args[0], args[1]}
 	for i := 2; i < len(args); i += 2 {
 		name := strings.ToLower(string(args[i]))
 		if _, ok := configSafe[name]; ok {
+			safe = append(safe, args[i], args[i+1])
+			continue
+		}
+		if current == nil {
+			return nil, "", true
+		}
+		if v, ok := current[name]; ok && strings.EqualFold(strings.TrimSpace(string(args[i+1])), strings.TrimSpace(v)) {
 			continue
 		}
 		if reason := configRefusal(name); reason != "" {
-			return fmt.Sprintf("ERR CONFIG SET '%.128s' is refused by raftproxy: %s", name, reason)
+			return nil, fmt.Sprintf("ERR CONFIG SET '%.128s' is refused by raftproxy: %s", name, reason), false
 		}
-		return fmt.Sprintf("ERR CONFIG SET '%.128s' is not supported by raftproxy: only parameters known to be safe to replicate to every node can be set (see docs/ARCHITECTURE.md)", name)
+		return nil, fmt.Sprintf("ERR CONFIG SET '%.128s' is not supported by raftproxy: only parameters known to be safe to replicate to every node can be set (see docs/ARCHITECTURE.md)", name), false
 	}
-	return ""
+	return safe, "", false
+}
+
+// localConfig reads the current values of the parameters of a CONFIG SET
+// from the local redis.
+func (c *conn) localConfig(args [][]byte) (map[string]string, error) {
+	rc, err := c.s.dialRedis(nil)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	rc.SetDeadline(time.Now().Add(2 * time.Second))
+	get := [][]byte{[]byte("CONFIG"), []byte("GET")}
+	for i := 2; i < len(args); i += 2 {
+		get = append(get, args[i])
+	}
+	raw, err := rc.Do(get...)
+	if err != nil {
+		return nil, raftnode.ErrLoading
+	}
+	v, _, err := resp.Parse(raw)
+	if err != nil || v.IsError() {
+		return nil, raftnode.ErrLoading
+	}
+	out := map[string]string{}
+	for i := 0; i+1 < len(v.Elems); i += 2 {
+		out[strings.ToLower(string(v.Elems[i].Str))] = string(v.Elems[i+1].Str)
+	}
+	return out, nil
 }
 
 func configRefusal(name string) string {

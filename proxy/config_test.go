@@ -5,6 +5,20 @@ import (
 	"testing"
 )
 
+func TestConfigSetPlan(t *testing.T) {
+	args := [][]byte{[]byte("CONFIG"), []byte("SET"), []byte("save"), {}, []byte("hz"), []byte("20"), []byte("appendonly"), []byte("no")}
+	safe, errText, _ := configSetPlan(args, map[string]string{"save": "", "appendonly": "no"})
+	if errText != "" || len(safe) != 4 || string(safe[2]) != "hz" {
+		t.Errorf("no-op parameters are dropped, safe ones kept: %q %q", safe, errText)
+	}
+	if _, _, need := configSetPlan(fields("CONFIG SET hz 20"), nil); need {
+		t.Error("only safe parameters: the local values are not needed")
+	}
+	if _, _, need := configSetPlan(fields("CONFIG SET hz 20 save x"), nil); !need {
+		t.Error("a parameter that is not safe: the local value is needed")
+	}
+}
+
 func TestConfigSetError(t *testing.T) {
 	for _, tc := range []struct {
 		cmd  string
@@ -37,10 +51,14 @@ func TestConfigSetError(t *testing.T) {
 		{"CONFIG SET no-such-param 1", "'no-such-param' is not supported by raftproxy"},
 		// All or nothing: one refused parameter refuses the whole command.
 		{"CONFIG SET hash-max-listpack-entries 10 dir /tmp", "'dir' is refused"},
+		// A value redis already has is no change (current below).
+		{"CONFIG SET maxmemory 0", ""}, {"CONFIG SET appendonly NO", ""},
+		{"CONFIG SET hz 20 save 1_1", "'save' is refused"},
 		{"CONFIG SET hash-max-listpack-entries", "wrong number of arguments"},
 		{"CONFIG SET hash-max-listpack-entries 10 slowlog-max-len", "wrong number of arguments"},
 	} {
-		got := configSetError(fields(tc.cmd))
+		current := map[string]string{"save": "", "appendonly": "no", "dir": "/data", "maxmemory": "0"}
+		_, got, _ := configSetPlan(fields(tc.cmd), current)
 		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
 			t.Errorf("%s: %q, want %q", tc.cmd, got, tc.want)
 		}

@@ -926,11 +926,7 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 	case "wait", "waitaof":
 		c.emit(c.wait(name, args))
 	case "config|set":
-		if e := configSetError(args); e != "" {
-			c.emit(errReply(e))
-			break
-		}
-		c.emit(c.data(&spec{name: name, class: classWrite}, args))
+		c.emit(c.configSet(args))
 	case "readonly", "readwrite":
 		c.readonly = name == "readonly"
 		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})

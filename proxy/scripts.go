@@ -64,6 +64,14 @@ func (c *conn) determinize(sp *spec, args [][]byte, inTx bool) (_ *spec, _ [][]b
 		return sp, withArg(args, len(args)-1, backend.WrapLibrary(args[len(args)-1])), nil, nil
 	case "function|list":
 		return sp, args, unwrapFix, nil
+	case "function|restore":
+		payload, err := backend.WrapFunctionPayload(args[2])
+		if err != nil {
+			return sp, args, nil, errReply("ERR payload version or checksum are wrong")
+		}
+		return sp, withArg(args, 2, payload), nil, nil
+	case "function|dump":
+		return sp, args, dumpFix, nil
 	}
 	return sp, args, nil, nil
 }
@@ -168,6 +176,20 @@ func unwrapFix(raw []byte) []byte {
 		return raw
 	}
 	return out
+}
+
+// dumpFix strips the prelude from the libraries in FUNCTION DUMP's payload,
+// so it restores into any redis as the code its client loaded.
+func dumpFix(raw []byte) []byte {
+	v, rest, err := resp.Parse(raw)
+	if err != nil || len(rest) != 0 || v.Kind != '$' || v.Null {
+		return raw
+	}
+	payload, err := backend.UnwrapFunctionPayload(v.Str)
+	if err != nil {
+		return raw
+	}
+	return resp.AppendBulk(nil, payload)
 }
 
 // mapBulks copies one RESP value from raw to dst with every bulk string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -68,10 +69,16 @@ func (s *StateMachine) learnBusyThreshold(c *Conn) {
 // once the script has run past its busy threshold, so this may wait that
 // long.
 func (s *StateMachine) Kill(ctx context.Context, kind uint8) (raftnode.KillResult, error) {
-	wait := s.BusyAfter() + 5*time.Second
+	return StopScript(ctx, s.addr, s.password, kind, s.BusyAfter()+5*time.Second, s.log)
+}
+
+// StopScript stops the script of kind (KillScript, KillFunction) the redis
+// at addr runs: SCRIPT KILL or FUNCTION KILL, or SHUTDOWN NOSAVE when redis
+// cannot kill it (it wrote, or came from a master). It gives up after wait.
+func StopScript(ctx context.Context, addr, password string, kind uint8, wait time.Duration, log *slog.Logger) (raftnode.KillResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	c, err := DialAuth(ctx, s.addr, s.password)
+	c, err := DialAuth(ctx, addr, password)
 	if err != nil {
 		return raftnode.KillNotRunning, err
 	}
@@ -89,7 +96,7 @@ func (s *StateMachine) Kill(ctx context.Context, kind uint8) (raftnode.KillResul
 		case bytes.HasPrefix(raw, []byte("-NOTBUSY")):
 			return raftnode.KillNotRunning, nil
 		case bytes.HasPrefix(raw, []byte("-UNKILLABLE")):
-			s.log.Warn("the script to kill had written (or came from the replication stream): shutting the local redis down to rebuild it without the script", "reply", strings.TrimSpace(string(raw[1:])))
+			log.Warn("the script to kill had written (or came from the replication stream): shutting the local redis down to rebuild it without the script", "reply", strings.TrimSpace(string(raw[1:])))
 			c.Write([][]byte{[]byte("SHUTDOWN"), []byte("NOSAVE")})
 			c.Flush()
 			c.ReadReply(nil) // redis closes the connection as it exits
@@ -105,15 +112,16 @@ func (s *StateMachine) Kill(ctx context.Context, kind uint8) (raftnode.KillResul
 	return raftnode.KillNotRunning, nil
 }
 
-// stopStrayScript stops whatever script redis runs, for a state machine
-// about to replace redis's content: SCRIPT KILL or FUNCTION KILL, else
-// SHUTDOWN NOSAVE (redis then comes back empty, restarted by whatever
-// manages it).
-func (s *StateMachine) stopStrayScript(ctx context.Context) {
+// StopStrayScript stops whatever script the redis at addr runs, for a
+// caller about to replace its content (a node starting, or rebuilding it):
+// SCRIPT KILL or FUNCTION KILL, else SHUTDOWN NOSAVE (redis then comes back
+// empty, restarted by whatever manages it). A script may be left running
+// by a raftproxy that was killed while it applied one.
+func StopStrayScript(ctx context.Context, addr, password string, log *slog.Logger) {
 	for _, kind := range []uint8{KillScript, KillFunction} {
-		res, err := s.Kill(ctx, kind)
+		res, err := StopScript(ctx, addr, password, kind, 10*time.Second, log)
 		if err == nil && res != raftnode.KillNotRunning {
-			s.log.Warn("stopped a script the local redis was running before it was rebuilt", "how", map[raftnode.KillResult]string{raftnode.KillClean: "killed", raftnode.KillUnclean: "shut down"}[res])
+			log.Warn("stopped a script the local redis was running before raftproxy took it over", "how", map[raftnode.KillResult]string{raftnode.KillClean: "killed", raftnode.KillUnclean: "shut down"}[res])
 			return
 		}
 	}

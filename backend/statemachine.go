@@ -502,7 +502,7 @@ func (s *StateMachine) connect(ctx context.Context) (*Conn, string, error) {
 		// A script left running (by this node before it restarted, or by
 		// a client of redis itself): Reset replaces redis's content anyway,
 		// so the script is stopped, however it has to be.
-		s.stopStrayScript(ctx)
+		StopStrayScript(ctx, s.addr, s.password, s.log)
 	}
 	if err == nil {
 		// A failed BGSAVE must not make this redis refuse the writes the

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,6 +145,11 @@ func (s *Server) learnRedis(ctx context.Context) error {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	cmds, err := c.DoValue("COMMAND")
+	if err != nil && strings.Contains(err.Error(), "BUSY") {
+		// A script left running by this node before it restarted: the node
+		// rebuilds redis anyway.
+		backend.StopStrayScript(ctx, s.cfg.RedisAddr, s.cfg.RedisPassword, s.log)
+	}
 	if err != nil {
 		return err
 	}

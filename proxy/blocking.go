@@ -128,8 +128,7 @@ func (c *conn) block(w *bufio.Writer, o *op) {
 	reply := c.blockWait(o)
 	c.outMu.Lock()
 	c.writePushes()
-	o.failed = isErrorReply(reply)
-	w.Write(reply)
+	o.write(w, reply)
 }
 
 // blockWait makes attempts through the log, waiting between them, and
@@ -409,6 +408,15 @@ func (bs *blockers) unblockConn(id uint64, asErr bool) bool {
 // redis (nil args: redis was reloaded); blocked connections on the keys it
 // may have modified try again.
 func (s *Server) Written(db int, args [][]byte, null bool) {
+	if args == nil || isConfigSet(args) {
+		// The slow log and latency settings may have changed.
+		go s.refreshSettings(context.Background())
+	}
+	s.wakeBlocked(db, args, null)
+}
+
+// wakeBlocked retries the blocked commands a write may satisfy.
+func (s *Server) wakeBlocked(db int, args [][]byte, null bool) {
 	if s.blocked == nil || s.blocked.count.Load() == 0 {
 		return
 	}

@@ -54,6 +54,10 @@ type spec struct {
 	// allowBusy marks a command redis runs while a script is busy (its
 	// allow_busy flag); raftproxy's own commands run then too.
 	allowBusy bool
+	// fast is redis's fast flag (LATENCY's fast-command event);
+	// skipSlowlog and skipMonitor keep the command out of SLOWLOG and
+	// MONITOR, as redis's skip_slowlog and skip_monitor flags do.
+	fast, skipSlowlog, skipMonitor bool
 }
 
 // table classifies every command the local redis knows, plus raftproxy's.
@@ -82,7 +86,7 @@ var overrides = map[string]struct {
 	"info": {classProxy, ""}, "role": {classProxy, ""}, // info.go
 
 	"config|set": {classProxy, ""}, "config|rewrite": {classRefused, reasonConfigRewrite}, // config.go
-	"config|resetstat": {classLocal, ""}, "config|get": {classLocal, ""}, "config|help": {classLocal, ""},
+	"config|resetstat": {classProxy, ""}, "config|get": {classLocal, ""}, "config|help": {classLocal, ""},
 	"debug": {classProxy, ""}, "shutdown": {classRefused, reasonDiverge}, // debug.go
 	"save": {classRefused, reasonDiverge}, "bgsave": {classRefused, reasonDiverge},
 	"bgrewriteaof": {classRefused, reasonDiverge}, "module": {classRefused, reasonDiverge},
@@ -101,9 +105,10 @@ var overrides = map[string]struct {
 	"client|unblock": {classProxy, ""}, "client|help": {classLocal, ""},
 	"client|pause": {classRefused, reasonPause}, "client|unpause": {classRefused, reasonPause},
 	"client|tracking": {classRefused, reasonTracking}, "client|caching": {classRefused, reasonTracking},
-	"acl":         {classRefused, reasonNotYet},
-	"slowlog|get": {classLocal, ""}, "slowlog|len": {classLocal, ""}, "slowlog|reset": {classLocal, ""},
-	"latency": {classLocal, ""}, "memory|doctor": {classLocal, ""}, "memory|stats": {classLocal, ""},
+	"acl": {classRefused, reasonNotYet},
+	// Statistics in clients' terms (cmdstats.go, slowlog.go).
+	"slowlog|get": {classProxy, ""}, "slowlog|len": {classProxy, ""}, "slowlog|reset": {classProxy, ""},
+	"latency": {classProxy, ""}, "latency|help": {classLocal, ""}, "memory|doctor": {classLocal, ""}, "memory|stats": {classLocal, ""},
 	"memory|malloc-stats": {classLocal, ""}, "memory|purge": {classLocal, ""},
 
 	"multi": {classProxy, ""}, "exec": {classProxy, ""}, "discard": {classProxy, ""},
@@ -191,6 +196,12 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 			pubsub = true
 		case "allow_busy":
 			s.allowBusy = true
+		case "fast":
+			s.fast = true
+		case "skip_slowlog":
+			s.skipSlowlog = true
+		case "skip_monitor":
+			s.skipMonitor = true
 		}
 	}
 	if len(v.Elems) > 7 {

@@ -185,3 +185,8 @@ func configRefusal(name string) string {
 	}
 	return ""
 }
+
+// isConfigSet reports whether args is a CONFIG SET.
+func isConfigSet(args [][]byte) bool {
+	return len(args) >= 2 && strings.EqualFold(string(args[0]), "config") && strings.EqualFold(string(args[1]), "set")
+}

@@ -64,6 +64,15 @@ type op struct {
 	// file and size, for opStream: the bulk string streamed after reply.
 	file *os.File
 	size int64
+	// The command's statistics (cmdstats.go): its counters (nil: none),
+	// the client's own arguments, whether it was refused before it ran,
+	// the counters of a transaction's commands, and the first word of its
+	// error reply.
+	stat      *cmdStat
+	orig      [][]byte
+	rejected  bool
+	inner     []*cmdStat
+	errPrefix string
 }
 
 // conn is one client connection: a reader goroutine parses and dispatches
@@ -97,6 +106,10 @@ type conn struct {
 	// command being dispatched, for the ops it emits.
 	cls      metricClass
 	cmdStart time.Time
+	// stat and cmdArgs are the statistics and arguments of the command
+	// being dispatched, for the ops it emits (cmdstats.go).
+	stat    *cmdStat
+	cmdArgs [][]byte
 	// arrived is when the bytes of the command being dispatched were read:
 	// commands that came in one read share it (a clock read costs ~100 ns
 	// here, three per command showed as 5% of a pipelined GET profile).
@@ -163,6 +176,12 @@ func newConn(s *Server, nc net.Conn) *conn {
 func (c *conn) emit(o *op) {
 	o.resp3, o.silent = c.client.resp3, c.client.silent()
 	o.cls = c.cls
+	if o.stat == nil && !o.rejected {
+		o.stat = c.stat
+	}
+	if o.orig == nil {
+		o.orig = c.cmdArgs
+	}
 	if o.start.IsZero() {
 		o.start = c.cmdStart
 	}
@@ -250,11 +269,36 @@ func (c *conn) readLoop() {
 
 func errReply(msg string) *op { return &op{kind: opReply, reply: resp.AppendError(nil, msg)} }
 
+// write writes o's reply and notes whether it is an error (for the metrics
+// and statistics).
+func (o *op) write(w *bufio.Writer, raw []byte) {
+	o.failed = isErrorReply(raw)
+	if o.failed {
+		o.errPrefix = errorPrefix(raw)
+	}
+	w.Write(raw)
+}
+
+// writeError writes an error reply for o, built in buf.
+func (o *op) writeError(w *bufio.Writer, buf []byte, msg string) {
+	o.write(w, resp.AppendError(buf[:0], msg))
+}
+
+// rejectReply is an error reply for a command refused before it ran
+// (counted as rejected_calls).
+func (c *conn) rejectReply(msg string) *op {
+	o := errReply(msg)
+	o.rejected, o.stat = true, c.stat
+	return o
+}
+
 // dispatch routes one command; it returns false when the connection ends.
 func (c *conn) dispatch(args [][]byte) bool {
 	c.cls, c.cmdStart = mProxy, c.arrived
+	c.stat, c.cmdArgs = c.s.stats.stat(c.s.table, args), args
 	if !c.authed {
 		if o := c.authGate(args); o != nil {
+			o.rejected, o.stat = isErrorReply(o.reply), c.stat
 			c.emit(o)
 			return true
 		}
@@ -265,13 +309,13 @@ func (c *conn) dispatch(args [][]byte) bool {
 	sp, errText := c.s.table.lookup(args)
 	if sp == nil {
 		c.cls = mRefused
-		c.emit(errReply(errText))
+		c.emit(c.rejectReply(errText))
 		return true
 	}
 	c.cls = metricClassOf(sp.class)
 	c.client.cmd = sp.name
 	if o := c.busyGate(sp); o != nil {
-		c.emit(o)
+		c.emit(c.rejectReply(string(o.reply[1 : len(o.reply)-2])))
 		return true
 	}
 	if c.pubsubGate(sp.name, args) {
@@ -284,7 +328,7 @@ func (c *conn) dispatch(args [][]byte) bool {
 	}
 	switch sp.class {
 	case classRefused:
-		c.emit(errReply(fmt.Sprintf("ERR '%s' %s", displayName(sp.name), sp.reason)))
+		c.emit(c.rejectReply(fmt.Sprintf("ERR '%s' %s", displayName(sp.name), sp.reason)))
 	case classProxy:
 		if c.pubsubCommand(sp.name, args) {
 			return true
@@ -496,15 +540,11 @@ func (c *conn) complete(batch []*op) (closing bool) {
 	defer c.recordMetrics(batch)
 	switch o.kind {
 	case opPubSub:
-		r := o.act()
-		o.failed = isErrorReply(r)
-		w.Write(r)
+		o.write(w, o.act())
 	case opReply:
-		o.failed = isErrorReply(o.reply)
-		w.Write(o.reply)
+		o.write(w, o.reply)
 	case opClose:
-		o.failed = isErrorReply(o.reply)
-		w.Write(o.reply)
+		o.write(w, o.reply)
 		c.w.Flush()
 		c.closeConn()
 		return true
@@ -530,6 +570,7 @@ func (c *conn) recordMetrics(batch []*op) {
 	now := time.Now()
 	for _, o := range batch {
 		c.s.metrics.record(o, now)
+		c.s.stats.record(o, now, c)
 	}
 }
 
@@ -561,30 +602,28 @@ func (c *conn) discard() {
 }
 
 func (c *conn) writeResult(w *bufio.Writer, o *op) {
-	o.failed = true
 	// A request being applied has an outcome that will come, however long
 	// it takes (a script runs until it ends or is killed): its client waits
 	// for it, as redis's does. The deadline is for the commit.
 	if !c.await(o.fut.Done(), o.start) && !o.fut.Applying() {
-		w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrTimeout, o.kind == opLogRead)))
+		o.writeError(w, c.raw, errorText(raftnode.ErrTimeout, o.kind == opLogRead))
 		return
 	}
 	select {
 	case <-o.fut.Done():
 	case <-c.s.quitting:
-		w.Write(resp.AppendError(c.raw[:0], errorText(raftnode.ErrStopped, o.kind == opLogRead)))
+		o.writeError(w, c.raw, errorText(raftnode.ErrStopped, o.kind == opLogRead))
 		return
 	}
 	raw, err := o.fut.Result()
 	if err != nil {
-		w.Write(resp.AppendError(c.raw[:0], errorText(err, o.kind == opLogRead)))
+		o.writeError(w, c.raw, errorText(err, o.kind == opLogRead))
 		return
 	}
 	if o.fix != nil {
 		raw = o.fix(raw)
 	}
-	o.failed = isErrorReply(raw)
-	w.Write(raw)
+	o.write(w, raw)
 }
 
 // readShared runs a run of reads on the server's shared read connection,
@@ -616,22 +655,20 @@ func (c *conn) readShared(w *bufio.Writer, batch []*op) {
 	}
 	j := 0
 	for i, o := range batch {
-		o.failed = true
 		if errs[i] != nil {
-			w.Write(resp.AppendError(c.raw[:0], errorText(errs[i], true)))
+			o.writeError(w, c.raw, errorText(errs[i], true))
 			continue
 		}
 		reply := r.cmds[j].reply
 		j++
 		if errText != "" {
-			w.Write(resp.AppendError(c.raw[:0], errText))
+			o.writeError(w, c.raw, errText)
 			continue
 		}
 		if o.fix != nil {
 			reply = o.fix(reply)
 		}
-		o.failed = isErrorReply(reply)
-		w.Write(reply)
+		o.write(w, reply)
 	}
 }
 
@@ -714,8 +751,7 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 		return
 	}
 	for i := range batch {
-		batch[i].failed = true
-		w.Write(resp.AppendError(c.raw[:0], errs[i]))
+		batch[i].writeError(w, c.raw, errs[i])
 	}
 }
 
@@ -823,15 +859,13 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n *raftnode.
 	}
 	for i := range batch {
 		if errs[i] != "" {
-			batch[i].failed = true
-			w.Write(resp.AppendError(c.raw[:0], errs[i]))
+			batch[i].writeError(w, c.raw, errs[i])
 			continue
 		}
 		if batch[i].fix != nil {
 			replies[i] = batch[i].fix(replies[i])
 		}
-		batch[i].failed = isErrorReply(replies[i])
-		w.Write(replies[i])
+		batch[i].write(w, replies[i])
 	}
 }
 
@@ -915,6 +949,12 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(c.raftBackup(args))
 	case "script|kill", "function|kill":
 		c.emit(c.killCommand(name))
+	case "slowlog|get", "slowlog|len", "slowlog|reset":
+		c.emit(c.slowlogCommand(name, args))
+	case "config|resetstat":
+		// The local redis's counters are reset too: INFO shows its others.
+		c.s.stats.reset()
+		c.emit(&op{kind: opLocal, args: args, db: c.db})
 	case "raft.info":
 		c.emit(&op{kind: opReply, reply: resp.AppendBulkString(nil, c.s.raftInfo())})
 	case "info":
@@ -937,6 +977,10 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 	default:
 		if strings.HasPrefix(name, "cluster|") {
 			c.emit(c.cluster(name, args))
+			break
+		}
+		if strings.HasPrefix(name, "latency|") {
+			c.emit(c.latencyCommand(name, args))
 			break
 		}
 		c.emit(errReply(unknownCommand(args)))

@@ -50,7 +50,7 @@ func (c *conn) infoCommand(args [][]byte) *op {
 			}
 			return errReply(errorText(raftnode.ErrLoading, true))
 		}
-		text = c.s.rewriteInfo(v.Str)
+		text = c.s.stats.rewriteInfo(c.s.rewriteInfo(v.Str))
 	}
 	if raft {
 		if len(text) > 0 {

@@ -76,6 +76,8 @@ type Server struct {
 	databases     int
 	redisVersion  string
 	followerProxy atomic.Bool
+	// stats are the command statistics in clients' terms (cmdstats.go).
+	stats *statsKeeper
 
 	nextID atomic.Uint64
 	// joinID is the raft id this process joins with, chosen once (see join).
@@ -173,6 +175,8 @@ func (s *Server) learnRedis(ctx context.Context) error {
 		return err
 	}
 	s.table, s.databases, s.redisVersion = t, n, backend.InfoField(info.Str, "redis_version")
+	s.stats = newStatsKeeper(t)
+	s.refreshSettings(ctx)
 	return nil
 }
 

@@ -26,8 +26,9 @@ import (
 
 // cmdStat is one command's (or subcommand's) counters.
 type cmdStat struct {
-	name                          string
-	fast                          bool // redis's fast flag: LATENCY's fast-command event
+	name string
+	// fast: LATENCY's fast-command event; noSlowlog: never in SLOWLOG.
+	fast, noSlowlog               bool
 	calls, usec, rejected, failed atomic.Int64
 	hist                          atomic.Pointer[latencyHist]
 	histOnce                      sync.Once

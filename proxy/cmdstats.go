@@ -132,8 +132,10 @@ func (k *statsKeeper) record(o *op, now time.Time, c *conn) {
 		st.failed.Add(1)
 	}
 	for _, in := range o.inner {
-		in.calls.Add(1)
-		k.totalCommands.Add(1)
+		if in != nil {
+			in.calls.Add(1)
+			k.totalCommands.Add(1)
+		}
 	}
 	if k.tracking.Load() {
 		st.histogram().add(d)

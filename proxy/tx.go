@@ -21,6 +21,8 @@ type txState struct {
 	fixes map[int]fixer
 	// killable is the Killable kind of the first script queued, or 0.
 	killable uint8
+	// stats are the queued commands' counters: EXEC counts them as calls.
+	stats []*cmdStat
 }
 
 var queuedReply = resp.AppendSimple(nil, "QUEUED")
@@ -29,6 +31,14 @@ var queuedReply = resp.AppendSimple(nil, "QUEUED")
 // its rule that a command refused at queue time makes EXEC abort.
 func (c *conn) queue(args [][]byte) bool {
 	tx := c.tx
+	// A queued command is counted when EXEC runs it; one refused now is
+	// counted as rejected.
+	st := c.stat
+	c.stat = nil
+	reject := func(o *op) *op {
+		o.rejected, o.stat = isErrorReply(o.reply), st
+		return o
+	}
 	sp, errText := c.s.table.lookup(args)
 	if sp != nil && sp.unknown {
 		// Queued, a command raftproxy does not know would only fail at EXEC
@@ -37,21 +47,27 @@ func (c *conn) queue(args [][]byte) bool {
 	}
 	if sp == nil {
 		tx.dirty = true
-		c.emit(errReply(errText))
+		c.emit(reject(errReply(errText)))
 		return true
 	}
 	if o := c.busyGate(sp); o != nil {
 		tx.dirty = true
-		c.emit(o)
+		c.emit(reject(o))
 		return true
 	}
 	switch sp.name {
 	case "exec":
 		c.tx = nil
-		c.emit(c.exec(tx))
+		c.stat = st
+		o := c.exec(tx)
+		if !isErrorReply(o.reply) {
+			o.inner = tx.stats
+		}
+		c.emit(o)
 		return true
 	case "discard":
 		c.tx = nil
+		c.stat = st
 		c.unwatch()
 		c.emit(&op{kind: opReply, reply: resp.AppendSimple(nil, "OK")})
 		return true
@@ -70,28 +86,29 @@ func (c *conn) queue(args [][]byte) bool {
 	case "ping", "echo":
 		// Redis runs them inside the transaction; so does every node.
 		tx.cmds = append(tx.cmds, args)
+		tx.stats = append(tx.stats, st)
 		c.emit(&op{kind: opReply, reply: queuedReply})
 		return true
 	}
 	switch sp.class {
 	case classRefused:
 		tx.dirty = true
-		c.emit(errReply("ERR '" + displayName(sp.name) + "' " + sp.reason))
+		c.emit(reject(errReply("ERR '" + displayName(sp.name) + "' " + sp.reason)))
 	case classProxy:
 		// SELECT would change the database of the commands after it, and
 		// raftproxy's own commands are not redis commands at all.
 		tx.dirty = true
-		c.emit(errReply("ERR '" + displayName(sp.name) + "' is not allowed inside MULTI by raftproxy"))
+		c.emit(reject(errReply("ERR '" + displayName(sp.name) + "' is not allowed inside MULTI by raftproxy")))
 	default:
 		if o := refuseAsync(sp, args); o != nil {
 			tx.dirty = true
-			c.emit(o)
+			c.emit(reject(o))
 			return true
 		}
 		sp, args, fix, early := c.determinize(sp, args, true)
 		if early != nil {
 			tx.dirty = true
-			c.emit(early)
+			c.emit(reject(early))
 			return true
 		}
 		if tx.killable == 0 {
@@ -104,6 +121,7 @@ func (c *conn) queue(args [][]byte) bool {
 			tx.fixes[len(tx.cmds)] = fix
 		}
 		tx.cmds = append(tx.cmds, absoluteTimes(sp.name, args, time.Now().UnixMilli()))
+		tx.stats = append(tx.stats, st)
 		c.emit(&op{kind: opReply, reply: queuedReply})
 	}
 	return true

@@ -36,6 +36,10 @@ const (
 	OpWatch
 	// OpUnwatch forgets the watch Watch.
 	OpUnwatch
+	// OpNotice is not run by the state machine: every node hands Args to
+	// its proxy when it applies the request (CLIENT PAUSE, for one), in log
+	// order. Version 4 added it.
+	OpNotice
 )
 
 // Request is one client command with the database it runs in, a
@@ -109,6 +113,8 @@ func (e *Entry) Size() int {
 			n += 2 + uvarintLen(r.Watch) + argsSize(r.Args)
 		case r.Op == OpUnwatch:
 			n += 2 + uvarintLen(r.Watch)
+		case r.Op == OpNotice:
+			n += 2 + argsSize(r.Args)
 		default:
 			n += argsSize(r.Args)
 		}
@@ -139,7 +145,7 @@ func (e *Entry) Marshal(dst []byte) []byte {
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
 		dst = binary.AppendUvarint(dst, r.dbField())
-		if !r.isTx() && r.Op != OpWatch && r.Op != OpUnwatch {
+		if !r.isTx() && r.Op != OpWatch && r.Op != OpUnwatch && r.Op != OpNotice {
 			dst = appendArgs(dst, r.Args)
 			continue
 		}
@@ -157,6 +163,9 @@ func (e *Entry) Marshal(dst []byte) []byte {
 		case r.Op == OpWatch:
 			dst = binary.AppendUvarint(dst, uint64(OpWatch))
 			dst = binary.AppendUvarint(dst, r.Watch)
+			dst = appendArgs(dst, r.Args)
+		case r.Op == OpNotice:
+			dst = binary.AppendUvarint(dst, uint64(OpNotice))
 			dst = appendArgs(dst, r.Args)
 		default:
 			dst = binary.AppendUvarint(dst, uint64(OpUnwatch))
@@ -208,7 +217,9 @@ func Unmarshal(data []byte) (Entry, error) {
 			r.Op = OpTx
 			if v >= 3 {
 				r.Op = Op(d.uvarint())
-				r.Watch = d.uvarint()
+				if r.Op != OpNotice {
+					r.Watch = d.uvarint()
+				}
 			}
 			switch r.Op {
 			case OpTx:
@@ -218,6 +229,10 @@ func Unmarshal(data []byte) (Entry, error) {
 					d.err = fmt.Errorf("%w: watch without keys", ErrCorrupt)
 				}
 			case OpUnwatch:
+			case OpNotice:
+				if r.Args = d.args(); len(r.Args) == 0 && d.err == nil {
+					d.err = fmt.Errorf("%w: notice without arguments", ErrCorrupt)
+				}
 			default:
 				if d.err == nil {
 					d.err = fmt.Errorf("%w: unknown request kind %d", ErrCorrupt, r.Op)

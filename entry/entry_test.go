@@ -48,6 +48,7 @@ func TestRoundTrip(t *testing.T) {
 				{DB: 15, Args: [][]byte{[]byte("FCALL"), []byte("f"), []byte("0")}, Killable: 2, RESP3: true},
 				{DB: 16, Tx: [][][]byte{{[]byte("EVAL"), []byte("return 1"), []byte("0")}}, Killable: MaxKillable},
 				{DB: 9, Args: [][]byte{[]byte("GET"), []byte("n")}},
+				{Op: OpNotice, Args: [][]byte{[]byte("CLIENT"), []byte("PAUSE"), []byte("100")}},
 			}}},
 	}
 	for _, tt := range tests {

@@ -133,6 +133,8 @@ func (c *conn) clientCommand(name string, args [][]byte) (handled, open bool) {
 			c.client.noTouch = on
 		}
 		c.emit(okReply())
+	case "client|pause", "client|unpause":
+		c.emit(c.clientPause(name, args))
 	case "client|reply":
 		c.clientReply(args)
 	case "client|info":
@@ -301,6 +303,7 @@ func (c *conn) reset() {
 	c.authed = c.s.cfg.RequirePass == ""
 	c.tx = nil
 	c.unwatch()
+	c.stopMonitoring()
 	c.pubsubReset()
 	c.db = 0
 	c.client.resp3 = false

@@ -58,6 +58,9 @@ type spec struct {
 	// skipSlowlog and skipMonitor keep the command out of SLOWLOG and
 	// MONITOR, as redis's skip_slowlog and skip_monitor flags do.
 	fast, skipSlowlog, skipMonitor bool
+	// pausedByWrite: CLIENT PAUSE WRITE holds it (redis's write or
+	// may_replicate flag); allowPaused: no pause holds it (RAFT.*).
+	pausedByWrite, allowPaused bool
 }
 
 // table classifies every command the local redis knows, plus raftproxy's.
@@ -71,7 +74,6 @@ const (
 	reasonRandom   = "has a random effect that would differ between nodes"
 	reasonNotYet   = "is not supported by raftproxy yet"
 	reasonBlocking = "blocks, and blocking commands are not supported by raftproxy yet"
-	reasonPause    = "is not supported by raftproxy yet: pausing the local redis would stall this node's log applier, not the cluster's clients"
 	reasonTracking = "is not supported by raftproxy yet: client-side caching needs invalidations for writes from every node"
 )
 
@@ -90,7 +92,7 @@ var overrides = map[string]struct {
 	"debug": {classProxy, ""}, "shutdown": {classRefused, reasonDiverge}, // debug.go
 	"save": {classRefused, reasonDiverge}, "bgsave": {classRefused, reasonDiverge},
 	"bgrewriteaof": {classRefused, reasonDiverge}, "module": {classRefused, reasonDiverge},
-	"monitor":   {classRefused, reasonNotYet},
+	"monitor":   {classProxy, ""}, // monitor.go
 	"replicaof": {classRefused, reasonReplicas}, "slaveof": {classRefused, reasonReplicas},
 	"sync": {classRefused, reasonReplicas}, "psync": {classRefused, reasonReplicas},
 	"failover": {classRefused, reasonReplicas}, "replconf": {classRefused, reasonReplicas},
@@ -103,7 +105,7 @@ var overrides = map[string]struct {
 	"client|kill": {classProxy, ""}, "client|reply": {classProxy, ""}, "client|no-evict": {classProxy, ""},
 	"client|no-touch": {classProxy, ""}, "client|getredir": {classProxy, ""}, "client|trackinginfo": {classProxy, ""},
 	"client|unblock": {classProxy, ""}, "client|help": {classLocal, ""},
-	"client|pause": {classRefused, reasonPause}, "client|unpause": {classRefused, reasonPause},
+	"client|pause": {classProxy, ""}, "client|unpause": {classProxy, ""}, // pause.go
 	"client|tracking": {classRefused, reasonTracking}, "client|caching": {classRefused, reasonTracking},
 	"acl": {classRefused, reasonNotYet},
 	// Statistics in clients' terms (cmdstats.go, slowlog.go).
@@ -145,13 +147,13 @@ var overrides = map[string]struct {
 // raftCommands are raftproxy's own commands, with Redis-style arity. They
 // run while the node is busy: an operator must see and manage it then.
 var raftCommands = []*spec{
-	{name: "raft.cluster", arity: -2, class: classProxy, allowBusy: true},
-	{name: "raft.node", arity: -3, class: classProxy, allowBusy: true},
-	{name: "raft.info", arity: 1, class: classProxy, allowBusy: true},
-	{name: "raft.debug", arity: -2, class: classProxy, allowBusy: true},
-	{name: "raft.transfer_leader", arity: -1, class: classProxy, allowBusy: true},
-	{name: "raft.config", arity: -2, class: classProxy, allowBusy: true},
-	{name: "raft.backup", arity: 1, class: classProxy, allowBusy: true},
+	{name: "raft.cluster", arity: -2, class: classProxy, allowBusy: true, allowPaused: true},
+	{name: "raft.node", arity: -3, class: classProxy, allowBusy: true, allowPaused: true},
+	{name: "raft.info", arity: 1, class: classProxy, allowBusy: true, allowPaused: true},
+	{name: "raft.debug", arity: -2, class: classProxy, allowBusy: true, allowPaused: true},
+	{name: "raft.transfer_leader", arity: -1, class: classProxy, allowBusy: true, allowPaused: true},
+	{name: "raft.config", arity: -2, class: classProxy, allowBusy: true, allowPaused: true},
+	{name: "raft.backup", arity: 1, class: classProxy, allowBusy: true, allowPaused: true},
 }
 
 // buildTable classifies the reply of COMMAND from the local redis.
@@ -181,7 +183,7 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 		return nil, fmt.Errorf("malformed COMMAND entry under %q", parent)
 	}
 	s := &spec{name: strings.ToLower(string(v.Elems[0].Str)), arity: int(v.Elems[1].Int)}
-	var write, readonly, admin, blocking, pubsub, random bool
+	var write, readonly, admin, blocking, pubsub, random, mayReplicate bool
 	for _, f := range v.Elems[2].Elems {
 		switch string(f.Str) {
 		case "write":
@@ -202,6 +204,8 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 			s.skipSlowlog = true
 		case "skip_monitor":
 			s.skipMonitor = true
+		case "may_replicate":
+			mayReplicate = true
 		}
 	}
 	if len(v.Elems) > 7 {
@@ -223,6 +227,7 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 			write = true
 		}
 	}
+	s.pausedByWrite = write || mayReplicate
 	_, served := blockingCommands[s.name]
 	switch {
 	case blocking && served:
@@ -273,7 +278,7 @@ func (t table) lookup(args [][]byte) (*spec, string) {
 	var buf [32]byte
 	s, ok := t[string(lowerKey(args[0], buf[:0]))]
 	if !ok {
-		return &spec{name: strings.ToLower(string(args[0])), arity: -1, class: classWrite, unknown: true}, ""
+		return &spec{name: strings.ToLower(string(args[0])), arity: -1, class: classWrite, unknown: true, pausedByWrite: true}, ""
 	}
 	// A container command alone (COMMAND) is valid when its own arity
 	// allows it; otherwise a subcommand is needed.

@@ -76,7 +76,7 @@ func TestClassify(t *testing.T) {
 		{"INFO", classProxy}, {"TIME", classLocal}, {"COMMAND COUNT", classLocal}, {"CONFIG GET maxmemory", classLocal},
 		{"CLIENT ID", classProxy}, {"COMMAND", classLocal},
 		{"CONFIG SET maxmemory 1", classProxy}, {"REPLICAOF no one", classRefused}, {"DEBUG SLEEP 0", classProxy},
-		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classRefused},
+		{"SHUTDOWN", classRefused}, {"SAVE", classRefused}, {"BGSAVE", classRefused}, {"MONITOR", classProxy},
 		{"SPOP s", classWrite}, {"BLPOP l 0", classWrite}, {"BZMPOP 0 1 z MIN", classWrite}, {"MULTI", classProxy}, {"EXEC", classProxy}, {"WATCH k", classProxy}, {"EVAL x 0", classWrite},
 		{"EVAL_RO x 0", classWrite}, {"EVALSHA x 0", classWrite}, {"FCALL f 0", classWrite}, {"FCALL_RO f 0", classWrite},
 		{"SCRIPT LOAD x", classWrite}, {"SCRIPT EXISTS x", classRead}, {"SCRIPT FLUSH", classWrite}, {"SCRIPT KILL", classProxy},
@@ -86,7 +86,7 @@ func TestClassify(t *testing.T) {
 		// Connection-level commands (client.go); SETINFO and NO-TOUCH even
 		// when the local redis (7.0) does not know them.
 		{"CLIENT SETINFO LIB-NAME x", classProxy}, {"CLIENT NO-TOUCH on", classProxy}, {"CLIENT LIST", classProxy},
-		{"RESET", classProxy}, {"AUTH default x", classProxy}, {"CLIENT HELP", classLocal}, {"CLIENT PAUSE 1", classRefused},
+		{"RESET", classProxy}, {"AUTH default x", classProxy}, {"CLIENT HELP", classLocal}, {"CLIENT PAUSE 1", classProxy},
 		{"XREAD STREAMS s 0", classRead}, {"WAIT 1 0", classProxy}, {"SYNC", classRefused},
 		// Commands redis does not list (a module's) are writes.
 		{"NOSUCH a b", classWrite}, {"mymodule.set k v", classWrite},

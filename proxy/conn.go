@@ -97,6 +97,8 @@ type conn struct {
 	authed bool
 	// info is what CLIENT LIST shows of this connection to other ones.
 	info clientInfo
+	// monitoring: the client sent MONITOR (monitor.go).
+	monitoring bool
 	// readonly (READONLY, as to a Redis Cluster replica): reads are served
 	// on a follower even with follower-proxy off.
 	readonly bool
@@ -230,6 +232,7 @@ func (c *conn) serve() {
 	c.stopAhead()
 	c.goneOnce.Do(func() { close(c.gone) })
 	c.unwatch()
+	c.stopMonitoring()
 	close(c.ops)
 	<-done
 	c.pubsubClose()
@@ -314,6 +317,12 @@ func (c *conn) dispatch(args [][]byte) bool {
 	}
 	c.cls = metricClassOf(sp.class)
 	c.client.cmd = sp.name
+	c.feedMonitors(sp, args)
+	if o := c.monitorGate(sp); o != nil {
+		c.emit(o)
+		return true
+	}
+	c.pauseGate(sp)
 	if o := c.busyGate(sp); o != nil {
 		c.emit(c.rejectReply(string(o.reply[1 : len(o.reply)-2])))
 		return true
@@ -949,6 +958,8 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(c.raftBackup(args))
 	case "script|kill", "function|kill":
 		c.emit(c.killCommand(name))
+	case "monitor":
+		c.emit(c.monitorCommand())
 	case "slowlog|get", "slowlog|len", "slowlog|reset":
 		c.emit(c.slowlogCommand(name, args))
 	case "config|resetstat":

@@ -78,6 +78,10 @@ type Server struct {
 	followerProxy atomic.Bool
 	// stats are the command statistics in clients' terms (cmdstats.go).
 	stats *statsKeeper
+	// monitors are the connections in MONITOR (monitor.go).
+	monitors monitors
+	// pause is CLIENT PAUSE's state on this node (pause.go).
+	pause pauseState
 
 	nextID atomic.Uint64
 	// joinID is the raft id this process joins with, chosen once (see join).

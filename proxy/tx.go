@@ -23,6 +23,8 @@ type txState struct {
 	killable uint8
 	// stats are the queued commands' counters: EXEC counts them as calls.
 	stats []*cmdStat
+	// writes: a queued command is held by CLIENT PAUSE WRITE.
+	writes bool
 }
 
 var queuedReply = resp.AppendSimple(nil, "QUEUED")
@@ -40,6 +42,9 @@ func (c *conn) queue(args [][]byte) bool {
 		return o
 	}
 	sp, errText := c.s.table.lookup(args)
+	if sp != nil {
+		c.feedMonitors(sp, args)
+	}
 	if sp != nil && sp.unknown {
 		// Queued, a command raftproxy does not know would only fail at EXEC
 		// time; redis refuses it when it is queued, and so does raftproxy.
@@ -57,6 +62,7 @@ func (c *conn) queue(args [][]byte) bool {
 	}
 	switch sp.name {
 	case "exec":
+		c.pauseGate(&spec{pausedByWrite: tx.writes})
 		c.tx = nil
 		c.stat = st
 		o := c.exec(tx)
@@ -122,6 +128,7 @@ func (c *conn) queue(args [][]byte) bool {
 		}
 		tx.cmds = append(tx.cmds, absoluteTimes(sp.name, args, time.Now().UnixMilli()))
 		tx.stats = append(tx.stats, st)
+		tx.writes = tx.writes || sp.pausedByWrite
 		c.emit(&op{kind: opReply, reply: queuedReply})
 	}
 	return true

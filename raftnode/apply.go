@@ -468,6 +468,18 @@ func (a *applier) watchOnly(r entry.Request, reply func([]byte)) bool {
 	return false
 }
 
+// notice hands a notice request to Config.Notice, in log order, and
+// answers its proposer with what Notice returns.
+func (a *applier) notice(args [][]byte, timeMs int64, live bool, reply func([]byte)) {
+	raw := okReply
+	if f := a.n.cfg.Notice; f != nil {
+		raw = f(args, timeMs, live)
+	}
+	if reply != nil {
+		reply(raw)
+	}
+}
+
 // written marks the watches of the keys args may modify.
 func (a *applier) written(db int, args [][]byte) {
 	if f := a.n.cfg.WriteKeys; f != nil {
@@ -528,6 +540,10 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 				if c.finish != nil {
 					c.finish(nil, ErrKilled)
 				}
+				continue
+			}
+			if r.Op == entry.OpNotice {
+				a.notice(r.Args, b.TimeMs, replies, c.Reply)
 				continue
 			}
 			c.marked = r.Killable != 0 && a.watches.active()

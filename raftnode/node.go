@@ -182,6 +182,11 @@ type Config struct {
 	// attempt that found nothing, which wrote nothing). Blocking commands
 	// wait for it. It must not block.
 	Written func(db int, args [][]byte, null bool)
+	// Notice receives, on every node, the arguments of a notice request
+	// (entry.OpNotice) when the applier reaches it, with the time it was
+	// proposed at; live is false while the node replays its log. It returns
+	// the reply of the node that proposed it. It must not block.
+	Notice func(args [][]byte, timeMs int64, live bool) []byte
 	// Publish delivers a PUBLISH (sharded: SPUBLISH) of the entry at index
 	// to this node's subscribers and returns how many received it. The
 	// applier calls it, in log order, for entries applied live only, and

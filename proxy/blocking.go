@@ -127,7 +127,7 @@ func (c *conn) block(w *bufio.Writer, o *op) {
 	c.outMu.Unlock()
 	reply := c.blockWait(o)
 	c.outMu.Lock()
-	c.writePushes()
+	c.writePushes(false)
 	o.write(w, reply)
 }
 
@@ -407,10 +407,17 @@ func (bs *blockers) unblockConn(id uint64, asErr bool) bool {
 // Written is raftnode.Config.Written: a command was applied to the local
 // redis (nil args: redis was reloaded); blocked connections on the keys it
 // may have modified try again.
-func (s *Server) Written(db int, args [][]byte, null bool) {
+func (s *Server) Written(db int, args [][]byte, null bool, tag uint64) {
 	if args == nil || isConfigSet(args) {
 		// The slow log and latency settings may have changed.
 		go s.refreshSettings(context.Background())
+	}
+	if s.tracker.n.Load() > 0 {
+		if args == nil {
+			s.invalidate(nil, true, 0)
+		} else if keys, all := s.table.writtenKeys(args); all || len(keys) > 0 {
+			s.invalidate(keys, all, tag)
+		}
 	}
 	s.wakeBlocked(db, args, null)
 }

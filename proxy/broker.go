@@ -164,6 +164,9 @@ type subscriber struct {
 	queue  [][]byte
 	bytes  int
 	closed bool
+	// late are frames written after the reply being written (tracking
+	// invalidations), not before it as messages are.
+	late [][]byte
 }
 
 func newSubscriber(limit int, kill func()) *subscriber {
@@ -207,13 +210,45 @@ func (s *subscriber) push(kind string, pattern, channel, message []byte) bool {
 	return true
 }
 
-// take returns the queued messages and empties the queue.
-func (s *subscriber) take() [][]byte {
+// take returns the queued messages and empties the queue; with late, the
+// late frames too (after them).
+func (s *subscriber) take(late bool) [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.queue
-	s.queue, s.bytes = nil, 0
+	s.queue = nil
+	if late {
+		q = append(q, s.late...)
+		s.late = nil
+	}
+	s.bytes = 0
+	for _, f := range s.late {
+		s.bytes += len(f)
+	}
 	return q
+}
+
+// pushLate queues a frame written after the reply being written now.
+func (s *subscriber) pushLate(f []byte) bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	if s.bytes+len(f) > s.limit {
+		s.closed, s.queue, s.late, s.bytes = true, nil, nil, 0
+		s.mu.Unlock()
+		s.kill()
+		return false
+	}
+	s.late = append(s.late, f)
+	s.bytes += len(f)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // close makes later pushes fail.
@@ -227,7 +262,7 @@ func (s *subscriber) close() {
 			close(s.done)
 		}
 	}
-	s.closed, s.queue, s.bytes = true, nil, 0
+	s.closed, s.queue, s.late, s.bytes = true, nil, nil, 0
 }
 
 // appendPushLen starts a push frame: RESP3's > or, in RESP2, an array.
@@ -237,4 +272,12 @@ func appendPushLen(dst []byte, n int, resp3 bool) []byte {
 		return append(dst, '\r', '\n')
 	}
 	return resp.AppendArrayLen(dst, n)
+}
+
+// subscribed reports whether subscriber s subscribes to channel.
+func (b *broker) subscribed(channel string, s *subscriber) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.subs[subChannel][channel][s]
+	return ok
 }

@@ -25,7 +25,7 @@ func TestBrokerDelivery(t *testing.T) {
 	if n := b.publish(12, []byte("news"), []byte("s"), true); n != 1 {
 		t.Fatalf("spublish reached %d, want 1", n)
 	}
-	got := bytes.Join(s1.take(), nil)
+	got := bytes.Join(s1.take(true), nil)
 	want := "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n" +
 		"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n" +
 		"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$1\r\nx\r\n" +
@@ -33,7 +33,7 @@ func TestBrokerDelivery(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("s1 got %q\nwant %q", got, want)
 	}
-	got = bytes.Join(s2.take(), nil)
+	got = bytes.Join(s2.take(true), nil)
 	want = ">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$1\r\nx\r\n>3\r\n$8\r\nsmessage\r\n$4\r\nnews\r\n$1\r\ns\r\n"
 	if string(got) != want {
 		t.Fatalf("s2 got %q\nwant %q", got, want)

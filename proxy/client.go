@@ -48,6 +48,21 @@ type clientInfo struct {
 	db    int
 	multi int // commands queued since MULTI, -1 outside MULTI
 	last  time.Time
+	// What CLIENT LIST shows of tracking, subscriptions and the user.
+	tracking, bcast bool
+	redir           int64
+	subs            [3]int
+	user            string
+}
+
+// setTracking records the connection's tracking for CLIENT LIST.
+func (i *clientInfo) setTracking(on bool, redirect uint64, bcast bool) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.tracking, i.bcast, i.redir = on, bcast, -1
+	if on {
+		i.redir = int64(redirect)
+	}
 }
 
 // initClient sets up a new connection's client state.
@@ -152,19 +167,13 @@ func (c *conn) clientCommand(name string, args [][]byte) (handled, open bool) {
 		}
 		c.emit(o)
 	case "client|getredir":
-		// Tracking is never on (CLIENT TRACKING is refused): as redis
-		// answers for a client that does not track.
-		c.emit(&op{kind: opReply, reply: resp.AppendInt(nil, -1)})
+		c.emit(&op{kind: opReply, reply: resp.AppendInt(nil, c.getRedir())})
 	case "client|trackinginfo":
-		b := resp.AppendMapLen(nil, 3, c.client.resp3)
-		b = resp.AppendBulkString(b, "flags")
-		b = resp.AppendSetLen(b, 1, c.client.resp3)
-		b = resp.AppendBulkString(b, "off")
-		b = resp.AppendBulkString(b, "redirect")
-		b = resp.AppendInt(b, -1)
-		b = resp.AppendBulkString(b, "prefixes")
-		b = resp.AppendArrayLen(b, 0)
-		c.emit(&op{kind: opReply, reply: b})
+		c.emit(&op{kind: opReply, reply: c.trackingInfo()})
+	case "client|tracking":
+		c.emit(c.clientTracking(args))
+	case "client|caching":
+		c.emit(c.clientCaching(args))
 	case "client|unblock":
 		c.emit(c.unblock(args))
 	default:
@@ -304,6 +313,7 @@ func (c *conn) reset() {
 	c.tx = nil
 	c.unwatch()
 	c.stopMonitoring()
+	c.trackingOff()
 	c.pubsubReset()
 	c.db = 0
 	c.client.resp3 = false
@@ -390,8 +400,12 @@ func (c *conn) infoLine(now time.Time) string {
 	i := &c.info
 	i.mu.Lock()
 	st, db, multi, last := i.state, i.db, i.multi, i.last
+	tracking, bcast, redir, subs, user := i.tracking, i.bcast, i.redir, i.subs, i.user
 	i.mu.Unlock()
 	flags := ""
+	if subs[0]+subs[1]+subs[2] > 0 {
+		flags += "P"
+	}
 	if multi >= 0 {
 		flags += "x"
 	}
@@ -400,6 +414,12 @@ func (c *conn) infoLine(now time.Time) string {
 	}
 	if st.noTouch {
 		flags += "T"
+	}
+	if tracking {
+		flags += "t"
+		if bcast {
+			flags += "B"
+		}
 	}
 	if c.s != nil && c.s.blocked.isBlocked(c.id) {
 		flags += "b"
@@ -411,11 +431,37 @@ func (c *conn) infoLine(now time.Time) string {
 	if st.resp3 {
 		proto = 3
 	}
-	return fmt.Sprintf("id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=%d sub=0 psub=0 ssub=0 multi=%d "+
-		"qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=default "+
-		"redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
+	if user == "" {
+		user = "default"
+	}
+	if !tracking {
+		redir = -1
+	}
+	line := fmt.Sprintf("id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=%d sub=%d psub=%d ssub=%d multi=%d "+
+		"qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=%s "+
+		"redir=%d resp=%d",
 		c.id, i.addr, i.laddr, i.fd, st.name, int64(now.Sub(i.created)/time.Second), int64(now.Sub(last)/time.Second),
-		flags, db, multi, st.cmd, proto, st.libName, st.libVer)
+		flags, db, subs[0], subs[1], subs[2], multi, st.cmd, user, redir, proto)
+	// lib-name and lib-ver came with redis 7.2 (CLIENT SETINFO).
+	if c.s == nil || versionAtLeast(c.s.redisVersion, 7, 2) {
+		line += fmt.Sprintf(" lib-name=%s lib-ver=%s", st.libName, st.libVer)
+	}
+	return line + "\n"
+}
+
+// versionAtLeast reports whether redis version v (as "7.0.15") is at least
+// major.minor.
+func versionAtLeast(v string, major, minor int) bool {
+	var ma, mi int
+	fmt.Sscanf(v, "%d.%d", &ma, &mi)
+	return ma > major || (ma == major && mi >= minor)
+}
+
+// setSubs records the connection's subscription counts for CLIENT LIST.
+func (i *clientInfo) setSubs(channels, patterns, shards int) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.subs = [3]int{channels, patterns, shards}
 }
 
 // clients returns the server's client connections in id order, as redis

@@ -58,6 +58,8 @@ var notes = map[string]string{
 	"slowlog|get":          "the commands clients sent to this node, timed from arrival to reply, with their own arguments",
 	"latency|histogram":    "latencies of the commands clients sent to this node, from arrival to reply",
 	"latency|latest":       "command and fast-command events of the commands clients sent to this node",
+	"client|tracking":      "kept by this node's proxy: every write applied here, whichever node proposed it, invalidates; RESP3 push or REDIRECT, BCAST, PREFIX, OPTIN, OPTOUT, NOLOOP",
+	"client|caching":       "",
 	"spop":                 "rewritten at proposal into a script seeded from the log (sorted members, seeded shuffle)",
 	"xadd":                 "`*` rewritten at proposal into a script: ID `max(proposal ms, last ms)-*`",
 	"xreadgroup":           "a script stamps deliveries with the proposal time (XCLAIM ... TIME JUSTID); BLOCK waits at the proxy, each attempt through the log with a fresh proposal time",

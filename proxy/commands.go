@@ -74,7 +74,6 @@ const (
 	reasonRandom   = "has a random effect that would differ between nodes"
 	reasonNotYet   = "is not supported by raftproxy yet"
 	reasonBlocking = "blocks, and blocking commands are not supported by raftproxy yet"
-	reasonTracking = "is not supported by raftproxy yet: client-side caching needs invalidations for writes from every node"
 )
 
 // overrides are raftproxy's own rules, applied after redis's flags.
@@ -106,7 +105,7 @@ var overrides = map[string]struct {
 	"client|no-touch": {classProxy, ""}, "client|getredir": {classProxy, ""}, "client|trackinginfo": {classProxy, ""},
 	"client|unblock": {classProxy, ""}, "client|help": {classLocal, ""},
 	"client|pause": {classProxy, ""}, "client|unpause": {classProxy, ""}, // pause.go
-	"client|tracking": {classRefused, reasonTracking}, "client|caching": {classRefused, reasonTracking},
+	"client|tracking": {classProxy, ""}, "client|caching": {classProxy, ""}, // tracking.go
 	"acl": {classRefused, reasonNotYet},
 	// Statistics in clients' terms (cmdstats.go, slowlog.go).
 	"slowlog|get": {classProxy, ""}, "slowlog|len": {classProxy, ""}, "slowlog|reset": {classProxy, ""},

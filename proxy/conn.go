@@ -73,6 +73,8 @@ type op struct {
 	rejected  bool
 	inner     []*cmdStat
 	errPrefix string
+	// untrack ends a tracked read once its reply is written (tracking.go).
+	untrack func()
 }
 
 // conn is one client connection: a reader goroutine parses and dispatches
@@ -99,6 +101,10 @@ type conn struct {
 	info clientInfo
 	// monitoring: the client sent MONITOR (monitor.go).
 	monitoring bool
+	// tr is the connection's CLIENT TRACKING (tracking.go); resp3 mirrors
+	// client.resp3 for other goroutines.
+	tr    trackState
+	resp3 atomic.Bool
 	// readonly (READONLY, as to a Redis Cluster replica): reads are served
 	// on a follower even with follower-proxy off.
 	readonly bool
@@ -195,6 +201,7 @@ func (c *conn) emit(o *op) {
 		c.one[0] = o
 		c.complete(c.one[:])
 		c.one[0] = nil
+		c.writePushes(true)
 		err := c.w.Flush()
 		c.outMu.Unlock()
 		if err != nil {
@@ -233,6 +240,7 @@ func (c *conn) serve() {
 	c.goneOnce.Do(func() { close(c.gone) })
 	c.unwatch()
 	c.stopMonitoring()
+	c.trackingOff()
 	close(c.ops)
 	<-done
 	c.pubsubClose()
@@ -397,14 +405,15 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
 	now := c.cmdStart
 	if sp.class == classRead {
+		untrack := c.trackRead(args)
 		if c.pendingWrites.Load() > 0 {
 			// Ordered after this connection's writes by the log itself; every
 			// node runs it, and only this one replies.
 			c.pendingWrites.Add(1)
-			return &op{kind: opLogRead, fut: n.ProposeRequest(context.Background(), c.request(sp, args)), start: now}
+			return &op{kind: opLogRead, fut: n.ProposeTagged(context.Background(), c.request(sp, args), c.id), start: now, untrack: untrack}
 		}
 		c.pendingReads.Add(1)
-		return &op{kind: opRead, read: n.StartRead(), node: n, args: args, db: c.db, start: now}
+		return &op{kind: opRead, read: n.StartRead(), node: n, args: args, db: c.db, start: now, untrack: untrack}
 	}
 	if o := refuseAsync(sp, args); o != nil {
 		return o
@@ -413,7 +422,8 @@ func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
 	c.waitReads()
 	c.pendingWrites.Add(1)
 	// Propose bounds its own waits (for a leader, for room in its queue).
-	return &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), c.request(sp, args)), start: now}
+	// The tag tells this connection's own writes (CLIENT TRACKING NOLOOP).
+	return &op{kind: opWrite, fut: n.ProposeTagged(context.Background(), c.request(sp, args), c.id), start: now}
 }
 
 // request is the log request of a data command.
@@ -517,6 +527,9 @@ func (c *conn) writeLoop() {
 		}
 		c.outMu.Lock()
 		closing := c.complete(batch)
+		if !closing {
+			c.writePushes(true) // invalidations come after the replies
+		}
 		c.queued.Add(-int64(len(batch)))
 		c.outMu.Unlock()
 		if closing {
@@ -545,7 +558,7 @@ func (c *conn) complete(batch []*op) (closing bool) {
 		w = c.sink
 	}
 	// Messages queued before this reply was ready come first.
-	c.writePushes()
+	c.writePushes(false)
 	defer c.recordMetrics(batch)
 	switch o.kind {
 	case opPubSub:
@@ -580,6 +593,9 @@ func (c *conn) recordMetrics(batch []*op) {
 	for _, o := range batch {
 		c.s.metrics.record(o, now)
 		c.s.stats.record(o, now, c)
+		if o.untrack != nil {
+			o.untrack()
+		}
 	}
 }
 

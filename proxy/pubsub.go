@@ -132,6 +132,8 @@ func (c *conn) pubsubCommand(name string, args [][]byte) (handled bool) {
 
 // subscriber returns the connection's message queue, making it (and its
 // pusher goroutine) at the first subscription.
+// Another connection's reader may make it (CLIENT TRACKING REDIRECT), so
+// it is made at most once whoever asks.
 func (c *conn) subscriber() *subscriber {
 	if s := c.ps.sub.Load(); s != nil {
 		return s
@@ -140,8 +142,10 @@ func (c *conn) subscriber() *subscriber {
 		c.s.log.Warn("disconnecting a subscriber that does not keep up with its messages", "client", c.info.addr, "limit_bytes", c.s.pubsubLimit)
 		c.nc.Close()
 	})
-	s.resp3.Store(c.client.resp3)
-	c.ps.sub.Store(s)
+	s.resp3.Store(c.resp3.Load())
+	if !c.ps.sub.CompareAndSwap(nil, s) {
+		return c.ps.sub.Load()
+	}
 	go c.pushLoop(s)
 	return s
 }
@@ -167,6 +171,7 @@ func (c *conn) subscribe(k subKind, msg string, names [][]byte) {
 		c.ps.names[k][string(n)] = struct{}{}
 		reply = c.confirm(reply, msg, n, c.ps.count(k))
 	}
+	c.info.setSubs(len(c.ps.names[subChannel]), len(c.ps.names[subPattern]), len(c.ps.names[subShard]))
 	added := slices.Clone(names)
 	b := c.s.broker
 	c.emit(&op{kind: opPubSub, act: func() []byte {
@@ -196,6 +201,7 @@ func (c *conn) unsubscribe(k subKind, msg string, names [][]byte) {
 		delete(c.ps.names[k], string(n))
 		reply = c.confirm(reply, msg, n, c.ps.count(k))
 	}
+	c.info.setSubs(len(c.ps.names[subChannel]), len(c.ps.names[subPattern]), len(c.ps.names[subShard]))
 	s := c.ps.sub.Load()
 	removed := slices.Clone(names)
 	b := c.s.broker
@@ -235,6 +241,7 @@ func (c *conn) pubsubReset() {
 	for k := range c.ps.names {
 		c.ps.names[k] = nil
 	}
+	c.info.setSubs(0, 0, 0)
 	s := c.ps.sub.Load()
 	b := c.s.broker
 	c.emit(&op{kind: opPubSub, act: func() []byte {
@@ -255,20 +262,22 @@ func (c *conn) pubsubClose() {
 
 // syncPushProtocol makes later messages follow a protocol change (HELLO).
 func (c *conn) syncPushProtocol() {
+	c.resp3.Store(c.client.resp3)
 	if s := c.ps.sub.Load(); s != nil {
 		s.resp3.Store(c.client.resp3)
 	}
 }
 
-// writePushes writes the messages queued so far; the caller holds outMu.
-// The writer calls it before each reply, so a message the applier queued
-// before a reply was ready comes first, as in redis's output buffer.
-func (c *conn) writePushes() {
+// writePushes writes the messages queued so far (with late, the late
+// frames too); the caller holds outMu. The writer calls it before each
+// reply, so a message the applier queued before a reply was ready comes
+// first, as in redis's output buffer, and with late after it.
+func (c *conn) writePushes(late bool) {
 	s := c.ps.sub.Load()
 	if s == nil {
 		return
 	}
-	for _, f := range s.take() {
+	for _, f := range s.take(late) {
 		c.w.Write(f)
 	}
 }
@@ -283,7 +292,7 @@ func (c *conn) pushLoop(s *subscriber) {
 			return
 		}
 		c.outMu.Lock()
-		c.writePushes()
+		c.writePushes(true)
 		err := c.w.Flush()
 		c.outMu.Unlock()
 		if err != nil {

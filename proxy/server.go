@@ -82,6 +82,8 @@ type Server struct {
 	monitors monitors
 	// pause is CLIENT PAUSE's state on this node (pause.go).
 	pause pauseState
+	// tracker is CLIENT TRACKING's invalidation table (tracking.go).
+	tracker tracker
 
 	nextID atomic.Uint64
 	// joinID is the raft id this process joins with, chosen once (see join).
@@ -274,6 +276,18 @@ func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closed
+}
+
+// byID returns the open client connection with id, or nil.
+func (s *Server) byID(id uint64) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.id == id {
+			return c
+		}
+	}
+	return nil
 }
 
 func (s *Server) forget(c *conn) {

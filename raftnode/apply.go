@@ -534,6 +534,7 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 			if pend != nil {
 				c.finish = finisher(a.n.prop, b.Seq, pend, i)
 				c.Reply = replier(c.finish)
+				c.tag = pend.futs[i].tag
 			}
 			if r.Killable != 0 && a.verdicts.of(c.t) == aborted {
 				// Killed before it ran here: it never runs, anywhere.
@@ -583,7 +584,7 @@ func replier(finish func([]byte, error)) func([]byte) {
 // have changed.
 func (a *applier) tellReloaded() {
 	if f := a.n.cfg.Written; f != nil {
-		f(0, nil, false)
+		f(0, nil, false, 0)
 	}
 }
 
@@ -595,12 +596,12 @@ func (a *applier) tellWritten(cmds []Command) {
 	}
 	for _, c := range cmds {
 		if c.Tx == nil {
-			f(c.DB, c.Args, false)
+			f(c.DB, c.Args, false, c.tag)
 			continue
 		}
 		null := c.null != nil && *c.null
 		for _, t := range c.Tx {
-			f(c.DB, t, null)
+			f(c.DB, t, null, c.tag)
 		}
 	}
 }

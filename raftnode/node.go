@@ -73,10 +73,12 @@ type Command struct {
 	null *bool
 	// t names the request in the log; finish completes its future with a
 	// reply or an error (nil when no client of this node waits); marked
-	// says WATCH's bookkeeping counted its writes (apply_kill.go).
+	// says WATCH's bookkeeping counted its writes (apply_kill.go); tag is
+	// its future's (ProposeTagged).
 	t      target
 	finish func([]byte, error)
 	marked bool
+	tag    uint64
 }
 
 // StateMachine is what committed entries are applied to.
@@ -179,9 +181,10 @@ type Config struct {
 	// by one), and with nil args when redis was reloaded (a snapshot, a
 	// rebuild) and any key may have changed. null says the command was a
 	// transaction's only one and answered null (a blocking command's
-	// attempt that found nothing, which wrote nothing). Blocking commands
-	// wait for it. It must not block.
-	Written func(db int, args [][]byte, null bool)
+	// attempt that found nothing, which wrote nothing); tag is the tag it
+	// was proposed with on this node (ProposeTagged), else 0. Blocking
+	// commands and client-side caching wait for it. It must not block.
+	Written func(db int, args [][]byte, null bool, tag uint64)
 	// Notice receives, on every node, the arguments of a notice request
 	// (entry.OpNotice) when the applier reaches it, with the time it was
 	// proposed at; live is false while the node replays its log. It returns

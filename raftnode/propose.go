@@ -26,6 +26,9 @@ type Future struct {
 	// reached it: its outcome is then certain to come, however long it
 	// runs (a script).
 	applying atomic.Bool
+	// tag is the proposer's tag of the request (ProposeTagged), handed to
+	// Config.Written with the request once applied on this node.
+	tag uint64
 }
 
 func newFuture() *Future { return &Future{done: make(chan struct{})} }
@@ -135,24 +138,32 @@ func (n *Node) waitLeader(ctx context.Context) bool {
 // redis reply, in RESP3 when resp3 is set, once the request is committed and
 // applied on this node.
 func (n *Node) Propose(ctx context.Context, db int, args [][]byte, resp3 bool) *Future {
-	return n.propose(ctx, entry.Request{DB: db, Args: args, RESP3: resp3})
+	return n.propose(ctx, entry.Request{DB: db, Args: args, RESP3: resp3}, 0)
 }
 
 // ProposeTx queues a transaction: its commands go into one log entry and
 // run on every node between MULTI and EXEC. The future completes with
 // EXEC's reply (in RESP3 when resp3 is set).
 func (n *Node) ProposeTx(ctx context.Context, db int, cmds [][][]byte, resp3 bool) *Future {
-	return n.propose(ctx, entry.Request{DB: db, Tx: cmds, RESP3: resp3})
+	return n.propose(ctx, entry.Request{DB: db, Tx: cmds, RESP3: resp3}, 0)
 }
 
 // ProposeRequest queues any request: a command, a transaction (which may
 // name a watch), a watch or an unwatch (see entry.Op).
 func (n *Node) ProposeRequest(ctx context.Context, req entry.Request) *Future {
-	return n.propose(ctx, req)
+	return n.propose(ctx, req, 0)
 }
 
-func (n *Node) propose(ctx context.Context, req entry.Request) *Future {
+// ProposeTagged is ProposeRequest with a tag of the caller's (not in the
+// log): Config.Written gets it with the request when it is applied here,
+// so the caller can tell its own writes (CLIENT TRACKING's NOLOOP).
+func (n *Node) ProposeTagged(ctx context.Context, req entry.Request, tag uint64) *Future {
+	return n.propose(ctx, req, tag)
+}
+
+func (n *Node) propose(ctx context.Context, req entry.Request, tag uint64) *Future {
 	f := newFuture()
+	f.tag = tag
 	if !n.waitLeader(ctx) {
 		n.metrics.proposalsFailed.Inc()
 		f.complete(nil, ErrNoLeader)

@@ -408,7 +408,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	sm.SetKeys(func(args [][]byte) [][]byte { return srv.AccessedKeys(args) })
 	host := raftnode.NewHost(raftnode.Config{
 		WriteKeys: func(args [][]byte) ([][]byte, bool) { return srv.WriteKeys(args) },
-		Written:   func(db int, args [][]byte, null bool) { srv.Written(db, args, null) },
+		Written:   func(db int, args [][]byte, null bool, tag uint64) { srv.Written(db, args, null, tag) },
 		Publish: func(index uint64, channel, message []byte, sharded bool) int64 {
 			return srv.Publish(index, channel, message, sharded)
 		},

@@ -637,8 +637,14 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 	select {
 	case <-o.fut.Done():
 	case <-c.s.quitting:
-		o.writeError(w, c.raw, errorText(raftnode.ErrStopped, o.kind == opLogRead))
-		return
+		select {
+		case <-o.fut.Done():
+		default:
+			// Committed and being applied: it takes effect, but this node
+			// stops before it can say how.
+			o.writeError(w, c.raw, errorText(raftnode.ErrTimeout, o.kind == opLogRead))
+			return
+		}
 	}
 	raw, err := o.fut.Result()
 	if err != nil {

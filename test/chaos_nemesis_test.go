@@ -68,6 +68,9 @@ func (nm *nemesis) run(ctx context.Context, until time.Time) error {
 		if rem := time.Until(until); hold > rem {
 			hold = rem
 		}
+		if nm.enabled("script") {
+			nm.restartStoppedRedis(ctx)
+		}
 		fault, instant := nm.pick(faultNemeses), nm.pick(instantNemeses)
 		if fault == "" {
 			if err := nm.instant(ctx, instant); err != nil {
@@ -364,6 +367,13 @@ func (nm *nemesis) canAddNode() bool {
 // the cluster keeps its size. A removal whose outcome is unknown is
 // settled by asking the leader for the members afterwards.
 func (nm *nemesis) replace(ctx context.Context, l *Node) error {
+	// A quarantined member (its WAL lost a tail) votes only once a leader
+	// has repaired it: removing another member first could leave it and
+	// one more, no majority that can elect.
+	if q := nm.quarantined(ctx, nil); q != "" {
+		nm.logf("no member replaced now (quarantined: %s)", q)
+		return nil
+	}
 	var victim *Node
 	for _, i := range nm.rng.Perm(len(nm.c.Nodes)) {
 		if n := nm.c.Nodes[i]; n != l && n.ID != "" && n.ProxyRunning() {
@@ -482,7 +492,12 @@ func (nm *nemesis) healAll(ctx context.Context) error {
 		if nm.killScripts(ctx, time.Minute) {
 			nm.logf("killed a script still running at the end")
 		}
-		nm.restartStoppedRedis(ctx)
+		// The kill is decided before every node has carried it out: a node
+		// shuts its redis down a moment later when the script had written.
+		for range 30 {
+			nm.restartStoppedRedis(ctx)
+			sleep(ctx, 100*time.Millisecond)
+		}
 	}
 	for _, n := range nm.c.Nodes {
 		for _, p := range []*process{n.proxy, n.redis} {

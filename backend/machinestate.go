@@ -14,11 +14,20 @@ type machineState struct {
 	Scripts [][]byte `json:"scripts,omitempty"`
 	// Config is what CONFIG SET through the log set (config.go).
 	Config []configParam `json:"config,omitempty"`
+	// ACL is the client users, as ACL LIST lines (acl.go).
+	ACL []string `json:"acl,omitempty"`
 }
 
 // MachineState implements raftnode.MachineState.
 func (s *StateMachine) MachineState() (json.RawMessage, error) {
 	st := machineState{Scripts: s.scripts.list(), Config: s.config.list()}
+	if s.conn == nil {
+		return nil, errNotConnected
+	}
+	var err error
+	if st.ACL, err = s.aclList(); err != nil {
+		return nil, err
+	}
 	b, err := json.Marshal(st)
 	if err != nil {
 		return nil, fmt.Errorf("encode the state machine's state: %w", err)
@@ -35,5 +44,11 @@ func (s *StateMachine) RestoreMachineState(ctx context.Context, raw json.RawMess
 		}
 	}
 	s.scripts.restore(st.Scripts)
-	return s.restoreConfig(ctx, st.Config)
+	if err := s.restoreConfig(ctx, st.Config); err != nil {
+		return err
+	}
+	if s.conn == nil {
+		return errNotConnected
+	}
+	return s.restoreACL(ctx, st.ACL)
 }

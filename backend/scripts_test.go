@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 
 	"github.com/raftproxy/raftproxy/raftnode"
@@ -57,15 +58,34 @@ func TestScriptsObserve(t *testing.T) {
 // The registry travels in snapshots: a state machine restored from one
 // knows the same scripts, and one reset to empty knows none.
 func TestScriptsMachineState(t *testing.T) {
-	a := NewStateMachine("", nil)
+	ctx := context.Background()
+	newSM := func() *StateMachine {
+		s := NewStateMachine(rdbStartRedis(t, false).addr, slog.New(slog.DiscardHandler))
+		if err := s.Reset(ctx, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RestoreMachineState(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a := newSM()
 	a.scripts.add([]byte("return 1"))
 	a.scripts.add([]byte("return 2"))
+	// Users travel too: alice, and the default user as the log left it.
+	if err := a.Apply([]raftnode.Command{{Args: fieldArgs("ACL SETUSER " + ACLPrefix + "alice on >pw ~a* +get")},
+		{Args: fieldArgs("ACL SETUSER " + ACLPrefix + "default >secret")}}); err != nil {
+		t.Fatal(err)
+	}
 	raw, err := a.MachineState()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := NewStateMachine("", nil)
+	b := newSM()
 	b.scripts.add([]byte("return 3"))
+	if err := b.Apply([]raftnode.Command{{Args: fieldArgs("ACL SETUSER " + ACLPrefix + "bob on")}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.RestoreMachineState(context.Background(), raw); err != nil {
 		t.Fatal(err)
 	}
@@ -81,8 +101,16 @@ func TestScriptsMachineState(t *testing.T) {
 	if string(raw2) != string(raw) {
 		t.Errorf("state differs after a round trip: %s vs %s", raw2, raw)
 	}
+	users, err := b.conn.DoValue("ACL", "USERS")
+	if err != nil || len(users.Elems) != 3 || string(users.Elems[0].Str) != "default" ||
+		string(users.Elems[1].Str) != ACLPrefix+"alice" || string(users.Elems[2].Str) != ACLPrefix+"default" {
+		t.Errorf("users after restore: %v %v (bob was not in the snapshot)", users, err)
+	}
 	if err := b.RestoreMachineState(context.Background(), nil); err != nil || len(b.scripts.list()) != 0 {
 		t.Errorf("restore to empty: %v, %d scripts left", err, len(b.scripts.list()))
+	}
+	if lines, err := b.aclList(); err != nil || len(lines) != 1 || lines[0] != "user "+ACLPrefix+"default on nopass ~* &* +@all" {
+		t.Errorf("users after restore to empty: %q %v, want the initial default user", lines, err)
 	}
 	if _, ok := b.Scripts().Script("not a sha"); ok {
 		t.Error("found a script under a bad sha")

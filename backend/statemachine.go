@@ -49,6 +49,8 @@ type StateMachine struct {
 	compiles map[string]bool
 	// busyMs is redis's busy-reply-threshold in milliseconds (kill.go).
 	busyMs atomic.Int64
+	// defaultPass is the clients' default user's initial password (acl.go).
+	defaultPass string
 	// live is what Interrupt closes: the connections an Apply may be
 	// blocked on, as of its start.
 	liveMu      sync.Mutex
@@ -192,10 +194,10 @@ func streamable(c raftnode.Command) bool {
 	}
 	if len(c.Tx) == 0 {
 		// A lone EVAL streams (observeStreamed registers it); SCRIPT does not.
-		return !isConfigSet(c.Args) && !bytes.EqualFold(c.Args[0], []byte("script"))
+		return !isConfigSet(c.Args) && !isACLChange(c.Args) && !bytes.EqualFold(c.Args[0], []byte("script"))
 	}
 	for _, args := range c.Tx {
-		if isConfigSet(args) || scriptCommand(args) {
+		if isConfigSet(args) || isACLChange(args) || scriptCommand(args) {
 			return false
 		}
 	}

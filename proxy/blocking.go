@@ -6,6 +6,7 @@ import (
 	"context"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -411,6 +412,11 @@ func (s *Server) Written(db int, args [][]byte, null bool, tag uint64) {
 	if args == nil || isConfigSet(args) {
 		// The slow log and latency settings may have changed.
 		go s.refreshSettings(context.Background())
+	}
+	if args == nil {
+		s.acl.gen.Add(1) // users came back from a snapshot
+	} else if len(args) >= 2 && strings.EqualFold(string(args[0]), "acl") {
+		s.aclChanged(args)
 	}
 	if s.tracker.n.Load() > 0 {
 		if args == nil {

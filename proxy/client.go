@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"net"
 	"slices"
@@ -275,13 +274,11 @@ func (c *conn) authGate(args [][]byte) *op {
 	return errReply("NOAUTH Authentication required.")
 }
 
-// auth answers AUTH [user] pass. Only the default user exists: it has
-// --requirepass as its password, or takes any when there is none (as a
-// redis without requirepass).
+// auth answers AUTH [user] pass.
 func (c *conn) auth(args [][]byte) *op {
 	switch len(args) {
 	case 2:
-		if c.s.cfg.RequirePass == "" {
+		if u, err := c.s.aclUser("default"); (err != nil || !u.exists) && c.s.cfg.RequirePass == "" || err == nil && u.exists && u.nopass {
 			return errReply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
 		}
 		return c.authenticate([]byte("default"), args[1], okReply())
@@ -295,13 +292,21 @@ func (c *conn) auth(args [][]byte) *op {
 // redis's error and leaves the client as it was (redis keeps an
 // authenticated client authenticated after a failed AUTH).
 func (c *conn) authenticate(user, pass []byte, ok *op) *op {
-	want := c.s.cfg.RequirePass
-	// Compared in constant time, so the time of a refusal does not tell
-	// how much of a guessed password was right.
-	if string(user) != "default" || (want != "" && subtle.ConstantTimeCompare(pass, []byte(want)) != 1) {
+	good, o := c.checkPassword(user, pass)
+	if o != nil {
+		return o
+	}
+	if !good {
 		return errReply("WRONGPASS invalid username-password pair or user is disabled.")
 	}
 	c.authed = true
+	c.user = string(user)
+	if c.user == "default" {
+		c.user = ""
+	}
+	c.info.mu.Lock()
+	c.info.user = c.user
+	c.info.mu.Unlock()
 	return ok
 }
 
@@ -309,7 +314,11 @@ func (c *conn) authenticate(user, pass []byte, ok *op) *op {
 // password), except its id, its library and, as in redis 7.0, NO-EVICT and
 // NO-TOUCH.
 func (c *conn) reset() {
-	c.authed = c.s.cfg.RequirePass == ""
+	c.user = ""
+	c.info.mu.Lock()
+	c.info.user = ""
+	c.info.mu.Unlock()
+	c.authed = c.s.defaultOpen()
 	c.tx = nil
 	c.unwatch()
 	c.stopMonitoring()

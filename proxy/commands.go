@@ -61,6 +61,8 @@ type spec struct {
 	// pausedByWrite: CLIENT PAUSE WRITE holds it (redis's write or
 	// may_replicate flag); allowPaused: no pause holds it (RAFT.*).
 	pausedByWrite, allowPaused bool
+	// noAuth is redis's no_auth flag: no ACL check (AUTH, HELLO...).
+	noAuth bool
 }
 
 // table classifies every command the local redis knows, plus raftproxy's.
@@ -74,6 +76,7 @@ const (
 	reasonRandom   = "has a random effect that would differ between nodes"
 	reasonNotYet   = "is not supported by raftproxy yet"
 	reasonBlocking = "blocks, and blocking commands are not supported by raftproxy yet"
+	reasonACLFile  = "reads or writes the local redis's ACL file; raftproxy's users are replicated through the log and travel in snapshots"
 )
 
 // overrides are raftproxy's own rules, applied after redis's flags.
@@ -106,7 +109,11 @@ var overrides = map[string]struct {
 	"client|unblock": {classProxy, ""}, "client|help": {classLocal, ""},
 	"client|pause": {classProxy, ""}, "client|unpause": {classProxy, ""}, // pause.go
 	"client|tracking": {classProxy, ""}, "client|caching": {classProxy, ""}, // tracking.go
-	"acl": {classRefused, reasonNotYet},
+	// ACL users: acl.go (the proxy's), the rest on the local redis.
+	"acl|setuser": {classProxy, ""}, "acl|deluser": {classProxy, ""}, "acl|getuser": {classProxy, ""},
+	"acl|list": {classProxy, ""}, "acl|users": {classProxy, ""}, "acl|whoami": {classProxy, ""}, "acl|dryrun": {classProxy, ""},
+	"acl|cat": {classLocal, ""}, "acl|genpass": {classLocal, ""}, "acl|help": {classLocal, ""}, "acl|log": {classLocal, ""},
+	"acl|load": {classRefused, reasonACLFile}, "acl|save": {classRefused, reasonACLFile},
 	// Statistics in clients' terms (cmdstats.go, slowlog.go).
 	"slowlog|get": {classProxy, ""}, "slowlog|len": {classProxy, ""}, "slowlog|reset": {classProxy, ""},
 	"latency": {classProxy, ""}, "latency|help": {classLocal, ""}, "memory|doctor": {classLocal, ""}, "memory|stats": {classLocal, ""},
@@ -205,6 +212,8 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 			s.skipMonitor = true
 		case "may_replicate":
 			mayReplicate = true
+		case "no_auth":
+			s.noAuth = true
 		}
 	}
 	if len(v.Elems) > 7 {

@@ -95,8 +95,10 @@ type conn struct {
 	watch uint64
 	// The reader's client state (HELLO, CLIENT, RESET): see client.go.
 	client clientState
-	// authed: the client may run commands (AUTH done, or no requirepass).
+	// authed: the client may run commands (AUTH done, or the default user
+	// takes no password); user is who it is ("" for default: acl.go).
 	authed bool
+	user   string
 	// info is what CLIENT LIST shows of this connection to other ones.
 	info clientInfo
 	// monitoring: the client sent MONITOR (monitor.go).
@@ -170,7 +172,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{s: s, nc: nc, id: s.nextID.Add(1), rd: resp.NewReader(nc, 16<<10), w: bufio.NewWriterSize(nc, 32<<10),
 		ops: make(chan *op, 1024), readsRan: make(chan struct{}, 1), gone: make(chan struct{})}
 	c.initClient(nc)
-	c.authed = s.cfg.RequirePass == ""
+	c.authed = s.defaultOpen()
 	if s.cfg.OutputLimit > 0 {
 		c.out = newOutQueue(nc, s.cfg.OutputLimit)
 		c.w.Reset(c.out)
@@ -325,6 +327,10 @@ func (c *conn) dispatch(args [][]byte) bool {
 	}
 	c.cls = metricClassOf(sp.class)
 	c.client.cmd = sp.name
+	if o := c.aclCheck(sp, args); o != nil {
+		c.emit(o)
+		return true
+	}
 	c.feedMonitors(sp, args)
 	if o := c.monitorGate(sp); o != nil {
 		c.emit(o)
@@ -980,6 +986,8 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		c.emit(c.raftBackup(args))
 	case "script|kill", "function|kill":
 		c.emit(c.killCommand(name))
+	case "acl|setuser", "acl|deluser", "acl|getuser", "acl|list", "acl|users", "acl|whoami", "acl|dryrun":
+		c.emit(c.aclCommand(name, args))
 	case "monitor":
 		c.emit(c.monitorCommand())
 	case "slowlog|get", "slowlog|len", "slowlog|reset":

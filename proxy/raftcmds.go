@@ -368,5 +368,25 @@ func (s *Server) dialMember(ctx context.Context, addr string) (*backend.Conn, er
 	if s.cfg.MemberTLS != nil {
 		cfg = s.cfg.MemberTLS(addr)
 	}
-	return backend.DialTLSAuth(ctx, addr, cfg, s.cfg.RequirePass)
+	c, err := backend.DialTLS(ctx, addr, cfg)
+	if err != nil || s.cfg.RequirePass == "" {
+		return c, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	// As the internal user (acl.go), which client ACL changes cannot lock
+	// out; a member of an older version knows only the default user.
+	for _, auth := range [][]string{{"AUTH", internalUser, s.cfg.RequirePass}, {"AUTH", s.cfg.RequirePass}} {
+		v, err := c.DoValue(auth...)
+		if err == nil && v.Kind == '+' {
+			c.SetDeadline(time.Time{})
+			return c, nil
+		}
+		if err != nil && !v.IsError() {
+			break // the connection failed, not the password
+		}
+	}
+	c.Close()
+	return nil, fmt.Errorf("AUTH to %s: the member refused this cluster's password", addr)
 }

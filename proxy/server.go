@@ -84,6 +84,8 @@ type Server struct {
 	pause pauseState
 	// tracker is CLIENT TRACKING's invalidation table (tracking.go).
 	tracker tracker
+	// acl caches what redis says of the client users (acl.go).
+	acl aclCache
 
 	nextID atomic.Uint64
 	// joinID is the raft id this process joins with, chosen once (see join).

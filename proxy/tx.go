@@ -55,6 +55,11 @@ func (c *conn) queue(args [][]byte) bool {
 		c.emit(reject(errReply(errText)))
 		return true
 	}
+	if o := c.aclCheck(sp, args); o != nil {
+		tx.dirty = true
+		c.emit(o)
+		return true
+	}
 	if o := c.busyGate(sp); o != nil {
 		tx.dirty = true
 		c.emit(reject(o))

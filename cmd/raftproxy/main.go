@@ -401,6 +401,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 
 	sm := backend.NewStateMachine(redisAddr, log.With("component", "applier"))
 	sm.SetPassword(redisPass)
+	sm.SetDefaultPassword(o.requirePass)
 	self := raftnode.Member{Addr: o.advertise, PeerAddr: o.advertisePeer}
 	// The proxy reads the command table from redis; the node starts (and
 	// applies) only after it is set, below.

@@ -331,7 +331,6 @@ func (c *conn) dispatch(args [][]byte) bool {
 		c.emit(o)
 		return true
 	}
-	c.feedMonitors(sp, args)
 	if o := c.monitorGate(sp); o != nil {
 		c.emit(o)
 		return true
@@ -341,6 +340,8 @@ func (c *conn) dispatch(args [][]byte) bool {
 		c.emit(c.rejectReply(string(o.reply[1 : len(o.reply)-2])))
 		return true
 	}
+	// As redis, MONITOR shows the commands that passed these gates.
+	c.feedMonitors(sp, args)
 	if c.pubsubGate(sp.name, args) {
 		return true
 	}

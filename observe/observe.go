@@ -43,6 +43,10 @@ func Handler(host *raftnode.Host, extra ...prometheus.Collector) http.Handler {
 	gauge("applied_index", "Highest log index applied to redis.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Applied) })
 	gauge("redis_up", "1 if the local redis holds the applied log.", func(_ raftnode.Status, n *raftnode.Node) float64 { return b2f(n.Serving()) })
 	gauge("redis_held", "1 while the local redis is held as a replica of the apply stream, so keys expire by log time while it applies late.", func(_ raftnode.Status, n *raftnode.Node) float64 { return b2f(n.RedisHeld()) })
+	gauge("script_busy", "1 while a script or function has run past busy-reply-threshold on this node: clients get -BUSY until it ends or SCRIPT KILL / FUNCTION KILL.", func(_ raftnode.Status, n *raftnode.Node) float64 {
+		_, busy := n.Busy()
+		return b2f(busy)
+	})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "raftproxy_proposals_pending_total",
 		Help: "Client requests this node proposed, or queued to propose, whose outcome is not known yet (etcd_server_proposals_pending)."},
 		func() float64 {
@@ -70,6 +74,8 @@ func Handler(host *raftnode.Host, extra ...prometheus.Collector) http.Handler {
 	counter("apply_rounds_total", "Pipelined apply round trips to the local redis.", func(c *raftnode.Counters) uint64 { return c.ApplyRounds.Load() })
 	counter("reads_total", "Linearizable reads started on this node.", func(c *raftnode.Counters) uint64 { return c.Reads.Load() })
 	counter("read_index_rounds_total", "ReadIndex rounds (one serves every read waiting for it).", func(c *raftnode.Counters) uint64 { return c.ReadRounds.Load() })
+	counter("scripts_killed_total", "Scripts and functions this node stopped because their kill was committed (SCRIPT KILL / FUNCTION KILL).", func(c *raftnode.Counters) uint64 { return c.Killed.Load() })
+	counter("kill_rebuilds_total", "Rebuilds of the local redis without a killed script that had run to its end (or written) here.", func(c *raftnode.Counters) uint64 { return c.Rebuilt.Load() })
 
 	for _, reason := range raftnode.PeerRefusalReasons() {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{

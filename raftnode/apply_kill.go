@@ -109,6 +109,7 @@ func (a *applier) applyKillable(ctx context.Context, chunk []*raftpb.Entry, cmds
 		// of its abort by then.
 		if outcome[i] == ranToEnd || outcome[i] == ranUnclean || (outcome[i] == ranKilled && tx) || (outcome[i] == ranSkipped && c.marked) {
 			a.n.log.Warn("a killed request had run here; rebuilding redis without it", "index", c.t.index, "request", c.t.req)
+			a.n.counters.Rebuilt.Add(1)
 			return killRebuild
 		}
 	}
@@ -259,9 +260,11 @@ func (a *applier) kill(ctx context.Context, r *running, ended <-chan struct{}) r
 		case err != nil:
 			a.n.log.Warn("killing a request failed; trying again", "index", r.t.index, "request", r.t.req, "err", err)
 		case res == KillClean:
+			a.n.counters.Killed.Add(1)
 			a.n.log.Info("killed a request whose abort was committed", "index", r.t.index, "request", r.t.req)
 			return ranKilled
 		case res == KillUnclean:
+			a.n.counters.Killed.Add(1)
 			a.n.log.Warn("killed a request that had written by stopping the local redis; it is rebuilt without it", "index", r.t.index, "request", r.t.req)
 			return ranUnclean
 		}

@@ -16,6 +16,8 @@ type Counters struct {
 	ApplyRounds   atomic.Uint64 // Apply calls (pipelined round trips to redis)
 	Reads         atomic.Uint64 // linearizable reads started
 	ReadRounds    atomic.Uint64 // ReadIndex rounds
+	Killed        atomic.Uint64 // killable requests this node stopped (killed, or redis shut down)
+	Rebuilt       atomic.Uint64 // rebuilds of redis without a killed request that had run here
 }
 
 // Counters returns the node's counters.

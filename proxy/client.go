@@ -153,7 +153,7 @@ func (c *conn) clientCommand(name string, args [][]byte) (handled, open bool) {
 		c.clientReply(args)
 	case "client|info":
 		c.syncInfo()
-		c.emit(&op{kind: opReply, reply: resp.AppendVerbatim(nil, c.infoLine(time.Now()), c.client.resp3)})
+		c.emit(&op{kind: opReply, reply: resp.AppendVerbatim(nil, c.infoLine(time.Now(), true), c.client.resp3)})
 	case "client|list":
 		c.emit(c.clientList(args))
 	case "client|kill":
@@ -405,7 +405,7 @@ func (c *conn) clientReply(args [][]byte) {
 // infoLine is the connection's line of CLIENT LIST, in redis 7.2's field
 // order. Counters of redis's buffers have no meaning for the proxy and are
 // 0; there is no pub/sub, tracking or ACL user but the default one.
-func (c *conn) infoLine(now time.Time) string {
+func (c *conn) infoLine(now time.Time, self bool) string {
 	i := &c.info
 	i.mu.Lock()
 	st, db, multi, last := i.state, i.db, i.multi, i.last
@@ -446,24 +446,19 @@ func (c *conn) infoLine(now time.Time) string {
 	if !tracking {
 		redir = -1
 	}
-	line := fmt.Sprintf("id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=%d sub=%d psub=%d ssub=%d multi=%d "+
-		"qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=%s "+
-		"redir=%d resp=%d",
-		c.id, i.addr, i.laddr, i.fd, st.name, int64(now.Sub(i.created)/time.Second), int64(now.Sub(last)/time.Second),
-		flags, db, subs[0], subs[1], subs[2], multi, st.cmd, user, redir, proto)
-	// lib-name and lib-ver came with redis 7.2 (CLIENT SETINFO).
-	if c.s == nil || versionAtLeast(c.s.redisVersion, 7, 2) {
-		line += fmt.Sprintf(" lib-name=%s lib-ver=%s", st.libName, st.libVer)
+	// qbuf is, as in redis, the query buffer: the command being run, for
+	// the connection that asks (CLIENT LIST, CLIENT INFO), empty for others.
+	qbuf := 0
+	if self {
+		qbuf = respLen(c.cmdArgs)
 	}
-	return line + "\n"
-}
-
-// versionAtLeast reports whether redis version v (as "7.0.15") is at least
-// major.minor.
-func versionAtLeast(v string, major, minor int) bool {
-	var ma, mi int
-	fmt.Sscanf(v, "%d.%d", &ma, &mi)
-	return ma > major || (ma == major && mi >= minor)
+	// lib-name and lib-ver are redis 7.2's; raftproxy takes CLIENT SETINFO
+	// (go-redis sends it) whatever the local redis's version.
+	return fmt.Sprintf("id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=%d sub=%d psub=%d ssub=%d multi=%d "+
+		"qbuf=%d qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=%s "+
+		"redir=%d resp=%d lib-name=%s lib-ver=%s\n",
+		c.id, i.addr, i.laddr, i.fd, st.name, int64(now.Sub(i.created)/time.Second), int64(now.Sub(last)/time.Second),
+		flags, db, subs[0], subs[1], subs[2], multi, qbuf, st.cmd, user, redir, proto, st.libName, st.libVer)
 }
 
 // setSubs records the connection's subscription counts for CLIENT LIST.
@@ -537,7 +532,7 @@ func (c *conn) clientList(args [][]byte) *op {
 	now := time.Now()
 	for _, x := range c.s.clients() {
 		if match(x) {
-			b.WriteString(x.infoLine(now))
+			b.WriteString(x.infoLine(now, x == c))
 		}
 	}
 	return &op{kind: opReply, reply: resp.AppendVerbatim(nil, b.String(), c.client.resp3)}
@@ -690,4 +685,13 @@ func addClientSubcommands(t table) {
 			client.subs[sub] = &cp
 		}
 	}
+}
+
+// respLen is the size of args as a RESP array command.
+func respLen(args [][]byte) int {
+	n := len(strconv.Itoa(len(args))) + 3
+	for _, a := range args {
+		n += len(strconv.Itoa(len(a))) + 3 + len(a) + 2
+	}
+	return n
 }

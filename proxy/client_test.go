@@ -180,7 +180,7 @@ func TestInfoLine(t *testing.T) {
 	c.info.addr, c.info.laddr, c.info.fd = "127.0.0.1:5000", "127.0.0.1:7001", 9
 	c.info.multi = 2
 	c.info.state = clientState{resp3: true, cmd: "client|list", name: "app", libName: "go-redis", libVer: "9", noEvict: true}
-	line := c.infoLine(c.info.created)
+	line := c.infoLine(c.info.created, false)
 	var keys []string
 	for _, kv := range strings.Fields(line) {
 		k, _, _ := strings.Cut(kv, "=")

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -72,7 +73,13 @@ func buildBinary(out string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool, "build", "-o", out, "./cmd/raftproxy")
+	args := []string{"build", "-o", out}
+	if os.Getenv("RAFTPROXY_TEST_RACE") != "" {
+		// The processes under test run with the race detector (needs gcc);
+		// a race they find is printed in their log and fails teardown.
+		args = append(args, "-race")
+	}
+	cmd := exec.CommandContext(ctx, goTool, append(args, "./cmd/raftproxy")...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build in %s: %w\n%s", root, err, b)
@@ -576,6 +583,14 @@ func (c *Cluster) teardown() {
 	for _, n := range all {
 		if n.redis != nil {
 			_ = n.redis.Kill()
+		}
+		// With RAFTPROXY_TEST_RACE the race detector reports in the log.
+		if n.proxy != nil {
+			if b, err := os.ReadFile(n.proxy.logPath); err == nil {
+				if i := bytes.Index(b, []byte("WARNING: DATA RACE")); i >= 0 {
+					t.Errorf("%s: the race detector found a data race:\n%s", n, b[i:min(len(b), i+6000)])
+				}
+			}
 		}
 	}
 	if t.Failed() {

@@ -216,9 +216,8 @@ func testRefused(ctx context.Context, t *testing.T, c *Cluster, leader, target *
 				return nil
 			})
 		}},
-		{[]string{"SCRIPT", "KILL"}, nil},
-		{[]string{"MONITOR"}, nil},
-		{[]string{"CLIENT", "PAUSE", "1000"}, nil},
+		{[]string{"ACL", "SAVE"}, nil},
+		{[]string{"CONFIG", "SET", "save", "60 1"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args[:1], " "), func(t *testing.T) {

@@ -413,7 +413,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		Publish: func(index uint64, channel, message []byte, sharded bool) int64 {
 			return srv.Publish(index, channel, message, sharded)
 		},
-		Notice: func(args [][]byte, timeMs int64, live bool) []byte { return srv.Notice(args, timeMs, live) },
+		Notice:         func(args [][]byte, timeMs int64, live bool) []byte { return srv.Notice(args, timeMs, live) },
 		DataDir:        o.dataDir,
 		Self:           self,
 		StateMachine:   sm,

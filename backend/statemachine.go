@@ -666,3 +666,58 @@ func (s *StateMachine) Healthy(ctx context.Context) bool {
 	}
 	return true
 }
+
+var cmdPExpireTime = []byte("PEXPIRETIME")
+
+// KeyDeadlines implements raftnode.KeyDeadlines on the apply connection
+// (after what a held redis's replication stream carries).
+func (s *StateMachine) KeyDeadlines(db int, keys [][]byte) ([]int64, error) {
+	if s.conn == nil {
+		return nil, errNotConnected
+	}
+	out, err := s.keyDeadlines(db, keys)
+	if err != nil {
+		s.dropConn()
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *StateMachine) keyDeadlines(db int, keys [][]byte) ([]int64, error) {
+	if s.st != nil {
+		if err := s.st.sync(syncTimeout); err != nil {
+			return nil, err
+		}
+	}
+	s.conn.SetDeadline(time.Now().Add(syncTimeout))
+	defer s.conn.SetDeadline(time.Time{})
+	sel, err := s.conn.Select(db)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		if err := s.conn.Write([][]byte{cmdPExpireTime, k}); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.conn.Flush(); err != nil {
+		return nil, err
+	}
+	if sel {
+		if s.raw, err = s.conn.ReadReply(s.raw[:0]); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]int64, len(keys))
+	for i := range keys {
+		if s.raw, err = s.conn.ReadReply(s.raw[:0]); err != nil {
+			return nil, err
+		}
+		v, _, err := resp.Parse(s.raw)
+		if err != nil || v.Kind != ':' {
+			return nil, fmt.Errorf("PEXPIRETIME answered %q", s.raw)
+		}
+		out[i] = v.Int
+	}
+	return out, nil
+}

@@ -248,12 +248,7 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 				}
 				break
 			}
-			start := time.Now()
-			err := a.holdIfLate(ctx, cmds)
-			if err == nil {
-				err = a.n.cfg.StateMachine.Apply(cmds)
-			}
-			a.n.metrics.redisApply.Observe(since(start))
+			err := a.applyRun(ctx, cmds)
 			if err == nil {
 				break
 			}
@@ -410,7 +405,7 @@ func (a *applier) replay(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("read log entries [%d, %d]: %w", lo, applied, err)
 		}
-		if err := a.n.cfg.StateMachine.Apply(a.commands(ents, false)); err != nil {
+		if err := a.applyRun(ctx, a.commands(ents, false)); err != nil {
 			return fmt.Errorf("replay entries [%d, %d]: %w", lo, ents[len(ents)-1].GetIndex(), err)
 		}
 		lo = ents[len(ents)-1].GetIndex() + 1
@@ -425,48 +420,6 @@ var (
 	abortedReply3  = []byte("_\r\n")   // the same in RESP3
 	emptyTxReply   = resp.AppendArrayLen(nil, 0)
 )
-
-// watchOnly keeps WATCH's bookkeeping for request r, in log order. It
-// reports whether r is done without the state machine (a watch or unwatch,
-// a transaction that aborts because a watched key was written, an empty
-// transaction), having answered reply if not nil.
-func (a *applier) watchOnly(r entry.Request, reply func([]byte)) bool {
-	answer := func(raw []byte) bool {
-		if reply != nil {
-			reply(raw)
-		}
-		return true
-	}
-	ws := a.watches
-	switch {
-	case r.Op == entry.OpWatch:
-		ws.add(r.Watch, r.DB, r.Args)
-		return answer(okReply)
-	case r.Op == entry.OpUnwatch:
-		ws.remove(r.Watch)
-		return answer(okReply)
-	case len(r.Tx) > 0 || r.Op == entry.OpTx:
-		if r.Watch != 0 && !ws.exec(r.Watch) {
-			if r.RESP3 {
-				return answer(abortedReply3)
-			}
-			return answer(abortedReply)
-		}
-		if len(r.Tx) == 0 {
-			return answer(emptyTxReply)
-		}
-		if ws.active() {
-			for _, c := range r.Tx {
-				a.written(r.DB, c)
-			}
-		}
-	default:
-		if ws.active() {
-			a.written(r.DB, r.Args)
-		}
-	}
-	return false
-}
 
 // notice hands a notice request to Config.Notice, in log order, and
 // answers its proposer with what Notice returns.
@@ -547,8 +500,21 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 				a.notice(r.Args, b.TimeMs, replies, c.Reply)
 				continue
 			}
-			c.marked = r.Killable != 0 && a.watches.active()
-			if a.watchOnly(r, c.Reply) || a.publishOnly(e.GetIndex(), replies, r, &c) {
+			switch {
+			case r.Op == entry.OpWatch || r.Op == entry.OpUnwatch:
+				c.guard = &guard{op: r.Op, watch: r.Watch, keys: r.Args, timeMs: b.TimeMs}
+				c.Args = nil
+				cmds = append(cmds, c)
+				continue
+			case (len(r.Tx) > 0 || r.Op == entry.OpTx) && r.Watch != 0:
+				c.guard = &guard{op: entry.OpTx, watch: r.Watch, timeMs: b.TimeMs}
+			case (len(r.Tx) > 0 || r.Op == entry.OpTx) && len(r.Tx) == 0:
+				if c.Reply != nil {
+					c.Reply(emptyTxReply)
+				}
+				continue
+			}
+			if a.publishOnly(e.GetIndex(), replies, r, &c) {
 				continue
 			}
 			if replies && len(r.Tx) == 1 && a.n.cfg.Written != nil {

@@ -104,10 +104,7 @@ func (a *applier) applyKillable(ctx context.Context, chunk []*raftpb.Entry, cmds
 			continue
 		}
 		tx := len(c.Tx) > 0
-		// A request skipped here was still counted by WATCH's bookkeeping
-		// when the chunk's commands were made, unlike on the nodes that knew
-		// of its abort by then.
-		if outcome[i] == ranToEnd || outcome[i] == ranUnclean || (outcome[i] == ranKilled && tx) || (outcome[i] == ranSkipped && c.marked) {
+		if outcome[i] == ranToEnd || outcome[i] == ranUnclean || (outcome[i] == ranKilled && tx) {
 			a.n.log.Warn("a killed request had run here; rebuilding redis without it", "index", c.t.index, "request", c.t.req)
 			a.n.counters.Rebuilt.Add(1)
 			return killRebuild
@@ -173,11 +170,9 @@ func (a *applier) learnVerdicts(ctx context.Context) bool {
 	return true
 }
 
-// applyRun applies a run of commands as applyEntries does.
-func (a *applier) applyRun(ctx context.Context, cmds []Command) error {
-	if len(cmds) == 0 {
-		return nil
-	}
+// applyBatch sends commands to the state machine, holding redis first if
+// they are late.
+func (a *applier) applyBatch(ctx context.Context, cmds []Command) error {
 	start := time.Now()
 	err := a.holdIfLate(ctx, cmds)
 	if err == nil {

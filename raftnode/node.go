@@ -72,13 +72,13 @@ type Command struct {
 	// null is set by Reply for Config.Written (see there).
 	null *bool
 	// t names the request in the log; finish completes its future with a
-	// reply or an error (nil when no client of this node waits); marked
-	// says WATCH's bookkeeping counted its writes (apply_kill.go); tag is
-	// its future's (ProposeTagged).
+	// reply or an error (nil when no client of this node waits); tag is its
+	// future's (ProposeTagged); guard makes it a WATCH step the applier
+	// takes itself (apply_watch.go).
 	t      target
 	finish func([]byte, error)
-	marked bool
 	tag    uint64
+	guard  *guard
 }
 
 // StateMachine is what committed entries are applied to.
@@ -176,6 +176,11 @@ type Config struct {
 	// It must give the same answer on every node. Nil: every write may
 	// modify every key.
 	WriteKeys func(args [][]byte) (keys [][]byte, all bool)
+	// Modified reports whether a command whose reply was raw changed the
+	// keys it addresses (a DEL answering 0 did not): only then does it mark
+	// the watches of its keys, as redis does. It must depend on its
+	// arguments alone. Nil: every write changed them.
+	Modified func(args [][]byte, raw []byte) bool
 	// Written, if set, is called on the applier goroutine after each
 	// command this node applied is in redis (a transaction's commands one
 	// by one), and with nil args when redis was reloaded (a snapshot, a

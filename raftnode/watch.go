@@ -29,9 +29,18 @@ type watchKey struct {
 }
 
 type watch struct {
-	keys  []watchKey
+	keys  []watched
 	dirty bool
 	order uint64
+}
+
+// watched is one key of a watch, with its deadline when it was watched
+// (unix ms; -1 none, -2 missing) and whether it had expired by then (by the
+// WATCH's log time): one that expires later aborts the EXEC.
+type watched struct {
+	watchKey
+	deadline int64
+	expired  bool
 }
 
 func newWatches() *watches {
@@ -40,8 +49,9 @@ func newWatches() *watches {
 
 func (ws *watches) active() bool { return len(ws.byID) > 0 }
 
-// add adds keys of db to watch id, creating it.
-func (ws *watches) add(id uint64, db int, keys [][]byte) {
+// add adds keys of db to watch id, creating it; deadlines are the keys'
+// when watched at timeMs (nil: none known).
+func (ws *watches) add(id uint64, db int, keys [][]byte, deadlines []int64, timeMs int64) {
 	w := ws.byID[id]
 	if w == nil {
 		for len(ws.byID) >= maxWatches {
@@ -53,14 +63,18 @@ func (ws *watches) add(id uint64, db int, keys [][]byte) {
 		ws.fifo = append(ws.fifo, id)
 	}
 next:
-	for _, k := range keys {
+	for i, k := range keys {
 		wk := watchKey{db, string(k)}
 		for _, have := range w.keys {
-			if have == wk {
+			if have.watchKey == wk {
 				continue next
 			}
 		}
-		w.keys = append(w.keys, wk)
+		d := int64(-1)
+		if i < len(deadlines) {
+			d = deadlines[i]
+		}
+		w.keys = append(w.keys, watched{watchKey: wk, deadline: d, expired: d >= 0 && d < timeMs})
 		ws.byKey[wk] = append(ws.byKey[wk], id)
 	}
 }
@@ -83,7 +97,8 @@ func (ws *watches) remove(id uint64) {
 		return
 	}
 	delete(ws.byID, id)
-	for _, k := range w.keys {
+	for _, wk := range w.keys {
+		k := wk.watchKey
 		ids := ws.byKey[k]
 		for i, x := range ids {
 			if x == id {
@@ -124,16 +139,6 @@ func (ws *watches) written(db int, keys [][]byte, all bool) {
 	}
 }
 
-// exec reports whether a transaction naming watch id may run (none of its
-// keys written since they were watched), and forgets the watch: EXEC ends
-// a watch whatever its outcome.
-func (ws *watches) exec(id uint64) bool {
-	w := ws.byID[id]
-	ok := w != nil && !w.dirty
-	ws.remove(id)
-	return ok
-}
-
 // watchState is one watch as a snapshot carries it. Keys are bytes (base64
 // in JSON): a key need not be valid UTF-8.
 type watchState struct {
@@ -141,6 +146,9 @@ type watchState struct {
 	DBs   []int    `json:"dbs"`
 	Keys  [][]byte `json:"keys"`
 	Dirty bool     `json:"dirty,omitempty"`
+	// Deadlines and Expired are each key's when watched (watched).
+	Deadlines []int64 `json:"deadlines,omitempty"`
+	Expired   []bool  `json:"expired,omitempty"`
 }
 
 // state returns the open watches, oldest first.
@@ -153,9 +161,10 @@ func (ws *watches) state() []watchState {
 	out := make([]watchState, 0, len(ids))
 	for _, id := range ids {
 		w := ws.byID[id]
-		st := watchState{ID: id, Dirty: w.dirty, DBs: make([]int, len(w.keys)), Keys: make([][]byte, len(w.keys))}
+		st := watchState{ID: id, Dirty: w.dirty, DBs: make([]int, len(w.keys)), Keys: make([][]byte, len(w.keys)),
+			Deadlines: make([]int64, len(w.keys)), Expired: make([]bool, len(w.keys))}
 		for i, k := range w.keys {
-			st.DBs[i], st.Keys[i] = k.db, []byte(k.key)
+			st.DBs[i], st.Keys[i], st.Deadlines[i], st.Expired[i] = k.db, []byte(k.key), k.deadline, k.expired
 		}
 		out = append(out, st)
 	}
@@ -170,13 +179,18 @@ func restoreWatches(sts []watchState) *watches {
 			continue
 		}
 		for i, k := range st.Keys {
-			ws.add(st.ID, st.DBs[i], [][]byte{k})
+			ws.add(st.ID, st.DBs[i], [][]byte{k}, nil, 0)
+			if len(st.Deadlines) == len(st.Keys) && len(st.Expired) == len(st.Keys) {
+				w := ws.byID[st.ID]
+				w.keys[len(w.keys)-1].deadline = st.Deadlines[i]
+				w.keys[len(w.keys)-1].expired = st.Expired[i]
+			}
 		}
 		if w := ws.byID[st.ID]; w != nil {
 			w.dirty = st.Dirty
 		} else {
 			// A watch with no keys (WATCH always names one; kept for safety).
-			ws.add(st.ID, 0, nil)
+			ws.add(st.ID, 0, nil, nil, 0)
 			ws.byID[st.ID].dirty = st.Dirty
 		}
 	}

@@ -64,6 +64,30 @@ var watchScripts = []struct {
 	{"WATCH inside MULTI", []watchStep{
 		ws(0, "MULTI"), ws(0, "WATCH", "%s:k"), ws(0, "EXEC")}},
 	{"WATCH without keys", []watchStep{ws(0, "WATCH")}},
+	// Writes that change nothing do not abort (redis marks a key only when
+	// a command changed it).
+	{"DEL of a missing watched key does not abort", []watchStep{
+		ws(0, "WATCH", "%s:absent"), ws(1, "DEL", "%s:absent"), ws(0, "MULTI"), ws(0, "SET", "%s:absent", "mine"), ws(0, "EXEC")}},
+	{"SETNX on an existing watched key does not abort", []watchStep{
+		ws(0, "SET", "%s:k", "v"), ws(0, "WATCH", "%s:k"), ws(1, "SETNX", "%s:k", "theirs"), ws(0, "MULTI"), ws(0, "GET", "%s:k"), ws(0, "EXEC")}},
+	{"no-op removals and a refused write do not abort", []watchStep{
+		ws(0, "SADD", "%s:s", "a"), ws(0, "SET", "%s:str", "x"), ws(0, "WATCH", "%s:s", "%s:str"),
+		ws(1, "SREM", "%s:s", "zz"), ws(1, "EXPIRE", "%s:nokey", "10"), ws(1, "INCR", "%s:str"), ws(1, "SET", "%s:str", "y", "NX"),
+		ws(0, "MULTI"), ws(0, "SCARD", "%s:s"), ws(0, "EXEC")}},
+	{"a no-op write inside a transaction does not abort", []watchStep{
+		ws(0, "WATCH", "%s:k"), ws(1, "MULTI"), ws(1, "DEL", "%s:k"), ws(1, "SET", "%s:other", "1"), ws(1, "EXEC"),
+		ws(0, "MULTI"), ws(0, "SET", "%s:k", "mine"), ws(0, "EXEC")}},
+	{"a real change among no-ops aborts", []watchStep{
+		ws(0, "SET", "%s:k", "v"), ws(0, "WATCH", "%s:k"), ws(1, "SETNX", "%s:k", "x"), ws(1, "APPEND", "%s:k", "w"),
+		ws(0, "MULTI"), ws(0, "GET", "%s:k"), ws(0, "EXEC")}},
+	// A watched key that expires between WATCH and EXEC aborts (redis 7);
+	// one already expired when watched does not.
+	{"a watched key that expires aborts", []watchStep{
+		ws(0, "SET", "%s:x", "v", "PX", "300"), ws(0, "WATCH", "%s:x"), ws(0, "@SLEEP", "600"),
+		ws(0, "MULTI"), ws(0, "SET", "%s:x", "mine"), ws(0, "EXEC")}},
+	{"a key expired when watched does not abort", []watchStep{
+		ws(0, "SET", "%s:y", "v", "PX", "100"), ws(0, "@SLEEP", "300"), ws(0, "WATCH", "%s:y"),
+		ws(0, "MULTI"), ws(0, "SET", "%s:y", "mine"), ws(0, "EXEC"), ws(0, "GET", "%s:y")}},
 }
 
 // TestWatch runs WATCH scenarios with the two connections on the same and
@@ -118,6 +142,11 @@ func runSteps(t *testing.T, addrs [2]string, prefix string, steps []watchStep) [
 	}
 	out := make([]string, len(steps))
 	for i, st := range steps {
+		if st.cmd[0] == "@SLEEP" {
+			ms, _ := strconv.Atoi(st.cmd[1])
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+			continue
+		}
 		args := make([]string, len(st.cmd))
 		for j, a := range st.cmd {
 			args[j] = strings.ReplaceAll(a, "%s", prefix)

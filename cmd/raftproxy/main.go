@@ -409,6 +409,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	sm.SetKeys(func(args [][]byte) [][]byte { return srv.AccessedKeys(args) })
 	host := raftnode.NewHost(raftnode.Config{
 		WriteKeys: func(args [][]byte) ([][]byte, bool) { return srv.WriteKeys(args) },
+		Modified:  func(args [][]byte, raw []byte) bool { return srv.Modified(args, raw) },
 		Written:   func(db int, args [][]byte, null bool, tag uint64) { srv.Written(db, args, null, tag) },
 		Publish: func(index uint64, channel, message []byte, sharded bool) int64 {
 			return srv.Publish(index, channel, message, sharded)

@@ -70,7 +70,7 @@ func TestRedisConformance(t *testing.T) {
 		{"kill with nothing running", commands(cmd("SCRIPT", "KILL"), cmd("FUNCTION", "KILL")), 2},
 		{"CONFIG SET of values redis already has", commands(cmd("CONFIG", "SET", "save", ""), cmd("CONFIG", "SET", "appendonly", "no")), 2},
 		{"PFSELFTEST", commands(cmd("PFSELFTEST")), 1},
-		{"ACL", commands(cmd("ACL", "SETUSER", "conf", "on", ">pw", "~c:*", "+get", "+set", "&chan"),
+		{"ACL", commands(cmd("ACL", "SETUSER", "conf", "on", ">pw", "~c:*", "+@string", "&chan"),
 			cmd("AUTH", "conf", "bad"), cmd("AUTH", "conf", "pw"), cmd("ACL", "WHOAMI"), cmd("GET", "x"), cmd("GET", "c:1"),
 			cmd("DEL", "c:1"), cmd("PUBLISH", "chan", "m"), cmd("MULTI"), cmd("EXEC"), cmd("RESET"), cmd("ACL", "WHOAMI"),
 			cmd("ACL", "GETUSER", "conf"), cmd("ACL", "DRYRUN", "conf", "set", "x", "1"), cmd("ACL", "DRYRUN", "nobody", "get", "x"),

@@ -70,13 +70,17 @@ type table map[string]*spec
 
 // Reasons given to clients; each names why the command cannot run here.
 const (
-	reasonDiverge  = "would change one node's redis outside the raft log and make nodes diverge"
-	reasonReplicas = "raftproxy manages replication through raft; redis replication would bypass it"
-	reasonAdmin    = "is an administrative command of the local redis-server and is not available through raftproxy"
-	reasonRandom   = "has a random effect that would differ between nodes"
-	reasonNotYet   = "is not supported by raftproxy yet"
-	reasonBlocking = "blocks, and blocking commands are not supported by raftproxy yet"
-	reasonACLFile  = "reads or writes the local redis's ACL file; raftproxy's users are replicated through the log and travel in snapshots"
+	reasonDiverge     = "would change one node's redis outside the raft log and make nodes diverge"
+	reasonReplicas    = "raftproxy manages replication through raft; redis replication would bypass it"
+	reasonAdmin       = "is an administrative command of the local redis-server and is not available through raftproxy"
+	reasonRandom      = "has a random effect that would differ between nodes"
+	reasonNotYet      = "is not supported by raftproxy yet"
+	reasonBlocking    = "blocks, and blocking commands are not supported by raftproxy yet"
+	reasonACLFile     = "reads or writes the local redis's ACL file; raftproxy's users are replicated through the log and travel in snapshots"
+	reasonShutdown    = "would stop one node's redis-server; stop the node with SIGTERM (it stops a redis-server it supervises), and kill a busy script with SCRIPT KILL or FUNCTION KILL"
+	reasonSave        = "writes the local redis's own RDB or AOF: raftproxy makes the snapshots itself (RAFT.DEBUG COMPACT), and RAFT.BACKUP or raftproxy backup makes a consistent backup"
+	reasonModule      = "would change one node's redis alone: load modules into every node's redis-server through its configuration (loadmodule), the same on all"
+	reasonScriptDebug = "would debug a script on one node's redis while every node runs it from the log: debug scripts on a stock redis-server (redis-cli --ldb)"
 )
 
 // overrides are raftproxy's own rules, applied after redis's flags.
@@ -91,9 +95,10 @@ var overrides = map[string]struct {
 
 	"config|set": {classProxy, ""}, "config|rewrite": {classRefused, reasonConfigRewrite}, // config.go
 	"config|resetstat": {classProxy, ""}, "config|get": {classLocal, ""}, "config|help": {classLocal, ""},
-	"debug": {classProxy, ""}, "shutdown": {classRefused, reasonDiverge}, // debug.go
-	"save": {classRefused, reasonDiverge}, "bgsave": {classRefused, reasonDiverge},
-	"bgrewriteaof": {classRefused, reasonDiverge}, "module": {classRefused, reasonDiverge},
+	"debug": {classProxy, ""}, "shutdown": {classRefused, reasonShutdown}, // debug.go
+	"save": {classRefused, reasonSave}, "bgsave": {classRefused, reasonSave},
+	"bgrewriteaof": {classRefused, reasonSave}, "module": {classRefused, reasonModule},
+	"module|list": {classLocal, ""}, "module|help": {classLocal, ""},
 	"monitor":   {classProxy, ""}, // monitor.go
 	"replicaof": {classRefused, reasonReplicas}, "slaveof": {classRefused, reasonReplicas},
 	"sync": {classRefused, reasonReplicas}, "psync": {classRefused, reasonReplicas},
@@ -129,7 +134,7 @@ var overrides = map[string]struct {
 	// the node applies meanwhile fail with -BUSY there only (killing.go).
 	"eval_ro": {classWrite, ""}, "evalsha_ro": {classWrite, ""}, "fcall_ro": {classWrite, ""},
 	"script|load": {classWrite, ""}, "script|flush": {classWrite, ""}, "script|exists": {classRead, ""},
-	"script|kill": {classProxy, ""}, "script|debug": {classRefused, reasonNotYet}, "script|help": {classLocal, ""},
+	"script|kill": {classProxy, ""}, "script|debug": {classRefused, reasonScriptDebug}, "script|help": {classLocal, ""},
 	"function|load": {classWrite, ""}, "function|delete": {classWrite, ""}, "function|flush": {classWrite, ""},
 	"function|restore": {classWrite, ""},
 	"function|list":    {classRead, ""}, "function|dump": {classRead, ""}, "function|stats": {classLocal, ""},

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"slices"
 	"strconv"
 	"sync"
@@ -189,18 +190,36 @@ func (s *subscriber) push(kind string, pattern, channel, message []byte) bool {
 	}
 	f = resp.AppendBulk(f, channel)
 	f = resp.AppendBulk(f, message)
+	return s.enqueue(f, false)
+}
+
+// pushFrame queues a frame already in the client's protocol (a MONITOR
+// line), which the caller may reuse.
+func (s *subscriber) pushFrame(f []byte) bool { return s.enqueue(bytes.Clone(f), false) }
+
+// pushLate queues a frame written after the reply being written now (a
+// tracking invalidation).
+func (s *subscriber) pushLate(f []byte) bool { return s.enqueue(f, true) }
+
+// enqueue queues frame f, late or not; false when the subscriber is closed
+// or over its limit (it is then closed and disconnected).
+func (s *subscriber) enqueue(f []byte, late bool) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return false
 	}
 	if s.bytes+len(f) > s.limit {
-		s.closed, s.queue, s.bytes = true, nil, 0
+		s.closed, s.queue, s.late, s.bytes = true, nil, nil, 0
 		s.mu.Unlock()
 		s.kill()
 		return false
 	}
-	s.queue = append(s.queue, f)
+	if late {
+		s.late = append(s.late, f)
+	} else {
+		s.queue = append(s.queue, f)
+	}
 	s.bytes += len(f)
 	s.mu.Unlock()
 	select {
@@ -226,29 +245,6 @@ func (s *subscriber) take(late bool) [][]byte {
 		s.bytes += len(f)
 	}
 	return q
-}
-
-// pushLate queues a frame written after the reply being written now.
-func (s *subscriber) pushLate(f []byte) bool {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return false
-	}
-	if s.bytes+len(f) > s.limit {
-		s.closed, s.queue, s.late, s.bytes = true, nil, nil, 0
-		s.mu.Unlock()
-		s.kill()
-		return false
-	}
-	s.late = append(s.late, f)
-	s.bytes += len(f)
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-	return true
 }
 
 // close makes later pushes fail.

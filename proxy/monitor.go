@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,28 +178,3 @@ func appendRepr(b, a []byte) []byte {
 }
 
 func hexDigit(n byte) byte { return "0123456789abcdef"[n] }
-
-// pushFrame queues a frame already in the client's protocol (a MONITOR
-// line, a tracking invalidation); false when the subscriber is closed or
-// was disconnected for being too far behind.
-func (s *subscriber) pushFrame(f []byte) bool {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return false
-	}
-	if s.bytes+len(f) > s.limit {
-		s.closed, s.queue, s.bytes = true, nil, 0
-		s.mu.Unlock()
-		s.kill()
-		return false
-	}
-	s.queue = append(s.queue, bytes.Clone(f))
-	s.bytes += len(f)
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-	return true
-}

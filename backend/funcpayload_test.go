@@ -46,7 +46,7 @@ func TestFunctionPayload(t *testing.T) {
 	if raw := do(b("FUNCTION"), b("RESTORE"), wrapped); string(raw) != "+OK\r\n" {
 		t.Fatalf("RESTORE of the wrapped payload: %q", raw)
 	}
-	if raw := do(b("FCALL"), b("myfunc"), b("0")); !bytes.Contains(raw, b("hello hello")) {
+	if raw := do(b("FCALL"), b("myfunc"), b("0"), b("1000")); !bytes.Contains(raw, b("hello hello")) {
 		t.Fatalf("FCALL after RESTORE: %q", raw)
 	}
 	list := do(b("FUNCTION"), b("LIST"), b("LIBRARYNAME"), b("mylib"), b("WITHCODE"))

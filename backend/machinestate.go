@@ -16,11 +16,14 @@ type machineState struct {
 	Config []configParam `json:"config,omitempty"`
 	// ACL is the client users, as ACL LIST lines (acl.go).
 	ACL []string `json:"acl,omitempty"`
+	// Deadlines is how the RDB stores deadlines (expiry.go); empty: as
+	// real times, from a version that let redis expire keys by its clock.
+	Deadlines string `json:"deadlines,omitempty"`
 }
 
 // MachineState implements raftnode.MachineState.
 func (s *StateMachine) MachineState() (json.RawMessage, error) {
-	st := machineState{Scripts: s.scripts.list(), Config: s.config.list()}
+	st := machineState{Scripts: s.scripts.list(), Config: s.config.list(), Deadlines: deadlinesFormat}
 	if s.conn == nil {
 		return nil, errNotConnected
 	}
@@ -43,12 +46,22 @@ func (s *StateMachine) RestoreMachineState(ctx context.Context, raw json.RawMess
 			return fmt.Errorf("decode the state machine's state from a snapshot: %w", err)
 		}
 	}
+	if s.conn == nil {
+		return errNotConnected
+	}
+	if len(raw) > 0 && st.Deadlines != deadlinesFormat {
+		if err := s.convertLegacy(ctx); err != nil {
+			s.dropConn()
+			return err
+		}
+	}
+	if err := s.release(); err != nil {
+		s.dropConn()
+		return fmt.Errorf("make redis a master after loading a snapshot: %w", err)
+	}
 	s.scripts.restore(st.Scripts)
 	if err := s.restoreConfig(ctx, st.Config); err != nil {
 		return err
-	}
-	if s.conn == nil {
-		return errNotConnected
 	}
 	return s.restoreACL(ctx, st.ACL)
 }

@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/raftproxy/raftproxy/expiry"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/resp"
 )
@@ -36,17 +36,18 @@ type StateMachine struct {
 	// config is what CONFIG SET through the log set (config.go).
 	config replicatedConfig
 
-	// Holding (stream.go): hold is what the node asked for (Hold, Release;
-	// Reset holds), st the replication stream while redis is held.
-	hold       bool
-	st         *stream
-	holdFailed time.Time
+	// st is the replication link a snapshot was loaded by (stream.go),
+	// from Reset until RestoreMachineState: redis stays a replica meanwhile,
+	// so an older snapshot's deadlines can be converted before redis
+	// could expire anything by its clock.
+	st *stream
 	// keys names the keys a command reads or writes, for expiry by the
-	// log's time; nil: none are known.
+	// log's time (expiry.go); nil: none are known.
 	keys func(args [][]byte) [][]byte
-	// compiles memoizes whether a script body compiles (SCRIPT LOAD), which
-	// the registry needs for an EVAL sent down the stream, without a reply.
-	compiles map[string]bool
+	// vol is which databases may hold deadlines, volChecked when redis was
+	// last asked (expiry.go).
+	vol        volatileDBs
+	volChecked time.Time
 	// busyMs is redis's busy-reply-threshold in milliseconds (kill.go).
 	busyMs atomic.Int64
 	// defaultPass is the clients' default user's initial password (acl.go).
@@ -66,8 +67,8 @@ func NewStateMachine(addr string, log *slog.Logger) *StateMachine {
 }
 
 // SetKeys sets how the keys of a command are found (before the node
-// starts): a held redis deletes those of them that expired by the log's
-// time before the command runs.
+// starts): those of them that expired by the log's time are deleted before
+// the command runs (expiry.go).
 func (s *StateMachine) SetKeys(f func(args [][]byte) [][]byte) { s.keys = f }
 
 // SetPassword sets the requirepass of the redis (before the node starts):
@@ -120,9 +121,7 @@ func (s *StateMachine) Interrupt() {
 }
 
 // Apply implements raftnode.StateMachine: it writes all commands, then reads
-// all replies, so a batch costs one round trip to redis. While redis is held
-// (Hold), the commands no client waits for go down the replication stream
-// instead, and the others run as usual, released for them.
+// all replies, so a batch costs one round trip to redis.
 func (s *StateMachine) Apply(cmds []raftnode.Command) error {
 	if s.conn == nil {
 		return errNotConnected
@@ -130,218 +129,26 @@ func (s *StateMachine) Apply(cmds []raftnode.Command) error {
 	if !s.track() {
 		return errInterrupted
 	}
-	if err := s.applyAll(cmds); err != nil {
+	err := s.release()
+	if err == nil {
+		err = s.apply(cmds)
+	}
+	if err == nil {
+		err = s.refreshVolatile()
+	}
+	if err != nil {
 		s.dropConn()
 		return err
 	}
 	return nil
 }
 
-func (s *StateMachine) applyAll(cmds []raftnode.Command) error {
-	all := cmds
-	for len(cmds) > 0 {
-		held := s.hold && streamable(cmds[0])
-		n := 1
-		for n < len(cmds) && (s.hold && streamable(cmds[n])) == held {
-			n++
-		}
-		run := cmds[:n]
-		cmds = cmds[n:]
-		if held {
-			if err := s.holdNow(context.Background()); err != nil {
-				return err
-			}
-			if s.st != nil {
-				if err := s.streamRun(run); err != nil {
-					return err
-				}
-				continue
-			}
-		}
-		if s.st != nil {
-			if err := s.releaseNow(); err != nil {
-				return err
-			}
-		}
-		if err := s.apply(run); err != nil {
-			return err
-		}
-	}
-	if s.hold {
-		if err := s.holdNow(context.Background()); err != nil {
-			return err
-		}
-	}
-	if s.st != nil {
-		// A killable request (a script) may run for as long as it likes; a
-		// link that dies meanwhile still ends the wait.
-		limit := syncTimeout
-		if len(all) == 1 && all[0].Killable != 0 {
-			limit = 0
-		}
-		return s.st.sync(limit)
-	}
-	return nil
-}
-
-// streamable reports whether c may run down the replication stream: no
-// client waits for its reply, and the state machine's bookkeeping needs
-// none (CONFIG SET, SCRIPT, and scripts inside transactions, whose outcome
-// only a reply tells).
-func streamable(c raftnode.Command) bool {
-	if c.Reply != nil {
-		return false
-	}
-	if len(c.Tx) == 0 {
-		// A lone EVAL streams (observeStreamed registers it); SCRIPT does not.
-		return !isConfigSet(c.Args) && !isACLChange(c.Args) && !bytes.EqualFold(c.Args[0], []byte("script"))
-	}
-	for _, args := range c.Tx {
-		if isConfigSet(args) || isACLChange(args) || scriptCommand(args) {
-			return false
-		}
-	}
-	return true
-}
-
-var (
-	argMulti = []byte("MULTI")
-	argExec  = []byte("EXEC")
-)
-
-// streamRun sends cmds down the stream, each after the deletion of its keys
-// that expired by the time of its entry.
-func (s *StateMachine) streamRun(cmds []raftnode.Command) error {
-	for _, c := range cmds {
-		if err := s.st.selectDB(c.DB); err != nil {
-			return fmt.Errorf("write to redis's replication stream: %w", err)
-		}
-		var err error
-		if len(c.Tx) == 0 {
-			err = s.streamOne(c.Args, c.TimeMs)
-			if err == nil && scriptCommand(c.Args) {
-				err = s.observeStreamed(c)
-			}
-		} else {
-			err = s.st.write(argMulti)
-			for _, args := range c.Tx {
-				if err == nil {
-					err = s.streamOne(args, c.TimeMs)
-				}
-			}
-			if err == nil {
-				err = s.st.write(argExec)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("write to redis's replication stream: %w", err)
-		}
-	}
-	return nil
-}
-
-func (s *StateMachine) streamOne(args [][]byte, ms int64) error {
-	if s.keys != nil && ms > 0 {
-		if err := s.st.expireBefore(s.keys(args), ms); err != nil {
-			return err
-		}
-	}
-	return s.st.write(args...)
-}
-
-// observeStreamed records a streamed EVAL in the script registry. Whether
-// it compiled is asked of redis with SCRIPT LOAD (the same compiler, no
-// data touched): it is cached by redis either way.
-func (s *StateMachine) observeStreamed(c raftnode.Command) error {
-	if _, ok := Unwrap(c.Args[1]); !ok {
-		return nil // raftproxy's own script: not in the registry
-	}
-	sha := ScriptSHA(c.Args[1])
-	ok, known := s.compiles[sha]
-	if !known {
-		raw, err := s.conn.Do([]byte("SCRIPT"), []byte("LOAD"), c.Args[1])
-		if err != nil {
-			return fmt.Errorf("SCRIPT LOAD of a streamed EVAL: %w", err)
-		}
-		ok = len(raw) == 0 || raw[0] != '-' || !bytes.HasPrefix(raw[1:], []byte("ERR Error compiling script"))
-		if s.compiles == nil || len(s.compiles) > 10000 {
-			s.compiles = map[string]bool{}
-		}
-		s.compiles[sha] = ok
-	}
-	var errText []byte
-	if !ok {
-		errText = []byte("ERR Error compiling script")
-	}
-	s.scripts.observeOne(c.Args, errText)
-	return nil
-}
-
-// Hold implements raftnode.Holder: redis becomes a replica of this state
-// machine (stream.go), so that it expires nothing by its own clock, and the
-// commands no client waits for are applied at their entry's time.
-func (s *StateMachine) Hold(ctx context.Context) error {
-	s.hold = true
-	if s.conn == nil {
-		return nil // Reset holds
-	}
-	if err := s.holdNow(ctx); err != nil {
-		s.dropConn()
-		return err
-	}
-	return nil
-}
-
-// Release implements raftnode.Holder: redis is a master again and expires
-// keys by its clock.
-func (s *StateMachine) Release(ctx context.Context) error {
-	s.hold = false
+// release ends the replication link of a snapshot's load: redis becomes a
+// master again, keeping its data.
+func (s *StateMachine) release() error {
 	if s.st == nil {
 		return nil
 	}
-	if err := s.releaseNow(); err != nil {
-		s.dropConn()
-		return err
-	}
-	return nil
-}
-
-// Held reports whether redis is held now.
-func (s *StateMachine) Held() bool { return s.st != nil }
-
-// holdNow makes redis a replica of a new stream, unless it is one. A redis
-// that cannot be held (it cannot reach 127.0.0.1 here) is left a master,
-// applying by its own clock, and tried again after a minute; only a failure
-// to talk to it at all is an error.
-func (s *StateMachine) holdNow(ctx context.Context) error {
-	if s.st != nil {
-		if s.st.alive() {
-			return nil
-		}
-		return fmt.Errorf("redis dropped its replication link to raftproxy: %w", s.st.err)
-	}
-	if time.Since(s.holdFailed) < time.Minute {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	s.conn.SetDeadline(time.Now().Add(5 * time.Second))
-	defer s.conn.SetDeadline(time.Time{})
-	st, err := holdRedis(ctx, s.conn)
-	if err == nil {
-		s.st = st
-		s.track()
-		return nil
-	}
-	s.holdFailed = time.Now()
-	s.log.Error("could not hold the local redis as a replica: a node catching up now expires keys by its own clock, not the log's", "err", err)
-	if rerr := restoreMaster(ctx, s.addr, s.password); rerr != nil {
-		return fmt.Errorf("%w; REPLICAOF NO ONE failed too: %w", err, rerr)
-	}
-	return nil
-}
-
-func (s *StateMachine) releaseNow() error {
 	s.conn.SetDeadline(time.Now().Add(syncTimeout))
 	defer s.conn.SetDeadline(time.Time{})
 	st := s.st
@@ -349,8 +156,8 @@ func (s *StateMachine) releaseNow() error {
 	return releaseRedis(s.conn, st)
 }
 
-// dropConn closes the apply connection and the stream: what redis holds is
-// unknown until the next Reset.
+// dropConn closes the apply connection and any replication link: what
+// redis holds is unknown until the next Reset.
 func (s *StateMachine) dropConn() {
 	if s.st != nil {
 		s.st.close()
@@ -368,6 +175,7 @@ type replyKind uint8
 const (
 	replySelect  replyKind = iota // a SELECT the connection needed: must be +OK
 	replyHello                    // a HELLO switching the protocol: must not be an error
+	replyExpire                   // expiry.ExpireScript's count of deleted keys
 	replyQueued                   // MULTI's +OK or a +QUEUED: the answer comes with EXEC
 	replyCommand                  // a command's (or EXEC's) reply, for its client
 )
@@ -397,6 +205,12 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 		if hello {
 			s.kinds = append(s.kinds, replyHello)
 		}
+		if x := s.expireKeys(c.DB, s.commandKeysIf(c), c.TimeMs); x != nil {
+			if err := s.conn.Write(x); err != nil {
+				return fmt.Errorf("write to redis: %w", err)
+			}
+			s.kinds = append(s.kinds, replyExpire)
+		}
 		if err := s.write(c); err != nil {
 			return fmt.Errorf("write to redis: %w", err)
 		}
@@ -423,6 +237,10 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 			if len(s.raw) == 0 || s.raw[0] == '-' || s.raw[0] == '!' {
 				return fmt.Errorf("redis HELLO failed: %q", s.raw)
 			}
+		case replyExpire:
+			if len(s.raw) == 0 || s.raw[0] != ':' {
+				return fmt.Errorf("redis could not expire keys by the log's time: %q", s.raw)
+			}
 		case replyQueued:
 			// A command redis refused to queue makes EXEC answer
 			// EXECABORT, identically on every node.
@@ -440,17 +258,17 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 }
 
 // write sends one command, or a transaction as MULTI, its commands and
-// EXEC, so that redis runs it atomically.
+// EXEC, so that redis runs it atomically, each as prepare makes it.
 func (s *StateMachine) write(c raftnode.Command) error {
 	if len(c.Tx) == 0 {
-		return s.conn.Write(c.Args)
+		return s.conn.Write(s.prepare(c.DB, c.Args, c.TimeMs))
 	}
 	if err := s.conn.Write(cmdMulti); err != nil {
 		return err
 	}
 	s.kinds = append(s.kinds, replyQueued)
 	for _, args := range c.Tx {
-		if err := s.conn.Write(args); err != nil {
+		if err := s.conn.Write(s.prepare(c.DB, args, c.TimeMs)); err != nil {
 			return err
 		}
 		s.kinds = append(s.kinds, replyQueued)
@@ -458,15 +276,19 @@ func (s *StateMachine) write(c raftnode.Command) error {
 	return s.conn.Write(cmdExec)
 }
 
+// commandKeysIf is commandKeys for a database that may hold deadlines.
+func (s *StateMachine) commandKeysIf(c raftnode.Command) [][]byte {
+	if !s.vol.may(c.DB) {
+		return nil
+	}
+	return s.commandKeys(c)
+}
+
 // Reset implements raftnode.StateMachine: it waits for redis, then loads
-// the RDB into it (or empties it).
-//
-// Redis is then held (see Hold): a node that has just been rebuilt applies
-// the log after the snapshot late, and must not see keys expire by redis's
-// clock meanwhile; raftnode releases it once the node is caught up.
+// the RDB into it (or empties it). A loaded redis stays a replica of the
+// load's link until RestoreMachineState (or the next Apply) releases it.
 func (s *StateMachine) Reset(ctx context.Context, rdb io.Reader, size int64) error {
 	s.dropConn()
-	s.hold = true
 	for {
 		c, id, err := s.connect(ctx)
 		if err == nil {
@@ -477,9 +299,9 @@ func (s *StateMachine) Reset(ctx context.Context, rdb io.Reader, size int64) err
 			}
 			s.conn, s.st = c, st
 			s.runID.Store(&id)
-			if st == nil {
-				return s.Hold(ctx)
-			}
+			// Until redis has been asked, any database may hold deadlines.
+			s.vol.markAll()
+			s.volChecked = time.Time{}
 			return nil
 		}
 		s.log.Warn("waiting for the local redis", "addr", s.addr, "err", err)
@@ -653,24 +475,14 @@ func (s *StateMachine) Healthy(ctx context.Context) bool {
 		s.dropConn()
 		return false
 	}
-	if s.st != nil {
-		err := s.st.ping()
-		if err == nil && !s.st.alive() {
-			err = s.st.err
-		}
-		if err != nil {
-			s.log.Warn("the local redis dropped its replication link to raftproxy", "err", err)
-			s.dropConn()
-			return false
-		}
-	}
 	return true
 }
 
 var cmdPExpireTime = []byte("PEXPIRETIME")
 
-// KeyDeadlines implements raftnode.KeyDeadlines on the apply connection
-// (after what a held redis's replication stream carries).
+// KeyDeadlines implements raftnode.KeyDeadlines on the apply connection:
+// the deadlines of keys (expiry.Deadline of what redis stores), -1 for none
+// and -2 for a missing key.
 func (s *StateMachine) KeyDeadlines(db int, keys [][]byte) ([]int64, error) {
 	if s.conn == nil {
 		return nil, errNotConnected
@@ -684,11 +496,6 @@ func (s *StateMachine) KeyDeadlines(db int, keys [][]byte) ([]int64, error) {
 }
 
 func (s *StateMachine) keyDeadlines(db int, keys [][]byte) ([]int64, error) {
-	if s.st != nil {
-		if err := s.st.sync(syncTimeout); err != nil {
-			return nil, err
-		}
-	}
 	s.conn.SetDeadline(time.Now().Add(syncTimeout))
 	defer s.conn.SetDeadline(time.Time{})
 	sel, err := s.conn.Select(db)
@@ -717,7 +524,7 @@ func (s *StateMachine) keyDeadlines(db int, keys [][]byte) ([]int64, error) {
 		if err != nil || v.Kind != ':' {
 			return nil, fmt.Errorf("PEXPIRETIME answered %q", s.raw)
 		}
-		out[i] = v.Int
+		out[i] = expiry.Deadline(v.Int)
 	}
 	return out, nil
 }

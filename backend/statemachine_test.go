@@ -2,12 +2,15 @@ package backend
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/raftproxy/raftproxy/expiry"
 	"github.com/raftproxy/raftproxy/raftnode"
 )
 
@@ -81,11 +84,11 @@ func TestApplyProtocols(t *testing.T) {
 	}
 }
 
-// TestHoldExpiresByLogTime: while held, redis is a replica of the state
-// machine and expires nothing by its own clock; a command without a reply
-// sees as expired exactly the keys whose deadline is before its entry's
-// time, whenever it is applied.
-func TestHoldExpiresByLogTime(t *testing.T) {
+// TestExpiryByLogTime: redis expires nothing by its own clock; each
+// command sees as expired exactly the keys whose deadline is before its
+// entry's time, whenever it is applied, and deadlines and TTLs are the
+// log's, set inside scripts too.
+func TestExpiryByLogTime(t *testing.T) {
 	r := rdbStartRedis(t, false)
 	sm := NewStateMachine(r.addr, slog.New(slog.DiscardHandler))
 	// The first argument is the key of every command used here.
@@ -99,95 +102,95 @@ func TestHoldExpiresByLogTime(t *testing.T) {
 	if err := sm.Reset(ctx, nil, 0); err != nil {
 		t.Fatal(err)
 	}
+	if err := sm.RestoreMachineState(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
 	ctl := rdbConn(t, r.addr)
-	if !sm.Held() || rdbRole(t, ctl) != "slave" {
-		t.Fatalf("after Reset: held %v, role %s; want a held replica", sm.Held(), rdbRole(t, ctl))
+	if role := rdbRole(t, ctl); role != "master" {
+		t.Fatalf("after Reset: role %s, want master", role)
 	}
 	now := time.Now().UnixMilli()
 	deadline := strconv.FormatInt(now+150, 10)
 	cmd := func(ms int64, s string) raftnode.Command { return raftnode.Command{Args: fieldArgs(s), TimeMs: ms} }
+	var replies []string
+	withReply := func(c raftnode.Command) raftnode.Command {
+		c.Reply = func(raw []byte) { replies = append(replies, string(raw)) }
+		return c
+	}
 	apply := func(cmds ...raftnode.Command) {
 		t.Helper()
+		replies = replies[:0]
 		if err := sm.Apply(cmds); err != nil {
 			t.Fatal(err)
 		}
 	}
 	apply(cmd(now, "SET live 5 PXAT "+deadline), cmd(now, "SET late 5 PXAT "+deadline),
-		cmd(now, "SET past 5 PXAT "+strconv.FormatInt(now-1000, 10)))
-	time.Sleep(300 * time.Millisecond) // every deadline has passed by redis's clock
+		cmd(now, "SET past 5 PXAT "+strconv.FormatInt(now-1000, 10)),
+		cmd(now, "SET rel 5 EX 100"), cmd(now, "SETEX rel2 100 5"))
+	time.Sleep(300 * time.Millisecond) // every short deadline has passed by redis's clock
 	// Proposed before the deadline, applied after it: the key was alive.
-	apply(cmd(now+100, "INCR live"))
+	apply(withReply(cmd(now+100, "INCR live")), withReply(cmd(now+100, "PTTL live")))
+	if want := []string{":6\r\n", ":50\r\n"}; !slices.Equal(replies, want) {
+		t.Errorf("INCR live, PTTL live at +100ms: %q, want %q", replies, want)
+	}
 	// Proposed after it: the key had expired, INCR makes a new one.
 	apply(cmd(now+200, "INCR late"))
 	// A deadline already past when it was set counts the same way.
 	apply(cmd(now, "INCR past"))
-
-	// A command with a reply runs on the ordinary connection, by redis's
-	// clock, and the hold resumes after it.
-	var got string
-	apply(raftnode.Command{Args: fieldArgs("GET late"), Reply: func(raw []byte) { got = string(raw) }})
-	if got != "$1\r\n1\r\n" || !sm.Held() {
-		t.Fatalf("GET late while held: %q, held %v; want 1, held", got, sm.Held())
+	apply(withReply(cmd(now+1000, "TTL rel")), withReply(cmd(now+1000, "PEXPIRETIME rel2")),
+		withReply(cmd(now+1000, "EXPIRETIME rel")), withReply(cmd(now+1000, "TTL live")))
+	if want := []string{":99\r\n", ":" + strconv.FormatInt(now+100000, 10) + "\r\n",
+		":" + strconv.FormatInt((now+100000+500)/1000, 10) + "\r\n", ":-2\r\n"}; !slices.Equal(replies, want) {
+		t.Errorf("TTL rel, PEXPIRETIME rel2, EXPIRETIME rel, TTL live: %q, want %q", replies, want)
 	}
-	// While held, clients reading redis see expiry by the clock.
-	if v := rdbDo(t, ctl, "GET", "live"); !v.Null {
-		t.Errorf("GET live on the held replica: %s, want nil (its deadline passed)", v)
+	// A script sets deadlines and reads the time by the entry's time.
+	script := WrapScript([]byte("redis.call('EXPIRE', KEYS[1], 10) return {redis.call('PTTL', KEYS[1]), redis.call('TIME')[1], #ARGV}"))
+	apply(withReply(raftnode.Command{Args: [][]byte{[]byte("EVAL"), script, []byte("1"), []byte("rel"), []byte("x")}, TimeMs: now + 2000}))
+	if want := fmt.Sprintf("*3\r\n:10000\r\n$%d\r\n%d\r\n:1\r\n", len(strconv.FormatInt((now+2000)/1000, 10)), (now+2000)/1000); len(replies) != 1 || replies[0] != want {
+		t.Errorf("script: %q, want %q", replies, want)
 	}
-	if err := sm.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if role := rdbRole(t, ctl); sm.Held() || role != "master" {
-		t.Fatalf("after Release: held %v, role %s", sm.Held(), role)
-	}
-	for _, tc := range []struct{ key, val, pttl string }{
-		{"live", "", "-2"}, // 6 with the old deadline: gone now, as on a node that applied it live
-		{"late", "1", "-1"},
-		{"past", "1", "-1"},
-	} {
-		v := rdbDo(t, ctl, "GET", tc.key)
-		p := rdbDo(t, ctl, "PTTL", tc.key)
-		if v.String() != tc.val || p.String() != tc.pttl {
-			t.Errorf("%s: GET %q PTTL %s, want %q %s", tc.key, v.String(), p.String(), tc.val, tc.pttl)
+	// Redis itself holds every deadline far away: nothing expires by its clock.
+	for _, tc := range []struct{ key, val string }{{"live", ""}, {"late", "1"}, {"past", "1"}, {"rel", "5"}} {
+		if v := rdbDo(t, ctl, "GET", tc.key); v.String() != tc.val {
+			t.Errorf("%s in redis: %q, want %q", tc.key, v.String(), tc.val)
 		}
 	}
+	if v := rdbDo(t, ctl, "PEXPIRETIME", "rel"); v.Int != expiry.Store(now+12000) {
+		t.Errorf("rel's stored deadline %d, want %d", v.Int, expiry.Store(now+12000))
+	}
 	if !sm.Healthy(ctx) {
-		t.Error("not healthy after a hold and release")
+		t.Error("not healthy")
 	}
 }
 
-// TestHoldTransactionsAndScripts: transactions and scripts sent down the
-// stream run, and the script registry learns of the EVALs that compile.
-func TestHoldTransactionsAndScripts(t *testing.T) {
+// TestTransactionsAndScriptsExpire: the keys of a transaction's commands
+// and a script's KEYS expire by the entry's time before it runs.
+func TestTransactionsAndScriptsExpire(t *testing.T) {
 	r := rdbStartRedis(t, false)
 	sm := NewStateMachine(r.addr, slog.New(slog.DiscardHandler))
+	sm.SetKeys(func(args [][]byte) [][]byte {
+		if strings.EqualFold(string(args[0]), "eval") {
+			return args[3:4]
+		}
+		return args[1:2]
+	})
 	ctx := context.Background()
 	if err := sm.Reset(ctx, nil, 0); err != nil {
 		t.Fatal(err)
 	}
-	good, bad := "return redis.call('INCR', KEYS[1])", "return ("
+	now := time.Now().UnixMilli()
+	var got []string
+	reply := func(raw []byte) { got = append(got, string(raw)) }
 	cmds := []raftnode.Command{
-		{Tx: [][][]byte{fieldArgs("SET a 1"), fieldArgs("INCR a")}},
-		{DB: 3, Args: [][]byte{[]byte("EVAL"), WrapScript([]byte(good)), []byte("1"), []byte("a")}},
-		{Args: [][]byte{[]byte("EVAL"), WrapScript([]byte(bad)), []byte("0")}},
+		{Args: fieldArgs("SET a 1 PX 100"), TimeMs: now},
+		{Args: fieldArgs("SET b 1 PX 100"), TimeMs: now},
+		{Tx: [][][]byte{fieldArgs("INCR a"), fieldArgs("TTL a")}, TimeMs: now + 200, Reply: reply},
+		{Args: [][]byte{[]byte("EVAL"), WrapScript([]byte("return redis.call('INCR', KEYS[1])")), []byte("1"), []byte("b")}, TimeMs: now + 50, Reply: reply},
 	}
 	if err := sm.Apply(cmds); err != nil {
 		t.Fatal(err)
 	}
-	if !sm.Held() {
-		t.Fatal("not held")
-	}
-	ctl := rdbConn(t, r.addr)
-	if v := rdbDo(t, ctl, "GET", "a"); v.String() != "2" {
-		t.Errorf("db 0 a = %q, want 2", v.String())
-	}
-	rdbDo(t, ctl, "SELECT", "3")
-	if v := rdbDo(t, ctl, "GET", "a"); v.String() != "1" {
-		t.Errorf("db 3 a = %q, want 1", v.String())
-	}
-	if _, ok := sm.Scripts().Script(ScriptSHA([]byte(good))); !ok {
-		t.Error("the streamed EVAL that compiles is not in the registry")
-	}
-	if _, ok := sm.Scripts().Script(ScriptSHA([]byte(bad))); ok {
-		t.Error("a script that does not compile is in the registry")
+	if want := []string{"*2\r\n:1\r\n:-1\r\n", ":2\r\n"}; !slices.Equal(got, want) {
+		t.Errorf("replies %q, want %q", got, want)
 	}
 }

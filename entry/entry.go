@@ -340,3 +340,27 @@ func (d *decoder) bytes() []byte {
 	d.b = d.b[n:]
 	return v
 }
+
+// Restamp returns the encoding of an entry with its TimeMs replaced by ms,
+// and true; data itself is not changed. It returns false for data that is
+// not an Entry (a control entry, corrupt bytes), which keeps its time.
+func Restamp(data []byte, ms int64) ([]byte, bool) {
+	d := decoder{b: data}
+	v := d.byte()
+	if v < 1 || v > version {
+		return nil, false
+	}
+	node := d.uvarint()
+	seq := d.uvarint()
+	d.varint()
+	if d.err != nil {
+		return nil, false
+	}
+	rest := d.b
+	out := make([]byte, 0, len(rest)+1+uvarintLen(node)+uvarintLen(seq)+varintLen(ms))
+	out = append(out, v)
+	out = binary.AppendUvarint(out, node)
+	out = binary.AppendUvarint(out, seq)
+	out = binary.AppendVarint(out, ms)
+	return append(out, rest...), true
+}

@@ -221,3 +221,30 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+func TestRestamp(t *testing.T) {
+	e := Entry{Node: 7, Seq: 300, TimeMs: 5, Reqs: []Request{{DB: 2, Args: [][]byte{[]byte("SET"), []byte("k"), []byte("v")}}}}
+	data := e.Marshal(nil)
+	orig := append([]byte(nil), data...)
+	out, ok := Restamp(data, 1_800_000_000_000)
+	if !ok {
+		t.Fatal("Restamp refused an entry")
+	}
+	got, err := Unmarshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.TimeMs != 1_800_000_000_000 || got.Node != 7 || got.Seq != 300 || len(got.Reqs) != 1 || string(got.Reqs[0].Args[2]) != "v" || got.Reqs[0].DB != 2 {
+		t.Errorf("restamped entry: %+v", got)
+	}
+	if string(data) != string(orig) {
+		t.Error("Restamp changed its input")
+	}
+	ctl := Control{Op: ControlSettle, Index: 3}.Marshal()
+	if _, ok := Restamp(ctl, 1); ok {
+		t.Error("a control entry was restamped")
+	}
+	if _, ok := Restamp([]byte{1, 0x80}, 1); ok {
+		t.Error("a truncated entry was restamped")
+	}
+}

@@ -42,7 +42,7 @@ func Handler(host *raftnode.Host, extra ...prometheus.Collector) http.Handler {
 	gauge("commit_index", "Highest log index known committed.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Commit) })
 	gauge("applied_index", "Highest log index applied to redis.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Applied) })
 	gauge("redis_up", "1 if the local redis holds the applied log.", func(_ raftnode.Status, n *raftnode.Node) float64 { return b2f(n.Serving()) })
-	gauge("redis_held", "1 while the local redis is held as a replica of the apply stream, so keys expire by log time while it applies late.", func(_ raftnode.Status, n *raftnode.Node) float64 { return b2f(n.RedisHeld()) })
+	gauge("clock_offset_seconds", "This node's clock minus the leader's stamp of the last entry it applied live (clock skew plus replication delay). Keys expire by the leader's clock, so skew changes nothing here; a large offset on the leader shows in every TTL.", func(_ raftnode.Status, n *raftnode.Node) float64 { return n.ClockOffset().Seconds() })
 	gauge("script_busy", "1 while a script or function has run past busy-reply-threshold on this node: clients get -BUSY until it ends or SCRIPT KILL / FUNCTION KILL.", func(_ raftnode.Status, n *raftnode.Node) float64 {
 		_, busy := n.Busy()
 		return b2f(busy)

@@ -56,7 +56,7 @@ var issueMetrics = []string{
 	"raftproxy_snapshot_load_duration_seconds", "raftproxy_snapshot_bytes", "raftproxy_snapshot_transfer_bytes_total",
 	"raftproxy_peer_sent_bytes_total", "raftproxy_peer_received_bytes_total", "raftproxy_peer_round_trip_seconds",
 	"raftproxy_client_connections", "raftproxy_client_commands_total", "raftproxy_client_command_duration_seconds",
-	"raftproxy_redis_apply_duration_seconds", "raftproxy_redis_up", "raftproxy_redis_held",
+	"raftproxy_redis_apply_duration_seconds", "raftproxy_redis_up", "raftproxy_clock_offset_seconds",
 	"raftproxy_script_busy", "raftproxy_scripts_killed_total", "raftproxy_kill_rebuilds_total",
 }
 

@@ -425,7 +425,6 @@ func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
 	if o := refuseAsync(sp, args); o != nil {
 		return o
 	}
-	args = absoluteTimes(sp.name, args, now.UnixMilli())
 	c.waitReads()
 	c.pendingWrites.Add(1)
 	// Propose bounds its own waits (for a leader, for room in its queue).
@@ -679,7 +678,7 @@ func (c *conn) readShared(w *bufio.Writer, batch []*op) {
 		if errs[i] = c.waitRead(o); errs[i] != nil {
 			continue
 		}
-		r.cmds = append(r.cmds, readCmd{db: o.db, args: o.args, resp3: o.resp3})
+		r.cmds = append(r.cmds, readCmd{db: o.db, args: o.args, resp3: o.resp3, now: o.read.TimeMs()})
 	}
 	if len(r.cmds) > 0 {
 		c.s.reads.reqs <- r
@@ -783,6 +782,9 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 	if err := c.ensureRedis(n); err != nil {
 		fail(errs, batch, errorText(err, true))
 	}
+	if err := c.expireBeforeReads(batch, errs, n); err != nil {
+		fail(errs, batch, errorText(err, true))
+	}
 	sent := c.send(batch, errs)
 	if sent > 0 {
 		c.receive(w, batch, errs, n, gen)
@@ -791,6 +793,30 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 	for i := range batch {
 		batch[i].writeError(w, c.raw, errs[i])
 	}
+}
+
+// expireBeforeReads runs Server.expireBeforeReads for the reads of batch
+// that may still run.
+func (c *conn) expireBeforeReads(batch []*op, errs []string, n *raftnode.Node) error {
+	if c.redis == nil || n == nil {
+		return nil
+	}
+	var checks []readCheck
+	for i, o := range batch {
+		if o.kind != opRead || errs[i] != "" {
+			continue
+		}
+		if ch, ok := c.s.checkOf(o.db, o.args, o.read.TimeMs()); ok {
+			checks = append(checks, ch)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
+	defer cancel()
+	if err := c.s.expireBeforeReads(ctx, c.redis, n, checks); err != nil {
+		c.dropRedis()
+		return err
+	}
+	return nil
 }
 
 func allReads(batch []*op) bool {
@@ -846,7 +872,11 @@ func (c *conn) send(batch []*op, errs []string) int {
 			hello, err = c.redis.Protocol(o.resp3)
 		}
 		if err == nil {
-			err = c.redis.Write(o.args)
+			args := o.args
+			if o.kind == opRead {
+				args = c.s.readArgs(o.db, args, o.read.TimeMs())
+			}
+			err = c.redis.Write(args)
 		}
 		if err != nil {
 			c.dropRedis()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/raftproxy/raftproxy/expiry"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/resp"
 )
@@ -107,7 +108,9 @@ func (s *Server) rewriteInfo(text []byte) []byte {
 //   - cluster_enabled: 1, because CLUSTER commands work (redis-py decides
 //     cluster mode by it, as with RedisRaft, which forces it too)
 //   - redis's replica fields (master_host, master_sync_*, slave_*...) are
-//     dropped: redis is a replica of its own proxy while held
+//     dropped: redis is a replica of its own proxy while it loads a snapshot
+//   - avg_ttl in the keyspace lines is made real (redis stores deadlines
+//     shifted, package expiry)
 //
 // Everything else (memory, keyspace, stats, run_id...) is the local redis's.
 func rewriteInfo(text []byte, v infoView) []byte {
@@ -158,10 +161,15 @@ func rewriteInfo(text []byte, v infoView) []byte {
 			"master_sync_left_bytes", "master_sync_perc", "master_sync_last_io_seconds_ago",
 			"master_link_down_since_seconds", "slave_read_repl_offset", "slave_repl_offset",
 			"slave_priority", "slave_read_only", "replica_announced":
-			// redis's own replica fields: while the applier holds it, redis is
-			// a replica of the proxy's apply stream (backend/stream.go), which
-			// says nothing about the raft cluster; role above says that.
+			// redis's own replica fields: while a snapshot loads, redis is
+			// a replica of the proxy (backend/stream.go), which says nothing
+			// about the raft cluster; role above says that.
 		default:
+			if bytes.HasPrefix(k, []byte("db")) && bytes.Contains(line, []byte("avg_ttl=")) {
+				out.Write(realAvgTTL(line))
+				out.WriteString("\r\n")
+				continue
+			}
 			out.Write(line)
 			out.WriteString("\r\n")
 		}
@@ -173,6 +181,24 @@ func rewriteInfo(text []byte, v infoView) []byte {
 		b = b[:len(b)-2]
 	}
 	return b
+}
+
+// realAvgTTL takes the shift out of a keyspace line's avg_ttl (redis
+// averages its stored, shifted deadlines).
+func realAvgTTL(line []byte) []byte {
+	i := bytes.Index(line, []byte("avg_ttl="))
+	rest := line[i+len("avg_ttl="):]
+	end := bytes.IndexByte(rest, ',')
+	if end < 0 {
+		end = len(rest)
+	}
+	ttl, err := strconv.ParseInt(string(rest[:end]), 10, 64)
+	if err != nil || ttl < expiry.Shift/2 {
+		return line
+	}
+	out := append([]byte(nil), line[:i+len("avg_ttl=")]...)
+	out = strconv.AppendInt(out, ttl-expiry.Shift, 10)
+	return append(out, rest[end:]...)
 }
 
 // raftInfoSection is the Raft section of INFO, with RedisRaft's field names

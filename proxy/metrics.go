@@ -61,6 +61,9 @@ type Metrics struct {
 	connections prometheus.GaugeFunc
 	count       [nClasses][2]prometheus.Counter // [class][0: ok, 1: error]
 	duration    [nClasses]prometheus.Observer
+	// expiredKeys counts the keys this node had deleted through the log
+	// as expired (proxy/expiry.go).
+	expiredKeys prometheus.Counter
 }
 
 // NewMetrics creates the client series; conns counts the open client
@@ -76,6 +79,8 @@ func NewMetrics(conns func() int) *Metrics {
 			[]string{"class"}),
 		connections: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "raftproxy_client_connections",
 			Help: "Open client connections."}, func() float64 { return float64(conns()) }),
+		expiredKeys: prometheus.NewCounter(prometheus.CounterOpts{Name: "raftproxy_expired_keys_total",
+			Help: "Keys this node found expired by the log's time (as leader sampling keys, or as a read finding them) and had deleted through the log."}),
 	}
 	for c := range nClasses {
 		m.count[c][0] = m.commands.WithLabelValues(c.String(), "ok")
@@ -87,7 +92,7 @@ func NewMetrics(conns func() int) *Metrics {
 
 // Collectors returns the server's series, for a registry.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.commands, m.durations, m.connections}
+	return []prometheus.Collector{m.commands, m.durations, m.connections, m.expiredKeys}
 }
 
 // Metrics returns the server's client series.

@@ -21,7 +21,8 @@ type readReq struct {
 type readCmd struct {
 	db    int
 	args  [][]byte
-	resp3 bool // the reply must be in RESP3
+	resp3 bool  // the reply must be in RESP3
+	now   int64 // the read's time (proxy/expiry.go)
 	reply []byte
 }
 
@@ -107,6 +108,23 @@ func (p *readPipe) runBatch(batch []*readReq, n int) {
 		p.redis = rc
 	}
 	p.redis.SetDeadline(time.Now().Add(p.s.timeout()))
+	var checks []readCheck
+	for _, r := range batch {
+		for _, c := range r.cmds {
+			if ch, ok := p.s.checkOf(c.db, c.args, c.now); ok {
+				checks = append(checks, ch)
+			}
+		}
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), p.s.timeout())
+	err = p.s.expireBeforeReads(ctx, p.redis, node, checks)
+	cancel()
+	if err != nil {
+		p.redis.Close()
+		p.redis = nil
+		p.fail(batch, err)
+		return
+	}
 	p.skip = append(p.skip[:0], make([]uint8, n)...)
 	skip := p.skip
 	i := 0
@@ -124,7 +142,7 @@ func (p *readPipe) runBatch(batch []*readReq, n int) {
 				hello, err = p.redis.Protocol(c.resp3)
 			}
 			if err == nil {
-				err = p.redis.Write(c.args)
+				err = p.redis.Write(p.s.readArgs(c.db, c.args, c.now))
 			}
 			if err != nil {
 				p.drop(batch)

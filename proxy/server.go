@@ -62,6 +62,9 @@ type Config struct {
 	// PubSubLimit is the same for a subscriber's messages and replies;
 	// 0: 32 MiB, redis's default.
 	OutputLimit, PubSubLimit int64
+	// Volatile says which databases may hold keys with a deadline
+	// (proxy/expiry.go); nil: any may.
+	Volatile Volatile
 	// MemberTLS, if set, returns the TLS configuration for connecting to
 	// another member's client address (RAFT.CLUSTER JOIN, forwarded admin
 	// commands); nil: those connections are in the clear.
@@ -134,6 +137,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		if err == nil {
 			s.reads = newReadPipe(s)
 			go s.reads.run(s.stopReads)
+			go s.runExpirer(s.stopReads)
 			return s, nil
 		}
 		s.log.Warn("waiting for the local redis to read its command table", "addr", cfg.RedisAddr, "err", err)

@@ -131,7 +131,7 @@ func (c *conn) queue(args [][]byte) bool {
 			}
 			tx.fixes[len(tx.cmds)] = fix
 		}
-		tx.cmds = append(tx.cmds, absoluteTimes(sp.name, args, time.Now().UnixMilli()))
+		tx.cmds = append(tx.cmds, args)
 		tx.stats = append(tx.stats, st)
 		tx.writes = tx.writes || sp.pausedByWrite
 		c.emit(&op{kind: opReply, reply: queuedReply})

@@ -47,10 +47,14 @@ type applier struct {
 	poke    chan struct{}
 	// published is the last entry whose PUBLISHes were delivered (publish.go).
 	published uint64
-	// hold is the state of holding the state machine (hold.go); heldNow
-	// mirrors Holder.Held for other goroutines.
-	hold    holdState
-	heldNow atomic.Bool
+	// logTime is the effective time of the last entry turned into commands
+	// (clock.go): the largest entry time so far. logTimeNow mirrors it, as
+	// of the last apply, for other goroutines.
+	logTime    int64
+	logTimeNow atomic.Int64
+	// clockOffset is this node's clock minus the stamp of the last entry
+	// applied live, in milliseconds (Node.ClockOffset).
+	clockOffset atomic.Int64
 
 	// verdicts, gate and run are the killing of killable requests
 	// (verdict.go, gate.go, apply_kill.go): what the log decided, the gate
@@ -65,7 +69,6 @@ func newApplier(n *Node) *applier {
 	a := &applier{n: n, wake: make(chan struct{}, 1), change: make(chan struct{}), lastSeq: map[uint64]uint64{}, watches: newWatches(), poke: make(chan struct{}, 1),
 		verdicts: newVerdicts(), gate: newReadGate()}
 	a.gen.Store(1) // not serving until the first Reset
-	a.hold.h, _ = n.cfg.StateMachine.(Holder)
 	return a
 }
 
@@ -149,9 +152,8 @@ func (a *applier) run() {
 	go func() {
 		<-a.n.stopc
 		cancel()
-		// An applier idle or between commands returns at once and leaves
-		// redis as an operator expects it (releaseOnStop); one blocked in
-		// redis (a script that runs for ever) is cut off.
+		// An applier idle or between commands returns at once; one
+		// blocked in redis (a script that runs for ever) is cut off.
 		select {
 		case <-returned:
 		case <-time.After(time.Second):
@@ -161,7 +163,6 @@ func (a *applier) run() {
 			}
 		}
 	}()
-	defer a.releaseOnStop()
 	if !a.recover(ctx) {
 		return
 	}
@@ -170,16 +171,8 @@ func (a *applier) run() {
 	for {
 		select {
 		case <-a.wake:
-		case <-a.proofReady():
-			if !a.holdCheck(ctx) {
-				return
-			}
-			continue
 		case <-health.C:
 			if !a.n.cfg.StateMachine.Healthy(ctx) && !a.recover(ctx) {
-				return
-			}
-			if !a.holdCheck(ctx) {
 				return
 			}
 			continue
@@ -202,21 +195,8 @@ func (a *applier) run() {
 				return
 			}
 		}
-		if !a.holdCheck(ctx) {
-			return
-		}
 		a.maybeSnapshot(ctx)
 	}
-}
-
-// holdCheck runs checkHold; a failure leaves the state machine unknown, so
-// it is rebuilt. It returns false only when the node stops.
-func (a *applier) holdCheck(ctx context.Context) bool {
-	if err := a.checkHold(ctx); err != nil {
-		a.n.log.Error("holding or releasing the local redis failed; rebuilding it from the log", "err", err)
-		return a.recover(ctx)
-	}
-	return true
 }
 
 // applyEntries applies committed entries in bounded pipelined rounds. It
@@ -261,6 +241,7 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 			a.sinceSnap += uint64(len(e.GetData()))
 		}
 		a.applied.Store(chunk[len(chunk)-1].GetIndex())
+		a.logTimeNow.Store(a.logTime)
 		a.n.metrics.proposalsApplied.Add(float64(len(chunk)))
 		a.broadcast()
 		a.tellWritten(cmds)
@@ -285,6 +266,7 @@ func (a *applier) loadSnapshot(ctx context.Context, m snapshot.Meta) bool {
 		return a.recover(ctx)
 	}
 	a.applied.Store(m.Index)
+	a.logTimeNow.Store(a.logTime)
 	a.n.metrics.snapshotLoad.Observe(since(start))
 	a.gen.Add(1)
 	a.broadcast()
@@ -307,10 +289,10 @@ func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
 	if m == nil {
 		a.lastSeq = map[uint64]uint64{}
 		a.watches = newWatches()
+		a.logTime = 0
 		if err := a.n.cfg.StateMachine.Reset(ctx, nil, 0); err != nil {
 			return err
 		}
-		a.resetHeld()
 		return a.restoreMachine(ctx, nil)
 	}
 	st, err := decodeState(m.State)
@@ -327,7 +309,7 @@ func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
 	}
 	a.lastSeq = st.LastSeq
 	a.watches = restoreWatches(st.Watches)
-	a.resetHeld()
+	a.logTime = st.LogTimeMs
 	if err := a.restoreMachine(ctx, st.Machine); err != nil {
 		return fmt.Errorf("restore the state machine's state of snapshot %d: %w", m.Index, err)
 	}
@@ -360,6 +342,7 @@ func (a *applier) recover(ctx context.Context) bool {
 	for {
 		err := a.replay(ctx)
 		if err == nil {
+			a.logTimeNow.Store(a.logTime)
 			a.gen.Add(1)
 			a.broadcast()
 			a.tellReloaded()
@@ -460,6 +443,13 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 			a.n.log.Error("skipping undecodable log entry", "index", e.GetIndex(), "err", err)
 			continue
 		}
+		// Every decodable batch moves the log's time, skipped or not, so
+		// every node's time is the same at every index.
+		a.logTime = max(a.logTime, b.TimeMs)
+		now := a.logTime
+		if replies {
+			a.clockOffset.Store(a.n.nowMs() - b.TimeMs)
+		}
 		var pend *pending
 		if replies && b.Node == a.n.id {
 			pend = a.n.prop.lookup(b.Seq)
@@ -482,7 +472,7 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 		}
 
 		for i, r := range b.Reqs {
-			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx, RESP3: r.RESP3, TimeMs: b.TimeMs,
+			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx, RESP3: r.RESP3, TimeMs: now,
 				Killable: r.Killable, t: target{e.GetIndex(), uint64(i)}}
 			if pend != nil {
 				c.finish = finisher(a.n.prop, b.Seq, pend, i)
@@ -497,17 +487,17 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 				continue
 			}
 			if r.Op == entry.OpNotice {
-				a.notice(r.Args, b.TimeMs, replies, c.Reply)
+				a.notice(r.Args, now, replies, c.Reply)
 				continue
 			}
 			switch {
 			case r.Op == entry.OpWatch || r.Op == entry.OpUnwatch:
-				c.guard = &guard{op: r.Op, watch: r.Watch, keys: r.Args, timeMs: b.TimeMs}
+				c.guard = &guard{op: r.Op, watch: r.Watch, keys: r.Args, timeMs: now}
 				c.Args = nil
 				cmds = append(cmds, c)
 				continue
 			case (len(r.Tx) > 0 || r.Op == entry.OpTx) && r.Watch != 0:
-				c.guard = &guard{op: entry.OpTx, watch: r.Watch, timeMs: b.TimeMs}
+				c.guard = &guard{op: entry.OpTx, watch: r.Watch, timeMs: now}
 			case (len(r.Tx) > 0 || r.Op == entry.OpTx) && len(r.Tx) == 0:
 				if c.Reply != nil {
 					c.Reply(emptyTxReply)

@@ -124,8 +124,12 @@ func (a *applier) applyKillable(ctx context.Context, chunk []*raftpb.Entry, cmds
 	return killApplied
 }
 
+// lateAfter is how long ago a killable request must have been proposed for
+// this node to count as catching up when it reaches it.
+const lateAfter = time.Second
+
 // late reports whether a killable request of cmds was proposed a while ago
-// (lateAfter, as for holding): this node is catching up (after a restart,
+// (lateAfter): this node is catching up (after a restart,
 // a partition, a snapshot, or as a new member), and the request's verdict
 // may be in entries it has not received yet.
 func late(cmds []Command) bool {
@@ -170,14 +174,10 @@ func (a *applier) learnVerdicts(ctx context.Context) bool {
 	return true
 }
 
-// applyBatch sends commands to the state machine, holding redis first if
-// they are late.
-func (a *applier) applyBatch(ctx context.Context, cmds []Command) error {
+// applyBatch sends commands to the state machine.
+func (a *applier) applyBatch(cmds []Command) error {
 	start := time.Now()
-	err := a.holdIfLate(ctx, cmds)
-	if err == nil {
-		err = a.n.cfg.StateMachine.Apply(cmds)
-	}
+	err := a.n.cfg.StateMachine.Apply(cmds)
 	a.n.metrics.redisApply.Observe(since(start))
 	return err
 }

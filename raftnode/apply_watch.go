@@ -75,7 +75,7 @@ func (a *applier) applySegment(ctx context.Context, cmds []Command) error {
 			a.markOnReply(&cmds[i])
 		}
 	}
-	return a.applyBatch(ctx, cmds)
+	return a.applyBatch(cmds)
 }
 
 // markOnReply makes c's reply mark the watches of the keys it changed.

@@ -60,8 +60,9 @@ type Command struct {
 	// RESP3: the proposing client speaks RESP3, so the command must run on
 	// a RESP3 connection for its reply to be in the client's protocol.
 	RESP3 bool
-	// TimeMs is the proposer's clock when the entry was made (entry.Entry):
-	// the time a Holder judges expiry by.
+	// TimeMs is the log's time at the command's entry (clock.go): the
+	// largest leader's stamp of the log up to it, the same on every node.
+	// Keys expire by it.
 	TimeMs int64
 	// Reply receives the raw RESP reply; nil when no client waits for it.
 	Reply func(raw []byte)
@@ -101,21 +102,6 @@ type StateMachine interface {
 	StartSnapshot(ctx context.Context) (SnapshotJob, error)
 }
 
-// Holder is implemented by a state machine that can stop expiring keys by
-// its own clock. A node applying entries late (catching up after a restart,
-// a rebuild, a snapshot, a partition) holds it: the commands no client waits
-// for then see as expired exactly the keys whose deadline is before their
-// Command.TimeMs, the time they were proposed at, as the nodes that applied
-// them live did (within the delay of applying them). Reset leaves the state
-// machine held; the node releases it once it is caught up.
-type Holder interface {
-	Hold(ctx context.Context) error
-	Release(ctx context.Context) error
-	// Held reports whether the state machine is held now (a hold can fail,
-	// and a command with a reply runs released).
-	Held() bool
-}
-
 // MachineState is implemented by a state machine that holds replicated state
 // of its own besides redis's keyspace, which an RDB file does not carry
 // (e.g. CONFIG SET values applied through the log): it travels in snapshots.
@@ -149,6 +135,8 @@ type Config struct {
 	// RequestTimeout bounds how long a proposal or read waits (initial
 	// value of Tunables.RequestTimeout).
 	RequestTimeout time.Duration
+	// ClockOffset shifts this node's clock, for tests of clock skew only.
+	ClockOffset time.Duration
 	// MaxBatch is the most requests one log entry carries.
 	MaxBatch int
 	// MaxInflight is how many batches of requests this node keeps on their
@@ -526,6 +514,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	leader := raft.StateType(n.raftState.Load()) == raft.StateLeader
 	msgs := n.filterOutgoing(n.splitSnapshots(rd.Messages))
 	if leader {
+		n.stampReadIndex(msgs)
 		n.transport.Send(msgs)
 	}
 	// The WAL records a snapshot before the state that follows it, as etcd
@@ -554,7 +543,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.transport.Send(msgs)
 	}
 	if len(rd.ReadStates) > 0 {
-		n.reads.deliver(rd.ReadStates)
+		n.reads.deliver(rd.ReadStates, leader)
 	}
 	if len(rd.CommittedEntries) > 0 {
 		n.metrics.proposalsCommitted.Add(float64(len(rd.CommittedEntries)))
@@ -683,6 +672,9 @@ type transportHooks Node
 func (t *transportHooks) Process(ctx context.Context, m *raftpb.Message) error {
 	if (*Node)(t).filterIncoming(m) {
 		return nil
+	}
+	if m.GetType() == raftpb.MsgProp && raft.StateType(t.raftState.Load()) == raft.StateLeader {
+		(*Node)(t).restamp(m)
 	}
 	if m.GetType() == raftpb.MsgSnap {
 		if err := (*Node)(t).receiveSnapshot(m); err != nil {

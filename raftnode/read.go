@@ -2,7 +2,6 @@ package raftnode
 
 import (
 	"context"
-	"encoding/binary"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -17,6 +16,8 @@ type readBatch struct {
 	// the leader answered; done closes later, once it is applied).
 	index   uint64
 	indexed chan struct{}
+	// timeMs is the log's time of the round (clock.go), set with index.
+	timeMs int64
 }
 
 func newReadBatch() *readBatch {
@@ -81,8 +82,22 @@ func (w ReadWait) Ready() <-chan struct{} { return w.b.done }
 // Err is why the read may not run, once Ready is closed.
 func (w ReadWait) Err() error { return w.b.err }
 
-func (r *readIndexer) deliver(rs []raft.ReadState) {
+// TimeMs is the time the read runs at, once Ready is closed without error:
+// the leader's clock when it confirmed the read index, never before the
+// log's time (clock.go). Keys expire for the read by it.
+func (w ReadWait) TimeMs() int64 { return w.b.timeMs }
+
+// deliver hands the read states of a Ready to the round waiting for them;
+// a leader's own (not stamped by anyone) get its clock.
+func (r *readIndexer) deliver(rs []raft.ReadState, leader bool) {
+	var now int64
 	for _, s := range rs {
+		if _, ms, ok := readCtxTime(s.RequestCtx); ok && ms == 0 && leader {
+			if now == 0 {
+				now = r.n.leaderTime()
+			}
+			s.RequestCtx = stampedCtx(s.RequestCtx, now)
+		}
 		select {
 		case r.states <- s:
 		default: // the requester retries
@@ -112,13 +127,14 @@ func (r *readIndexer) run() {
 		b := <-r.next
 		r.next <- newReadBatch()
 		start := time.Now()
-		idx, err := r.roundTrip()
+		idx, ms, err := r.roundTrip()
 		if err != nil {
 			b.err = err
 			close(b.done)
 			continue
 		}
 		b.index = idx
+		b.timeMs = ms
 		close(b.indexed)
 		go func() {
 			b.err = r.n.applier.waitApplied(idx, r.n.requestTimeout())
@@ -132,34 +148,37 @@ func (r *readIndexer) run() {
 
 // roundTrip runs ReadIndex until the leader answers. A request or its answer
 // can be lost (leader change, dropped message), so it is retried with a new
-// request id; answers to old ids are ignored.
-func (r *readIndexer) roundTrip() (uint64, error) {
+// request id; answers to old ids are ignored. It returns the read index and
+// the leader's time (or, from a leader that does not stamp, this node's
+// reading of the log's time).
+func (r *readIndexer) roundTrip() (uint64, int64, error) {
 	deadline := time.Now().Add(r.n.requestTimeout())
 	for time.Now().Before(deadline) {
 		wctx, cancel := context.WithDeadline(context.Background(), deadline)
 		ok := r.n.waitLeader(wctx)
 		cancel()
 		if !ok {
-			return 0, ErrNoLeader
+			return 0, 0, ErrNoLeader
 		}
 		r.rid++
 		r.n.counters.ReadRounds.Add(1)
-		var rctx [8]byte
-		binary.BigEndian.PutUint64(rctx[:], r.rid)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Until(deadline))
-		err := r.n.raft.ReadIndex(ctx, rctx[:])
+		err := r.n.raft.ReadIndex(ctx, readCtx(r.rid))
 		cancel()
 		if err != nil {
-			return 0, ErrNoLeader
+			return 0, 0, ErrNoLeader
 		}
 		retry := time.NewTimer(500 * time.Millisecond)
 	wait:
 		for {
 			select {
 			case s := <-r.states:
-				if len(s.RequestCtx) == 8 && binary.BigEndian.Uint64(s.RequestCtx) == r.rid {
+				if rid, ms, ok := readCtxTime(s.RequestCtx); ok && rid == r.rid {
 					retry.Stop()
-					return s.Index, nil
+					if ms == 0 {
+						ms = max(r.n.nowMs(), r.n.LogTime())
+					}
+					return s.Index, ms, nil
 				}
 			case <-r.leaderc:
 				// An answer may still come from the old leader, but a new
@@ -169,10 +188,10 @@ func (r *readIndexer) roundTrip() (uint64, error) {
 				break wait
 			case <-r.n.stopc:
 				retry.Stop()
-				return 0, ErrStopped
+				return 0, 0, ErrStopped
 			}
 		}
 		retry.Stop()
 	}
-	return 0, ErrTimeout
+	return 0, 0, ErrTimeout
 }

@@ -33,6 +33,8 @@ type nodeState struct {
 	Watches []watchState `json:"watches,omitempty"`
 	// Machine is the state machine's MachineState, if it has one.
 	Machine json.RawMessage `json:"machine,omitempty"`
+	// LogTimeMs is the log's time at the snapshot's index (clock.go).
+	LogTimeMs int64 `json:"log_time_ms,omitempty"`
 }
 
 func decodeMeta(data []byte) (snapshot.Meta, nodeState, error) {
@@ -209,7 +211,7 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 	for k, v := range a.lastSeq {
 		seqs[k] = v
 	}
-	st := nodeState{Members: conf.members, Removed: n.members.removedIDs(), LastSeq: seqs, Watches: a.watches.state()}
+	st := nodeState{Members: conf.members, Removed: n.members.removedIDs(), LastSeq: seqs, Watches: a.watches.state(), LogTimeMs: a.logTime}
 	if ms, ok := n.cfg.StateMachine.(MachineState); ok {
 		st.Machine, err = ms.MachineState()
 		if err != nil {

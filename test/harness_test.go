@@ -341,6 +341,9 @@ type ClusterOptions struct {
 	Password string
 	// Metrics gives each node a --metrics-listen address (Node.MetricsAddr).
 	Metrics bool
+	// SkewClocks runs each redis-server under the faketime shim, so a test
+	// can shift its wall clock while it runs (Node.SetRedisClock).
+	SkewClocks bool
 }
 
 // Cluster is a set of raftproxy nodes, each with its own redis-server, data
@@ -384,6 +387,9 @@ type Node struct {
 	ExtraArgs []string // more flags for this node's next StartProxy
 	// MetricsAddr serves /metrics, /livez and /readyz (ClusterOptions.Metrics).
 	MetricsAddr string
+	// ProxyClock shifts the clock of this node's next StartProxy
+	// (RAFTPROXY_TEST_CLOCK_OFFSET).
+	ProxyClock time.Duration
 
 	dir   string
 	proxy *process
@@ -628,7 +634,15 @@ func (n *Node) StartRedis(ctx context.Context) error {
 		// otherwise; the namespaces are private to the test.
 		args = append(args, "--protected-mode", "no")
 	}
-	p, err := startCmd(fmt.Sprintf("node%d redis-server", n.Index), filepath.Join(n.dir, "redis.log"), n.command(ctx, "redis-server", args...))
+	cmd := n.command(ctx, "redis-server", args...)
+	if n.c.opts.SkewClocks {
+		env, err := n.skewEnv()
+		if err != nil {
+			return err
+		}
+		cmd.Env = append(os.Environ(), env...)
+	}
+	p, err := startCmd(fmt.Sprintf("node%d redis-server", n.Index), filepath.Join(n.dir, "redis.log"), cmd)
 	if err != nil {
 		return err
 	}
@@ -682,6 +696,12 @@ func (n *Node) StartProxy(ctx context.Context) error {
 	cmd := n.command(ctx, raftproxyBin, args...)
 	if pw := n.c.opts.Password; pw != "" {
 		cmd.Env = append(os.Environ(), "RAFTPROXY_REQUIREPASS="+pw)
+	}
+	if n.ProxyClock != 0 {
+		if cmd.Env == nil {
+			cmd.Env = os.Environ()
+		}
+		cmd.Env = append(cmd.Env, "RAFTPROXY_TEST_CLOCK_OFFSET="+n.ProxyClock.String())
 	}
 	p, err := startCmd(fmt.Sprintf("node%d raftproxy", n.Index), filepath.Join(n.dir, "proxy.log"), cmd)
 	if err != nil {

@@ -422,6 +422,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		TickInterval:   o.tick,
 		ElectionTicks:  o.electionTicks,
 		RequestTimeout: o.requestTimeout,
+		ClockOffset:    testClockOffset(log),
 
 		SnapshotEntries:        o.snapEntries,
 		SnapshotBytes:          o.snapMiB << 20,
@@ -452,6 +453,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		Timeout:       host.Tunables().Timeout,
 		Logger:        log,
 		Scripts:       sm.Scripts(),
+		Volatile:      sm.Volatile,
 		MemberTLS:     memberTLS,
 
 		RedisPassword:   redisPass,
@@ -514,4 +516,21 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	srv.Shutdown(sctx)
 	peerSrv.Close()
 	return nil
+}
+
+// testClockOffset reads RAFTPROXY_TEST_CLOCK_OFFSET (a duration such as
+// "30s" or "-1m"): fault tests shift a node's clock with it, as a skewed
+// machine's would be. Nothing else should set it.
+func testClockOffset(log *slog.Logger) time.Duration {
+	v := os.Getenv("RAFTPROXY_TEST_CLOCK_OFFSET")
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		log.Warn("ignoring RAFTPROXY_TEST_CLOCK_OFFSET", "value", v, "err", err)
+		return 0
+	}
+	log.Warn("this node's clock is shifted for a test", "offset", d)
+	return d
 }

@@ -1,0 +1,179 @@
+package expiry
+
+import (
+	"strconv"
+	"strings"
+)
+
+// The scripts below run on a node's own redis. The time they decide expiry
+// by (unix milliseconds) is their last argument: the applier appends its
+// entry's time to every script it runs (ScriptTime), and a read passes its
+// read time.
+
+// shiftLua is Shift as a Lua literal; the deadlines redis returns (about
+// 1.9e13) are exact in Lua's double numbers.
+var shiftLua = strconv.FormatInt(Shift, 10)
+
+func lua(lines ...string) string {
+	return strings.ReplaceAll(strings.Join(lines, "\n"), "SHIFT", shiftLua)
+}
+
+// ExpireScript deletes the keys among KEYS that expired by its time, and
+// returns how many it deleted. The applier runs it before each command
+// that names keys of a database that may hold deadlines; the leader
+// proposes it for the keys its sampling found expired.
+var ExpireScript = lua(
+	`local now = tonumber(ARGV[#ARGV])`,
+	`local n = 0`,
+	`for _, k in ipairs(KEYS) do`,
+	`  local s = redis.call('PEXPIRETIME', k)`,
+	`  if s >= 0 and now > s - SHIFT then redis.call('DEL', k) n = n + 1 end`,
+	`end`,
+	`return n`,
+)
+
+// CheckScript returns the keys among KEYS that expired by its time, and
+// changes nothing: a read that finds one has them deleted through the log
+// before it runs, so what it reports expired stays expired for every later
+// command, whatever the clock of the leader that orders it.
+var CheckScript = lua(
+	`#!lua flags=no-writes,allow-stale`,
+	`local now = tonumber(ARGV[#ARGV])`,
+	`local out = {}`,
+	`for _, k in ipairs(KEYS) do`,
+	`  local s = redis.call('PEXPIRETIME', k)`,
+	`  if s >= 0 and now > s - SHIFT then out[#out+1] = k end`,
+	`end`,
+	`return out`,
+)
+
+// TTLScript answers TTL, PTTL, EXPIRETIME or PEXPIRETIME (ARGV[1], lower
+// case) for KEYS[1] at its time, with redis's rounding.
+var TTLScript = lua(
+	`#!lua flags=no-writes,allow-stale`,
+	`local now = tonumber(ARGV[#ARGV])`,
+	`local s = redis.call('PEXPIRETIME', KEYS[1])`,
+	`if s < 0 then return s end`,
+	`local d = s - SHIFT`,
+	`if now > d then return -2 end`,
+	`local m = ARGV[1]`,
+	`if m == 'pexpiretime' then return d end`,
+	`if m == 'expiretime' then return math.floor((d + 500) / 1000) end`,
+	`local t = d - now`,
+	`if m == 'pttl' then return t end`,
+	`return math.floor((t + 500) / 1000)`,
+)
+
+// KeysScript answers KEYS ARGV[1] without the keys expired at its time.
+var KeysScript = lua(
+	`#!lua flags=no-writes,allow-stale`,
+	`local now = tonumber(ARGV[#ARGV])`,
+	`local r = redis.pcall('KEYS', ARGV[1])`,
+	`if r.err then return r end`,
+	`local out = {}`,
+	`for _, k in ipairs(r) do`,
+	`  local s = redis.call('PEXPIRETIME', k)`,
+	`  if not (s >= 0 and now > s - SHIFT) then out[#out+1] = k end`,
+	`end`,
+	`return out`,
+)
+
+// ScanScript answers SCAN with the arguments ARGV[1..n-1] without the keys
+// expired at its time.
+var ScanScript = lua(
+	`#!lua flags=no-writes,allow-stale`,
+	`local now = tonumber(ARGV[#ARGV])`,
+	`local r = redis.pcall('SCAN', unpack(ARGV, 1, #ARGV - 1))`,
+	`if r.err then return r end`,
+	`local out = {}`,
+	`for _, k in ipairs(r[2]) do`,
+	`  local s = redis.call('PEXPIRETIME', k)`,
+	`  if not (s >= 0 and now > s - SHIFT) then out[#out+1] = k end`,
+	`end`,
+	`return {r[1], out}`,
+)
+
+// RandomKeyScript answers RANDOMKEY, trying up to 100 keys for one that has
+// not expired at its time (redis tries as many).
+var RandomKeyScript = lua(
+	`#!lua flags=no-writes,allow-stale`,
+	`local now = tonumber(ARGV[#ARGV])`,
+	`local k`,
+	`for i = 1, 100 do`,
+	`  k = redis.call('RANDOMKEY')`,
+	`  if not k then return false end`,
+	`  local s = redis.call('PEXPIRETIME', k)`,
+	`  if not (s >= 0 and now > s - SHIFT) then return k end`,
+	`end`,
+	`return k`,
+)
+
+// SampleScript takes one SCAN step from cursor ARGV[1], COUNT ARGV[2], and
+// returns the next cursor followed by the keys it saw that expired at its
+// time, and how many keys it saw: {cursor, seen, key...}.
+var SampleScript = lua(
+	`#!lua flags=no-writes,allow-stale`,
+	`local now = tonumber(ARGV[#ARGV])`,
+	`local r = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2])`,
+	`local out = {r[1], #r[2]}`,
+	`for _, k in ipairs(r[2]) do`,
+	`  local s = redis.call('PEXPIRETIME', k)`,
+	`  if s >= 0 and now > s - SHIFT then out[#out+1] = k end`,
+	`end`,
+	`return out`,
+)
+
+// ShiftScript converts the current database of a redis that holds real
+// deadlines (loaded from a snapshot of a version that let redis expire
+// keys by its clock): every deadline is stored Shift later. It walks the
+// whole database in one run, sent down a replication stream (no reply).
+var ShiftScript = lua(
+	`local cur = '0'`,
+	`repeat`,
+	`  local r = redis.call('SCAN', cur, 'COUNT', 1000)`,
+	`  cur = r[1]`,
+	`  for _, k in ipairs(r[2]) do`,
+	`    local s = redis.call('PEXPIRETIME', k)`,
+	`    if s >= 0 and s < SHIFT then redis.call('PEXPIREAT', k, string.format('%d', s + SHIFT)) end`,
+	`  end`,
+	`until cur == '0'`,
+)
+
+// ShowsDeadline reports whether the command (lower case) shows a deadline
+// and so runs as TTLScript.
+func ShowsDeadline(name string) bool {
+	switch name {
+	case "ttl", "pttl", "expiretime", "pexpiretime":
+		return true
+	}
+	return false
+}
+
+// Script returns the script that stands in for a command that shows
+// deadlines or lists keys, with its arguments but not the time, and true;
+// or false for any other command. Commands with the wrong number of
+// arguments stay as they are, for redis's own error.
+func Script(name string, args [][]byte) (script string, keys, argv [][]byte, ok bool) {
+	switch {
+	case ShowsDeadline(name) && len(args) == 2:
+		return TTLScript, args[1:2], [][]byte{[]byte(name)}, true
+	case name == "keys" && len(args) == 2:
+		return KeysScript, nil, args[1:2], true
+	case name == "scan" && len(args) >= 2:
+		return ScanScript, nil, args[1:], true
+	case name == "randomkey" && len(args) == 1:
+		return RandomKeyScript, nil, nil, true
+	}
+	return "", nil, nil, false
+}
+
+// Eval is the EVAL command running script with keys and argv, then now.
+func Eval(script string, keys, argv [][]byte, now int64) [][]byte {
+	out := make([][]byte, 0, 3+len(keys)+len(argv)+1)
+	out = append(out, cmdEval, []byte(script), strconv.AppendInt(nil, int64(len(keys)), 10))
+	out = append(out, keys...)
+	out = append(out, argv...)
+	return append(out, strconv.AppendInt(nil, now, 10))
+}
+
+var cmdEval = []byte("EVAL")

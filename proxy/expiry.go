@@ -1,0 +1,272 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/expiry"
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// Reads and key expiry. Redis never expires a key by its own clock (package
+// expiry); a read decides by its read time, the leader's clock when it
+// confirmed the read index (raftnode.ReadWait.TimeMs):
+//
+//   - TTL, PTTL, EXPIRETIME and PEXPIRETIME run as a script that answers by
+//     the read time (what redis stores is shifted), and in a database that
+//     may hold deadlines KEYS, SCAN and RANDOMKEY run as scripts that leave
+//     out the keys expired by then (readArgs);
+//   - in such a database, the keys a read names are checked first
+//     (expireBeforeReads). A key found expired is deleted through the log
+//     before the read runs, so that every later command, on any node,
+//     agrees that it expired, even under a leader whose clock is behind.
+//     A key seen alive needs nothing: no command could have seen it
+//     expired yet.
+
+// Volatile reports whether database db may hold keys with a deadline (the
+// state machine's view, backend.StateMachine.Volatile).
+type Volatile func(db int) bool
+
+// volatile is cfg.Volatile, or true for every database without one.
+func (s *Server) volatile(db int) bool {
+	return s.cfg.Volatile == nil || s.cfg.Volatile(db)
+}
+
+// readArgs returns the command to run for a read of args in database db at
+// read time now.
+func (s *Server) readArgs(db int, args [][]byte, now int64) [][]byte {
+	name := lowerName(args[0])
+	script, keys, argv, ok := expiry.Script(name, args)
+	if !ok || !(expiry.ShowsDeadline(name) || s.volatile(db)) {
+		return args
+	}
+	return expiry.Eval(script, keys, argv, now)
+}
+
+// readCheck is a read's keys to check: those of a database that may hold
+// deadlines, at the read's time.
+type readCheck struct {
+	db   int
+	keys [][]byte
+	now  int64
+}
+
+// checkOf returns the check a read of args needs, ok false for none.
+func (s *Server) checkOf(db int, args [][]byte, now int64) (readCheck, bool) {
+	if !s.volatile(db) {
+		return readCheck{}, false
+	}
+	keys := s.table.accessedKeys(args)
+	if len(keys) == 0 {
+		return readCheck{}, false
+	}
+	return readCheck{db: db, keys: keys, now: now}, true
+}
+
+// expireBeforeReads checks the keys of checks on rc, in one round trip, and
+// has those that expired by their read's time deleted through the log
+// before it returns. On an error, the reads must not run.
+func (s *Server) expireBeforeReads(ctx context.Context, rc *backend.Conn, n *raftnode.Node, checks []readCheck) error {
+	if len(checks) == 0 {
+		return nil
+	}
+	skips := make([]uint8, len(checks))
+	for i, c := range checks {
+		sel, err := rc.Select(c.db)
+		if err == nil {
+			err = rc.Write(expiry.Eval(expiry.CheckScript, c.keys, nil, c.now))
+		}
+		if err != nil {
+			return fmt.Errorf("check read keys' deadlines: %w", err)
+		}
+		skips[i] = b2u(sel)
+	}
+	if err := rc.Flush(); err != nil {
+		return fmt.Errorf("check read keys' deadlines: %w", err)
+	}
+	var raw []byte
+	var expired []readCheck
+	for i, c := range checks {
+		var err error
+		for range skips[i] + 1 {
+			if raw, err = rc.ReadReply(raw[:0]); err != nil {
+				return fmt.Errorf("check read keys' deadlines: %w", err)
+			}
+		}
+		v, _, err := resp.Parse(raw)
+		if err != nil || v.Kind == '-' {
+			return fmt.Errorf("check read keys' deadlines: redis answered %q", raw)
+		}
+		if len(v.Elems) > 0 {
+			keys := make([][]byte, len(v.Elems))
+			for j, e := range v.Elems {
+				keys[j] = append([]byte(nil), e.Str...)
+			}
+			expired = append(expired, readCheck{db: c.db, keys: keys, now: c.now})
+		}
+	}
+	return s.expireThroughLog(ctx, n, expired)
+}
+
+// expireThroughLog deletes the keys of each check that expired by its time
+// through the log, and waits until this node has applied the deletions.
+func (s *Server) expireThroughLog(ctx context.Context, n *raftnode.Node, checks []readCheck) error {
+	if len(checks) == 0 {
+		return nil
+	}
+	futs := make([]*raftnode.Future, len(checks))
+	for i, c := range checks {
+		futs[i] = n.ProposeRequest(ctx, entry.Request{DB: c.db, Args: expiry.Eval(expiry.ExpireScript, c.keys, nil, c.now)})
+	}
+	for _, f := range futs {
+		raw, err := f.Wait(ctx)
+		if err == nil && len(raw) > 0 && raw[0] == ':' {
+			if v, _, perr := resp.Parse(raw); perr == nil {
+				s.metrics.expiredKeys.Add(float64(v.Int))
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("delete expired keys through the log: %w", err)
+		}
+	}
+	return nil
+}
+
+// lowerName is a command's name in lower case.
+func lowerName(b []byte) string {
+	for _, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			return string(toLower(b))
+		}
+	}
+	return string(b)
+}
+
+func toLower(b []byte) []byte {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// Active expiry. Redis deletes expired keys in the background, sampling keys
+// with a deadline; here the leader does, by its clock, and proposes the
+// deletion of what it finds, so every node deletes the same keys. It walks
+// each database that may hold deadlines with SCAN, sampleCount keys a step,
+// taking more steps at once while more than a quarter of what it sees has
+// expired, for at most expireBudget every expirePeriod (redis spends 25% of
+// a core at most, with the same rule).
+const (
+	expirePeriod = 100 * time.Millisecond
+	expireBudget = 25 * time.Millisecond
+	sampleCount  = 200
+)
+
+// expirer is the leader's active expiry (see above).
+type expirer struct {
+	s       *Server
+	rc      *backend.Conn
+	cursors map[int]string
+}
+
+func (s *Server) runExpirer(stop <-chan struct{}) {
+	e := &expirer{s: s, cursors: map[int]string{}}
+	t := time.NewTicker(expirePeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-stop:
+			if e.rc != nil {
+				e.rc.Close()
+			}
+			return
+		}
+		if s.cfg.Host == nil {
+			continue
+		}
+		n := s.cfg.Host.Node()
+		if n == nil || !n.IsLeader() {
+			continue
+		}
+		if err := e.round(n); err != nil {
+			s.log.Debug("active expiry round failed", "err", err)
+			if e.rc != nil {
+				e.rc.Close()
+				e.rc = nil
+			}
+		}
+	}
+}
+
+// round takes the sampling steps of one period.
+func (e *expirer) round(n *raftnode.Node) error {
+	deadline := time.Now().Add(expireBudget)
+	for db := range e.s.databases {
+		if !e.s.volatile(db) {
+			continue
+		}
+		for time.Now().Before(deadline) {
+			more, err := e.step(n, db)
+			if err != nil || !more {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// step samples database db once and proposes the deletion of what expired;
+// more says another step should follow at once.
+func (e *expirer) step(n *raftnode.Node, db int) (more bool, err error) {
+	if e.rc == nil {
+		if e.rc, err = e.s.dialRedis(n); err != nil {
+			return false, err
+		}
+	}
+	cursor := e.cursors[db]
+	if cursor == "" {
+		cursor = "0"
+	}
+	now := n.Now()
+	e.rc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := e.rc.Select(db); err != nil {
+		return false, err
+	}
+	raw, err := e.rc.Do(expiry.Eval(expiry.SampleScript, nil, [][]byte{[]byte(cursor), []byte(strconv.Itoa(sampleCount))}, now)...)
+	if err != nil {
+		return false, err
+	}
+	v, _, err := resp.Parse(raw)
+	if err != nil {
+		return false, err
+	}
+	if len(v.Elems) < 2 {
+		return false, fmt.Errorf("expiry sample answered %v", v)
+	}
+	e.cursors[db] = string(v.Elems[0].Str)
+	seen := v.Elems[1].Int
+	if len(v.Elems) > 2 {
+		keys := make([][]byte, len(v.Elems)-2)
+		for i, k := range v.Elems[2:] {
+			keys[i] = append([]byte(nil), k.Str...)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), e.s.timeout())
+		err := e.s.expireThroughLog(ctx, n, []readCheck{{db: db, keys: keys, now: now}})
+		cancel()
+		if err != nil {
+			return false, err
+		}
+	}
+	// A full pass ends the steps of this round for this database.
+	return e.cursors[db] != "0" && int64(len(v.Elems)-2)*4 > seen, nil
+}

@@ -36,9 +36,9 @@ func isConfigSet(args [][]byte) bool {
 
 // note records the parameters of a CONFIG SET that redis accepted. A
 // refused one changed nothing, on every node alike.
-func (rc *replicatedConfig) note(args [][]byte, reply []byte) {
+func (rc *replicatedConfig) note(args [][]byte, reply []byte) bool {
 	if !isConfigSet(args) || len(reply) == 0 || reply[0] != '+' {
-		return
+		return false
 	}
 	for i := 2; i+1 < len(args); i += 2 {
 		name := strings.ToLower(string(args[i]))
@@ -49,6 +49,18 @@ func (rc *replicatedConfig) note(args [][]byte, reply []byte) {
 			}
 		}
 		rc.params = append(rc.params, configParam{Name: name, Value: string(args[i+1])})
+	}
+	return true
+}
+
+// noteConfig records an applied CONFIG SET (replicatedConfig.note) and
+// mirrors its memory parameters.
+func (s *StateMachine) noteConfig(args [][]byte, reply []byte) {
+	if !s.config.note(args, reply) {
+		return
+	}
+	for i := 2; i+1 < len(args); i += 2 {
+		s.noteMemoryConfig(strings.ToLower(string(args[i])), string(args[i+1]))
 	}
 }
 
@@ -65,11 +77,18 @@ func (s *StateMachine) restoreConfig(ctx context.Context, params []configParam) 
 	if len(params) > 0 && s.conn == nil {
 		return errNotConnected
 	}
+	s.mem.max.Store(0)
+	s.mem.policy.Store(nil)
 	for _, p := range params {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if v, err := s.conn.DoValue("CONFIG", "SET", p.Name, p.Value); err != nil {
+		s.noteMemoryConfig(p.Name, p.Value)
+		value := p.Value
+		if p.Name == "maxmemory" {
+			value = string(redisMaxMemory) // memory.go
+		}
+		if v, err := s.conn.DoValue("CONFIG", "SET", p.Name, value); err != nil {
 			if !v.IsError() {
 				return fmt.Errorf("set %s again on redis: %w", p.Name, err)
 			}

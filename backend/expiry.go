@@ -62,6 +62,8 @@ const (
 	kindFcall              // FCALL: the function gets the entry's time
 	kindFunction           // FUNCTION LOAD/RESTORE: libraries get the current prelude
 	kindMoveDB             // COPY ... DB, MOVE, SWAPDB: deadlines change database
+	kindFlush              // FLUSHALL, FLUSHDB: the watchdog expects their notice
+	kindConfig             // CONFIG: maxmemory reaches redis as 0 (memory.go)
 )
 
 var applyKinds = map[string]applyKind{
@@ -72,6 +74,7 @@ var applyKinds = map[string]applyKind{
 	"keys": kindShow, "scan": kindShow, "randomkey": kindShow,
 	"eval": kindEval, "eval_ro": kindEval, "fcall": kindFcall, "fcall_ro": kindFcall,
 	"function": kindFunction, "copy": kindMoveDB, "move": kindMoveDB, "swapdb": kindMoveDB,
+	"flushall": kindFlush, "flushdb": kindFlush, "config": kindConfig,
 }
 
 // lowerName returns the command's name in lower case, without allocating
@@ -133,6 +136,12 @@ func (s *StateMachine) prepare(db int, args [][]byte, now int64) [][]byte {
 		return rewrapFunction(args)
 	case kindMoveDB:
 		s.noteMoveDB(db, name, args)
+	case kindFlush:
+		if w := s.wd.Load(); w != nil {
+			w.flushes.Add(1)
+		}
+	case kindConfig:
+		return configForRedis(args)
 	}
 	return args
 }

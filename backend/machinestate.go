@@ -19,11 +19,13 @@ type machineState struct {
 	// Deadlines is how the RDB stores deadlines (expiry.go); empty: as
 	// real times, from a version that let redis expire keys by its clock.
 	Deadlines string `json:"deadlines,omitempty"`
+	// MemoryOver is the memory limit's state (memory.go).
+	MemoryOver bool `json:"memory_over,omitempty"`
 }
 
 // MachineState implements raftnode.MachineState.
 func (s *StateMachine) MachineState() (json.RawMessage, error) {
-	st := machineState{Scripts: s.scripts.list(), Config: s.config.list(), Deadlines: deadlinesFormat}
+	st := machineState{Scripts: s.scripts.list(), Config: s.config.list(), Deadlines: deadlinesFormat, MemoryOver: s.mem.over.Load()}
 	if s.conn == nil {
 		return nil, errNotConnected
 	}
@@ -60,6 +62,7 @@ func (s *StateMachine) RestoreMachineState(ctx context.Context, raw json.RawMess
 		return fmt.Errorf("make redis a master after loading a snapshot: %w", err)
 	}
 	s.scripts.restore(st.Scripts)
+	s.mem.over.Store(st.MemoryOver)
 	if err := s.restoreConfig(ctx, st.Config); err != nil {
 		return err
 	}

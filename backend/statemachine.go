@@ -30,11 +30,14 @@ type StateMachine struct {
 	conn            *Conn
 	runID           atomic.Pointer[string]
 	kinds           []replyKind
+	locals          [][]byte // the replies of replyLocal, in order
 	raw             []byte
 	// scripts is the script registry the applied log builds (scripts.go).
 	scripts *Scripts
-	// config is what CONFIG SET through the log set (config.go).
+	// config is what CONFIG SET through the log set (config.go); mem the
+	// memory limit's state (memory.go).
 	config replicatedConfig
+	mem    memoryState
 
 	// st is the replication link a snapshot was loaded by (stream.go),
 	// from Reset until RestoreMachineState: redis stays a replica meanwhile,
@@ -48,6 +51,10 @@ type StateMachine struct {
 	// last asked (expiry.go).
 	vol        volatileDBs
 	volChecked time.Time
+	// wd watches redis for writes by other clients (watchdog.go);
+	// onTaint is called when it finds one.
+	wd      atomic.Pointer[watchdog]
+	onTaint func()
 	// busyMs is redis's busy-reply-threshold in milliseconds (kill.go).
 	busyMs atomic.Int64
 	// defaultPass is the clients' default user's initial password (acl.go).
@@ -131,6 +138,9 @@ func (s *StateMachine) Apply(cmds []raftnode.Command) error {
 	}
 	err := s.release()
 	if err == nil {
+		err = s.ensureWatchdog()
+	}
+	if err == nil {
 		err = s.apply(cmds)
 	}
 	if err == nil {
@@ -159,6 +169,7 @@ func (s *StateMachine) release() error {
 // dropConn closes the apply connection and any replication link: what
 // redis holds is unknown until the next Reset.
 func (s *StateMachine) dropConn() {
+	s.stopWatchdog()
 	if s.st != nil {
 		s.st.close()
 		s.st = nil
@@ -178,6 +189,7 @@ const (
 	replyExpire                   // expiry.ExpireScript's count of deleted keys
 	replyQueued                   // MULTI's +OK or a +QUEUED: the answer comes with EXEC
 	replyCommand                  // a command's (or EXEC's) reply, for its client
+	replyLocal                    // a reply the state machine made (memory.go), for its client
 )
 
 var (
@@ -187,7 +199,20 @@ var (
 
 func (s *StateMachine) apply(cmds []raftnode.Command) error {
 	s.kinds = s.kinds[:0]
+	// Redis tells the watchdog of a script's writes as of another client's:
+	// the window must be open before any command can reach redis.
+	wd := s.wd.Load()
+	window := wd != nil && s.mayRunScript(cmds)
+	if window {
+		wd.open()
+	}
+	s.locals = s.locals[:0]
 	for _, c := range cmds {
+		if local := s.localReply(c); local != nil {
+			s.kinds = append(s.kinds, replyLocal)
+			s.locals = append(s.locals, local)
+			continue
+		}
 		sel, err := s.conn.Select(c.DB)
 		if err != nil {
 			return fmt.Errorf("write to redis: %w", err)
@@ -219,13 +244,18 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 	if err := s.conn.Flush(); err != nil {
 		return fmt.Errorf("write to redis: %w", err)
 	}
+	if window {
+		defer wd.closeWindow()
+	}
 	// No deadline: a command may legitimately run long (a big DEL); a dead
 	// redis closes the connection, and Healthy probes a hung one.
-	i := 0
+	i, local := 0, 0
 	for _, k := range s.kinds {
 		var err error
-		s.raw, err = s.conn.ReadReply(s.raw[:0])
-		if err != nil {
+		if k == replyLocal {
+			s.raw = append(s.raw[:0], s.locals[local]...)
+			local++
+		} else if s.raw, err = s.conn.ReadReply(s.raw[:0]); err != nil {
 			return fmt.Errorf("read reply from redis: %w", err)
 		}
 		switch k {
@@ -244,9 +274,9 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 		case replyQueued:
 			// A command redis refused to queue makes EXEC answer
 			// EXECABORT, identically on every node.
-		case replyCommand:
+		case replyCommand, replyLocal:
 			s.scripts.observe(cmds[i], s.raw)
-			s.config.note(cmds[i].Args, s.raw)
+			s.noteConfig(cmds[i].Args, s.raw)
 			s.noteBusyThreshold(cmds[i].Args, s.raw)
 			if r := cmds[i].Reply; r != nil {
 				r(append([]byte(nil), s.raw...))
@@ -331,8 +361,9 @@ func (s *StateMachine) connect(ctx context.Context) (*Conn, string, error) {
 	if err == nil {
 		// A failed BGSAVE must not make this redis refuse the writes the
 		// other nodes apply, and redis must not save on its own: snapshots
-		// read the RDB file, so only raftproxy may trigger one.
-		_, err = c.DoValue("CONFIG", "SET", "stop-writes-on-bgsave-error", "no", "save", "")
+		// read the RDB file, so only raftproxy may trigger one. Nor may it
+		// refuse writes or evict keys by its own memory (memory.go).
+		_, err = c.DoValue("CONFIG", "SET", "stop-writes-on-bgsave-error", "no", "save", "", "maxmemory", "0")
 	}
 	var dir, file resp.Value
 	if err == nil {
@@ -465,6 +496,11 @@ func (r removeOnClose) Close() error {
 // Healthy implements raftnode.StateMachine.
 func (s *StateMachine) Healthy(ctx context.Context) bool {
 	if s.conn == nil {
+		return false
+	}
+	if bad, why := s.Tainted(); bad {
+		s.log.Error("the local redis holds data the log did not put there; rebuilding it from the snapshot and the log", "why", why)
+		s.dropConn()
 		return false
 	}
 	s.conn.SetDeadline(time.Now().Add(5 * time.Second))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -192,5 +193,50 @@ func TestTransactionsAndScriptsExpire(t *testing.T) {
 	}
 	if want := []string{"*2\r\n:1\r\n:-1\r\n", ":2\r\n"}; !slices.Equal(got, want) {
 		t.Errorf("replies %q, want %q", got, want)
+	}
+}
+
+// TestLegacyDeadlines: a snapshot from a version that let redis keep real
+// deadlines (a stock redis's RDB, or an older raftproxy's) is converted on
+// load: every deadline is stored shifted, and the keys still expire then.
+func TestLegacyDeadlines(t *testing.T) {
+	src := rdbStartRedis(t, false)
+	sc := rdbConn(t, src.addr)
+	d := time.Now().Add(time.Hour).UnixMilli()
+	rdbDo(t, sc, "SET", "a", "1", "PXAT", strconv.FormatInt(d, 10))
+	rdbDo(t, sc, "SELECT", "2")
+	rdbDo(t, sc, "HSET", "h", "f", "v")
+	rdbDo(t, sc, "PEXPIREAT", "h", strconv.FormatInt(d+1, 10))
+	rdbDo(t, sc, "SET", "p", "forever")
+	path := rdbSave(t, src, sc)
+
+	r := rdbStartRedis(t, false)
+	sm := NewStateMachine(r.addr, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	if err := sm.Reset(ctx, f, st.Size()); err != nil {
+		t.Fatal(err)
+	}
+	if err := sm.RestoreMachineState(ctx, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	ctl := rdbConn(t, r.addr)
+	if v := rdbDo(t, ctl, "PEXPIRETIME", "a"); v.Int != expiry.Store(d) {
+		t.Errorf("a: stored deadline %d, want %d", v.Int, expiry.Store(d))
+	}
+	rdbDo(t, ctl, "SELECT", "2")
+	if v := rdbDo(t, ctl, "PEXPIRETIME", "h"); v.Int != expiry.Store(d+1) {
+		t.Errorf("h: stored deadline %d, want %d", v.Int, expiry.Store(d+1))
+	}
+	if v := rdbDo(t, ctl, "PEXPIRETIME", "p"); v.Int != -1 {
+		t.Errorf("p: %d, want no deadline", v.Int)
+	}
+	if role := rdbRole(t, ctl); role != "master" {
+		t.Errorf("role %s after restoring, want master", role)
 	}
 }

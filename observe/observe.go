@@ -42,6 +42,11 @@ func Handler(host *raftnode.Host, extra ...prometheus.Collector) http.Handler {
 	gauge("commit_index", "Highest log index known committed.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Commit) })
 	gauge("applied_index", "Highest log index applied to redis.", func(s raftnode.Status, _ *raftnode.Node) float64 { return float64(s.Applied) })
 	gauge("redis_up", "1 if the local redis holds the applied log.", func(_ raftnode.Status, n *raftnode.Node) float64 { return b2f(n.Serving()) })
+	gauge("disk_full", "1 while this node waits for free space on the raft log's disk (--min-free-disk): it writes nothing, and its clients get MISCONF.", func(_ raftnode.Status, n *raftnode.Node) float64 {
+		full, _ := n.DiskFull()
+		return b2f(full)
+	})
+	gauge("disk_free_bytes", "Free space on the raft log's file system, as last measured before a write.", func(_ raftnode.Status, n *raftnode.Node) float64 { return float64(n.DiskFree()) })
 	gauge("clock_offset_seconds", "This node's clock minus the leader's stamp of the last entry it applied live (clock skew plus replication delay). Keys expire by the leader's clock, so skew changes nothing here; a large offset on the leader shows in every TTL.", func(_ raftnode.Status, n *raftnode.Node) float64 { return n.ClockOffset().Seconds() })
 	gauge("script_busy", "1 while a script or function has run past busy-reply-threshold on this node: clients get -BUSY until it ends or SCRIPT KILL / FUNCTION KILL.", func(_ raftnode.Status, n *raftnode.Node) float64 {
 		_, busy := n.Busy()
@@ -116,7 +121,8 @@ func readyz(w http.ResponseWriter, r *http.Request, host *raftnode.Host) {
 		serving := n.Serving()
 		// Without its redis the node applies nothing: no use waiting.
 		applied := s.Applied >= s.Commit || (serving && n.WaitApplied(s.Commit, appliedWait) == nil)
-		checks = append(checks, check{"leader", s.Leader != 0}, check{"redis", serving}, check{"applied", applied})
+		full, _ := n.DiskFull()
+		checks = append(checks, check{"leader", s.Leader != 0}, check{"redis", serving}, check{"applied", applied}, check{"disk", !full})
 	}
 	var b strings.Builder
 	ready := true

@@ -63,6 +63,8 @@ type spec struct {
 	pausedByWrite, allowPaused bool
 	// noAuth is redis's no_auth flag: no ACL check (AUTH, HELLO...).
 	noAuth bool
+	// denyOOM is redis's denyoom flag: refused over maxmemory.
+	denyOOM bool
 }
 
 // table classifies every command the local redis knows, plus raftproxy's.
@@ -219,6 +221,8 @@ func parseSpec(v resp.Value, parent string) (*spec, error) {
 			mayReplicate = true
 		case "no_auth":
 			s.noAuth = true
+		case "denyoom":
+			s.denyOOM = true
 		}
 	}
 	if len(v.Elems) > 7 {

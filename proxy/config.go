@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/resp"
 )
@@ -45,6 +46,10 @@ var configSafe = map[string]string{
 	"active-defrag-ignore-bytes": "background work", "active-defrag-threshold-lower": "background work",
 	"active-defrag-threshold-upper": "background work", "active-defrag-cycle-min": "background work",
 	"active-defrag-cycle-max": "background work", "active-defrag-max-scan-fields": "background work",
+	// The memory limit: redis itself keeps maxmemory 0, and the limit is
+	// enforced through the log (backend/memory.go, proxy/memory.go).
+	"maxmemory": "memory limit", "maxmemory-policy": "memory limit", "maxmemory-samples": "memory limit",
+	"maxmemory-eviction-tenacity": "memory limit",
 }
 
 // configRefused names why a parameter would take redis out of raftproxy's
@@ -78,8 +83,7 @@ var configRefused = []struct{ name, reason string }{
 	{"client-output-buffer-limit", "redis could close raftproxy's connections"},
 	{"client-query-buffer-limit", "redis would close the connection that applies the log on a big command"},
 	{"proto-max-bulk-len", "redis would close the connection that applies the log on a big argument, on every node, forever"},
-	{"maxmemory", "eviction picks keys on each node by itself and would make nodes diverge"},
-	{"maxmemory-", "eviction picks keys on each node by itself and would make nodes diverge"},
+	{"maxmemory-clients", "redis could evict raftproxy's own connections to it"},
 	{"lazyfree-", "FLUSHALL and FLUSHDB must stay synchronous through raftproxy"},
 	{"databases", "raftproxy learned the number of databases at start"},
 	{"cluster-", "raftproxy emulates Redis Cluster itself"},
@@ -123,6 +127,11 @@ func configSetPlan(args [][]byte, current map[string]string) (safe [][]byte, err
 	for i := 2; i < len(args); i += 2 {
 		name := strings.ToLower(string(args[i]))
 		if _, ok := configSafe[name]; ok {
+			// Redis only ever sees maxmemory 0 (backend/memory.go): the
+			// value is checked here, as redis would.
+			if _, err := backend.ParseMemory(string(args[i+1])); name == "maxmemory" && err != nil {
+				return nil, "ERR CONFIG SET failed (possibly related to argument 'maxmemory') - argument must be a memory value", false
+			}
 			safe = append(safe, args[i], args[i+1])
 			continue
 		}

@@ -362,7 +362,11 @@ func (c *conn) dispatch(args [][]byte) bool {
 		}
 		return c.proxyCommand(sp.name, args)
 	case classLocal:
-		c.emit(&op{kind: opLocal, args: args, db: c.db})
+		o := &op{kind: opLocal, args: args, db: c.db}
+		if sp.name == "config|get" {
+			o.fix = c.s.configGetFix
+		}
+		c.emit(o)
 	case classWrite, classRead:
 		c.emit(c.data(sp, args))
 	}
@@ -425,6 +429,9 @@ func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
 	if o := refuseAsync(sp, args); o != nil {
 		return o
 	}
+	if o := c.oomRefusal(sp); o != nil {
+		return o
+	}
 	c.waitReads()
 	c.pendingWrites.Add(1)
 	// Propose bounds its own waits (for a leader, for room in its queue).
@@ -471,6 +478,8 @@ func errorText(err error, read bool) string {
 		return "CLUSTERDOWN raft node is stopping"
 	case errors.Is(err, raftnode.ErrKilled):
 		return killedText
+	case errors.Is(err, raftnode.ErrDiskFull):
+		return "MISCONF raftproxy: " + err.Error()
 	case errors.As(err, new(*raftnode.BusyError)):
 		var be *raftnode.BusyError
 		errors.As(err, &be)
@@ -918,7 +927,7 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n *raftnode.
 		}
 		replies[i] = buf[start:len(buf):len(buf)]
 	}
-	if n != nil && n.Generation() != gen {
+	if n != nil && (n.Generation() != gen || c.s.tainted()) {
 		for i, o := range batch {
 			if o.kind == opRead && errs[i] == "" {
 				errs[i] = errorText(raftnode.ErrLoading, true)

@@ -234,8 +234,9 @@ func (t table) writtenKeys(args [][]byte) (keys [][]byte, all bool) {
 
 // accessedKeys returns the keys a command reads or writes, in the
 // connection's database, as far as its key specs tell (nil for none or
-// unknown): a held redis deletes those whose deadline is before the
-// command's entry time before running it (backend.StateMachine.SetKeys).
+// unknown): those that expired by the log's time are deleted before it
+// runs (backend.StateMachine.SetKeys), or checked before a read
+// (proxy/expiry.go).
 func (t table) accessedKeys(args [][]byte) [][]byte {
 	if len(args) == 0 {
 		return nil

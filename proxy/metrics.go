@@ -64,6 +64,9 @@ type Metrics struct {
 	// expiredKeys counts the keys this node had deleted through the log
 	// as expired (proxy/expiry.go).
 	expiredKeys prometheus.Counter
+	// evictedKeys counts the keys the leader evicted for maxmemory
+	// (proxy/memory.go).
+	evictedKeys prometheus.Counter
 }
 
 // NewMetrics creates the client series; conns counts the open client
@@ -81,6 +84,8 @@ func NewMetrics(conns func() int) *Metrics {
 			Help: "Open client connections."}, func() float64 { return float64(conns()) }),
 		expiredKeys: prometheus.NewCounter(prometheus.CounterOpts{Name: "raftproxy_expired_keys_total",
 			Help: "Keys this node found expired by the log's time (as leader sampling keys, or as a read finding them) and had deleted through the log."}),
+		evictedKeys: prometheus.NewCounter(prometheus.CounterOpts{Name: "raftproxy_evicted_keys_total",
+			Help: "Keys this node, as leader, evicted through the log to keep used memory under maxmemory."}),
 	}
 	for c := range nClasses {
 		m.count[c][0] = m.commands.WithLabelValues(c.String(), "ok")
@@ -92,7 +97,7 @@ func NewMetrics(conns func() int) *Metrics {
 
 // Collectors returns the server's series, for a registry.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.commands, m.durations, m.connections, m.expiredKeys}
+	return []prometheus.Collector{m.commands, m.durations, m.connections, m.expiredKeys, m.evictedKeys}
 }
 
 // Metrics returns the server's client series.

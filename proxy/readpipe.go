@@ -175,7 +175,7 @@ func (p *readPipe) runBatch(batch []*readReq, n int) {
 		}
 		offs[i+1] = len(p.buf)
 	}
-	if node.Generation() != gen {
+	if node.Generation() != gen || p.s.tainted() {
 		p.fail(batch, raftnode.ErrLoading)
 		return
 	}

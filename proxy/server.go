@@ -65,6 +65,12 @@ type Config struct {
 	// Volatile says which databases may hold keys with a deadline
 	// (proxy/expiry.go); nil: any may.
 	Volatile Volatile
+	// Memory is the memory limit's state (proxy/memory.go); nil: none.
+	Memory Memory
+	// Tainted reports that the local redis may hold data the log did not
+	// put there (backend.StateMachine.Tainted): reads are refused until
+	// the node has rebuilt it. Nil: never.
+	Tainted func() (bool, string)
 	// MemberTLS, if set, returns the TLS configuration for connecting to
 	// another member's client address (RAFT.CLUSTER JOIN, forwarded admin
 	// commands); nil: those connections are in the clear.
@@ -138,6 +144,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			s.reads = newReadPipe(s)
 			go s.reads.run(s.stopReads)
 			go s.runExpirer(s.stopReads)
+			go s.runMemory(s.stopReads)
 			return s, nil
 		}
 		s.log.Warn("waiting for the local redis to read its command table", "addr", cfg.RedisAddr, "err", err)
@@ -198,6 +205,13 @@ func (s *Server) WriteKeys(args [][]byte) (keys [][]byte, all bool) {
 	return s.table.writtenKeys(args)
 }
 
+// DenyOOM reports whether a command is refused over maxmemory (redis's
+// denyoom flag; backend.StateMachine.SetDenyOOM).
+func (s *Server) DenyOOM(args [][]byte) bool {
+	sp, _ := s.table.lookup(args)
+	return sp != nil && sp.denyOOM
+}
+
 // AccessedKeys returns the keys a command reads or writes, as far as its
 // key specs tell (backend.StateMachine.SetKeys).
 func (s *Server) AccessedKeys(args [][]byte) [][]byte { return s.table.accessedKeys(args) }
@@ -225,6 +239,15 @@ func (s *Server) dialRedis(n *raftnode.Node) (*backend.Conn, error) {
 		}
 	}
 	return rc, nil
+}
+
+// tainted is cfg.Tainted's verdict.
+func (s *Server) tainted() bool {
+	if s.cfg.Tainted == nil {
+		return false
+	}
+	bad, _ := s.cfg.Tainted()
+	return bad
 }
 
 // SetFollowerProxy switches follower proxying at run time.

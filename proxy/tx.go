@@ -116,6 +116,11 @@ func (c *conn) queue(args [][]byte) bool {
 			c.emit(reject(o))
 			return true
 		}
+		if o := c.oomRefusal(sp); o != nil {
+			tx.dirty = true
+			c.emit(reject(o))
+			return true
+		}
 		sp, args, fix, early := c.determinize(sp, args, true)
 		if early != nil {
 			tx.dirty = true

@@ -25,8 +25,12 @@ type applier struct {
 	mu    sync.Mutex
 	queue []queued
 	wake  chan struct{}
-	// snapping is set while a snapshot's RDB is being written and stored.
-	snapping atomic.Bool
+	// snapping is set while a snapshot's RDB is being written and stored;
+	// after a failure, none starts before snapRetry (unix ns), and
+	// snapBackoff is the delay (snapFailed).
+	snapping    atomic.Bool
+	snapRetry   atomic.Int64
+	snapBackoff atomic.Int64
 	// sinceSnap counts the bytes of entries applied since the last snapshot
 	// started.
 	sinceSnap uint64
@@ -338,6 +342,7 @@ func (a *applier) recover(ctx context.Context) bool {
 	if a.gen.Load()%2 == 0 {
 		a.gen.Add(1)
 		a.broadcast()
+		a.n.metrics.redisRebuilds.Inc()
 	}
 	for {
 		err := a.replay(ctx)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
@@ -29,6 +30,8 @@ type Host struct {
 	cfg  Config
 	mu   sync.Mutex // serialises Init, Join and Restart
 	node atomic.Pointer[Node]
+	// stopping is set by Stop: a failed node is not restarted then.
+	stopping atomic.Bool
 
 	refused PeerRefusals
 }
@@ -107,6 +110,7 @@ func (h *Host) restart() (*Node, error) {
 		return nil, err
 	}
 	h.node.Store(n)
+	go h.revive(n)
 	go n.refreshOwnAddress(st.HardState.GetCommit())
 	n.log.Info("restarted node from its data directory", "cluster", IDString(n.clusterID),
 		"entries", len(st.Entries), "commit", st.HardState.GetCommit())
@@ -140,6 +144,7 @@ func (h *Host) Init() (*Node, error) {
 	// A single voter elects itself at once instead of after a timeout.
 	go n.raft.Campaign(nodeCtx(n))
 	h.node.Store(n)
+	go h.revive(n)
 	n.log.Info("initialised new cluster", "cluster", IDString(cid))
 	return n, nil
 }
@@ -160,6 +165,7 @@ func (h *Host) Join(clusterID, id uint64, members []Member) (*Node, error) {
 		return nil, err
 	}
 	h.node.Store(n)
+	go h.revive(n)
 	n.log.Info("joined cluster", "cluster", IDString(clusterID))
 	return n, nil
 }
@@ -264,8 +270,38 @@ func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Stop stops the node, if any.
 func (h *Host) Stop() {
+	h.stopping.Store(true)
 	if n := h.node.Load(); n != nil {
 		n.Stop()
+	}
+}
+
+// revive restarts n from the data directory if it stops because its Ready
+// loop failed (a disk error: the WAL it had open is unusable, the one on
+// disk is whole up to a torn tail at worst). It retries, less and less
+// often, until it succeeds or the host stops.
+func (h *Host) revive(n *Node) {
+	<-n.Done()
+	n.Stop() // waits until it has stopped
+	if n.failure.Load() == nil {
+		return
+	}
+	delay := time.Second
+	for !h.stopping.Load() {
+		time.Sleep(delay)
+		h.mu.Lock()
+		if h.node.Load() != n || h.stopping.Load() {
+			h.mu.Unlock()
+			return
+		}
+		nn, err := h.restart()
+		h.mu.Unlock()
+		if err == nil && nn != nil {
+			nn.log.Info("restarted the node after its Ready loop failed", "was", *n.failure.Load())
+			return
+		}
+		h.cfg.Logger.Error("restarting the node after its Ready loop failed", "err", err)
+		delay = min(2*delay, 30*time.Second)
 	}
 }
 

@@ -23,6 +23,7 @@ type Metrics struct {
 	snapshotLoad       prometheus.Histogram
 	snapshotBytes      prometheus.Gauge
 	redisApply         prometheus.Histogram
+	redisRebuilds      prometheus.Counter
 
 	transfer     *prometheus.CounterVec
 	transferSent prometheus.Counter
@@ -61,6 +62,7 @@ func NewMetrics() *Metrics {
 		snapshotLoad:       hist("snapshot_load_duration_seconds", "Time to load a snapshot received from the leader into redis.", snapshotBuckets),
 		snapshotBytes:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "raftproxy_snapshot_bytes", Help: "Size of this node's newest snapshot (RDB file) in bytes."}),
 		redisApply:         hist("redis_apply_duration_seconds", "Duration of one pipelined apply round trip to the local redis.", requestBuckets),
+		redisRebuilds:      counter("redis_rebuilds_total", "Times this node rebuilt its redis from its snapshot and log after the start: redis restarted or stopped answering, an apply failed, or another client changed redis's data (the log says which)."),
 		transfer: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "raftproxy_snapshot_transfer_bytes_total",
 			Help: "Snapshot bytes sent to or received from peers."}, []string{"direction"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "raftproxy_snapshot_failures_total",
@@ -74,7 +76,7 @@ func NewMetrics() *Metrics {
 	m.failLoad = m.failures.WithLabelValues("load")
 	m.collectorList = []prometheus.Collector{m.leaderChanges, m.proposalsCommitted, m.proposalsApplied, m.proposalsFailed,
 		m.proposalDuration, m.readIndexDuration, m.walFsyncDuration, m.snapshotMake, m.snapshotLoad, m.snapshotBytes,
-		m.redisApply, m.transfer, m.failures}
+		m.redisApply, m.redisRebuilds, m.transfer, m.failures}
 	return m
 }
 

@@ -137,6 +137,10 @@ type Config struct {
 	RequestTimeout time.Duration
 	// ClockOffset shifts this node's clock, for tests of clock skew only.
 	ClockOffset time.Duration
+	// MinFreeDisk is the free space the WAL's file system must have for
+	// the node to write to it (disk.go); default 80 MiB: a WAL segment
+	// (64 MiB) and some.
+	MinFreeDisk uint64
 	// MaxBatch is the most requests one log entry carries.
 	MaxBatch int
 	// MaxInflight is how many batches of requests this node keeps on their
@@ -221,6 +225,9 @@ func (c *Config) setDefaults() {
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 512
 	}
+	if c.MinFreeDisk == 0 {
+		c.MinFreeDisk = 80 << 20
+	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = 2
 	}
@@ -281,9 +288,12 @@ type Node struct {
 	log       *slog.Logger
 	zlog      *zap.Logger
 
-	raft      raft.Node
-	storage   *raft.MemoryStorage
-	wal       *rwal.Log
+	raft    raft.Node
+	storage *raft.MemoryStorage
+	wal     *rwal.Log
+	disk    diskGuard
+	// failure is why the Ready loop stopped the node, if it did.
+	failure   atomic.Pointer[error]
 	transport *rafthttp.Transport
 	members   *membership
 	store     *snapshot.Store
@@ -475,7 +485,10 @@ func (n *Node) run() {
 			n.raft.Tick()
 		case rd := <-n.raft.Ready():
 			if err := n.handleReady(rd); err != nil {
-				n.log.Error("raft ready loop failed; stopping node", "err", err)
+				if !errors.Is(err, ErrStopped) {
+					n.log.Error("raft ready loop failed; stopping the node (the host restarts it from its data directory)", "err", err)
+					n.failure.Store(&err)
+				}
 				go n.Stop()
 				return
 			}
@@ -516,6 +529,13 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if leader {
 		n.stampReadIndex(msgs)
 		n.transport.Send(msgs)
+	}
+	// Nothing is written without room for it: a full disk makes the node
+	// wait here, with nothing half-written (disk.go).
+	if len(rd.Entries) > 0 || !raft.IsEmptyHardState(rd.HardState) || !raft.IsEmptySnap(rd.Snapshot) {
+		if err := n.waitDisk(); err != nil {
+			return err
+		}
 	}
 	// The WAL records a snapshot before the state that follows it, as etcd
 	// does; the snapshot file itself was made durable when it was received.

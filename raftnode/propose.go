@@ -164,6 +164,11 @@ func (n *Node) ProposeTagged(ctx context.Context, req entry.Request, tag uint64)
 func (n *Node) propose(ctx context.Context, req entry.Request, tag uint64) *Future {
 	f := newFuture()
 	f.tag = tag
+	if full, err := n.DiskFull(); full {
+		n.metrics.proposalsFailed.Inc()
+		f.complete(nil, err)
+		return f
+	}
 	if !n.waitLeader(ctx) {
 		n.metrics.proposalsFailed.Inc()
 		f.complete(nil, ErrNoLeader)

@@ -154,6 +154,10 @@ func (r *readIndexer) run() {
 func (r *readIndexer) roundTrip() (uint64, int64, error) {
 	deadline := time.Now().Add(r.n.requestTimeout())
 	for time.Now().Before(deadline) {
+		// A node waiting for disk space applies nothing: it cannot serve.
+		if full, err := r.n.DiskFull(); full {
+			return 0, 0, err
+		}
 		wctx, cancel := context.WithDeadline(context.Background(), deadline)
 		ok := r.n.waitLeader(wctx)
 		cancel()

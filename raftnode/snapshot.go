@@ -180,7 +180,7 @@ func (n *Node) compactDone(index uint64, err error) {
 // applies, so the RDB reflects exactly the applied index.
 func (a *applier) maybeSnapshot(ctx context.Context) {
 	n := a.n
-	if a.snapping.Load() {
+	if a.snapping.Load() || time.Now().UnixNano() < a.snapRetry.Load() {
 		return
 	}
 	applied := a.applied.Load()
@@ -202,7 +202,7 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 	job, err := n.cfg.StateMachine.StartSnapshot(ctx)
 	if err != nil {
 		n.metrics.failMake.Inc()
-		n.log.Warn("cannot start snapshot; will retry", "index", applied, "err", err)
+		n.log.Warn("cannot start snapshot; will retry", "index", applied, "err", err, "in", a.snapFailed())
 		n.compactDone(0, err)
 		return
 	}
@@ -239,13 +239,25 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 		err := n.finishSnapshot(ctx, job, meta, conf.cs)
 		if err != nil {
 			n.metrics.failMake.Inc()
-			n.log.Error("snapshot failed", "index", applied, "err", err)
+			n.log.Error("snapshot failed", "index", applied, "err", err, "retry_in", a.snapFailed())
 		} else {
+			a.snapBackoff.Store(0)
 			n.metrics.snapshotMake.Observe(since(start))
 			n.log.Info("snapshot stored and log compacted", "index", applied, "took", time.Since(start).Round(time.Millisecond))
 		}
 		n.compactDone(applied, err)
 	}()
+}
+
+// snapFailed puts off the next snapshot after a failure (a full disk makes
+// every attempt fail, and each costs a BGSAVE): 5 s, doubling up to a
+// minute. It returns the delay.
+func (a *applier) snapFailed() time.Duration {
+	d := time.Duration(a.snapBackoff.Load())
+	d = min(max(2*d, 5*time.Second), time.Minute)
+	a.snapBackoff.Store(int64(d))
+	a.snapRetry.Store(time.Now().Add(d).UnixNano())
+	return d
 }
 
 func (n *Node) finishSnapshot(ctx context.Context, job SnapshotJob, meta snapshot.Meta, cs *raftpb.ConfState) error {

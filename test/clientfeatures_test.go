@@ -146,7 +146,9 @@ func TestClientFeatures(t *testing.T) {
 		if got := sub.read(5 * time.Second); got != "*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n$-1\r\n" {
 			t.Errorf("redirected invalidation of FLUSHDB: %q", got)
 		}
-		// BCAST with a prefix, NOLOOP.
+		// BCAST with a prefix, NOLOOP. A read through g first: g has then
+		// applied the FLUSHDB, whose invalidation must not reach bc.
+		dialR(t, g.Addr).do("GET", "trk:b")
 		bc := dialR(t, g.Addr)
 		bc.do("HELLO", "3")
 		bc.do("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "user:", "NOLOOP")

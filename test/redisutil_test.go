@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/raftproxy/raftproxy/expiry"
 )
 
 // redisDump is the logical content of a redis-server: "db<N>/<key>" mapped
@@ -255,10 +257,16 @@ func checkValues(ctx context.Context, cl *redis.Client, want map[string]string) 
 	return nil
 }
 
+// expiryOf renders a key's deadline as the log set it: a raftproxy node's
+// redis stores it shifted (package expiry), a stock redis's holds it as is
+// (no real deadline comes near the shift, 557 years from 1970).
 func expiryOf(c *redis.Cmd) string {
 	v, err := c.Int64()
 	if err != nil {
 		return "<" + err.Error() + ">"
+	}
+	if v >= expiry.Shift/2 {
+		v = expiry.Deadline(v)
 	}
 	return strconv.FormatInt(v, 10)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,11 +123,19 @@ func TestScriptsCannotDiverge(t *testing.T) {
 	if err := cl.SAdd(ctx, "set", members...).Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, cmd := range []string{"TIME", "RANDOMKEY", "SRANDMEMBER", "SPOP", "TTL"} {
+	for _, cmd := range []string{"RANDOMKEY", "SRANDMEMBER", "SPOP"} {
 		v := doOn(ctx, t, leader.Addr, "EVAL", "return redis.call(ARGV[1], 'set')", "0", cmd)
 		if !v.IsError() || !strings.Contains(v.Str, "raftproxy: '"+cmd+"' has a random or clock-dependent result") {
 			t.Errorf("EVAL calling %s: %s, want the raftproxy refusal", cmd, v)
 		}
+	}
+	// TIME and TTL run by the log's time (the entry's), the same on every
+	// node: a script may write what they return.
+	before := time.Now().Unix()
+	if v := doOn(ctx, t, leader.Addr, "EVAL", "redis.call('SET', KEYS[1], 'v', 'EX', 100) local t = redis.call('TIME') redis.call('SET', 'time', t[1] .. '.' .. t[2] .. '/' .. redis.call('TTL', KEYS[1])) return redis.call('GET', 'time')", "1", "ttlkey"); v.IsError() {
+		t.Errorf("EVAL calling TIME and TTL: %s", v)
+	} else if secs, _, _ := strings.Cut(v.Str, "."); secs < strconv.FormatInt(before, 10) || !strings.HasSuffix(v.Str, "/100") {
+		t.Errorf("EVAL calling TIME and TTL: %q, want the log's time (about %d) and TTL 100", v.Str, before)
 	}
 	if v := doOn(ctx, t, leader.Addr, "EVAL", "return redis.call('XADD', 'st', 'MAXLEN', '~', '10', '*', 'f', 'v')", "0"); !strings.Contains(v.Str, "'XADD *'") {
 		t.Errorf("EVAL calling XADD *: %s, want the raftproxy refusal", v)

@@ -56,6 +56,7 @@ type options struct {
 	requestTimeout, tick               time.Duration
 	electionTicks                      int
 	snapEntries, snapCatchUp, snapMiB  uint64
+	minFreeMiB                         uint64
 	snapCatchUpMiB                     uint64
 	snapKeep                           int
 	forceNewCluster                    bool
@@ -101,6 +102,7 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.IntVar(&o.electionTicks, "election-ticks", 10, "ticks without a leader before an election")
 	fs.Uint64Var(&o.snapEntries, "snapshot-entries", 10000, "make a snapshot (BGSAVE) and compact the log after this many applied entries")
 	fs.Uint64Var(&o.snapMiB, "snapshot-mib", 64, "make a snapshot after this many MiB of applied entries")
+	fs.Uint64Var(&o.minFreeMiB, "min-free-disk-mib", 80, "write the raft log only while its file system has this many MiB free (a WAL segment is 64); below it the node waits, answering MISCONF, and resumes by itself")
 	fs.Uint64Var(&o.snapCatchUp, "snapshot-catchup-entries", 5000, "entries kept in the log after a snapshot, so a slightly lagging follower needs no snapshot")
 	fs.Uint64Var(&o.snapCatchUpMiB, "snapshot-catchup-mib", 16, "bytes (MiB) of entries kept in the log after a snapshot, at most")
 	fs.BoolVar(&o.forceNewCluster, "force-new-cluster", false, "quorum-loss recovery: restart this node as the only member of its cluster, keeping what it committed; other nodes then join it with empty data dirs")
@@ -153,6 +155,7 @@ func parseFlags(args, environ []string) (options, error) {
 		{"election-ticks", o.electionTicks >= 2, "at least 2"},
 		{"snapshot-entries", o.snapEntries > 0, "a positive number"},
 		{"snapshot-mib", o.snapMiB > 0, "a positive number"},
+		{"min-free-disk-mib", o.minFreeMiB > 0, "a positive number"},
 		{"snapshot-keep", o.snapKeep >= 1, "at least 1"},
 		{"max-clients", o.maxClients >= 1, "at least 1"},
 		{"max-request-bytes", o.maxRequest >= 1024 && o.maxRequest <= 512<<20, "between 1kb and 512mb"},
@@ -407,6 +410,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	// applies) only after it is set, below.
 	var srv *proxy.Server
 	sm.SetKeys(func(args [][]byte) [][]byte { return srv.AccessedKeys(args) })
+	sm.SetDenyOOM(func(args [][]byte) bool { return srv.DenyOOM(args) })
 	host := raftnode.NewHost(raftnode.Config{
 		WriteKeys: func(args [][]byte) ([][]byte, bool) { return srv.WriteKeys(args) },
 		Modified:  func(args [][]byte, raw []byte) bool { return srv.Modified(args, raw) },
@@ -426,12 +430,20 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 
 		SnapshotEntries:        o.snapEntries,
 		SnapshotBytes:          o.snapMiB << 20,
+		MinFreeDisk:            o.minFreeMiB << 20,
 		SnapshotCatchUpEntries: o.snapCatchUp,
 		SnapshotCatchUpBytes:   o.snapCatchUpMiB << 20,
 		SnapshotKeep:           o.snapKeep,
 		ForceNewCluster:        o.forceNewCluster,
 		PeerTLS:                peerTLSInfo,
 		SeedRDB:                o.seedRDB,
+	})
+	// A redis written by another client is rebuilt at once, not at the
+	// next health check.
+	sm.SetOnTaint(func() {
+		if n := host.Node(); n != nil {
+			n.Poke()
+		}
 	})
 	if peerTLS != nil {
 		// Every peer must present a certificate the peer CA signed; the
@@ -454,6 +466,8 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		Logger:        log,
 		Scripts:       sm.Scripts(),
 		Volatile:      sm.Volatile,
+		Tainted:       sm.Tainted,
+		Memory:        sm,
 		MemberTLS:     memberTLS,
 
 		RedisPassword:   redisPass,

@@ -1,0 +1,231 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// A redis that loses data, or gets it from somewhere else, must not be read
+// as if it held the log. A restart (an operator's, an OOM kill) changes
+// redis's run_id, which Healthy and every reading connection check. A client
+// other than raftproxy writing to redis directly (a stray FLUSHALL, a SET
+// from redis-cli) leaves the run_id alone, so the watchdog catches it: the
+// apply connection turns on client-side caching in broadcast mode with
+// NOLOOP, redirected to the watchdog's connection. Redis then tells the
+// watchdog of every key written by any client but the applier, and of every
+// flush. Two kinds of notice come from the applier all the same: its
+// flushes (Apply counts them), and the writes of the scripts it runs (redis
+// counts them as its Lua client's). So Apply opens a window before it sends
+// a batch with a script, and closes it with a PING to the watchdog after
+// the replies: the notices the window sees are the scripts', and the PONG
+// comes after them. Any other notice taints the state machine: Healthy
+// reports false, reads are refused (Tainted), and the node rebuilds redis
+// from its snapshot and log. A stray write inside a window (a batch's
+// duration) goes unnoticed.
+type watchdog struct {
+	c    *Conn
+	done chan struct{}
+	// stop is closed by close, before the connection is.
+	stop chan struct{}
+	// flushes counts the flushes the applier sent whose notice has not
+	// come yet; windows the script windows not closed yet (their PONG has
+	// not come).
+	flushes atomic.Int64
+	windows atomic.Int64
+	tainted atomic.Bool
+	why     atomic.Pointer[string]
+	onTaint func()
+}
+
+// invalidateChannel is where redis sends tracking messages for RESP2.
+const invalidateChannel = "__redis__:invalidate"
+
+// startWatchdog connects the watchdog and turns on tracking on apply, the
+// applier's connection.
+func startWatchdog(ctx context.Context, addr, password string, apply *Conn, onTaint func()) (*watchdog, error) {
+	c, err := DialAuth(ctx, addr, password)
+	if err != nil {
+		return nil, fmt.Errorf("watchdog: %w", err)
+	}
+	w := &watchdog{c: c, done: make(chan struct{}), stop: make(chan struct{}), onTaint: onTaint}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	if dl, has := ctx.Deadline(); has {
+		c.SetDeadline(dl)
+	}
+	v, err := c.DoValue("CLIENT", "ID")
+	if err != nil {
+		return nil, fmt.Errorf("watchdog: CLIENT ID: %w", err)
+	}
+	id := v.Int
+	c.DoValue("CLIENT", "SETNAME", "raftproxy-watchdog")
+	if _, err := c.DoValue("SUBSCRIBE", invalidateChannel); err != nil {
+		return nil, fmt.Errorf("watchdog: SUBSCRIBE: %w", err)
+	}
+	c.SetDeadline(time.Time{})
+	if _, err := apply.DoValue("CLIENT", "TRACKING", "ON", "REDIRECT", strconv.FormatInt(id, 10), "BCAST", "NOLOOP"); err != nil {
+		return nil, fmt.Errorf("watchdog: CLIENT TRACKING: %w", err)
+	}
+	ok = true
+	go w.run()
+	return w, nil
+}
+
+// run reads the invalidation messages until the connection closes.
+func (w *watchdog) run() {
+	defer close(w.done)
+	var raw []byte
+	for {
+		var err error
+		raw, err = w.c.ReadReply(raw[:0])
+		if err != nil {
+			select {
+			case <-w.stop:
+			default:
+				w.taint("the watchdog's connection to redis failed: " + err.Error())
+			}
+			return
+		}
+		v, _, err := resp.Parse(raw)
+		if err != nil || len(v.Elems) < 2 {
+			continue
+		}
+		if string(v.Elems[0].Str) == "pong" {
+			w.windows.Add(-1)
+			continue
+		}
+		if len(v.Elems) != 3 || string(v.Elems[0].Str) != "message" {
+			continue
+		}
+		keys := v.Elems[2]
+		if keys.Null || (keys.Kind != '*' && len(keys.Str) == 0) {
+			// A flush: the applier's own, or another client's.
+			if w.flushes.Add(-1) >= 0 {
+				continue
+			}
+			w.flushes.Add(1)
+			if w.windows.Load() > 0 {
+				continue // a script's
+			}
+			w.taint("a client other than raftproxy flushed the local redis")
+			continue
+		}
+		if w.windows.Load() > 0 {
+			continue
+		}
+		var names []string
+		for i, k := range keys.Elems {
+			if i == 3 {
+				names = append(names, "...")
+				break
+			}
+			names = append(names, strconv.Quote(string(k.Str)))
+		}
+		w.taint(fmt.Sprintf("a client other than raftproxy wrote to the local redis (keys %v)", names))
+	}
+}
+
+func (w *watchdog) taint(why string) {
+	if w.tainted.Swap(true) {
+		return
+	}
+	w.why.Store(&why)
+	if w.onTaint != nil {
+		w.onTaint()
+	}
+}
+
+// open opens a script window; the applier calls close after the replies.
+func (w *watchdog) open() { w.windows.Add(1) }
+
+// closeWindow sends the PING whose PONG closes the window opened last.
+func (w *watchdog) closeWindow() error {
+	if err := w.c.Write([][]byte{[]byte("PING")}); err != nil {
+		return err
+	}
+	return w.c.Flush()
+}
+
+func (w *watchdog) close() {
+	close(w.stop)
+	w.c.Close()
+	<-w.done
+}
+
+// Tainted reports whether the local redis may hold data the log did not put
+// there, and why: reads must not use it until the node has rebuilt it.
+func (s *StateMachine) Tainted() (bool, string) {
+	w := s.wd.Load()
+	if w == nil || !w.tainted.Load() {
+		return false, ""
+	}
+	if p := w.why.Load(); p != nil {
+		return true, *p
+	}
+	return true, ""
+}
+
+// SetOnTaint sets what is called, once, when the watchdog finds the local
+// redis changed by another client (before the node starts): the node
+// should check the state machine now (raftnode.Node.Poke).
+func (s *StateMachine) SetOnTaint(f func()) { s.onTaint = f }
+
+// ensureWatchdog starts the watchdog for the apply connection if it has
+// none (after each Reset, once redis is a master again).
+func (s *StateMachine) ensureWatchdog() error {
+	if s.wd.Load() != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	defer s.conn.SetDeadline(time.Time{})
+	w, err := startWatchdog(ctx, s.addr, s.password, s.conn, s.onTaint)
+	if err != nil {
+		return err
+	}
+	s.wd.Store(w)
+	return nil
+}
+
+// stopWatchdog ends the watchdog, with the apply connection it watches for.
+func (s *StateMachine) stopWatchdog() {
+	if w := s.wd.Swap(nil); w != nil {
+		w.close()
+	}
+}
+
+// mayRunScript reports whether applying cmds may run a script: an EVAL or
+// FCALL, in a transaction or not, or the deletion of expired keys.
+func (s *StateMachine) mayRunScript(cmds []raftnode.Command) bool {
+	isScript := func(args [][]byte) bool {
+		if len(args) == 0 {
+			return false
+		}
+		n := args[0]
+		return bytes.EqualFold(n, []byte("eval")) || bytes.EqualFold(n, []byte("fcall")) ||
+			bytes.EqualFold(n, []byte("eval_ro")) || bytes.EqualFold(n, []byte("fcall_ro"))
+	}
+	for _, c := range cmds {
+		if s.vol.may(c.DB) || isScript(c.Args) {
+			return true
+		}
+		for _, args := range c.Tx {
+			if isScript(args) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,286 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
+)
+
+// The memory limit (maxmemory), enforced through the log; see
+// backend/memory.go for the state machine's side. This is the leader's:
+// every memoryPeriod it compares its redis's used memory with the limit
+// the log set. Over it, it proposes the deletion of keys chosen by the
+// policy on its own redis (evictScript: redis's sampling, by idle time,
+// access frequency, deadline or at random), and when the policy is
+// noeviction, or nothing is left to evict, or eviction falls behind by
+// memorySlack, it proposes backend.MemoryCommand OVER: every node then
+// refuses the writes redis flags denyoom, at the same place in the log.
+// Below the limit again it proposes UNDER. The leader's memory stands for
+// every node's: they hold the same data.
+
+const (
+	memoryPeriod = 100 * time.Millisecond
+	// memorySlack is how far over the limit eviction may lag before writes
+	// are refused meanwhile (redis evicts before every command; here it
+	// takes a round of the log).
+	memorySlack = 0.05
+	// evictBatch is the most keys one eviction proposal deletes.
+	evictBatch = 64
+)
+
+// Memory is the memory limit's state as the applied log has it
+// (backend.StateMachine).
+type Memory interface {
+	MemoryOver() bool
+	MaxMemory() (int64, string)
+}
+
+func (s *Server) memoryOver() bool { return s.cfg.Memory != nil && s.cfg.Memory.MemoryOver() }
+
+// oomRefusal is the reply to a command refused for memory, or nil.
+func (c *conn) oomRefusal(sp *spec) *op {
+	if !sp.denyOOM || !c.s.memoryOver() {
+		return nil
+	}
+	return errReply(backend.OOMError)
+}
+
+// evictScript returns up to ARGV[3] keys to evict under policy ARGV[1],
+// each the best of ARGV[2] random keys, as redis's eviction pool picks.
+var evictScript = `#!lua flags=no-writes,allow-stale
+local policy, samples, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local volatile = string.sub(policy, 1, 9) == 'volatile-'
+local out, seen = {}, {}
+for n = 1, want do
+  local best, score
+  for i = 1, samples do
+    local k = redis.call('RANDOMKEY')
+    if not k then return out end
+    if not seen[k] then
+      local e = redis.call('PEXPIRETIME', k)
+      if not volatile or e >= 0 then
+        local sc
+        if policy == 'allkeys-lru' or policy == 'volatile-lru' then sc = redis.call('OBJECT', 'IDLETIME', k)
+        elseif policy == 'allkeys-lfu' or policy == 'volatile-lfu' then sc = 255 - redis.call('OBJECT', 'FREQ', k)
+        elseif policy == 'volatile-ttl' then sc = -e
+        else sc = 0 end
+        if best == nil or sc > score then best, score = k, sc end
+      end
+    end
+  end
+  if best == nil then return out end
+  seen[best] = true
+  out[#out+1] = best
+end
+return out`
+
+// memoryController is the leader's side of the memory limit.
+type memoryController struct {
+	s       *Server
+	rc      *backend.Conn
+	evicted uint64
+}
+
+func (s *Server) runMemory(stop <-chan struct{}) {
+	m := &memoryController{s: s}
+	t := time.NewTicker(memoryPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-stop:
+			if m.rc != nil {
+				m.rc.Close()
+			}
+			return
+		}
+		if s.cfg.Host == nil || s.cfg.Memory == nil {
+			continue
+		}
+		n := s.cfg.Host.Node()
+		if n == nil || !n.IsLeader() {
+			continue
+		}
+		if err := m.round(n); err != nil {
+			s.log.Warn("memory limit round failed", "err", err)
+			if m.rc != nil {
+				m.rc.Close()
+				m.rc = nil
+			}
+		}
+	}
+}
+
+// used is the memory redis counts against maxmemory.
+func (m *memoryController) used() (int64, error) {
+	m.rc.SetDeadline(time.Now().Add(5 * time.Second))
+	v, err := m.rc.DoValue("INFO", "memory")
+	if err != nil {
+		return 0, err
+	}
+	used, err := strconv.ParseInt(backend.InfoField(v.Str, "used_memory"), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("INFO memory: used_memory: %w", err)
+	}
+	not, _ := strconv.ParseInt(backend.InfoField(v.Str, "mem_not_counted_for_evict"), 10, 64)
+	return used - not, nil
+}
+
+func (m *memoryController) round(n *raftnode.Node) error {
+	limit, policy := m.s.cfg.Memory.MaxMemory()
+	over := m.s.memoryOver()
+	if limit <= 0 {
+		if over {
+			return m.setOver(n, false)
+		}
+		return nil
+	}
+	if m.rc == nil {
+		rc, err := m.s.dialRedis(n)
+		if err != nil {
+			return err
+		}
+		m.rc = rc
+	}
+	used, err := m.used()
+	if err != nil {
+		return err
+	}
+	if used <= limit {
+		if over {
+			return m.setOver(n, false)
+		}
+		return nil
+	}
+	if policy == "noeviction" {
+		if !over {
+			return m.setOver(n, true)
+		}
+		return nil
+	}
+	// Evict until under, for at most one period; the rest next round.
+	deadline := time.Now().Add(memoryPeriod)
+	exhausted := false
+	for used > limit && time.Now().Before(deadline) {
+		want := min(evictBatch, max(1, int((used-limit)/1024)))
+		keys, err := m.victims(policy, want)
+		if err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			exhausted = true // nothing this policy may evict
+			break
+		}
+		if err := m.evict(n, keys); err != nil {
+			return err
+		}
+		if used, err = m.used(); err != nil {
+			return err
+		}
+	}
+	lagging := float64(used) > float64(limit)*(1+memorySlack)
+	switch {
+	case used > limit && (exhausted || lagging) && !over:
+		return m.setOver(n, true)
+	case used <= limit && over:
+		return m.setOver(n, false)
+	}
+	return nil
+}
+
+// victims samples the keys to evict on the leader's redis, database by
+// database, as redis does.
+func (m *memoryController) victims(policy string, want int) ([]dbKey, error) {
+	var out []dbKey
+	samples := "5"
+	for db := 0; db < m.s.databases && len(out) < want; db++ {
+		m.rc.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := m.rc.Select(db); err != nil {
+			return nil, err
+		}
+		raw, err := m.rc.Do([]byte("EVAL"), []byte(evictScript), []byte("0"), []byte(policy), []byte(samples), []byte(strconv.Itoa(want-len(out))))
+		if err != nil {
+			return nil, err
+		}
+		v, _, err := resp.Parse(raw)
+		if err != nil || v.IsError() {
+			return nil, fmt.Errorf("eviction sample answered %q", raw)
+		}
+		for _, k := range v.Elems {
+			out = append(out, dbKey{db, append([]byte(nil), k.Str...)})
+		}
+	}
+	return out, nil
+}
+
+type dbKey struct {
+	db  int
+	key []byte
+}
+
+// evict deletes keys through the log and waits for this node to apply it.
+func (m *memoryController) evict(n *raftnode.Node, keys []dbKey) error {
+	byDB := map[int][][]byte{}
+	for _, k := range keys {
+		byDB[k.db] = append(byDB[k.db], k.key)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.s.timeout())
+	defer cancel()
+	for db, ks := range byDB {
+		args := append([][]byte{[]byte("UNLINK")}, ks...)
+		raw, err := n.ProposeRequest(ctx, entry.Request{DB: db, Args: args}).Wait(ctx)
+		if err != nil {
+			return fmt.Errorf("evict through the log: %w", err)
+		}
+		if v, _, err := resp.Parse(raw); err == nil && v.Kind == ':' {
+			m.s.metrics.evictedKeys.Add(float64(v.Int))
+		}
+	}
+	return nil
+}
+
+// setOver proposes the memory state.
+func (m *memoryController) setOver(n *raftnode.Node, over bool) error {
+	state := "UNDER"
+	if over {
+		state = "OVER"
+		m.s.log.Warn("used memory is over maxmemory: writes that need memory are refused with OOM until it is not", "policy", "see CONFIG GET maxmemory-policy")
+	} else {
+		m.s.log.Info("used memory is under maxmemory again: writes are accepted")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.s.timeout())
+	defer cancel()
+	_, err := n.ProposeRequest(ctx, entry.Request{Args: [][]byte{[]byte(backend.MemoryCommand), []byte(state)}}).Wait(ctx)
+	return err
+}
+
+// configGetFix shows the maxmemory the log set in CONFIG GET's reply (redis
+// itself holds 0).
+func (s *Server) configGetFix(raw []byte) []byte {
+	if s.cfg.Memory == nil || !bytes.Contains(raw, []byte("maxmemory")) {
+		return raw
+	}
+	v, _, err := resp.Parse(raw)
+	if err != nil || (v.Kind != '*' && v.Kind != '%') {
+		return raw
+	}
+	max, _ := s.cfg.Memory.MaxMemory()
+	elems := v.Elems
+	out := resp.AppendMapLen(nil, len(elems)/2, v.Kind == '%')
+	for i := 0; i+1 < len(elems); i += 2 {
+		out = resp.AppendBulk(out, elems[i].Str)
+		if string(elems[i].Str) == "maxmemory" {
+			out = resp.AppendBulkString(out, strconv.FormatInt(max, 10))
+		} else {
+			out = resp.AppendBulk(out, elems[i+1].Str)
+		}
+	}
+	return out
+}

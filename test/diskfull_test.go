@@ -1,0 +1,187 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// smallDisk puts n's data directory on a tmpfs of sizeMiB (its content
+// copied over), with n's proxy stopped meanwhile. It skips the test where
+// mounting is not allowed.
+func smallDisk(ctx context.Context, t *testing.T, n *Node, sizeMiB int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs for the data directory needs root")
+	}
+	if err := n.StopProxy(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	saved := n.DataDir + ".saved"
+	if err := os.Rename(n.DataDir, saved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMiB), "tmpfs", n.DataDir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v: %s): the full-disk test needs it", err, out)
+	}
+	// Lazily, before the harness stops the processes that use it.
+	t.Cleanup(func() { exec.Command("umount", "-l", n.DataDir).Run() })
+	if out, err := exec.Command("cp", "-a", saved+"/.", n.DataDir+"/").CombinedOutput(); err != nil {
+		t.Fatalf("copy the data directory onto the tmpfs: %v: %s", err, out)
+	}
+	if err := n.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fill leaves about leaveMiB free on dir's file system, in one file it
+// returns (remove it to free the space).
+func fill(t *testing.T, dir string, leaveMiB int) string {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	size := free - int64(leaveMiB)<<20
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Written, not fallocated alone, so that tmpfs counts it at once.
+	buf := make([]byte, 1<<20)
+	for size > 0 {
+		k := min(int64(len(buf)), size)
+		if _, err := f.Write(buf[:k]); err != nil {
+			t.Fatalf("fill %s: %v", dir, err)
+		}
+		size -= k
+	}
+	return path
+}
+
+// TestDiskFull: a follower's data directory fills up. It must write nothing
+// (its WAL stays whole), answer its clients MISCONF, say so in its metrics
+// and /readyz, while the other two serve every write; once the space is
+// freed it resumes by itself, catches up (snapshots included: they are
+// made every 300 entries), and every redis ends identical with every
+// acknowledged write.
+func TestDiskFull(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{Metrics: true, ExtraArgs: []string{"--snapshot-entries", "300", "--snapshot-catchup-entries", "100"}})
+	leader, followers := c.Leader(ctx)
+	if leader == nil || len(followers) < 2 {
+		t.Fatal("no stable leader")
+	}
+	victim := followers[0]
+	smallDisk(ctx, t, victim, 200)
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	leader, _ = c.Leader(ctx)
+	if leader == victim {
+		t.Skip("the node with the small disk became the leader")
+	}
+	acked := map[string]string{}
+	write := func(n *Node, k, v string) error {
+		r, err := n.Do(ctx, 10*time.Second, "SET", k, v)
+		if err != nil {
+			return err
+		}
+		if r.IsError() {
+			return fmt.Errorf("%s", r.String())
+		}
+		acked[k] = v
+		return nil
+	}
+	for i := range 100 {
+		if err := write(victim, fmt.Sprintf("before%d", i), "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Below the reserve (80 MiB): the victim stops writing.
+	filler := fill(t, victim.DataDir, 40)
+	var misconf string
+	err := waitFor(ctx, 20*time.Second, 100*time.Millisecond, "a write through the full node refused with MISCONF", func(ctx context.Context) error {
+		// Writes through the others keep the log moving, so the victim
+		// has something to persist and finds the disk full.
+		if err := write(leader, "during", "y"); err != nil {
+			return err
+		}
+		r, err := victim.Do(ctx, 10*time.Second, "SET", "victim", "z")
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(r.String(), "-MISCONF") {
+			return fmt.Errorf("SET through the full node: %s", r)
+		}
+		misconf = r.String()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the full node answers: %s", misconf)
+	if v := scrapeNode(ctx, t, victim).get(t, "raftproxy_disk_full"); v != 1 {
+		t.Errorf("raftproxy_disk_full = %v on the full node", v)
+	}
+	if code, body := readyz(ctx, t, victim); code != http.StatusServiceUnavailable || !strings.Contains(body, "[failed] disk") {
+		t.Errorf("/readyz of the full node: %d %q", code, body)
+	}
+	if r, err := victim.Do(ctx, 10*time.Second, "GET", "before1"); err != nil || !strings.HasPrefix(r.String(), "-MISCONF") {
+		t.Errorf("GET through the full node: %v %v, want MISCONF (it cannot apply)", r, err)
+	}
+	// The majority serves on, enough for snapshots on the others.
+	for i := range 1000 {
+		if err := write(leader, fmt.Sprintf("full%d", i), strings.Repeat("v", 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Space is back: it resumes by itself.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	err = waitFor(ctx, 30*time.Second, 200*time.Millisecond, "the node writing again", func(ctx context.Context) error {
+		return write(victim, "after", "w")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := scrapeNode(ctx, t, victim).get(t, "raftproxy_disk_full"); v != 0 {
+		t.Errorf("raftproxy_disk_full = %v once space is back", v)
+	}
+	dump := c.AssertRedisIdentical(ctx)
+	for k, v := range acked {
+		if got := dump[dumpKey(0, k)]; !strings.Contains(got, fmt.Sprintf("%q", v)) {
+			t.Errorf("acknowledged %s=%.10s…: redis has %.60s", k, v, got)
+		}
+	}
+	// The WAL is whole: a restart reads it back.
+	if err := victim.StopProxy(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := victim.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(victim.dir, "proxy.log"))
+	if strings.Contains(string(b), "repaired") || strings.Contains(string(b), "torn") {
+		t.Errorf("the WAL needed a repair after the full disk")
+	}
+}

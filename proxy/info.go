@@ -71,12 +71,17 @@ type infoView struct {
 	known   bool // a leader is known
 	master  raftnode.Member
 	members int
+	// maxMemory is the maxmemory the log set (redis holds 0); -1: unknown.
+	maxMemory int64
 }
 
 func (s *Server) infoView() infoView {
 	s.mu.Lock()
-	v := infoView{clients: len(s.conns)}
+	v := infoView{clients: len(s.conns), maxMemory: -1}
 	s.mu.Unlock()
+	if s.cfg.Memory != nil {
+		v.maxMemory, _ = s.cfg.Memory.MaxMemory()
+	}
 	if s.blocked != nil {
 		v.blocked = s.blocked.count.Load()
 	}
@@ -111,6 +116,8 @@ func (s *Server) rewriteInfo(text []byte) []byte {
 //     dropped: redis is a replica of its own proxy while it loads a snapshot
 //   - avg_ttl in the keyspace lines is made real (redis stores deadlines
 //     shifted, package expiry)
+//   - maxmemory and maxmemory_human are the log's (redis holds 0,
+//     backend/memory.go)
 //
 // Everything else (memory, keyspace, stats, run_id...) is the local redis's.
 func rewriteInfo(text []byte, v infoView) []byte {
@@ -156,6 +163,15 @@ func rewriteInfo(text []byte, v infoView) []byte {
 			fmt.Fprintf(&out, "connected_slaves:%d\r\n", n)
 		case "cluster_enabled":
 			out.WriteString("cluster_enabled:1\r\n")
+		case "maxmemory", "maxmemory_human":
+			if v.maxMemory < 0 {
+				out.Write(line)
+			} else if string(k) == "maxmemory" {
+				fmt.Fprintf(&out, "maxmemory:%d", v.maxMemory)
+			} else {
+				out.WriteString("maxmemory_human:" + bytesHuman(v.maxMemory))
+			}
+			out.WriteString("\r\n")
 		case "master_host", "master_port", "master_link_status", "master_last_io_seconds_ago",
 			"master_sync_in_progress", "master_sync_total_bytes", "master_sync_read_bytes",
 			"master_sync_left_bytes", "master_sync_perc", "master_sync_last_io_seconds_ago",
@@ -181,6 +197,24 @@ func rewriteInfo(text []byte, v infoView) []byte {
 		b = b[:len(b)-2]
 	}
 	return b
+}
+
+// bytesHuman is redis's bytesToHuman: 1.50M, 512B...
+func bytesHuman(n int64) string {
+	d := float64(n)
+	switch {
+	case n < 1024:
+		return fmt.Sprintf("%dB", n)
+	case n < 1024*1024:
+		return fmt.Sprintf("%.2fK", d/1024)
+	case n < 1024*1024*1024:
+		return fmt.Sprintf("%.2fM", d/(1024*1024))
+	case n < 1024*1024*1024*1024:
+		return fmt.Sprintf("%.2fG", d/(1024*1024*1024))
+	case n < 1024*1024*1024*1024*1024:
+		return fmt.Sprintf("%.2fT", d/(1024*1024*1024*1024))
+	}
+	return fmt.Sprintf("%.2fP", d/(1024*1024*1024*1024*1024))
 }
 
 // realAvgTTL takes the shift out of a keyspace line's avg_ttl (redis

@@ -86,7 +86,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal("no stable leader")
 	}
 	victim := followers[0]
-	smallDisk(ctx, t, victim, 200)
+	smallDisk(ctx, t, victim, 300)
 	if _, err := c.WaitStable(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -75,7 +75,7 @@ bench-memory: deps build
 SEED ?= 0
 DURATION ?= 60s
 RUNS ?= 1
-NEMESIS ?= kill,redis,pause,partition,torn,member,compact,script
+NEMESIS ?= kill,redis,pause,partition,torn,member,compact,script,skew,disk,redis-loss
 NODES ?= 3
 CLIENTS ?= 10
 CHAOS_NET ?= auto

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,8 +17,8 @@ import (
 // Nemeses: faults that last a while and are then healed, and instant
 // operations that run alone or in the middle of a fault.
 var (
-	faultNemeses   = []string{"kill", "redis", "pause", "partition", "torn"}
-	instantNemeses = []string{"member", "compact", "script"}
+	faultNemeses   = []string{"kill", "redis", "pause", "partition", "torn", "skew", "disk"}
+	instantNemeses = []string{"member", "compact", "script", "redis-loss"}
 )
 
 // nemesis injects faults into c on a schedule drawn from rng, so a seed
@@ -226,8 +227,71 @@ func (nm *nemesis) inject(ctx context.Context, kind string) (heal func() error, 
 		}
 		nm.logf("killed %s and cut %d bytes from the end of its WAL", n, cut)
 		return func() error { return n.StartProxy(ctx) }, nil
+	case "skew":
+		// One node's redis, or every node's, runs its wall clock 5 to 60 s
+		// off: keys must still expire by the leader's clock alone.
+		nodes := []*Node{nm.target(ctx)}
+		if nm.rng.IntN(3) == 0 {
+			nodes = append([]*Node(nil), nm.c.Nodes...)
+		}
+		var offsets []time.Duration
+		for _, n := range nodes {
+			d := time.Duration(5+nm.rng.IntN(56)) * time.Second
+			if nm.rng.IntN(2) == 0 {
+				d = -d
+			}
+			if err := n.SetRedisClock(d); err != nil {
+				return nil, err
+			}
+			offsets = append(offsets, d)
+		}
+		nm.logf("set the redis clocks of %v off by %v", nodes, offsets)
+		return func() error {
+			for _, n := range nodes {
+				if err := n.SetRedisClock(0); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, nil
+	case "disk":
+		// A node's data directory fills up: below the WAL's reserve, or to
+		// the last byte.
+		n := nm.target(ctx)
+		leave := []int{40, 0}[nm.rng.IntN(2)]
+		path, err := fillDir(n.DataDir, leave)
+		if err != nil {
+			return nil, fmt.Errorf("filling %s's data directory: %w", n, err)
+		}
+		nm.logf("filled %s's data directory to %d MiB free", n, leave)
+		return func() error { return os.Remove(path) }, nil
 	}
 	return nil, fmt.Errorf("unknown nemesis %q", kind)
+}
+
+// loseRedisData makes a node's redis lose data, or take data from another
+// client, behind raftproxy's back.
+func (nm *nemesis) loseRedisData(ctx context.Context) error {
+	n := nm.randomNode()
+	var err error
+	switch nm.rng.IntN(3) {
+	case 0:
+		err = n.RedisClient().FlushAll(ctx).Err()
+		nm.logf("FLUSHALL on %s's redis directly", n)
+	case 1:
+		err = n.RedisClient().Set(ctx, "chaos:stray", "stray", 0).Err()
+		nm.logf("SET chaos:stray on %s's redis directly", n)
+	default:
+		if err = n.KillRedis(); err == nil {
+			err = n.StartRedis(ctx)
+		}
+		nm.logf("restarted %s's redis empty", n)
+	}
+	if err != nil {
+		// The redis may be paused or down under another fault.
+		nm.logf("redis-loss on %s: %v", n, err)
+	}
+	return nil
 }
 
 // quarantined names the running members other than except that say they
@@ -338,6 +402,8 @@ func (nm *nemesis) instant(ctx context.Context, kind string) error {
 		nm.logf("RAFT.DEBUG COMPACT on %s: %v %v", n, v, err)
 	case "script":
 		nm.runaway(ctx)
+	case "redis-loss":
+		return nm.loseRedisData(ctx)
 	case "member":
 		l := nm.leader(ctx)
 		if l == nil {

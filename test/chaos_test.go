@@ -66,6 +66,7 @@ func TestChaos(t *testing.T) {
 		{"pauses and membership", "pause,member,script", "auto"},
 		{"partitions", "partition,member,compact", "netns"},
 		{"torn WAL", "torn,kill", "auto"},
+		{"skewed clocks, full disks and lost redis data", "skew,disk,redis-loss,kill", "auto"},
 	}
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
@@ -124,14 +125,24 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 	}
 	t.Logf("chaos: %s net=%s", cfg, netName)
 
-	c := StartCluster(ctx, t, ClusterOptions{
+	opts := ClusterOptions{
 		Nodes:          cfg.Nodes,
 		Network:        topo,
 		RequestTimeout: 2 * time.Second,
 		// Snapshots (and so snapshot transfers to lagging nodes) happen
 		// during the run, not only when the compact nemesis asks.
-		ExtraArgs: []string{"--snapshot-entries", "3000", "--snapshot-catchup-entries", "1000"},
-	})
+		ExtraArgs:  []string{"--snapshot-entries", "3000", "--snapshot-catchup-entries", "1000"},
+		SkewClocks: contains(cfg.Nemeses, "skew"),
+	}
+	if contains(cfg.Nemeses, "disk") {
+		if os.Geteuid() != 0 {
+			t.Skip("the disk nemesis mounts a small tmpfs for each data directory, which needs root")
+		}
+		// Room for the WAL's two preallocated segments, snapshots and the
+		// reserve (--min-free-disk-mib 80), which the nemesis fills.
+		opts.DataDirMiB = 400
+	}
+	c := StartCluster(ctx, t, opts)
 	if _, err := c.WaitStable(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +188,15 @@ func reportChaos(t *testing.T, cfg chaosConfig, netName string, faults int, w *w
 	regOps := w.registers.Operations()
 	kept, unknown, dropped := w.registers.Stats()
 	_, regErr := lincheck.Check(regOps, 60*time.Second)
+	ttlOps := w.ttl.Operations()
+	var ttlErr error
+	var ttlInfo porcupine.LinearizationInfo
+	switch res, info := porcupine.CheckOperationsVerbose(lincheck.TTLModel, ttlOps, 60*time.Second); res {
+	case porcupine.Illegal:
+		ttlErr, ttlInfo = fmt.Errorf("the history of keys with deadlines is not linearizable against the wall clock"), info
+	case porcupine.Unknown:
+		ttlErr = fmt.Errorf("porcupine gave no verdict on the %d operations on keys with deadlines within 60 s", len(ttlOps))
+	}
 	listRes := chaoscheck.CheckListAppend(w.appends, lists)
 	ctrRes := chaoscheck.CheckCounter(w.counters, ctrs)
 
@@ -190,8 +210,8 @@ func reportChaos(t *testing.T, cfg chaosConfig, netName string, faults int, w *w
 		t.Logf("porcupine gave no verdict on the list-append history within 60 s; the anomaly checker's verdict stands")
 	}
 
-	total := len(regOps) + dropped + len(w.appends) + len(w.counters)
-	valid := regErr == nil && listRes.Valid && ctrRes.Valid && listLinErr == nil
+	total := len(regOps) + dropped + len(w.appends) + len(w.counters) + len(ttlOps) + w.ttl.Dropped()
+	valid := regErr == nil && listRes.Valid && ctrRes.Valid && listLinErr == nil && ttlErr == nil
 	verdict := "VALID"
 	if !valid {
 		verdict = "INVALID"
@@ -199,6 +219,7 @@ func reportChaos(t *testing.T, cfg chaosConfig, netName string, faults int, w *w
 	t.Logf("register: %d ops kept (%d unknown), %d dropped; %v", kept, unknown, dropped, errOr(regErr, "linearizable"))
 	t.Logf("%s", listRes.Summary())
 	t.Logf("%s", ctrRes.Summary())
+	t.Logf("ttl: %d ops kept, %d dropped; %v", len(ttlOps), w.ttl.Dropped(), errOr(ttlErr, "linearizable against the wall clock"))
 	line := fmt.Sprintf("chaos verdict: %s %s net=%s faults=%d ops=%d", verdict, cfg, netName, faults, total)
 	fmt.Println(line)
 	t.Log(line)
@@ -218,6 +239,13 @@ func reportChaos(t *testing.T, cfg chaosConfig, netName string, faults int, w *w
 	writeJSON(t, filepath.Join(dir, "list-append.json"), w.appends)
 	writeJSON(t, filepath.Join(dir, "counter.json"), w.counters)
 	writeJSON(t, filepath.Join(dir, "register.json"), regOps)
+	writeJSON(t, filepath.Join(dir, "ttl.json"), ttlOps)
+	if ttlInfo.PartialLinearizations() != nil {
+		if f, err := os.Create(filepath.Join(dir, "ttl.html")); err == nil {
+			_ = porcupine.Visualize(lincheck.TTLModel, ttlInfo, f)
+			f.Close()
+		}
+	}
 	writeJSON(t, filepath.Join(dir, "finals.json"), map[string]any{"lists": lists, "counters": ctrs})
 	if listLinErr != nil {
 		f, err := os.Create(filepath.Join(dir, "list-append.html"))
@@ -228,6 +256,9 @@ func reportChaos(t *testing.T, cfg chaosConfig, netName string, faults int, w *w
 	}
 	if regErr != nil {
 		t.Errorf("register: %v", regErr)
+	}
+	if ttlErr != nil {
+		t.Errorf("ttl: %v (visualization %s)", ttlErr, filepath.Join(dir, "ttl.html"))
 	}
 	if listLinErr != nil {
 		t.Errorf("%v: visualization %s", listLinErr, filepath.Join(dir, "list-append.html"))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,12 +19,16 @@ import (
 
 // The chaos workloads run together, on disjoint keys, from every client:
 // registers (SET/GET, checked by porcupine), list-append transactions
-// (MULTI; RPUSH; LRANGE; EXEC, as Jepsen's RedisRaft workload) and
-// counters (INCR/GET).
+// (MULTI; RPUSH; LRANGE; EXEC, as Jepsen's RedisRaft workload), counters
+// (INCR/GET) and keys with deadlines (SET PXAT, GET, PEXPIREAT, PERSIST,
+// APPEND, GETEX, checked by porcupine against the wall clock; and relative
+// TTLs, SET PX, INCR, EXPIRE NX/XX/GT/LT, GETEX EX, whose keys are checked
+// for being the same on every node).
 const (
 	registerKeys = 3
 	listKeys     = 4
 	counterKeys  = 2
+	ttlKeys      = 4
 	// A list key takes this many appends before clients move on to the
 	// next one, so LRANGE stays cheap however long the run.
 	appendsPerList = 400
@@ -37,6 +42,7 @@ type workload struct {
 	wg      sync.WaitGroup
 
 	registers lincheck.History
+	ttl       lincheck.TTLHistory
 
 	mu       sync.Mutex
 	appends  []chaoscheck.AppendOp
@@ -101,13 +107,15 @@ func (w *workload) client(id int, rng *rand.Rand) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 		var err error
-		switch p := rng.IntN(10); {
+		switch p := rng.IntN(12); {
 		case p < 4:
 			err = w.appendOp(ctx, cl, id, rng)
 		case p < 7:
 			err = w.registerOp(ctx, cl, id, rng, n)
-		default:
+		case p < 9:
 			err = w.counterOp(ctx, cl, id, rng)
+		default:
+			err = w.ttlOp(ctx, cl, id, rng, n)
 		}
 		cancel()
 		if err != nil {
@@ -201,6 +209,86 @@ func (w *workload) counterOp(ctx context.Context, cl *redis.Client, id int, rng 
 	w.mu.Lock()
 	w.counters = append(w.counters, op)
 	w.mu.Unlock()
+	return err
+}
+
+// ttlOp runs one operation on a key with a deadline. Checked operations
+// take absolute deadlines, so the model knows them; a quarter use relative
+// times on keys of their own, which only the final comparison of the
+// nodes' data checks.
+func (w *workload) ttlOp(ctx context.Context, cl *redis.Client, id int, rng *rand.Rand, n int) error {
+	if rng.IntN(4) == 0 {
+		return w.relativeTTLOp(ctx, cl, id, rng, n)
+	}
+	key := "chaos:ttl:" + strconv.Itoa(rng.IntN(ttlKeys))
+	val := fmt.Sprintf("c%d-%d.", id, n)
+	call, callMs := w.now(), time.Now().UnixMilli()
+	at := strconv.FormatInt(callMs+int64(200+rng.IntN(2500)), 10)
+	in := lincheck.TTLInput{Key: key, CallMs: callMs}
+	in.At, _ = strconv.ParseInt(at, 10, 64)
+	var out lincheck.TTLOutput
+	var err error
+	str := func(c *redis.Cmd) {
+		var v string
+		v, err = c.Text()
+		if errors.Is(err, redis.Nil) {
+			v, err = "", nil
+		}
+		out.Value = v
+	}
+	switch r := rng.IntN(10); {
+	case r < 3:
+		in.Kind, in.Value = lincheck.TTLSetAt, val
+		err = cl.Do(ctx, "SET", key, val, "PXAT", at).Err()
+	case r < 6:
+		in.Kind = lincheck.TTLGet
+		str(cl.Do(ctx, "GET", key))
+	case r < 7:
+		in.Kind = lincheck.TTLExpireAt
+		out.Int, err = cl.Do(ctx, "PEXPIREAT", key, at).Int64()
+	case r < 8:
+		in.Kind = lincheck.TTLPersist
+		out.Int, err = cl.Do(ctx, "PERSIST", key).Int64()
+	case r < 9:
+		in.Kind, in.Value = lincheck.TTLAppend, val
+		out.Int, err = cl.Do(ctx, "APPEND", key, val).Int64()
+	default:
+		in.Kind = lincheck.TTLGetExAt
+		str(cl.Do(ctx, "GETEX", key, "PXAT", at))
+	}
+	in.ReturnMs = time.Now().UnixMilli()
+	w.ttl.Add(id, in, out, call, w.now(), err)
+	return err
+}
+
+func (w *workload) relativeTTLOp(ctx context.Context, cl *redis.Client, id int, rng *rand.Rand, n int) error {
+	key := "chaos:ttlr:" + strconv.Itoa(rng.IntN(ttlKeys))
+	ms := strconv.Itoa(100 + rng.IntN(3000))
+	secs := strconv.Itoa(1 + rng.IntN(3))
+	var args []any
+	switch rng.IntN(7) {
+	case 0:
+		args = []any{"SET", key, fmt.Sprintf("%d", n), "PX", ms}
+	case 1:
+		args = []any{"INCR", key}
+	case 2:
+		args = []any{"EXPIRE", key, secs, []string{"NX", "XX", "GT", "LT"}[rng.IntN(4)]}
+	case 3:
+		args = []any{"PEXPIRE", key, ms}
+	case 4:
+		args = []any{"GETEX", key, "EX", secs}
+	case 5:
+		args = []any{"PERSIST", key}
+	default:
+		args = []any{"SETEX", key, secs, "1"}
+	}
+	err := cl.Do(ctx, args...).Err()
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	if err != nil && strings.Contains(err.Error(), "not an integer") {
+		err = nil // INCR of a GETEX'd or SET value: redis's own error
+	}
 	return err
 }
 

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -18,9 +19,6 @@ import (
 // mounting is not allowed.
 func smallDisk(ctx context.Context, t *testing.T, n *Node, sizeMiB int) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs for the data directory needs root")
-	}
 	if err := n.StopProxy(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -31,11 +29,9 @@ func smallDisk(ctx context.Context, t *testing.T, n *Node, sizeMiB int) {
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMiB), "tmpfs", n.DataDir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v: %s): the full-disk test needs it", err, out)
+	if err := mountTmpfs(t, n.DataDir, sizeMiB); err != nil {
+		t.Skip(err)
 	}
-	// Lazily, before the harness stops the processes that use it.
-	t.Cleanup(func() { exec.Command("umount", "-l", n.DataDir).Run() })
 	if out, err := exec.Command("cp", "-a", saved+"/.", n.DataDir+"/").CombinedOutput(); err != nil {
 		t.Fatalf("copy the data directory onto the tmpfs: %v: %s", err, out)
 	}
@@ -44,20 +40,39 @@ func smallDisk(ctx context.Context, t *testing.T, n *Node, sizeMiB int) {
 	}
 }
 
+// mountTmpfs mounts a tmpfs of sizeMiB at dir, unmounted (lazily, as the
+// node's processes may still use it) when t ends.
+func mountTmpfs(t *testing.T, dir string, sizeMiB int) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("mounting a small tmpfs for a data directory needs root")
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMiB), "tmpfs", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("cannot mount a tmpfs for a data directory (%v: %s)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return nil
+}
+
 // fill leaves about leaveMiB free on dir's file system, in one file it
 // returns (remove it to free the space).
 func fill(t *testing.T, dir string, leaveMiB int) string {
 	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	free := int64(st.Bavail) * int64(st.Bsize)
-	size := free - int64(leaveMiB)<<20
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
+	path, err := fillDir(dir, leaveMiB)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return path
+}
+
+func fillDir(dir string, leaveMiB int) (string, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return "", err
+	}
+	size := int64(st.Bavail)*int64(st.Bsize) - int64(leaveMiB)<<20
+	f, err := os.CreateTemp(dir, "filler-*")
+	if err != nil {
+		return "", err
 	}
 	defer f.Close()
 	// Written, not fallocated alone, so that tmpfs counts it at once.
@@ -65,11 +80,15 @@ func fill(t *testing.T, dir string, leaveMiB int) string {
 	for size > 0 {
 		k := min(int64(len(buf)), size)
 		if _, err := f.Write(buf[:k]); err != nil {
-			t.Fatalf("fill %s: %v", dir, err)
+			if errors.Is(err, syscall.ENOSPC) {
+				break // someone else wrote meanwhile: full is full
+			}
+			os.Remove(f.Name())
+			return "", fmt.Errorf("fill %s: %w", dir, err)
 		}
 		size -= k
 	}
-	return path
+	return f.Name(), nil
 }
 
 // TestDiskFull: a follower's data directory fills up. It must write nothing

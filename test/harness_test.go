@@ -344,6 +344,9 @@ type ClusterOptions struct {
 	// SkewClocks runs each redis-server under the faketime shim, so a test
 	// can shift its wall clock while it runs (Node.SetRedisClock).
 	SkewClocks bool
+	// DataDirMiB puts each node's data directory on a tmpfs of this size,
+	// which a test can fill (fill); 0: on the test's disk.
+	DataDirMiB int
 }
 
 // Cluster is a set of raftproxy nodes, each with its own redis-server, data
@@ -469,6 +472,11 @@ func (c *Cluster) newNode(i int, ports []int) (*Node, error) {
 	n.DataDir = filepath.Join(n.dir, "data")
 	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", n.DataDir, err)
+	}
+	if mib := c.opts.DataDirMiB; mib > 0 {
+		if err := mountTmpfs(c.t, n.DataDir, mib); err != nil {
+			return nil, err
+		}
 	}
 	return n, nil
 }

@@ -226,3 +226,47 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+func TestTTLModel(t *testing.T) {
+	op := func(client int, k TTLKind, v string, at, call, ret int64, out TTLOutput) porcupine.Operation {
+		return porcupine.Operation{ClientId: client, Input: TTLInput{Kind: k, Key: "k", Value: v, At: at, CallMs: call, ReturnMs: ret},
+			Call: call, Output: out, Return: ret}
+	}
+	got := func(v string) TTLOutput { return TTLOutput{Value: v} }
+	n := func(i int64) TTLOutput { return TTLOutput{Int: i} }
+	tests := []struct {
+		name string
+		ops  []porcupine.Operation
+		ok   bool
+	}{
+		{"alive until the deadline", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(1, TTLGet, "", 0, 90, 100, got("a")), op(1, TTLGet, "", 0, 110, 120, got(""))}, true},
+		{"read alive after the deadline", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(1, TTLGet, "", 0, 101, 120, got("a"))}, false},
+		{"read gone before the deadline", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(1, TTLGet, "", 0, 20, 99, got(""))}, false},
+		{"gone then back", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(1, TTLGet, "", 0, 90, 105, got("")), op(1, TTLGet, "", 0, 106, 107, got("a"))}, false},
+		{"overlapping reads order by their instants", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(1, TTLGet, "", 0, 90, 105, got("")), op(2, TTLGet, "", 0, 92, 104, got("a"))}, true},
+		{"append to an expired key makes a new one", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(1, TTLAppend, "x", 0, 150, 160, n(1)), op(1, TTLGet, "", 0, 500, 510, got("x"))}, true},
+		{"append to a live key", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(1, TTLAppend, "x", 0, 50, 60, n(2)), op(1, TTLGet, "", 0, 150, 160, got(""))}, true},
+		{"append saw expiry too soon", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(1, TTLAppend, "x", 0, 50, 60, n(1))}, false},
+		{"pexpireat and persist", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(1, TTLExpireAt, "", 300, 50, 60, n(1)), op(1, TTLPersist, "", 0, 200, 210, n(1)),
+			op(1, TTLGet, "", 0, 1000, 1010, got("a")), op(1, TTLPersist, "", 0, 1020, 1030, n(0))}, true},
+		{"pexpireat on an expired key", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(1, TTLExpireAt, "", 300, 150, 160, n(1))}, false},
+		{"unknown set may land later", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(2, TTLSetAt, "b", 1000, 20, math.MaxInt64, TTLOutput{Unknown: true}),
+			op(1, TTLGet, "", 0, 150, 160, got("")), op(1, TTLGet, "", 0, 170, 180, got("b"))}, true},
+	}
+	for _, tt := range tests {
+		if ok := porcupine.CheckOperations(TTLModel, tt.ops); ok != tt.ok {
+			t.Errorf("%s: linearizable %v, want %v", tt.name, ok, tt.ok)
+		}
+	}
+}

@@ -109,7 +109,9 @@ func (s *StateMachine) prepare(db int, args [][]byte, now int64) [][]byte {
 	name := string(lname)
 	switch kind {
 	case kindDeadline:
-		s.vol.mark(db)
+		if expiry.SetsDeadline(name, args) {
+			s.vol.mark(db)
+		}
 		return expiry.Rewrite(name, args, now)
 	case kindShow:
 		script, keys, argv, ok := expiry.Script(name, args)
@@ -117,8 +119,10 @@ func (s *StateMachine) prepare(db int, args [][]byte, now int64) [][]byte {
 			return expiry.Eval(script, keys, argv, now)
 		}
 	case kindEval:
-		// A script may give any database deadlines (it can SELECT).
+		// A script may give any database deadlines (it can SELECT); redis
+		// is asked which did right after (refreshVolatile).
 		s.vol.markAll()
+		s.volAsk = true
 		if len(args) >= 3 {
 			if body, ok := Unwrap(args[1]); ok {
 				out := make([][]byte, 0, len(args)+1)
@@ -129,6 +133,7 @@ func (s *StateMachine) prepare(db int, args [][]byte, now int64) [][]byte {
 		}
 	case kindFcall:
 		s.vol.markAll()
+		s.volAsk = true
 		if len(args) >= 3 {
 			return append(append(make([][]byte, 0, len(args)+1), args...), strconv.AppendInt(nil, now, 10))
 		}
@@ -233,12 +238,13 @@ func (s *StateMachine) commandKeys(c raftnode.Command) [][]byte {
 }
 
 // refreshVolatile clears the marks of the databases redis says hold no key
-// with a deadline. It runs between applies, at most once a second.
+// with a deadline. It runs between applies (and on the health check): at
+// once after a script marked every database, else at most once a second.
 func (s *StateMachine) refreshVolatile() error {
-	if !s.vol.any() || time.Since(s.volChecked) < time.Second {
+	if !s.vol.any() || (!s.volAsk && time.Since(s.volChecked) < time.Second) {
 		return nil
 	}
-	s.volChecked = time.Now()
+	s.volChecked, s.volAsk = time.Now(), false
 	s.conn.SetDeadline(time.Now().Add(syncTimeout))
 	defer s.conn.SetDeadline(time.Time{})
 	v, err := s.conn.DoValue("INFO", "keyspace")

@@ -51,6 +51,7 @@ type StateMachine struct {
 	// last asked (expiry.go).
 	vol        volatileDBs
 	volChecked time.Time
+	volAsk     bool // a script marked every database: ask redis now
 	// wd watches redis for writes by other clients (watchdog.go);
 	// onTaint is called when it finds one.
 	wd      atomic.Pointer[watchdog]
@@ -500,6 +501,11 @@ func (s *StateMachine) Healthy(ctx context.Context) bool {
 	}
 	if bad, why := s.Tainted(); bad {
 		s.log.Error("the local redis holds data the log did not put there; rebuilding it from the snapshot and the log", "why", why)
+		s.dropConn()
+		return false
+	}
+	if err := s.refreshVolatile(); err != nil {
+		s.log.Warn("the local redis stopped answering", "err", err)
 		s.dropConn()
 		return false
 	}

@@ -93,6 +93,32 @@ func Rewrite(name string, args [][]byte, now int64) [][]byte {
 	return args
 }
 
+// SetsDeadline reports whether the command (name in lower case) may give a
+// key a deadline: SET and GETEX only with a time option, RESTORE only with
+// a TTL, the others always.
+func SetsDeadline(name string, args [][]byte) bool {
+	switch name {
+	case "set", "getex":
+		from := 3
+		if name == "getex" {
+			from = 2
+		}
+		for _, a := range args[min(from, len(args)):] {
+			if len(a) == 2 || len(a) == 4 {
+				for _, o := range [][]byte{[]byte("EX"), []byte("PX"), []byte("EXAT"), []byte("PXAT")} {
+					if bytes.EqualFold(a, o) {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	case "restore", "restore-asking":
+		return len(args) < 3 || string(args[2]) != "0"
+	}
+	return true
+}
+
 var (
 	cmdPExpireAt = []byte("PEXPIREAT")
 	cmdSet       = []byte("SET")

@@ -81,3 +81,20 @@ func TestStoreDeadline(t *testing.T) {
 		t.Error("no deadline and no key must stay as they are")
 	}
 }
+
+func TestSetsDeadline(t *testing.T) {
+	for in, want := range map[string]bool{
+		"SET k v": false, "SET k v KEEPTTL": false, "SET k EX": false, "SET k v ex 10": true, "SET k v NX PXAT 5": true,
+		"GETEX k": false, "GETEX k PERSIST": false, "GETEX k EXAT 5": true,
+		"RESTORE k 0 payload": false, "RESTORE k 10 payload": true,
+		"EXPIRE k 10": true, "SETEX k 10 v": true,
+	} {
+		var args [][]byte
+		for _, f := range strings.Fields(in) {
+			args = append(args, []byte(f))
+		}
+		if got := SetsDeadline(strings.ToLower(string(args[0])), args); got != want {
+			t.Errorf("SetsDeadline(%s) = %v, want %v", in, got, want)
+		}
+	}
+}

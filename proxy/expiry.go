@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strconv"
@@ -40,7 +41,10 @@ func (s *Server) volatile(db int) bool {
 // readArgs returns the command to run for a read of args in database db at
 // read time now.
 func (s *Server) readArgs(db int, args [][]byte, now int64) [][]byte {
-	name := lowerName(args[0])
+	name, ok := scriptedRead(args[0])
+	if !ok {
+		return args
+	}
 	script, keys, argv, ok := expiry.Script(name, args)
 	if !ok || !(expiry.ShowsDeadline(name) || s.volatile(db)) {
 		return args
@@ -137,25 +141,18 @@ func (s *Server) expireThroughLog(ctx context.Context, n *raftnode.Node, checks 
 	return nil
 }
 
-// lowerName is a command's name in lower case.
-func lowerName(b []byte) string {
-	for _, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			return string(toLower(b))
-		}
-	}
-	return string(b)
-}
+// scriptedReads are the reads expiry.Script stands in for.
+var scriptedReads = []string{"ttl", "pttl", "expiretime", "pexpiretime", "keys", "scan", "randomkey"}
 
-func toLower(b []byte) []byte {
-	out := make([]byte, len(b))
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
+// scriptedRead returns the lower-case name of a read expiry.Script stands
+// in for, without allocating for the others.
+func scriptedRead(name []byte) (string, bool) {
+	for _, n := range scriptedReads {
+		if len(name) == len(n) && bytes.EqualFold(name, []byte(n)) {
+			return n, true
 		}
-		out[i] = c
 	}
-	return out
+	return "", false
 }
 
 // Active expiry. Redis deletes expired keys in the background, sampling keys

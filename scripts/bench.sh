@@ -96,12 +96,13 @@ load() { # port workload clients pipeline -> "ops p50 p99"
   echo
   echo "## raftbench, ${SECONDS_PER}s per workload (ops/s, latency p50 / p99 in ms; ratio of ops/s to stock redis)"
   echo
-  echo "mixed: 80% GET / 20% SET; mset/mget: 10 keys per command; tx: MULTI SET INCR EXEC (one op)."
+  echo "mixed: 80% GET / 20% SET; mset/mget: 10 keys per command; tx: MULTI SET INCR EXEC (one op);" \
+    "cache: 80% GET / 20% SET ... PX 60000 (every key has a deadline: expiry by the log's time at work)."
   echo
   echo "| workload | clients | pipeline | stock redis | raftproxy via leader | ratio | raftproxy via follower | ratio |"
   echo "|---|---|---|---|---|---|---|---|"
 } >>"$out"
-for w in "set 1 1" "get 1 1" "set 50 1" "get 50 1" "mixed 50 1" "mixed 50 16" "mset 50 1" "mget 50 1" "incr 50 1" "tx 50 1"; do
+for w in "set 1 1" "get 1 1" "set 50 1" "get 50 1" "mixed 50 1" "mixed 50 16" "mset 50 1" "mget 50 1" "incr 50 1" "tx 50 1" "cache 50 1"; do
   set -- $w
   read -r so sp50 sp99 _ <<<"$(load $STOCK "$1" "$2" "$3")"
   read -r lo lp50 lp99 lerr <<<"$(load "$leader" "$1" "$2" "$3")"

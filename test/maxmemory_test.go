@@ -62,7 +62,7 @@ func TestMaxMemory(t *testing.T) {
 	}
 
 	// Fill past the limit through every node at once.
-	value := strings.Repeat("x", 1000)
+	value := strings.Repeat("x", 10000)
 	var mu sync.Mutex
 	acked := map[string]bool{}
 	var oom, other int
@@ -111,7 +111,7 @@ func TestMaxMemory(t *testing.T) {
 	if v := do(leader, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru"); v.String() != "+OK" {
 		t.Fatalf("CONFIG SET maxmemory-policy: %s", v)
 	}
-	for i := range 12000 {
+	for i := range 3000 {
 		n := c.Nodes[i%len(c.Nodes)]
 		v, err := n.Do(ctx, 10*time.Second, "SET", fmt.Sprintf("lru:%d", i), value)
 		if err != nil {

@@ -28,12 +28,13 @@ const (
 	wMset
 	wMget
 	wTx
+	wCache
 )
 
 const multiKeys = 10 // keys per MSET / MGET
 
 func parseWorkload(s string) (workload, bool) {
-	for w := wSet; w <= wTx; w++ {
+	for w := wSet; w <= wCache; w++ {
 		if w.String() == s {
 			return w, true
 		}
@@ -57,6 +58,8 @@ func (w workload) String() string {
 		return "mget"
 	case wTx:
 		return "tx"
+	case wCache:
+		return "cache"
 	}
 	return "workload(" + strconv.Itoa(int(w)) + ")"
 }
@@ -93,7 +96,7 @@ func runLoad(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.clients, "clients", 50, "concurrent clients, one connection each")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to run")
 	fs.IntVar(&cfg.pipeline, "pipeline", 1, "commands (ops) each client sends before reading their replies")
-	fs.StringVar(&wl, "workload", "set", "set, get, incr, mixed, mset, mget or tx")
+	fs.StringVar(&wl, "workload", "set", "set, get, incr, mixed, mset, mget, tx or cache (80% GET / 20% SET ... PX 60000 of keys of their own: every key has a deadline)")
 	fs.Int64Var(&keys, "keys", 100000, "key space: keys are key:0..key:N-1")
 	fs.IntVar(&cfg.value, "value", 16, "value size in bytes")
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object instead of a line")
@@ -150,11 +153,12 @@ type loadClient struct {
 
 // Command names, kept as []byte so encoding them never converts.
 type names struct {
-	set, get, incr, mset, mget, multi, exec []byte
+	set, get, incr, mset, mget, multi, exec, px, ttl []byte
 }
 
 func newNames() names {
-	return names{[]byte("SET"), []byte("GET"), []byte("INCR"), []byte("MSET"), []byte("MGET"), []byte("MULTI"), []byte("EXEC")}
+	return names{[]byte("SET"), []byte("GET"), []byte("INCR"), []byte("MSET"), []byte("MGET"), []byte("MULTI"), []byte("EXEC"),
+		[]byte("PX"), []byte("60000")}
 }
 
 // keyName puts "<prefix>key:<n>" into c.key and returns it.
@@ -204,6 +208,12 @@ func (c *loadClient) appendOp(dst []byte, n *names) []byte {
 		dst = resp.AppendCommand(dst, n.set, c.keyName("", k), c.value)
 		dst = resp.AppendCommand(dst, n.incr, c.keyName("counter:", k))
 		return resp.AppendCommand(dst, n.exec)
+	case wCache:
+		k := c.keyName("cache:", c.rng.Uint64N(c.keys))
+		if c.rng.Uint32N(5) == 0 {
+			return resp.AppendCommand(dst, n.set, k, c.value, n.px, n.ttl)
+		}
+		return resp.AppendCommand(dst, n.get, k)
 	}
 	panic("unknown workload " + c.kind.String())
 }

@@ -480,6 +480,8 @@ func errorText(err error, read bool) string {
 		return killedText
 	case errors.Is(err, raftnode.ErrDiskFull):
 		return "MISCONF raftproxy: " + err.Error()
+	case errors.Is(err, errExpiryChurn):
+		return err.Error()
 	case errors.As(err, new(*raftnode.BusyError)):
 		var be *raftnode.BusyError
 		errors.As(err, &be)
@@ -768,6 +770,14 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 			errs[i] = errorText(err, true)
 		}
 	}
+	if err := c.ensureRedis(n); err != nil {
+		fail(errs, batch, errorText(err, true))
+	}
+	// Keys expired by the reads' time are deleted through the log first,
+	// outside the read gate (the applier may need it shut meanwhile).
+	if err := c.expireBeforeReads(batch, errs, n); err != nil {
+		fail(errs, batch, errorText(err, true))
+	}
 	// Reads keep out of redis while it holds a script's undecided effects.
 	if n != nil && !failed(errs) {
 		ctx, cancel := context.WithDeadline(context.Background(), batch[0].start.Add(c.s.timeout()))
@@ -787,12 +797,6 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 		if gen%2 == 1 {
 			fail(errs, batch, errorText(raftnode.ErrLoading, true))
 		}
-	}
-	if err := c.ensureRedis(n); err != nil {
-		fail(errs, batch, errorText(err, true))
-	}
-	if err := c.expireBeforeReads(batch, errs, n); err != nil {
-		fail(errs, batch, errorText(err, true))
 	}
 	sent := c.send(batch, errs)
 	if sent > 0 {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -72,12 +73,18 @@ func (s *Server) checkOf(db int, args [][]byte, now int64) (readCheck, bool) {
 	return readCheck{db: db, keys: keys, now: now}, true
 }
 
-// expireBeforeReads checks the keys of checks on rc, in one round trip, and
-// has those that expired by their read's time deleted through the log
-// before it returns. On an error, the reads must not run.
-func (s *Server) expireBeforeReads(ctx context.Context, rc *backend.Conn, n *raftnode.Node, checks []readCheck) error {
+// expiryRetries bounds how many times a batch of reads runs again after its
+// expired keys were deleted: a key that keeps being made anew already
+// expired (SET with a past deadline, over and over) fails the reads.
+const expiryRetries = 3
+
+var errExpiryChurn = errors.New("TRYAGAIN the keys read keep expiring before the read can run; retry")
+
+// writeChecks writes the deadline check of each of checks to rc (not
+// flushed); skips are the SELECT replies to discard before each.
+func writeChecks(rc *backend.Conn, checks []readCheck) ([]uint8, error) {
 	if len(checks) == 0 {
-		return nil
+		return nil, nil
 	}
 	skips := make([]uint8, len(checks))
 	for i, c := range checks {
@@ -86,25 +93,28 @@ func (s *Server) expireBeforeReads(ctx context.Context, rc *backend.Conn, n *raf
 			err = rc.Write(expiry.Eval(expiry.CheckScript, c.keys, nil, c.now))
 		}
 		if err != nil {
-			return fmt.Errorf("check read keys' deadlines: %w", err)
+			return nil, fmt.Errorf("check read keys' deadlines: %w", err)
 		}
 		skips[i] = b2u(sel)
 	}
-	if err := rc.Flush(); err != nil {
-		return fmt.Errorf("check read keys' deadlines: %w", err)
-	}
+	return skips, nil
+}
+
+// readChecks reads the replies of writeChecks and returns the keys found
+// expired, by database and time.
+func readChecks(rc *backend.Conn, checks []readCheck, skips []uint8) ([]readCheck, error) {
 	var raw []byte
 	var expired []readCheck
 	for i, c := range checks {
 		var err error
 		for range skips[i] + 1 {
 			if raw, err = rc.ReadReply(raw[:0]); err != nil {
-				return fmt.Errorf("check read keys' deadlines: %w", err)
+				return nil, fmt.Errorf("check read keys' deadlines: %w", err)
 			}
 		}
 		v, _, err := resp.Parse(raw)
 		if err != nil || v.Kind == '-' {
-			return fmt.Errorf("check read keys' deadlines: redis answered %q", raw)
+			return nil, fmt.Errorf("check read keys' deadlines: redis answered %q", raw)
 		}
 		if len(v.Elems) > 0 {
 			keys := make([][]byte, len(v.Elems))
@@ -113,6 +123,24 @@ func (s *Server) expireBeforeReads(ctx context.Context, rc *backend.Conn, n *raf
 			}
 			expired = append(expired, readCheck{db: c.db, keys: keys, now: c.now})
 		}
+	}
+	return expired, nil
+}
+
+// expireBeforeReads checks the keys of checks on rc, in a round trip of its
+// own, and has those that expired by their read's time deleted through the
+// log before it returns. On an error, the reads must not run.
+func (s *Server) expireBeforeReads(ctx context.Context, rc *backend.Conn, n *raftnode.Node, checks []readCheck) error {
+	skips, err := writeChecks(rc, checks)
+	if err != nil || len(checks) == 0 {
+		return err
+	}
+	if err := rc.Flush(); err != nil {
+		return fmt.Errorf("check read keys' deadlines: %w", err)
+	}
+	expired, err := readChecks(rc, checks, skips)
+	if err != nil {
+		return err
 	}
 	return s.expireThroughLog(ctx, n, expired)
 }

@@ -37,6 +37,8 @@ type readPipe struct {
 	buf   []byte
 	skip  []uint8 // skip[i]: replies (SELECT, HELLO) to discard before command i's
 	offs  []int   // command i's reply is buf[offs[i]:offs[i+1]]
+	// checks are the deadline checks of the batch's keys (proxy/expiry.go).
+	checks []readCheck
 }
 
 // maxPipeCommands bounds one round's commands (its requests are taken
@@ -83,7 +85,36 @@ func (p *readPipe) fail(batch []*readReq, err error) {
 	}
 }
 
+// runBatch runs a batch of reads. A read of a key that expired by its time
+// but is still in redis cannot be answered until the key is deleted through
+// the log (proxy/expiry.go): the batch is run again after that, at most
+// expiryRetries times.
 func (p *readPipe) runBatch(batch []*readReq, n int) {
+	node := batch[0].node
+	for attempt := 0; ; attempt++ {
+		expired := p.runOnce(batch, n)
+		if len(expired) == 0 {
+			return
+		}
+		if attempt == expiryRetries {
+			p.fail(batch, errExpiryChurn)
+			return
+		}
+		// Outside the read gate: the applier may need it shut meanwhile.
+		ctx, cancel := context.WithTimeout(context.Background(), p.s.timeout())
+		err := p.s.expireThroughLog(ctx, node, expired)
+		cancel()
+		if err != nil {
+			p.fail(batch, err)
+			return
+		}
+	}
+}
+
+// runOnce runs the batch on the shared connection, with the checks of its
+// keys' deadlines in front in the same round trip. It returns the keys
+// found expired, in which case no reply is kept.
+func (p *readPipe) runOnce(batch []*readReq, n int) []readCheck {
 	node := batch[0].node
 	// Reads keep out of redis while it holds a script's undecided effects.
 	ctx, cancel := context.WithTimeout(context.Background(), p.s.timeout())
@@ -91,39 +122,35 @@ func (p *readPipe) runBatch(batch []*readReq, n int) {
 	cancel()
 	if err != nil {
 		p.fail(batch, err)
-		return
+		return nil
 	}
 	defer leave()
 	gen := node.Generation()
 	if gen%2 == 1 {
 		p.fail(batch, raftnode.ErrLoading)
-		return
+		return nil
 	}
 	if p.redis == nil {
 		rc, err := p.s.dialRedis(node)
 		if err != nil {
 			p.fail(batch, err)
-			return
+			return nil
 		}
 		p.redis = rc
 	}
 	p.redis.SetDeadline(time.Now().Add(p.s.timeout()))
-	var checks []readCheck
+	p.checks = p.checks[:0]
 	for _, r := range batch {
 		for _, c := range r.cmds {
 			if ch, ok := p.s.checkOf(c.db, c.args, c.now); ok {
-				checks = append(checks, ch)
+				p.checks = append(p.checks, ch)
 			}
 		}
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), p.s.timeout())
-	err = p.s.expireBeforeReads(ctx, p.redis, node, checks)
-	cancel()
+	checkSkips, err := writeChecks(p.redis, p.checks)
 	if err != nil {
-		p.redis.Close()
-		p.redis = nil
-		p.fail(batch, err)
-		return
+		p.drop(batch)
+		return nil
 	}
 	p.skip = append(p.skip[:0], make([]uint8, n)...)
 	skip := p.skip
@@ -146,7 +173,7 @@ func (p *readPipe) runBatch(batch []*readReq, n int) {
 			}
 			if err != nil {
 				p.drop(batch)
-				return
+				return nil
 			}
 			skip[i] = b2u(s) + b2u(hello)
 			i++
@@ -154,7 +181,12 @@ func (p *readPipe) runBatch(batch []*readReq, n int) {
 	}
 	if p.redis.Flush() != nil {
 		p.drop(batch)
-		return
+		return nil
+	}
+	expired, err := readChecks(p.redis, p.checks, checkSkips)
+	if err != nil {
+		p.drop(batch)
+		return nil
 	}
 	p.buf = p.buf[:0]
 	p.offs = append(p.offs[:0], make([]int, n+1)...)
@@ -165,19 +197,22 @@ func (p *readPipe) runBatch(batch []*readReq, n int) {
 		for range skip[i] {
 			if p.buf, err = p.redis.ReadReply(p.buf[:start]); err != nil {
 				p.drop(batch)
-				return
+				return nil
 			}
 		}
 		p.buf, err = p.redis.ReadReply(p.buf[:start])
 		if err != nil {
 			p.drop(batch)
-			return
+			return nil
 		}
 		offs[i+1] = len(p.buf)
 	}
+	if len(expired) > 0 {
+		return expired
+	}
 	if node.Generation() != gen || p.s.tainted() {
 		p.fail(batch, raftnode.ErrLoading)
-		return
+		return nil
 	}
 	// Each request gets its replies in one buffer of its own: the pipe's
 	// is reused by the next round while the connection writes them out.
@@ -191,6 +226,7 @@ func (p *readPipe) runBatch(batch []*readReq, n int) {
 		}
 		r.err = nil
 	}
+	return nil
 }
 
 func (p *readPipe) drop(batch []*readReq) {

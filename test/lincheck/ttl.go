@@ -27,12 +27,12 @@ import (
 type TTLKind uint8
 
 const (
-	TTLGet       TTLKind = iota // GET key
-	TTLSetAt                    // SET key value PXAT at
-	TTLExpireAt                 // PEXPIREAT key at: 1, or 0 for no live key
-	TTLPersist                  // PERSIST key: 1, or 0 (no live key, or no deadline)
-	TTLAppend                   // APPEND key value: the new length
-	TTLGetExAt                  // GETEX key PXAT at: the value, nil for no live key
+	TTLGet      TTLKind = iota // GET key
+	TTLSetAt                   // SET key value PXAT at
+	TTLExpireAt                // PEXPIREAT key at: 1, or 0 for no live key
+	TTLPersist                 // PERSIST key: 1, or 0 (no live key, or no deadline)
+	TTLAppend                  // APPEND key value: the new length
+	TTLGetExAt                 // GETEX key PXAT at: the value, nil for no live key
 )
 
 func (k TTLKind) String() string {

@@ -203,9 +203,12 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 	// Redis tells the watchdog of a script's writes as of another client's:
 	// the window must be open before any command can reach redis.
 	wd := s.wd.Load()
-	window := wd != nil && s.mayRunScript(cmds)
-	if window {
-		wd.open()
+	var win *window
+	if wd != nil {
+		win = s.scriptWindow(cmds)
+	}
+	if win != nil {
+		wd.open(win)
 	}
 	s.locals = s.locals[:0]
 	for _, c := range cmds {
@@ -245,7 +248,7 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 	if err := s.conn.Flush(); err != nil {
 		return fmt.Errorf("write to redis: %w", err)
 	}
-	if window {
+	if win != nil {
 		defer wd.closeWindow()
 	}
 	// No deadline: a command may legitimately run long (a big DEL); a dead

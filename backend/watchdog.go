@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,21 +25,24 @@ import (
 // flushes (Apply counts them), and the writes of the scripts it runs (redis
 // counts them as its Lua client's). So Apply opens a window before it sends
 // a batch with a script, and closes it with a PING to the watchdog after
-// the replies: the notices the window sees are the scripts', and the PONG
-// comes after them. Any other notice taints the state machine: Healthy
-// reports false, reads are refused (Tainted), and the node rebuilds redis
-// from its snapshot and log. A stray write inside a window (a batch's
-// duration) goes unnoticed.
+// the replies: the notices that come before the PONG may be the scripts'.
+// A window names the keys its scripts may write (their KEYS: raftproxy's
+// own scripts write no others), or, for a user's script, which may write
+// any key and flush, anything. Any other notice taints the state machine:
+// Healthy reports false, reads are refused (Tainted), and the node rebuilds
+// redis from its snapshot and log. A stray write to a key a window names,
+// or during a user's script, goes unnoticed.
 type watchdog struct {
 	c    *Conn
 	done chan struct{}
 	// stop is closed by close, before the connection is.
 	stop chan struct{}
 	// flushes counts the flushes the applier sent whose notice has not
-	// come yet; windows the script windows not closed yet (their PONG has
-	// not come).
+	// come yet; windows are the script windows not closed yet (their PONG
+	// has not come), oldest first.
 	flushes atomic.Int64
-	windows atomic.Int64
+	mu      sync.Mutex
+	windows []*window
 	tainted atomic.Bool
 	why     atomic.Pointer[string]
 	onTaint func()
@@ -102,7 +106,11 @@ func (w *watchdog) run() {
 			continue
 		}
 		if string(v.Elems[0].Str) == "pong" {
-			w.windows.Add(-1)
+			w.mu.Lock()
+			if len(w.windows) > 0 {
+				w.windows = w.windows[1:]
+			}
+			w.mu.Unlock()
 			continue
 		}
 		if len(v.Elems) != 3 || string(v.Elems[0].Str) != "message" {
@@ -115,13 +123,13 @@ func (w *watchdog) run() {
 				continue
 			}
 			w.flushes.Add(1)
-			if w.windows.Load() > 0 {
-				continue // a script's
+			if w.expected(nil) {
+				continue // a user's script's
 			}
 			w.taint("a client other than raftproxy flushed the local redis")
 			continue
 		}
-		if w.windows.Load() > 0 {
+		if w.expected(keys.Elems) {
 			continue
 		}
 		var names []string
@@ -146,8 +154,57 @@ func (w *watchdog) taint(why string) {
 	}
 }
 
-// open opens a script window; the applier calls close after the replies.
-func (w *watchdog) open() { w.windows.Add(1) }
+// window is what the scripts of one batch may write: anything, or keys.
+type window struct {
+	anything bool
+	keys     map[string]struct{}
+}
+
+// add makes the window cover keys.
+func (win *window) add(keys [][]byte) {
+	if win.keys == nil {
+		win.keys = map[string]struct{}{}
+	}
+	for _, k := range keys {
+		win.keys[string(k)] = struct{}{}
+	}
+}
+
+// expected reports whether an open window covers a notice of keys (nil: a
+// flush, which only a user's script may do).
+func (w *watchdog) expected(keys []resp.Value) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, win := range w.windows {
+		if win.anything {
+			return true
+		}
+	}
+	if keys == nil {
+		return false
+	}
+	for _, k := range keys {
+		found := false
+		for _, win := range w.windows {
+			if _, ok := win.keys[string(k.Str)]; ok {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return len(w.windows) > 0
+}
+
+// open opens a script window; the applier calls closeWindow after the
+// batch's replies.
+func (w *watchdog) open(win *window) {
+	w.mu.Lock()
+	w.windows = append(w.windows, win)
+	w.mu.Unlock()
+}
 
 // closeWindow sends the PING whose PONG closes the window opened last.
 func (w *watchdog) closeWindow() error {
@@ -206,26 +263,45 @@ func (s *StateMachine) stopWatchdog() {
 	}
 }
 
-// mayRunScript reports whether applying cmds may run a script: an EVAL or
-// FCALL, in a transaction or not, or the deletion of expired keys.
-func (s *StateMachine) mayRunScript(cmds []raftnode.Command) bool {
-	isScript := func(args [][]byte) bool {
-		if len(args) == 0 {
-			return false
+// scriptWindow returns the window of a batch: what the scripts it runs may
+// write (the deletion of expired keys included), or nil for a batch with
+// no script.
+func (s *StateMachine) scriptWindow(cmds []raftnode.Command) *window {
+	var win *window
+	note := func(args [][]byte) {
+		if len(args) < 2 {
+			return // redis refuses it: it writes nothing
 		}
 		n := args[0]
-		return bytes.EqualFold(n, []byte("eval")) || bytes.EqualFold(n, []byte("fcall")) ||
-			bytes.EqualFold(n, []byte("eval_ro")) || bytes.EqualFold(n, []byte("fcall_ro"))
+		eval := bytes.EqualFold(n, []byte("eval")) || bytes.EqualFold(n, []byte("eval_ro"))
+		fcall := bytes.EqualFold(n, []byte("fcall")) || bytes.EqualFold(n, []byte("fcall_ro"))
+		if !eval && !fcall {
+			return
+		}
+		if win == nil {
+			win = &window{}
+		}
+		// A user's script (wrapped, or a function) may write any key; the
+		// scripts raftproxy proposes write their KEYS.
+		if _, wrapped := Unwrap(args[1]); fcall || wrapped || s.keys == nil {
+			win.anything = true
+			return
+		}
+		win.add(s.keys(args))
 	}
 	for _, c := range cmds {
-		if s.vol.may(c.DB) || isScript(c.Args) {
-			return true
-		}
-		for _, args := range c.Tx {
-			if isScript(args) {
-				return true
+		if s.vol.may(c.DB) {
+			if keys := s.commandKeys(c); len(keys) > 0 {
+				if win == nil {
+					win = &window{}
+				}
+				win.add(keys)
 			}
 		}
+		note(c.Args)
+		for _, args := range c.Tx {
+			note(args)
+		}
 	}
-	return false
+	return win
 }

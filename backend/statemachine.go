@@ -31,6 +31,7 @@ type StateMachine struct {
 	runID           atomic.Pointer[string]
 	kinds           []replyKind
 	locals          [][]byte // the replies of replyLocal, in order
+	replies         [][]byte // a batch's replies for its clients, in order
 	raw             []byte
 	// scripts is the script registry the applied log builds (scripts.go).
 	scripts *Scripts
@@ -248,11 +249,9 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 	if err := s.conn.Flush(); err != nil {
 		return fmt.Errorf("write to redis: %w", err)
 	}
-	if win != nil {
-		defer wd.closeWindow()
-	}
 	// No deadline: a command may legitimately run long (a big DEL); a dead
 	// redis closes the connection, and Healthy probes a hung one.
+	s.replies = s.replies[:0]
 	i, local := 0, 0
 	for _, k := range s.kinds {
 		var err error
@@ -282,10 +281,26 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 			s.scripts.observe(cmds[i], s.raw)
 			s.noteConfig(cmds[i].Args, s.raw)
 			s.noteBusyThreshold(cmds[i].Args, s.raw)
-			if r := cmds[i].Reply; r != nil {
-				r(append([]byte(nil), s.raw...))
+			if cmds[i].Reply != nil {
+				s.replies = append(s.replies, append([]byte(nil), s.raw...))
 			}
 			i++
+		}
+	}
+	// The replies are handed out only once the watchdog has heard of
+	// everything redis did until now (watchdog.go): one computed on data
+	// another client changed is never given; the error makes the node
+	// rebuild redis and apply the batch again.
+	if wd != nil && (win != nil || len(s.replies) > 0) {
+		if err := wd.settle(context.Background(), win); err != nil {
+			return err
+		}
+	}
+	j := 0
+	for _, c := range cmds {
+		if c.Reply != nil {
+			c.Reply(s.replies[j])
+			j++
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package backend
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -43,6 +44,10 @@ type watchdog struct {
 	flushes atomic.Int64
 	mu      sync.Mutex
 	windows []*window
+	// fences are the PINGs sent whose PONG has not come, oldest first;
+	// wmu orders their writing with their queueing.
+	fences []fence
+	wmu    sync.Mutex
 	tainted atomic.Bool
 	why     atomic.Pointer[string]
 	onTaint func()
@@ -89,6 +94,15 @@ func startWatchdog(ctx context.Context, addr, password string, apply *Conn, onTa
 // run reads the invalidation messages until the connection closes.
 func (w *watchdog) run() {
 	defer close(w.done)
+	defer func() {
+		// No PONG will come: release whoever waits for one.
+		w.mu.Lock()
+		for _, f := range w.fences {
+			close(f.done)
+		}
+		w.fences = nil
+		w.mu.Unlock()
+	}()
 	var raw []byte
 	for {
 		var err error
@@ -107,8 +121,13 @@ func (w *watchdog) run() {
 		}
 		if string(v.Elems[0].Str) == "pong" {
 			w.mu.Lock()
-			if len(w.windows) > 0 {
-				w.windows = w.windows[1:]
+			if len(w.fences) > 0 {
+				f := w.fences[0]
+				w.fences = w.fences[1:]
+				if f.win != nil && len(w.windows) > 0 {
+					w.windows = w.windows[1:]
+				}
+				close(f.done)
 			}
 			w.mu.Unlock()
 			continue
@@ -198,20 +217,70 @@ func (w *watchdog) expected(keys []resp.Value) bool {
 	return len(w.windows) > 0
 }
 
-// open opens a script window; the applier calls closeWindow after the
-// batch's replies.
+// open opens a script window before its batch is sent; the fence after
+// the batch's replies closes it.
 func (w *watchdog) open(win *window) {
 	w.mu.Lock()
 	w.windows = append(w.windows, win)
 	w.mu.Unlock()
 }
 
-// closeWindow sends the PING whose PONG closes the window opened last.
-func (w *watchdog) closeWindow() error {
-	if err := w.c.Write([][]byte{[]byte("PING")}); err != nil {
-		return err
+// fence is a PING to the watchdog: its PONG comes after every notice redis
+// sent before it ran the PING, so once it has come, what redis did until
+// then is known. win, if not nil, is the window it closes.
+type fence struct {
+	win  *window
+	done chan struct{}
+}
+
+// sendFence sends a fence and returns the channel closed when its PONG
+// (or the end of the connection) has come.
+func (w *watchdog) sendFence(win *window) (<-chan struct{}, error) {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	f := fence{win: win, done: make(chan struct{})}
+	w.mu.Lock()
+	w.fences = append(w.fences, f)
+	w.mu.Unlock()
+	err := w.c.Write([][]byte{[]byte("PING")})
+	if err == nil {
+		err = w.c.Flush()
 	}
-	return w.c.Flush()
+	return f.done, err
+}
+
+// settle waits for a fence: it returns ErrTainted if redis was written by
+// another client before now, as far as redis has told.
+func (w *watchdog) settle(ctx context.Context, win *window) error {
+	done, err := w.sendFence(win)
+	if err != nil {
+		return fmt.Errorf("watchdog: %w", err)
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if w.tainted.Load() {
+		return ErrTainted
+	}
+	return nil
+}
+
+// ErrTainted says the local redis was changed by another client than
+// raftproxy: what it answered may be wrong.
+var ErrTainted = errors.New("the local redis was written by another client than raftproxy")
+
+// Settle waits until the watchdog has heard from redis about everything
+// redis did before now, and returns ErrTainted if another client changed
+// its data: a read that ran before now must then not be answered. With no
+// watchdog (no redis yet) it returns at once.
+func (s *StateMachine) Settle(ctx context.Context) error {
+	w := s.wd.Load()
+	if w == nil {
+		return nil
+	}
+	return w.settle(ctx, nil)
 }
 
 func (w *watchdog) close() {

@@ -67,10 +67,10 @@ type Config struct {
 	Volatile Volatile
 	// Memory is the memory limit's state (proxy/memory.go); nil: none.
 	Memory Memory
-	// Tainted reports that the local redis may hold data the log did not
-	// put there (backend.StateMachine.Tainted): reads are refused until
-	// the node has rebuilt it. Nil: never.
-	Tainted func() (bool, string)
+	// Settle waits until what redis did before now is known, and fails if
+	// another client changed its data (backend.StateMachine.Settle): the
+	// reads that ran are then not answered. Nil: never.
+	Settle func(ctx context.Context) error
 	// MemberTLS, if set, returns the TLS configuration for connecting to
 	// another member's client address (RAFT.CLUSTER JOIN, forwarded admin
 	// commands); nil: those connections are in the clear.
@@ -241,13 +241,15 @@ func (s *Server) dialRedis(n *raftnode.Node) (*backend.Conn, error) {
 	return rc, nil
 }
 
-// tainted is cfg.Tainted's verdict.
+// tainted settles (cfg.Settle) and reports whether the reads that ran on
+// the local redis until now must not be answered.
 func (s *Server) tainted() bool {
-	if s.cfg.Tainted == nil {
+	if s.cfg.Settle == nil {
 		return false
 	}
-	bad, _ := s.cfg.Tainted()
-	return bad
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout())
+	defer cancel()
+	return s.cfg.Settle(ctx) != nil
 }
 
 // SetFollowerProxy switches follower proxying at run time.

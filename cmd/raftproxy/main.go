@@ -466,7 +466,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		Logger:        log,
 		Scripts:       sm.Scripts(),
 		Volatile:      sm.Volatile,
-		Tainted:       sm.Tainted,
+		Settle:        sm.Settle,
 		Memory:        sm,
 		MemberTLS:     memberTLS,
 

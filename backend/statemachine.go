@@ -325,9 +325,11 @@ func (s *StateMachine) write(c raftnode.Command) error {
 	return s.conn.Write(cmdExec)
 }
 
-// commandKeysIf is commandKeys for a database that may hold deadlines.
+// commandKeysIf is commandKeys for a database that may hold deadlines,
+// but none for a command that replaces its keys whatever they hold
+// (expiry.BlindWrite): whether one had expired changes nothing.
 func (s *StateMachine) commandKeysIf(c raftnode.Command) [][]byte {
-	if !s.vol.may(c.DB) {
+	if !s.vol.may(c.DB) || (len(c.Tx) == 0 && expiry.BlindWrite(c.Args)) {
 		return nil
 	}
 	return s.commandKeys(c)

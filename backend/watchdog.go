@@ -359,13 +359,11 @@ func (s *StateMachine) scriptWindow(cmds []raftnode.Command) *window {
 		win.add(s.keys(args))
 	}
 	for _, c := range cmds {
-		if s.vol.may(c.DB) {
-			if keys := s.commandKeys(c); len(keys) > 0 {
-				if win == nil {
-					win = &window{}
-				}
-				win.add(keys)
+		if keys := s.commandKeysIf(c); len(keys) > 0 {
+			if win == nil {
+				win = &window{}
 			}
+			win.add(keys)
 		}
 		note(c.Args)
 		for _, args := range c.Tx {

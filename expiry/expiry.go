@@ -93,6 +93,31 @@ func Rewrite(name string, args [][]byte, now int64) [][]byte {
 	return args
 }
 
+// BlindWrite reports whether a command replaces its keys whatever they
+// hold, with a reply that does not depend on them: SET without NX, XX, GET
+// or KEEPTTL, SETEX, PSETEX, MSET. Whether one of its keys had expired
+// changes nothing, so it needs no expiry check first.
+func BlindWrite(args [][]byte) bool {
+	if len(args) == 0 {
+		return false
+	}
+	n := args[0]
+	switch {
+	case bytes.EqualFold(n, []byte("set")):
+		for _, a := range args[min(3, len(args)):] {
+			for _, o := range [][]byte{[]byte("NX"), []byte("XX"), []byte("GET"), []byte("KEEPTTL")} {
+				if bytes.EqualFold(a, o) {
+					return false
+				}
+			}
+		}
+		return true
+	case bytes.EqualFold(n, []byte("setex")), bytes.EqualFold(n, []byte("psetex")), bytes.EqualFold(n, []byte("mset")):
+		return true
+	}
+	return false
+}
+
 // SetsDeadline reports whether the command (name in lower case) may give a
 // key a deadline: SET and GETEX only with a time option, RESTORE only with
 // a TTL, the others always.

@@ -98,3 +98,18 @@ func TestSetsDeadline(t *testing.T) {
 		}
 	}
 }
+
+func TestBlindWrite(t *testing.T) {
+	for in, want := range map[string]bool{
+		"SET k v": true, "set k v PX 100": true, "SET k v NX": false, "SET k v GET": false, "SET k v KEEPTTL": false,
+		"SETEX k 1 v": true, "MSET a 1 b 2": true, "INCR k": false, "DEL k": false, "APPEND k v": false,
+	} {
+		var args [][]byte
+		for _, f := range strings.Fields(in) {
+			args = append(args, []byte(f))
+		}
+		if got := BlindWrite(args); got != want {
+			t.Errorf("BlindWrite(%s) = %v, want %v", in, got, want)
+		}
+	}
+}

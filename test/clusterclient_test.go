@@ -326,7 +326,7 @@ func TestConfigSetReplicated(t *testing.T) {
 	}
 	for _, bad := range []struct{ args []any }{
 		{[]any{"CONFIG", "SET", "dir", "/tmp"}},
-		{[]any{"CONFIG", "SET", "slowlog-max-len", "1", "maxmemory", "1mb"}},
+		{[]any{"CONFIG", "SET", "slowlog-max-len", "1", "maxmemory-clients", "1mb"}},
 		{[]any{"CONFIG", "SET", "no-such-parameter", "1"}},
 	} {
 		err := cl.Do(ctx, bad.args...).Err()

@@ -189,14 +189,15 @@ func testRefused(ctx context.Context, t *testing.T, c *Cluster, leader, target *
 		args  []string
 		check func(t *testing.T, conn *rawConn)
 	}{
-		{[]string{"CONFIG", "SET", "maxmemory", "1"}, func(t *testing.T, _ *rawConn) {
-			onEveryRedis(t, "maxmemory unchanged", func(ctx context.Context, n *Node) error {
-				v, err := n.RedisClient().ConfigGet(ctx, "maxmemory").Result()
+		// redis could evict raftproxy's own connections to it.
+		{[]string{"CONFIG", "SET", "maxmemory-clients", "1"}, func(t *testing.T, _ *rawConn) {
+			onEveryRedis(t, "maxmemory-clients unchanged", func(ctx context.Context, n *Node) error {
+				v, err := n.RedisClient().ConfigGet(ctx, "maxmemory-clients").Result()
 				if err != nil {
 					return err
 				}
-				if v["maxmemory"] != "0" {
-					return fmt.Errorf("maxmemory is %q", v["maxmemory"])
+				if v["maxmemory-clients"] != "0" {
+					return fmt.Errorf("maxmemory-clients is %q", v["maxmemory-clients"])
 				}
 				return nil
 			})

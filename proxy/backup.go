@@ -26,7 +26,7 @@ func (c *conn) raftBackup(args [][]byte) *op {
 	}
 	n := c.s.cfg.Host.Node()
 	if n == nil {
-		return errReply("NOCLUSTER No Raft Cluster")
+		return errReply(errNoCluster)
 	}
 	if n.Removed() {
 		return errReply("ERR " + raftnode.ErrRemoved.Error())

@@ -151,7 +151,7 @@ func (c *conn) blockWait(o *op) []byte {
 	if b.resolve != nil {
 		n := c.s.cfg.Host.Node()
 		if n == nil {
-			return resp.AppendError(nil, "NOCLUSTER No Raft Cluster")
+			return resp.AppendError(nil, errNoCluster)
 		}
 		raw, errRe := c.blockAttempt(n, b.db, b.resolve.eval, false)
 		if errRe != nil {
@@ -162,7 +162,7 @@ func (c *conn) blockWait(o *op) []byte {
 	for {
 		n := c.s.cfg.Host.Node()
 		if n == nil {
-			return resp.AppendError(nil, "NOCLUSTER No Raft Cluster")
+			return resp.AppendError(nil, errNoCluster)
 		}
 		raw := []byte(nil)
 		if skip {

@@ -138,7 +138,7 @@ func (c *conn) clientCommand(name string, args [][]byte) (handled, open bool) {
 		// the shared read and apply connections, not replicated data.
 		on, ok := onOff(args[2])
 		if !ok {
-			c.emit(errReply("ERR syntax error"))
+			c.emit(errReply(errSyntax))
 			break
 		}
 		if name == "client|no-evict" {
@@ -285,7 +285,7 @@ func (c *conn) auth(args [][]byte) *op {
 	case 3:
 		return c.authenticate(args[1], args[2], okReply())
 	}
-	return errReply("ERR syntax error")
+	return errReply(errSyntax)
 }
 
 // authenticate logs the client in as user and returns ok, or returns
@@ -398,7 +398,7 @@ func (c *conn) clientReply(args [][]byte) {
 			c.client.skipNext = true
 		}
 	default:
-		c.emit(errReply("ERR syntax error"))
+		c.emit(errReply(errSyntax))
 	}
 }
 
@@ -526,7 +526,7 @@ func (c *conn) clientList(args [][]byte) *op {
 		}
 		match = func(x *conn) bool { return ids[x.id] }
 	default:
-		return errReply("ERR syntax error")
+		return errReply(errSyntax)
 	}
 	var b strings.Builder
 	now := time.Now()
@@ -570,7 +570,7 @@ func (c *conn) clientKill(args [][]byte) (reply *op, self bool) {
 	} else {
 		for i := 2; i < len(args); i += 2 {
 			if i+1 >= len(args) {
-				return errReply("ERR syntax error"), false
+				return errReply(errSyntax), false
 			}
 			opt, val := strings.ToLower(string(args[i])), args[i+1]
 			switch opt {
@@ -601,10 +601,10 @@ func (c *conn) clientKill(args [][]byte) (reply *op, self bool) {
 				case "no":
 					f.skipMe = false
 				default:
-					return errReply("ERR syntax error"), false
+					return errReply(errSyntax), false
 				}
 			default:
-				return errReply("ERR syntax error"), false
+				return errReply(errSyntax), false
 			}
 		}
 	}
@@ -640,7 +640,7 @@ func (c *conn) unblock(args [][]byte) *op {
 	}
 	id, ok := redisInt(args[2])
 	if !ok {
-		return errReply("ERR value is not an integer or out of range")
+		return errReply(errNotInteger)
 	}
 	asErr := len(args) == 4 && strings.EqualFold(string(args[3]), "error")
 	if len(args) == 4 && !asErr && !strings.EqualFold(string(args[3]), "timeout") {

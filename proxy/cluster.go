@@ -95,11 +95,11 @@ type clusterView struct {
 func (c *conn) clusterView() (clusterView, *op) {
 	n := c.s.cfg.Host.Node()
 	if n == nil {
-		return clusterView{}, errReply("NOCLUSTER No Raft Cluster")
+		return clusterView{}, errReply(errNoCluster)
 	}
 	st := n.Status()
 	if st.Leader == 0 {
-		return clusterView{}, errReply("CLUSTERDOWN No raft leader")
+		return clusterView{}, errReply(errNoLeader)
 	}
 	v := clusterView{term: st.Term, shard: clusterNodeID(st.ClusterID)}
 	for _, ns := range st.Nodes {
@@ -125,7 +125,7 @@ func (c *conn) clusterView() (clusterView, *op) {
 	})
 	if len(v.nodes) == 0 || !v.nodes[0].master {
 		// The leader is not among the members this node knows yet.
-		return clusterView{}, errReply("CLUSTERDOWN No raft leader")
+		return clusterView{}, errReply(errNoLeader)
 	}
 	return v, nil
 }
@@ -167,7 +167,7 @@ func (c *conn) cluster(name string, args [][]byte) *op {
 	if sub == "myid" || sub == "myshardid" {
 		n := c.s.cfg.Host.Node()
 		if n == nil {
-			return errReply("NOCLUSTER No Raft Cluster")
+			return errReply(errNoCluster)
 		}
 		id := n.ID()
 		if sub == "myshardid" {
@@ -318,7 +318,7 @@ func clusterHelp() []byte {
 func (c *conn) redirect(n *raftnode.Node, args [][]byte) *op {
 	l, ok := n.Leader()
 	if !ok || l.Addr == "" {
-		return errReply("CLUSTERDOWN No raft leader")
+		return errReply(errNoLeader)
 	}
 	return errReply(fmt.Sprintf("MOVED %d %s", c.s.table.redirectSlot(args), l.Addr))
 }

@@ -43,7 +43,7 @@ func (c *conn) clientPause(name string, args [][]byte) *op {
 		if len(args) > 3 {
 			mode = strings.ToUpper(string(args[3]))
 			if (mode != "WRITE" && mode != "ALL") || len(args) > 4 {
-				return errReply("ERR syntax error")
+				return errReply(errSyntax)
 			}
 		}
 		notice = [][]byte{[]byte("CLIENT"), []byte("PAUSE"), []byte(strconv.FormatInt(ms, 10)), []byte(mode)}

@@ -68,7 +68,7 @@ func clusterErr(err error) string {
 func (c *conn) raftDebug(args [][]byte) *op {
 	n := c.s.cfg.Host.Node()
 	if n == nil {
-		return errReply("NOCLUSTER No Raft Cluster")
+		return errReply(errNoCluster)
 	}
 	if !strings.EqualFold(string(args[1]), "compact") || len(args) != 2 {
 		return errReply(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try RAFT.DEBUG HELP.", args[1]))
@@ -86,7 +86,7 @@ func (c *conn) raftDebug(args [][]byte) *op {
 func (c *conn) raftNode(args [][]byte) *op {
 	n := c.s.cfg.Host.Node()
 	if n == nil {
-		return errReply("NOCLUSTER No Raft Cluster")
+		return errReply(errNoCluster)
 	}
 	sub := strings.ToLower(string(args[1]))
 	if sub != "add" && sub != "remove" {
@@ -102,7 +102,7 @@ func (c *conn) raftNode(args [][]byte) *op {
 	if !c.s.followerProxy.Load() && !n.IsLeader() {
 		l, ok := n.Leader()
 		if !ok || l.Addr == "" {
-			return errReply("CLUSTERDOWN No raft leader")
+			return errReply(errNoLeader)
 		}
 		return errReply("MOVED 0 " + l.Addr)
 	}
@@ -145,7 +145,7 @@ func (c *conn) raftNode(args [][]byte) *op {
 func (c *conn) raftTransferLeader(args [][]byte) *op {
 	n := c.s.cfg.Host.Node()
 	if n == nil {
-		return errReply("NOCLUSTER No Raft Cluster")
+		return errReply(errNoCluster)
 	}
 	var target uint64
 	if len(args) == 2 {
@@ -159,7 +159,7 @@ func (c *conn) raftTransferLeader(args [][]byte) *op {
 		// Only the leader knows which follower is most up to date.
 		l, ok := n.Leader()
 		if !ok || l.Addr == "" {
-			return errReply("CLUSTERDOWN No raft leader")
+			return errReply(errNoLeader)
 		}
 		return c.s.forward(l.Addr, "RAFT.TRANSFER_LEADER")
 	}

@@ -216,7 +216,7 @@ func (s *Server) sendInvalidation(tc *trackClient, keys [][]byte, null bool) {
 func (c *conn) clientTracking(args [][]byte) *op {
 	on := strings.EqualFold(string(args[2]), "on")
 	if !on && !strings.EqualFold(string(args[2]), "off") {
-		return errReply("ERR syntax error")
+		return errReply(errSyntax)
 	}
 	var next trackState
 	next.on = on
@@ -224,7 +224,7 @@ func (c *conn) clientTracking(args [][]byte) *op {
 		switch strings.ToLower(string(args[i])) {
 		case "redirect":
 			if i+1 >= len(args) {
-				return errReply("ERR syntax error")
+				return errReply(errSyntax)
 			}
 			i++
 			id, err := strconv.ParseUint(string(args[i]), 10, 64)
@@ -245,12 +245,12 @@ func (c *conn) clientTracking(args [][]byte) *op {
 			next.noloop = true
 		case "prefix":
 			if i+1 >= len(args) {
-				return errReply("ERR syntax error")
+				return errReply(errSyntax)
 			}
 			i++
 			next.prefixes = append(next.prefixes, string(args[i]))
 		default:
-			return errReply("ERR syntax error")
+			return errReply(errSyntax)
 		}
 	}
 	if !on {
@@ -332,7 +332,7 @@ func (c *conn) trackingOff() {
 func (c *conn) clientCaching(args [][]byte) *op {
 	yes := strings.EqualFold(string(args[2]), "yes")
 	if !yes && !strings.EqualFold(string(args[2]), "no") {
-		return errReply("ERR syntax error")
+		return errReply(errSyntax)
 	}
 	switch {
 	case !c.tr.on || (!c.tr.optin && !c.tr.optout):

@@ -34,7 +34,7 @@ func (c *conn) wait(name string, args [][]byte) *op {
 	for _, a := range nums {
 		v, err := strconv.ParseInt(string(a), 10, 64)
 		if err != nil {
-			return errReply("ERR value is not an integer or out of range")
+			return errReply(errNotInteger)
 		}
 		want = v // numreplicas is the last number before the timeout
 	}
@@ -47,7 +47,7 @@ func (c *conn) wait(name string, args [][]byte) *op {
 	}
 	n := c.s.cfg.Host.Node()
 	if n == nil {
-		return errReply("NOCLUSTER No Raft Cluster")
+		return errReply(errNoCluster)
 	}
 	// The connection's writes queued before WAIT must be answered first:
 	// only then is their place in the log known to be at or below the

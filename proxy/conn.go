@@ -383,7 +383,7 @@ func displayName(name string) string {
 func (c *conn) serving(args [][]byte, read bool) (*raftnode.Node, *op) {
 	n := c.s.cfg.Host.Node()
 	if n == nil {
-		return nil, errReply("NOCLUSTER No Raft Cluster")
+		return nil, errReply(errNoCluster)
 	}
 	if n.Removed() {
 		return nil, errReply("ERR " + raftnode.ErrRemoved.Error())
@@ -466,7 +466,7 @@ func (c *conn) waitReads() {
 func errorText(err error, read bool) string {
 	switch {
 	case errors.Is(err, raftnode.ErrNoLeader):
-		return "CLUSTERDOWN No raft leader"
+		return errNoLeader
 	case errors.Is(err, raftnode.ErrTimeout):
 		if read {
 			return "TIMEOUT no quorum for read"
@@ -820,7 +820,7 @@ func (c *conn) expireBeforeReads(batch []*op, errs []string, n *raftnode.Node) e
 			continue
 		}
 		if ch, ok := c.s.checkOf(o.db, o.args, o.read.TimeMs()); ok {
-			checks = append(checks, ch)
+			checks = addCheck(checks, ch)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
@@ -993,7 +993,7 @@ func (c *conn) proxyCommand(name string, args [][]byte) bool {
 		db, err := strconv.Atoi(string(args[1]))
 		switch {
 		case err != nil:
-			c.emit(errReply("ERR value is not an integer or out of range"))
+			c.emit(errReply(errNotInteger))
 		case db < 0 || db >= c.s.databases:
 			c.emit(errReply("ERR DB index is out of range"))
 		default:

@@ -73,6 +73,25 @@ func (s *Server) checkOf(db int, args [][]byte, now int64) (readCheck, bool) {
 	return readCheck{db: db, keys: keys, now: now}, true
 }
 
+// addCheck adds c to checks, merged into the check of the same database if
+// there is one: a batch's reads are all pending while it runs, so checking
+// every key at the latest of their times finds a key expired only if it
+// expired before one of them answered, and one script per database costs
+// redis far less than one per read.
+func addCheck(checks []readCheck, c readCheck) []readCheck {
+	for i := range checks {
+		if checks[i].db == c.db {
+			checks[i].keys = append(checks[i].keys, c.keys...)
+			checks[i].now = max(checks[i].now, c.now)
+			return checks
+		}
+	}
+	// The keys are the command's own arguments: they are copied before
+	// another read's keys are appended after them.
+	c.keys = append(make([][]byte, 0, len(c.keys)+8), c.keys...)
+	return append(checks, c)
+}
+
 // expiryRetries bounds how many times a batch of reads runs again after its
 // expired keys were deleted: a key that keeps being made anew already
 // expired (SET with a past deadline, over and over) fails the reads.

@@ -143,7 +143,7 @@ func (p *readPipe) runOnce(batch []*readReq, n int) []readCheck {
 	for _, r := range batch {
 		for _, c := range r.cmds {
 			if ch, ok := p.s.checkOf(c.db, c.args, c.now); ok {
-				p.checks = append(p.checks, ch)
+				p.checks = addCheck(p.checks, ch)
 			}
 		}
 	}

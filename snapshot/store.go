@@ -24,6 +24,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/raftproxy/raftproxy/internal/fsutil"
 )
 
 // Meta describes one snapshot.
@@ -95,7 +97,7 @@ func (s *Store) Save(m Meta, src io.Reader) (Meta, error) {
 // Adopt moves a verified RDB file at path (on the store's file system) into
 // the store as m.
 func (s *Store) Adopt(path string, m Meta) error {
-	if err := syncFile(path); err != nil {
+	if err := fsutil.Sync(path); err != nil {
 		return err
 	}
 	if err := os.Rename(path, s.Path(m)); err != nil {
@@ -114,25 +116,13 @@ func (s *Store) writeMeta(m Meta) error {
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return fmt.Errorf("write snapshot meta: %w", err)
 	}
-	if err := syncFile(tmp); err != nil {
+	if err := fsutil.Sync(tmp); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return fmt.Errorf("store snapshot meta: %w", err)
 	}
-	return syncFile(s.dir)
-}
-
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", path, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", path, err)
-	}
-	return nil
+	return fsutil.Sync(s.dir)
 }
 
 // List returns the snapshots whose metadata is readable, newest first.

@@ -15,6 +15,8 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
+
+	"github.com/raftproxy/raftproxy/internal/fsutil"
 )
 
 // Metadata is the identity a node keeps for its whole life.
@@ -91,7 +93,7 @@ func writeMarker(dir string, cause error) error {
 		err = os.Rename(tmp, path)
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = fsutil.Sync(filepath.Dir(path))
 	}
 	if err != nil {
 		return fmt.Errorf("record wal repair in %s: %w", path, err)
@@ -105,21 +107,12 @@ func removeMarker(dir string) error {
 		return nil
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(markerPath(dir)))
+		err = fsutil.Sync(filepath.Dir(markerPath(dir)))
 	}
 	if err != nil {
 		return fmt.Errorf("clear wal repair marker: %w", err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // ClearRepaired forgets a repair reported by State.Repaired: the log has
@@ -229,7 +222,7 @@ func Rename(from, to string) error {
 	if err := os.Rename(from, to); err != nil {
 		return fmt.Errorf("move wal %s to %s: %w", from, to, err)
 	}
-	if err := syncDir(filepath.Dir(to)); err != nil {
+	if err := fsutil.Sync(filepath.Dir(to)); err != nil {
 		return fmt.Errorf("fsync %s: %w", filepath.Dir(to), err)
 	}
 	return nil

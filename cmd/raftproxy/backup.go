@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/internal/fsutil"
 	"github.com/raftproxy/raftproxy/resp"
 	"github.com/raftproxy/raftproxy/tlsfiles"
 )
@@ -317,7 +318,7 @@ func receiveBackup(br *bufio.Reader, out string) (backupInfo, error) {
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return info, fmt.Errorf("rename the backup to %s: %w", out, err)
 	}
-	return info, syncDir(filepath.Dir(out))
+	return info, fsutil.Sync(filepath.Dir(out))
 }
 
 // writeSidecar writes info as JSON to path atomically.
@@ -344,19 +345,7 @@ func writeSidecar(path string, info backupInfo) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
+	return fsutil.Sync(filepath.Dir(path))
 }
 
 // checkSeedRDB verifies at start that the --seed-rdb file is a whole RDB

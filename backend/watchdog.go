@@ -46,8 +46,8 @@ type watchdog struct {
 	windows []*window
 	// fences are the PINGs sent whose PONG has not come, oldest first;
 	// wmu orders their writing with their queueing.
-	fences []fence
-	wmu    sync.Mutex
+	fences  []fence
+	wmu     sync.Mutex
 	tainted atomic.Bool
 	why     atomic.Pointer[string]
 	onTaint func()

@@ -1,6 +1,7 @@
 package expiry
 
 import (
+	_ "embed"
 	"strconv"
 	"strings"
 )
@@ -14,130 +15,69 @@ import (
 // 1.9e13) are exact in Lua's double numbers.
 var shiftLua = strconv.FormatInt(Shift, 10)
 
-func lua(lines ...string) string {
-	return strings.ReplaceAll(strings.Join(lines, "\n"), "SHIFT", shiftLua)
+// lua is a script's source as redis runs it: SHIFT stands for Shift, and
+// the file's final newline is dropped so that the text, and so the SHA
+// redis caches it by, stays the same across versions.
+func lua(src string) string {
+	return strings.ReplaceAll(strings.TrimSuffix(src, "\n"), "SHIFT", shiftLua)
 }
+
+var (
+	//go:embed lua/expire.lua
+	expireLua string
+	//go:embed lua/check.lua
+	checkLua string
+	//go:embed lua/ttl.lua
+	ttlLua string
+	//go:embed lua/keys.lua
+	keysLua string
+	//go:embed lua/scan.lua
+	scanLua string
+	//go:embed lua/random_key.lua
+	randomKeyLua string
+	//go:embed lua/sample.lua
+	sampleLua string
+	//go:embed lua/shift.lua
+	shiftScriptLua string
+)
 
 // ExpireScript deletes the keys among KEYS that expired by its time, and
 // returns how many it deleted. The applier runs it before each command
 // that names keys of a database that may hold deadlines; the leader
 // proposes it for the keys its sampling found expired.
-var ExpireScript = lua(
-	`local now = tonumber(ARGV[#ARGV])`,
-	`local n = 0`,
-	`for _, k in ipairs(KEYS) do`,
-	`  local s = redis.call('PEXPIRETIME', k)`,
-	`  if s >= 0 and now > s - SHIFT then redis.call('DEL', k) n = n + 1 end`,
-	`end`,
-	`return n`,
-)
+var ExpireScript = lua(expireLua)
 
 // CheckScript returns the keys among KEYS that expired by its time, and
 // changes nothing: a read that finds one has them deleted through the log
 // before it runs, so what it reports expired stays expired for every later
 // command, whatever the clock of the leader that orders it.
-var CheckScript = lua(
-	`#!lua flags=no-writes,allow-stale`,
-	`local now = tonumber(ARGV[#ARGV])`,
-	`local out = {}`,
-	`for _, k in ipairs(KEYS) do`,
-	`  local s = redis.call('PEXPIRETIME', k)`,
-	`  if s >= 0 and now > s - SHIFT then out[#out+1] = k end`,
-	`end`,
-	`return out`,
-)
+var CheckScript = lua(checkLua)
 
 // TTLScript answers TTL, PTTL, EXPIRETIME or PEXPIRETIME (ARGV[1], lower
 // case) for KEYS[1] at its time, with redis's rounding.
-var TTLScript = lua(
-	`#!lua flags=no-writes,allow-stale`,
-	`local now = tonumber(ARGV[#ARGV])`,
-	`local s = redis.call('PEXPIRETIME', KEYS[1])`,
-	`if s < 0 then return s end`,
-	`local d = s - SHIFT`,
-	`if now > d then return -2 end`,
-	`local m = ARGV[1]`,
-	`if m == 'pexpiretime' then return d end`,
-	`if m == 'expiretime' then return math.floor((d + 500) / 1000) end`,
-	`local t = d - now`,
-	`if m == 'pttl' then return t end`,
-	`return math.floor((t + 500) / 1000)`,
-)
+var TTLScript = lua(ttlLua)
 
 // KeysScript answers KEYS ARGV[1] without the keys expired at its time.
-var KeysScript = lua(
-	`#!lua flags=no-writes,allow-stale`,
-	`local now = tonumber(ARGV[#ARGV])`,
-	`local r = redis.pcall('KEYS', ARGV[1])`,
-	`if r.err then return r end`,
-	`local out = {}`,
-	`for _, k in ipairs(r) do`,
-	`  local s = redis.call('PEXPIRETIME', k)`,
-	`  if not (s >= 0 and now > s - SHIFT) then out[#out+1] = k end`,
-	`end`,
-	`return out`,
-)
+var KeysScript = lua(keysLua)
 
 // ScanScript answers SCAN with the arguments ARGV[1..n-1] without the keys
 // expired at its time.
-var ScanScript = lua(
-	`#!lua flags=no-writes,allow-stale`,
-	`local now = tonumber(ARGV[#ARGV])`,
-	`local r = redis.pcall('SCAN', unpack(ARGV, 1, #ARGV - 1))`,
-	`if r.err then return r end`,
-	`local out = {}`,
-	`for _, k in ipairs(r[2]) do`,
-	`  local s = redis.call('PEXPIRETIME', k)`,
-	`  if not (s >= 0 and now > s - SHIFT) then out[#out+1] = k end`,
-	`end`,
-	`return {r[1], out}`,
-)
+var ScanScript = lua(scanLua)
 
 // RandomKeyScript answers RANDOMKEY, trying up to 100 keys for one that has
 // not expired at its time (redis tries as many).
-var RandomKeyScript = lua(
-	`#!lua flags=no-writes,allow-stale`,
-	`local now = tonumber(ARGV[#ARGV])`,
-	`local k`,
-	`for i = 1, 100 do`,
-	`  k = redis.call('RANDOMKEY')`,
-	`  if not k then return false end`,
-	`  local s = redis.call('PEXPIRETIME', k)`,
-	`  if not (s >= 0 and now > s - SHIFT) then return k end`,
-	`end`,
-	`return k`,
-)
+var RandomKeyScript = lua(randomKeyLua)
 
 // SampleScript takes one SCAN step from cursor ARGV[1], COUNT ARGV[2], and
 // returns the next cursor followed by the keys it saw that expired at its
 // time, and how many keys it saw: {cursor, seen, key...}.
-var SampleScript = lua(
-	`#!lua flags=no-writes,allow-stale`,
-	`local now = tonumber(ARGV[#ARGV])`,
-	`local r = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2])`,
-	`local out = {r[1], #r[2]}`,
-	`for _, k in ipairs(r[2]) do`,
-	`  local s = redis.call('PEXPIRETIME', k)`,
-	`  if s >= 0 and now > s - SHIFT then out[#out+1] = k end`,
-	`end`,
-	`return out`,
-)
+var SampleScript = lua(sampleLua)
 
 // ShiftScript converts the current database of a redis that holds real
 // deadlines (loaded from a snapshot of a version that let redis expire
 // keys by its clock): every deadline is stored Shift later. It walks the
 // whole database in one run, sent down a replication stream (no reply).
-var ShiftScript = lua(
-	`local cur = '0'`,
-	`repeat`,
-	`  local r = redis.call('SCAN', cur, 'COUNT', 1000)`,
-	`  cur = r[1]`,
-	`  for _, k in ipairs(r[2]) do`,
-	`    local s = redis.call('PEXPIRETIME', k)`,
-	`    if s >= 0 and s < SHIFT then redis.call('PEXPIREAT', k, string.format('%d', s + SHIFT)) end`,
-	`  end`,
-	`until cur == '0'`,
-)
+var ShiftScript = lua(shiftScriptLua)
 
 // ShowsDeadline reports whether the command (lower case) shows a deadline
 // and so runs as TTLScript.

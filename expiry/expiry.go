@@ -166,6 +166,11 @@ func expireDeadline(arg []byte, seconds, relative bool, now int64) (int64, bool)
 		}
 		n *= 1000
 	}
+	return fromNow(n, relative, now)
+}
+
+// fromNow adds now to a relative deadline n, false if that overflows.
+func fromNow(n int64, relative bool, now int64) (int64, bool) {
 	if relative {
 		if n > math.MaxInt64-now {
 			return 0, false
@@ -185,13 +190,7 @@ func setDeadline(arg []byte, seconds, relative bool, now int64) (int64, bool) {
 	if seconds {
 		n *= 1000
 	}
-	if relative {
-		if n > math.MaxInt64-now {
-			return 0, false
-		}
-		n += now
-	}
-	return n, true
+	return fromNow(n, relative, now)
 }
 
 // rewriteOption turns an EX, PX, EXAT or PXAT option (searched from index

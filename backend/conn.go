@@ -103,9 +103,69 @@ func (c *Conn) Write(args [][]byte) error {
 	return err
 }
 
-// Select buffers a SELECT when db differs from the connection's database.
-// It reports whether it did, so the caller skips that reply.
-func (c *Conn) Select(db int) (bool, error) {
+// Send buffers args to run in database db, in RESP3 when resp3 is set,
+// preceded by the SELECT and HELLO the connection needs first. It returns
+// how many replies those put ahead of args' own, for Receive. The
+// switches happen only where two neighbours differ, so a run of commands
+// of one database and protocol costs nothing more.
+func (c *Conn) Send(db int, resp3 bool, args [][]byte) (skip int, err error) {
+	sel, err := c.selectDB(db)
+	if err != nil {
+		return 0, err
+	}
+	hello, err := c.protocol(resp3)
+	if err != nil {
+		return 0, err
+	}
+	if err := c.Write(args); err != nil {
+		return 0, err
+	}
+	return b2i(sel) + b2i(hello), nil
+}
+
+// Receive appends to dst the reply of a command Send buffered, after the
+// skip replies ahead of it. Those (SELECT's, HELLO's) must not be errors:
+// the connection would not be in the database or protocol it believes.
+func (c *Conn) Receive(dst []byte, skip int) ([]byte, error) {
+	start := len(dst)
+	for range skip {
+		var err error
+		if dst, err = c.r.ReadReply(dst[:start]); err != nil {
+			return dst[:start], err
+		}
+		if len(dst) == start || dst[start] == '-' || dst[start] == '!' {
+			return dst[:start], fmt.Errorf("redis refused to switch database or protocol: %q", dst[start:])
+		}
+	}
+	return c.r.ReadReply(dst[:start])
+}
+
+// RESP3 reports whether the connection speaks RESP3 now: a command sent
+// in the protocol it speaks needs no switch.
+func (c *Conn) RESP3() bool { return c.resp3 }
+
+// DoIn runs one command in database db and returns its raw reply.
+func (c *Conn) DoIn(db int, args ...[]byte) ([]byte, error) {
+	skip, err := c.Send(db, c.resp3, args)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Flush(); err != nil {
+		return nil, err
+	}
+	return c.Receive(nil, skip)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// selectDB buffers a SELECT when db differs from the connection's
+// database, and reports whether it did.
+func (c *Conn) selectDB(db int) (bool, error) {
 	if db == c.db {
 		return false, nil
 	}
@@ -122,11 +182,10 @@ var (
 	cmdHello3 = resp.AppendCommandStrings(nil, "HELLO", "3")
 )
 
-// Protocol buffers a HELLO 2 or HELLO 3 when the connection does not speak
-// the protocol asked for (RESP3 when resp3 is set). It reports whether it
-// did, so the caller skips that reply (HELLO's map), as with Select. The
-// switch changes only how redis encodes replies, never data.
-func (c *Conn) Protocol(resp3 bool) (bool, error) {
+// protocol buffers a HELLO 2 or HELLO 3 when the connection does not speak
+// the protocol asked for (RESP3 when resp3 is set), and reports whether it
+// did. The switch changes only how redis encodes replies, never data.
+func (c *Conn) protocol(resp3 bool) (bool, error) {
 	if resp3 == c.resp3 {
 		return false, nil
 	}

@@ -29,7 +29,7 @@ type StateMachine struct {
 	log             *slog.Logger
 	conn            *Conn
 	runID           atomic.Pointer[string]
-	kinds           []replyKind
+	kinds           []pendingReply
 	locals          [][]byte // the replies of replyLocal, in order
 	replies         [][]byte // a batch's replies for its clients, in order
 	raw             []byte
@@ -186,13 +186,18 @@ func (s *StateMachine) dropConn() {
 type replyKind uint8
 
 const (
-	replySelect  replyKind = iota // a SELECT the connection needed: must be +OK
-	replyHello                    // a HELLO switching the protocol: must not be an error
-	replyExpire                   // expiry.ExpireScript's count of deleted keys
-	replyQueued                   // MULTI's +OK or a +QUEUED: the answer comes with EXEC
-	replyCommand                  // a command's (or EXEC's) reply, for its client
-	replyLocal                    // a reply the state machine made (memory.go), for its client
+	replyExpire replyKind = iota // expiry.ExpireScript's count of deleted keys
+	replyQueued                  // MULTI's +OK or a +QUEUED: the answer comes with EXEC
+	replyCommand                 // a command's (or EXEC's) reply, for its client
+	replyLocal                   // a reply the state machine made (memory.go), for its client
 )
+
+// pendingReply is a reply to read back: its kind, and how many replies of
+// database and protocol switches come before it (backend.Conn.Send).
+type pendingReply struct {
+	kind replyKind
+	skip uint8
+}
 
 var (
 	cmdMulti = [][]byte{[]byte("MULTI")}
@@ -214,37 +219,18 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 	s.locals = s.locals[:0]
 	for _, c := range cmds {
 		if local := s.localReply(c); local != nil {
-			s.kinds = append(s.kinds, replyLocal)
+			s.kinds = append(s.kinds, pendingReply{kind: replyLocal})
 			s.locals = append(s.locals, local)
 			continue
 		}
-		sel, err := s.conn.Select(c.DB)
-		if err != nil {
-			return fmt.Errorf("write to redis: %w", err)
-		}
-		if sel {
-			s.kinds = append(s.kinds, replySelect)
-		}
-		// Each request runs in the protocol its client speaks; the switch
-		// happens only when it changes, so a run of one protocol costs
-		// nothing, and every node switches at the same commands.
-		hello, err := s.conn.Protocol(c.RESP3)
-		if err != nil {
-			return fmt.Errorf("write to redis: %w", err)
-		}
-		if hello {
-			s.kinds = append(s.kinds, replyHello)
-		}
 		if x := s.expireKeys(c.DB, s.commandKeysIf(c), c.TimeMs); x != nil {
-			if err := s.conn.Write(x); err != nil {
+			if err := s.send(c, x, replyExpire); err != nil {
 				return fmt.Errorf("write to redis: %w", err)
 			}
-			s.kinds = append(s.kinds, replyExpire)
 		}
 		if err := s.write(c); err != nil {
 			return fmt.Errorf("write to redis: %w", err)
 		}
-		s.kinds = append(s.kinds, replyCommand)
 	}
 	if err := s.conn.Flush(); err != nil {
 		return fmt.Errorf("write to redis: %w", err)
@@ -255,21 +241,13 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 	i, local := 0, 0
 	for _, k := range s.kinds {
 		var err error
-		if k == replyLocal {
+		if k.kind == replyLocal {
 			s.raw = append(s.raw[:0], s.locals[local]...)
 			local++
-		} else if s.raw, err = s.conn.ReadReply(s.raw[:0]); err != nil {
+		} else if s.raw, err = s.conn.Receive(s.raw[:0], int(k.skip)); err != nil {
 			return fmt.Errorf("read reply from redis: %w", err)
 		}
-		switch k {
-		case replySelect:
-			if len(s.raw) == 0 || s.raw[0] != '+' {
-				return fmt.Errorf("redis SELECT failed: %q", s.raw)
-			}
-		case replyHello:
-			if len(s.raw) == 0 || s.raw[0] == '-' || s.raw[0] == '!' {
-				return fmt.Errorf("redis HELLO failed: %q", s.raw)
-			}
+		switch k.kind {
 		case replyExpire:
 			if len(s.raw) == 0 || s.raw[0] != ':' {
 				return fmt.Errorf("redis could not expire keys by the log's time: %q", s.raw)
@@ -310,19 +288,30 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 // EXEC, so that redis runs it atomically, each as prepare makes it.
 func (s *StateMachine) write(c raftnode.Command) error {
 	if len(c.Tx) == 0 {
-		return s.conn.Write(s.prepare(c.DB, c.Args, c.TimeMs))
+		return s.send(c, s.prepare(c.DB, c.Args, c.TimeMs), replyCommand)
 	}
-	if err := s.conn.Write(cmdMulti); err != nil {
+	if err := s.send(c, cmdMulti, replyQueued); err != nil {
 		return err
 	}
-	s.kinds = append(s.kinds, replyQueued)
 	for _, args := range c.Tx {
-		if err := s.conn.Write(s.prepare(c.DB, args, c.TimeMs)); err != nil {
+		if err := s.send(c, s.prepare(c.DB, args, c.TimeMs), replyQueued); err != nil {
 			return err
 		}
-		s.kinds = append(s.kinds, replyQueued)
 	}
-	return s.conn.Write(cmdExec)
+	return s.send(c, cmdExec, replyCommand)
+}
+
+// send buffers args in c's database and its client's protocol, and notes
+// the reply to read back. The connection switches only where a request's
+// database or protocol differs from the one before, so a run of one costs
+// nothing, and every node switches at the same commands.
+func (s *StateMachine) send(c raftnode.Command, args [][]byte, kind replyKind) error {
+	skip, err := s.conn.Send(c.DB, c.RESP3, args)
+	if err != nil {
+		return err
+	}
+	s.kinds = append(s.kinds, pendingReply{kind: kind, skip: uint8(skip)})
+	return nil
 }
 
 // commandKeysIf is commandKeys for a database that may hold deadlines,
@@ -560,26 +549,21 @@ func (s *StateMachine) KeyDeadlines(db int, keys [][]byte) ([]int64, error) {
 func (s *StateMachine) keyDeadlines(db int, keys [][]byte) ([]int64, error) {
 	s.conn.SetDeadline(time.Now().Add(syncTimeout))
 	defer s.conn.SetDeadline(time.Time{})
-	sel, err := s.conn.Select(db)
-	if err != nil {
-		return nil, err
-	}
-	for _, k := range keys {
-		if err := s.conn.Write([][]byte{cmdPExpireTime, k}); err != nil {
+	skips := make([]int, len(keys))
+	for i, k := range keys {
+		skip, err := s.conn.Send(db, s.conn.RESP3(), [][]byte{cmdPExpireTime, k})
+		if err != nil {
 			return nil, err
 		}
+		skips[i] = skip
 	}
 	if err := s.conn.Flush(); err != nil {
 		return nil, err
 	}
-	if sel {
-		if s.raw, err = s.conn.ReadReply(s.raw[:0]); err != nil {
-			return nil, err
-		}
-	}
 	out := make([]int64, len(keys))
 	for i := range keys {
-		if s.raw, err = s.conn.ReadReply(s.raw[:0]); err != nil {
+		var err error
+		if s.raw, err = s.conn.Receive(s.raw[:0], skips[i]); err != nil {
 			return nil, err
 		}
 		v, _, err := resp.Parse(s.raw)

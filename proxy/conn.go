@@ -879,24 +879,17 @@ func (c *conn) send(batch []*op, errs []string) int {
 		}
 		// The connection follows its client's protocol, switching (like
 		// the database) only when a command needs another one.
-		sel, err := c.redis.Select(o.db)
-		var hello bool
-		if err == nil {
-			hello, err = c.redis.Protocol(o.resp3)
+		args := o.args
+		if o.kind == opRead {
+			args = c.s.readArgs(o.db, args, o.read.TimeMs())
 		}
-		if err == nil {
-			args := o.args
-			if o.kind == opRead {
-				args = c.s.readArgs(o.db, args, o.read.TimeMs())
-			}
-			err = c.redis.Write(args)
-		}
+		skip, err := c.redis.Send(o.db, o.resp3, args)
 		if err != nil {
 			c.dropRedis()
 			fail(errs, batch, errorText(raftnode.ErrLoading, true))
 			return 0
 		}
-		c.skip[i] = b2u(sel) + b2u(hello)
+		c.skip[i] = uint8(skip)
 		sent++
 	}
 	if sent > 0 && c.redis.Flush() != nil {
@@ -916,15 +909,7 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n *raftnode.
 		}
 		start := len(buf)
 		var err error
-		for range c.skip[i] {
-			if buf, err = c.redis.ReadReply(buf[:start]); err != nil {
-				break
-			}
-		}
-		if err == nil {
-			buf, err = c.redis.ReadReply(buf[:start])
-		}
-		if err != nil {
+		if buf, err = c.redis.Receive(buf, int(c.skip[i])); err != nil {
 			c.dropRedis()
 			fail(errs, batch, errorText(raftnode.ErrLoading, true))
 			break

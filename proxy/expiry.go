@@ -100,36 +100,31 @@ const expiryRetries = 3
 var errExpiryChurn = errors.New("TRYAGAIN the keys read keep expiring before the read can run; retry")
 
 // writeChecks writes the deadline check of each of checks to rc (not
-// flushed); skips are the SELECT replies to discard before each.
-func writeChecks(rc *backend.Conn, checks []readCheck) ([]uint8, error) {
+// flushed); skips are the replies to discard before each (backend.Conn.Send).
+func writeChecks(rc *backend.Conn, checks []readCheck) ([]int, error) {
 	if len(checks) == 0 {
 		return nil, nil
 	}
-	skips := make([]uint8, len(checks))
+	skips := make([]int, len(checks))
 	for i, c := range checks {
-		sel, err := rc.Select(c.db)
-		if err == nil {
-			err = rc.Write(expiry.Eval(expiry.CheckScript, c.keys, nil, c.now))
-		}
+		skip, err := rc.Send(c.db, rc.RESP3(), expiry.Eval(expiry.CheckScript, c.keys, nil, c.now))
 		if err != nil {
 			return nil, fmt.Errorf("check read keys' deadlines: %w", err)
 		}
-		skips[i] = b2u(sel)
+		skips[i] = skip
 	}
 	return skips, nil
 }
 
 // readChecks reads the replies of writeChecks and returns the keys found
 // expired, by database and time.
-func readChecks(rc *backend.Conn, checks []readCheck, skips []uint8) ([]readCheck, error) {
+func readChecks(rc *backend.Conn, checks []readCheck, skips []int) ([]readCheck, error) {
 	var raw []byte
 	var expired []readCheck
 	for i, c := range checks {
 		var err error
-		for range skips[i] + 1 {
-			if raw, err = rc.ReadReply(raw[:0]); err != nil {
-				return nil, fmt.Errorf("check read keys' deadlines: %w", err)
-			}
+		if raw, err = rc.Receive(raw[:0], skips[i]); err != nil {
+			return nil, fmt.Errorf("check read keys' deadlines: %w", err)
 		}
 		v, _, err := resp.Parse(raw)
 		if err != nil || v.Kind == '-' {
@@ -261,8 +256,11 @@ func (e *expirer) round(n *raftnode.Node) error {
 		}
 		for time.Now().Before(deadline) {
 			more, err := e.step(n, db)
-			if err != nil || !more {
+			if err != nil {
 				return err
+			}
+			if !more {
+				break
 			}
 		}
 	}
@@ -283,10 +281,7 @@ func (e *expirer) step(n *raftnode.Node, db int) (more bool, err error) {
 	}
 	now := n.Now()
 	e.rc.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := e.rc.Select(db); err != nil {
-		return false, err
-	}
-	raw, err := e.rc.Do(expiry.Eval(expiry.SampleScript, nil, [][]byte{[]byte(cursor), []byte(strconv.Itoa(sampleCount))}, now)...)
+	raw, err := e.rc.DoIn(db, expiry.Eval(expiry.SampleScript, nil, [][]byte{[]byte(cursor), []byte(strconv.Itoa(sampleCount))}, now)...)
 	if err != nil {
 		return false, err
 	}

@@ -202,10 +202,7 @@ func (m *memoryController) victims(policy string, want int) ([]dbKey, error) {
 	samples := "5"
 	for db := 0; db < m.s.databases && len(out) < want; db++ {
 		m.rc.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := m.rc.Select(db); err != nil {
-			return nil, err
-		}
-		raw, err := m.rc.Do([]byte("EVAL"), []byte(evictScript), []byte("0"), []byte(policy), []byte(samples), []byte(strconv.Itoa(want-len(out))))
+		raw, err := m.rc.DoIn(db, []byte("EVAL"), []byte(evictScript), []byte("0"), []byte(policy), []byte(samples), []byte(strconv.Itoa(want-len(out))))
 		if err != nil {
 			return nil, err
 		}

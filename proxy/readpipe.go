@@ -163,19 +163,12 @@ func (p *readPipe) runOnce(batch []*readReq, n int) []readCheck {
 			// costs no round trip, where sending RESP3 reads to their
 			// connection's own redis connection would cost RESP3 clients
 			// (go-redis v9's default) the shared round trip.
-			s, err := p.redis.Select(c.db)
-			var hello bool
-			if err == nil {
-				hello, err = p.redis.Protocol(c.resp3)
-			}
-			if err == nil {
-				err = p.redis.Write(p.s.readArgs(c.db, c.args, c.now))
-			}
+			s, err := p.redis.Send(c.db, c.resp3, p.s.readArgs(c.db, c.args, c.now))
 			if err != nil {
 				p.drop(batch)
 				return nil
 			}
-			skip[i] = b2u(s) + b2u(hello)
+			skip[i] = uint8(s)
 			i++
 		}
 	}
@@ -192,15 +185,8 @@ func (p *readPipe) runOnce(batch []*readReq, n int) []readCheck {
 	p.offs = append(p.offs[:0], make([]int, n+1)...)
 	offs := p.offs
 	for i := range n {
-		start := len(p.buf)
 		var err error
-		for range skip[i] {
-			if p.buf, err = p.redis.ReadReply(p.buf[:start]); err != nil {
-				p.drop(batch)
-				return nil
-			}
-		}
-		p.buf, err = p.redis.ReadReply(p.buf[:start])
+		p.buf, err = p.redis.Receive(p.buf, int(skip[i]))
 		if err != nil {
 			p.drop(batch)
 			return nil

@@ -120,3 +120,56 @@ func TestExpiryAppliedLate(t *testing.T) {
 		}
 	}
 }
+
+// TestActiveExpiryEveryDatabase: keys that expire and are never read again
+// are deleted by the leader's active expiry, in every database: redis's
+// memory does not fill with dead keys of a database other than 0.
+func TestActiveExpiryEveryDatabase(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{})
+	leader, _ := c.Leader(ctx)
+	conn, err := dialRaw(leader.Addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	dbs := []string{"0", "3", "9"}
+	for _, db := range dbs {
+		for _, args := range [][]string{
+			{"SELECT", db},
+			{"SET", "dead:1", "v", "PX", "200"},
+			{"HSET", "dead:2", "f", "v"},
+			{"PEXPIRE", "dead:2", "200"},
+			{"SET", "alive", db},
+			// Keeps the database one that may hold deadlines.
+			{"SET", "later", db, "EX", "3600"},
+		} {
+			if v, err := conn.Do(args...); err != nil || v.IsError() {
+				t.Fatalf("%q: %v %v", args, v, err)
+			}
+		}
+	}
+	err = waitFor(ctx, 20*time.Second, 250*time.Millisecond, "expired keys deleted in every database", func(ctx context.Context) error {
+		dump := c.AssertRedisIdentical(ctx)
+		var left []string
+		for k := range dump {
+			if strings.Contains(k, "/dead:") {
+				left = append(left, k)
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("still in redis: %v", left)
+		}
+		for _, db := range dbs {
+			var n int
+			fmt.Sscan(db, &n)
+			if _, ok := dump[dumpKey(n, "alive")]; !ok {
+				return fmt.Errorf("alive in db %s is gone", db)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}

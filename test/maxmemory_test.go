@@ -48,6 +48,11 @@ func TestMaxMemory(t *testing.T) {
 	if v := do(leader, "CONFIG", "SET", "maxmemory", fmt.Sprint(limit), "maxmemory-policy", "noeviction"); v.String() != "+OK" {
 		t.Fatalf("CONFIG SET maxmemory: %s", v)
 	}
+	// CONFIG GET and INFO answer from the node's applied log, as redis
+	// from its own state: a follower shows the limit once it applied it.
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range c.Nodes {
 		if v := do(n, "CONFIG", "GET", "maxmemory"); !strings.Contains(v.String(), fmt.Sprint(limit)) {
 			t.Errorf("CONFIG GET maxmemory through %s: %s", n, v)

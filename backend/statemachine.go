@@ -186,10 +186,10 @@ func (s *StateMachine) dropConn() {
 type replyKind uint8
 
 const (
-	replyExpire replyKind = iota // expiry.ExpireScript's count of deleted keys
-	replyQueued                  // MULTI's +OK or a +QUEUED: the answer comes with EXEC
-	replyCommand                 // a command's (or EXEC's) reply, for its client
-	replyLocal                   // a reply the state machine made (memory.go), for its client
+	replyExpire  replyKind = iota // expiry.ExpireScript's count of deleted keys
+	replyQueued                   // MULTI's +OK or a +QUEUED: the answer comes with EXEC
+	replyCommand                  // a command's (or EXEC's) reply, for its client
+	replyLocal                    // a reply the state machine made (memory.go), for its client
 )
 
 // pendingReply is a reply to read back: its kind, and how many replies of

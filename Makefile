@@ -37,6 +37,8 @@ clean:
 test: deps
 	@scripts/install-test-deps.sh
 	$(GO) vet ./...
+	@unformatted=$$("$$($(GO) env GOROOT)/bin/gofmt" -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$unformatted" ]; then echo "not gofmt-ed: $$unformatted"; exit 1; fi
 	$(MAKE) unit fuzz integration
 
 unit:

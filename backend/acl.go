@@ -36,13 +36,6 @@ func (s *StateMachine) defaultUserRules() []string {
 	return []string{"on", pass, "~*", "&*", "+@all"}
 }
 
-// isACLChange reports whether args changes users (run on the ordinary
-// connection, never down a held redis's replication stream).
-func isACLChange(args [][]byte) bool {
-	return len(args) >= 2 && bytes.EqualFold(args[0], []byte("acl")) &&
-		(bytes.EqualFold(args[1], []byte("setuser")) || bytes.EqualFold(args[1], []byte("deluser")))
-}
-
 // aclList returns the client users as ACL LIST lines, sorted by name.
 func (s *StateMachine) aclList() ([]string, error) {
 	v, err := s.conn.DoValue("ACL", "LIST")

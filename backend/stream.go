@@ -72,16 +72,6 @@ func (s *stream) readAcks() {
 	}
 }
 
-// alive reports whether the replica is still linked.
-func (s *stream) alive() bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
-}
-
 func (s *stream) write(args ...[]byte) error {
 	s.buf = resp.AppendCommand(s.buf[:0], args...)
 	s.sent += int64(len(s.buf))

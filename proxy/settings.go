@@ -7,7 +7,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 
@@ -105,16 +104,6 @@ func (s *Settings) get(pattern string) []string {
 			out = append(out, st.Name, st.Get())
 		}
 	}
-	return out
-}
-
-// Names lists the settings.
-func (s *Settings) Names() []string {
-	var out []string
-	for _, st := range s.list {
-		out = append(out, st.Name)
-	}
-	slices.Sort(out)
 	return out
 }
 

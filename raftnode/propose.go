@@ -141,13 +141,6 @@ func (n *Node) Propose(ctx context.Context, db int, args [][]byte, resp3 bool) *
 	return n.propose(ctx, entry.Request{DB: db, Args: args, RESP3: resp3}, 0)
 }
 
-// ProposeTx queues a transaction: its commands go into one log entry and
-// run on every node between MULTI and EXEC. The future completes with
-// EXEC's reply (in RESP3 when resp3 is set).
-func (n *Node) ProposeTx(ctx context.Context, db int, cmds [][][]byte, resp3 bool) *Future {
-	return n.propose(ctx, entry.Request{DB: db, Tx: cmds, RESP3: resp3}, 0)
-}
-
 // ProposeRequest queues any request: a command, a transaction (which may
 // name a watch), a watch or an unwatch (see entry.Op).
 func (n *Node) ProposeRequest(ctx context.Context, req entry.Request) *Future {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	_ "embed"
 	"math"
 	"strconv"
 	"time"
@@ -28,26 +29,9 @@ import (
 // and only when they straddle the threshold re-reads that one entry until
 // the clock reads the same millisecond before and after, which gives its
 // delivery time exactly. The decision is then the same on every node.
-const luaClock = `local function nowMs() local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
-local function settle(ms) local t0 = nowMs() local t = t0 while t < ms and t - t0 < 500 do t = nowMs() end end
-local function pending(key, group, a, b, n)
-local t1 = nowMs()
-local p = redis.call('XPENDING', key, group, a, b, n)
-local t2 = nowMs()
-for _, e in ipairs(p) do e.lo, e.hi = t1 - e[3], t2 - e[3] end
-return p
-end
-local function idleAt(key, group, e, ms, minidle)
-if minidle == 0 or ms - e.hi >= minidle then return true end
-if ms - e.lo < minidle then return false end
-for _ = 1, 1000 do
-local p = pending(key, group, e[1], e[1], 1)
-if #p == 0 then return false end
-if p[1].lo == p[1].hi then return ms - p[1].lo >= minidle end
-end
-error({err = 'ERR raftproxy: the clock moved during every XPENDING read'})
-end
-`
+//
+//go:embed lua/lua_clock.lua
+var luaClock string
 
 // xaddScript is XADD with "*": the ID is <ms>-* with ms the larger of the
 // proposal time (ARGV[1]) and the stream's last generated ID's time, so the
@@ -55,30 +39,9 @@ end
 // top never fails. ARGV[2] is the position of "*" in the rest of ARGV (the
 // original arguments after the key). Arguments are left to XADD itself, so
 // redis's errors (syntax first, then WRONGTYPE) come as redis gives them.
-const xaddScript = `local function gt(a, b) if #a ~= #b then return #a > #b end return a > b end
-local function incr(s) local i = #s while i > 0 and s:sub(i, i) == '9' do i = i - 1 end
-if i == 0 then return '1' .. string.rep('0', #s) end
-return s:sub(1, i - 1) .. string.char(s:byte(i) + 1) .. string.rep('0', #s - i) end
-local ms = ARGV[1]
-local args = {}
-for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
-local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
-if type(info) == 'table' and not info.err then
-for i = 1, #info, 2 do
-if info[i] == 'last-generated-id' then
-local lms, lseq = string.match(info[i + 1], '^(%d+)-(%d+)$')
-if lms and not gt(ms, lms) then
-ms = lms
-if lseq == '18446744073709551615' then
-if lms == lseq then return redis.error_reply('ERR The stream has exhausted the last possible ID, unable to add more items') end
-ms = incr(lms)
-end
-end
-end
-end
-end
-args[tonumber(ARGV[2])] = ms .. '-*'
-return redis.pcall('XADD', KEYS[1], unpack(args))`
+//
+//go:embed lua/xadd.lua
+var xaddScript string
 
 // rewriteXadd turns XADD with an auto-generated ID into an EVAL of
 // xaddScript. Other forms (explicit IDs, <ms>-*) are already the same on
@@ -122,38 +85,16 @@ func xaddIDPos(args [][]byte) int {
 // own clock. XCLAIM ... JUSTID to the same consumer changes nothing else
 // (not the delivery count); without FORCE it leaves NOACK reads (not in the
 // PEL) alone. With BLOCK it runs non-blocking (redis blocks no script).
-const xreadgroupScript = luaClock + xreadgroupRun
+var xreadgroupScript = luaClock + xreadgroupRun
 
 // xreadgroupWaitedScript is xreadgroupScript for an XREADGROUP ... BLOCK
 // attempt after a wait: redis 7.0 ends a blocked XREADGROUP with an error
 // when one of its streams is deleted (or becomes another type) or its
 // group destroyed, which the script tells from the keys as it finds them.
-const xreadgroupWaitedScript = luaClock + `for _, k in ipairs(KEYS) do
-if redis.call('TYPE', k).ok ~= 'stream' then return redis.error_reply('UNBLOCKED the stream key no longer exists') end
-local found = false
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', k)) do if g[2] == ARGV[2] then found = true end end
-if not found then return redis.error_reply('NOGROUP the consumer group this client was blocked on no longer exists') end
-end
-` + xreadgroupRun
+var xreadgroupWaitedScript = luaClock + xreadgroupWaitedLua + xreadgroupRun
 
-const xreadgroupRun = `local ms = tonumber(ARGV[1])
-local args = {}
-for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
-local r = redis.pcall('XREADGROUP', unpack(args))
-if type(r) ~= 'table' or r.err then return r end
-local group, consumer = ARGV[2], ARGV[3]
-settle(ms)
-for _, s in ipairs(r) do
-local ids = {}
-for _, e in ipairs(s[2]) do if e[2] then ids[#ids + 1] = e[1] end end
-for i = 1, #ids, 1000 do
-local a = {s[1], group, consumer, '0'}
-for k = i, math.min(i + 999, #ids) do a[#a + 1] = ids[k] end
-a[#a + 1] = 'TIME' a[#a + 1] = ARGV[1] a[#a + 1] = 'JUSTID'
-redis.call('XCLAIM', unpack(a))
-end
-end
-return r`
+//go:embed lua/xreadgroup_run.lua
+var xreadgroupRun string
 
 // rewriteXreadgroup turns XREADGROUP into an EVAL of script
 // (xreadgroupScript or xreadgroupWaitedScript). Forms redis refuses (no
@@ -250,42 +191,7 @@ func parseStreamRead(args [][]byte) streamRead {
 // deleted, which redis drops from the PEL whatever their idle time). When
 // none does, it runs with a min-idle-time no entry reaches, so that LASTID
 // still applies and errors still come from redis.
-const xclaimScript = luaClock + `local key, ms, group, consumer = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local minidle, n = tonumber(ARGV[4]), tonumber(ARGV[5])
-local ids = {}
-for i = 1, n do ids[i] = ARGV[5 + i] end
-local dt, force = ARGV[6 + n], ARGV[7 + n] == '1'
-local opts = {}
-for i = 8 + n, #ARGV do opts[#opts + 1] = ARGV[i] end
-local function never()
-local a = {key, group, consumer, '9223372036854775807'}
-for _, id in ipairs(ids) do a[#a + 1] = id end
-for _, o in ipairs(opts) do a[#a + 1] = o end
-return redis.pcall('XCLAIM', unpack(a))
-end
-local s = redis.pcall('XPENDING', key, group)
-if type(s) ~= 'table' or s.err then return never() end
-local pick, seen = {}, {}
-for _, id in ipairs(ids) do
-if seen[id] then
--- Repeated: redis checks it again after claiming it, with its new time.
-if minidle == 0 or ms - tonumber(dt) >= minidle then pick[#pick + 1] = id end
-else
-local p = pending(key, group, id, id, 1)
-if #p == 0 or #redis.call('XRANGE', key, id, id, 'COUNT', 1) == 0 or idleAt(key, group, p[1], ms, minidle) then
-pick[#pick + 1] = id
-seen[id] = true
-end
-end
-end
-if #pick == 0 then return never() end
-settle(ms)
-local a = {key, group, consumer, '0'}
-for _, id in ipairs(pick) do a[#a + 1] = id end
-a[#a + 1] = 'TIME' a[#a + 1] = dt
-if force then a[#a + 1] = 'FORCE' end
-for _, o in ipairs(opts) do a[#a + 1] = o end
-return redis.pcall('XCLAIM', unpack(a))`
+var xclaimScript = luaClock + xclaimLua
 
 // rewriteXclaim parses XCLAIM as redis does and turns it into an EVAL of
 // xclaimScript. A bad min-idle-time is left alone: redis refuses it on
@@ -317,11 +223,9 @@ func rewriteXclaim(args [][]byte, nowMs int64) [][]byte {
 // LASTID and gives redis's own errors. ARGV[1] is 1 when raftproxy could
 // not parse the arguments: if redis took them, it says so rather than
 // claim with each node's clock.
-const xclaimCheckScript = `local a = {}
-for i = 2, #ARGV do if i < 5 or string.lower(ARGV[i]) ~= 'force' then a[#a + 1] = ARGV[i] end end
-local r = redis.pcall('XCLAIM', KEYS[1], unpack(a))
-if ARGV[1] == '0' or (type(r) == 'table' and r.err) then return r end
-return redis.error_reply('ERR raftproxy could not parse these XCLAIM arguments as redis does, so it claimed nothing')`
+//
+//go:embed lua/xclaim_check.lua
+var xclaimCheckScript string
 
 // parseXclaim is rewriteXclaim for a valid min-idle-time; it returns false
 // for arguments it cannot parse, nil when there are no IDs.
@@ -402,45 +306,7 @@ func parseXclaim(args [][]byte, minidle, nowMs int64) ([][]byte, bool) {
 // when count is reached. The cursor is the next PEL entry, or 0-0. ARGV: ms,
 // group, consumer, min-idle, start, count, JUSTID (1/0), and the original
 // arguments after the key, for redis's own errors.
-const xautoclaimScript = luaClock + `local key, ms, group, consumer = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local minidle, count, justid = tonumber(ARGV[4]), tonumber(ARGV[6]), ARGV[7] == '1'
-local function raw()
-local a = {}
-for i = 8, #ARGV do a[#a + 1] = ARGV[i] end
-return redis.pcall('XAUTOCLAIM', key, unpack(a))
-end
-local s = redis.pcall('XPENDING', key, group)
-if type(s) ~= 'table' or s.err then return raw() end
-local attempts = count * 10
-local p = redis.pcall('XPENDING', key, group, ARGV[5], '+', 1)
-if type(p) ~= 'table' or p.err then return raw() end
-p = pending(key, group, ARGV[5], '+', attempts + 1)
-local claim, deleted = {}, {}
-local i = 1
-while i <= attempts and count > 0 and p[i] do
-local id = p[i][1]
-if #redis.call('XRANGE', key, id, id, 'COUNT', 1) == 0 then
-deleted[#deleted + 1] = id
-count = count - 1
-elseif idleAt(key, group, p[i], ms, minidle) then
-claim[#claim + 1] = id
-count = count - 1
-end
-i = i + 1
-end
-local cursor = '0-0'
-if p[i] then cursor = p[i][1] end
-settle(ms)
-for j = 1, #deleted, 1000 do redis.call('XACK', key, group, unpack(deleted, j, math.min(j + 999, #deleted))) end
-local claimed = {}
-for j = 1, #claim, 1000 do
-local a = {key, group, consumer, '0'}
-for k = j, math.min(j + 999, #claim) do a[#a + 1] = claim[k] end
-a[#a + 1] = 'TIME' a[#a + 1] = ARGV[1]
-if justid then a[#a + 1] = 'JUSTID' end
-for _, e in ipairs(redis.call('XCLAIM', unpack(a))) do claimed[#claimed + 1] = e end
-end
-return {cursor, claimed, deleted}`
+var xautoclaimScript = luaClock + xautoclaimLua
 
 // rewriteXautoclaim parses XAUTOCLAIM as redis does and turns it into an
 // EVAL of xautoclaimScript; a form redis refuses is left alone.
@@ -661,20 +527,9 @@ func streamBlock(b *blockCall, name string, args [][]byte, resp3 bool) {
 // replaced by its stream's last generated ID, or 0-0 for a missing key, as
 // redis reads "$" when the command arrives. A key of another type keeps
 // "$": the attempt then answers redis's WRONGTYPE.
-const xreadResolveScript = `local r = {}
-for i, k in ipairs(KEYS) do
-local id = ARGV[i]
-if id == '$' then
-local t = redis.call('TYPE', k).ok
-if t == 'none' then id = '0-0'
-elseif t == 'stream' then
-local info = redis.call('XINFO', 'STREAM', k)
-for j = 1, #info, 2 do if info[j] == 'last-generated-id' then id = info[j + 1] end end
-end
-end
-r[i] = id
-end
-return r`
+//
+//go:embed lua/xread_resolve.lua
+var xreadResolveScript string
 
 // xreadResolve is XREAD's "$" resolved once, at the place in the log of a
 // proposal of xreadResolveScript, so that entries added after the command

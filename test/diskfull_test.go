@@ -2,6 +2,8 @@ package test
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -202,5 +204,107 @@ func TestDiskFull(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(victim.dir, "proxy.log"))
 	if strings.Contains(string(b), "repaired") || strings.Contains(string(b), "torn") {
 		t.Errorf("the WAL needed a repair after the full disk")
+	}
+}
+
+// TestSnapshotDiskFull: a follower's redis cannot write its RDB (the
+// directory redis saves into is full), so none of its snapshots can be made.
+// It must keep applying and serving every write (redis must not turn to
+// refusing writes after a failed BGSAVE), retry with a back-off that the
+// failure metric shows, and make its snapshot by itself once space is back.
+func TestSnapshotDiskFull(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{Metrics: true, ExtraArgs: []string{"--snapshot-entries", "300"}})
+	leader, followers := c.Leader(ctx)
+	if leader == nil || len(followers) < 2 {
+		t.Fatal("no stable leader")
+	}
+	victim := followers[0]
+	rdbDir := filepath.Join(victim.dir, "rdb")
+	if err := os.MkdirAll(rdbDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := mountTmpfs(t, rdbDir, 1); err != nil {
+		t.Skip(err)
+	}
+	// Its redis restarts saving to a small disk (the node rebuilds it).
+	if err := victim.KillRedis(); err != nil {
+		t.Fatal(err)
+	}
+	victim.RedisDir = rdbDir
+	if err := victim.StartRedis(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := waitFor(ctx, 30*time.Second, 100*time.Millisecond, "the node serving again", func(ctx context.Context) error {
+		r, err := victim.Do(ctx, 5*time.Second, "GET", "k0")
+		if err == nil && r.IsError() {
+			err = fmt.Errorf("%s", r)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := map[string]string{}
+	write := func(n *Node, k, v string) {
+		t.Helper()
+		r, err := n.Do(ctx, 10*time.Second, "SET", k, v)
+		if err != nil || r.IsError() {
+			t.Fatalf("SET %s through %s: %v %v", k, n, r, err)
+		}
+		acked[k] = v
+	}
+	// Random, so that the RDB does not compress below the disk's size.
+	rnd := make([]byte, 750)
+	crand.Read(rnd)
+	value := base64.StdEncoding.EncodeToString(rnd)
+	i := 0
+	err = waitFor(ctx, 60*time.Second, 0, "a failed snapshot on the node whose redis cannot save", func(ctx context.Context) error {
+		for range 200 {
+			write([]*Node{leader, victim}[i%2], fmt.Sprintf("k%d", i), value)
+			i++
+		}
+		if v, _ := scrapeNode(context.Background(), t, victim).sum("raftproxy_snapshot_failures_total", `op="make"`); v == 0 {
+			return fmt.Errorf("no failed snapshot yet after %d writes", i)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// It serves on meanwhile, reads and writes, and makes no snapshot (the
+	// earlier ones, while the data was small, fitted).
+	stuck := infoInt(ctx, t, victim, "snapshot_last_index")
+	for range 700 {
+		write(victim, fmt.Sprintf("k%d", i), value)
+		i++
+	}
+	if got := infoInt(ctx, t, victim, "snapshot_last_index"); got != stuck {
+		t.Fatalf("snapshot_last_index %d, was %d, on the node whose redis cannot save", got, stuck)
+	}
+	if r, err := victim.Do(ctx, 10*time.Second, "GET", "k1"); err != nil || r.Str != value {
+		t.Fatalf("GET k1 through the node: %v %v", r, err)
+	}
+
+	// Space is back: the next attempt succeeds by itself.
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", rdbDir).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v: %s", err, out)
+	}
+	err = waitFor(ctx, 90*time.Second, 500*time.Millisecond, "a snapshot on the node once space is back", func(ctx context.Context) error {
+		write(leader, fmt.Sprintf("k%d", i), value)
+		i++
+		if got := infoInt(ctx, t, victim, "snapshot_last_index"); got <= stuck {
+			return fmt.Errorf("no new snapshot yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump := c.AssertRedisIdentical(ctx)
+	for k, v := range acked {
+		if got := dump[dumpKey(0, k)]; !strings.Contains(got, fmt.Sprintf("%q", v)) {
+			t.Errorf("acknowledged %s=%.10s…: redis has %.60s", k, v, got)
+		}
 	}
 }

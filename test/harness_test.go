@@ -393,6 +393,9 @@ type Node struct {
 	// ProxyClock shifts the clock of this node's next StartProxy
 	// (RAFTPROXY_TEST_CLOCK_OFFSET).
 	ProxyClock time.Duration
+	// RedisDir is where this node's next StartRedis saves its RDB files
+	// (redis's dir; its own directory when empty).
+	RedisDir string
 
 	dir   string
 	proxy *process
@@ -636,7 +639,11 @@ func (n *Node) StartRedis(ctx context.Context) error {
 		return fmt.Errorf("%s: redis-server already running", n)
 	}
 	host, port, _ := net.SplitHostPort(n.RedisAddr)
-	args := []string{"--port", port, "--bind", host, "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", n.dir}
+	dir := n.dir
+	if n.RedisDir != "" {
+		dir = n.RedisDir
+	}
+	args := []string{"--port", port, "--bind", host, "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir}
 	if n.c.opts.Network != nil {
 		// Off loopback, redis refuses clients without a password unless told
 		// otherwise; the namespaces are private to the test.

@@ -27,7 +27,7 @@ var noScriptEval = []byte("return redis.error_reply('" + noScript + "')")
 
 // determinize returns the form of a data command that may enter the log or
 // run here: one that every node runs alike (see "Determinism" in
-// docs/ARCHITECTURE.md), the fixer its reply needs, or a reply of its own
+// docs/SEMANTICS.md), the fixer its reply needs, or a reply of its own
 // (o) when it must not run. inTx: the command is being queued in MULTI.
 func (c *conn) determinize(sp *spec, args [][]byte, inTx bool) (_ *spec, _ [][]byte, fix fixer, o *op) {
 	switch sp.name {
@@ -36,7 +36,9 @@ func (c *conn) determinize(sp *spec, args [][]byte, inTx bool) (_ *spec, _ [][]b
 	case "xadd", "xread", "xreadgroup", "xclaim", "xautoclaim":
 		args, fix, o := determinizeStream(sp.name, args, streamNow(), c.client.resp3)
 		return sp, args, fix, o
-	case "eval":
+	case "eval", "eval_ro":
+		// Read-only scripts get the prelude too: it answers TIME and the
+		// TTL family by the log's time and hides expired keys.
 		return sp, withArg(args, 1, backend.WrapScript(args[1])), nil, nil
 	case "evalsha", "evalsha_ro":
 		body, o := c.scriptBody(args[1])
@@ -48,8 +50,7 @@ func (c *conn) determinize(sp *spec, args [][]byte, inTx bool) (_ *spec, _ [][]b
 			return c.s.table["eval"], [][]byte{[]byte("EVAL"), noScriptEval, []byte("0")}, nil, nil
 		}
 		if sp.name == "evalsha_ro" {
-			// A read runs on this node only: nothing to guard.
-			return c.s.table["eval_ro"], withArg(withArg(args, 0, []byte("EVAL_RO")), 1, body), nil, nil
+			return c.s.table["eval_ro"], withArg(withArg(args, 0, []byte("EVAL_RO")), 1, backend.WrapScript(body)), nil, nil
 		}
 		return c.s.table["eval"], withArg(withArg(args, 0, []byte("EVAL")), 1, backend.WrapScript(body)), nil, nil
 	case "script|load":

@@ -98,6 +98,18 @@ func TestScriptsMatchStockRedis(t *testing.T) {
 			t.Errorf("EVALSHA_RO of a writing script on %s: %s, want the write refusal", f, v)
 		}
 	}
+	// Read-only scripts see deadlines as redis shows them too (redis holds
+	// them shifted: package expiry).
+	doOn(ctx, t, followers[0].Addr, "SET", "ro:ttl", "v", "EX", "100")
+	ttlScript := "return redis.call('TTL', KEYS[1])"
+	ttlSHA := doOn(ctx, t, followers[0].Addr, "SCRIPT", "LOAD", ttlScript).Str
+	for _, f := range followers {
+		for _, args := range [][]string{{"EVAL_RO", ttlScript, "1", "ro:ttl"}, {"EVALSHA_RO", ttlSHA, "1", "ro:ttl"}} {
+			if v := doOn(ctx, t, f.Addr, args...); v.Kind != ':' || v.Int < 95 || v.Int > 100 {
+				t.Errorf("%s TTL on %s: %s, want about 100", args[0], f, v)
+			}
+		}
+	}
 	c.AssertRedisIdentical(ctx)
 }
 

@@ -21,7 +21,7 @@ type CommandDoc struct {
 }
 
 // notes are the commands raftproxy changes or handles in a particular way,
-// beyond their class. Keep them short; docs/ARCHITECTURE.md has the why.
+// beyond their class. Keep them short; docs/SEMANTICS.md has the why.
 var notes = map[string]string{
 	"expire":               "relative time counted from the entry's time (the leader's clock); keys expire by the log's time, never a node's clock",
 	"pexpire":              "relative time counted from the entry's time (the leader's clock)",

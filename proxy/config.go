@@ -144,7 +144,7 @@ func configSetPlan(args [][]byte, current map[string]string) (safe [][]byte, err
 		if reason := configRefusal(name); reason != "" {
 			return nil, fmt.Sprintf("ERR CONFIG SET '%.128s' is refused by raftproxy: %s", name, reason), false
 		}
-		return nil, fmt.Sprintf("ERR CONFIG SET '%.128s' is not supported by raftproxy: only parameters known to be safe to replicate to every node can be set (see docs/ARCHITECTURE.md)", name), false
+		return nil, fmt.Sprintf("ERR CONFIG SET '%.128s' is not supported by raftproxy: only parameters known to be safe to replicate to every node can be set (see docs/SEMANTICS.md)", name), false
 	}
 	return safe, "", false
 }

@@ -14,7 +14,7 @@ import (
 // at proposal into EVALs of the trusted scripts below (like SPOP in
 // random.go: they are not wrapped in the user-script prelude), with the
 // proposing node's clock (ms) in the log. See "Streams" under
-// "Determinism" in docs/ARCHITECTURE.md.
+// "Determinism" in docs/SEMANTICS.md.
 
 // luaClock is shared by the scripts that store or compare delivery times.
 // nowMs is the node's clock as redis's mstime() sees it. settle waits

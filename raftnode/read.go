@@ -60,7 +60,7 @@ type ReadWait struct{ b *readBatch }
 func (n *Node) StartRead() ReadWait { return n.startRead(true) }
 
 // startRead is StartRead; count says whether a client's read (counted in
-// the reads metric) or the node's own (see hold.go).
+// the reads metric) or the node's own.
 func (n *Node) startRead(count bool) ReadWait {
 	r := n.reads
 	if count {

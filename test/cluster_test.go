@@ -642,9 +642,9 @@ func TestLaggingFollowerCatchesUp(t *testing.T) {
 	}
 }
 
-// TestExpiryIsAbsolute: relative expiry times must be fixed once, at
-// proposal, so that every node's redis expires a key at the same instant
-// whenever it applied the write.
+// TestExpiryIsAbsolute: relative expiry times are fixed once, from the
+// entry's time in the log, so that every node's redis expires a key at the
+// same instant whenever it applied the write.
 func TestExpiryIsAbsolute(t *testing.T) {
 	ctx := testContext(t, 2*time.Minute)
 	c := StartCluster(ctx, t, ClusterOptions{})

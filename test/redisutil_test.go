@@ -154,7 +154,7 @@ func renderValue(c redis.Cmder) string {
 // size (the node layout, which XTRIM ~ depends on), the groups and every
 // pending entry with its delivery time and count. A consumer's seen-time is
 // left out: redis sets it from each node's clock and nothing but XINFO reads
-// it (docs/ARCHITECTURE.md, "Streams").
+// it (docs/SEMANTICS.md, "Streams").
 func renderStream(v any) string {
 	switch v := v.(type) {
 	case []any:

@@ -304,7 +304,7 @@ func (s *StateMachine) Tainted() (bool, string) {
 
 // SetOnTaint sets what is called, once, when the watchdog finds the local
 // redis changed by another client (before the node starts): the node
-// should check the state machine now (raftnode.Node.Poke).
+// should check the state machine now (raftnode.Node.CheckStateMachine).
 func (s *StateMachine) SetOnTaint(f func()) { s.onTaint = f }
 
 // ensureWatchdog starts the watchdog for the apply connection if it has

@@ -218,6 +218,6 @@ func (p *readPipe) runOnce(batch []*readReq, n int) []readCheck {
 func (p *readPipe) drop(batch []*readReq) {
 	p.redis.Close()
 	p.redis = nil
-	batch[0].node.Poke()
+	batch[0].node.CheckStateMachine()
 	p.fail(batch, raftnode.ErrLoading)
 }

@@ -227,14 +227,14 @@ func (s *Server) dialRedis(n *raftnode.Node) (*backend.Conn, error) {
 	rc, err := backend.DialAuth(ctx, s.cfg.RedisAddr, s.cfg.RedisPassword)
 	if err != nil {
 		if n != nil {
-			n.Poke()
+			n.CheckStateMachine()
 		}
 		return nil, raftnode.ErrLoading
 	}
 	if n != nil {
 		if id, err := rc.RunID(); err != nil || id != s.cfg.RunID() {
 			rc.Close()
-			n.Poke()
+			n.CheckStateMachine()
 			return nil, raftnode.ErrLoading
 		}
 	}

@@ -327,9 +327,9 @@ func (a *applier) restoreMachine(ctx context.Context, raw json.RawMessage) error
 	return nil
 }
 
-// Poke asks the applier to check its state machine now, e.g. after a client
+// CheckStateMachine asks the applier to check its state machine now, e.g. after a client
 // connection saw the local redis restart.
-func (n *Node) Poke() {
+func (n *Node) CheckStateMachine() {
 	select {
 	case n.applier.poke <- struct{}{}:
 	default:

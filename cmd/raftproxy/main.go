@@ -442,7 +442,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	// next health check.
 	sm.SetOnTaint(func() {
 		if n := host.Node(); n != nil {
-			n.Poke()
+			n.CheckStateMachine()
 		}
 	})
 	if peerTLS != nil {

@@ -156,7 +156,7 @@ func LoadRDBAuth(ctx context.Context, redisAddr, password string, rdb io.Reader,
 
 // loadRDB is LoadRDBAuth; with keep, redis stays a replica once it has
 // loaded the RDB and the link is returned as a stream (see Hold).
-func loadRDB(ctx context.Context, redisAddr, password string, rdb io.Reader, size int64, keep bool) (st *stream, err error) {
+func loadRDB(ctx context.Context, redisAddr, password string, rdb io.Reader, size int64, keep bool) (st *replLink, err error) {
 	if size < rdbMinLen {
 		return nil, fmt.Errorf("load rdb: %w: %d bytes is smaller than any RDB", ErrBadRDB, size)
 	}
@@ -210,7 +210,7 @@ func loadRDB(ctx context.Context, redisAddr, password string, rdb io.Reader, siz
 	// Once the payload is in, redis only sends REPLCONF ACKs; the stream
 	// reads them, so its writes never block, and the end of the link tells
 	// a failed load (redis drops it) from a slow one.
-	st = newStream(nc, 0)
+	st = newReplLink(nc, 0)
 	if err := waitLoaded(ctx, ctl, port, st); err != nil {
 		st.close()
 		err = stepErr(ctx, "wait for redis to load the RDB", err)
@@ -384,7 +384,7 @@ func sendPayload(w io.Writer, header []byte, rdb io.Reader, size int64) (sent in
 // once it has loaded the payload. It fails fast when redis drops the
 // replication connection (a failed load) or another client moves redis to
 // another master.
-func waitLoaded(ctx context.Context, ctl *Conn, port int, st *stream) error {
+func waitLoaded(ctx context.Context, ctl *Conn, port int, st *replLink) error {
 	delay := 2 * time.Millisecond
 	for {
 		v, err := ctl.DoValue("INFO", "replication")

@@ -40,11 +40,11 @@ type StateMachine struct {
 	config replicatedConfig
 	mem    memoryState
 
-	// st is the replication link a snapshot was loaded by (stream.go),
+	// st is the replication link a snapshot was loaded by (repllink.go),
 	// from Reset until RestoreMachineState: redis stays a replica meanwhile,
 	// so an older snapshot's deadlines can be converted before redis
 	// could expire anything by its clock.
-	st *stream
+	st *replLink
 	// keys names the keys a command reads or writes, for expiry by the
 	// log's time (expiry.go); nil: none are known.
 	keys func(args [][]byte) [][]byte
@@ -393,7 +393,7 @@ func (s *StateMachine) connect(ctx context.Context) (*Conn, string, error) {
 	return c, id, nil
 }
 
-func (s *StateMachine) reset(ctx context.Context, c *Conn, rdb io.Reader, size int64) (*stream, error) {
+func (s *StateMachine) reset(ctx context.Context, c *Conn, rdb io.Reader, size int64) (*replLink, error) {
 	if rdb == nil {
 		// A redis left held by an earlier failure is read-only.
 		if _, err := c.DoValue("REPLICAOF", "NO", "ONE"); err != nil {

@@ -178,7 +178,7 @@ func rewriteInfo(text []byte, v infoView) []byte {
 			"master_link_down_since_seconds", "slave_read_repl_offset", "slave_repl_offset",
 			"slave_priority", "slave_read_only", "replica_announced":
 			// redis's own replica fields: while a snapshot loads, redis is
-			// a replica of the proxy (backend/stream.go), which says nothing
+			// a replica of the proxy (backend/repllink.go), which says nothing
 			// about the raft cluster; role above says that.
 		default:
 			if bytes.HasPrefix(k, []byte("db")) && bytes.Contains(line, []byte("avg_ttl=")) {
@@ -300,7 +300,7 @@ func boolInt(b bool) int {
 // is a replica of the leader. Offsets are raft indexes (the leader's commit,
 // each member's match; a follower's applied index), which grow as
 // replication offsets do. redis's own ROLE would describe the apply stream
-// while the applier holds it (backend/stream.go), not the cluster.
+// while the applier holds it (backend/repllink.go), not the cluster.
 func (c *conn) role() *op {
 	n := c.s.cfg.Host.Node()
 	if n == nil {

@@ -15,7 +15,7 @@ import (
 
 // The replication link a snapshot is loaded by (rdbload.go): redis is made
 // a replica of a listener of this process, which serves the RDB as a full
-// sync. The state machine keeps the link (a stream) until it has restored
+// sync. The state machine keeps the link until it has restored
 // the snapshot's state, so that anything it must change before redis acts
 // on its own (an older snapshot's deadlines, expiry.go) goes down the link
 // as the master's commands, then ends it with REPLICAOF NO ONE.
@@ -23,8 +23,8 @@ import (
 // syncTimeout bounds the wait for the replica to acknowledge the stream.
 const syncTimeout = 30 * time.Second
 
-// stream is the master's side of the replication link of a held redis.
-type stream struct {
+// replLink is the master's side of the replication link of a held redis.
+type replLink struct {
 	nc  net.Conn
 	w   *bufio.Writer
 	buf []byte
@@ -41,8 +41,8 @@ type stream struct {
 
 // newStream takes over nc, a replica's connection that was just answered
 // +CONTINUE or sent a full sync: offset is the replica's offset then.
-func newStream(nc net.Conn, offset int64) *stream {
-	s := &stream{nc: nc, w: bufio.NewWriterSize(nc, 64<<10), sent: offset, db: -1,
+func newReplLink(nc net.Conn, offset int64) *replLink {
+	s := &replLink{nc: nc, w: bufio.NewWriterSize(nc, 64<<10), sent: offset, db: -1,
 		ackc: make(chan struct{}, 1), done: make(chan struct{})}
 	s.acked.Store(-1)
 	go s.readAcks()
@@ -51,7 +51,7 @@ func newStream(nc net.Conn, offset int64) *stream {
 
 // readAcks reads what the replica sends its master: REPLCONF ACK <offset>,
 // once a second and when asked with GETACK.
-func (s *stream) readAcks() {
+func (s *replLink) readAcks() {
 	r := resp.NewReader(s.nc, 4096)
 	for {
 		args, err := r.ReadCommand()
@@ -72,14 +72,14 @@ func (s *stream) readAcks() {
 	}
 }
 
-func (s *stream) write(args ...[]byte) error {
+func (s *replLink) write(args ...[]byte) error {
 	s.buf = resp.AppendCommand(s.buf[:0], args...)
 	s.sent += int64(len(s.buf))
 	_, err := s.w.Write(s.buf)
 	return err
 }
 
-func (s *stream) selectDB(db int) error {
+func (s *replLink) selectDB(db int) error {
 	if db == s.db {
 		return nil
 	}
@@ -90,7 +90,7 @@ func (s *stream) selectDB(db int) error {
 // sync waits until the replica has run everything written so far: a
 // master's GETACK is answered after the commands before it. It gives up
 // after limit (0: never, while the link lives).
-func (s *stream) sync(limit time.Duration) error {
+func (s *replLink) sync(limit time.Duration) error {
 	want := s.sent
 	if err := s.write([]byte("REPLCONF"), []byte("GETACK"), []byte("*")); err != nil {
 		return fmt.Errorf("replication stream: %w", err)
@@ -116,7 +116,7 @@ func (s *stream) sync(limit time.Duration) error {
 	return nil
 }
 
-func (s *stream) close() {
+func (s *replLink) close() {
 	s.nc.Close()
 	<-s.done
 }
@@ -156,7 +156,7 @@ func attachReplica(ctx context.Context, ctl *Conn) (net.Conn, [][]byte, int, err
 
 // releaseRedis ends the link: everything sent has run, redis is a master
 // again (REPLICAOF NO ONE keeps its data), and the link is closed.
-func releaseRedis(ctl *Conn, s *stream) error {
+func releaseRedis(ctl *Conn, s *replLink) error {
 	defer s.close()
 	if err := s.sync(syncTimeout); err != nil {
 		return err

@@ -55,7 +55,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzUnmarshal$$' -fuzztime=$(FUZZTIME) ./entry
 
 integration:
-	$(GO) test -count=1 -timeout 20m ./test/...
+	$(GO) test -count=1 -timeout 25m ./test/...
 
 # Throughput and latency side by side with stock redis (scripts/bench.sh),
 # then snapshot times; results are saved under bench/results/.

@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +22,8 @@ import (
 // Config configures a Server.
 type Config struct {
 	Host *raftnode.Host
+	// Commands is the local redis's command table (LoadCommands).
+	Commands *Commands
 	// RedisAddr is the local redis-server (host:port or unix socket path),
 	// and RedisPassword its requirepass ("" for none).
 	RedisAddr, RedisPassword string
@@ -121,10 +121,11 @@ type Server struct {
 	metrics *Metrics
 }
 
-// New connects to the local redis to learn its command table, and returns a
-// server ready to Serve. It retries until ctx ends, since the redis may
-// still be starting.
+// New returns a server ready to Serve.
 func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Commands == nil {
+		return nil, errors.New("proxy: Config.Commands is required (LoadCommands)")
+	}
 	if cfg.Timeout == nil {
 		cfg.Timeout = func() time.Duration { return 5 * time.Second }
 	}
@@ -138,83 +139,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.followerProxy.Store(cfg.FollowerProxy)
 	s.metrics = NewMetrics(s.connCount)
-	for {
-		err := s.learnRedis(ctx)
-		if err == nil {
-			s.reads = newReadPipe(s)
-			go s.reads.run(s.stopReads)
-			go s.runExpirer(s.stopReads)
-			go s.runMemory(s.stopReads)
-			return s, nil
-		}
-		s.log.Warn("waiting for the local redis to read its command table", "addr", cfg.RedisAddr, "err", err)
-		select {
-		case <-time.After(500 * time.Millisecond):
-		case <-ctx.Done():
-			return nil, fmt.Errorf("read command table from redis at %s: %w", cfg.RedisAddr, err)
-		}
-	}
-}
-
-func (s *Server) learnRedis(ctx context.Context) error {
-	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	c, err := backend.DialAuth(dctx, s.cfg.RedisAddr, s.cfg.RedisPassword)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	cmds, err := c.DoValue("COMMAND")
-	if err != nil && strings.Contains(err.Error(), "BUSY") {
-		// A script left running by this node before it restarted: the node
-		// rebuilds redis anyway.
-		backend.StopStrayScript(ctx, s.cfg.RedisAddr, s.cfg.RedisPassword, s.log)
-	}
-	if err != nil {
-		return err
-	}
-	t, err := buildTable(cmds)
-	if err != nil {
-		return err
-	}
-	dbs, err := c.DoValue("CONFIG", "GET", "databases")
-	if err != nil {
-		return err
-	}
-	if len(dbs.Elems) != 2 {
-		return errors.New("CONFIG GET databases: unexpected reply")
-	}
-	n, err := strconv.Atoi(string(dbs.Elems[1].Str))
-	if err != nil {
-		return fmt.Errorf("CONFIG GET databases: %w", err)
-	}
-	info, err := c.DoValue("INFO", "server")
-	if err != nil {
-		return err
-	}
-	s.table, s.databases, s.redisVersion = t, n, backend.InfoField(info.Str, "redis_version")
-	s.stats = newStatsKeeper(t)
+	s.table, s.databases, s.redisVersion = cfg.Commands.table, cfg.Commands.databases, cfg.Commands.redisVersion
+	s.stats = newStatsKeeper(s.table)
 	s.refreshSettings(ctx)
-	return nil
+	s.reads = newReadPipe(s)
+	go s.reads.run(s.stopReads)
+	go s.runExpirer(s.stopReads)
+	go s.runMemory(s.stopReads)
+	return s, nil
 }
-
-// WriteKeys returns the keys a write command may modify, or all when that
-// cannot be told from its arguments (raftnode.Config.WriteKeys).
-func (s *Server) WriteKeys(args [][]byte) (keys [][]byte, all bool) {
-	return s.table.writtenKeys(args)
-}
-
-// DenyOOM reports whether a command is refused over maxmemory (redis's
-// denyoom flag; backend.StateMachine.SetDenyOOM).
-func (s *Server) DenyOOM(args [][]byte) bool {
-	sp, _ := s.table.lookup(args)
-	return sp != nil && sp.denyOOM
-}
-
-// AccessedKeys returns the keys a command reads or writes, as far as its
-// key specs tell (backend.StateMachine.SetKeys).
-func (s *Server) AccessedKeys(args [][]byte) [][]byte { return s.table.accessedKeys(args) }
 
 func (s *Server) timeout() time.Duration { return s.cfg.Timeout() }
 

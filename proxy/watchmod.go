@@ -10,7 +10,7 @@ import (
 // when a command changed it, and for these commands the reply tells that
 // nothing changed. Anything else counts as a change. It depends on the
 // command and its reply alone, so every node decides alike.
-func (s *Server) Modified(args [][]byte, raw []byte) bool {
+func (c *Commands) Modified(args [][]byte, raw []byte) bool {
 	if len(raw) == 0 || len(args) == 0 {
 		return true
 	}

@@ -402,18 +402,25 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		redisAddr, redisPass = sup.Socket, sup.Password
 	}
 
+	// The command table comes first: the applier asks it which keys a
+	// command touches, and the proxy routes by it.
+	cmds, err := proxy.LoadCommands(ctx, redisAddr, redisPass, log)
+	if err != nil {
+		return err
+	}
 	sm := backend.NewStateMachine(redisAddr, log.With("component", "applier"))
 	sm.SetPassword(redisPass)
 	sm.SetDefaultPassword(o.requirePass)
+	sm.SetKeys(cmds.AccessedKeys)
+	sm.SetDenyOOM(cmds.DenyOOM)
 	self := raftnode.Member{Addr: o.advertise, PeerAddr: o.advertisePeer}
-	// The proxy reads the command table from redis; the node starts (and
-	// applies) only after it is set, below.
+	// What the applier tells the proxy (writes for blocked clients and
+	// tracking, PUBLISH, notices) goes to the server made below; the node
+	// starts applying only once it is set (host.Restart).
 	var srv *proxy.Server
-	sm.SetKeys(func(args [][]byte) [][]byte { return srv.AccessedKeys(args) })
-	sm.SetDenyOOM(func(args [][]byte) bool { return srv.DenyOOM(args) })
 	host := raftnode.NewHost(raftnode.Config{
-		WriteKeys: func(args [][]byte) ([][]byte, bool) { return srv.WriteKeys(args) },
-		Modified:  func(args [][]byte, raw []byte) bool { return srv.Modified(args, raw) },
+		WriteKeys: cmds.WriteKeys,
+		Modified:  cmds.Modified,
 		Written:   func(db int, args [][]byte, null bool, tag uint64) { srv.Written(db, args, null, tag) },
 		Publish: func(index uint64, channel, message []byte, sharded bool) int64 {
 			return srv.Publish(index, channel, message, sharded)
@@ -458,6 +465,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	srv, err = proxy.New(ctx, proxy.Config{
 		Settings:      sets,
 		Host:          host,
+		Commands:      cmds,
 		RedisAddr:     redisAddr,
 		RunID:         sm.RunID,
 		Self:          self,

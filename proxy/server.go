@@ -31,8 +31,11 @@ type Config struct {
 	// reads are refused on a redis with any other run_id.
 	RunID func() string
 	// Self holds this node's advertised client and peer addresses.
-	Self          raftnode.Member
-	FollowerProxy bool
+	Self raftnode.Member
+	// FollowerProxy switches whether followers serve data commands (else
+	// they answer -MOVED to the leader); RAFT.CONFIG SET follower-proxy
+	// flips it at run time. Nil: off.
+	FollowerProxy *atomic.Bool
 	// Timeout returns the request timeout in force (it may change at run time).
 	Timeout     func() time.Duration
 	JoinTimeout time.Duration
@@ -84,7 +87,7 @@ type Server struct {
 	table         table
 	databases     int
 	redisVersion  string
-	followerProxy atomic.Bool
+	followerProxy *atomic.Bool
 	// stats are the command statistics in clients' terms (cmdstats.go).
 	stats *statsKeeper
 	// monitors are the connections in MONITOR (monitor.go).
@@ -137,7 +140,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.PubSubLimit > 0 {
 		s.pubsubLimit = int(cfg.PubSubLimit)
 	}
-	s.followerProxy.Store(cfg.FollowerProxy)
+	s.followerProxy = cfg.FollowerProxy
+	if s.followerProxy == nil {
+		s.followerProxy = new(atomic.Bool)
+	}
 	s.metrics = NewMetrics(s.connCount)
 	s.table, s.databases, s.redisVersion = cfg.Commands.table, cfg.Commands.databases, cfg.Commands.redisVersion
 	s.stats = newStatsKeeper(s.table)
@@ -184,12 +190,6 @@ func (s *Server) tainted() bool {
 	defer cancel()
 	return s.cfg.Settle(ctx) != nil
 }
-
-// SetFollowerProxy switches follower proxying at run time.
-func (s *Server) SetFollowerProxy(on bool) { s.followerProxy.Store(on) }
-
-// FollowerProxy reports whether followers serve data commands.
-func (s *Server) FollowerProxy() bool { return s.followerProxy.Load() }
 
 // Serve accepts clients on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {

@@ -16,8 +16,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -235,61 +233,6 @@ func newLogger(level string) (*slog.Logger, *slog.LevelVar, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})), lv, nil
 }
 
-// settings are what RAFT.CONFIG GET/SET reads and changes at run time.
-func settings(dataDir string, srv **proxy.Server, host *raftnode.Host, lv *slog.LevelVar) *proxy.Settings {
-	uintSetting := func(name string, v *atomic.Uint64, scale uint64) proxy.Setting {
-		return proxy.Setting{
-			Name: name,
-			Get:  func() string { return strconv.FormatUint(v.Load()/scale, 10) },
-			Set: func(s string) error {
-				n, err := strconv.ParseUint(s, 10, 64)
-				if err != nil || n == 0 {
-					return fmt.Errorf("want a positive integer")
-				}
-				v.Store(n * scale)
-				return nil
-			},
-		}
-	}
-	tu := host.Tunables()
-	return proxy.NewSettings(proxy.SettingsFile(dataDir), []proxy.Setting{
-		{
-			Name: "follower-proxy",
-			Get:  func() string { return map[bool]string{true: "yes", false: "no"}[(*srv).FollowerProxy()] },
-			Set: func(s string) error {
-				switch strings.ToLower(s) {
-				case "yes", "true":
-					(*srv).SetFollowerProxy(true)
-				case "no", "false":
-					(*srv).SetFollowerProxy(false)
-				default:
-					return fmt.Errorf("want yes or no")
-				}
-				return nil
-			},
-		},
-		{
-			Name: "log-level",
-			Get:  func() string { return strings.ToLower(lv.Level().String()) },
-			Set:  func(s string) error { return lv.UnmarshalText([]byte(s)) },
-		},
-		{
-			Name: "request-timeout",
-			Get:  func() string { return tu.Timeout().String() },
-			Set: func(s string) error {
-				d, err := time.ParseDuration(s)
-				if err != nil || d < 100*time.Millisecond {
-					return fmt.Errorf("want a duration of at least 100ms, such as 5s")
-				}
-				tu.RequestTimeout.Store(int64(d))
-				return nil
-			},
-		},
-		uintSetting("snapshot-entries", &tu.SnapshotEntries, 1),
-		uintSetting("snapshot-mib", &tu.SnapshotBytes, 1<<20),
-	})
-}
-
 // boundShutdown ends the process once limit has passed, or at a second
 // SIGINT or SIGTERM, whatever is still running: a stop must not wait for a
 // redis busy with a script, a peer that does not answer, or a client. The
@@ -461,7 +404,9 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	if clientTLS != nil {
 		memberTLS = clientTLS.ClientConfigFor
 	}
-	sets := settings(o.dataDir, &srv, host, lv)
+	followerProxy := new(atomic.Bool)
+	followerProxy.Store(o.followerProxy)
+	sets := settings(o.dataDir, followerProxy, host, lv)
 	srv, err = proxy.New(ctx, proxy.Config{
 		Settings:      sets,
 		Host:          host,
@@ -469,7 +414,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		RedisAddr:     redisAddr,
 		RunID:         sm.RunID,
 		Self:          self,
-		FollowerProxy: o.followerProxy,
+		FollowerProxy: followerProxy,
 		Timeout:       host.Tunables().Timeout,
 		Logger:        log,
 		Scripts:       sm.Scripts(),

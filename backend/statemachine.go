@@ -266,7 +266,12 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 	// another client changed is never given; the error makes the node
 	// rebuild redis and apply the batch again.
 	if wd != nil && (win != nil || len(s.replies) > 0) {
-		if err := wd.settle(context.Background(), win); err != nil {
+		// Bounded: a redis that stopped answering fails the batch, and the
+		// node rebuilds it, rather than hold the applier for ever.
+		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+		err := wd.settle(ctx, win)
+		cancel()
+		if err != nil {
 			return err
 		}
 	}

@@ -46,7 +46,10 @@ type watchdog struct {
 	windows []*window
 	// fences are the PINGs sent whose PONG has not come, oldest first;
 	// wmu orders their writing with their queueing.
-	fences  []fence
+	fences []fence
+	// gone is set (under mu) once run has returned: no PONG will come, so
+	// a fence sent after that fails at once rather than waiting for ever.
+	gone    bool
 	wmu     sync.Mutex
 	tainted atomic.Bool
 	why     atomic.Pointer[string]
@@ -97,6 +100,7 @@ func (w *watchdog) run() {
 	defer func() {
 		// No PONG will come: release whoever waits for one.
 		w.mu.Lock()
+		w.gone = true
 		for _, f := range w.fences {
 			close(f.done)
 		}
@@ -240,6 +244,10 @@ func (w *watchdog) sendFence(win *window) (<-chan struct{}, error) {
 	defer w.wmu.Unlock()
 	f := fence{win: win, done: make(chan struct{})}
 	w.mu.Lock()
+	if w.gone {
+		w.mu.Unlock()
+		return nil, errWatchdogGone
+	}
 	w.fences = append(w.fences, f)
 	w.mu.Unlock()
 	err := w.c.Write([][]byte{[]byte("PING")})
@@ -266,6 +274,10 @@ func (w *watchdog) settle(ctx context.Context, win *window) error {
 	}
 	return nil
 }
+
+// errWatchdogGone: the watchdog's connection to redis ended (redis
+// restarted or died); the node must check redis and rebuild it.
+var errWatchdogGone = errors.New("the watchdog's connection to redis is gone")
 
 // ErrTainted says the local redis was changed by another client than
 // raftproxy: what it answered may be wrong.

@@ -263,6 +263,13 @@ func TestTTLModel(t *testing.T) {
 		{"unknown set may land later", []porcupine.Operation{
 			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(2, TTLSetAt, "b", 1000, 20, math.MaxInt64, TTLOutput{Unknown: true}),
 			op(1, TTLGet, "", 0, 150, 160, got("")), op(1, TTLGet, "", 0, 170, 180, got("b"))}, true},
+		// Called while the key was alive, it reached the log only after
+		// the deadline (a partition held it up), so it made a new key.
+		{"unknown append may land after the deadline", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(2, TTLAppend, "x", 0, 20, math.MaxInt64, TTLOutput{Unknown: true}),
+			op(1, TTLExpireAt, "", 900, 300, 310, n(1)), op(1, TTLGet, "", 0, 320, 330, got("x"))}, true},
+		{"a new key needs the append", []porcupine.Operation{
+			op(0, TTLSetAt, "a", 100, 0, 10, n(0)), op(1, TTLExpireAt, "", 900, 300, 310, n(1))}, false},
 	}
 	for _, tt := range tests {
 		if ok := porcupine.CheckOperations(TTLModel, tt.ops); ok != tt.ok {

@@ -154,8 +154,31 @@ func ttlStep(state, input, output interface{}) (bool, interface{}) {
 	return false, s
 }
 
+// ttlSteps is ttlStep with every state an operation can lead to. ttlStep
+// takes a live key as alive for an operation whose outcome is unknown, but
+// such an operation may have reached the log late (held up by a partition,
+// forwarded after a leader change) and run once its key had expired: an
+// APPEND then made a new key, a PEXPIREAT or PERSIST found none.
+func ttlSteps(state, input, output interface{}) []interface{} {
+	var out []interface{}
+	if ok, next := ttlStep(state, input, output); ok {
+		out = append(out, next)
+	}
+	s := state.(ttlState)
+	in := input.(TTLInput)
+	if output.(TTLOutput).Unknown && s.present && s.deadline >= 0 {
+		late := ttlState{deadline: -1, t: max(s.t, in.CallMs, s.deadline+1)}
+		if ok, next := ttlStep(late, input, output); ok {
+			out = append(out, next)
+		}
+	}
+	return out
+}
+
 // TTLModel is the sequential specification of one key with a deadline.
-var TTLModel = porcupine.Model{
+var TTLModel = ttlModel.ToModel()
+
+var ttlModel = porcupine.NondeterministicModel{
 	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
 		byKey := map[string][]porcupine.Operation{}
 		var keys []string
@@ -172,8 +195,8 @@ var TTLModel = porcupine.Model{
 		}
 		return out
 	},
-	Init: func() interface{} { return ttlState{deadline: -1} },
-	Step: ttlStep,
+	Init: func() []interface{} { return []interface{}{ttlState{deadline: -1}} },
+	Step: ttlSteps,
 	Hash: func(state interface{}) uint64 {
 		s := state.(ttlState)
 		h := fnv.New64a()

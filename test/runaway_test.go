@@ -169,6 +169,11 @@ func TestRunawayScripts(t *testing.T) {
 				t.Errorf("writes came back %v after the kill, want within 2 s", took)
 			}
 			t.Logf("writes came back %v after the kill", took.Round(time.Millisecond))
+			// A node answers NOTBUSY once it has applied the kill's verdict;
+			// until then its own run is still in execution there.
+			if err := c.WaitConverged(ctx); err != nil {
+				t.Fatal(err)
+			}
 			for _, n := range []*Node{leader, killer, runner} {
 				if v, err := n.Do(ctx, 5*time.Second, tc.kill, "KILL"); err != nil || v.Str != "NOTBUSY No scripts in execution right now." {
 					t.Errorf("%s: %s KILL with nothing running: %v %v", n, tc.kill, v, err)

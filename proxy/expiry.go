@@ -219,15 +219,32 @@ type expirer struct {
 
 func (s *Server) runExpirer(stop <-chan struct{}) {
 	e := &expirer{s: s, cursors: map[int]string{}}
-	t := time.NewTicker(expirePeriod)
+	s.whileLeader(stop, expirePeriod, &e.rc, func(n *raftnode.Node) error {
+		err := e.round(n)
+		if err != nil {
+			s.log.Debug("active expiry round failed", "err", err)
+		}
+		return err
+	})
+}
+
+// whileLeader runs round every period while this node leads, until stop.
+// rc is the redis connection round keeps: it is closed after a failed
+// round (the next one dials again) and at stop.
+func (s *Server) whileLeader(stop <-chan struct{}, period time.Duration, rc **backend.Conn, round func(*raftnode.Node) error) {
+	t := time.NewTicker(period)
 	defer t.Stop()
+	closeRC := func() {
+		if *rc != nil {
+			(*rc).Close()
+			*rc = nil
+		}
+	}
+	defer closeRC()
 	for {
 		select {
 		case <-t.C:
 		case <-stop:
-			if e.rc != nil {
-				e.rc.Close()
-			}
 			return
 		}
 		if s.cfg.Host == nil {
@@ -237,12 +254,8 @@ func (s *Server) runExpirer(stop <-chan struct{}) {
 		if n == nil || !n.IsLeader() {
 			continue
 		}
-		if err := e.round(n); err != nil {
-			s.log.Debug("active expiry round failed", "err", err)
-			if e.rc != nil {
-				e.rc.Close()
-				e.rc = nil
-			}
+		if round(n) != nil {
+			closeRC()
 		}
 	}
 }

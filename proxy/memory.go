@@ -67,33 +67,17 @@ type memoryController struct {
 }
 
 func (s *Server) runMemory(stop <-chan struct{}) {
-	m := &memoryController{s: s}
-	t := time.NewTicker(memoryPeriod)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-stop:
-			if m.rc != nil {
-				m.rc.Close()
-			}
-			return
-		}
-		if s.cfg.Host == nil || s.cfg.Memory == nil {
-			continue
-		}
-		n := s.cfg.Host.Node()
-		if n == nil || !n.IsLeader() {
-			continue
-		}
-		if err := m.round(n); err != nil {
-			s.log.Warn("memory limit round failed", "err", err)
-			if m.rc != nil {
-				m.rc.Close()
-				m.rc = nil
-			}
-		}
+	if s.cfg.Memory == nil {
+		return
 	}
+	m := &memoryController{s: s}
+	s.whileLeader(stop, memoryPeriod, &m.rc, func(n *raftnode.Node) error {
+		err := m.round(n)
+		if err != nil {
+			s.log.Warn("memory limit round failed", "err", err)
+		}
+		return err
+	})
 }
 
 // used is the memory redis counts against maxmemory.

@@ -537,32 +537,12 @@ func (nm *nemesis) addrs() []string {
 }
 
 // healAll ends every fault: partitions, pauses, stopped processes, and a
-// script still running.
+// script still running or still to run.
 func (nm *nemesis) healAll(ctx context.Context) error {
 	var errs []string
 	if nm.topo != nil {
 		if err := nm.topo.Heal(); err != nil {
 			errs = append(errs, err.Error())
-		}
-	}
-	for _, n := range nm.c.Nodes {
-		for _, p := range []*process{n.proxy, n.redis} {
-			if p != nil && !p.Exited() {
-				_ = p.Signal(syscall.SIGCONT)
-			}
-		}
-	}
-	if nm.enabled("script") {
-		// A runaway script whose kill did not get through (or whose proposal
-		// committed late) is killed now; the cluster stays busy otherwise.
-		if nm.killScripts(ctx, time.Minute) {
-			nm.logf("killed a script still running at the end")
-		}
-		// The kill is decided before every node has carried it out: a node
-		// shuts its redis down a moment later when the script had written.
-		for range 30 {
-			nm.restartStoppedRedis(ctx)
-			sleep(ctx, 100*time.Millisecond)
 		}
 	}
 	for _, n := range nm.c.Nodes {
@@ -581,6 +561,9 @@ func (nm *nemesis) healAll(ctx context.Context) error {
 				errs = append(errs, err.Error())
 			}
 		}
+	}
+	if nm.enabled("script") {
+		nm.quiesceScripts(ctx)
 	}
 	for _, n := range nm.joining {
 		if len(nm.c.Nodes) == 0 {
@@ -602,6 +585,52 @@ func (nm *nemesis) healAll(ctx context.Context) error {
 	nm.w.setTargets(nm.addrs())
 	if len(errs) > 0 {
 		return fmt.Errorf("healing: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// quiesceScripts kills the runaway scripts still running or still to run,
+// with every process up. A script whose client got -TIMEOUT may commit
+// later, once a leader is back, after a kill found nothing running (as in
+// redis, SCRIPT KILL answers for this moment), and then it runs on every
+// node until killed. So the kills go on until a write commits: its reply
+// comes once its node has applied everything before it, so no script is
+// left in the log unkilled.
+func (nm *nemesis) quiesceScripts(ctx context.Context) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for ctx.Err() == nil {
+		if nm.killScripts(ctx, 20*time.Second) {
+			nm.logf("killed a script still running at the end")
+		}
+		// The kill is decided before every node has carried it out: a node
+		// shuts its redis down a moment later when the script had written.
+		for range 30 {
+			nm.restartStoppedRedis(ctx)
+			sleep(ctx, 100*time.Millisecond)
+		}
+		err := nm.probeWrite(ctx)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			nm.logf("scripts: no write commits after the kills: %v", err)
+			return
+		}
+	}
+}
+
+// probeWrite writes a key outside every workload through the leader.
+func (nm *nemesis) probeWrite(ctx context.Context) error {
+	l := nm.leader(ctx)
+	if l == nil {
+		return fmt.Errorf("no leader")
+	}
+	v, err := l.Do(ctx, 5*time.Second, "SET", "chaos:heal-probe", "1")
+	if err != nil {
+		return err
+	}
+	if v.Kind != '+' {
+		return fmt.Errorf("SET through %s: %s", l, v)
 	}
 	return nil
 }

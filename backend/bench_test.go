@@ -7,7 +7,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/fsm"
 )
 
 // BenchmarkApply measures the apply path against a real redis-server: one
@@ -28,7 +28,7 @@ func BenchmarkApply(b *testing.B) {
 		for _, leader := range []bool{true, false} {
 			b.Run(fmt.Sprintf("batch=%d/reply=%t", batch, leader), func(b *testing.B) {
 				replies := 0
-				cmds := make([]raftnode.Command, batch)
+				cmds := make([]fsm.Command, batch)
 				for i := range cmds {
 					cmds[i].Args = [][]byte{[]byte("SET"), fmt.Appendf(nil, "key:%d", i), fmt.Appendf(nil, "%016d", i)}
 					if leader {

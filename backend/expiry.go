@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/expiry"
-	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/fsm"
 )
 
 // Expiry by the log's time (package expiry): the state machine stores every
@@ -223,7 +223,7 @@ func (s *StateMachine) expireKeys(db int, keys [][]byte, now int64) [][]byte {
 }
 
 // commandKeys returns the keys c's commands name, for expireKeys.
-func (s *StateMachine) commandKeys(c raftnode.Command) [][]byte {
+func (s *StateMachine) commandKeys(c fsm.Command) [][]byte {
 	if s.keys == nil {
 		return nil
 	}

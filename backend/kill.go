@@ -9,10 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/fsm"
 )
 
-// Killing a script the log decided to abort (raftnode.Killer). Redis stops a
+// Killing a script the log decided to abort (fsm.Killer). Redis stops a
 // running script with SCRIPT KILL (FUNCTION KILL for a function) only if it
 // has not written yet: then it is as if it never ran. One that wrote cannot
 // be undone in place, so redis is shut down (SHUTDOWN NOSAVE, the only
@@ -31,7 +31,7 @@ const (
 // every node.
 var killedPrefix = []byte("ERR Script killed by user with")
 
-// BusyAfter implements raftnode.Killer: redis's busy-reply-threshold.
+// BusyAfter implements fsm.Killer: redis's busy-reply-threshold.
 func (s *StateMachine) BusyAfter() time.Duration {
 	return time.Duration(s.busyMs.Load()) * time.Millisecond
 }
@@ -64,23 +64,23 @@ func (s *StateMachine) learnBusyThreshold(c *Conn) {
 	}
 }
 
-// Kill implements raftnode.Killer on a connection of its own: the apply
+// Kill implements fsm.Killer on a connection of its own: the apply
 // connection is waiting for the script's reply. Redis reads the kill only
 // once the script has run past its busy threshold, so this may wait that
 // long.
-func (s *StateMachine) Kill(ctx context.Context, kind uint8) (raftnode.KillResult, error) {
+func (s *StateMachine) Kill(ctx context.Context, kind uint8) (fsm.KillResult, error) {
 	return StopScript(ctx, s.addr, s.password, kind, s.BusyAfter()+5*time.Second, s.log)
 }
 
 // StopScript stops the script of kind (KillScript, KillFunction) the redis
 // at addr runs: SCRIPT KILL or FUNCTION KILL, or SHUTDOWN NOSAVE when redis
 // cannot kill it (it wrote, or came from a master). It gives up after wait.
-func StopScript(ctx context.Context, addr, password string, kind uint8, wait time.Duration, log *slog.Logger) (raftnode.KillResult, error) {
+func StopScript(ctx context.Context, addr, password string, kind uint8, wait time.Duration, log *slog.Logger) (fsm.KillResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	c, err := DialAuth(ctx, addr, password)
 	if err != nil {
-		return raftnode.KillNotRunning, err
+		return fsm.KillNotRunning, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(wait))
@@ -88,28 +88,28 @@ func StopScript(ctx context.Context, addr, password string, kind uint8, wait tim
 	for range 2 {
 		raw, err := c.Do([]byte(cmd), []byte("KILL"))
 		if err != nil {
-			return raftnode.KillNotRunning, fmt.Errorf("%s KILL: %w", cmd, err)
+			return fsm.KillNotRunning, fmt.Errorf("%s KILL: %w", cmd, err)
 		}
 		switch {
 		case bytes.HasPrefix(raw, []byte("+OK")):
-			return raftnode.KillClean, nil
+			return fsm.KillClean, nil
 		case bytes.HasPrefix(raw, []byte("-NOTBUSY")):
-			return raftnode.KillNotRunning, nil
+			return fsm.KillNotRunning, nil
 		case bytes.HasPrefix(raw, []byte("-UNKILLABLE")):
 			log.Warn("the script to kill had written (or came from the replication stream): shutting the local redis down to rebuild it without the script", "reply", strings.TrimSpace(string(raw[1:])))
 			c.Write([][]byte{[]byte("SHUTDOWN"), []byte("NOSAVE")})
 			c.Flush()
 			c.ReadReply(nil) // redis closes the connection as it exits
-			return raftnode.KillUnclean, nil
+			return fsm.KillUnclean, nil
 		case bytes.HasPrefix(raw, []byte("-BUSY")):
 			// A transaction's running script is of the other kind.
 			cmd = otherKill(cmd)
 			continue
 		default:
-			return raftnode.KillNotRunning, fmt.Errorf("%s KILL: unexpected reply %q", cmd, raw)
+			return fsm.KillNotRunning, fmt.Errorf("%s KILL: unexpected reply %q", cmd, raw)
 		}
 	}
-	return raftnode.KillNotRunning, nil
+	return fsm.KillNotRunning, nil
 }
 
 // StopStrayScript stops whatever script the redis at addr runs, for a
@@ -120,8 +120,8 @@ func StopScript(ctx context.Context, addr, password string, kind uint8, wait tim
 func StopStrayScript(ctx context.Context, addr, password string, log *slog.Logger) {
 	for _, kind := range []uint8{KillScript, KillFunction} {
 		res, err := StopScript(ctx, addr, password, kind, 10*time.Second, log)
-		if err == nil && res != raftnode.KillNotRunning {
-			log.Warn("stopped a script the local redis was running before raftproxy took it over", "how", map[raftnode.KillResult]string{raftnode.KillClean: "killed", raftnode.KillUnclean: "shut down"}[res])
+		if err == nil && res != fsm.KillNotRunning {
+			log.Warn("stopped a script the local redis was running before raftproxy took it over", "how", map[fsm.KillResult]string{fsm.KillClean: "killed", fsm.KillUnclean: "shut down"}[res])
 			return
 		}
 	}

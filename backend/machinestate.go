@@ -8,7 +8,7 @@ import (
 
 // machineState is the replicated state the state machine keeps beside
 // redis's keyspace, which an RDB does not carry; it travels in snapshots
-// (raftnode.MachineState). Each feature owns one field.
+// (fsm.MachineState). Each feature owns one field.
 type machineState struct {
 	// Scripts are the registry's bodies (see Scripts), in sha order.
 	Scripts [][]byte `json:"scripts,omitempty"`
@@ -23,7 +23,7 @@ type machineState struct {
 	MemoryOver bool `json:"memory_over,omitempty"`
 }
 
-// MachineState implements raftnode.MachineState.
+// MachineState implements fsm.MachineState.
 func (s *StateMachine) MachineState() (json.RawMessage, error) {
 	st := machineState{Scripts: s.scripts.list(), Config: s.config.list(), Deadlines: deadlinesFormat, MemoryOver: s.mem.over.Load()}
 	if s.conn == nil {
@@ -40,7 +40,7 @@ func (s *StateMachine) MachineState() (json.RawMessage, error) {
 	return b, nil
 }
 
-// RestoreMachineState implements raftnode.MachineState.
+// RestoreMachineState implements fsm.MachineState.
 func (s *StateMachine) RestoreMachineState(ctx context.Context, raw json.RawMessage) error {
 	var st machineState
 	if len(raw) > 0 {

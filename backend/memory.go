@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/fsm"
 )
 
 // Memory limits through the log. A stock redis with maxmemory refuses a
@@ -67,7 +67,7 @@ func (s *StateMachine) MaxMemory() (int64, string) {
 
 // localReply is the reply of a command the state machine answers itself,
 // at its place in the log, without redis; nil for a command redis runs.
-func (s *StateMachine) localReply(c raftnode.Command) []byte {
+func (s *StateMachine) localReply(c fsm.Command) []byte {
 	if len(c.Tx) == 0 && len(c.Args) == 2 && bytes.EqualFold(c.Args[0], []byte(MemoryCommand)) {
 		s.mem.over.Store(bytes.EqualFold(c.Args[1], []byte("over")))
 		return okLocalReply

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/fsm"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
@@ -84,7 +84,7 @@ func (r *Scripts) restore(bodies [][]byte) {
 
 // observe records what an applied command does to the registry, given its
 // raw reply (EXEC's for a transaction).
-func (r *Scripts) observe(c raftnode.Command, reply []byte) {
+func (r *Scripts) observe(c fsm.Command, reply []byte) {
 	if len(c.Tx) == 0 {
 		if scriptCommand(c.Args) {
 			var errText []byte

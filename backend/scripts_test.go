@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/fsm"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
@@ -23,20 +23,20 @@ func TestScriptsObserve(t *testing.T) {
 	bulk := resp.AppendBulkString(nil, "sha")
 	tests := []struct {
 		name  string
-		cmds  []raftnode.Command
+		cmds  []fsm.Command
 		reply [][]byte
 		want  map[string]bool // body -> known
 	}{
-		{"script load", []raftnode.Command{{Args: args("SCRIPT", "LOAD", wrapped("return 1"))}}, [][]byte{bulk}, map[string]bool{"return 1": true}},
-		{"load that failed", []raftnode.Command{{Args: args("SCRIPT", "LOAD", wrapped("return +"))}}, [][]byte{resp.AppendError(nil, "ERR Error compiling script")}, map[string]bool{"return +": false}},
-		{"eval", []raftnode.Command{{Args: args("eval", wrapped("return 2"), "0")}}, [][]byte{resp.AppendInt(nil, 2)}, map[string]bool{"return 2": true}},
-		{"eval runtime error", []raftnode.Command{{Args: args("EVAL", wrapped("error('x')"), "0")}}, [][]byte{resp.AppendError(nil, "ERR user_script:1: x")}, map[string]bool{"error('x')": true}},
-		{"eval not compiled", []raftnode.Command{{Args: args("EVAL", wrapped("return +"), "0")}}, [][]byte{resp.AppendError(nil, "ERR Error compiling script (new function): x")}, map[string]bool{"return +": false}},
-		{"raftproxy's own", []raftnode.Command{{Args: args("EVAL", "return 3", "0")}}, [][]byte{resp.AppendInt(nil, 3)}, map[string]bool{"return 3": false}},
-		{"flush", []raftnode.Command{{Args: args("SCRIPT", "LOAD", wrapped("return 1"))}, {Args: args("SCRIPT", "FLUSH")}}, [][]byte{bulk, ok}, map[string]bool{"return 1": false}},
-		{"in a transaction", []raftnode.Command{{Tx: [][][]byte{args("SET", "k", "v"), args("SCRIPT", "LOAD", wrapped("return 4"))}}},
+		{"script load", []fsm.Command{{Args: args("SCRIPT", "LOAD", wrapped("return 1"))}}, [][]byte{bulk}, map[string]bool{"return 1": true}},
+		{"load that failed", []fsm.Command{{Args: args("SCRIPT", "LOAD", wrapped("return +"))}}, [][]byte{resp.AppendError(nil, "ERR Error compiling script")}, map[string]bool{"return +": false}},
+		{"eval", []fsm.Command{{Args: args("eval", wrapped("return 2"), "0")}}, [][]byte{resp.AppendInt(nil, 2)}, map[string]bool{"return 2": true}},
+		{"eval runtime error", []fsm.Command{{Args: args("EVAL", wrapped("error('x')"), "0")}}, [][]byte{resp.AppendError(nil, "ERR user_script:1: x")}, map[string]bool{"error('x')": true}},
+		{"eval not compiled", []fsm.Command{{Args: args("EVAL", wrapped("return +"), "0")}}, [][]byte{resp.AppendError(nil, "ERR Error compiling script (new function): x")}, map[string]bool{"return +": false}},
+		{"raftproxy's own", []fsm.Command{{Args: args("EVAL", "return 3", "0")}}, [][]byte{resp.AppendInt(nil, 3)}, map[string]bool{"return 3": false}},
+		{"flush", []fsm.Command{{Args: args("SCRIPT", "LOAD", wrapped("return 1"))}, {Args: args("SCRIPT", "FLUSH")}}, [][]byte{bulk, ok}, map[string]bool{"return 1": false}},
+		{"in a transaction", []fsm.Command{{Tx: [][][]byte{args("SET", "k", "v"), args("SCRIPT", "LOAD", wrapped("return 4"))}}},
 			[][]byte{append(append(resp.AppendArrayLen(nil, 2), ok...), bulk...)}, map[string]bool{"return 4": true}},
-		{"aborted transaction", []raftnode.Command{{Tx: [][][]byte{args("SCRIPT", "LOAD", wrapped("return 5"))}}},
+		{"aborted transaction", []fsm.Command{{Tx: [][][]byte{args("SCRIPT", "LOAD", wrapped("return 5"))}}},
 			[][]byte{resp.AppendError(nil, "EXECABORT Transaction discarded")}, map[string]bool{"return 5": false}},
 	}
 	for _, tt := range tests {
@@ -73,7 +73,7 @@ func TestScriptsMachineState(t *testing.T) {
 	a.scripts.add([]byte("return 1"))
 	a.scripts.add([]byte("return 2"))
 	// Users travel too: alice, and the default user as the log left it.
-	if err := a.Apply([]raftnode.Command{{Args: fieldArgs("ACL SETUSER " + ACLPrefix + "alice on >pw ~a* +get")},
+	if err := a.Apply([]fsm.Command{{Args: fieldArgs("ACL SETUSER " + ACLPrefix + "alice on >pw ~a* +get")},
 		{Args: fieldArgs("ACL SETUSER " + ACLPrefix + "default >secret")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestScriptsMachineState(t *testing.T) {
 	}
 	b := newSM()
 	b.scripts.add([]byte("return 3"))
-	if err := b.Apply([]raftnode.Command{{Args: fieldArgs("ACL SETUSER " + ACLPrefix + "bob on")}}); err != nil {
+	if err := b.Apply([]fsm.Command{{Args: fieldArgs("ACL SETUSER " + ACLPrefix + "bob on")}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.RestoreMachineState(context.Background(), raw); err != nil {

@@ -10,14 +10,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/fsm"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
 // Snapshots: loading one into redis (Reset) and making one from redis
 // (StartSnapshot, a BGSAVE whose RDB file is handed over).
 
-// Reset implements raftnode.StateMachine: it waits for redis, then loads
+// Reset implements fsm.StateMachine: it waits for redis, then loads
 // the RDB into it (or empties it). A loaded redis stays a replica of the
 // load's link until RestoreMachineState (or the next Apply) releases it.
 func (s *StateMachine) Reset(ctx context.Context, rdb io.Reader, size int64) error {
@@ -107,14 +107,14 @@ func (s *StateMachine) reset(ctx context.Context, c *Conn, rdb io.Reader, size i
 	return st, nil
 }
 
-// StartSnapshot implements raftnode.StateMachine: BGSAVE forks redis now,
+// StartSnapshot implements fsm.StateMachine: BGSAVE forks redis now,
 // between two applies, so the RDB holds exactly what was applied; writing
 // it happens in the child while applying goes on.
 //
 // The caller must not load an RDB into redis (Reset with an RDB) before the
 // job's reader is closed: a replica's full sync renames its RDB onto the
 // same file.
-func (s *StateMachine) StartSnapshot(ctx context.Context) (raftnode.SnapshotJob, error) {
+func (s *StateMachine) StartSnapshot(ctx context.Context) (fsm.SnapshotJob, error) {
 	if s.conn == nil {
 		return nil, errNotConnected
 	}

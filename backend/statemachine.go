@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/expiry"
-	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/fsm"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
@@ -113,7 +113,7 @@ func (s *StateMachine) track() bool {
 	return !s.interrupted
 }
 
-// Interrupt implements raftnode.Interrupter: it ends an Apply blocked on
+// Interrupt implements fsm.Interrupter: it ends an Apply blocked on
 // redis (a script may run for ever), for a node that stops. The state
 // machine is unusable afterwards.
 func (s *StateMachine) Interrupt() {
@@ -125,9 +125,9 @@ func (s *StateMachine) Interrupt() {
 	}
 }
 
-// Apply implements raftnode.StateMachine: it writes all commands, then reads
+// Apply implements fsm.StateMachine: it writes all commands, then reads
 // all replies, so a batch costs one round trip to redis.
-func (s *StateMachine) Apply(cmds []raftnode.Command) error {
+func (s *StateMachine) Apply(cmds []fsm.Command) error {
 	if s.conn == nil {
 		return errNotConnected
 	}
@@ -200,7 +200,7 @@ var (
 	cmdExec  = [][]byte{[]byte("EXEC")}
 )
 
-func (s *StateMachine) apply(cmds []raftnode.Command) error {
+func (s *StateMachine) apply(cmds []fsm.Command) error {
 	s.kinds = s.kinds[:0]
 	// Redis tells the watchdog of a script's writes as of another client's:
 	// the window must be open before any command can reach redis.
@@ -287,7 +287,7 @@ func (s *StateMachine) apply(cmds []raftnode.Command) error {
 
 // write sends one command, or a transaction as MULTI, its commands and
 // EXEC, so that redis runs it atomically, each as prepare makes it.
-func (s *StateMachine) write(c raftnode.Command) error {
+func (s *StateMachine) write(c fsm.Command) error {
 	if len(c.Tx) == 0 {
 		return s.send(c, s.prepare(c.DB, c.Args, c.TimeMs), replyCommand)
 	}
@@ -306,7 +306,7 @@ func (s *StateMachine) write(c raftnode.Command) error {
 // the reply to read back. The connection switches only where a request's
 // database or protocol differs from the one before, so a run of one costs
 // nothing, and every node switches at the same commands.
-func (s *StateMachine) send(c raftnode.Command, args [][]byte, kind replyKind) error {
+func (s *StateMachine) send(c fsm.Command, args [][]byte, kind replyKind) error {
 	skip, err := s.conn.Send(c.DB, c.RESP3, args)
 	if err != nil {
 		return err
@@ -318,14 +318,14 @@ func (s *StateMachine) send(c raftnode.Command, args [][]byte, kind replyKind) e
 // commandKeysIf is commandKeys for a database that may hold deadlines,
 // but none for a command that replaces its keys whatever they hold
 // (expiry.BlindWrite): whether one had expired changes nothing.
-func (s *StateMachine) commandKeysIf(c raftnode.Command) [][]byte {
+func (s *StateMachine) commandKeysIf(c fsm.Command) [][]byte {
 	if !s.vol.may(c.DB) || (len(c.Tx) == 0 && expiry.BlindWrite(c.Args)) {
 		return nil
 	}
 	return s.commandKeys(c)
 }
 
-// Healthy implements raftnode.StateMachine.
+// Healthy implements fsm.StateMachine.
 func (s *StateMachine) Healthy(ctx context.Context) bool {
 	if s.conn == nil {
 		return false
@@ -353,7 +353,7 @@ func (s *StateMachine) Healthy(ctx context.Context) bool {
 
 var cmdPExpireTime = []byte("PEXPIRETIME")
 
-// KeyDeadlines implements raftnode.KeyDeadlines on the apply connection:
+// KeyDeadlines implements fsm.KeyDeadlines on the apply connection:
 // the deadlines of keys (expiry.Deadline of what redis stores), -1 for none
 // and -2 for a missing key.
 func (s *StateMachine) KeyDeadlines(db int, keys [][]byte) ([]int64, error) {

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/expiry"
-	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/fsm"
 )
 
 func fieldArgs(s string) [][]byte {
@@ -34,25 +34,25 @@ func TestApplyProtocols(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		cmd  raftnode.Command
+		cmd  fsm.Command
 		want string
 	}{
-		{"resp2 write", raftnode.Command{Args: fieldArgs("HSET h f v")}, ":1\r\n"},
-		{"resp3 map", raftnode.Command{Args: fieldArgs("HGETALL h"), RESP3: true}, "%1\r\n$1\r\nf\r\n$1\r\nv\r\n"},
-		{"resp3 null", raftnode.Command{Args: fieldArgs("GET missing"), RESP3: true}, "_\r\n"},
-		{"resp3 in another db", raftnode.Command{DB: 2, Args: fieldArgs("HGETALL h"), RESP3: true}, "%0\r\n"},
-		{"back to resp2", raftnode.Command{Args: fieldArgs("HGETALL h")}, "*2\r\n$1\r\nf\r\n$1\r\nv\r\n"},
-		{"resp2 null", raftnode.Command{Args: fieldArgs("GET missing")}, "$-1\r\n"},
-		{"resp3 transaction", raftnode.Command{Tx: [][][]byte{fieldArgs("HSET h g w"), fieldArgs("HGETALL h"), fieldArgs("GET missing")}, RESP3: true},
+		{"resp2 write", fsm.Command{Args: fieldArgs("HSET h f v")}, ":1\r\n"},
+		{"resp3 map", fsm.Command{Args: fieldArgs("HGETALL h"), RESP3: true}, "%1\r\n$1\r\nf\r\n$1\r\nv\r\n"},
+		{"resp3 null", fsm.Command{Args: fieldArgs("GET missing"), RESP3: true}, "_\r\n"},
+		{"resp3 in another db", fsm.Command{DB: 2, Args: fieldArgs("HGETALL h"), RESP3: true}, "%0\r\n"},
+		{"back to resp2", fsm.Command{Args: fieldArgs("HGETALL h")}, "*2\r\n$1\r\nf\r\n$1\r\nv\r\n"},
+		{"resp2 null", fsm.Command{Args: fieldArgs("GET missing")}, "$-1\r\n"},
+		{"resp3 transaction", fsm.Command{Tx: [][][]byte{fieldArgs("HSET h g w"), fieldArgs("HGETALL h"), fieldArgs("GET missing")}, RESP3: true},
 			"*3\r\n:1\r\n%2\r\n$1\r\nf\r\n$1\r\nv\r\n$1\r\ng\r\n$1\r\nw\r\n_\r\n"},
-		{"resp2 transaction", raftnode.Command{Tx: [][][]byte{fieldArgs("ZADD z 1.5 m"), fieldArgs("ZSCORE z m")}},
+		{"resp2 transaction", fsm.Command{Tx: [][][]byte{fieldArgs("ZADD z 1.5 m"), fieldArgs("ZSCORE z m")}},
 			"*2\r\n:1\r\n$3\r\n1.5\r\n"},
-		{"resp3 double", raftnode.Command{Args: fieldArgs("ZSCORE z m"), RESP3: true}, ",1.5\r\n"},
+		{"resp3 double", fsm.Command{Args: fieldArgs("ZSCORE z m"), RESP3: true}, ",1.5\r\n"},
 	}
 	// One batch, so the switches happen inside one pipelined round trip,
 	// then each command alone.
 	got := make([]string, len(tests))
-	cmds := make([]raftnode.Command, len(tests))
+	cmds := make([]fsm.Command, len(tests))
 	for i, tt := range tests {
 		cmds[i] = tt.cmd
 		cmds[i].Reply = func(raw []byte) { got[i] = string(raw) }
@@ -72,7 +72,7 @@ func TestApplyProtocols(t *testing.T) {
 		var reply string
 		c := tt.cmd
 		c.Reply = func(raw []byte) { reply = string(raw) }
-		if err := sm.Apply([]raftnode.Command{c}); err != nil {
+		if err := sm.Apply([]fsm.Command{c}); err != nil {
 			t.Fatal(err)
 		}
 		if reply != tt.want {
@@ -112,13 +112,13 @@ func TestExpiryByLogTime(t *testing.T) {
 	}
 	now := time.Now().UnixMilli()
 	deadline := strconv.FormatInt(now+150, 10)
-	cmd := func(ms int64, s string) raftnode.Command { return raftnode.Command{Args: fieldArgs(s), TimeMs: ms} }
+	cmd := func(ms int64, s string) fsm.Command { return fsm.Command{Args: fieldArgs(s), TimeMs: ms} }
 	var replies []string
-	withReply := func(c raftnode.Command) raftnode.Command {
+	withReply := func(c fsm.Command) fsm.Command {
 		c.Reply = func(raw []byte) { replies = append(replies, string(raw)) }
 		return c
 	}
-	apply := func(cmds ...raftnode.Command) {
+	apply := func(cmds ...fsm.Command) {
 		t.Helper()
 		replies = replies[:0]
 		if err := sm.Apply(cmds); err != nil {
@@ -146,7 +146,7 @@ func TestExpiryByLogTime(t *testing.T) {
 	}
 	// A script sets deadlines and reads the time by the entry's time.
 	script := WrapScript([]byte("redis.call('EXPIRE', KEYS[1], 10) return {redis.call('PTTL', KEYS[1]), redis.call('TIME')[1], #ARGV}"))
-	apply(withReply(raftnode.Command{Args: [][]byte{[]byte("EVAL"), script, []byte("1"), []byte("rel"), []byte("x")}, TimeMs: now + 2000}))
+	apply(withReply(fsm.Command{Args: [][]byte{[]byte("EVAL"), script, []byte("1"), []byte("rel"), []byte("x")}, TimeMs: now + 2000}))
 	if want := fmt.Sprintf("*3\r\n:10000\r\n$%d\r\n%d\r\n:1\r\n", len(strconv.FormatInt((now+2000)/1000, 10)), (now+2000)/1000); len(replies) != 1 || replies[0] != want {
 		t.Errorf("script: %q, want %q", replies, want)
 	}
@@ -182,7 +182,7 @@ func TestTransactionsAndScriptsExpire(t *testing.T) {
 	now := time.Now().UnixMilli()
 	var got []string
 	reply := func(raw []byte) { got = append(got, string(raw)) }
-	cmds := []raftnode.Command{
+	cmds := []fsm.Command{
 		{Args: fieldArgs("SET a 1 PX 100"), TimeMs: now},
 		{Args: fieldArgs("SET b 1 PX 100"), TimeMs: now},
 		{Tx: [][][]byte{fieldArgs("INCR a"), fieldArgs("TTL a")}, TimeMs: now + 200, Reply: reply},

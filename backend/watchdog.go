@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/fsm"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
@@ -347,7 +347,7 @@ func (s *StateMachine) stopWatchdog() {
 // scriptWindow returns the window of a batch: what the scripts it runs may
 // write (the deletion of expired keys included), or nil for a batch with
 // no script.
-func (s *StateMachine) scriptWindow(cmds []raftnode.Command) *window {
+func (s *StateMachine) scriptWindow(cmds []fsm.Command) *window {
 	var win *window
 	note := func(args [][]byte) {
 		if len(args) < 2 {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/fsm"
 )
 
 // TestFenceAfterWatchdogGone: once redis has closed the watchdog's
@@ -21,7 +21,7 @@ func TestFenceAfterWatchdogGone(t *testing.T) {
 	if err := sm.Reset(ctx, nil, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := sm.Apply([]raftnode.Command{{Args: fieldArgs("SET a 1"), Reply: func([]byte) {}}}); err != nil {
+	if err := sm.Apply([]fsm.Command{{Args: fieldArgs("SET a 1"), Reply: func([]byte) {}}}); err != nil {
 		t.Fatal(err)
 	}
 	w := sm.wd.Load()

@@ -408,7 +408,7 @@ func (bs *blockers) unblockConn(id uint64, asErr bool) bool {
 // Written is raftnode.Config.Written: a command was applied to the local
 // redis (nil args: redis was reloaded); blocked connections on the keys it
 // may have modified try again.
-func (s *Server) Written(db int, args [][]byte, null bool, tag uint64) {
+func (s *Server) written(db int, args [][]byte, null bool, tag uint64) {
 	if args == nil || isConfigSet(args) {
 		// The slow log and latency settings may have changed.
 		go s.refreshSettings(context.Background())

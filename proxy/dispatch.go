@@ -186,6 +186,8 @@ func errorText(err error, read bool) string {
 		return "CLUSTERDOWN raft node is stopping"
 	case errors.Is(err, raftnode.ErrKilled):
 		return killedText
+	case errors.Is(err, raftnode.ErrReordered):
+		return "TRYAGAIN " + err.Error()
 	case errors.Is(err, raftnode.ErrDiskFull):
 		return "MISCONF raftproxy: " + err.Error()
 	case errors.Is(err, errExpiryChurn):

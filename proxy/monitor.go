@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/raftproxy/raftproxy/pubsub"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
@@ -20,14 +21,14 @@ import (
 type monitors struct {
 	n    atomic.Int32 // how many: dispatch formats nothing while 0
 	mu   sync.Mutex
-	subs map[*subscriber]struct{}
+	subs map[*pubsub.Subscriber]struct{}
 }
 
-func (m *monitors) add(s *subscriber) {
+func (m *monitors) add(s *pubsub.Subscriber) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.subs == nil {
-		m.subs = map[*subscriber]struct{}{}
+		m.subs = map[*pubsub.Subscriber]struct{}{}
 	}
 	if _, ok := m.subs[s]; !ok {
 		m.subs[s] = struct{}{}
@@ -35,7 +36,7 @@ func (m *monitors) add(s *subscriber) {
 	}
 }
 
-func (m *monitors) remove(s *subscriber) {
+func (m *monitors) remove(s *pubsub.Subscriber) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.subs[s]; ok {
@@ -49,7 +50,7 @@ func (m *monitors) feed(line []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for s := range m.subs {
-		s.pushFrame(line)
+		s.PushFrame(line)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/entry"
-	"github.com/raftproxy/raftproxy/resp"
 )
 
 // CLIENT PAUSE and CLIENT UNPAUSE act on the whole cluster: a redis client
@@ -53,14 +52,16 @@ func (c *conn) clientPause(name string, args [][]byte) *op {
 		return refused
 	}
 	c.pendingWrites.Add(1)
-	return &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), entry.Request{Op: entry.OpNotice, Args: notice}), start: c.cmdStart}
+	timeout := c.s.timeout()
+	// Its client hears OK once the pause is in force on this node.
+	caughtUp := func(raw []byte) []byte { c.s.events.caughtUp(timeout); return raw }
+	return &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), entry.Request{Op: entry.OpNotice, Args: notice}), start: c.cmdStart, fix: caughtUp}
 }
 
-// Notice applies a notice request on this node (raftnode.Config.Notice).
-func (s *Server) Notice(args [][]byte, timeMs int64, live bool) []byte {
-	ok := resp.AppendSimple(nil, "OK")
+// notice applies a notice request on this node (an apply.Notice event).
+func (s *Server) notice(args [][]byte, timeMs int64, live bool) {
 	if len(args) < 2 || !strings.EqualFold(string(args[0]), "client") {
-		return ok
+		return
 	}
 	p := &s.pause
 	p.mu.Lock()
@@ -70,12 +71,12 @@ func (s *Server) Notice(args [][]byte, timeMs int64, live bool) []byte {
 		p.lift()
 	case "pause":
 		if len(args) < 4 {
-			return ok
+			return
 		}
 		ms, _ := strconv.ParseInt(string(args[2]), 10, 64)
 		end := time.UnixMilli(timeMs).Add(time.Duration(ms) * time.Millisecond)
 		if !live || !time.Now().Before(end) {
-			return ok // a pause replayed after it ended
+			return // a pause replayed after it ended
 		}
 		if p.done == nil || !time.Now().Before(p.end) {
 			p.end, p.all, p.done = end, false, make(chan struct{})
@@ -88,7 +89,6 @@ func (s *Server) Notice(args [][]byte, timeMs int64, live bool) []byte {
 		}
 		p.all = p.all || strings.EqualFold(string(args[3]), "all")
 	}
-	return ok
 }
 
 // lift ends the pause; the caller holds mu.

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync/atomic"
 
+	"github.com/raftproxy/raftproxy/pubsub"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
@@ -17,21 +18,21 @@ type pubsubState struct {
 	names [3]map[string]struct{}
 	// sub is the connection's message queue, made at its first
 	// subscription; the writer reads it, hence atomic.
-	sub atomic.Pointer[subscriber]
+	sub atomic.Pointer[pubsub.Subscriber]
 }
 
 // count is the number redis puts in a confirmation: channels plus
 // patterns, or shard channels.
-func (p *pubsubState) count(k subKind) int {
-	if k == subShard {
-		return len(p.names[subShard])
+func (p *pubsubState) count(k pubsub.Kind) int {
+	if k == pubsub.Shard {
+		return len(p.names[pubsub.Shard])
 	}
-	return len(p.names[subChannel]) + len(p.names[subPattern])
+	return len(p.names[pubsub.Channel]) + len(p.names[pubsub.Pattern])
 }
 
 // active reports whether the connection is in subscribed mode.
 func (p *pubsubState) active() bool {
-	return len(p.names[subChannel])+len(p.names[subPattern])+len(p.names[subShard]) > 0
+	return len(p.names[pubsub.Channel])+len(p.names[pubsub.Pattern])+len(p.names[pubsub.Shard]) > 0
 }
 
 // allowedSubscribed is what redis lets a RESP2 client in subscribed mode run.
@@ -67,13 +68,13 @@ func (c *conn) pubsubGate(name string, args [][]byte) bool {
 }
 
 var subCommands = map[string]struct {
-	kind  subKind
+	kind  pubsub.Kind
 	unsub bool
 	msg   string
 }{
-	"subscribe": {subChannel, false, "subscribe"}, "psubscribe": {subPattern, false, "psubscribe"},
-	"ssubscribe": {subShard, false, "ssubscribe"}, "unsubscribe": {subChannel, true, "unsubscribe"},
-	"punsubscribe": {subPattern, true, "punsubscribe"}, "sunsubscribe": {subShard, true, "sunsubscribe"},
+	"subscribe": {pubsub.Channel, false, "subscribe"}, "psubscribe": {pubsub.Pattern, false, "psubscribe"},
+	"ssubscribe": {pubsub.Shard, false, "ssubscribe"}, "unsubscribe": {pubsub.Channel, true, "unsubscribe"},
+	"punsubscribe": {pubsub.Pattern, true, "punsubscribe"}, "sunsubscribe": {pubsub.Shard, true, "sunsubscribe"},
 }
 
 // pubsubCommand answers the subscription commands and PUBSUB. handled is
@@ -91,16 +92,16 @@ func (c *conn) pubsubCommand(name string, args [][]byte) (handled bool) {
 	var act func() []byte
 	switch name {
 	case "pubsub|channels", "pubsub|shardchannels":
-		k := subChannel
+		k := pubsub.Channel
 		if name == "pubsub|shardchannels" {
-			k = subShard
+			k = pubsub.Shard
 		}
 		var pat []byte
 		if len(args) > 2 {
 			pat = args[2]
 		}
 		act = func() []byte {
-			names := b.names(k, pat)
+			names := b.Names(k, pat)
 			r := resp.AppendArrayLen(nil, len(names))
 			for _, n := range names {
 				r = resp.AppendBulkString(r, n)
@@ -108,21 +109,21 @@ func (c *conn) pubsubCommand(name string, args [][]byte) (handled bool) {
 			return r
 		}
 	case "pubsub|numsub", "pubsub|shardnumsub":
-		k := subChannel
+		k := pubsub.Channel
 		if name == "pubsub|shardnumsub" {
-			k = subShard
+			k = pubsub.Shard
 		}
 		chans := args[2:]
 		act = func() []byte {
 			r := resp.AppendArrayLen(nil, 2*len(chans))
 			for _, ch := range chans {
 				r = resp.AppendBulk(r, ch)
-				r = resp.AppendInt(r, int64(b.count(k, string(ch))))
+				r = resp.AppendInt(r, int64(b.Count(k, string(ch))))
 			}
 			return r
 		}
 	case "pubsub|numpat":
-		act = func() []byte { return resp.AppendInt(nil, int64(b.numpat())) }
+		act = func() []byte { return resp.AppendInt(nil, int64(b.NumPat())) }
 	default:
 		return false
 	}
@@ -134,15 +135,15 @@ func (c *conn) pubsubCommand(name string, args [][]byte) (handled bool) {
 // pusher goroutine) at the first subscription.
 // Another connection's reader may make it (CLIENT TRACKING REDIRECT), so
 // it is made at most once whoever asks.
-func (c *conn) subscriber() *subscriber {
+func (c *conn) subscriber() *pubsub.Subscriber {
 	if s := c.ps.sub.Load(); s != nil {
 		return s
 	}
-	s := newSubscriber(c.s.pubsubLimit, func() {
+	s := pubsub.NewSubscriber(c.s.pubsubLimit, func() {
 		c.s.log.Warn("disconnecting a subscriber that does not keep up with its messages", "client", c.info.addr, "limit_bytes", c.s.pubsubLimit)
 		c.nc.Close()
 	})
-	s.resp3.Store(c.resp3.Load())
+	s.RESP3.Store(c.resp3.Load())
 	if !c.ps.sub.CompareAndSwap(nil, s) {
 		return c.ps.sub.Load()
 	}
@@ -161,7 +162,7 @@ func (c *conn) subscribeFrom() uint64 {
 	return 0
 }
 
-func (c *conn) subscribe(k subKind, msg string, names [][]byte) {
+func (c *conn) subscribe(k pubsub.Kind, msg string, names [][]byte) {
 	if c.ps.names[k] == nil {
 		c.ps.names[k] = map[string]struct{}{}
 	}
@@ -171,19 +172,19 @@ func (c *conn) subscribe(k subKind, msg string, names [][]byte) {
 		c.ps.names[k][string(n)] = struct{}{}
 		reply = c.confirm(reply, msg, n, c.ps.count(k))
 	}
-	c.info.setSubs(len(c.ps.names[subChannel]), len(c.ps.names[subPattern]), len(c.ps.names[subShard]))
+	c.info.setSubs(len(c.ps.names[pubsub.Channel]), len(c.ps.names[pubsub.Pattern]), len(c.ps.names[pubsub.Shard]))
 	added := slices.Clone(names)
 	b := c.s.broker
 	c.emit(&op{kind: opPubSub, act: func() []byte {
 		from := c.subscribeFrom()
 		for _, n := range added {
-			b.add(k, string(n), s, from)
+			b.Add(k, string(n), s, from)
 		}
 		return reply
 	}})
 }
 
-func (c *conn) unsubscribe(k subKind, msg string, names [][]byte) {
+func (c *conn) unsubscribe(k pubsub.Kind, msg string, names [][]byte) {
 	if len(names) == 0 {
 		for n := range c.ps.names[k] {
 			names = append(names, []byte(n))
@@ -192,7 +193,7 @@ func (c *conn) unsubscribe(k subKind, msg string, names [][]byte) {
 	}
 	var reply []byte
 	if len(names) == 0 {
-		reply = appendPushLen(reply, 3, c.client.resp3)
+		reply = pubsub.AppendPushLen(reply, 3, c.client.resp3)
 		reply = resp.AppendBulkString(reply, msg)
 		reply = resp.AppendNull(reply, c.client.resp3)
 		reply = resp.AppendInt(reply, int64(c.ps.count(k)))
@@ -201,14 +202,14 @@ func (c *conn) unsubscribe(k subKind, msg string, names [][]byte) {
 		delete(c.ps.names[k], string(n))
 		reply = c.confirm(reply, msg, n, c.ps.count(k))
 	}
-	c.info.setSubs(len(c.ps.names[subChannel]), len(c.ps.names[subPattern]), len(c.ps.names[subShard]))
+	c.info.setSubs(len(c.ps.names[pubsub.Channel]), len(c.ps.names[pubsub.Pattern]), len(c.ps.names[pubsub.Shard]))
 	s := c.ps.sub.Load()
 	removed := slices.Clone(names)
 	b := c.s.broker
 	c.emit(&op{kind: opPubSub, act: func() []byte {
 		if s != nil {
 			for _, n := range removed {
-				b.remove(k, string(n), s)
+				b.Remove(k, string(n), s)
 			}
 		}
 		return reply
@@ -217,7 +218,7 @@ func (c *conn) unsubscribe(k subKind, msg string, names [][]byte) {
 
 // confirm appends a (un)subscription confirmation.
 func (c *conn) confirm(dst []byte, msg string, name []byte, count int) []byte {
-	dst = appendPushLen(dst, 3, c.client.resp3)
+	dst = pubsub.AppendPushLen(dst, 3, c.client.resp3)
 	dst = resp.AppendBulkString(dst, msg)
 	dst = resp.AppendBulk(dst, name)
 	return resp.AppendInt(dst, int64(count))
@@ -245,7 +246,7 @@ func (c *conn) pubsubReset() {
 	s := c.ps.sub.Load()
 	b := c.s.broker
 	c.emit(&op{kind: opPubSub, act: func() []byte {
-		b.removeAll(s)
+		b.RemoveAll(s)
 		return nil
 	}})
 }
@@ -256,15 +257,15 @@ func (c *conn) pubsubClose() {
 	if s == nil {
 		return
 	}
-	c.s.broker.removeAll(s)
-	s.close()
+	c.s.broker.RemoveAll(s)
+	s.Close()
 }
 
 // syncPushProtocol makes later messages follow a protocol change (HELLO).
 func (c *conn) syncPushProtocol() {
 	c.resp3.Store(c.client.resp3)
 	if s := c.ps.sub.Load(); s != nil {
-		s.resp3.Store(c.client.resp3)
+		s.RESP3.Store(c.client.resp3)
 	}
 }
 
@@ -277,18 +278,18 @@ func (c *conn) writePushes(late bool) {
 	if s == nil {
 		return
 	}
-	for _, f := range s.take(late) {
+	for _, f := range s.Take(late) {
 		c.w.Write(f)
 	}
 }
 
 // pushLoop writes messages to a subscriber that is waiting for them and
 // sends no commands, until the connection closes.
-func (c *conn) pushLoop(s *subscriber) {
+func (c *conn) pushLoop(s *pubsub.Subscriber) {
 	for {
 		select {
-		case <-s.wake:
-		case <-s.done:
+		case <-s.Wake():
+		case <-s.Done():
 			return
 		}
 		c.outMu.Lock()
@@ -300,11 +301,4 @@ func (c *conn) pushLoop(s *subscriber) {
 			return
 		}
 	}
-}
-
-// Publish delivers a PUBLISH (SPUBLISH when sharded) of the log entry at
-// index to this node's subscribers and returns how many received it
-// (raftnode.Config.Publish: the applier calls it in log order).
-func (s *Server) Publish(index uint64, channel, message []byte, sharded bool) int64 {
-	return s.broker.publish(index, channel, message, sharded)
 }

@@ -15,13 +15,20 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/raftproxy/raftproxy/apply"
 	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/pubsub"
 	"github.com/raftproxy/raftproxy/raftnode"
 )
 
 // Config configures a Server.
 type Config struct {
 	Host *raftnode.Host
+	// Events is the apply layer's feed of what the log wrote (blocked
+	// clients, tracking, settings and pauses follow it); Broker holds this
+	// node's subscriptions, which the apply layer publishes to.
+	Events *apply.Feed
+	Broker *pubsub.Broker
 	// Commands is the local redis's command table (LoadCommands).
 	Commands *Commands
 	// RedisAddr is the local redis-server (host:port or unix socket path),
@@ -118,8 +125,10 @@ type Server struct {
 
 	// broker holds this node's pub/sub subscriptions (broker.go);
 	// pubsubLimit bounds the messages waiting for one subscriber.
-	broker      *broker
+	broker      *pubsub.Broker
 	pubsubLimit int
+	// events follows what the log wrote (events.go).
+	events *events
 
 	metrics *Metrics
 }
@@ -136,7 +145,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.JoinTimeout = 30 * time.Second
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, stopReads: make(chan struct{}), quitting: make(chan struct{}),
-		broker: newBroker(), pubsubLimit: pubsubLimit, blocked: newBlockers()}
+		broker: cfg.Broker, pubsubLimit: pubsub.Limit, blocked: newBlockers(), events: newEvents(cfg.Events)}
+	if s.broker == nil {
+		s.broker = pubsub.NewBroker()
+	}
 	if cfg.PubSubLimit > 0 {
 		s.pubsubLimit = int(cfg.PubSubLimit)
 	}
@@ -152,6 +164,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	go s.reads.run(s.stopReads)
 	go s.runExpirer(s.stopReads)
 	go s.runMemory(s.stopReads)
+	go s.followEvents(s.stopReads)
 	return s, nil
 }
 

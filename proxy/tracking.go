@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/raftproxy/raftproxy/pubsub"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
@@ -53,7 +54,7 @@ type trackClient struct {
 	// sub is where invalidations go: the client's own queue, or that of
 	// its REDIRECT connection (target); they are written after the reply
 	// being written.
-	sub    *subscriber
+	sub    *pubsub.Subscriber
 	target *conn
 }
 
@@ -185,13 +186,13 @@ func (s *Server) invalidate(keys [][]byte, all bool, tag uint64) {
 // sendInvalidation delivers one invalidation (null: every key) to a
 // tracking client or its redirect connection.
 func (s *Server) sendInvalidation(tc *trackClient, keys [][]byte, null bool) {
-	resp3 := tc.sub.resp3.Load()
+	resp3 := tc.sub.RESP3.Load()
 	var f []byte
 	if resp3 {
 		f = append(f, ">2\r\n"...)
 		f = resp.AppendBulkString(f, "invalidate")
 	} else {
-		if tc.target == nil || !s.broker.subscribed(trackingChannel, tc.sub) {
+		if tc.target == nil || !s.broker.Subscribed(trackingChannel, tc.sub) {
 			return // a RESP2 client gets its invalidations only by REDIRECT
 		}
 		f = resp.AppendArrayLen(f, 3)
@@ -209,7 +210,7 @@ func (s *Server) sendInvalidation(tc *trackClient, keys [][]byte, null bool) {
 			f = resp.AppendBulk(f, k)
 		}
 	}
-	tc.sub.pushLate(f)
+	tc.sub.PushLate(f)
 }
 
 // clientTracking handles CLIENT TRACKING ON|OFF [options].

@@ -13,7 +13,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/raftproxy/raftproxy/entry"
-	"github.com/raftproxy/raftproxy/resp"
+	"github.com/raftproxy/raftproxy/fsm"
 	"github.com/raftproxy/raftproxy/snapshot"
 )
 
@@ -46,11 +46,7 @@ type applier struct {
 	// lastSeq is, per proposing node, the sequence of the last batch applied.
 	// It is derived from the log alone, so every node skips the same batches.
 	lastSeq map[uint64]uint64
-	// watches is WATCH's bookkeeping, also derived from the log alone.
-	watches *watches
 	poke    chan struct{}
-	// published is the last entry whose PUBLISHes were delivered (publish.go).
-	published uint64
 	// logTime is the effective time of the last entry turned into commands
 	// (clock.go): the largest entry time so far. logTimeNow mirrors it, as
 	// of the last apply, for other goroutines.
@@ -70,7 +66,7 @@ type applier struct {
 }
 
 func newApplier(n *Node) *applier {
-	a := &applier{n: n, wake: make(chan struct{}, 1), change: make(chan struct{}), lastSeq: map[uint64]uint64{}, watches: newWatches(), poke: make(chan struct{}, 1),
+	a := &applier{n: n, wake: make(chan struct{}, 1), change: make(chan struct{}), lastSeq: map[uint64]uint64{}, poke: make(chan struct{}, 1),
 		verdicts: newVerdicts(), gate: newReadGate()}
 	a.gen.Store(1) // not serving until the first Reset
 	return a
@@ -161,7 +157,7 @@ func (a *applier) run() {
 		select {
 		case <-returned:
 		case <-time.After(time.Second):
-			if i, ok := a.n.cfg.StateMachine.(Interrupter); ok {
+			if i, ok := a.n.cfg.StateMachine.(fsm.Interrupter); ok {
 				a.n.log.Warn("the applier is blocked on redis; cutting its connection to stop")
 				i.Interrupt()
 			}
@@ -215,7 +211,7 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 		if len(chunk) > 1024 {
 			chunk = chunk[:1024]
 		}
-		var cmds []Command
+		var cmds []command
 		for {
 			cmds = a.commands(chunk, true)
 			a.n.counters.ApplyRounds.Add(1)
@@ -232,7 +228,7 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 				}
 				break
 			}
-			err := a.applyRun(ctx, cmds)
+			err := a.applyBatch(cmds)
 			if err == nil {
 				break
 			}
@@ -248,7 +244,6 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 		a.logTimeNow.Store(a.logTime)
 		a.n.metrics.proposalsApplied.Add(float64(len(chunk)))
 		a.broadcast()
-		a.tellWritten(cmds)
 		ents = ents[len(chunk):]
 	}
 	return true
@@ -274,7 +269,6 @@ func (a *applier) loadSnapshot(ctx context.Context, m snapshot.Meta) bool {
 	a.n.metrics.snapshotLoad.Observe(since(start))
 	a.gen.Add(1)
 	a.broadcast()
-	a.tellReloaded()
 	a.n.log.Info("loaded snapshot into redis", "index", m.Index, "bytes", m.Size, "took", time.Since(start).Round(time.Millisecond))
 	return true
 }
@@ -292,7 +286,6 @@ func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
 	}
 	if m == nil {
 		a.lastSeq = map[uint64]uint64{}
-		a.watches = newWatches()
 		a.logTime = 0
 		if err := a.n.cfg.StateMachine.Reset(ctx, nil, 0); err != nil {
 			return err
@@ -312,16 +305,15 @@ func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
 		return fmt.Errorf("load snapshot %d into redis: %w", m.Index, err)
 	}
 	a.lastSeq = st.LastSeq
-	a.watches = restoreWatches(st.Watches)
 	a.logTime = st.LogTimeMs
-	if err := a.restoreMachine(ctx, st.Machine); err != nil {
+	if err := a.restoreMachine(ctx, m.State); err != nil {
 		return fmt.Errorf("restore the state machine's state of snapshot %d: %w", m.Index, err)
 	}
 	return nil
 }
 
 func (a *applier) restoreMachine(ctx context.Context, raw json.RawMessage) error {
-	if ms, ok := a.n.cfg.StateMachine.(MachineState); ok {
+	if ms, ok := a.n.cfg.StateMachine.(fsm.MachineState); ok {
 		return ms.RestoreMachineState(ctx, raw)
 	}
 	return nil
@@ -350,7 +342,6 @@ func (a *applier) recover(ctx context.Context) bool {
 			a.logTimeNow.Store(a.logTime)
 			a.gen.Add(1)
 			a.broadcast()
-			a.tellReloaded()
 			a.n.log.Info("redis holds the applied log", "applied_index", a.applied.Load())
 			return true
 		}
@@ -393,7 +384,7 @@ func (a *applier) replay(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("read log entries [%d, %d]: %w", lo, applied, err)
 		}
-		if err := a.applyRun(ctx, a.commands(ents, false)); err != nil {
+		if err := a.applyBatch(a.commands(ents, false)); err != nil {
 			return fmt.Errorf("replay entries [%d, %d]: %w", lo, ents[len(ents)-1].GetIndex(), err)
 		}
 		lo = ents[len(ents)-1].GetIndex() + 1
@@ -401,40 +392,10 @@ func (a *applier) replay(ctx context.Context) error {
 	return nil
 }
 
-var (
-	reorderedReply = resp.AppendError(nil, "TRYAGAIN "+ErrReordered.Error())
-	okReply        = resp.AppendSimple(nil, "OK")
-	abortedReply   = []byte("*-1\r\n") // EXEC's reply when a watched key was written
-	abortedReply3  = []byte("_\r\n")   // the same in RESP3
-	emptyTxReply   = resp.AppendArrayLen(nil, 0)
-)
-
-// notice hands a notice request to Config.Notice, in log order, and
-// answers its proposer with what Notice returns.
-func (a *applier) notice(args [][]byte, timeMs int64, live bool, reply func([]byte)) {
-	raw := okReply
-	if f := a.n.cfg.Notice; f != nil {
-		raw = f(args, timeMs, live)
-	}
-	if reply != nil {
-		reply(raw)
-	}
-}
-
-// written marks the watches of the keys args may modify.
-func (a *applier) written(db int, args [][]byte) {
-	if f := a.n.cfg.WriteKeys; f != nil {
-		keys, all := f(args)
-		a.watches.written(db, keys, all)
-		return
-	}
-	a.watches.written(db, nil, true)
-}
-
 // commands turns entries into state machine commands. With replies, each
 // command whose batch was proposed here completes its client's future.
-func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
-	var cmds []Command
+func (a *applier) commands(ents []*raftpb.Entry, replies bool) []command {
+	var cmds []command
 	for _, e := range ents {
 		if e.GetType() != raftpb.EntryNormal || len(e.GetData()) == 0 {
 			continue
@@ -466,7 +427,7 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 			if pend != nil {
 				a.n.prop.take(b.Seq)
 				for _, f := range pend.futs {
-					f.complete(reorderedReply, nil)
+					f.complete(nil, ErrReordered)
 				}
 			}
 			continue
@@ -477,48 +438,21 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []Command {
 		}
 
 		for i, r := range b.Reqs {
-			c := Command{DB: r.DB, Args: r.Args, Tx: r.Tx, RESP3: r.RESP3, TimeMs: now,
-				Killable: r.Killable, t: target{e.GetIndex(), uint64(i)}}
+			c := command{Command: fsm.Command{Index: e.GetIndex(), Req: i, DB: r.DB, Args: r.Args, Tx: r.Tx,
+				Op: r.Op, Watch: r.Watch, RESP3: r.RESP3, TimeMs: now, Live: replies, Killable: r.Killable}}
 			if pend != nil {
 				c.finish = finisher(a.n.prop, b.Seq, pend, i)
 				c.Reply = replier(c.finish)
-				c.tag = pend.futs[i].tag
+				c.Tag = pend.futs[i].tag
 			}
-			if r.Killable != 0 && a.verdicts.of(c.t) == aborted {
+			if r.Killable != 0 && a.verdicts.of(c.target()) == aborted {
 				// Killed before it ran here: it never runs, anywhere.
 				if c.finish != nil {
 					c.finish(nil, ErrKilled)
 				}
 				continue
 			}
-			if r.Op == entry.OpNotice {
-				a.notice(r.Args, now, replies, c.Reply)
-				continue
-			}
-			switch {
-			case r.Op == entry.OpWatch || r.Op == entry.OpUnwatch:
-				c.guard = &guard{op: r.Op, watch: r.Watch, keys: r.Args, timeMs: now}
-				c.Args = nil
-				cmds = append(cmds, c)
-				continue
-			case (len(r.Tx) > 0 || r.Op == entry.OpTx) && r.Watch != 0:
-				c.guard = &guard{op: entry.OpTx, watch: r.Watch, timeMs: now}
-			case (len(r.Tx) > 0 || r.Op == entry.OpTx) && len(r.Tx) == 0:
-				if c.Reply != nil {
-					c.Reply(emptyTxReply)
-				}
-				continue
-			}
-			if a.publishOnly(e.GetIndex(), replies, r, &c) {
-				continue
-			}
-			if replies && len(r.Tx) == 1 && a.n.cfg.Written != nil {
-				c.null, c.Reply = nullReply(c.Reply)
-			}
 			cmds = append(cmds, c)
-		}
-		if replies && e.GetIndex() > a.published {
-			a.published = e.GetIndex()
 		}
 	}
 	return cmds
@@ -541,44 +475,27 @@ func replier(finish func([]byte, error)) func([]byte) {
 	return func(raw []byte) { finish(raw, nil) }
 }
 
-// tellReloaded tells Config.Written that redis was reloaded: any key may
-// have changed.
-func (a *applier) tellReloaded() {
-	if f := a.n.cfg.Written; f != nil {
-		f(0, nil, false, 0)
-	}
+// command is a state machine command with what the applier keeps beside it:
+// finish completes its future with a reply or an error (nil when no client
+// of this node waits).
+type command struct {
+	fsm.Command
+	finish func([]byte, error)
 }
 
-// tellWritten reports applied commands to Config.Written.
-func (a *applier) tellWritten(cmds []Command) {
-	f := a.n.cfg.Written
-	if f == nil {
-		return
-	}
-	for _, c := range cmds {
-		if c.Tx == nil {
-			f(c.DB, c.Args, false, c.tag)
-			continue
-		}
-		null := c.null != nil && *c.null
-		for _, t := range c.Tx {
-			f(c.DB, t, null, c.tag)
-		}
-	}
-}
+func (c *command) target() target { return target{c.Index, uint64(c.Req)} }
 
-// nullReply wraps the reply function of a one-command transaction to note
-// whether EXEC answered that command's null (RESP2 null bulk or array, or
-// RESP3 null), for Config.Written.
-func nullReply(reply func([]byte)) (*bool, func([]byte)) {
-	null := new(bool)
-	return null, func(raw []byte) {
-		switch string(raw) {
-		case "*1\r\n*-1\r\n", "*1\r\n$-1\r\n", "*1\r\n_\r\n":
-			*null = true
-		}
-		if reply != nil {
-			reply(raw)
-		}
+// applyBatch sends commands to the state machine.
+func (a *applier) applyBatch(cmds []command) error {
+	if len(cmds) == 0 {
+		return nil
 	}
+	batch := make([]fsm.Command, len(cmds))
+	for i := range cmds {
+		batch[i] = cmds[i].Command
+	}
+	start := time.Now()
+	err := a.n.cfg.StateMachine.Apply(batch)
+	a.n.metrics.redisApply.Observe(since(start))
+	return err
 }

@@ -7,6 +7,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/fsm"
 )
 
 // How the applier runs a chunk of entries that holds killable requests
@@ -47,7 +48,7 @@ const (
 	ranUnclean            // killed by stopping redis
 )
 
-func hasKillable(cmds []Command) bool {
+func hasKillable(cmds []command) bool {
 	for i := range cmds {
 		if cmds[i].Killable != 0 {
 			return true
@@ -56,7 +57,7 @@ func hasKillable(cmds []Command) bool {
 	return false
 }
 
-func (a *applier) applyKillable(ctx context.Context, chunk []*raftpb.Entry, cmds []Command) killOutcome {
+func (a *applier) applyKillable(ctx context.Context, chunk []*raftpb.Entry, cmds []command) killOutcome {
 	if !a.gate.close(a.n.stopc) {
 		return killStopped
 	}
@@ -79,11 +80,11 @@ func (a *applier) applyKillable(ctx context.Context, chunk []*raftpb.Entry, cmds
 		if c.Killable == 0 {
 			continue
 		}
-		if err := a.applyRun(ctx, cmds[start:i]); err != nil {
+		if err := a.applyBatch(cmds[start:i]); err != nil {
 			return a.failed(ctx, err)
 		}
 		start = i + 1
-		if a.verdicts.of(c.t) == aborted {
+		if a.verdicts.of(c.target()) == aborted {
 			outcome[i] = ranSkipped
 			continue
 		}
@@ -92,7 +93,7 @@ func (a *applier) applyKillable(ctx context.Context, chunk []*raftpb.Entry, cmds
 			return a.failed(ctx, err)
 		}
 	}
-	if err := a.applyRun(ctx, cmds[start:]); err != nil {
+	if err := a.applyBatch(cmds[start:]); err != nil {
 		return a.failed(ctx, err)
 	}
 	if !a.awaitVerdicts(ctx, chunk[len(chunk)-1].GetIndex(), cmds) {
@@ -100,12 +101,12 @@ func (a *applier) applyKillable(ctx context.Context, chunk []*raftpb.Entry, cmds
 	}
 	for i := range cmds {
 		c := &cmds[i]
-		if c.Killable == 0 || a.verdicts.of(c.t) != aborted {
+		if c.Killable == 0 || a.verdicts.of(c.target()) != aborted {
 			continue
 		}
 		tx := len(c.Tx) > 0
 		if outcome[i] == ranToEnd || outcome[i] == ranUnclean || (outcome[i] == ranKilled && tx) {
-			a.n.log.Warn("a killed request had run here; rebuilding redis without it", "index", c.t.index, "request", c.t.req)
+			a.n.log.Warn("a killed request had run here; rebuilding redis without it", "index", c.Index, "request", c.Req)
 			a.n.counters.Rebuilt.Add(1)
 			return killRebuild
 		}
@@ -113,7 +114,7 @@ func (a *applier) applyKillable(ctx context.Context, chunk []*raftpb.Entry, cmds
 	for i := range cmds {
 		c := &cmds[i]
 		switch {
-		case c.Killable != 0 && a.verdicts.of(c.t) == aborted:
+		case c.Killable != 0 && a.verdicts.of(c.target()) == aborted:
 			if c.finish != nil {
 				c.finish(nil, ErrKilled)
 			}
@@ -132,7 +133,7 @@ const lateAfter = time.Second
 // (lateAfter): this node is catching up (after a restart,
 // a partition, a snapshot, or as a new member), and the request's verdict
 // may be in entries it has not received yet.
-func late(cmds []Command) bool {
+func late(cmds []command) bool {
 	old := time.Now().Add(-lateAfter).UnixMilli()
 	for i := range cmds {
 		if cmds[i].Killable != 0 && cmds[i].TimeMs > 0 && cmds[i].TimeMs < old {
@@ -174,14 +175,6 @@ func (a *applier) learnVerdicts(ctx context.Context) bool {
 	return true
 }
 
-// applyBatch sends commands to the state machine.
-func (a *applier) applyBatch(cmds []Command) error {
-	start := time.Now()
-	err := a.n.cfg.StateMachine.Apply(cmds)
-	a.n.metrics.redisApply.Observe(since(start))
-	return err
-}
-
 func (a *applier) failed(ctx context.Context, err error) killOutcome {
 	if ctx.Err() != nil {
 		return killStopped
@@ -192,13 +185,13 @@ func (a *applier) failed(ctx context.Context, err error) killOutcome {
 
 // runKillable applies one killable request, killing it if its Abort comes
 // while it runs.
-func (a *applier) runKillable(ctx context.Context, c *Command) (ran, error) {
-	r := &running{t: c.t, kind: c.Killable, since: time.Now(), done: make(chan struct{})}
+func (a *applier) runKillable(ctx context.Context, c *command) (ran, error) {
+	r := &running{t: c.target(), kind: c.Killable, since: time.Now(), done: make(chan struct{})}
 	a.current.Store(r)
 	ended := make(chan struct{})
 	result := make(chan ran, 1)
 	go a.watchKillable(ctx, r, ended, result)
-	err := a.applyRun(ctx, []Command{*c})
+	err := a.applyBatch([]command{*c})
 	close(ended)
 	out := <-result
 	a.current.Store(nil)
@@ -245,7 +238,7 @@ func (a *applier) watchKillable(ctx context.Context, r *running, ended <-chan st
 // runs (and reads it only once the script has run past its busy threshold),
 // so it is tried again until r ends.
 func (a *applier) kill(ctx context.Context, r *running, ended <-chan struct{}) ran {
-	k, ok := a.n.cfg.StateMachine.(Killer)
+	k, ok := a.n.cfg.StateMachine.(fsm.Killer)
 	if !ok {
 		return ranToEnd
 	}
@@ -254,11 +247,11 @@ func (a *applier) kill(ctx context.Context, r *running, ended <-chan struct{}) r
 		switch {
 		case err != nil:
 			a.n.log.Warn("killing a request failed; trying again", "index", r.t.index, "request", r.t.req, "err", err)
-		case res == KillClean:
+		case res == fsm.KillClean:
 			a.n.counters.Killed.Add(1)
 			a.n.log.Info("killed a request whose abort was committed", "index", r.t.index, "request", r.t.req)
 			return ranKilled
-		case res == KillUnclean:
+		case res == fsm.KillUnclean:
 			a.n.counters.Killed.Add(1)
 			a.n.log.Warn("killed a request that had written by stopping the local redis; it is rebuilt without it", "index", r.t.index, "request", r.t.req)
 			return ranUnclean
@@ -277,7 +270,7 @@ func (a *applier) kill(ctx context.Context, r *running, ended <-chan struct{}) r
 // The leader settles the chunk once it ran it (all up to last); a follower
 // settles it itself after waiting two election timeouts (the leader may be
 // slower, or gone). It reports false when the node stops.
-func (a *applier) awaitVerdicts(ctx context.Context, last uint64, cmds []Command) bool {
+func (a *applier) awaitVerdicts(ctx context.Context, last uint64, cmds []command) bool {
 	n := a.n
 	et := n.electionTimeout()
 	began := time.Now()
@@ -289,7 +282,7 @@ func (a *applier) awaitVerdicts(ctx context.Context, last uint64, cmds []Command
 		ch := a.verdicts.changed()
 		decided := true
 		for i := range cmds {
-			if cmds[i].Killable != 0 && a.verdicts.of(cmds[i].t) == undecided {
+			if cmds[i].Killable != 0 && a.verdicts.of(cmds[i].target()) == undecided {
 				decided = false
 				break
 			}

@@ -77,8 +77,8 @@ func TestApplierRepliesToOwnWaiters(t *testing.T) {
 	if r, err := ok.Result(); err != nil || string(r) != "+OK\r\n" {
 		t.Fatalf("applied batch reply = %q, %v", r, err)
 	}
-	if r, _ := late.Result(); !strings.HasPrefix(string(r), "-TRYAGAIN") {
-		t.Fatalf("overtaken batch reply = %q, want -TRYAGAIN", r)
+	if r, err := late.Result(); !errors.Is(err, ErrReordered) {
+		t.Fatalf("overtaken batch result = %q, %v; want ErrReordered", r, err)
 	}
 	if len(n.prop.waiting) != 0 {
 		t.Fatalf("waiters left registered: %d", len(n.prop.waiting))
@@ -185,22 +185,5 @@ func TestApplierCarriesProtocol(t *testing.T) {
 		if cmds[i].RESP3 != want || cmds[i].DB != e.Reqs[i].DB {
 			t.Errorf("command %d: db %d resp3 %v, want db %d resp3 %v", i, cmds[i].DB, cmds[i].RESP3, e.Reqs[i].DB, want)
 		}
-	}
-}
-
-func TestNullReplyOfOneCommandTx(t *testing.T) {
-	for raw, want := range map[string]bool{"*1\r\n*-1\r\n": true, "*1\r\n$-1\r\n": true, "*1\r\n_\r\n": true,
-		"*1\r\n$1\r\nx\r\n": false, "*-1\r\n": false, "*1\r\n-ERR x\r\n": false} {
-		var passed []byte
-		null, reply := nullReply(func(b []byte) { passed = b })
-		reply([]byte(raw))
-		if *null != want || string(passed) != raw {
-			t.Errorf("%q: null %v, passed on %q", raw, *null, passed)
-		}
-	}
-	null, reply := nullReply(nil)
-	reply([]byte("*1\r\n_\r\n"))
-	if !*null {
-		t.Error("without a client reply: null not noted")
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+
+	"github.com/raftproxy/raftproxy/fsm"
 )
 
 // Config configures one node.
@@ -13,7 +15,7 @@ type Config struct {
 	DataDir        string // the node's directory; the WAL lives in DataDir/wal
 	Self           Member // ID is filled in by Host
 	ClusterID      uint64
-	StateMachine   StateMachine
+	StateMachine   fsm.StateMachine
 	Logger         *slog.Logger
 	TickInterval   time.Duration // default 100ms
 	ElectionTicks  int           // default 10
@@ -49,36 +51,6 @@ type Config struct {
 	// Tunables are the settings that may change while the node runs
 	// (RAFT.CONFIG SET); shared by every node of the Host.
 	Tunables *Tunables
-	// WriteKeys returns the keys a write command may modify, or all when
-	// that cannot be told from its arguments; WATCH's bookkeeping uses it.
-	// It must give the same answer on every node. Nil: every write may
-	// modify every key.
-	WriteKeys func(args [][]byte) (keys [][]byte, all bool)
-	// Modified reports whether a command whose reply was raw changed the
-	// keys it addresses (a DEL answering 0 did not): only then does it mark
-	// the watches of its keys, as redis does. It must depend on its
-	// arguments alone. Nil: every write changed them.
-	Modified func(args [][]byte, raw []byte) bool
-	// Written, if set, is called on the applier goroutine after each
-	// command this node applied is in redis (a transaction's commands one
-	// by one), and with nil args when redis was reloaded (a snapshot, a
-	// rebuild) and any key may have changed. null says the command was a
-	// transaction's only one and answered null (a blocking command's
-	// attempt that found nothing, which wrote nothing); tag is the tag it
-	// was proposed with on this node (ProposeTagged), else 0. Blocking
-	// commands and client-side caching wait for it. It must not block.
-	Written func(db int, args [][]byte, null bool, tag uint64)
-	// Notice receives, on every node, the arguments of a notice request
-	// (entry.OpNotice) when the applier reaches it, with the time it was
-	// proposed at; live is false while the node replays its log. It returns
-	// the reply of the node that proposed it. It must not block.
-	Notice func(args [][]byte, timeMs int64, live bool) []byte
-	// Publish delivers a PUBLISH (sharded: SPUBLISH) of the entry at index
-	// to this node's subscribers and returns how many received it. The
-	// applier calls it, in log order, for entries applied live only, and
-	// never sends those commands to the state machine (publish.go). Nil:
-	// PUBLISH goes to redis like any write.
-	Publish func(index uint64, channel, message []byte, sharded bool) int64
 	// PeerTLS, when it names a certificate, makes the transport dial peers
 	// over https with that certificate as its client certificate (read
 	// again at each handshake, so it rotates) and verify them against its

@@ -8,6 +8,7 @@ import (
 	"go.etcd.io/raft/v3"
 
 	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/fsm"
 )
 
 // Killing killable requests: see verdict.go for the rule, apply_kill.go
@@ -27,37 +28,6 @@ type BusyError struct{ Kind uint8 }
 
 func (e *BusyError) Error() string { return "busy running a killable request" }
 
-// KillResult is how the state machine stopped a killable request.
-type KillResult uint8
-
-const (
-	// KillNotRunning: nothing was running (it ended, or has not started).
-	KillNotRunning KillResult = iota
-	// KillClean: it stopped before it changed anything; Apply returns its
-	// reply.
-	KillClean
-	// KillUnclean: it could not be stopped without stopping the state
-	// machine (it had written), whose content is now lost: Apply fails and
-	// the node rebuilds it.
-	KillUnclean
-)
-
-// Killer is implemented by a state machine that can stop the killable
-// request (Command.Killable) Apply is running. Its methods are called from
-// goroutines other than the applier's, while Apply runs.
-type Killer interface {
-	Kill(ctx context.Context, kind uint8) (KillResult, error)
-	// BusyAfter is how long a killable request runs before the node is busy.
-	BusyAfter() time.Duration
-}
-
-// Interrupter is implemented by a state machine whose Apply can be ended
-// from another goroutine: a node that stops must not wait for a script that
-// runs for ever.
-type Interrupter interface {
-	Interrupt()
-}
-
 // running is the killable request the applier is running.
 type running struct {
 	t     target
@@ -69,7 +39,7 @@ type running struct {
 const defaultBusyAfter = 5 * time.Second
 
 func (a *applier) busyAfter() time.Duration {
-	if k, ok := a.n.cfg.StateMachine.(Killer); ok {
+	if k, ok := a.n.cfg.StateMachine.(fsm.Killer); ok {
 		if d := k.BusyAfter(); d > 0 {
 			return d
 		}

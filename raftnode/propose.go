@@ -27,7 +27,7 @@ type Future struct {
 	// runs (a script).
 	applying atomic.Bool
 	// tag is the proposer's tag of the request (ProposeTagged), handed to
-	// Config.Written with the request once applied on this node.
+	// fsm.Command.Tag when the request is applied on this node.
 	tag uint64
 }
 
@@ -148,8 +148,9 @@ func (n *Node) ProposeRequest(ctx context.Context, req entry.Request) *Future {
 }
 
 // ProposeTagged is ProposeRequest with a tag of the caller's (not in the
-// log): Config.Written gets it with the request when it is applied here,
-// so the caller can tell its own writes (CLIENT TRACKING's NOLOOP).
+// log): the state machine gets it with the request (fsm.Command.Tag) when
+// it is applied here, so the caller can tell its own writes (CLIENT
+// TRACKING's NOLOOP).
 func (n *Node) ProposeTagged(ctx context.Context, req entry.Request, tag uint64) *Future {
 	return n.propose(ctx, req, tag)
 }

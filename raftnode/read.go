@@ -199,3 +199,18 @@ func (r *readIndexer) roundTrip() (uint64, int64, error) {
 	}
 	return 0, 0, ErrTimeout
 }
+
+// CommitIndex returns the highest log index this node knows to be
+// committed. A subscription made now receives only messages of entries
+// after it: what was published before it, it must not see (e.g. entries a
+// restarted node applies again).
+func (n *Node) CommitIndex() uint64 {
+	c := n.commit.Load()
+	if a := n.applier.applied.Load(); a > c {
+		c = a
+	}
+	if hs, _, err := n.storage.InitialState(); err == nil && hs.GetCommit() > c {
+		c = hs.GetCommit()
+	}
+	return c
+}

@@ -59,10 +59,11 @@ func (h *Host) initSeeded() (*Node, error) {
 	id, cid := RandomID(), RandomID()
 	self := h.cfg.Self
 	self.ID = id
-	// An empty machine state, not none: the RDB comes from a stock redis,
-	// whose content the state machine may have to convert (backend's
-	// legacy deadlines), as it would a snapshot of an older version.
-	state, err := json.Marshal(nodeState{Members: []MemberInfo{{Member: self, Voting: true}}, LastSeq: map[uint64]uint64{}, Machine: json.RawMessage("{}")})
+	// A state with no state machine's fields, not none: the RDB comes from
+	// a stock redis, whose content the state machine may have to convert
+	// (backend's legacy deadlines), as it would a snapshot of an older
+	// version.
+	state, err := json.Marshal(nodeState{Members: []MemberInfo{{Member: self, Voting: true}}, LastSeq: map[uint64]uint64{}})
 	if err != nil {
 		return nil, fmt.Errorf("encode seed snapshot state: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/raftproxy/raftproxy/fsm"
 	"github.com/raftproxy/raftproxy/snapshot"
 )
 
@@ -29,12 +30,32 @@ type nodeState struct {
 	Members []MemberInfo      `json:"members"`
 	Removed []uint64          `json:"removed,omitempty"`
 	LastSeq map[uint64]uint64 `json:"last_seq"`
-	// Watches are the open WATCHes (see watches).
-	Watches []watchState `json:"watches,omitempty"`
-	// Machine is the state machine's MachineState, if it has one.
-	Machine json.RawMessage `json:"machine,omitempty"`
 	// LogTimeMs is the log's time at the snapshot's index (clock.go).
 	LogTimeMs int64 `json:"log_time_ms,omitempty"`
+}
+
+// encodeState makes a snapshot's state: one JSON object with the node's
+// fields and, beside them, the state machine's (fsm.MachineState).
+func encodeState(st nodeState, machine json.RawMessage) (json.RawMessage, error) {
+	own, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	if len(machine) == 0 {
+		return own, nil
+	}
+	fields := map[string]json.RawMessage{}
+	if err := json.Unmarshal(machine, &fields); err != nil {
+		return nil, fmt.Errorf("the state machine's state is not a JSON object: %w", err)
+	}
+	var mine map[string]json.RawMessage
+	if err := json.Unmarshal(own, &mine); err != nil {
+		return nil, err
+	}
+	for k, v := range mine {
+		fields[k] = v
+	}
+	return json.Marshal(fields)
 }
 
 func decodeMeta(data []byte) (snapshot.Meta, nodeState, error) {
@@ -211,15 +232,16 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 	for k, v := range a.lastSeq {
 		seqs[k] = v
 	}
-	st := nodeState{Members: conf.members, Removed: n.members.removedIDs(), LastSeq: seqs, Watches: a.watches.state(), LogTimeMs: a.logTime}
-	if ms, ok := n.cfg.StateMachine.(MachineState); ok {
-		st.Machine, err = ms.MachineState()
+	st := nodeState{Members: conf.members, Removed: n.members.removedIDs(), LastSeq: seqs, LogTimeMs: a.logTime}
+	var machine json.RawMessage
+	if ms, ok := n.cfg.StateMachine.(fsm.MachineState); ok {
+		machine, err = ms.MachineState()
 		if err != nil {
 			n.log.Error("encode the state machine's state for a snapshot", "err", err)
 			return
 		}
 	}
-	state, err := json.Marshal(st)
+	state, err := encodeState(st, machine)
 	if err != nil {
 		n.log.Error("encode snapshot state", "err", err)
 		return
@@ -260,7 +282,7 @@ func (a *applier) snapFailed() time.Duration {
 	return d
 }
 
-func (n *Node) finishSnapshot(ctx context.Context, job SnapshotJob, meta snapshot.Meta, cs *raftpb.ConfState) error {
+func (n *Node) finishSnapshot(ctx context.Context, job fsm.SnapshotJob, meta snapshot.Meta, cs *raftpb.ConfState) error {
 	rc, err := job.Wait(ctx)
 	if err != nil {
 		return err

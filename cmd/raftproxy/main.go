@@ -22,9 +22,11 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 
+	"github.com/raftproxy/raftproxy/apply"
 	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/observe"
 	"github.com/raftproxy/raftproxy/proxy"
+	"github.com/raftproxy/raftproxy/pubsub"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/tlsfiles"
 	"github.com/raftproxy/raftproxy/wal"
@@ -357,21 +359,15 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	sm.SetKeys(cmds.AccessedKeys)
 	sm.SetDenyOOM(cmds.DenyOOM)
 	self := raftnode.Member{Addr: o.advertise, PeerAddr: o.advertisePeer}
-	// What the applier tells the proxy (writes for blocked clients and
-	// tracking, PUBLISH, notices) goes to the server made below; the node
-	// starts applying only once it is set (host.Restart).
-	var srv *proxy.Server
+	// The apply layer runs committed commands on redis: it publishes to the
+	// node's subscribers, and its events (what the log wrote) are followed
+	// by the proxy.
+	broker := pubsub.NewBroker()
+	machine := apply.New(sm, cmds, broker)
 	host := raftnode.NewHost(raftnode.Config{
-		WriteKeys: cmds.WriteKeys,
-		Modified:  cmds.Modified,
-		Written:   func(db int, args [][]byte, null bool, tag uint64) { srv.Written(db, args, null, tag) },
-		Publish: func(index uint64, channel, message []byte, sharded bool) int64 {
-			return srv.Publish(index, channel, message, sharded)
-		},
-		Notice:         func(args [][]byte, timeMs int64, live bool) []byte { return srv.Notice(args, timeMs, live) },
 		DataDir:        o.dataDir,
 		Self:           self,
-		StateMachine:   sm,
+		StateMachine:   machine,
 		Logger:         log,
 		TickInterval:   o.tick,
 		ElectionTicks:  o.electionTicks,
@@ -407,9 +403,11 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	followerProxy := new(atomic.Bool)
 	followerProxy.Store(o.followerProxy)
 	sets := settings(o.dataDir, followerProxy, host, lv)
-	srv, err = proxy.New(ctx, proxy.Config{
+	srv, err := proxy.New(ctx, proxy.Config{
 		Settings:      sets,
 		Host:          host,
+		Events:        machine.Events(),
+		Broker:        broker,
 		Commands:      cmds,
 		RedisAddr:     redisAddr,
 		RunID:         sm.RunID,

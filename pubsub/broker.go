@@ -1,4 +1,7 @@
-package proxy
+// Package pubsub holds a node's subscriptions and delivers messages to
+// them: the apply layer publishes each applied PUBLISH here, in log order,
+// and the proxy subscribes its clients and writes out what they receive.
+package pubsub
 
 import (
 	"bytes"
@@ -10,51 +13,51 @@ import (
 	"github.com/raftproxy/raftproxy/resp"
 )
 
-// Pub/Sub at the proxy. Clients subscribe at their node's proxy (the local
-// redis has no subscribers); PUBLISH goes through the log, and every node's
-// applier hands each applied PUBLISH, in log order, to its Server's broker,
+// Clients subscribe at their node's proxy (the local redis has no
+// subscribers); PUBLISH goes through the log, and every node's apply layer
+// hands each applied PUBLISH, in log order, to its broker,
 // which queues the message on each matching subscriber of this node. The
 // PUBLISH reply, like PUBSUB's counts, is about this node only, as in redis
 // cluster.
 
-// pubsubLimit is how many bytes of messages may wait for one subscriber
+// Limit is how many bytes of messages may wait for one subscriber
 // that does not read them, like redis's default client-output-buffer-limit
 // for pub/sub clients (32mb hard limit): past it the subscriber is
 // disconnected, so a slow one never blocks the applier or grows without bound.
-const pubsubLimit = 32 << 20
+const Limit = 32 << 20
 
-// subKind is the kind of a subscription.
-type subKind uint8
+// Kind is the kind of a subscription.
+type Kind uint8
 
 const (
-	subChannel subKind = iota // SUBSCRIBE
-	subPattern                // PSUBSCRIBE
-	subShard                  // SSUBSCRIBE
+	Channel Kind = iota // SUBSCRIBE
+	Pattern             // PSUBSCRIBE
+	Shard               // SSUBSCRIBE
 )
 
 // broker holds this node's subscriptions. Each records the commit index at
 // which it was made: a message of an entry at or below it was published
 // before the subscription (a node applying old entries after a restart
 // must not deliver them).
-type broker struct {
+type Broker struct {
 	mu   sync.Mutex
-	subs [3]map[string]map[*subscriber]uint64
+	subs [3]map[string]map[*Subscriber]uint64
 }
 
-func newBroker() *broker {
-	b := &broker{}
+func NewBroker() *Broker {
+	b := &Broker{}
 	for i := range b.subs {
-		b.subs[i] = map[string]map[*subscriber]uint64{}
+		b.subs[i] = map[string]map[*Subscriber]uint64{}
 	}
 	return b
 }
 
-func (b *broker) add(k subKind, name string, s *subscriber, from uint64) {
+func (b *Broker) Add(k Kind, name string, s *Subscriber, from uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	m := b.subs[k][name]
 	if m == nil {
-		m = map[*subscriber]uint64{}
+		m = map[*Subscriber]uint64{}
 		b.subs[k][name] = m
 	}
 	if _, ok := m[s]; !ok {
@@ -62,13 +65,13 @@ func (b *broker) add(k subKind, name string, s *subscriber, from uint64) {
 	}
 }
 
-func (b *broker) remove(k subKind, name string, s *subscriber) {
+func (b *Broker) Remove(k Kind, name string, s *Subscriber) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.removeLocked(k, name, s)
 }
 
-func (b *broker) removeLocked(k subKind, name string, s *subscriber) {
+func (b *Broker) removeLocked(k Kind, name string, s *Subscriber) {
 	m := b.subs[k][name]
 	delete(m, s)
 	if len(m) == 0 {
@@ -77,13 +80,13 @@ func (b *broker) removeLocked(k subKind, name string, s *subscriber) {
 }
 
 // removeAll drops every subscription of s (a closed connection, RESET).
-func (b *broker) removeAll(s *subscriber) {
+func (b *Broker) RemoveAll(s *Subscriber) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for k := range b.subs {
 		for name, m := range b.subs[k] {
 			if _, ok := m[s]; ok {
-				b.removeLocked(subKind(k), name, s)
+				b.removeLocked(Kind(k), name, s)
 			}
 		}
 	}
@@ -92,29 +95,29 @@ func (b *broker) removeAll(s *subscriber) {
 // publish delivers a message of the entry at index and returns how many
 // subscriptions received it (a client subscribed to the channel and to a
 // matching pattern counts, and receives it, twice, as in redis).
-func (b *broker) publish(index uint64, channel, message []byte, sharded bool) int64 {
+func (b *Broker) Publish(index uint64, channel, message []byte, sharded bool) int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var n int64
 	if sharded {
-		for s, from := range b.subs[subShard][string(channel)] {
-			if index > from && s.push("smessage", nil, channel, message) {
+		for s, from := range b.subs[Shard][string(channel)] {
+			if index > from && s.Push("smessage", nil, channel, message) {
 				n++
 			}
 		}
 		return n
 	}
-	for s, from := range b.subs[subChannel][string(channel)] {
-		if index > from && s.push("message", nil, channel, message) {
+	for s, from := range b.subs[Channel][string(channel)] {
+		if index > from && s.Push("message", nil, channel, message) {
 			n++
 		}
 	}
-	for pat, m := range b.subs[subPattern] {
+	for pat, m := range b.subs[Pattern] {
 		if !globMatch([]byte(pat), channel) {
 			continue
 		}
 		for s, from := range m {
-			if index > from && s.push("pmessage", []byte(pat), channel, message) {
+			if index > from && s.Push("pmessage", []byte(pat), channel, message) {
 				n++
 			}
 		}
@@ -124,7 +127,7 @@ func (b *broker) publish(index uint64, channel, message []byte, sharded bool) in
 
 // names returns the channels (or shard channels) with subscribers that
 // match pattern (all with nil), sorted: PUBSUB CHANNELS.
-func (b *broker) names(k subKind, pattern []byte) []string {
+func (b *Broker) Names(k Kind, pattern []byte) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []string
@@ -138,24 +141,24 @@ func (b *broker) names(k subKind, pattern []byte) []string {
 }
 
 // count returns the number of subscribers of name: PUBSUB NUMSUB.
-func (b *broker) count(k subKind, name string) int {
+func (b *Broker) Count(k Kind, name string) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.subs[k][name])
 }
 
 // numpat returns the number of distinct patterns: PUBSUB NUMPAT.
-func (b *broker) numpat() int {
+func (b *Broker) NumPat() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.subs[subPattern])
+	return len(b.subs[Pattern])
 }
 
 // subscriber is one connection's queue of messages. The applier (through
 // the broker) appends without ever waiting; the connection's pusher
 // goroutine writes them out.
-type subscriber struct {
-	resp3 atomic.Bool // the connection's protocol: messages are push frames in RESP3
+type Subscriber struct {
+	RESP3 atomic.Bool // the connection's protocol: messages are push frames in RESP3
 	limit int
 	kill  func() // disconnects the client when it falls too far behind
 	wake  chan struct{}
@@ -170,20 +173,20 @@ type subscriber struct {
 	late [][]byte
 }
 
-func newSubscriber(limit int, kill func()) *subscriber {
-	return &subscriber{limit: limit, kill: kill, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func NewSubscriber(limit int, kill func()) *Subscriber {
+	return &Subscriber{limit: limit, kill: kill, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // push queues a message and reports whether it was queued; a subscriber
 // over its limit is closed and disconnected instead.
-func (s *subscriber) push(kind string, pattern, channel, message []byte) bool {
-	resp3 := s.resp3.Load()
+func (s *Subscriber) Push(kind string, pattern, channel, message []byte) bool {
+	resp3 := s.RESP3.Load()
 	n := 3
 	if pattern != nil {
 		n = 4
 	}
 	f := make([]byte, 0, 40+len(pattern)+len(channel)+len(message))
-	f = appendPushLen(f, n, resp3)
+	f = AppendPushLen(f, n, resp3)
 	f = resp.AppendBulkString(f, kind)
 	if pattern != nil {
 		f = resp.AppendBulk(f, pattern)
@@ -195,15 +198,15 @@ func (s *subscriber) push(kind string, pattern, channel, message []byte) bool {
 
 // pushFrame queues a frame already in the client's protocol (a MONITOR
 // line), which the caller may reuse.
-func (s *subscriber) pushFrame(f []byte) bool { return s.enqueue(bytes.Clone(f), false) }
+func (s *Subscriber) PushFrame(f []byte) bool { return s.enqueue(bytes.Clone(f), false) }
 
 // pushLate queues a frame written after the reply being written now (a
 // tracking invalidation).
-func (s *subscriber) pushLate(f []byte) bool { return s.enqueue(f, true) }
+func (s *Subscriber) PushLate(f []byte) bool { return s.enqueue(f, true) }
 
 // enqueue queues frame f, late or not; false when the subscriber is closed
 // or over its limit (it is then closed and disconnected).
-func (s *subscriber) enqueue(f []byte, late bool) bool {
+func (s *Subscriber) enqueue(f []byte, late bool) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -231,7 +234,7 @@ func (s *subscriber) enqueue(f []byte, late bool) bool {
 
 // take returns the queued messages and empties the queue; with late, the
 // late frames too (after them).
-func (s *subscriber) take(late bool) [][]byte {
+func (s *Subscriber) Take(late bool) [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.queue
@@ -248,7 +251,7 @@ func (s *subscriber) take(late bool) [][]byte {
 }
 
 // close makes later pushes fail.
-func (s *subscriber) close() {
+func (s *Subscriber) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.done != nil {
@@ -262,7 +265,7 @@ func (s *subscriber) close() {
 }
 
 // appendPushLen starts a push frame: RESP3's > or, in RESP2, an array.
-func appendPushLen(dst []byte, n int, resp3 bool) []byte {
+func AppendPushLen(dst []byte, n int, resp3 bool) []byte {
 	if resp3 {
 		dst = strconv.AppendInt(append(dst, '>'), int64(n), 10)
 		return append(dst, '\r', '\n')
@@ -271,9 +274,15 @@ func appendPushLen(dst []byte, n int, resp3 bool) []byte {
 }
 
 // subscribed reports whether subscriber s subscribes to channel.
-func (b *broker) subscribed(channel string, s *subscriber) bool {
+func (b *Broker) Subscribed(channel string, s *Subscriber) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	_, ok := b.subs[subChannel][channel][s]
+	_, ok := b.subs[Channel][channel][s]
 	return ok
 }
+
+// Wake receives a signal when frames are queued.
+func (s *Subscriber) Wake() <-chan struct{} { return s.wake }
+
+// Done is closed by Close: the connection's pusher ends.
+func (s *Subscriber) Done() <-chan struct{} { return s.done }

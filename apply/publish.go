@@ -1,20 +1,20 @@
-package raftnode
+package apply
 
 import (
 	"bytes"
 
-	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/fsm"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
 // Pub/Sub. PUBLISH and SPUBLISH are ordinary commands in the log, but the
-// applier never sends them to redis (the local redis has no subscribers:
-// clients subscribe at the proxy). Instead it hands each one, in log order,
-// to Config.Publish, which delivers it to this node's subscribers; the
-// proposing client gets the number of this node's clients that received
-// it, as in redis cluster. Only entries applied live are delivered: a
-// replay (restart, redis rebuild) passes live=false, and a chunk applied
-// again after a failed Apply is not delivered twice (a.published).
+// apply layer never sends them to redis (the local redis has no
+// subscribers: clients subscribe at the proxy). Instead it hands each one,
+// in log order, to the Publisher, which delivers it to this node's
+// subscribers; the proposing client gets the number of this node's clients
+// that received it, as in redis cluster. Only commands applied live are
+// delivered, and a chunk applied again after a failed Apply is not
+// delivered twice (m.published).
 
 // publishArgs reports whether args is PUBLISH or SPUBLISH with its two
 // arguments (another arity goes to redis, which answers with its error).
@@ -31,24 +31,27 @@ func publishArgs(args [][]byte) (channel, message []byte, sharded, ok bool) {
 	return nil, nil, false, false
 }
 
-// publishOnly delivers the PUBLISHes of request r of the entry at index.
-// It reports whether r is done without the state machine (a PUBLISH
-// outside a transaction), having answered c.Reply if not nil. Inside a
+// publishOnly delivers the PUBLISHes of c. It reports whether c is done
+// without redis (a PUBLISH outside a transaction), having answered it. Inside a
 // transaction the PUBLISHes still run on redis (where they reach nobody and
 // answer 0), so that EXEC's reply keeps its shape; their places in the
 // reply get this node's counts.
-func (a *applier) publishOnly(index uint64, live bool, r entry.Request, c *Command) bool {
-	deliver := a.n.cfg.Publish
-	if deliver == nil {
+func (m *Machine) publishOnly(c *fsm.Command) bool {
+	if m.pub == nil {
 		return false
 	}
-	fresh := live && index > a.published
-	if len(r.Tx) > 0 {
+	index := c.Index
+	fresh := c.Live && (index > m.published || index == m.publishing)
+	if fresh {
+		m.published, m.publishing = index, index
+	}
+	deliver := m.pub.Publish
+	if len(c.Tx) > 0 {
 		if !fresh {
 			return false
 		}
 		var counts map[int]int64
-		for i, cmd := range r.Tx {
+		for i, cmd := range c.Tx {
 			if ch, msg, sh, ok := publishArgs(cmd); ok {
 				if counts == nil {
 					counts = map[int]int64{}
@@ -62,15 +65,12 @@ func (a *applier) publishOnly(index uint64, live bool, r entry.Request, c *Comma
 		}
 		return false
 	}
-	ch, msg, sh, ok := publishArgs(r.Args)
+	ch, msg, sh, ok := publishArgs(c.Args)
 	if !ok {
 		return false
 	}
 	if fresh {
-		n := deliver(index, ch, msg, sh)
-		if c.Reply != nil {
-			c.Reply(resp.AppendInt(nil, n))
-		}
+		answer(c, resp.AppendInt(nil, deliver(index, ch, msg, sh)))
 	}
 	return true
 }
@@ -85,19 +85,4 @@ func spliceCounts(raw []byte, counts map[int]int64) []byte {
 		}
 		return elem
 	})
-}
-
-// CommitIndex returns the highest log index this node knows to be
-// committed. A subscription made now receives only messages of entries
-// after it: what was published before it, it must not see (e.g. entries a
-// restarted node applies again).
-func (n *Node) CommitIndex() uint64 {
-	c := n.commit.Load()
-	if a := n.applier.applied.Load(); a > c {
-		c = a
-	}
-	if hs, _, err := n.storage.InitialState(); err == nil && hs.GetCommit() > c {
-		c = hs.GetCommit()
-	}
-	return c
 }

@@ -1,4 +1,4 @@
-package raftnode
+package apply
 
 import "sort"
 

@@ -1,4 +1,4 @@
-package proxy
+package pubsub
 
 // globMatch reports whether s matches the glob pattern as redis's
 // stringmatchlen (util.c, case-sensitive) decides, quirks included, so that

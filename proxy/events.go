@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"sync"
+	"time"
+
+	"github.com/raftproxy/raftproxy/apply"
+)
+
+// events follows the apply layer's feed (apply.Feed) on one goroutine: what
+// the log wrote wakes blocked clients, invalidates tracked keys and reloads
+// settings and users; notices pause clients. handled is the number of the
+// last event handled.
+type events struct {
+	feed    *apply.Feed
+	mu      sync.Mutex
+	handled uint64
+	changed chan struct{} // closed and replaced when handled moves
+}
+
+func newEvents(feed *apply.Feed) *events {
+	return &events{feed: feed, changed: make(chan struct{})}
+}
+
+// followEvents handles the feed's events until stop is closed.
+func (s *Server) followEvents(stop <-chan struct{}) {
+	ev := s.events
+	if ev.feed == nil {
+		return
+	}
+	for {
+		select {
+		case <-ev.feed.Ready():
+		case <-stop:
+			return
+		}
+		batch, last := ev.feed.Take()
+		for _, e := range batch {
+			switch e.Kind {
+			case apply.Written:
+				s.written(e.DB, e.Args, e.Null, e.Tag)
+			case apply.Reloaded:
+				s.written(0, nil, false, 0)
+			case apply.Notice:
+				s.notice(e.Args, e.TimeMs, e.Live)
+			}
+		}
+		ev.mu.Lock()
+		ev.handled = last
+		close(ev.changed)
+		ev.changed = make(chan struct{})
+		ev.mu.Unlock()
+	}
+}
+
+// caughtUp waits, at most timeout, until every event put by now is handled:
+// a reply that must find its effect in force on this node (CLIENT PAUSE)
+// waits for it.
+func (ev *events) caughtUp(timeout time.Duration) {
+	if ev.feed == nil {
+		return
+	}
+	want := ev.feed.Put()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		ev.mu.Lock()
+		done, ch := ev.handled >= want, ev.changed
+		ev.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return
+		}
+	}
+}

@@ -221,7 +221,7 @@ func (c *conn) checkPassword(user, pass []byte) (bool, *op) {
 		want := c.s.cfg.RequirePass
 		return want != "" && subtle.ConstantTimeCompare(pass, []byte(want)) == 1, nil
 	}
-	if c.s.cfg.Host != nil && c.s.cfg.Host.Node() != nil {
+	if c.s.cfg.Cluster != nil && c.s.cfg.Cluster.Node() != nil {
 		if o := c.barrier(); o != nil {
 			return false, o
 		}

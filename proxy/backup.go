@@ -24,14 +24,14 @@ func (c *conn) raftBackup(args [][]byte) *op {
 	if len(args) != 1 {
 		return errReply("ERR wrong number of arguments for 'raft.backup' command")
 	}
-	n := c.s.cfg.Host.Node()
+	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		return errReply(errNoCluster)
 	}
 	if n.Removed() {
 		return errReply("ERR " + raftnode.ErrRemoved.Error())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), backupTimeout)
+	ctx, cancel := context.WithTimeout(c.s.baseContext(), backupTimeout)
 	defer cancel()
 	m, f, err := n.Backup(ctx)
 	if err != nil {

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"math"
 	"strconv"
 	"strings"
@@ -149,7 +148,7 @@ func (c *conn) blockWait(o *op) []byte {
 	// IDs, just resolved), so the wait starts at once.
 	skip := false
 	if b.resolve != nil {
-		n := c.s.cfg.Host.Node()
+		n := c.s.cfg.Cluster.Node()
 		if n == nil {
 			return resp.AppendError(nil, errNoCluster)
 		}
@@ -160,7 +159,7 @@ func (c *conn) blockWait(o *op) []byte {
 		skip = b.resolve.apply(raw)
 	}
 	for {
-		n := c.s.cfg.Host.Node()
+		n := c.s.cfg.Cluster.Node()
 		if n == nil {
 			return resp.AppendError(nil, errNoCluster)
 		}
@@ -220,9 +219,9 @@ func (c *conn) blockWait(o *op) []byte {
 
 // blockAttempt proposes args as a one-command transaction and returns the
 // command's own reply, or the error reply to end the wait with.
-func (c *conn) blockAttempt(n *raftnode.Node, db int, args [][]byte, resp3 bool) (raw, errRe []byte) {
+func (c *conn) blockAttempt(n Group, db int, args [][]byte, resp3 bool) (raw, errRe []byte) {
 	req := entry.Request{DB: db, Op: entry.OpTx, Tx: [][][]byte{args}, RESP3: resp3}
-	fut := n.ProposeRequest(context.Background(), req)
+	fut := n.ProposeRequest(proposalContext(), req)
 	if !c.await(fut.Done(), time.Now()) {
 		return nil, resp.AppendError(nil, errorText(raftnode.ErrTimeout, false))
 	}
@@ -411,7 +410,7 @@ func (bs *blockers) unblockConn(id uint64, asErr bool) bool {
 func (s *Server) written(db int, args [][]byte, null bool, tag uint64) {
 	if args == nil || isConfigSet(args) {
 		// The slow log and latency settings may have changed.
-		go s.refreshSettings(context.Background())
+		go s.refreshSettings(s.baseContext())
 	}
 	if args == nil {
 		s.acl.gen.Add(1) // users came back from a snapshot

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
@@ -93,7 +92,7 @@ type clusterView struct {
 // clusterView describes the shard, or returns the error reply that says
 // why it cannot: without a leader there is no master to name.
 func (c *conn) clusterView() (clusterView, *op) {
-	n := c.s.cfg.Host.Node()
+	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		return clusterView{}, errReply(errNoCluster)
 	}
@@ -165,7 +164,7 @@ func (c *conn) cluster(name string, args [][]byte) *op {
 		return errReply(fmt.Sprintf("ERR '%s' %s", displayName(name), reasonClusterAdmin))
 	}
 	if sub == "myid" || sub == "myshardid" {
-		n := c.s.cfg.Host.Node()
+		n := c.s.cfg.Cluster.Node()
 		if n == nil {
 			return errReply(errNoCluster)
 		}
@@ -278,7 +277,7 @@ func (v clusterView) nodesText() string {
 // clusterInfo renders CLUSTER INFO; the cluster is ok while a leader is known.
 func (c *conn) clusterInfo() string {
 	state, known, ok, term, myEpoch := "fail", 0, 0, uint64(0), uint64(0)
-	if n := c.s.cfg.Host.Node(); n != nil {
+	if n := c.s.cfg.Cluster.Node(); n != nil {
 		st := n.Status()
 		known, term = len(st.Nodes), st.Term
 		if st.Leader != 0 {
@@ -315,7 +314,7 @@ func clusterHelp() []byte {
 
 // redirect is the -MOVED reply that sends a command to the leader, or the
 // -CLUSTERDOWN reply when none is known.
-func (c *conn) redirect(n *raftnode.Node, args [][]byte) *op {
+func (c *conn) redirect(n Group, args [][]byte) *op {
 	l, ok := n.Leader()
 	if !ok || l.Addr == "" {
 		return errReply(errNoLeader)

@@ -36,7 +36,7 @@ type op struct {
 	reply []byte
 	fut   *raftnode.Future
 	read  raftnode.ReadWait
-	node  *raftnode.Node
+	node  Group
 	args  [][]byte
 	db    int
 	start time.Time

@@ -98,7 +98,7 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 		return
 	}
 	errs := make([]string, len(batch))
-	var n *raftnode.Node
+	var n Group
 	for i, o := range batch {
 		if o.kind != opRead {
 			continue
@@ -118,7 +118,7 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 	}
 	// Reads keep out of redis while it holds a script's undecided effects.
 	if n != nil && !failed(errs) {
-		ctx, cancel := context.WithDeadline(context.Background(), batch[0].start.Add(c.s.timeout()))
+		ctx, cancel := context.WithDeadline(c.s.baseContext(), batch[0].start.Add(c.s.timeout()))
 		leave, err := n.EnterRead(ctx)
 		cancel()
 		if err != nil {
@@ -148,7 +148,7 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 
 // expireBeforeReads runs Server.expireBeforeReads for the reads of batch
 // that may still run.
-func (c *conn) expireBeforeReads(batch []*op, errs []string, n *raftnode.Node) error {
+func (c *conn) expireBeforeReads(batch []*op, errs []string, n Group) error {
 	if c.redis == nil || n == nil {
 		return nil
 	}
@@ -161,7 +161,7 @@ func (c *conn) expireBeforeReads(batch []*op, errs []string, n *raftnode.Node) e
 			checks = addCheck(checks, ch)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
+	ctx, cancel := context.WithTimeout(c.s.baseContext(), c.s.timeout())
 	defer cancel()
 	if err := c.s.expireBeforeReads(ctx, c.redis, n, checks); err != nil {
 		c.dropRedis()
@@ -238,7 +238,7 @@ func (c *conn) send(batch []*op, errs []string) int {
 	return sent
 }
 
-func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n *raftnode.Node, gen uint64) {
+func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n Group, gen uint64) {
 	replies := make([][]byte, len(batch))
 	var buf []byte
 	for i := range batch {
@@ -275,7 +275,7 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n *raftnode.
 
 // ensureRedis connects this client's redis connection, and checks that the
 // redis is the one the log was replayed into.
-func (c *conn) ensureRedis(n *raftnode.Node) error {
+func (c *conn) ensureRedis(n Group) error {
 	if c.redis != nil {
 		return nil
 	}

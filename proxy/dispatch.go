@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -88,8 +87,8 @@ func displayName(name string) string {
 // serving returns the raft node that can take a data command now, or the
 // error reply that says why none can. args (the command, or the first of a
 // transaction) name the slot of a -MOVED; read says whether it only reads.
-func (c *conn) serving(args [][]byte, read bool) (*raftnode.Node, *op) {
-	n := c.s.cfg.Host.Node()
+func (c *conn) serving(args [][]byte, read bool) (Group, *op) {
+	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		return nil, errReply(errNoCluster)
 	}
@@ -121,7 +120,7 @@ func (c *conn) data(sp *spec, args [][]byte) *op {
 }
 
 // route sends a data command to the log or queues it as a read.
-func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
+func (c *conn) route(n Group, sp *spec, args [][]byte) *op {
 	now := c.cmdStart
 	if sp.class == classRead {
 		untrack := c.trackRead(args)
@@ -129,7 +128,7 @@ func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
 			// Ordered after this connection's writes by the log itself; every
 			// node runs it, and only this one replies.
 			c.pendingWrites.Add(1)
-			return &op{kind: opLogRead, fut: n.ProposeTagged(context.Background(), c.request(sp, args), c.id), start: now, untrack: untrack}
+			return &op{kind: opLogRead, fut: n.ProposeTagged(proposalContext(), c.request(sp, args), c.id), start: now, untrack: untrack}
 		}
 		c.pendingReads.Add(1)
 		return &op{kind: opRead, read: n.StartRead(), node: n, args: args, db: c.db, start: now, untrack: untrack}
@@ -144,7 +143,7 @@ func (c *conn) route(n *raftnode.Node, sp *spec, args [][]byte) *op {
 	c.pendingWrites.Add(1)
 	// Propose bounds its own waits (for a leader, for room in its queue).
 	// The tag tells this connection's own writes (CLIENT TRACKING NOLOOP).
-	return &op{kind: opWrite, fut: n.ProposeTagged(context.Background(), c.request(sp, args), c.id), start: now}
+	return &op{kind: opWrite, fut: n.ProposeTagged(proposalContext(), c.request(sp, args), c.id), start: now}
 }
 
 // request is the log request of a data command.

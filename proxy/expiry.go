@@ -144,7 +144,7 @@ func readChecks(rc *backend.Conn, checks []readCheck, skips []int) ([]readCheck,
 // expireBeforeReads checks the keys of checks on rc, in a round trip of its
 // own, and has those that expired by their read's time deleted through the
 // log before it returns. On an error, the reads must not run.
-func (s *Server) expireBeforeReads(ctx context.Context, rc *backend.Conn, n *raftnode.Node, checks []readCheck) error {
+func (s *Server) expireBeforeReads(ctx context.Context, rc *backend.Conn, n Group, checks []readCheck) error {
 	skips, err := writeChecks(rc, checks)
 	if err != nil || len(checks) == 0 {
 		return err
@@ -161,7 +161,7 @@ func (s *Server) expireBeforeReads(ctx context.Context, rc *backend.Conn, n *raf
 
 // expireThroughLog deletes the keys of each check that expired by its time
 // through the log, and waits until this node has applied the deletions.
-func (s *Server) expireThroughLog(ctx context.Context, n *raftnode.Node, checks []readCheck) error {
+func (s *Server) expireThroughLog(ctx context.Context, n Group, checks []readCheck) error {
 	if len(checks) == 0 {
 		return nil
 	}
@@ -219,7 +219,7 @@ type expirer struct {
 
 func (s *Server) runExpirer(stop <-chan struct{}) {
 	e := &expirer{s: s, cursors: map[int]string{}}
-	s.whileLeader(stop, expirePeriod, &e.rc, func(n *raftnode.Node) error {
+	s.whileLeader(stop, expirePeriod, &e.rc, func(n Group) error {
 		err := e.round(n)
 		if err != nil {
 			s.log.Debug("active expiry round failed", "err", err)
@@ -231,7 +231,7 @@ func (s *Server) runExpirer(stop <-chan struct{}) {
 // whileLeader runs round every period while this node leads, until stop.
 // rc is the redis connection round keeps: it is closed after a failed
 // round (the next one dials again) and at stop.
-func (s *Server) whileLeader(stop <-chan struct{}, period time.Duration, rc **backend.Conn, round func(*raftnode.Node) error) {
+func (s *Server) whileLeader(stop <-chan struct{}, period time.Duration, rc **backend.Conn, round func(Group) error) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	closeRC := func() {
@@ -247,10 +247,10 @@ func (s *Server) whileLeader(stop <-chan struct{}, period time.Duration, rc **ba
 		case <-stop:
 			return
 		}
-		if s.cfg.Host == nil {
+		if s.cfg.Cluster == nil {
 			continue
 		}
-		n := s.cfg.Host.Node()
+		n := s.cfg.Cluster.Node()
 		if n == nil || !n.IsLeader() {
 			continue
 		}
@@ -261,7 +261,7 @@ func (s *Server) whileLeader(stop <-chan struct{}, period time.Duration, rc **ba
 }
 
 // round takes the sampling steps of one period.
-func (e *expirer) round(n *raftnode.Node) error {
+func (e *expirer) round(n Group) error {
 	deadline := time.Now().Add(expireBudget)
 	for db := range e.s.databases {
 		if !e.s.volatile(db) {
@@ -282,7 +282,7 @@ func (e *expirer) round(n *raftnode.Node) error {
 
 // step samples database db once and proposes the deletion of what expired;
 // more says another step should follow at once.
-func (e *expirer) step(n *raftnode.Node, db int) (more bool, err error) {
+func (e *expirer) step(n Group, db int) (more bool, err error) {
 	if e.rc == nil {
 		if e.rc, err = e.s.dialRedis(n); err != nil {
 			return false, err
@@ -312,7 +312,7 @@ func (e *expirer) step(n *raftnode.Node, db int) (more bool, err error) {
 		for i, k := range v.Elems[2:] {
 			keys[i] = append([]byte(nil), k.Str...)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), e.s.timeout())
+		ctx, cancel := context.WithTimeout(e.s.baseContext(), e.s.timeout())
 		err := e.s.expireThroughLog(ctx, n, []readCheck{{db: db, keys: keys, now: now}})
 		cancel()
 		if err != nil {

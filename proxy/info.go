@@ -88,7 +88,7 @@ func (s *Server) infoView() infoView {
 	if p := portOf(s.cfg.Self.Addr); p != 0 {
 		v.port = strconv.Itoa(p)
 	}
-	if n := s.cfg.Host.Node(); n != nil {
+	if n := s.cfg.Cluster.Node(); n != nil {
 		v.leader = n.IsLeader()
 		v.master, v.known = n.Leader()
 		v.members = len(n.Members())
@@ -241,7 +241,7 @@ func realAvgTTL(line []byte) []byte {
 func (s *Server) raftInfoSection() string {
 	var b strings.Builder
 	b.WriteString("# Raft\r\n")
-	n := s.cfg.Host.Node()
+	n := s.cfg.Cluster.Node()
 	if n == nil {
 		b.WriteString("raft_dbid:\r\nraft_node_id:\r\nraft_state:uninitialized\r\nraft_role:-\r\n")
 		return b.String()
@@ -278,7 +278,7 @@ func (s *Server) raftInfoSection() string {
 }
 
 // raftState is RAFT.INFO's state: up, loading or removed.
-func raftState(n *raftnode.Node) string {
+func raftState(n Group) string {
 	switch {
 	case n.Removed():
 		return "removed"
@@ -302,7 +302,7 @@ func boolInt(b bool) int {
 // replication offsets do. redis's own ROLE would describe the apply stream
 // while the applier holds it (backend/repllink.go), not the cluster.
 func (c *conn) role() *op {
-	n := c.s.cfg.Host.Node()
+	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		b := resp.AppendArrayLen(nil, 3)
 		b = resp.AppendBulkString(b, "master")

@@ -50,7 +50,7 @@ func (c *conn) busyGate(sp *spec) *op {
 	if sp.allowBusy {
 		return nil
 	}
-	n := c.s.cfg.Host.Node()
+	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		return nil
 	}
@@ -64,7 +64,7 @@ func (c *conn) busyGate(sp *spec) *op {
 // the abort is in the log (or the script ended first), so it is written by
 // the connection's writer, as a reply that takes long to come.
 func (c *conn) killCommand(name string) *op {
-	n := c.s.cfg.Host.Node()
+	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		return errReply("NOTBUSY No scripts in execution right now.")
 	}
@@ -74,7 +74,7 @@ func (c *conn) killCommand(name string) *op {
 	}
 	timeout := c.s.timeout()
 	return &op{kind: opPubSub, act: func() []byte {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout+n.BusyAfter())
+		ctx, cancel := context.WithTimeout(c.s.baseContext(), timeout+n.BusyAfter())
 		defer cancel()
 		err := n.Kill(ctx, kind)
 		if err == nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/entry"
-	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/resp"
 )
 
@@ -71,7 +70,7 @@ func (s *Server) runMemory(stop <-chan struct{}) {
 		return
 	}
 	m := &memoryController{s: s}
-	s.whileLeader(stop, memoryPeriod, &m.rc, func(n *raftnode.Node) error {
+	s.whileLeader(stop, memoryPeriod, &m.rc, func(n Group) error {
 		err := m.round(n)
 		if err != nil {
 			s.log.Warn("memory limit round failed", "err", err)
@@ -95,7 +94,7 @@ func (m *memoryController) used() (int64, error) {
 	return used - not, nil
 }
 
-func (m *memoryController) round(n *raftnode.Node) error {
+func (m *memoryController) round(n Group) error {
 	limit, policy := m.s.cfg.Memory.MaxMemory()
 	over := m.s.memoryOver()
 	if limit <= 0 {
@@ -185,12 +184,12 @@ type dbKey struct {
 }
 
 // evict deletes keys through the log and waits for this node to apply it.
-func (m *memoryController) evict(n *raftnode.Node, keys []dbKey) error {
+func (m *memoryController) evict(n Group, keys []dbKey) error {
 	byDB := map[int][][]byte{}
 	for _, k := range keys {
 		byDB[k.db] = append(byDB[k.db], k.key)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), m.s.timeout())
+	ctx, cancel := context.WithTimeout(m.s.baseContext(), m.s.timeout())
 	defer cancel()
 	for db, ks := range byDB {
 		args := append([][]byte{[]byte("UNLINK")}, ks...)
@@ -206,7 +205,7 @@ func (m *memoryController) evict(n *raftnode.Node, keys []dbKey) error {
 }
 
 // setOver proposes the memory state.
-func (m *memoryController) setOver(n *raftnode.Node, over bool) error {
+func (m *memoryController) setOver(n Group, over bool) error {
 	state := "UNDER"
 	if over {
 		state = "OVER"
@@ -214,7 +213,7 @@ func (m *memoryController) setOver(n *raftnode.Node, over bool) error {
 	} else {
 		m.s.log.Info("used memory is under maxmemory again: writes are accepted")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), m.s.timeout())
+	ctx, cancel := context.WithTimeout(m.s.baseContext(), m.s.timeout())
 	defer cancel()
 	_, err := n.ProposeRequest(ctx, entry.Request{Args: [][]byte{[]byte(backend.MemoryCommand), []byte(state)}}).Wait(ctx)
 	return err

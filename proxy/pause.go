@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,7 +54,7 @@ func (c *conn) clientPause(name string, args [][]byte) *op {
 	timeout := c.s.timeout()
 	// Its client hears OK once the pause is in force on this node.
 	caughtUp := func(raw []byte) []byte { c.s.events.caughtUp(timeout); return raw }
-	return &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), entry.Request{Op: entry.OpNotice, Args: notice}), start: c.cmdStart, fix: caughtUp}
+	return &op{kind: opWrite, fut: n.ProposeRequest(proposalContext(), entry.Request{Op: entry.OpNotice, Args: notice}), start: c.cmdStart, fix: caughtUp}
 }
 
 // notice applies a notice request on this node (an apply.Notice event).

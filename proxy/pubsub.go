@@ -153,10 +153,10 @@ func (c *conn) subscriber() *pubsub.Subscriber {
 
 // subscribeFrom is the commit index a subscription made now starts after.
 func (c *conn) subscribeFrom() uint64 {
-	if c.s.cfg.Host == nil {
+	if c.s.cfg.Cluster == nil {
 		return 0
 	}
-	if n := c.s.cfg.Host.Node(); n != nil {
+	if n := c.s.cfg.Cluster.Node(); n != nil {
 		return n.CommitIndex()
 	}
 	return 0

@@ -24,7 +24,7 @@ func (c *conn) raftCluster(args [][]byte) *op {
 		if len(args) != 2 {
 			return errReply("ERR wrong number of arguments for 'raft.cluster|init' command")
 		}
-		n, err := c.s.cfg.Host.Init()
+		n, err := c.s.cfg.Cluster.Init()
 		if err != nil {
 			return errReply(clusterErr(err))
 		}
@@ -66,14 +66,14 @@ func clusterErr(err error) string {
 // raftDebug handles RAFT.DEBUG COMPACT: make a snapshot of everything
 // applied and compact the log, replying once the snapshot is stored.
 func (c *conn) raftDebug(args [][]byte) *op {
-	n := c.s.cfg.Host.Node()
+	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		return errReply(errNoCluster)
 	}
 	if !strings.EqualFold(string(args[1]), "compact") || len(args) != 2 {
 		return errReply(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try RAFT.DEBUG HELP.", args[1]))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(c.s.baseContext(), 10*time.Minute)
 	defer cancel()
 	if err := n.Compact(ctx); err != nil {
 		return errReply("ERR snapshot failed: " + err.Error())
@@ -84,7 +84,7 @@ func (c *conn) raftDebug(args [][]byte) *op {
 // raftNode handles RAFT.NODE ADD <id> <addr> <peer-addr> and
 // RAFT.NODE REMOVE <id>.
 func (c *conn) raftNode(args [][]byte) *op {
-	n := c.s.cfg.Host.Node()
+	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		return errReply(errNoCluster)
 	}
@@ -106,7 +106,9 @@ func (c *conn) raftNode(args [][]byte) *op {
 		}
 		return errReply("MOVED 0 " + l.Addr)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
+	// A membership change handed to raft cannot be taken back: it is not
+	// cut short by shutdown, only bounded by the request timeout.
+	ctx, cancel := context.WithTimeout(proposalContext(), c.s.timeout())
 	defer cancel()
 	if sub == "remove" {
 		if _, err := n.RemoveMember(ctx, id); err != nil {
@@ -143,7 +145,7 @@ func (c *conn) raftNode(args [][]byte) *op {
 // raftTransferLeader handles RAFT.TRANSFER_LEADER [<id>]: it replies once
 // the named node (or the most up-to-date follower) leads.
 func (c *conn) raftTransferLeader(args [][]byte) *op {
-	n := c.s.cfg.Host.Node()
+	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		return errReply(errNoCluster)
 	}
@@ -163,7 +165,7 @@ func (c *conn) raftTransferLeader(args [][]byte) *op {
 		}
 		return c.s.forward(l.Addr, "RAFT.TRANSFER_LEADER")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
+	ctx, cancel := context.WithTimeout(c.s.baseContext(), c.s.timeout())
 	defer cancel()
 	if _, err := n.TransferLeadership(ctx, target, 0); err != nil {
 		return errReply(errorText(err, false))
@@ -173,7 +175,7 @@ func (c *conn) raftTransferLeader(args [][]byte) *op {
 
 // forward runs a command on another node and relays its reply.
 func (s *Server) forward(addr string, args ...string) *op {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(s.baseContext(), 2*time.Second)
 	defer cancel()
 	c, err := s.dialMember(ctx, addr)
 	if err != nil {
@@ -198,10 +200,10 @@ func (s *Server) forward(addr string, args ...string) *op {
 const errClusterMismatch = "cluster id mismatch"
 
 func (s *Server) join(addrs []string, expect uint64) error {
-	if s.cfg.Host.Node() != nil {
+	if s.cfg.Cluster.Node() != nil {
 		return raftnode.ErrAlreadyMember
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.JoinTimeout)
+	ctx, cancel := context.WithTimeout(s.baseContext(), s.cfg.JoinTimeout)
 	defer cancel()
 	// The id is kept for the life of the process: a join whose outcome was
 	// unknown may have added it, and joining again with the same id then
@@ -218,7 +220,7 @@ func (s *Server) join(addrs []string, expect uint64) error {
 				return err // retrying cannot help
 			}
 			if err == nil {
-				if _, err := s.cfg.Host.Join(cid, id, members); err != nil {
+				if _, err := s.cfg.Cluster.Join(cid, id, members); err != nil {
 					return err
 				}
 				return s.waitAdmitted(ctx, id)
@@ -298,7 +300,7 @@ func (s *Server) askToAdd(ctx context.Context, addr string, id, expect uint64) (
 }
 
 func (s *Server) waitAdmitted(ctx context.Context, id uint64) error {
-	n := s.cfg.Host.Node()
+	n := s.cfg.Cluster.Node()
 	for {
 		if l, ok := n.Leader(); ok && l.ID != 0 {
 			for _, m := range n.Members() {
@@ -318,7 +320,7 @@ func (s *Server) waitAdmitted(ctx context.Context, id uint64) error {
 // raftInfo renders RAFT.INFO.
 func (s *Server) raftInfo() string {
 	var b strings.Builder
-	n := s.cfg.Host.Node()
+	n := s.cfg.Cluster.Node()
 	if n == nil {
 		b.WriteString("# Raft\r\nstate:uninitialized\r\nnode_id:\r\ncluster_id:\r\nrole:none\r\n")
 		return b.String()

@@ -23,7 +23,8 @@ import (
 
 // Config configures a Server.
 type Config struct {
-	Host *raftnode.Host
+	// Cluster holds the node of the Raft group this proxy serves.
+	Cluster Cluster
 	// Events is the apply layer's feed of what the log wrote (blocked
 	// clients, tracking, settings and pauses follow it); Broker holds this
 	// node's subscriptions, which the apply layer publishes to.
@@ -120,6 +121,10 @@ type Server struct {
 	// quitting is closed when Shutdown begins: a reply that may take for
 	// ever (a running script's) is not waited for any longer.
 	quitting chan struct{}
+	// base is the context of the server's own work (reads of redis, joins,
+	// settings); it ends when Shutdown begins, as net/http's BaseContext.
+	base       context.Context
+	cancelBase context.CancelFunc
 	// blocked are the connections waiting in a blocking command.
 	blocked *blockers
 
@@ -152,6 +157,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.PubSubLimit > 0 {
 		s.pubsubLimit = int(cfg.PubSubLimit)
 	}
+	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.followerProxy = cfg.FollowerProxy
 	if s.followerProxy == nil {
 		s.followerProxy = new(atomic.Bool)
@@ -173,8 +179,8 @@ func (s *Server) timeout() time.Duration { return s.cfg.Timeout() }
 // dialRedis connects to the local redis for reads. With n, it checks that
 // the redis is the one the log was replayed into, and asks n's applier to
 // check its redis when it is not reachable or not that one.
-func (s *Server) dialRedis(n *raftnode.Node) (*backend.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+func (s *Server) dialRedis(n Group) (*backend.Conn, error) {
+	ctx, cancel := context.WithTimeout(s.baseContext(), 2*time.Second)
 	defer cancel()
 	rc, err := backend.DialAuth(ctx, s.cfg.RedisAddr, s.cfg.RedisPassword)
 	if err != nil {
@@ -199,7 +205,7 @@ func (s *Server) tainted() bool {
 	if s.cfg.Settle == nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout())
+	ctx, cancel := context.WithTimeout(s.baseContext(), s.timeout())
 	defer cancel()
 	return s.cfg.Settle(ctx) != nil
 }
@@ -280,6 +286,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closed {
 		close(s.quitting)
+		s.cancelBase()
 	}
 	s.closed = true
 	for ln := range s.lns {
@@ -303,4 +310,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+// proposalContext is the context of a proposal: never cancelled, because a
+// request handed to raft cannot be taken back and its client must hear its
+// real outcome (a write reported failed must not commit). raftnode bounds
+// the wait by the request timeout.
+func proposalContext() context.Context { return context.Background() }
+
+// baseContext is the server's base context (a Server built without New,
+// in tests, has none and gets Background's).
+func (s *Server) baseContext() context.Context {
+	if s.base == nil {
+		return context.Background()
+	}
+	return s.base
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 
@@ -170,7 +169,7 @@ func (c *conn) exec(tx *txState) *op {
 	c.waitReads()
 	c.pendingWrites.Add(1)
 	req := entry.Request{DB: tx.db, Op: entry.OpTx, Tx: tx.cmds, Watch: watch, RESP3: c.client.resp3, Killable: tx.killable}
-	o := &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), req), start: now}
+	o := &op{kind: opWrite, fut: n.ProposeRequest(proposalContext(), req), start: now}
 	if tx.fixes != nil {
 		o.fix = txFix(tx.fixes)
 	}
@@ -194,7 +193,7 @@ func (c *conn) watchKeys(args [][]byte) *op {
 	now := time.Now()
 	c.pendingWrites.Add(1)
 	req := entry.Request{DB: c.db, Op: entry.OpWatch, Watch: c.watch, Args: args[1:]}
-	return &op{kind: opWrite, fut: n.ProposeRequest(context.Background(), req), start: now}
+	return &op{kind: opWrite, fut: n.ProposeRequest(proposalContext(), req), start: now}
 }
 
 // unwatch ends the connection's watch (UNWATCH, DISCARD, a closed
@@ -212,11 +211,11 @@ func (c *conn) forgetWatch(w uint64) {
 	if w == 0 {
 		return
 	}
-	n := c.s.cfg.Host.Node()
+	n := c.s.cfg.Cluster.Node()
 	if n == nil || n.Removed() {
 		return
 	}
 	// In its own goroutine: without a leader, proposing waits for one, and
 	// neither the client nor a closing connection should wait for that.
-	go n.ProposeRequest(context.Background(), entry.Request{Op: entry.OpUnwatch, Watch: w})
+	go n.ProposeRequest(proposalContext(), entry.Request{Op: entry.OpUnwatch, Watch: w})
 }

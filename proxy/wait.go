@@ -45,7 +45,7 @@ func (c *conn) wait(name string, args [][]byte) *op {
 	if ms < 0 {
 		return errReply("ERR timeout is negative")
 	}
-	n := c.s.cfg.Host.Node()
+	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		return errReply(errNoCluster)
 	}

@@ -405,7 +405,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	sets := settings(o.dataDir, followerProxy, host, lv)
 	srv, err := proxy.New(ctx, proxy.Config{
 		Settings:      sets,
-		Host:          host,
+		Cluster:       hostCluster{host},
 		Events:        machine.Events(),
 		Broker:        broker,
 		Commands:      cmds,

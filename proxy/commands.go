@@ -61,6 +61,8 @@ type spec struct {
 	// pausedByWrite: CLIENT PAUSE WRITE holds it (redis's write or
 	// may_replicate flag); allowPaused: no pause holds it (RAFT.*).
 	pausedByWrite, allowPaused bool
+	// handle answers a command the proxy serves itself (handlers.go).
+	handle handler
 	// noAuth is redis's no_auth flag: no ACL check (AUTH, HELLO...).
 	noAuth bool
 	// denyOOM is redis's denyoom flag: refused over maxmemory.
@@ -183,11 +185,19 @@ func buildTable(commandReply resp.Value) (table, error) {
 		t[s.name] = s
 	}
 	for _, s := range raftCommands {
-		t[s.name] = s
+		cp := *s
+		t[s.name] = &cp
 	}
 	addClientSubcommands(t)
 	addClusterSubs(t)
 	addWaitAOF(t)
+	for _, s := range t {
+		for _, sp := range append([]*spec{s}, subSpecs(s)...) {
+			if sp.class == classProxy {
+				sp.handle = handlerFor(sp.name)
+			}
+		}
+	}
 	return t, nil
 }
 
@@ -339,4 +349,12 @@ func lowerKey(name, buf []byte) []byte {
 		buf = append(buf, c)
 	}
 	return buf
+}
+
+func subSpecs(s *spec) []*spec {
+	out := make([]*spec, 0, len(s.subs))
+	for _, sub := range s.subs {
+		out = append(out, sub)
+	}
+	return out
 }

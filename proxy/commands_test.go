@@ -190,3 +190,19 @@ func TestWrittenKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryProxyCommandHasAHandler: dispatch calls the table's handler for
+// each command the proxy serves; one without would answer as unknown.
+func TestEveryProxyCommandHasAHandler(t *testing.T) {
+	tab := testTable(t)
+	for _, s := range tab {
+		for _, sp := range append([]*spec{s}, subSpecs(s)...) {
+			if sp.class == classProxy && sp.handle == nil && len(sp.subs) == 0 {
+				t.Errorf("%s is served by the proxy but has no handler", sp.name)
+			}
+		}
+	}
+	if tab["ping"].handle == nil || tab["client"].subs["id"] == nil || tab["client"].subs["id"].handle == nil {
+		t.Fatal("PING or CLIENT ID has no handler")
+	}
+}

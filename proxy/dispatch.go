@@ -61,13 +61,11 @@ func (c *conn) dispatch(args [][]byte) bool {
 	case classRefused:
 		c.emit(c.rejectReply(fmt.Sprintf("ERR '%s' %s", displayName(sp.name), sp.reason)))
 	case classProxy:
-		if c.pubsubCommand(sp.name, args) {
+		if sp.handle == nil {
+			c.emit(errReply(unknownCommand(args)))
 			return true
 		}
-		if handled, open := c.clientCommand(sp.name, args); handled {
-			return open
-		}
-		return c.proxyCommand(sp.name, args)
+		return sp.handle(c, sp.name, args)
 	case classLocal:
 		o := &op{kind: opLocal, args: args, db: c.db}
 		if sp.name == "config|get" {

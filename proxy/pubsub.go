@@ -77,17 +77,8 @@ var subCommands = map[string]struct {
 	"punsubscribe": {pubsub.Pattern, true, "punsubscribe"}, "sunsubscribe": {pubsub.Shard, true, "sunsubscribe"},
 }
 
-// pubsubCommand answers the subscription commands and PUBSUB. handled is
-// false for any other command.
-func (c *conn) pubsubCommand(name string, args [][]byte) (handled bool) {
-	if sc, ok := subCommands[name]; ok {
-		if sc.unsub {
-			c.unsubscribe(sc.kind, sc.msg, args[1:])
-		} else {
-			c.subscribe(sc.kind, sc.msg, args[1:])
-		}
-		return true
-	}
+// pubsubCommand answers PUBSUB's subcommands.
+func (c *conn) pubsubCommand(name string, args [][]byte) *op {
 	b := c.s.broker
 	var act func() []byte
 	switch name {
@@ -125,10 +116,9 @@ func (c *conn) pubsubCommand(name string, args [][]byte) (handled bool) {
 	case "pubsub|numpat":
 		act = func() []byte { return resp.AppendInt(nil, int64(b.NumPat())) }
 	default:
-		return false
+		return errReply(unknownCommand(args))
 	}
-	c.emit(&op{kind: opPubSub, act: act})
-	return true
+	return &op{kind: opPubSub, act: act}
 }
 
 // subscriber returns the connection's message queue, making it (and its

@@ -87,12 +87,10 @@ func (c *conn) queue(args [][]byte) bool {
 	case "watch":
 		c.emit(errReply("ERR WATCH inside MULTI is not allowed"))
 		return true
-	case "quit":
-		return c.proxyCommand(sp.name, args)
-	case "reset":
-		// RESET is not queued: it ends the transaction at once, as in redis.
-		_, open := c.clientCommand(sp.name, args)
-		return open
+	case "quit", "reset":
+		// Not queued: QUIT closes, RESET ends the transaction at once, as
+		// in redis.
+		return sp.handle(c, sp.name, args)
 	case "ping", "echo":
 		// Redis runs them inside the transaction; so does every node.
 		tx.cmds = append(tx.cmds, args)

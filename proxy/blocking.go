@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"math"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -404,29 +403,6 @@ func (bs *blockers) unblockConn(id uint64, asErr bool) bool {
 	return true
 }
 
-// Written is raftnode.Config.Written: a command was applied to the local
-// redis (nil args: redis was reloaded); blocked connections on the keys it
-// may have modified try again.
-func (s *Server) written(db int, args [][]byte, null bool, tag uint64) {
-	if args == nil || isConfigSet(args) {
-		// The slow log and latency settings may have changed.
-		go s.refreshSettings(s.baseContext())
-	}
-	if args == nil {
-		s.acl.gen.Add(1) // users came back from a snapshot
-	} else if len(args) >= 2 && strings.EqualFold(string(args[0]), "acl") {
-		s.aclChanged(args)
-	}
-	if s.tracker.n.Load() > 0 {
-		if args == nil {
-			s.invalidate(nil, true, 0)
-		} else if keys, all := s.table.writtenKeys(args); all || len(keys) > 0 {
-			s.invalidate(keys, all, tag)
-		}
-	}
-	s.wakeBlocked(db, args, null)
-}
-
 // wakeBlocked retries the blocked commands a write may satisfy.
 func (s *Server) wakeBlocked(db int, args [][]byte, null bool) {
 	if s.blocked == nil || s.blocked.count.Load() == 0 {
@@ -458,104 +434,6 @@ func (s *Server) wakeBlocked(db int, args [][]byte, null bool) {
 		return
 	}
 	s.blocked.written(db, keys, all)
-}
-
-// readAhead reads the client's next commands while one of its commands is
-// blocked: redis keeps reading a blocked client's socket too, which is how
-// a disconnect ends the wait.
-type readAhead struct {
-	res  chan readResult
-	cont chan bool
-}
-
-type readResult struct {
-	args [][]byte
-	err  error
-}
-
-func (c *conn) startAhead() {
-	ra := &readAhead{res: make(chan readResult, 1), cont: make(chan bool)}
-	c.ahead = ra
-	go func() {
-		for {
-			args, err := c.rd.ReadCommand()
-			ra.res <- readResult{args, err}
-			if err != nil {
-				return
-			}
-			if more, ok := <-ra.cont; !more || !ok {
-				return
-			}
-		}
-	}()
-}
-
-// stopAhead ends a read-ahead goroutine when the reader stops.
-func (c *conn) stopAhead() {
-	if c.ahead != nil {
-		close(c.ahead.cont)
-		c.ahead = nil
-	}
-}
-
-// nextCommand returns the client's next command for dispatch: while a
-// command is blocked it reads ahead and holds what arrives.
-func (c *conn) nextCommand() ([][]byte, error) {
-	for {
-		if c.blockEnd != nil {
-			if c.s.cfg.IdleTimeout > 0 {
-				// A blocked client is not idle (redis's timeout spares it
-				// too): the read-ahead waits without a deadline.
-				c.nc.SetReadDeadline(time.Time{})
-			}
-			if c.ahead == nil && c.readErr == nil {
-				c.startAhead()
-			}
-			var res chan readResult
-			if c.ahead != nil {
-				res = c.ahead.res
-			}
-			select {
-			case <-c.blockEnd:
-				c.blockEnd = nil
-				// Idle again: the read-ahead's pending read gets back the
-				// deadline lifted while blocked.
-				c.idleDeadline()
-			case r := <-res:
-				if r.err != nil {
-					c.ahead, c.readErr = nil, r.err
-					c.goneOnce.Do(func() { close(c.gone) })
-					continue
-				}
-				c.held = append(c.held, r.args)
-				c.ahead.cont <- true
-			}
-			continue
-		}
-		if len(c.held) > 0 {
-			args := c.held[0]
-			c.held = c.held[1:]
-			return args, nil
-		}
-		if c.ahead != nil {
-			r := <-c.ahead.res
-			if r.err != nil {
-				c.ahead, c.readErr = nil, r.err
-				return nil, r.err
-			}
-			c.ahead.cont <- false
-			c.ahead = nil
-			return r.args, nil
-		}
-		if c.readErr != nil {
-			return nil, c.readErr
-		}
-		// Set here, where no read-ahead goroutine can be using c.rd: AUTH
-		// and RESET change the limits of the commands after them.
-		c.rd.Limit(c.s.cfg.MaxRequestBytes, !c.authed)
-		c.idleDeadline()
-		return c.rd.ReadCommand()
-	}
 }
 
 // blockingDestinations are the keys a blocking command pushes to (all but

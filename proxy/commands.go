@@ -61,8 +61,10 @@ type spec struct {
 	// pausedByWrite: CLIENT PAUSE WRITE holds it (redis's write or
 	// may_replicate flag); allowPaused: no pause holds it (RAFT.*).
 	pausedByWrite, allowPaused bool
-	// handle answers a command the proxy serves itself (handlers.go).
-	handle handler
+	// handle answers a command the proxy serves itself (handlers.go);
+	// rewrite makes a data command deterministic (determinism.go).
+	handle  handler
+	rewrite rewriter
 	// noAuth is redis's no_auth flag: no ACL check (AUTH, HELLO...).
 	noAuth bool
 	// denyOOM is redis's denyoom flag: refused over maxmemory.
@@ -196,6 +198,7 @@ func buildTable(commandReply resp.Value) (table, error) {
 			if sp.class == classProxy {
 				sp.handle = handlerFor(sp.name)
 			}
+			sp.rewrite = rewrites[sp.name]
 		}
 	}
 	return t, nil

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -76,4 +77,28 @@ func (ev *events) caughtUp(timeout time.Duration) {
 			return
 		}
 	}
+}
+
+// written handles an apply.Written event (nil args: apply.Reloaded): a
+// command was applied to the local redis. Settings and users are read
+// again when it may have changed them, tracked keys are invalidated, and
+// blocked connections on the keys it may have modified try again.
+func (s *Server) written(db int, args [][]byte, null bool, tag uint64) {
+	if args == nil || isConfigSet(args) {
+		// The slow log and latency settings may have changed.
+		go s.refreshSettings(s.baseContext())
+	}
+	if args == nil {
+		s.acl.gen.Add(1) // users came back from a snapshot
+	} else if len(args) >= 2 && strings.EqualFold(string(args[0]), "acl") {
+		s.aclChanged(args)
+	}
+	if s.tracker.n.Load() > 0 {
+		if args == nil {
+			s.invalidate(nil, true, 0)
+		} else if keys, all := s.table.writtenKeys(args); all || len(keys) > 0 {
+			s.invalidate(keys, all, tag)
+		}
+	}
+	s.wakeBlocked(db, args, null)
 }

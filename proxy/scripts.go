@@ -25,58 +25,6 @@ const noScript = "NOSCRIPT No matching script. Please use EVAL."
 // unknown script: like redis, EXEC then reports NOSCRIPT for that command.
 var noScriptEval = []byte("return redis.error_reply('" + noScript + "')")
 
-// determinize returns the form of a data command that may enter the log or
-// run here: one that every node runs alike (see "Determinism" in
-// docs/SEMANTICS.md), the fixer its reply needs, or a reply of its own
-// (o) when it must not run. inTx: the command is being queued in MULTI.
-func (c *conn) determinize(sp *spec, args [][]byte, inTx bool) (_ *spec, _ [][]byte, fix fixer, o *op) {
-	switch sp.name {
-	case "spop":
-		return sp, rewriteSpop(args), nil, nil
-	case "xadd", "xread", "xreadgroup", "xclaim", "xautoclaim":
-		args, fix, o := determinizeStream(sp.name, args, streamNow(), c.client.resp3)
-		return sp, args, fix, o
-	case "eval", "eval_ro":
-		// Read-only scripts get the prelude too: it answers TIME and the
-		// TTL family by the log's time and hides expired keys.
-		return sp, withArg(args, 1, backend.WrapScript(args[1])), nil, nil
-	case "evalsha", "evalsha_ro":
-		body, o := c.scriptBody(args[1])
-		if o != nil {
-			if !inTx || o.reply == nil || !bytes.HasPrefix(o.reply, []byte("-NOSCRIPT")) {
-				return sp, args, nil, o
-			}
-			// Queued, EVALSHA fails at EXEC, not at queueing.
-			return c.s.table["eval"], [][]byte{[]byte("EVAL"), noScriptEval, []byte("0")}, nil, nil
-		}
-		if sp.name == "evalsha_ro" {
-			return c.s.table["eval_ro"], withArg(withArg(args, 0, []byte("EVAL_RO")), 1, backend.WrapScript(body)), nil, nil
-		}
-		return c.s.table["eval"], withArg(withArg(args, 0, []byte("EVAL")), 1, backend.WrapScript(body)), nil, nil
-	case "script|load":
-		sha := backend.ScriptSHA(args[2])
-		return sp, withArg(args, 2, backend.WrapScript(args[2])), bulkFix(sha), nil
-	case "script|exists":
-		if inTx {
-			return sp, args, nil, errReply("ERR 'SCRIPT EXISTS' is not supported inside MULTI by raftproxy")
-		}
-		return sp, args, nil, c.scriptExists(args[2:])
-	case "function|load":
-		return sp, withArg(args, len(args)-1, backend.WrapLibrary(args[len(args)-1])), nil, nil
-	case "function|list":
-		return sp, args, unwrapFix, nil
-	case "function|restore":
-		payload, err := backend.WrapFunctionPayload(args[2])
-		if err != nil {
-			return sp, args, nil, errReply("ERR payload version or checksum are wrong")
-		}
-		return sp, withArg(args, 2, payload), nil, nil
-	case "function|dump":
-		return sp, args, dumpFix, nil
-	}
-	return sp, args, nil, nil
-}
-
 // withArg returns args with args[i] replaced, leaving the caller's slice
 // (which may be queued elsewhere) alone.
 func withArg(args [][]byte, i int, v []byte) [][]byte {

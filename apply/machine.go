@@ -141,7 +141,7 @@ func (m *Machine) applyRun(run []fsm.Command) error {
 		if m.watches.active() {
 			m.markOnReply(&run[i])
 		}
-		if len(run[i].Tx) == 1 {
+		if len(run[i].Tx) == 1 && run[i].Live {
 			run[i].Reply = nullReply(run[i].Reply, &nulls[i])
 		}
 	}

@@ -270,6 +270,9 @@ func (w *watchdog) settle(ctx context.Context, win *window) error {
 		return ctx.Err()
 	}
 	if w.tainted.Load() {
+		if why := w.why.Load(); why != nil {
+			return fmt.Errorf("%w: %s", ErrTainted, *why)
+		}
 		return ErrTainted
 	}
 	return nil

@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/raftproxy
 
-.PHONY: all build run stop status clean test unit integration fuzz bench bench-go bench-memory soak deps chaos docs
+.PHONY: all build run stop status clean test unit integration fuzz bench bench-cpu bench-go bench-memory soak deps chaos docs
 
 all: build
 
@@ -62,6 +62,11 @@ integration:
 bench: deps build bench-go
 	scripts/bench.sh
 	scripts/bench-snapshot.sh
+
+# CPU time per operation of each server process (SET and GET, 50 clients,
+# no pipelining), stock redis and raftproxy in the same run: under a minute.
+bench-cpu: deps build
+	scripts/bench-cpu.sh
 
 # Go benchmarks of the hot paths: RESP codec, log entry encoding, applying
 # batches to a real redis-server.

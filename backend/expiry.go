@@ -151,6 +151,46 @@ func (s *StateMachine) prepare(db int, args [][]byte, now int64) [][]byte {
 	return args
 }
 
+// markDeadlines marks, before a batch is sent, every database its commands
+// may give deadlines to, as prepare does when it sends each: the script
+// window (watchdog.go) is made before the batch is sent, and must cover
+// every key an expiry script of the batch may delete. A command after one
+// that gives a key a deadline, past that deadline by its entry's time,
+// deletes the key through a script; with the database marked only as the
+// batch went, the window missed it, the fence reported a foreign write,
+// and a batch that did this (a follower catching up after a partition
+// applies seconds of entries at once) failed on every try.
+func (s *StateMachine) markDeadlines(cmds []fsm.Command) {
+	mark := func(db int, args [][]byte) {
+		if len(args) == 0 {
+			return
+		}
+		var buf [24]byte
+		lname := lowerName(args[0], &buf)
+		kind, ok := applyKinds[string(lname)]
+		if !ok {
+			return
+		}
+		name := string(lname)
+		switch kind {
+		case kindDeadline:
+			if expiry.SetsDeadline(name, args) {
+				s.vol.mark(db)
+			}
+		case kindEval, kindFcall:
+			s.vol.markAll()
+		case kindMoveDB:
+			s.noteMoveDB(db, name, args)
+		}
+	}
+	for _, c := range cmds {
+		mark(c.DB, c.Args)
+		for _, args := range c.Tx {
+			mark(c.DB, args)
+		}
+	}
+}
+
 // noteMoveDB marks the databases COPY ... DB n, MOVE and SWAPDB may move a
 // key with a deadline to.
 func (s *StateMachine) noteMoveDB(db int, name string, args [][]byte) {

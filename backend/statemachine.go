@@ -207,6 +207,7 @@ func (s *StateMachine) apply(cmds []fsm.Command) error {
 	wd := s.wd.Load()
 	var win *window
 	if wd != nil {
+		s.markDeadlines(cmds)
 		win = s.scriptWindow(cmds)
 	}
 	if win != nil {

@@ -50,3 +50,53 @@ func TestFenceAfterWatchdogGone(t *testing.T) {
 		t.Fatal("Settle after the watchdog's connection ended waits for ever")
 	}
 }
+
+// TestDeadlineSetAndExpiredInOneBatch: a batch that gives a key a deadline
+// in a database without deadlines, and later runs a command on that key
+// past the deadline by its entry's time, deletes the key through the
+// expiry script. The script window must cover it: it did not, the fence
+// reported a foreign write, and a follower catching up after a partition
+// (one big batch spanning seconds) rebuilt redis and failed the same batch
+// again, for ever (chaos partitions scenario).
+func TestDeadlineSetAndExpiredInOneBatch(t *testing.T) {
+	r := rdbStartRedis(t, false)
+	sm := NewStateMachine(r.addr, slog.New(slog.DiscardHandler))
+	sm.SetKeys(func(args [][]byte) [][]byte {
+		if len(args) < 2 {
+			return nil
+		}
+		return args[1:2]
+	})
+	ctx := context.Background()
+	if err := sm.Reset(ctx, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sm.RestoreMachineState(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	reply := func([]byte) {}
+	// Redis is asked which databases hold deadlines: none.
+	if err := sm.Apply([]fsm.Command{{Args: fieldArgs("SET other 1"), TimeMs: now, Reply: reply}}); err != nil {
+		t.Fatal(err)
+	}
+	sm.volAsk = true
+	if err := sm.refreshVolatile(); err != nil {
+		t.Fatal(err)
+	}
+	if sm.vol.may(0) {
+		t.Fatal("database 0 still counts as holding deadlines")
+	}
+	err := sm.Apply([]fsm.Command{
+		{Args: fieldArgs("SET k 1 PX 100"), TimeMs: now, Reply: reply},
+		// Touches the key without writing it, so the script's deletion is
+		// the last write redis reports.
+		{Args: fieldArgs("PEXPIRE k 5000"), TimeMs: now + 1000, Reply: reply},
+	})
+	if err != nil {
+		t.Fatalf("a batch that sets a deadline and expires it: %v", err)
+	}
+	if v := rdbDo(t, rdbConn(t, r.addr), "EXISTS", "k"); v.Int != 0 {
+		t.Errorf("k after it expired: EXISTS %d, want 0", v.Int)
+	}
+}

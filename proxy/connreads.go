@@ -118,7 +118,7 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 	}
 	// Reads keep out of redis while it holds a script's undecided effects.
 	if n != nil && !failed(errs) {
-		ctx, cancel := context.WithDeadline(c.s.baseContext(), batch[0].start.Add(c.s.timeout()))
+		ctx, cancel := context.WithDeadline(context.Background(), batch[0].start.Add(c.s.timeout()))
 		leave, err := n.EnterRead(ctx)
 		cancel()
 		if err != nil {
@@ -161,7 +161,7 @@ func (c *conn) expireBeforeReads(batch []*op, errs []string, n Group) error {
 			checks = addCheck(checks, ch)
 		}
 	}
-	ctx, cancel := context.WithTimeout(c.s.baseContext(), c.s.timeout())
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout())
 	defer cancel()
 	if err := c.s.expireBeforeReads(ctx, c.redis, n, checks); err != nil {
 		c.dropRedis()

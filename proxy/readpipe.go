@@ -101,7 +101,7 @@ func (p *readPipe) runBatch(batch []*readReq, n int) {
 			return
 		}
 		// Outside the read gate: the applier may need it shut meanwhile.
-		ctx, cancel := context.WithTimeout(p.s.baseContext(), p.s.timeout())
+		ctx, cancel := context.WithTimeout(context.Background(), p.s.timeout())
 		err := p.s.expireThroughLog(ctx, node, expired)
 		cancel()
 		if err != nil {
@@ -117,7 +117,7 @@ func (p *readPipe) runBatch(batch []*readReq, n int) {
 func (p *readPipe) runOnce(batch []*readReq, n int) []readCheck {
 	node := batch[0].node
 	// Reads keep out of redis while it holds a script's undecided effects.
-	ctx, cancel := context.WithTimeout(p.s.baseContext(), p.s.timeout())
+	ctx, cancel := context.WithTimeout(context.Background(), p.s.timeout())
 	leave, err := node.EnterRead(ctx)
 	cancel()
 	if err != nil {

@@ -121,8 +121,12 @@ type Server struct {
 	// quitting is closed when Shutdown begins: a reply that may take for
 	// ever (a running script's) is not waited for any longer.
 	quitting chan struct{}
-	// base is the context of the server's own work (reads of redis, joins,
-	// settings); it ends when Shutdown begins, as net/http's BaseContext.
+	// base is the context of the server's own longer work (joins, kills,
+	// backups, expiry and memory rounds, settings); it ends when Shutdown
+	// begins, as net/http's BaseContext. The per-batch deadlines of reads
+	// hang off Background instead: a cancelable parent would take a lock
+	// for every batch of every connection, and their deadline (the request
+	// timeout) bounds them anyway.
 	base       context.Context
 	cancelBase context.CancelFunc
 	// blocked are the connections waiting in a blocking command.
@@ -205,7 +209,7 @@ func (s *Server) tainted() bool {
 	if s.cfg.Settle == nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(s.baseContext(), s.timeout())
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout())
 	defer cancel()
 	return s.cfg.Settle(ctx) != nil
 }

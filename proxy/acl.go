@@ -104,7 +104,7 @@ func (s *Server) defaultOpen() bool {
 	return u.on && u.nopass
 }
 
-// aclChanged notes an applied ACL SETUSER or DELUSER (Server.Written):
+// aclChanged notes an applied ACL SETUSER or DELUSER (Server.written):
 // cached users are stale, and clients of a deleted user are disconnected,
 // as redis does.
 func (s *Server) aclChanged(args [][]byte) {

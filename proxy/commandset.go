@@ -82,7 +82,7 @@ func loadCommands(ctx context.Context, addr, password string, log *slog.Logger) 
 }
 
 // WriteKeys returns the keys a write command may modify, or all when that
-// cannot be told from its arguments (raftnode.Config.WriteKeys).
+// cannot be told from its arguments (apply.Keys).
 func (c *Commands) WriteKeys(args [][]byte) (keys [][]byte, all bool) {
 	return c.table.writtenKeys(args)
 }

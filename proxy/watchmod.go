@@ -6,7 +6,7 @@ import (
 )
 
 // Modified reports whether a command whose reply was raw changed the keys
-// it addresses (raftnode.Config.Modified): redis marks a watched key only
+// it addresses (apply.Keys): redis marks a watched key only
 // when a command changed it, and for these commands the reply tells that
 // nothing changed. Anything else counts as a change. It depends on the
 // command and its reply alone, so every node decides alike.

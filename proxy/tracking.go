@@ -15,7 +15,8 @@ import (
 
 // Client-side caching (CLIENT TRACKING), kept by the proxy: it remembers
 // the keys its tracking clients read, and every write applied on this node,
-// whichever node's client proposed it, invalidates them (Server.written, on the apply layer's events).
+// whichever node's client proposed it, invalidates them (Server.written,
+// following the apply layer's events).
 // As in redis: a key is forgotten for a client once it was invalidated (the
 // next read tracks it again); BCAST clients get every key under their
 // prefixes; OPTIN and OPTOUT follow CLIENT CACHING; NOLOOP skips the

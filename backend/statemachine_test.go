@@ -89,10 +89,12 @@ func TestApplyProtocols(t *testing.T) {
 // command sees as expired exactly the keys whose deadline is before its
 // entry's time, whenever it is applied, and deadlines and TTLs are the
 // log's, set inside scripts too.
-func TestExpiryByLogTime(t *testing.T) {
+// keyedMachine returns a state machine reset on a new redis, whose
+// commands' key is their first argument (none for EVAL's).
+func keyedMachine(t *testing.T) (*StateMachine, *rdbRedis) {
+	t.Helper()
 	r := rdbStartRedis(t, false)
 	sm := NewStateMachine(r.addr, slog.New(slog.DiscardHandler))
-	// The first argument is the key of every command used here.
 	sm.SetKeys(func(args [][]byte) [][]byte {
 		if len(args) < 2 || strings.EqualFold(string(args[0]), "eval") {
 			return nil
@@ -106,6 +108,12 @@ func TestExpiryByLogTime(t *testing.T) {
 	if err := sm.RestoreMachineState(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
+	return sm, r
+}
+
+func TestExpiryByLogTime(t *testing.T) {
+	sm, r := keyedMachine(t)
+	ctx := context.Background()
 	ctl := rdbConn(t, r.addr)
 	if role := rdbRole(t, ctl); role != "master" {
 		t.Fatalf("after Reset: role %s, want master", role)

@@ -59,21 +59,7 @@ func TestFenceAfterWatchdogGone(t *testing.T) {
 // (one big batch spanning seconds) rebuilt redis and failed the same batch
 // again, for ever (chaos partitions scenario).
 func TestDeadlineSetAndExpiredInOneBatch(t *testing.T) {
-	r := rdbStartRedis(t, false)
-	sm := NewStateMachine(r.addr, slog.New(slog.DiscardHandler))
-	sm.SetKeys(func(args [][]byte) [][]byte {
-		if len(args) < 2 {
-			return nil
-		}
-		return args[1:2]
-	})
-	ctx := context.Background()
-	if err := sm.Reset(ctx, nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := sm.RestoreMachineState(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	sm, r := keyedMachine(t)
 	now := time.Now().UnixMilli()
 	reply := func([]byte) {}
 	// Redis is asked which databases hold deadlines: none.

@@ -94,8 +94,8 @@ func lowerName(arg []byte, buf *[24]byte) []byte {
 }
 
 // prepare returns the command to send for args, run in database db at the
-// log's time now (see the top of this file). It marks the databases the
-// command may give deadlines to first.
+// log's time now (see the top of this file). markDeadlines has marked the
+// databases the command may give deadlines to.
 func (s *StateMachine) prepare(db int, args [][]byte, now int64) [][]byte {
 	if len(args) == 0 {
 		return args
@@ -109,9 +109,6 @@ func (s *StateMachine) prepare(db int, args [][]byte, now int64) [][]byte {
 	name := string(lname)
 	switch kind {
 	case kindDeadline:
-		if expiry.SetsDeadline(name, args) {
-			s.vol.mark(db)
-		}
 		return expiry.Rewrite(name, args, now)
 	case kindShow:
 		script, keys, argv, ok := expiry.Script(name, args)
@@ -119,10 +116,6 @@ func (s *StateMachine) prepare(db int, args [][]byte, now int64) [][]byte {
 			return expiry.Eval(script, keys, argv, now)
 		}
 	case kindEval:
-		// A script may give any database deadlines (it can SELECT); redis
-		// is asked which did right after (refreshVolatile).
-		s.vol.markAll()
-		s.volAsk = true
 		if len(args) >= 3 {
 			if body, ok := Unwrap(args[1]); ok {
 				out := make([][]byte, 0, len(args)+1)
@@ -132,15 +125,11 @@ func (s *StateMachine) prepare(db int, args [][]byte, now int64) [][]byte {
 			}
 		}
 	case kindFcall:
-		s.vol.markAll()
-		s.volAsk = true
 		if len(args) >= 3 {
 			return append(append(make([][]byte, 0, len(args)+1), args...), strconv.AppendInt(nil, now, 10))
 		}
 	case kindFunction:
 		return rewrapFunction(args)
-	case kindMoveDB:
-		s.noteMoveDB(db, name, args)
 	case kindFlush:
 		if w := s.wd.Load(); w != nil {
 			w.flushes.Add(1)
@@ -152,14 +141,15 @@ func (s *StateMachine) prepare(db int, args [][]byte, now int64) [][]byte {
 }
 
 // markDeadlines marks, before a batch is sent, every database its commands
-// may give deadlines to, as prepare does when it sends each: the script
-// window (watchdog.go) is made before the batch is sent, and must cover
-// every key an expiry script of the batch may delete. A command after one
-// that gives a key a deadline, past that deadline by its entry's time,
-// deletes the key through a script; with the database marked only as the
-// batch went, the window missed it, the fence reported a foreign write,
-// and a batch that did this (a follower catching up after a partition
-// applies seconds of entries at once) failed on every try.
+// may give deadlines to. The script window (watchdog.go) is made before
+// the batch is sent, and must cover every key an expiry script of the
+// batch may delete: a command after one that gives a key a deadline, past
+// that deadline by its entry's time, deletes the key through a script.
+// (Marked only as each command was sent, the window missed such a key, the
+// fence reported a foreign write, and a follower catching up after a
+// partition, which applies seconds of entries in one batch, failed that
+// batch on every try.) Marking a database early costs the batch's earlier
+// commands an expiry script that finds no deadline to act on.
 func (s *StateMachine) markDeadlines(cmds []fsm.Command) {
 	mark := func(db int, args [][]byte) {
 		if len(args) == 0 {
@@ -178,7 +168,10 @@ func (s *StateMachine) markDeadlines(cmds []fsm.Command) {
 				s.vol.mark(db)
 			}
 		case kindEval, kindFcall:
+			// A script may give any database deadlines (it can SELECT);
+			// redis is asked which did right after (refreshVolatile).
 			s.vol.markAll()
+			s.volAsk = true
 		case kindMoveDB:
 			s.noteMoveDB(db, name, args)
 		}

@@ -204,10 +204,10 @@ func (s *StateMachine) apply(cmds []fsm.Command) error {
 	s.kinds = s.kinds[:0]
 	// Redis tells the watchdog of a script's writes as of another client's:
 	// the window must be open before any command can reach redis.
+	s.markDeadlines(cmds)
 	wd := s.wd.Load()
 	var win *window
 	if wd != nil {
-		s.markDeadlines(cmds)
 		win = s.scriptWindow(cmds)
 	}
 	if win != nil {

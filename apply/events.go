@@ -44,10 +44,14 @@ type Feed struct {
 
 func newFeed() *Feed { return &Feed{signal: make(chan struct{}, 1)} }
 
-func (f *Feed) put(e Event) {
+// put queues events, under one lock and with one signal for all of them.
+func (f *Feed) put(events ...Event) {
+	if len(events) == 0 {
+		return
+	}
 	f.mu.Lock()
-	f.queue = append(f.queue, e)
-	f.count++
+	f.queue = append(f.queue, events...)
+	f.count += uint64(len(events))
 	f.mu.Unlock()
 	select {
 	case f.signal <- struct{}{}:
@@ -68,8 +72,8 @@ func (f *Feed) Take() ([]Event, uint64) {
 	return q, f.count
 }
 
-// Put returns the count of events put so far.
-func (f *Feed) Put() uint64 {
+// Published returns the count of events put so far.
+func (f *Feed) Published() uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.count

@@ -60,6 +60,11 @@ type Machine struct {
 	events *Feed
 
 	watches *watches
+	// run, nulls and wrote are Apply's buffers, reused from call to call
+	// (Apply runs on the applier goroutine only, and nothing keeps them).
+	run   []fsm.Command
+	nulls []bool
+	wrote []Event
 	// published is the last entry whose PUBLISHes were delivered, and
 	// publishing the entry being delivered now (its requests may come in
 	// several Apply calls): a chunk applied again after a failed Apply
@@ -86,7 +91,8 @@ var (
 // Apply runs cmds in order: runs of commands go to redis, with the WATCH
 // steps, notices and PUBLISHes taken between them.
 func (m *Machine) Apply(cmds []fsm.Command) error {
-	run := make([]fsm.Command, 0, len(cmds))
+	run := m.run[:0]
+	defer func() { clear(run[:cap(run)]); m.run = run[:0] }()
 	for i := range cmds {
 		c := cmds[i]
 		tx := len(c.Tx) > 0 || c.Op == entry.OpTx
@@ -136,7 +142,11 @@ func (m *Machine) applyRun(run []fsm.Command) error {
 	if len(run) == 0 {
 		return nil
 	}
-	nulls := make([]bool, len(run))
+	nulls := m.nulls[:0]
+	for range run {
+		nulls = append(nulls, false)
+	}
+	m.nulls = nulls
 	for i := range run {
 		if m.watches.active() {
 			m.markOnReply(&run[i])
@@ -148,15 +158,19 @@ func (m *Machine) applyRun(run []fsm.Command) error {
 	if err := m.redis.Apply(run); err != nil {
 		return err
 	}
+	written := m.wrote[:0]
 	for i, c := range run {
 		if c.Tx == nil {
-			m.events.put(Event{Kind: Written, DB: c.DB, Args: c.Args, Tag: c.Tag, Live: c.Live})
+			written = append(written, Event{Kind: Written, DB: c.DB, Args: c.Args, Tag: c.Tag, Live: c.Live})
 			continue
 		}
 		for _, t := range c.Tx {
-			m.events.put(Event{Kind: Written, DB: c.DB, Args: t, Null: nulls[i], Tag: c.Tag, Live: c.Live})
+			written = append(written, Event{Kind: Written, DB: c.DB, Args: t, Null: nulls[i], Tag: c.Tag, Live: c.Live})
 		}
 	}
+	m.events.put(written...)
+	clear(written)
+	m.wrote = written[:0]
 	return nil
 }
 

@@ -39,9 +39,9 @@ func (s *Server) followEvents(stop <-chan struct{}) {
 		for _, e := range batch {
 			switch e.Kind {
 			case apply.Written:
-				s.written(e.DB, e.Args, e.Null, e.Tag)
+				s.written(e.DB, e.Args, e.Null, e.Tag, e.Live)
 			case apply.Reloaded:
-				s.written(0, nil, false, 0)
+				s.written(0, nil, false, 0, false)
 			case apply.Notice:
 				s.notice(e.Args, e.TimeMs, e.Live)
 			}
@@ -61,7 +61,7 @@ func (ev *events) caughtUp(timeout time.Duration) {
 	if ev.feed == nil {
 		return
 	}
-	want := ev.feed.Put()
+	want := ev.feed.Published()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
@@ -82,8 +82,11 @@ func (ev *events) caughtUp(timeout time.Duration) {
 // written handles an apply.Written event (nil args: apply.Reloaded): a
 // command was applied to the local redis. Settings and users are read
 // again when it may have changed them, tracked keys are invalidated, and
-// blocked connections on the keys it may have modified try again.
-func (s *Server) written(db int, args [][]byte, null bool, tag uint64) {
+// blocked connections on the keys it may have modified try again. live is
+// clear for a command the node applies again (restart, rebuild): it changes
+// what redis holds, but what it did to clients happened when it was first
+// applied.
+func (s *Server) written(db int, args [][]byte, null bool, tag uint64, live bool) {
 	if args == nil || isConfigSet(args) {
 		// The slow log and latency settings may have changed.
 		go s.refreshSettings(s.baseContext())
@@ -91,7 +94,7 @@ func (s *Server) written(db int, args [][]byte, null bool, tag uint64) {
 	if args == nil {
 		s.acl.gen.Add(1) // users came back from a snapshot
 	} else if len(args) >= 2 && strings.EqualFold(string(args[0]), "acl") {
-		s.aclChanged(args)
+		s.aclChanged(args, live)
 	}
 	if s.tracker.n.Load() > 0 {
 		if args == nil {

@@ -47,6 +47,8 @@ type applier struct {
 	// It is derived from the log alone, so every node skips the same batches.
 	lastSeq map[uint64]uint64
 	poke    chan struct{}
+	// batch is applyBatch's buffer, reused (the applier goroutine's only).
+	batch []fsm.Command
 	// logTime is the effective time of the last entry turned into commands
 	// (clock.go): the largest entry time so far. logTimeNow mirrors it, as
 	// of the last apply, for other goroutines.
@@ -490,12 +492,14 @@ func (a *applier) applyBatch(cmds []command) error {
 	if len(cmds) == 0 {
 		return nil
 	}
-	batch := make([]fsm.Command, len(cmds))
+	batch := a.batch[:0]
 	for i := range cmds {
-		batch[i] = cmds[i].Command
+		batch = append(batch, cmds[i].Command)
 	}
 	start := time.Now()
 	err := a.n.cfg.StateMachine.Apply(batch)
+	clear(batch)
+	a.batch = batch[:0]
 	a.n.metrics.redisApply.Observe(since(start))
 	return err
 }

@@ -106,10 +106,11 @@ func (s *Server) defaultOpen() bool {
 
 // aclChanged notes an applied ACL SETUSER or DELUSER (Server.written):
 // cached users are stale, and clients of a deleted user are disconnected,
-// as redis does.
-func (s *Server) aclChanged(args [][]byte) {
+// as redis does, when it is applied live (not when a rebuild applies it
+// again: the user may have been made again since).
+func (s *Server) aclChanged(args [][]byte, live bool) {
 	s.acl.gen.Add(1)
-	if !bytes.EqualFold(args[1], []byte("deluser")) {
+	if !live || !bytes.EqualFold(args[1], []byte("deluser")) {
 		return
 	}
 	gone := map[string]bool{}

@@ -88,7 +88,7 @@ func (n *Node) TransferLeadership(ctx context.Context, target, avoid uint64) (ui
 		deadline = d
 	}
 	for time.Now().Before(deadline) {
-		n.raft.TransferLeadership(ctx, n.lead.Load(), target)
+		n.core.transferLeader(target)
 		wait := time.Now().Add(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
 		for time.Now().Before(wait) && time.Now().Before(deadline) {
 			switch l := n.lead.Load(); {
@@ -121,7 +121,7 @@ func (n *Node) memberInfo(id uint64) (MemberInfo, bool) {
 // mostUpToDate returns the voter (other than the leader and avoid) whose
 // log matches the leader's furthest; 0 if none.
 func (n *Node) mostUpToDate(avoid uint64) uint64 {
-	st := n.raft.Status()
+	st := n.core.status()
 	var best, match uint64
 	for id, pr := range st.Progress {
 		if id == n.id || id == avoid || pr.IsLearner {
@@ -149,7 +149,7 @@ func (n *Node) promoteLearners() {
 		if !n.IsLeader() {
 			continue
 		}
-		st := n.raft.Status()
+		st := n.core.status()
 		last, _ := n.storage.LastIndex()
 		for id, pr := range st.Progress {
 			// RecentActive starts true for a new member, and with a short log

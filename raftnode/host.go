@@ -142,7 +142,7 @@ func (h *Host) Init() (*Node, error) {
 		return nil, err
 	}
 	// A single voter elects itself at once instead of after a timeout.
-	go n.raft.Campaign(nodeCtx(n))
+	n.core.campaign()
 	h.node.Store(n)
 	go h.revive(n)
 	n.log.Info("initialised new cluster", "cluster", IDString(cid))

@@ -132,13 +132,13 @@ func (n *Node) proposeControl(c entry.Control) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), n.requestTimeout())
 		defer cancel()
-		err := n.raft.Propose(ctx, data)
+		err := n.core.propose(data)
 		for errors.Is(err, raft.ErrProposalDropped) && n.waitLeader(ctx) {
 			select {
 			case <-time.After(10 * time.Millisecond):
 			case <-ctx.Done():
 			}
-			err = n.raft.Propose(ctx, data)
+			err = n.core.propose(data)
 		}
 		if err != nil && ctx.Err() == nil {
 			n.log.Debug("proposing a control entry failed; it is proposed again", "op", c.Op, "index", c.Index, "err", err)

@@ -3,8 +3,10 @@
 // linearizable reads with ReadIndex, and the applier that feeds committed
 // entries, in log order, to a StateMachine (the local redis-server).
 //
-// One goroutine owns the raft.Node: it persists, sends, hands committed
-// entries to the applier and advances, as the raft package documents.
+// One goroutine, the Ready loop, takes raft's Ready: it sends, persists,
+// hands committed entries to the applier and advances, as the raft package
+// documents. The goroutines that feed raft step its RawNode directly under
+// a lock (core.go) rather than through another goroutine.
 package raftnode
 
 import (
@@ -57,7 +59,7 @@ type Node struct {
 	log       *slog.Logger
 	zlog      *zap.Logger
 
-	raft    raft.Node
+	core    *core
 	storage *raft.MemoryStorage
 	wal     *rwal.Log
 	disk    diskGuard
@@ -188,11 +190,11 @@ func (n *Node) raftConfig() *raft.Config {
 func (n *Node) start(peers []raft.Peer, known []Member) error {
 	// The raft node exists before the transport: AddPeer opens streams at
 	// once, and a peer's message may arrive before start returns.
-	if peers != nil {
-		n.raft = raft.StartNode(n.raftConfig(), peers)
-	} else {
-		n.raft = raft.RestartNode(n.raftConfig())
+	c, err := newCore(n.raftConfig(), peers)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
 	}
+	n.core = c
 	n.transport = &rafthttp.Transport{
 		Logger:      n.zlog,
 		ID:          types.ID(n.id),
@@ -206,7 +208,6 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 		ErrorC:      make(chan error, 1),
 	}
 	if err := n.transport.Start(); err != nil {
-		n.raft.Stop()
 		return fmt.Errorf("start raft transport: %w", err)
 	}
 	for _, m := range known {
@@ -244,15 +245,25 @@ func (n *Node) addPeer(m Member) {
 	n.transport.AddPeer(types.ID(m.ID), []string{n.cfg.peerURL(m.PeerAddr)})
 }
 
-// run is the Ready loop; it alone talks to the raft.Node's Ready channel.
+// run is the Ready loop: it alone takes raft's Ready and advances it. It
+// sleeps until a tick is due or something stepped raft (core.wake), then
+// handles every Ready raft has, one at a time, in etcd's order.
 func (n *Node) run() {
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ticker.C:
-			n.raft.Tick()
-		case rd := <-n.raft.Ready():
+			n.core.tick()
+		case <-n.core.wake:
+		case <-n.stopc:
+			return
+		}
+		for {
+			rd, ok := n.core.ready()
+			if !ok {
+				break
+			}
 			if err := n.handleReady(rd); err != nil {
 				if !errors.Is(err, ErrStopped) {
 					n.log.Error("raft ready loop failed; stopping the node (the host restarts it from its data directory)", "err", err)
@@ -261,9 +272,7 @@ func (n *Node) run() {
 				go n.Stop()
 				return
 			}
-			n.raft.Advance()
-		case <-n.stopc:
-			return
+			n.core.advance(rd)
 		}
 	}
 }
@@ -380,7 +389,7 @@ func (n *Node) applyConfChange(e *raftpb.Entry) error {
 		n.log.Error("ignoring conf change with bad context", "index", e.GetIndex(), "err", err)
 		cc = &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(0)}
 	}
-	cs := n.raft.ApplyConfChange(cc)
+	cs := n.core.applyConfChange(cc)
 	id := cc.GetNodeId()
 	switch cc.GetType() {
 	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode, raftpb.ConfChangeUpdateNode:
@@ -441,7 +450,6 @@ func (n *Node) Stop() {
 		// only once it has returned.
 		<-n.runDone
 		n.transport.Stop()
-		n.raft.Stop()
 		n.done.Wait()
 		if err := n.wal.Close(); err != nil {
 			n.log.Warn("close wal", "err", err)
@@ -471,7 +479,8 @@ func (t *transportHooks) Process(ctx context.Context, m *raftpb.Message) error {
 			return err
 		}
 	}
-	return t.raft.Step(ctx, m)
+	t.core.step(m)
+	return nil
 }
 
 // splitSnapshots sends the MsgSnap messages of msgs with their RDB files and
@@ -489,13 +498,13 @@ func (n *Node) splitSnapshots(msgs []*raftpb.Message) []*raftpb.Message {
 }
 func (t *transportHooks) IsIDRemoved(id uint64) bool { return t.members.isRemoved(id) }
 func (t *transportHooks) ReportUnreachable(id uint64) {
-	t.raft.ReportUnreachable(id)
+	t.core.reportUnreachable(id)
 }
 func (t *transportHooks) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
 	if status == raft.SnapshotFailure {
 		t.metrics.failSend.Inc()
 	}
-	t.raft.ReportSnapshot(id, status)
+	t.core.reportSnapshot(id, status)
 }
 
 // lastOwnSeq finds the highest batch sequence this node put in its log, so

@@ -295,7 +295,7 @@ func (p *proposer) propose(batch []proposal) {
 	p.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), p.n.requestTimeout())
-	err := p.n.raft.Propose(ctx, data)
+	err := p.n.core.propose(data)
 	// Raft drops a proposal, without appending it anywhere, while leadership
 	// moves or no leader is known: retrying it is safe, and it makes a
 	// leader transfer invisible to clients.
@@ -304,7 +304,7 @@ func (p *proposer) propose(batch []proposal) {
 		case <-time.After(10 * time.Millisecond):
 		case <-ctx.Done():
 		}
-		err = p.n.raft.Propose(ctx, data)
+		err = p.n.core.propose(data)
 	}
 	cancel()
 	if err != nil {
@@ -453,7 +453,7 @@ func (n *Node) proposeConf(ctx context.Context, typ raftpb.ConfChangeType, m Mem
 	n.prop.waiting[seq] = &pending{futs: []*Future{f}, deadline: deadline}
 	n.prop.mu.Unlock()
 	cc := &raftpb.ConfChange{Type: typ.Enum(), NodeId: proto.Uint64(m.ID), Context: cctx}
-	if err := n.raft.ProposeConfChange(ctx, cc); err != nil {
+	if err := n.core.proposeConfChange(cc); err != nil {
 		n.prop.take(seq)
 		return nil, fmt.Errorf("propose %s for %s: %w", typ, IDString(m.ID), err)
 	}

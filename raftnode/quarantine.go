@@ -335,7 +335,7 @@ func (n *Node) stepDownFor(from, term, last uint64) (int, string) {
 	}
 	now := time.Now()
 	n.stepDown.asked(from, now)
-	st := n.raft.Status()
+	st := n.core.status()
 	if st.RaftState != raft.StateLeader {
 		return http.StatusConflict, "not the leader"
 	}

@@ -113,7 +113,7 @@ func (h *Host) initSeeded() (*Node, error) {
 		return nil, err
 	}
 	// A single voter elects itself at once instead of after a timeout.
-	go n.raft.Campaign(nodeCtx(n))
+	n.core.campaign()
 	n.log.Info("initialised new cluster from a seed RDB", "cluster", IDString(cid), "rdb", path, "bytes", meta.Size, "sha256", meta.SHA256)
 	return n, nil
 }

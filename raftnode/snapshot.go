@@ -374,7 +374,7 @@ func (n *Node) sendSnapshot(m *raftpb.Message) {
 	if err != nil {
 		n.metrics.failSend.Inc()
 		n.log.Error("cannot send snapshot", "to", IDString(m.GetTo()), "err", err)
-		n.raft.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+		n.core.reportSnapshot(m.GetTo(), raft.SnapshotFailure)
 		return
 	}
 	// A snapshot made before a member was added does not name it, and raft

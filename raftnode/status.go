@@ -72,7 +72,7 @@ type Status struct {
 
 // Status reports this node's view of the cluster.
 func (n *Node) Status() Status {
-	rs := n.raft.Status()
+	rs := n.core.status()
 	last, _ := n.storage.LastIndex()
 	first, _ := n.storage.FirstIndex()
 	st := Status{

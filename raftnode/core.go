@@ -1,0 +1,139 @@
+package raftnode
+
+import (
+	"sync"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// core is the node's raft state machine: a raft.RawNode behind a lock.
+//
+// The goroutines that feed raft (the transport's receivers, the proposer,
+// the reads, the membership calls) step it themselves under the lock and
+// then wake the Ready loop, which alone takes Ready and calls Advance. This
+// is raft.Node's model without its goroutine: raft.Node hands every
+// proposal, message, Ready and Advance to one more goroutine and back,
+// which costs a scheduler round trip per hop, several per log entry; the
+// lock is held only for raft's own in-memory work, never across I/O.
+//
+// As with raft.Node, raft may be stepped between Ready and Advance.
+type core struct {
+	mu sync.Mutex
+	rn *raft.RawNode
+	// wake holds one token when raft may have a Ready the loop has not
+	// taken: every call that can create work leaves one.
+	wake chan struct{}
+}
+
+// newCore starts a raft state machine; peers bootstrap a new group's
+// first configuration, nil restarts from storage.
+func newCore(cfg *raft.Config, peers []raft.Peer) (*core, error) {
+	rn, err := raft.NewRawNode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(peers) > 0 {
+		if err := rn.Bootstrap(peers); err != nil {
+			return nil, err
+		}
+	}
+	c := &core{rn: rn, wake: make(chan struct{}, 1)}
+	c.signal()
+	return c, nil
+}
+
+func (c *core) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// do runs f on the raft state machine and wakes the Ready loop.
+func (c *core) do(f func(rn *raft.RawNode) error) error {
+	c.mu.Lock()
+	err := f(c.rn)
+	c.mu.Unlock()
+	c.signal()
+	return err
+}
+
+func (c *core) tick() {
+	_ = c.do(func(rn *raft.RawNode) error { rn.Tick(); return nil })
+}
+
+// propose appends data to the log if this node leads, forwards it if it
+// follows, and returns raft.ErrProposalDropped when no leader is known.
+func (c *core) propose(data []byte) error {
+	c.mu.Lock()
+	err := c.rn.Propose(data)
+	c.mu.Unlock()
+	c.signal()
+	return err
+}
+
+func (c *core) proposeConfChange(cc *raftpb.ConfChange) error {
+	return c.do(func(rn *raft.RawNode) error { return rn.ProposeConfChange(cc) })
+}
+
+// step takes a message from a peer. Like raft.Node, it drops a message
+// raft reports it cannot take (a local kind from the network, a response
+// from a member it does not know): the sender's retry or a later message
+// covers it.
+func (c *core) step(m *raftpb.Message) {
+	c.mu.Lock()
+	_ = c.rn.Step(m)
+	c.mu.Unlock()
+	c.signal()
+}
+
+func (c *core) readIndex(rctx []byte) {
+	_ = c.do(func(rn *raft.RawNode) error { rn.ReadIndex(rctx); return nil })
+}
+
+func (c *core) campaign() {
+	_ = c.do(func(rn *raft.RawNode) error { return rn.Campaign() })
+}
+
+func (c *core) transferLeader(to uint64) {
+	_ = c.do(func(rn *raft.RawNode) error { rn.TransferLeader(to); return nil })
+}
+
+func (c *core) reportUnreachable(id uint64) {
+	_ = c.do(func(rn *raft.RawNode) error { rn.ReportUnreachable(id); return nil })
+}
+
+func (c *core) reportSnapshot(id uint64, status raft.SnapshotStatus) {
+	_ = c.do(func(rn *raft.RawNode) error { rn.ReportSnapshot(id, status); return nil })
+}
+
+func (c *core) applyConfChange(cc *raftpb.ConfChange) *raftpb.ConfState {
+	var cs *raftpb.ConfState
+	_ = c.do(func(rn *raft.RawNode) error { cs = rn.ApplyConfChange(cc); return nil })
+	return cs
+}
+
+func (c *core) status() raft.Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rn.Status()
+}
+
+// ready returns raft's outstanding work, if it has any. The caller handles
+// it and calls advance before it calls ready again.
+func (c *core) ready() (raft.Ready, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.rn.HasReady() {
+		return raft.Ready{}, false
+	}
+	return c.rn.Ready(), true
+}
+
+// advance tells raft that rd is persisted, sent and handed to the applier.
+func (c *core) advance(rd raft.Ready) {
+	c.mu.Lock()
+	c.rn.Advance(rd)
+	c.mu.Unlock()
+}

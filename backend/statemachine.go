@@ -235,6 +235,7 @@ func (s *StateMachine) apply(cmds []fsm.Command) error {
 	// No deadline: a command may legitimately run long (a big DEL); a dead
 	// redis closes the connection, and Healthy probes a hung one.
 	s.replies = s.replies[:0]
+	fence := win != nil
 	i, local := 0, 0
 	for _, k := range s.kinds {
 		var err error
@@ -258,6 +259,7 @@ func (s *StateMachine) apply(cmds []fsm.Command) error {
 			s.noteBusyThreshold(cmds[i].Args, s.raw)
 			if cmds[i].Reply != nil {
 				s.replies = append(s.replies, append([]byte(nil), s.raw...))
+				fence = fence || !blindOK(cmds[i], s.raw)
 			}
 			i++
 		}
@@ -265,8 +267,10 @@ func (s *StateMachine) apply(cmds []fsm.Command) error {
 	// The replies are handed out only once the watchdog has heard of
 	// everything redis did until now (watchdog.go): one computed on data
 	// another client changed is never given; the error makes the node
-	// rebuild redis and apply the batch again.
-	if wd != nil && (win != nil || len(s.replies) > 0) {
+	// rebuild redis and apply the batch again. A batch whose every reply is
+	// a blind write's OK needs no fence: no data, stray or not, changes
+	// that reply, and a stray write is still caught by the next fence.
+	if wd != nil && fence {
 		// Bounded: a redis that stopped answering fails the batch, and the
 		// node rebuilds it, rather than hold the applier for ever.
 		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
@@ -284,6 +288,13 @@ func (s *StateMachine) apply(cmds []fsm.Command) error {
 		}
 	}
 	return nil
+}
+
+// blindOK reports whether raw is the reply a blind write (SET without
+// options that read the key, MSET) gives whatever redis holds: +OK. Any
+// other reply (an error such as OOM) may depend on what redis holds.
+func blindOK(c fsm.Command, raw []byte) bool {
+	return len(c.Tx) == 0 && string(raw) == "+OK\r\n" && expiry.BlindWrite(c.Args)
 }
 
 // write sends one command, or a transaction as MULTI, its commands and

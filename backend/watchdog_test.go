@@ -86,3 +86,47 @@ func TestDeadlineSetAndExpiredInOneBatch(t *testing.T) {
 		t.Errorf("k after it expired: EXISTS %d, want 0", v.Int)
 	}
 }
+
+// TestBlindWritesNeedNoFence: a batch whose replies are all blind writes'
+// OK is answered without a fence (a round trip to redis per batch saved on
+// the commonest write), while any reply that may depend on the data still
+// waits for one. With the watchdog's connection gone every fence fails, so
+// which batches fail shows which ones fenced.
+func TestBlindWritesNeedNoFence(t *testing.T) {
+	r := rdbStartRedis(t, false)
+	sm := NewStateMachine(r.addr, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := sm.Reset(ctx, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sm.Apply([]fsm.Command{{Args: fieldArgs("SET a 1"), Reply: func([]byte) {}}}); err != nil {
+		t.Fatal(err)
+	}
+	w := sm.wd.Load()
+	ctl := rdbConn(t, r.addr)
+	rdbDo(t, ctl, "CLIENT", "KILL", "ID", strconv.FormatInt(rdbDo(t, sm.conn, "CLIENT", "GETREDIR").Int, 10))
+	select {
+	case <-w.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watchdog did not see its connection end")
+	}
+	for _, tc := range []struct {
+		cmds  []string
+		fence bool
+	}{
+		{[]string{"SET a 2", "MSET b 1 c 2", "SETEX d 100 x", "SET e 1 EX 100"}, false},
+		{[]string{"SET a 3", "INCR n"}, true},
+		{[]string{"SET a 4 NX"}, true},
+		{[]string{"SET a 5 GET"}, true},
+		{[]string{"SET"}, true}, // an error reply
+	} {
+		var cmds []fsm.Command
+		for _, c := range tc.cmds {
+			cmds = append(cmds, fsm.Command{Args: fieldArgs(c), Reply: func([]byte) {}})
+		}
+		err := sm.Apply(cmds)
+		if fenced := err != nil; fenced != tc.fence {
+			t.Errorf("%q: fenced %v (err %v), want %v", tc.cmds, fenced, err, tc.fence)
+		}
+	}
+}

@@ -200,6 +200,8 @@ func Unmarshal(data []byte) (Entry, error) {
 		return e, d.err
 	}
 	e.Reqs = make([]Request, n)
+	// Most requests are a command of a few arguments (SET key value).
+	d.argsCap = int(min(n, 1024)) * 3
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
 		if db := d.uvarint(); v >= 4 {
@@ -209,7 +211,7 @@ func Unmarshal(data []byte) (Entry, error) {
 		} else {
 			r.DB = int(db)
 		}
-		r.Args = d.args()
+		r.Args = d.argList()
 		if len(r.Args) == 0 && d.err == nil && v < 2 {
 			d.err = fmt.Errorf("%w: empty command", ErrCorrupt)
 		}
@@ -225,12 +227,12 @@ func Unmarshal(data []byte) (Entry, error) {
 			case OpTx:
 				d.tx(r, v)
 			case OpWatch:
-				if r.Args = d.args(); len(r.Args) == 0 && d.err == nil {
+				if r.Args = d.argList(); len(r.Args) == 0 && d.err == nil {
 					d.err = fmt.Errorf("%w: watch without keys", ErrCorrupt)
 				}
 			case OpUnwatch:
 			case OpNotice:
-				if r.Args = d.args(); len(r.Args) == 0 && d.err == nil {
+				if r.Args = d.argList(); len(r.Args) == 0 && d.err == nil {
 					d.err = fmt.Errorf("%w: notice without arguments", ErrCorrupt)
 				}
 			default:
@@ -259,7 +261,7 @@ func (d *decoder) tx(r *Request, v byte) {
 	}
 	r.Tx = make([][][]byte, nc)
 	for j := range r.Tx {
-		if r.Tx[j] = d.args(); len(r.Tx[j]) == 0 && d.err == nil {
+		if r.Tx[j] = d.argList(); len(r.Tx[j]) == 0 && d.err == nil {
 			d.err = fmt.Errorf("%w: empty command in a transaction", ErrCorrupt)
 		}
 	}
@@ -268,6 +270,10 @@ func (d *decoder) tx(r *Request, v byte) {
 type decoder struct {
 	b   []byte
 	err error
+	// args is where argument lists are cut from: one allocation serves
+	// many requests' lists (a list keeps the chunk it was cut from).
+	args    [][]byte
+	argsCap int // the size of the next chunk, at least
 }
 
 func (d *decoder) fail(what string) {
@@ -318,12 +324,17 @@ func (d *decoder) count() int {
 	return int(v)
 }
 
-func (d *decoder) args() [][]byte {
+func (d *decoder) argList() [][]byte {
 	n := d.count()
 	if d.err != nil || n == 0 {
 		return nil
 	}
-	args := make([][]byte, n)
+	if cap(d.args)-len(d.args) < n {
+		d.args = make([][]byte, 0, max(n, d.argsCap))
+	}
+	start := len(d.args)
+	d.args = d.args[:start+n]
+	args := d.args[start : start+n : start+n]
 	for i := range args {
 		args[i] = d.bytes()
 	}

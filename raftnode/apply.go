@@ -49,6 +49,9 @@ type applier struct {
 	poke    chan struct{}
 	// batch is applyBatch's buffer, reused (the applier goroutine's only).
 	batch []fsm.Command
+	// cmds is commands' buffer, reused likewise: what commands returned is
+	// valid until it is called again.
+	cmds []command
 	// logTime is the effective time of the last entry turned into commands
 	// (clock.go): the largest entry time so far. logTimeNow mirrors it, as
 	// of the last apply, for other goroutines.
@@ -395,9 +398,11 @@ func (a *applier) replay(ctx context.Context) error {
 }
 
 // commands turns entries into state machine commands. With replies, each
-// command whose batch was proposed here completes its client's future.
+// command whose batch was proposed here completes its client's future. The
+// slice it returns is valid until its next call.
 func (a *applier) commands(ents []*raftpb.Entry, replies bool) []command {
-	var cmds []command
+	clear(a.cmds)
+	cmds := a.cmds[:0]
 	for _, e := range ents {
 		if e.GetType() != raftpb.EntryNormal || len(e.GetData()) == 0 {
 			continue
@@ -457,6 +462,7 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []command {
 			cmds = append(cmds, c)
 		}
 	}
+	a.cmds = cmds
 	return cmds
 }
 

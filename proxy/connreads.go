@@ -13,48 +13,34 @@ import (
 // own redis connection.
 
 // readShared runs a run of reads on the server's shared read connection,
-// in one request: each read once its ReadIndex has been reached.
+// in one request: the pipe runs each read once its ReadIndex round has
+// been reached, so the connection waits once, for the replies, rather
+// than once for the round and again for the pipe.
 func (c *conn) readShared(w *bufio.Writer, batch []*op) {
-	r := &readReq{node: batch[0].node, cmds: make([]readCmd, 0, len(batch)), done: make(chan struct{})}
-	// errs[i]: why batch[i] may not run; nil when it is in r.
-	var one [1]error
-	errs := one[:]
-	if len(batch) > 1 {
-		errs = make([]error, len(batch))
+	r := &readReq{node: batch[0].node, cmds: make([]readCmd, len(batch)), done: make(chan struct{})}
+	for i, o := range batch {
+		r.cmds[i] = readCmd{db: o.db, args: o.args, resp3: o.resp3, wait: o.read}
 	}
+	c.s.reads.reqs <- r
 	var errText string
-	for i, o := range batch {
-		if errs[i] = c.waitRead(o); errs[i] != nil {
-			continue
-		}
-		r.cmds = append(r.cmds, readCmd{db: o.db, args: o.args, resp3: o.resp3, now: o.read.TimeMs()})
+	if !c.await(r.done, batch[0].start) {
+		// The pipe still holds r, which is dropped.
+		errText = errorText(raftnode.ErrTimeout, true)
 	}
-	if len(r.cmds) > 0 {
-		c.s.reads.reqs <- r
+	for i, o := range batch {
+		rc := r.cmds[i]
 		switch {
-		case !c.await(r.done, batch[0].start):
-			// The pipe still holds r, which is dropped.
-			errText = errorText(raftnode.ErrTimeout, true)
-		case r.err != nil:
-			errText = errorText(r.err, true)
-		}
-	}
-	j := 0
-	for i, o := range batch {
-		if errs[i] != nil {
-			o.writeError(w, c.raw, errorText(errs[i], true))
-			continue
-		}
-		reply := r.cmds[j].reply
-		j++
-		if errText != "" {
+		case errText != "":
 			o.writeError(w, c.raw, errText)
-			continue
+		case rc.err != nil:
+			o.writeError(w, c.raw, errorText(rc.err, true))
+		default:
+			reply := rc.reply
+			if o.fix != nil {
+				reply = o.fix(reply)
+			}
+			o.write(w, reply)
 		}
-		if o.fix != nil {
-			reply = o.fix(reply)
-		}
-		o.write(w, reply)
 	}
 }
 

@@ -8,28 +8,32 @@ import (
 	"github.com/raftproxy/raftproxy/raftnode"
 )
 
-// readReq is a run of reads of one connection, cleared to run, waiting for
-// its turn on the shared read connection.
+// readReq is a run of reads of one connection, waiting for its ReadIndex
+// rounds and then for its turn on the shared read connection.
 type readReq struct {
 	node Group
 	cmds []readCmd
 	buf  []byte // the replies, cmds[i].reply pointing into it
-	err  error  // when set, no command ran (redis was being rebuilt or is gone)
 	done chan struct{}
 }
 
 type readCmd struct {
 	db    int
 	args  [][]byte
-	resp3 bool  // the reply must be in RESP3
-	now   int64 // the read's time (proxy/expiry.go)
+	resp3 bool              // the reply must be in RESP3
+	wait  raftnode.ReadWait // the read's ReadIndex round
+	now   int64             // the read's time (proxy/expiry.go), from its round
 	reply []byte
+	// err, when set, is why the read did not run: its round failed, or
+	// redis was being rebuilt or is gone.
+	err error
 }
 
 // readPipe runs the reads of every connection on one pipelined connection
-// to the local redis: reads cleared by the same ReadIndex round become ready
-// together, and one write and one read to redis then serve them all, instead
+// to the local redis: it waits for the ReadIndex rounds of the reads it
+// took, and one write and one read to redis then serve them all, instead
 // of a round trip per connection (a lone command, or a client's pipeline).
+// The round's end wakes the pipe alone, not every reader's connection.
 type readPipe struct {
 	s     *Server
 	reqs  chan *readReq
@@ -72,16 +76,41 @@ func (p *readPipe) run(stop <-chan struct{}) {
 				break drain
 			}
 		}
-		p.runBatch(batch, n)
+		if ready := p.awaitRounds(batch); ready > 0 {
+			p.runBatch(batch, ready)
+		}
 		for _, r := range batch {
 			close(r.done)
 		}
 	}
 }
 
+// awaitRounds waits until every read of the batch may run or has failed
+// (a ReadWait always ends, at the latest at the request timeout), and
+// returns how many may run.
+func (p *readPipe) awaitRounds(batch []*readReq) int {
+	n := 0
+	for _, r := range batch {
+		for i := range r.cmds {
+			c := &r.cmds[i]
+			<-c.wait.Ready()
+			if c.err = c.wait.Err(); c.err == nil {
+				c.now = c.wait.TimeMs()
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// fail fails every read of the batch still meant to run.
 func (p *readPipe) fail(batch []*readReq, err error) {
 	for _, r := range batch {
-		r.err = err
+		for i := range r.cmds {
+			if r.cmds[i].err == nil {
+				r.cmds[i].err = err
+			}
+		}
 	}
 }
 
@@ -142,6 +171,9 @@ func (p *readPipe) runOnce(batch []*readReq, n int) []readCheck {
 	p.checks = p.checks[:0]
 	for _, r := range batch {
 		for _, c := range r.cmds {
+			if c.err != nil {
+				continue
+			}
 			if ch, ok := p.s.checkOf(c.db, c.args, c.now); ok {
 				p.checks = addCheck(p.checks, ch)
 			}
@@ -157,6 +189,9 @@ func (p *readPipe) runOnce(batch []*readReq, n int) []readCheck {
 	i := 0
 	for _, r := range batch {
 		for _, c := range r.cmds {
+			if c.err != nil {
+				continue
+			}
 			// RESP3 clients share the pipe too: the connection switches
 			// protocol with a HELLO in the pipeline, as it switches
 			// databases with SELECT, only where two neighbours differ. That
@@ -204,13 +239,21 @@ func (p *readPipe) runOnce(batch []*readReq, n int) []readCheck {
 	// is reused by the next round while the connection writes them out.
 	i = 0
 	for _, r := range batch {
-		base := offs[i]
-		r.buf = append(r.buf[:0], p.buf[base:offs[i+len(r.cmds)]]...)
+		k := 0
 		for j := range r.cmds {
+			if r.cmds[j].err == nil {
+				k++
+			}
+		}
+		base := offs[i]
+		r.buf = append(r.buf[:0], p.buf[base:offs[i+k]]...)
+		for j := range r.cmds {
+			if r.cmds[j].err != nil {
+				continue
+			}
 			r.cmds[j].reply = r.buf[offs[i]-base : offs[i+1]-base : offs[i+1]-base]
 			i++
 		}
-		r.err = nil
 	}
 	return nil
 }

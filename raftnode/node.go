@@ -143,6 +143,7 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State, store
 		}
 	}
 	if st.HardState != nil {
+		n.walState = st.HardState
 		if err := n.storage.SetHardState(st.HardState); err != nil {
 			return nil, fmt.Errorf("restore hard state: %w", err)
 		}
@@ -365,9 +366,11 @@ func (n *Node) saveWAL(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 	if raft.IsEmptyHardState(hs) && len(ents) == 0 {
 		return n.wal.Save(hs, ents)
 	}
+	// An empty hard state is an unchanged one: compared with the last
+	// saved, only new entries then make the save fsync.
 	st := hs
-	if st == nil {
-		st = &raftpb.HardState{}
+	if raft.IsEmptyHardState(st) {
+		st = n.walState
 	}
 	sync := raft.MustSync(st, n.walState, len(ents))
 	n.walState = st

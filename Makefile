@@ -58,7 +58,8 @@ integration:
 	$(GO) test -count=1 -timeout 25m ./test/...
 
 # Throughput and latency side by side with stock redis (scripts/bench.sh),
-# then snapshot times; results are saved under bench/results/.
+# CPU per operation of each process (scripts/bench-cpu.sh), then snapshot
+# times; results are saved under bench/results/.
 bench: deps build bench-go
 	scripts/bench.sh
 	scripts/bench-snapshot.sh

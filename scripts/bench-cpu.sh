@@ -37,6 +37,10 @@ f1=$1 f2=$2
 fnode=$f1 follower=$((CLIENT_BASE + f1))
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Read- and write-type system calls a process made (read, recvfrom, write,
+# sendto, ...): the floor for a proxy at P1 is one of each per request.
+sysrw() { awk '$1 == "syscr:" || $1 == "syscw:" {n += $2} END {print n}' "/proc/$1/io"; }
+perop() { awk -v a="$1" -v b="$2" -v n="$N" 'BEGIN {printf "%.2f", (b - a) / n}'; }
 metric() { curl -s "http://127.0.0.1:$((METRICS_BASE + $1))/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 us() { awk -v a="$1" -v b="$2" -v hz="$HZ" -v n="$N" 'BEGIN {printf "%.1f", (b - a) * 1e6 / hz / n}'; }
 rps() { tr '\r' '\n' | grep -E "^(SET|GET): [0-9.]+ requests" | tail -1 | awk '{print $2}'; }
@@ -45,15 +49,15 @@ echo "# CPU per operation $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "redis-benchmark -c $CLIENTS -P $PIPELINE -n $N -r 100000; $(nproc) cores; CPU = user+system of each process over the run, µs per operation. Leader and followers are raftproxy processes; 'redis' is the sum of the three redis-servers behind them."
 echo
-echo "| setup | test | ops/s | leader proxy | follower proxy A | follower proxy B | redis (3) | total | × stock | requests/entry | reads/round |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| setup | test | ops/s | leader proxy | follower proxy A | follower proxy B | redis (3) | total | × stock | requests/entry | reads/round | r/w syscalls per op: serving process, follower A |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 declare -A stockTotal
 for t in set get; do
-  a=$(ticks "$stock_pid")
+  a=$(ticks "$stock_pid") sa=$(sysrw "$stock_pid")
   r=$(redis-benchmark -p $STOCK -t $t -n "$N" -c "$CLIENTS" -P "$PIPELINE" -r 100000 -q 2>/dev/null | rps)
-  b=$(ticks "$stock_pid")
+  b=$(ticks "$stock_pid") sb=$(sysrw "$stock_pid")
   stockTotal[$t]=$(us "$a" "$b")
-  echo "| stock redis | ${t^^} | $r | | | | ${stockTotal[$t]} | ${stockTotal[$t]} | 1.00x | | |"
+  echo "| stock redis | ${t^^} | $r | | | | ${stockTotal[$t]} | ${stockTotal[$t]} | 1.00x | | | $(perop "$sa" "$sb") |"
 done
 pids() { for i in $lnode $f1 $f2; do echo "$(cat "$RUN_DIR/node$i/raftproxy.pid") $(cat "$RUN_DIR/node$i/redis.pid")"; done; }
 for via in leader follower; do
@@ -62,6 +66,9 @@ for via in leader follower; do
   for t in set get; do
     read -r lp lr f1p f1r f2p f2r <<<"$(pids | tr '\n' ' ')"
     before=$(for p in $lp $f1p $f2p $lr $f1r $f2r; do ticks "$p"; done | tr '\n' ' ')
+    sp=$lp
+    [ $via = follower ] && sp=$f1p
+    sys0=$(sysrw "$sp") fsys0=$(sysrw "$f1p")
     req0=$(metric "$lnode" raftproxy_proposed_requests_total) ent0=$(metric "$lnode" raftproxy_proposed_entries_total)
     rd0=$(metric "$lnode" raftproxy_reads_total) rr0=$(metric "$lnode" raftproxy_read_index_rounds_total)
     if [ $via = follower ]; then
@@ -69,6 +76,7 @@ for via in leader follower; do
     fi
     r=$(redis-benchmark -p "$port" -t $t -n "$N" -c "$CLIENTS" -P "$PIPELINE" -r 100000 -q 2>/dev/null | rps)
     after=$(for p in $lp $f1p $f2p $lr $f1r $f2r; do ticks "$p"; done | tr '\n' ' ')
+    sys1=$(sysrw "$sp") fsys1=$(sysrw "$f1p")
     req1=$(metric "$lnode" raftproxy_proposed_requests_total) ent1=$(metric "$lnode" raftproxy_proposed_entries_total)
     rd1=$(metric "$lnode" raftproxy_reads_total) rr1=$(metric "$lnode" raftproxy_read_index_rounds_total)
     if [ $via = follower ]; then
@@ -81,7 +89,7 @@ for via in leader follower; do
     per() { awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" 'BEGIN { if (d - c > 0) printf "%.1f", (b - a) / (d - c); else print "-" }'; }
     note="via $via"
     [ $via = follower ] && note="via follower (A)"
-    echo "| raftproxy 3 nodes, $note | ${t^^} | $r | $(us "$b1" "$a1") | $(us "$b2" "$a2") | $(us "$b3" "$a3") | $redis | $total | $(awk -v a="$total" -v b="${stockTotal[$t]}" 'BEGIN {printf "%.1fx", a / b}') | $(per "$req0" "$req1" "$ent0" "$ent1") | $(per "$rd0" "$rd1" "$rr0" "$rr1") |"
+    echo "| raftproxy 3 nodes, $note | ${t^^} | $r | $(us "$b1" "$a1") | $(us "$b2" "$a2") | $(us "$b3" "$a3") | $redis | $total | $(awk -v a="$total" -v b="${stockTotal[$t]}" 'BEGIN {printf "%.1fx", a / b}') | $(per "$req0" "$req1" "$ent0" "$ent1") | $(per "$rd0" "$rd1" "$rr0" "$rr1") | $(perop "$sys0" "$sys1"), $(perop "$fsys0" "$fsys1") |"
   done
 done
 echo

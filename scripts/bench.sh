@@ -10,6 +10,8 @@
 #   Go TCP forwarder -> stock redis  the cheapest possible proxy in Go: what
 #                                    any process between client and redis costs
 #   raftproxy 3 nodes, via leader / via follower
+# then raftbench latency workloads, then scripts/bench-cpu.sh's CPU time per
+# operation of each process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-100000}          # requests per redis-benchmark test
@@ -119,6 +121,13 @@ reads1=$(metric "$lnode" raftproxy_reads_total) rounds1=$(metric "$lnode" raftpr
   echo "Batching on the leader over the whole run: $(awk -v a="$batch1" -v b="$batch0" -v c="$ent1" -v d="$ent0" 'BEGIN {printf "%.1f", (a-b)/(c-d)}') requests per log entry," \
     "$(awk -v a="$reads1" -v b="$reads0" -v c="$rounds1" -v d="$rounds0" 'BEGIN {printf "%.1f", (a-b)/(c-d)}') reads per ReadIndex round." \
     "Proxy RSS after the run: $(rss 1), $(rss 2), $(rss 3) MiB."
+} >>"$out"
+# CPU per operation of each process, on a cluster of its own once this
+# one is stopped (nothing else then competes for the cores).
+cleanup
+{
+  echo
+  scripts/bench-cpu.sh | sed 's/^# CPU per operation.*/## CPU per operation, per process/'
 } >>"$out"
 cat "$out"
 mkdir -p bench/results

@@ -6,8 +6,12 @@ BIN := bin/raftproxy
 
 all: build
 
+# The commit goes into the binary (raftproxy version, raftproxy_build_info)
+# even where Go records no VCS data itself.
+COMMIT := $(shell git rev-parse HEAD 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/raftproxy
+	$(GO) build -ldflags "-X github.com/raftproxy/raftproxy/version.commit=$(COMMIT)" -o $(BIN) ./cmd/raftproxy
 	$(GO) build -o bin/raftbench ./cmd/raftbench
 
 # Regenerates docs/COMMANDS.md from the command table (a unit test fails

@@ -23,6 +23,10 @@ import (
 // (versions 1 and 2 as RESP2 requests).
 const version = 4
 
+// Version is the entry format this build writes, and the newest it
+// decodes.
+const Version = version
+
 // Op is what a request does.
 type Op uint8
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/version"
 )
 
 // Handler returns the endpoints for host; extra are more series to export
@@ -52,6 +54,11 @@ func Handler(host *raftnode.Host, extra ...prometheus.Collector) http.Handler {
 		_, busy := n.Busy()
 		return b2f(busy)
 	})
+	bi := version.Get()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "raftproxy_build_info",
+		Help:        "Always 1; the labels name this build: release, commit, Go version and the log entry format it writes.",
+		ConstLabels: prometheus.Labels{"version": bi.Release, "commit": bi.CommitShort(), "goversion": bi.Go, "entry_format": strconv.Itoa(bi.EntryFormat)}},
+		func() float64 { return 1 }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "raftproxy_proposals_pending_total",
 		Help: "Client requests this node proposed, or queued to propose, whose outcome is not known yet (etcd_server_proposals_pending)."},
 		func() float64 {

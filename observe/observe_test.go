@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -12,7 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/raftproxy/raftproxy/proxy"
+	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/version"
 )
 
 func TestEndpoints(t *testing.T) {
@@ -24,7 +27,8 @@ func TestEndpoints(t *testing.T) {
 	}{
 		// The Go and process series come from the default registry once:
 		// registering them twice makes every scrape fail.
-		{"/metrics", 200, []string{"raftproxy_has_leader 0", "go_goroutines ", "process_cpu_seconds_total "}},
+		{"/metrics", 200, []string{"raftproxy_has_leader 0", "go_goroutines ", "process_cpu_seconds_total ",
+			`raftproxy_build_info{commit="`, `entry_format="` + strconv.Itoa(entry.Version) + `"`, `version="` + version.Release + `"} 1`}},
 		{"/livez", 200, []string{"ok"}},
 		{"/readyz", 503, []string{"[failed] cluster"}},
 		{"/readyz?verbose", 503, []string{"[failed] cluster"}},
@@ -59,6 +63,7 @@ var issueMetrics = []string{
 	"raftproxy_redis_apply_duration_seconds", "raftproxy_redis_up", "raftproxy_clock_offset_seconds",
 	"raftproxy_script_busy", "raftproxy_scripts_killed_total", "raftproxy_kill_rebuilds_total",
 	"raftproxy_redis_rebuilds_total", "raftproxy_expired_keys_total", "raftproxy_disk_full", "raftproxy_disk_free_bytes",
+	"raftproxy_build_info",
 }
 
 // exportedNames are the metric names /metrics can export: what a scrape of

@@ -10,6 +10,7 @@ import (
 	"github.com/raftproxy/raftproxy/expiry"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/resp"
+	"github.com/raftproxy/raftproxy/version"
 )
 
 // infoSections splits INFO's arguments into those for the local redis and
@@ -64,6 +65,7 @@ func (c *conn) infoCommand(args [][]byte) *op {
 
 // infoView is what rewriteInfo puts in place of redis's own fields.
 type infoView struct {
+	release string // raftproxy's version (version.Release)
 	port    string // the proxy's client port
 	clients int    // client connections to this proxy
 	blocked int64  // of those, waiting in a blocking command
@@ -77,7 +79,7 @@ type infoView struct {
 
 func (s *Server) infoView() infoView {
 	s.mu.Lock()
-	v := infoView{clients: len(s.conns), maxMemory: -1}
+	v := infoView{release: version.Release, clients: len(s.conns), maxMemory: -1}
 	s.mu.Unlock()
 	if s.cfg.Memory != nil {
 		v.maxMemory, _ = s.cfg.Memory.MaxMemory()
@@ -102,6 +104,8 @@ func (s *Server) rewriteInfo(text []byte) []byte {
 
 // rewriteInfo replaces the INFO fields that would mislead about raftproxy:
 //
+//   - raftproxy_version follows redis_version (which stays the local
+//     redis's: clients decide features by it)
 //   - redis_mode: "cluster", as raftproxy poses as a Redis Cluster
 //   - tcp_port: the proxy's client port, not redis's
 //   - connected_clients: the proxy's client connections (redis sees only
@@ -131,6 +135,12 @@ func rewriteInfo(text []byte, v infoView) []byte {
 			continue
 		}
 		switch string(k) {
+		case "redis_version":
+			out.Write(line)
+			out.WriteString("\r\n")
+			if v.release != "" {
+				out.WriteString("raftproxy_version:" + v.release + "\r\n")
+			}
 		case "redis_mode":
 			out.WriteString("redis_mode:cluster\r\n")
 		case "tcp_port":

@@ -37,8 +37,8 @@ func TestRewriteInfo(t *testing.T) {
 		"# Clients\r\nconnected_clients:4\r\nblocked_clients:0\r\n\r\n" +
 		"# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n\r\n" +
 		"# Cluster\r\ncluster_enabled:0\r\n"
-	leader := rewriteInfo([]byte(in), infoView{port: "7001", clients: 9, leader: true, known: true, members: 3})
-	want := "# Server\r\nredis_version:7.0.15\r\nredis_mode:cluster\r\ntcp_port:7001\r\n\r\n" +
+	leader := rewriteInfo([]byte(in), infoView{release: "1.2.3", port: "7001", clients: 9, leader: true, known: true, members: 3})
+	want := "# Server\r\nredis_version:7.0.15\r\nraftproxy_version:1.2.3\r\nredis_mode:cluster\r\ntcp_port:7001\r\n\r\n" +
 		"# Clients\r\nconnected_clients:9\r\nblocked_clients:0\r\n\r\n" +
 		"# Replication\r\nrole:master\r\nconnected_slaves:2\r\nmaster_repl_offset:0\r\n\r\n" +
 		"# Cluster\r\ncluster_enabled:1\r\n"

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/resp"
+	"github.com/raftproxy/raftproxy/version"
 )
 
 // raftCluster handles RAFT.CLUSTER INIT and RAFT.CLUSTER JOIN.
@@ -342,6 +344,7 @@ func (s *Server) raftInfo() string {
 		quarantined = 1
 	}
 	fmt.Fprintf(&b, "quarantined:%d\r\n", quarantined)
+	fmt.Fprintf(&b, "raftproxy_version:%s\r\nentry_format:%d\r\n", version.Release, entry.Version)
 	fmt.Fprintf(&b, "follower_proxy:%s\r\nnum_nodes:%d\r\nnum_voting_nodes:%d\r\n",
 		yesNo(s.followerProxy.Load()), len(st.Nodes), voting)
 	for i, ns := range st.Nodes {

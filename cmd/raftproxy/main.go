@@ -29,6 +29,7 @@ import (
 	"github.com/raftproxy/raftproxy/pubsub"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/tlsfiles"
+	"github.com/raftproxy/raftproxy/version"
 	"github.com/raftproxy/raftproxy/wal"
 )
 
@@ -39,6 +40,7 @@ Usage:
 
   raftproxy backup --from HOST:PORT --out FILE.rdb    (see raftproxy backup --help)
   raftproxy health --url URL                          exit 0 if URL answers 200 (container healthchecks)
+  raftproxy version (or --version)                    release, commit, Go version and log entry format
 
 Then form a cluster over RESP (redis-cli works):
   RAFT.CLUSTER INIT                      on the first node
@@ -255,7 +257,21 @@ func boundShutdown(log *slog.Logger, limit time.Duration) {
 	}()
 }
 
+// versionText is what `raftproxy version` prints.
+func versionText(i version.Info) string {
+	mod := ""
+	if i.Modified {
+		mod = " (uncommitted changes)"
+	}
+	return fmt.Sprintf("raftproxy %s\ncommit: %s%s\ngo: %s\nlog entry format: %d (decodes 1-%d)\n",
+		i.Release, i.Commit, mod, i.Go, i.EntryFormat, i.EntryFormat)
+}
+
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "version" || os.Args[1] == "--version" || os.Args[1] == "-version") {
+		fmt.Print(versionText(version.Get()))
+		os.Exit(0)
+	}
 	if len(os.Args) > 1 && os.Args[1] == "health" {
 		os.Exit(healthMain(os.Args[2:], os.Stdout, os.Stderr))
 	}
@@ -455,7 +471,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	}
 	go func() { errc <- peerSrv.Serve(peerLn) }()
 	go func() { errc <- srv.Serve(clientLn) }()
-	log.Info("raftproxy serving", "listen", o.listen, "client_tls", clientTLS != nil, "peer_tls", peerTLS != nil, "peer_listen", o.peerListen, "redis", redisAddr, "data_dir", o.dataDir)
+	log.Info("raftproxy serving", "version", version.Get().String(), "listen", o.listen, "client_tls", clientTLS != nil, "peer_tls", peerTLS != nil, "peer_listen", o.peerListen, "redis", redisAddr, "data_dir", o.dataDir)
 
 	select {
 	case <-ctx.Done():

@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/version"
 )

@@ -100,6 +100,18 @@ type Entry struct {
 // ErrCorrupt reports data that is not a valid entry.
 var ErrCorrupt = errors.New("corrupt log entry")
 
+// NewerFormat reports whether data is an entry in a format newer than this
+// build decodes (Unmarshal's ErrNewerFormat), without decoding it.
+func NewerFormat(data []byte) bool {
+	return len(data) > 0 && data[0] > version && data[0] != controlMark
+}
+
+// ErrNewerFormat: the entry was written in a format newer than this build
+// decodes, by an upgraded member. Unlike a corrupt entry, which every node
+// holds alike and skips alike, it must not be skipped: the nodes that can
+// decode it apply it.
+var ErrNewerFormat = errors.New("log entry in a newer format than this build decodes")
+
 // Size returns the length of the encoding of e: an entry stays in memory
 // (raft's log) until a snapshot, so its buffer is allocated exactly.
 func (e *Entry) Size() int {
@@ -193,7 +205,13 @@ func Unmarshal(data []byte) (Entry, error) {
 	d := decoder{b: data}
 	var e Entry
 	v := d.byte()
-	if v < 1 || v > version {
+	if v == controlMark {
+		return e, fmt.Errorf("%w: a control entry, not a batch", ErrCorrupt)
+	}
+	if NewerFormat(data) {
+		return e, fmt.Errorf("%w: format %d, this build decodes 1-%d", ErrNewerFormat, v, version)
+	}
+	if v < 1 {
 		return e, fmt.Errorf("%w: unknown version %d", ErrCorrupt, v)
 	}
 	e.Node = d.uvarint()

@@ -176,7 +176,6 @@ func TestUnmarshalCorrupt(t *testing.T) {
 		data []byte
 	}{
 		{"empty", nil},
-		{"bad version", append([]byte{99}, good[1:]...)},
 		{"version 0", append([]byte{0}, good[1:]...)},
 		{"huge count", []byte{version, 1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}},
 		{"trailing", append(append([]byte{}, good...), 0)},
@@ -198,6 +197,19 @@ func TestUnmarshalCorrupt(t *testing.T) {
 	for _, tt := range tests {
 		if _, err := Unmarshal(tt.data); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s %q: err = %v, want ErrCorrupt", tt.name, tt.data, err)
+		}
+	}
+}
+
+// TestUnmarshalNewerFormat: an entry in a format newer than this build's
+// is not corrupt (the nodes that know the format apply it): it is reported
+// apart, so that the applier stops at it instead of skipping it.
+func TestUnmarshalNewerFormat(t *testing.T) {
+	good := (&Entry{Node: 1, Seq: 1, Reqs: []Request{{Args: [][]byte{[]byte("SET"), []byte("k"), []byte("v")}}}}).Marshal(nil)
+	for _, v := range []byte{version + 1, 99, controlMark - 1, controlMark + 1, 0xff} {
+		_, err := Unmarshal(append([]byte{v}, good[1:]...))
+		if !errors.Is(err, ErrNewerFormat) || errors.Is(err, ErrCorrupt) {
+			t.Errorf("format %d: err = %v, want ErrNewerFormat only", v, err)
 		}
 	}
 }

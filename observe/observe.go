@@ -54,6 +54,10 @@ func Handler(host *raftnode.Host, extra ...prometheus.Collector) http.Handler {
 		_, busy := n.Busy()
 		return b2f(busy)
 	})
+	gauge("apply_halted", "1 while this node applies nothing because its build cannot decode a committed log entry (a newer member wrote it): it serves nothing until it is upgraded.", func(_ raftnode.Status, n *raftnode.Node) float64 {
+		halted, _ := n.Halted()
+		return b2f(halted)
+	})
 	bi := version.Get()
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "raftproxy_build_info",
 		Help:        "Always 1; the labels name this build: release, commit, Go version and the log entry format it writes.",
@@ -129,7 +133,9 @@ func readyz(w http.ResponseWriter, r *http.Request, host *raftnode.Host) {
 		// Without its redis the node applies nothing: no use waiting.
 		applied := s.Applied >= s.Commit || (serving && n.WaitApplied(s.Commit, appliedWait) == nil)
 		full, _ := n.DiskFull()
-		checks = append(checks, check{"leader", s.Leader != 0}, check{"redis", serving}, check{"applied", applied}, check{"disk", !full})
+		halted, _ := n.Halted()
+		checks = append(checks, check{"leader", s.Leader != 0}, check{"redis", serving}, check{"applied", applied}, check{"disk", !full},
+			check{"log format", !halted})
 	}
 	var b strings.Builder
 	ready := true

@@ -185,6 +185,8 @@ func errorText(err error, read bool) string {
 		return killedText
 	case errors.Is(err, raftnode.ErrReordered):
 		return "TRYAGAIN " + err.Error()
+	case errors.Is(err, raftnode.ErrHalted):
+		return "CLUSTERDOWN " + err.Error()
 	case errors.Is(err, raftnode.ErrDiskFull):
 		return "MISCONF raftproxy: " + err.Error()
 	case errors.Is(err, errExpiryChurn):

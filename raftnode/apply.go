@@ -68,6 +68,10 @@ type applier struct {
 	verdicts *verdicts
 	gate     *readGate
 	current  atomic.Pointer[running]
+
+	// halt is set once the applier reached an entry this build cannot
+	// decode (halt.go).
+	halt atomic.Pointer[haltPoint]
 }
 
 func newApplier(n *Node) *applier {
@@ -133,6 +137,9 @@ func (a *applier) waitApplied(idx uint64, timeout time.Duration) error {
 		ch := a.changed()
 		if a.applied.Load() >= idx && a.gen.Load()%2 == 0 {
 			return nil
+		}
+		if h := a.halt.Load(); h != nil && idx >= h.index {
+			return h.err
 		}
 		if k := a.busy(); k != 0 {
 			return &BusyError{Kind: k}
@@ -207,9 +214,18 @@ func (a *applier) run() {
 // applyEntries applies committed entries in bounded pipelined rounds. It
 // returns false only when the node stops.
 func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
+	if a.halt.Load() != nil {
+		// They wait in raft's storage for a build that can apply them all,
+		// or a snapshot past the entry this one cannot.
+		return true
+	}
 	// Entries a snapshot (loaded after they were queued) already covers.
 	for len(ents) > 0 && ents[0].GetIndex() <= a.applied.Load() {
 		ents = ents[1:]
+	}
+	ents, blocked := untilNewerFormat(ents)
+	if blocked != nil {
+		defer a.haltAt(blocked)
 	}
 	for len(ents) > 0 {
 		chunk := ents
@@ -270,6 +286,7 @@ func (a *applier) loadSnapshot(ctx context.Context, m snapshot.Meta) bool {
 		return a.recover(ctx)
 	}
 	a.applied.Store(m.Index)
+	a.unhaltPast(m.Index)
 	a.logTimeNow.Store(a.logTime)
 	a.n.metrics.snapshotLoad.Observe(since(start))
 	a.gen.Add(1)

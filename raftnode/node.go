@@ -47,6 +47,9 @@ var (
 	ErrReordered = errors.New("request reached the log out of order and was not applied; retry")
 	ErrLoading   = errors.New("node is rebuilding its redis from the log")
 	ErrRemoved   = errors.New("this node was removed from the cluster")
+	// ErrHalted: this node's build cannot decode a committed entry (a newer
+	// member wrote it), so it applies nothing past it until it is upgraded.
+	ErrHalted = errors.New("this node's raftproxy cannot decode the log; upgrade it")
 )
 
 func (n *Node) requestTimeout() time.Duration { return n.cfg.Tunables.Timeout() }

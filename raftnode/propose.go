@@ -163,6 +163,13 @@ func (n *Node) propose(ctx context.Context, req entry.Request, tag uint64) *Futu
 		f.complete(nil, err)
 		return f
 	}
+	// A node that cannot apply the log would never answer: the write is
+	// refused before it is proposed, so it certainly does not happen.
+	if halted, err := n.Halted(); halted {
+		n.metrics.proposalsFailed.Inc()
+		f.complete(nil, err)
+		return f
+	}
 	if !n.waitLeader(ctx) {
 		n.metrics.proposalsFailed.Inc()
 		f.complete(nil, ErrNoLeader)

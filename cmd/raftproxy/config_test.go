@@ -87,6 +87,7 @@ max-request-bytes = 1mb
 		{name: "pubsub limit too small", args: append([]string{"--pubsub-output-buffer-limit", "0"}, required...), wantErr: "want at least 1kb"},
 		{name: "bad byte size", args: append([]string{"--max-request-bytes", "lots"}, required...), wantErr: "want a number of bytes"},
 		{name: "bad log level", args: append([]string{"--log-level", "loud"}, required...), wantErr: "flag --log-level: invalid --log-level"},
+		{name: "bad log format", args: append([]string{"--log-format", "xml"}, required...), wantErr: `flag --log-format: invalid --log-format "xml": want text or json`},
 		{name: "positional argument", args: append(required, "extra"), wantErr: `unexpected argument "extra"`},
 	}
 	for _, tc := range tests {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -54,7 +55,7 @@ type options struct {
 	listen, peerListen, dataDir, redis string
 	advertise, advertisePeer           string
 	followerProxy                      bool
-	metricsListen, logLevel            string
+	metricsListen, logLevel, logFormat string
 	requestTimeout, tick               time.Duration
 	electionTicks                      int
 	snapEntries, snapCatchUp, snapMiB  uint64
@@ -99,6 +100,7 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.BoolVar(&o.followerProxy, "follower-proxy", true, "followers serve reads and writes themselves; when false they answer -MOVED <slot> <leader>")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "address for /metrics, /livez and /readyz (empty: off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text (key=value lines) or json (one JSON object per line, for log collectors)")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 5*time.Second, "how long a request waits for commit or a read index before -TIMEOUT")
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "raft tick interval (heartbeat = 1 tick)")
 	fs.IntVar(&o.electionTicks, "election-ticks", 10, "ticks without a leader before an election")
@@ -169,8 +171,11 @@ func parseFlags(args, environ []string) (options, error) {
 			return o, fmt.Errorf("%s: invalid value %q for --%s: want %s", src.of(r.name), v, r.name, r.want)
 		}
 	}
-	if _, _, err := newLogger(o.logLevel); err != nil {
+	if _, _, err := newLogger(io.Discard, o.logLevel, "text"); err != nil {
 		return o, fmt.Errorf("%s: %w", src.of("log-level"), err)
+	}
+	if _, _, err := newLogger(io.Discard, "info", o.logFormat); err != nil {
+		return o, fmt.Errorf("%s: %w", src.of("log-format"), err)
 	}
 	if o.requirePass, err = readSecret(src, "requirepass", o.requirePass, o.requirePassFile); err != nil {
 		return o, err
@@ -229,12 +234,21 @@ func (o options) checkTLS() error {
 	return nil
 }
 
-func newLogger(level string) (*slog.Logger, *slog.LevelVar, error) {
+// newLogger makes the process's logger, writing to w in format (text or
+// json) from level up; the level can change at run time (lv).
+func newLogger(w io.Writer, level, format string) (*slog.Logger, *slog.LevelVar, error) {
 	lv := &slog.LevelVar{}
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, nil, fmt.Errorf("invalid --log-level %q: %w", level, err)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})), lv, nil
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), lv, nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), lv, nil
+	}
+	return nil, nil, fmt.Errorf("invalid --log-format %q: want text or json", format)
 }
 
 // boundShutdown ends the process once limit has passed, or at a second
@@ -286,7 +300,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "raftproxy:", err)
 		os.Exit(2)
 	}
-	log, lv, err := newLogger(o.logLevel)
+	log, lv, err := newLogger(os.Stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "raftproxy:", err)
 		os.Exit(2)

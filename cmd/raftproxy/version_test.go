@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os/exec"
 	"strings"
 	"testing"
@@ -48,5 +49,30 @@ func TestVersionCommand(t *testing.T) {
 				t.Errorf("%s: raftproxy %s printed %q, want commit %s", b.name, arg, out, b.commit)
 			}
 		}
+	}
+}
+
+// TestLogFormats: --log-format json writes one JSON object per line that a
+// collector can parse, with the level and message; text writes key=value.
+func TestLogFormats(t *testing.T) {
+	var b strings.Builder
+	log, _, err := newLogger(&b, "info", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("raftproxy serving", "listen", "127.0.0.1:7001")
+	log.Debug("not shown")
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(b.String()), &rec); err != nil {
+		t.Fatalf("json log line %q: %v", b.String(), err)
+	}
+	if rec["level"] != "INFO" || rec["msg"] != "raftproxy serving" || rec["listen"] != "127.0.0.1:7001" || strings.Count(b.String(), "\n") != 1 {
+		t.Errorf("json log: %q", b.String())
+	}
+	b.Reset()
+	log, _, _ = newLogger(&b, "info", "text")
+	log.Info("raftproxy serving", "listen", "127.0.0.1:7001")
+	if !strings.Contains(b.String(), `level=INFO msg="raftproxy serving" listen=127.0.0.1:7001`) {
+		t.Errorf("text log: %q", b.String())
 	}
 }

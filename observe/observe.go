@@ -18,10 +18,12 @@ import (
 )
 
 // Handler returns the endpoints for host; extra are more series to export
-// (the proxy server's client metrics). The etcd packages register their own
+// (the proxy server's client metrics). Go's /debug/pprof profiles are
+// served only with pprof: they need no authentication, and the port is
+// often published beside /metrics. The etcd packages register their own
 // series (WAL fsync, transport) in the default registry, which also holds
 // the Go and process collectors; they are exported too.
-func Handler(host *raftnode.Host, extra ...prometheus.Collector) http.Handler {
+func Handler(host *raftnode.Host, pprofOn bool, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	status := func(f func(raftnode.Status, *raftnode.Node) float64) func() float64 {
 		return func() float64 {
@@ -107,9 +109,11 @@ func Handler(host *raftnode.Host, extra ...prometheus.Collector) http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, prometheus.DefaultGatherer}, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { readyz(w, r, host) })
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if pprofOn {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

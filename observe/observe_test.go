@@ -19,7 +19,7 @@ import (
 )
 
 func TestEndpoints(t *testing.T) {
-	h := Handler(raftnode.NewHost(raftnode.Config{DataDir: t.TempDir()}))
+	h := Handler(raftnode.NewHost(raftnode.Config{DataDir: t.TempDir()}), false)
 	tests := []struct {
 		path string
 		code int
@@ -70,7 +70,7 @@ var issueMetrics = []string{
 // a fresh process shows, plus the rafthttp series renamed once peers exist.
 func exportedNames(t *testing.T) map[string]bool {
 	t.Helper()
-	h := Handler(raftnode.NewHost(raftnode.Config{DataDir: t.TempDir()}), proxy.NewMetrics(func() int { return 0 }).Collectors()...)
+	h := Handler(raftnode.NewHost(raftnode.Config{DataDir: t.TempDir()}), false, proxy.NewMetrics(func() int { return 0 }).Collectors()...)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if rec.Code != 200 {
@@ -153,5 +153,18 @@ raftproxy_peer_round_trip_seconds_count{To="a1"} 1
 	sort.Strings(got)
 	if strings.Join(got, ",") != "raftproxy_peer_round_trip_seconds,raftproxy_peer_sent_bytes_total" {
 		t.Errorf("renamed families %v, want only the two renamed ones", got)
+	}
+}
+
+// TestPprofOnlyWhenAsked: Go's profiles need no authentication, so they
+// are served only with --pprof.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		h := Handler(raftnode.NewHost(raftnode.Config{DataDir: t.TempDir()}), on)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/", nil))
+		if want := map[bool]int{false: 404, true: 200}[on]; rec.Code != want {
+			t.Errorf("pprof %v: GET /debug/pprof/ status %d, want %d", on, rec.Code, want)
+		}
 	}
 }

@@ -73,7 +73,7 @@ start() {
     if ! alive "$d/raftproxy.pid"; then
       nohup "$BIN" --listen "127.0.0.1:$(client_port "$i")" --peer-listen "127.0.0.1:$(peer_port "$i")" \
         --data-dir "$d/data" --redis "127.0.0.1:$(redis_port "$i")" \
-        --metrics-listen "127.0.0.1:$(metrics_port "$i")" ${RAFTPROXY_ARGS:-} >>"$d/raftproxy.log" 2>&1 &
+        --metrics-listen "127.0.0.1:$(metrics_port "$i")" --pprof ${RAFTPROXY_ARGS:-} >>"$d/raftproxy.log" 2>&1 &
       echo $! >"$d/raftproxy.pid"
     fi
   done

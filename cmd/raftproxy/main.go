@@ -56,6 +56,7 @@ type options struct {
 	advertise, advertisePeer           string
 	followerProxy                      bool
 	metricsListen, logLevel, logFormat string
+	pprof                              bool
 	requestTimeout, tick               time.Duration
 	electionTicks                      int
 	snapEntries, snapCatchUp, snapMiB  uint64
@@ -100,6 +101,7 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.BoolVar(&o.followerProxy, "follower-proxy", true, "followers serve reads and writes themselves; when false they answer -MOVED <slot> <leader>")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "address for /metrics, /livez and /readyz (empty: off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's /debug/pprof profiles on --metrics-listen (unauthenticated: keep that port private)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text (key=value lines) or json (one JSON object per line, for log collectors)")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 5*time.Second, "how long a request waits for commit or a read index before -TIMEOUT")
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "raft tick interval (heartbeat = 1 tick)")
@@ -479,7 +481,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		if err != nil {
 			return fmt.Errorf("listen for metrics: %w", err)
 		}
-		msrv := &http.Server{Handler: observe.Handler(host, srv.Metrics().Collectors()...), ReadHeaderTimeout: 5 * time.Second}
+		msrv := &http.Server{Handler: observe.Handler(host, o.pprof, srv.Metrics().Collectors()...), ReadHeaderTimeout: 5 * time.Second}
 		defer msrv.Close()
 		go func() { errc <- msrv.Serve(mln) }()
 	}

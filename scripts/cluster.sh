@@ -62,8 +62,47 @@ wait_port() {
   return 1
 }
 
+# in_use reports whether something already accepts connections on port $1.
+in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# check_ports fails at once, naming the port, when a port a node is about
+# to listen on is taken by a process this script did not start.
+check_ports() {
+  local i d busy=0
+  for i in "${NODES[@]}"; do
+    d="$RUN_DIR/node$i"
+    if ! alive "$d/redis-loop.pid" && in_use "$(redis_port "$i")"; then
+      echo "port $(redis_port "$i") (node$i's redis-server) is in use by another process; stop it or set REDIS_BASE" >&2
+      busy=1
+    fi
+    if ! alive "$d/raftproxy.pid"; then
+      for p in "$(client_port "$i"):client:CLIENT_BASE" "$(peer_port "$i"):peer:PEER_BASE" "$(metrics_port "$i"):metrics:METRICS_BASE"; do
+        IFS=: read -r port what var <<<"$p"
+        if in_use "$port"; then
+          echo "port $port (node$i's $what port) is in use by another process; stop it or set $var" >&2
+          busy=1
+        fi
+      done
+    fi
+  done
+  return $busy
+}
+
+# cluster_cmd runs a RAFT.CLUSTER command on node $1 and fails, showing the
+# reply and where the node's log is, unless it answers OK.
+cluster_cmd() {
+  local i=$1 out
+  shift
+  out=$(redis-cli -p "$(client_port "$i")" "$@" 2>&1 | tr -d '\r')
+  case "$out" in
+    OK*) echo "node$i: $* -> $out" ;;
+    *) echo "node$i: $* failed: $out (see $RUN_DIR/node$i/raftproxy.log)" >&2; return 1 ;;
+  esac
+}
+
 start() {
   mkdir -p "$RUN_DIR"
+  check_ports
   for i in "${NODES[@]}"; do
     d="$RUN_DIR/node$i"
     mkdir -p "$d/redis"
@@ -80,21 +119,27 @@ start() {
   for i in "${NODES[@]}"; do wait_port "$(redis_port "$i")"; wait_port "$(client_port "$i")"; done
   # Form the cluster once; a node that has a data dir resumes by itself.
   if redis-cli -p "$(client_port 1)" RAFT.INFO | grep -q '^state:uninitialized'; then
-    redis-cli -p "$(client_port 1)" RAFT.CLUSTER INIT
+    cluster_cmd 1 RAFT.CLUSTER INIT
   fi
   for i in "${NODES[@]:1}"; do
     if redis-cli -p "$(client_port "$i")" RAFT.INFO | grep -q '^state:uninitialized'; then
-      redis-cli -p "$(client_port "$i")" RAFT.CLUSTER JOIN "127.0.0.1:$(client_port 1)"
+      cluster_cmd "$i" RAFT.CLUSTER JOIN "127.0.0.1:$(client_port 1)"
     fi
   done
   # Wait for a leader everyone agrees on.
+  local led=""
   for _ in $(seq 1 100); do
     if redis-cli -p "$(client_port 1)" RAFT.INFO | grep -Eq '^role:(leader|follower)' &&
-       ! redis-cli -p "$(client_port 1)" RAFT.INFO | grep -q '^leader_id:0'; then
+       ! redis-cli -p "$(client_port 1)" RAFT.INFO | tr -d '\r' | grep -Eq '^leader_id:(0|)$'; then
+      led=1
       break
     fi
     sleep 0.1
   done
+  if [ -z "$led" ]; then
+    echo "no leader after 10 s; see $RUN_DIR/node*/raftproxy.log" >&2
+    return 1
+  fi
   cat <<MSG
 
 raftproxy cluster is up (state and logs in $RUN_DIR/):

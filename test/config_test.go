@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"errors"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -71,4 +73,59 @@ func TestRaftConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after restart")
+	b, err := os.ReadFile(f.dir + "/proxy.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "overrides the command line") || !strings.Contains(string(b), "setting=request-timeout saved=3s command_line=5s") {
+		t.Error("the restarted node's log does not name the saved settings that override its flags")
+	}
+
+	// RESET forgets a saved value and restores the command line's, now
+	// and at the next start.
+	for _, bad := range [][]string{{"RAFT.CONFIG", "RESET", "no-such-setting"}, {"RAFT.CONFIG", "RESET"}} {
+		if v, err := f.Do(ctx, 5*time.Second, bad...); err != nil || v.Kind != '-' {
+			t.Errorf("%v: %v %v, want an error", bad, v, err)
+		}
+	}
+	if v, err := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "RESET", "request-timeout"); err != nil || v.Kind != '+' {
+		t.Fatalf("RAFT.CONFIG RESET request-timeout: %v %v", v, err)
+	}
+	if v, _ := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "GET", "request-timeout"); !strings.Contains(v.String(), "5s") {
+		t.Errorf("after RESET request-timeout: %v, want the command line's 5s", v)
+	}
+	if v, err := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "RESET", "ALL"); err != nil || v.Kind != '+' {
+		t.Fatalf("RAFT.CONFIG RESET ALL: %v %v", v, err)
+	}
+	if v, _ := f.Do(ctx, 5*time.Second, "SET", "k", "v"); v.Kind != '+' {
+		t.Errorf("after RESET ALL: SET on a follower answered %v, want OK (follower-proxy back to yes)", v)
+	}
+
+	// raftproxy settings shows and forgets saved values on a stopped node.
+	if v, err := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "SET", "snapshot-entries", "7"); err != nil || v.Kind != '+' {
+		t.Fatalf("RAFT.CONFIG SET snapshot-entries 7: %v %v", v, err)
+	}
+	if err := f.StopProxy(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, raftproxyBin, "settings", "--data-dir", f.DataDir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "snapshot-entries = 7") || strings.Contains(string(out), "request-timeout") {
+		t.Errorf("raftproxy settings: %v\n%s", err, out)
+	}
+	if out, err := exec.CommandContext(ctx, raftproxyBin, "settings", "--data-dir", f.DataDir, "--reset").CombinedOutput(); err != nil {
+		t.Fatalf("raftproxy settings --reset: %v\n%s", err, out)
+	}
+	out, _ = exec.CommandContext(ctx, raftproxyBin, "settings", "--data-dir", f.DataDir).CombinedOutput()
+	if !strings.Contains(string(out), "no saved settings") {
+		t.Errorf("raftproxy settings after --reset:\n%s", out)
+	}
+	if err := f.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitStable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "GET", "snapshot-entries"); !strings.Contains(v.String(), "10000") {
+		t.Errorf("after settings --reset and a restart: snapshot-entries %v, want the default 10000", v)
+	}
 }

@@ -174,3 +174,40 @@ func goTool() string {
 	}
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
+
+// TestClusterScriptBusyPort: scripts/cluster.sh (make run) fails at once,
+// naming the port, when a port it needs is taken, and starts nothing; it
+// used to hang waiting for a node that could not listen.
+func TestClusterScriptBusyPort(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	root, err := repoRoot(goTool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bases := freeBases(t, 4)
+	busy, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", bases[0]+2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "cluster.sh"), "start")
+	cmd.Env = append(os.Environ(), "RUN_DIR="+dir, "BIN="+raftproxyBin,
+		"CLIENT_BASE="+strconv.Itoa(bases[0]), "PEER_BASE="+strconv.Itoa(bases[1]),
+		"REDIS_BASE="+strconv.Itoa(bases[2]), "METRICS_BASE="+strconv.Itoa(bases[3]))
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("cluster.sh start succeeded with port %d taken:\n%s", bases[0]+2, out)
+	}
+	want := fmt.Sprintf("port %d (node2's client port) is in use by another process", bases[0]+2)
+	if !strings.Contains(string(out), want) {
+		t.Errorf("cluster.sh start output lacks %q:\n%s", want, out)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("cluster.sh start took %v to fail", took)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "node*", "*.pid")); len(files) > 0 {
+		t.Errorf("cluster.sh started processes despite the busy port: %v", files)
+	}
+}

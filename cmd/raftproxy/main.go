@@ -42,6 +42,7 @@ Usage:
   raftproxy backup --from HOST:PORT --out FILE.rdb    (see raftproxy backup --help)
   raftproxy health --url URL                          exit 0 if URL answers 200 (container healthchecks)
   raftproxy version (or --version)                    release, commit, Go version and log entry format
+  raftproxy settings --data-dir DIR [--reset]         the RAFT.CONFIG SET values saved there; --reset forgets them
 
 Then form a cluster over RESP (redis-cli works):
   RAFT.CLUSTER INIT                      on the first node
@@ -288,6 +289,9 @@ func main() {
 		fmt.Print(versionText(version.Get()))
 		os.Exit(0)
 	}
+	if len(os.Args) > 1 && os.Args[1] == "settings" {
+		os.Exit(settingsMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "health" {
 		os.Exit(healthMain(os.Args[2:], os.Stdout, os.Stderr))
 	}
@@ -464,8 +468,13 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	if err != nil {
 		return err
 	}
-	if err := sets.Load(); err != nil {
+	overrides, err := sets.Load()
+	if err != nil {
 		return err
+	}
+	for _, ov := range overrides {
+		log.Warn("a setting saved by RAFT.CONFIG SET overrides the command line (RAFT.CONFIG RESET, or raftproxy settings --reset, forgets it)",
+			"setting", ov.Name, "saved", ov.Saved, "command_line", ov.Flag, "file", proxy.SettingsFile(o.dataDir))
 	}
 	if _, err := host.Restart(); err != nil {
 		return fmt.Errorf("resume node from %s: %w", o.dataDir, err)

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -65,4 +70,46 @@ func settings(dataDir string, followerProxy *atomic.Bool, host *raftnode.Host, l
 		uintSetting("snapshot-entries", &tu.SnapshotEntries, 1),
 		uintSetting("snapshot-mib", &tu.SnapshotBytes, 1<<20),
 	})
+}
+
+// settingsMain is `raftproxy settings --data-dir DIR [--reset]`: it shows
+// the values RAFT.CONFIG SET saved in a node's data dir, which win over
+// the command line at start, and with --reset forgets them all. It works
+// on a stopped node, in an image with no shell to delete the file.
+func settingsMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("raftproxy settings", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
+	reset := fs.Bool("reset", false, "forget every saved setting: the command line's values apply at the next start")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *dataDir == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: raftproxy settings --data-dir DIR [--reset]")
+		return 2
+	}
+	file := proxy.SettingsFile(*dataDir)
+	saved, err := proxy.ReadSavedSettings(file)
+	if err != nil {
+		fmt.Fprintln(stderr, "raftproxy settings:", err)
+		return 1
+	}
+	if len(saved) == 0 {
+		fmt.Fprintf(stdout, "no saved settings in %s: the command line's values apply\n", *dataDir)
+		return 0
+	}
+	names := slices.Sorted(maps.Keys(saved))
+	for _, n := range names {
+		fmt.Fprintf(stdout, "%s = %s\n", n, saved[n])
+	}
+	if !*reset {
+		fmt.Fprintf(stdout, "(saved in %s; they override the command line at start; --reset forgets them)\n", file)
+		return 0
+	}
+	if err := os.Remove(file); err != nil {
+		fmt.Fprintln(stderr, "raftproxy settings:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "forgotten: the command line's values apply at the next start\n")
+	return 0
 }

@@ -4,7 +4,9 @@
 #                  that a Redis Cluster client other than go-redis works
 #                  unchanged);
 #   prometheus     for promtool (TestAlerts: Prometheus's own check of
-#                  deploy/prometheus and the alert unit tests).
+#                  deploy/prometheus and the alert unit tests); its daemon
+#                  is kept from starting, even where systemd runs;
+#   gcc            for the race detector (make unit runs go test -race).
 # Safe to run again. Without root or sudo the tests that need them skip,
 # naming what is missing.
 set -euo pipefail
@@ -14,6 +16,9 @@ if ! { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'from redis.cluster import
 fi
 if ! command -v promtool >/dev/null; then
   pkgs+=(prometheus)
+fi
+if ! command -v gcc >/dev/null; then
+  pkgs+=(gcc)
 fi
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 sudo=""
@@ -25,6 +30,20 @@ echo "installing ${pkgs[*]} with apt-get..." >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 # --no-install-recommends: only promtool is wanted from prometheus, not its
-# exporters. The package's service is not started where there is no
-# systemd (CI containers).
-$sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+# exporters. A policy-rc.d that refuses every start keeps the package's
+# service from starting (a Prometheus on :9090 of a developer's machine);
+# one the machine already has is left alone.
+policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  policy=/usr/sbin/policy-rc.d
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+fi
+status=0
+$sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null || status=$?
+[ -n "$policy" ] && $sudo rm -f "$policy"
+# Nor does it start at the next boot.
+if [[ " ${pkgs[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  $sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
+exit $status

@@ -292,6 +292,24 @@ func TestDeployComposeShape(t *testing.T) {
 		}
 	})
 
+	// The stack must come back by itself after a crash or a host reboot,
+	// on the redis the command table is made for.
+	t.Run("restarts and pinned redis", func(t *testing.T) {
+		for name, s := range d.Compose.Services {
+			switch {
+			case name == "init":
+				if !strings.HasPrefix(s.Restart, "on-failure:") {
+					t.Errorf("service init: restart %q, want on-failure:N (bounded: a permanent error must stop it)", s.Restart)
+				}
+			case s.Restart != "unless-stopped" && s.Restart != "always":
+				t.Errorf("service %s: restart %q, want unless-stopped", name, s.Restart)
+			}
+			if strings.HasPrefix(s.Image, "redis:") && s.Image != "redis:7.0.15" {
+				t.Errorf("service %s: image %s, want redis:7.0.15 (the version the command table is made for)", name, s.Image)
+			}
+		}
+	})
+
 	t.Run("dockerfile", func(t *testing.T) {
 		gomod, err := os.ReadFile(d.path("go.mod"))
 		if err != nil {

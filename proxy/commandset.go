@@ -32,6 +32,9 @@ func LoadCommands(ctx context.Context, addr, password string, log *slog.Logger) 
 		if err == nil {
 			return c, nil
 		}
+		if errors.Is(err, ErrUnsupportedRedis) {
+			return nil, err
+		}
 		log.Warn("waiting for the local redis to read its command table", "addr", addr, "err", err)
 		select {
 		case <-time.After(500 * time.Millisecond):
@@ -78,7 +81,34 @@ func loadCommands(ctx context.Context, addr, password string, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	return &Commands{table: t, databases: n, redisVersion: backend.InfoField(info.Str, "redis_version")}, nil
+	v := backend.InfoField(info.Str, "redis_version")
+	if err := SupportedRedis(v); err != nil {
+		return nil, fmt.Errorf("redis at %s: %w", addr, err)
+	}
+	return &Commands{table: t, databases: n, redisVersion: v}, nil
+}
+
+// supportedRedis is the redis release series raftproxy's command table is
+// made for: the commands it rewrites to keep every node's redis identical
+// (random results, server times, deadlines) are that series'.
+const supportedRedis = "7.0"
+
+// ErrUnsupportedRedis: the local redis is of a release raftproxy cannot
+// keep deterministic.
+var ErrUnsupportedRedis = errors.New("unsupported redis version")
+
+// SupportedRedis returns an error naming the supported series unless
+// version (INFO's redis_version) belongs to it. A newer redis has
+// commands the table does not know how to replay identically (7.4's
+// HEXPIRE sets deadlines by redis's own clock) and writes RDB files an
+// older one cannot load, so a cluster of mixed redis versions cannot even
+// ship snapshots.
+func SupportedRedis(version string) error {
+	if version == supportedRedis || strings.HasPrefix(version, supportedRedis+".") {
+		return nil
+	}
+	return fmt.Errorf("%w %q: raftproxy's command table is made for redis %s.x (it rewrites that release's non-deterministic commands); run redis %s.x (redis:7.0.15 in deploy/docker-compose.yml)",
+		ErrUnsupportedRedis, version, supportedRedis, supportedRedis)
 }
 
 // WriteKeys returns the keys a write command may modify, or all when that

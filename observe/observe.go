@@ -56,6 +56,24 @@ func Handler(host *raftnode.Host, pprofOn bool, extra ...prometheus.Collector) h
 		_, busy := n.Busy()
 		return b2f(busy)
 	})
+	gauge("voting_members", "Voting members in this node's view of the cluster's configuration.", func(s raftnode.Status, _ *raftnode.Node) float64 {
+		n := 0
+		for _, m := range s.Nodes {
+			if m.Voting {
+				n++
+			}
+		}
+		return float64(n)
+	})
+	gauge("voting_members_unreachable", "Voting members other than this node that its peer transport cannot reach now (RAFT.INFO's state:unreachable).", func(s raftnode.Status, _ *raftnode.Node) float64 {
+		n := 0
+		for _, m := range s.Nodes {
+			if m.Voting && m.State == "unreachable" {
+				n++
+			}
+		}
+		return float64(n)
+	})
 	gauge("apply_halted", "1 while this node applies nothing because its build cannot decode a committed log entry (a newer member wrote it): it serves nothing until it is upgraded.", func(_ raftnode.Status, n *raftnode.Node) float64 {
 		halted, _ := n.Halted()
 		return b2f(halted)

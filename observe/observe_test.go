@@ -63,7 +63,7 @@ var issueMetrics = []string{
 	"raftproxy_redis_apply_duration_seconds", "raftproxy_redis_up", "raftproxy_clock_offset_seconds",
 	"raftproxy_script_busy", "raftproxy_scripts_killed_total", "raftproxy_kill_rebuilds_total",
 	"raftproxy_redis_rebuilds_total", "raftproxy_expired_keys_total", "raftproxy_disk_full", "raftproxy_disk_free_bytes",
-	"raftproxy_build_info", "raftproxy_apply_halted",
+	"raftproxy_build_info", "raftproxy_apply_halted", "raftproxy_voting_members", "raftproxy_voting_members_unreachable",
 }
 
 // exportedNames are the metric names /metrics can export: what a scrape of

@@ -35,7 +35,10 @@ holds every write committed before the backup started (RAFT.BACKUP), and the
 RDB is streamed to FILE.rdb: a plain redis RDB file that raftproxy
 --seed-rdb and a stock redis-server both load. FILE.rdb.json records the
 raft index and term it reflects, its size, sha256 and the cluster id; the
-same JSON is printed on stdout. Both files are written atomically.
+same JSON is printed on stdout. Both files are written atomically. On a
+terminal, the transfer's progress is shown on stderr. --timeout bounds how
+long the backup may go without progress (the node making its snapshot,
+then each read of the transfer), not the whole transfer.
 
 Flags:
 `
@@ -71,7 +74,7 @@ func parseBackupFlags(args []string) (backupOptions, error) {
 	// The environment is read after parsing, not as the flag's default,
 	// which --help would print.
 	fs.StringVar(&o.password, "password", "", "sent with AUTH first, if set (default: $RAFTPROXY_PASSWORD)")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long the whole backup may take")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long the backup may go without progress: the node making its snapshot, or the transfer stalled")
 	fs.BoolVar(&o.tls, "tls", false, "connect with TLS (implied by the other --tls-* flags)")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA bundle verifying the node's certificate (default: system roots)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate, for a node with --tls-client-auth require")
@@ -106,9 +109,11 @@ func backupMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "raftproxy backup:", err)
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
-	defer cancel()
-	info, err := backup(ctx, o)
+	var progress io.Writer
+	if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+		progress = os.Stderr
+	}
+	info, err := backup(context.Background(), o, progress)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "raftproxy backup:", err)
 		return 1
@@ -118,16 +123,18 @@ func backupMain(args []string) int {
 	return 0
 }
 
-func backup(ctx context.Context, o backupOptions) (backupInfo, error) {
+// backup copies a snapshot from o.from to o.out; progress, when not nil,
+// gets the transfer's progress.
+func backup(ctx context.Context, o backupOptions, progress io.Writer) (backupInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout) // for connecting
+	defer cancel()
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", o.from)
+	raw, err := d.DialContext(ctx, "tcp", o.from)
 	if err != nil {
 		return backupInfo{}, fmt.Errorf("connect to %s: %w", o.from, err)
 	}
-	defer nc.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		nc.SetDeadline(dl)
-	}
+	defer raw.Close()
+	var nc net.Conn = &idleConn{Conn: raw, idle: o.timeout}
 	if o.tls {
 		files, err := tlsfiles.Load(o.tlsCert, o.tlsKey, o.tlsCA)
 		if err != nil {
@@ -152,7 +159,7 @@ func backup(ctx context.Context, o backupOptions) (backupInfo, error) {
 	if _, err := nc.Write(resp.AppendCommandStrings(nil, "RAFT.BACKUP")); err != nil {
 		return backupInfo{}, fmt.Errorf("send RAFT.BACKUP to %s: %w", o.from, err)
 	}
-	info, err := receiveBackup(br, o.out)
+	info, err := receiveBackup(br, o.out, progress)
 	if err != nil {
 		return info, fmt.Errorf("RAFT.BACKUP from %s: %w", o.from, err)
 	}
@@ -238,7 +245,7 @@ func truncate(s string) string {
 // temporary file beside out, checks the size, the sha256 the node stored
 // with its snapshot and the RDB's own structure (header, CRC-64), fsyncs,
 // and only then renames it to out. A failed backup leaves out untouched.
-func receiveBackup(br *bufio.Reader, out string) (backupInfo, error) {
+func receiveBackup(br *bufio.Reader, out string, progress io.Writer) (backupInfo, error) {
 	var info backupInfo
 	line, err := readLine(br)
 	if err != nil {
@@ -288,7 +295,13 @@ func receiveBackup(br *bufio.Reader, out string) (backupInfo, error) {
 		checked <- err
 	}()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h, pw), io.LimitReader(br, size))
+	var sink io.Writer = io.MultiWriter(tmp, h, pw)
+	if progress != nil {
+		p := &progressWriter{out: progress, total: size}
+		defer p.done()
+		sink = io.MultiWriter(sink, p)
+	}
+	n, err := io.Copy(sink, io.LimitReader(br, size))
 	pw.CloseWithError(err) // nil: EOF
 	rdbErr := <-checked
 	switch {
@@ -361,4 +374,52 @@ func checkSeedRDB(path string) error {
 		return fmt.Errorf("--seed-rdb %s: %w", path, err)
 	}
 	return nil
+}
+
+// idleConn is a connection whose every read and write must make progress
+// within idle: a stalled transfer fails, a long one that moves does not.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+	return c.Conn.Write(p)
+}
+
+// progressWriter shows how much of total has been written, at most twice a
+// second, on one terminal line.
+type progressWriter struct {
+	out   io.Writer
+	total int64
+	n     int64
+	last  time.Time
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	p.n += int64(len(b))
+	if now := time.Now(); now.Sub(p.last) >= 500*time.Millisecond {
+		p.last = now
+		p.show()
+	}
+	return len(b), nil
+}
+
+func (p *progressWriter) show() {
+	pct := 100.0
+	if p.total > 0 {
+		pct = float64(p.n) * 100 / float64(p.total)
+	}
+	fmt.Fprintf(p.out, "\rreceived %.1f of %.1f MiB (%.0f%%)", float64(p.n)/(1<<20), float64(p.total)/(1<<20), pct)
+}
+
+func (p *progressWriter) done() {
+	p.show()
+	fmt.Fprintln(p.out)
 }

@@ -6,7 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,7 +57,7 @@ func TestReceiveBackup(t *testing.T) {
 			if err := os.WriteFile(out, []byte("previous backup"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			info, err := receiveBackup(bufio.NewReader(strings.NewReader(tc.reply)), out)
+			info, err := receiveBackup(bufio.NewReader(strings.NewReader(tc.reply)), out, nil)
 			got, rerr := os.ReadFile(out)
 			if rerr != nil {
 				t.Fatal(rerr)
@@ -181,5 +184,59 @@ func TestParseBackupFlags(t *testing.T) {
 		if _, err := parseBackupFlags(args); err == nil {
 			t.Errorf("%q accepted", args)
 		}
+	}
+}
+
+// TestBackupProgress: on a terminal the transfer's progress is shown, and
+// ends at 100%.
+func TestBackupProgress(t *testing.T) {
+	var progress strings.Builder
+	out := filepath.Join(t.TempDir(), "b.rdb")
+	if _, err := receiveBackup(bufio.NewReader(strings.NewReader(backupReply(sha(emptyRDB), len(emptyRDB), emptyRDB))), out, &progress); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(progress.String(), "\rreceived ") || !strings.HasSuffix(progress.String(), "(100%)\n") {
+		t.Errorf("progress: %q", progress.String())
+	}
+}
+
+// TestBackupIdleTimeout: --timeout bounds a stall, not the transfer: a
+// server that sends a byte every 100 ms for a second is read whole with a
+// 400 ms timeout, one that stops sending fails after it.
+func TestBackupIdleTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for range 10 {
+					time.Sleep(100 * time.Millisecond)
+					c.Write([]byte("x"))
+				}
+				time.Sleep(2 * time.Second) // then stalls
+			}()
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	c := &idleConn{Conn: raw, idle: 400 * time.Millisecond}
+	start := time.Now()
+	buf := make([]byte, 10)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("a slow but steady transfer failed after %v: %v", time.Since(start), err)
+	}
+	if _, err := c.Read(buf); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a stalled transfer: %v, want a deadline error", err)
 	}
 }

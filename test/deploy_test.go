@@ -297,9 +297,9 @@ func TestDeployComposeShape(t *testing.T) {
 	t.Run("restarts and pinned redis", func(t *testing.T) {
 		for name, s := range d.Compose.Services {
 			switch {
-			case name == "init":
+			case name == "init" || name == "peer-secret": // one-shot
 				if !strings.HasPrefix(s.Restart, "on-failure:") {
-					t.Errorf("service init: restart %q, want on-failure:N (bounded: a permanent error must stop it)", s.Restart)
+					t.Errorf("service %s: restart %q, want on-failure:N (bounded: a permanent error must stop it)", name, s.Restart)
 				}
 			case s.Restart != "unless-stopped" && s.Restart != "always":
 				t.Errorf("service %s: restart %q, want unless-stopped", name, s.Restart)
@@ -663,6 +663,15 @@ func TestDeployTopology(t *testing.T) {
 			}
 		}
 		mappers[i] = m
+		// The secret peers authenticate with, made by the one-shot
+		// service the proxies wait for (as root, as in its container).
+		if gen, ok := d.Compose.Services["peer-secret"]; ok && i == 0 {
+			args := m.args(gen.Entrypoint)
+			args[1] = d.path("deploy", filepath.Base(args[1]))
+			if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("peer-secret %v: %v\n%s", args, err, out)
+			}
+		}
 		start(i, n.Redis, composeEnv(n.RedisSvc, vars), asUID(m.args(n.RedisSvc.Command)...)...)
 		redisHealth := m.args(n.RedisSvc.Healthcheck.Test[1:])
 		err := waitFor(ctx, 10*time.Second, 50*time.Millisecond, n.Redis+" healthcheck", func(ctx context.Context) error {

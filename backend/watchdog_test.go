@@ -10,15 +10,14 @@ import (
 	"github.com/raftproxy/raftproxy/fsm"
 )
 
-// TestFenceAfterWatchdogGone: once redis has closed the watchdog's
-// connection (redis restarted or died), a batch's fence must fail at once,
-// so the node rebuilds redis; waiting for a PONG that cannot come held the
-// applier for ever.
-func TestFenceAfterWatchdogGone(t *testing.T) {
+// watchdogGone returns a state machine on a real redis whose watchdog
+// connection redis has closed (as when redis restarts or dies), once the
+// watchdog has seen it end: every fence after that fails.
+func watchdogGone(t *testing.T) *StateMachine {
+	t.Helper()
 	r := rdbStartRedis(t, false)
 	sm := NewStateMachine(r.addr, slog.New(slog.DiscardHandler))
-	ctx := context.Background()
-	if err := sm.Reset(ctx, nil, 0); err != nil {
+	if err := sm.Reset(context.Background(), nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := sm.Apply([]fsm.Command{{Args: fieldArgs("SET a 1"), Reply: func([]byte) {}}}); err != nil {
@@ -39,6 +38,16 @@ func TestFenceAfterWatchdogGone(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the watchdog did not see its connection end")
 	}
+	return sm
+}
+
+// TestFenceAfterWatchdogGone: once redis has closed the watchdog's
+// connection (redis restarted or died), a batch's fence must fail at once,
+// so the node rebuilds redis; waiting for a PONG that cannot come held the
+// applier for ever.
+func TestFenceAfterWatchdogGone(t *testing.T) {
+	sm := watchdogGone(t)
+	ctx := context.Background()
 	errc := make(chan error, 1)
 	go func() { errc <- sm.Settle(ctx) }()
 	select {
@@ -93,23 +102,7 @@ func TestDeadlineSetAndExpiredInOneBatch(t *testing.T) {
 // waits for one. With the watchdog's connection gone every fence fails, so
 // which batches fail shows which ones fenced.
 func TestBlindWritesNeedNoFence(t *testing.T) {
-	r := rdbStartRedis(t, false)
-	sm := NewStateMachine(r.addr, slog.New(slog.DiscardHandler))
-	ctx := context.Background()
-	if err := sm.Reset(ctx, nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := sm.Apply([]fsm.Command{{Args: fieldArgs("SET a 1"), Reply: func([]byte) {}}}); err != nil {
-		t.Fatal(err)
-	}
-	w := sm.wd.Load()
-	ctl := rdbConn(t, r.addr)
-	rdbDo(t, ctl, "CLIENT", "KILL", "ID", strconv.FormatInt(rdbDo(t, sm.conn, "CLIENT", "GETREDIR").Int, 10))
-	select {
-	case <-w.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the watchdog did not see its connection end")
-	}
+	sm := watchdogGone(t)
 	for _, tc := range []struct {
 		cmds  []string
 		fence bool

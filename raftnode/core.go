@@ -24,6 +24,10 @@ type core struct {
 	// wake holds one token when raft may have a Ready the loop has not
 	// taken: every call that can create work leaves one.
 	wake chan struct{}
+	// campaignPending: a campaign asked for before every committed entry
+	// was applied, which raft would refuse (a new cluster's bootstrap
+	// configuration is such an entry); advance starts it once they are.
+	campaignPending bool
 }
 
 // newCore starts a raft state machine; peers bootstrap a new group's
@@ -92,8 +96,17 @@ func (c *core) readIndex(rctx []byte) {
 	_ = c.do(func(rn *raft.RawNode) error { rn.ReadIndex(rctx); return nil })
 }
 
+// campaign starts an election now, or as soon as this node has applied
+// what it knows committed (raft refuses to campaign with configuration
+// changes unapplied).
 func (c *core) campaign() {
-	_ = c.do(func(rn *raft.RawNode) error { return rn.Campaign() })
+	_ = c.do(func(rn *raft.RawNode) error {
+		if st := rn.BasicStatus(); st.Applied < st.GetCommit() {
+			c.campaignPending = true
+			return nil
+		}
+		return rn.Campaign()
+	})
 }
 
 func (c *core) transferLeader(to uint64) {
@@ -135,5 +148,11 @@ func (c *core) ready() (raft.Ready, bool) {
 func (c *core) advance(rd raft.Ready) {
 	c.mu.Lock()
 	c.rn.Advance(rd)
+	if c.campaignPending {
+		if st := c.rn.BasicStatus(); st.Applied >= st.GetCommit() {
+			c.campaignPending = false
+			_ = c.rn.Campaign()
+		}
+	}
 	c.mu.Unlock()
 }

@@ -83,14 +83,24 @@ func (c *conn) raftDebug(args [][]byte) *op {
 	return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK")}
 }
 
-// raftNode handles RAFT.NODE ADD <id> <addr> <peer-addr> and
-// RAFT.NODE REMOVE <id>.
+// raftNode handles RAFT.NODE ADD <id> <addr> <peer-addr> [<cluster-id>]
+// [FORMAT <n>] and RAFT.NODE REMOVE <id>. FORMAT is the newest log entry
+// format the joining node decodes: a node that cannot read what this
+// cluster writes is refused before it becomes a member.
 func (c *conn) raftNode(args [][]byte) *op {
 	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		return errReply(errNoCluster)
 	}
 	sub := strings.ToLower(string(args[1]))
+	format := 0 // not given: a joiner from before FORMAT, which is not checked
+	if sub == "add" && len(args) >= 7 && strings.EqualFold(string(args[len(args)-2]), "format") {
+		f, err := strconv.Atoi(string(args[len(args)-1]))
+		if err != nil || f < 1 {
+			return errReply("ERR invalid log entry format: " + string(args[len(args)-1]))
+		}
+		format, args = f, args[:len(args)-2]
+	}
 	if sub != "add" && sub != "remove" {
 		return errReply(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try RAFT.NODE HELP.", args[1]))
 	}
@@ -127,6 +137,10 @@ func (c *conn) raftNode(args [][]byte) *op {
 			return errReply(fmt.Sprintf("ERR %s: this node belongs to cluster %s, the joining node expects %s",
 				errClusterMismatch, raftnode.IDString(n.ClusterID()), raftnode.IDString(want)))
 		}
+	}
+	if format != 0 && format < entry.Version {
+		return errReply(fmt.Sprintf("ERR %s: the joining node decodes log entries up to format %d, and this cluster writes format %d; upgrade it first",
+			errTooOld, format, entry.Version))
 	}
 	m := raftnode.Member{ID: id, Addr: string(args[3]), PeerAddr: string(args[4])}
 	members, err := n.AddLearner(ctx, m)
@@ -199,7 +213,10 @@ func (s *Server) forward(addr string, args ...string) *op {
 // join asks the cluster at addrs to add this node, following redirects and
 // retrying while it has no leader, then starts the node and waits until it
 // has replicated its own admission.
-const errClusterMismatch = "cluster id mismatch"
+const (
+	errClusterMismatch = "cluster id mismatch"
+	errTooOld          = "log format too old"
+)
 
 func (s *Server) join(addrs []string, expect uint64) error {
 	if s.cfg.Cluster.Node() != nil {
@@ -218,7 +235,7 @@ func (s *Server) join(addrs []string, expect uint64) error {
 		addr := addrs[attempt%len(addrs)]
 		for hop := 0; hop < 3 && addr != ""; hop++ {
 			cid, members, redirect, err := s.askToAdd(ctx, addr, id, expect)
-			if err != nil && strings.Contains(err.Error(), errClusterMismatch) {
+			if err != nil && (strings.Contains(err.Error(), errClusterMismatch) || strings.Contains(err.Error(), errTooOld)) {
 				return err // retrying cannot help
 			}
 			if err == nil {
@@ -275,7 +292,12 @@ func (s *Server) askToAdd(ctx context.Context, addr string, id, expect uint64) (
 	if expect != 0 {
 		req = append(req, raftnode.IDString(expect))
 	}
-	v, err := c.DoValue(req...)
+	v, err := c.DoValue(append(req, "FORMAT", strconv.Itoa(entry.Version))...)
+	if err != nil && v.IsError() && strings.Contains(string(v.Str), "wrong number of arguments") {
+		// A member from before FORMAT: it cannot check, and the join goes
+		// on as before.
+		v, err = c.DoValue(req...)
+	}
 	if err != nil {
 		if v.IsError() {
 			if target, ok := strings.CutPrefix(string(v.Str), "MOVED 0 "); ok {

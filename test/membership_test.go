@@ -394,8 +394,9 @@ func transferToLeader(ctx context.Context, c *Cluster, target *Node) (*Node, err
 	return c.WaitStable(ctx)
 }
 
-// TestJoinWrongClusterRefused: a node joining with the id of another cluster
-// is refused at once with a clear error, and is not added.
+// TestJoinWrongClusterRefused: a node joining with the id of another cluster,
+// or with a build too old for the cluster's log format, is refused at once
+// with a clear error, and is not added.
 func TestJoinWrongClusterRefused(t *testing.T) {
 	ctx := testContext(t, 2*time.Minute)
 	c := StartCluster(ctx, t, ClusterOptions{Nodes: 2})
@@ -407,6 +408,24 @@ func TestJoinWrongClusterRefused(t *testing.T) {
 	}
 	if info, _ := leader.RaftInfo(ctx); info.Get("num_nodes") != "2" {
 		t.Errorf("the refused node was added: num_nodes %s", info.Get("num_nodes"))
+	}
+	// A node whose build cannot decode the format the cluster writes is
+	// refused before it becomes a member (the joiner says which formats
+	// it decodes); an old joiner that does not say is not checked.
+	for _, tc := range []struct {
+		format string
+		want   string
+	}{
+		{"1", "log format too old: the joining node decodes log entries up to format 1"},
+		{"x", "invalid log entry format"},
+	} {
+		v, err := leader.Do(ctx, 10*time.Second, "RAFT.NODE", "ADD", "1234abcd", "127.0.0.1:1", "127.0.0.1:2", "FORMAT", tc.format)
+		if err != nil || v.Kind != '-' || !strings.Contains(v.Str, tc.want) {
+			t.Errorf("RAFT.NODE ADD … FORMAT %s: %v %v, want %q", tc.format, v, err, tc.want)
+		}
+	}
+	if info, _ := leader.RaftInfo(ctx); info.Get("num_nodes") != "2" {
+		t.Errorf("a node too old was added: num_nodes %s", info.Get("num_nodes"))
 	}
 	v, err = other.Do(ctx, 30*time.Second, "RAFT.CLUSTER", "JOIN", leader.Addr, "CLUSTER", c.ClusterID)
 	if err != nil || v.Kind != '+' {

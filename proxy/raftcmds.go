@@ -325,13 +325,23 @@ func (s *Server) askToAdd(ctx context.Context, addr string, id, expect uint64) (
 
 func (s *Server) waitAdmitted(ctx context.Context, id uint64) error {
 	n := s.cfg.Cluster.Node()
+	// until is the commit index when the node first saw itself a member:
+	// JOIN answers once the node has applied it, a snapshot the leader
+	// sent to catch it up included, so a read right after the OK is
+	// answered rather than refused with LOADING.
+	var until uint64
 	for {
-		if l, ok := n.Leader(); ok && l.ID != 0 {
-			for _, m := range n.Members() {
-				if m.ID == id {
-					return nil
+		if until == 0 {
+			if l, ok := n.Leader(); ok && l.ID != 0 {
+				for _, m := range n.Members() {
+					if m.ID == id {
+						until = max(n.Status().Commit, 1)
+					}
 				}
 			}
+		}
+		if until != 0 && n.Status().Applied >= until && n.Serving() {
+			return nil
 		}
 		select {
 		case <-time.After(50 * time.Millisecond):

@@ -293,3 +293,32 @@ func TestKillDuringSnapshots(t *testing.T) {
 		t.Errorf("no node loaded a snapshot from the leader: the receive path was not exercised")
 	}
 }
+
+// TestJoinAnswersOnceServing: RAFT.CLUSTER JOIN answers OK only once the
+// new node serves: the snapshot the leader sends it is loaded into its
+// redis. It answered as soon as the node saw itself a member, and a read
+// right after the OK could get LOADING while the snapshot loaded (found by
+// TestAuth under CI load).
+func TestJoinAnswersOnceServing(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{Nodes: 1, ExtraArgs: snapArgs})
+	leader, _ := c.Leader(ctx)
+	// Enough data that loading the snapshot takes a while (300k keys:
+	// without the wait, 2 runs of 2 got LOADING).
+	sample, err := writeKeysIn(leader.Addr, "serving", 300000, 9973, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := leader.Do(ctx, 30*time.Second, "RAFT.DEBUG", "COMPACT"); err != nil || v.String() != "+OK" {
+		t.Fatalf("RAFT.DEBUG COMPACT: %s %v", v, err)
+	}
+	n := c.AddNode(ctx, leader)
+	for k, want := range sample {
+		if got, err := n.Client().Get(ctx, k).Result(); err != nil || got != want {
+			t.Fatalf("GET %s through %s right after JOIN: %q %v, want %q", k, n, got, err, want)
+		}
+	}
+	if !logContains(t, n, "loaded snapshot into redis") {
+		t.Errorf("%s joined without loading a snapshot", n)
+	}
+}

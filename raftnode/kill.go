@@ -5,8 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"go.etcd.io/raft/v3"
-
 	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/fsm"
 )
@@ -130,17 +128,7 @@ func (n *Node) electionTimeout() time.Duration {
 func (n *Node) proposeControl(c entry.Control) {
 	data := c.Marshal()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), n.requestTimeout())
-		defer cancel()
-		err := n.core.propose(data)
-		for errors.Is(err, raft.ErrProposalDropped) && n.waitLeader(ctx) {
-			select {
-			case <-time.After(10 * time.Millisecond):
-			case <-ctx.Done():
-			}
-			err = n.core.propose(data)
-		}
-		if err != nil && ctx.Err() == nil {
+		if err := n.proposeRetrying(data); err != nil {
 			n.log.Debug("proposing a control entry failed; it is proposed again", "op", c.Op, "index", c.Index, "err", err)
 		}
 	}()

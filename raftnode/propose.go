@@ -301,19 +301,7 @@ func (p *proposer) propose(batch []proposal) {
 	p.inflight++
 	p.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), p.n.requestTimeout())
-	err := p.n.core.propose(data)
-	// Raft drops a proposal, without appending it anywhere, while leadership
-	// moves or no leader is known: retrying it is safe, and it makes a
-	// leader transfer invisible to clients.
-	for errors.Is(err, raft.ErrProposalDropped) && p.n.waitLeader(ctx) {
-		select {
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-		}
-		err = p.n.core.propose(data)
-	}
-	cancel()
+	err := p.n.proposeRetrying(data)
 	if err != nil {
 		p.take(e.Seq)
 		// A proposal raft refused was never appended anywhere. Any other
@@ -331,6 +319,29 @@ func (p *proposer) propose(batch []proposal) {
 			f.complete(nil, err)
 		}
 	}
+}
+
+// proposeRetrying proposes data, retrying while raft drops it for want of
+// a leader, at most one request timeout. Raft drops a proposal, without
+// appending it anywhere, while leadership moves or no leader is known:
+// retrying it is safe, and it makes a leader transfer invisible to
+// clients. The deadline exists only once a proposal was dropped: the
+// common case costs no timer.
+func (n *Node) proposeRetrying(data []byte) error {
+	err := n.core.propose(data)
+	if !errors.Is(err, raft.ErrProposalDropped) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.requestTimeout())
+	defer cancel()
+	for errors.Is(err, raft.ErrProposalDropped) && n.waitLeader(ctx) {
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		err = n.core.propose(data)
+	}
+	return err
 }
 
 // PendingProposals counts the client requests this node proposed, or

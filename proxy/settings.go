@@ -60,7 +60,7 @@ func (s *Settings) Load() ([]Override, error) {
 	for _, st := range s.list {
 		s.initial[st.Name] = st.Get()
 	}
-	saved, err := s.saved()
+	saved, err := ReadSavedSettings(s.file)
 	if err != nil {
 		return nil, err
 	}
@@ -78,11 +78,6 @@ func (s *Settings) Load() ([]Override, error) {
 		}
 	}
 	return out, nil
-}
-
-// saved reads the settings file: nothing when there is none.
-func (s *Settings) saved() (map[string]string, error) {
-	return ReadSavedSettings(s.file)
 }
 
 // ReadSavedSettings reads a settings file (SettingsFile): nothing when
@@ -127,7 +122,7 @@ func (s *Settings) writeSaved(saved map[string]string) error {
 func (s *Settings) reset(name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	saved, err := s.saved()
+	saved, err := ReadSavedSettings(s.file)
 	if err != nil {
 		return err
 	}
@@ -161,7 +156,7 @@ func (s *Settings) set(name, value string) error {
 	if err := st.Set(value); err != nil {
 		return fmt.Errorf("invalid argument '%s' for RAFT.CONFIG SET '%s': %w", value, st.Name, err)
 	}
-	saved, err := s.saved()
+	saved, err := ReadSavedSettings(s.file)
 	if err != nil {
 		saved = map[string]string{}
 	}

@@ -23,9 +23,13 @@ import (
 // (versions 1 and 2 as RESP2 requests).
 const version = 4
 
-// Version is the entry format this build writes, and the newest it
-// decodes.
+// Version is the newest entry format this build writes and decodes.
 const Version = version
+
+// MinFormat is the oldest format this build writes (Entry.Format): a
+// cluster is kept at the newest format every member decodes, and members
+// that do not say decode format 4.
+const MinFormat = 4
 
 // Op is what a request does.
 type Op uint8
@@ -90,11 +94,23 @@ func (r *Request) isTx() bool { return r.Op == OpTx || (r.Op == OpCommand && len
 // node proposes, which lets every node detect, deterministically, a batch that
 // reached the log out of order (see raftnode's applier). TimeMs is the
 // proposer's wall clock in milliseconds when the batch was made.
+//
+// Format is the format Marshal writes, MinFormat to Version (0 for
+// Version), and the format Unmarshal read.
 type Entry struct {
 	Node   uint64
 	Seq    uint64
 	TimeMs int64
 	Reqs   []Request
+	Format byte
+}
+
+// format is the format e is written in.
+func (e *Entry) format() byte {
+	if e.Format == 0 {
+		return version
+	}
+	return min(max(e.Format, MinFormat), version)
 }
 
 // ErrCorrupt reports data that is not a valid entry.
@@ -153,7 +169,7 @@ func varintLen(x int64) int { return uvarintLen(uint64(x<<1) ^ uint64(x>>63)) }
 
 // Marshal appends the encoding of e to dst.
 func (e *Entry) Marshal(dst []byte) []byte {
-	dst = append(dst, version)
+	dst = append(dst, e.format())
 	dst = binary.AppendUvarint(dst, e.Node)
 	dst = binary.AppendUvarint(dst, e.Seq)
 	dst = binary.AppendVarint(dst, e.TimeMs)
@@ -214,6 +230,7 @@ func Unmarshal(data []byte) (Entry, error) {
 	if v < 1 {
 		return e, fmt.Errorf("%w: unknown version %d", ErrCorrupt, v)
 	}
+	e.Format = v
 	e.Node = d.uvarint()
 	e.Seq = d.uvarint()
 	e.TimeMs = d.varint()

@@ -57,6 +57,9 @@ type Membership interface {
 	IsLeader() bool
 	Leader() (raftnode.Member, bool)
 	Members() []raftnode.MemberInfo
+	// LogFormat is the entry format the cluster writes: the newest every
+	// member decodes.
+	LogFormat() int
 	Status() raftnode.Status
 	Removed() bool
 	// Done is closed when the node has stopped.

@@ -93,7 +93,7 @@ func (c *conn) raftNode(args [][]byte) *op {
 		return errReply(errNoCluster)
 	}
 	sub := strings.ToLower(string(args[1]))
-	format := 0 // not given: a joiner from before FORMAT, which is not checked
+	format := 0 // not given: a joiner from before FORMAT (raftnode's unadvertisedFormat)
 	if sub == "add" && len(args) >= 7 && strings.EqualFold(string(args[len(args)-2]), "format") {
 		f, err := strconv.Atoi(string(args[len(args)-1]))
 		if err != nil || f < 1 {
@@ -138,11 +138,11 @@ func (c *conn) raftNode(args [][]byte) *op {
 				errClusterMismatch, raftnode.IDString(n.ClusterID()), raftnode.IDString(want)))
 		}
 	}
-	if format != 0 && format < entry.Version {
+	m := raftnode.Member{ID: id, Addr: string(args[3]), PeerAddr: string(args[4]), Format: format}
+	if have := n.LogFormat(); m.Decodes() < have {
 		return errReply(fmt.Sprintf("ERR %s: the joining node decodes log entries up to format %d, and this cluster writes format %d; upgrade it first",
-			errTooOld, format, entry.Version))
+			errTooOld, m.Decodes(), have))
 	}
-	m := raftnode.Member{ID: id, Addr: string(args[3]), PeerAddr: string(args[4])}
 	members, err := n.AddLearner(ctx, m)
 	if err != nil {
 		return errReply(errorText(err, false))
@@ -376,12 +376,12 @@ func (s *Server) raftInfo() string {
 		quarantined = 1
 	}
 	fmt.Fprintf(&b, "quarantined:%d\r\n", quarantined)
-	fmt.Fprintf(&b, "raftproxy_version:%s\r\nentry_format:%d\r\n", version.Release, entry.Version)
+	fmt.Fprintf(&b, "raftproxy_version:%s\r\nentry_format:%d\r\nlog_format:%d\r\n", version.Release, entry.Version, n.LogFormat())
 	fmt.Fprintf(&b, "follower_proxy:%s\r\nnum_nodes:%d\r\nnum_voting_nodes:%d\r\n",
 		yesNo(s.followerProxy.Load()), len(st.Nodes), voting)
 	for i, ns := range st.Nodes {
-		fmt.Fprintf(&b, "node%d:id=%s,addr=%s,peer_addr=%s,voting=%s,state=%s", i,
-			raftnode.IDString(ns.ID), ns.Addr, ns.PeerAddr, yesNo(ns.Voting), ns.State)
+		fmt.Fprintf(&b, "node%d:id=%s,addr=%s,peer_addr=%s,voting=%s,state=%s,format=%d", i,
+			raftnode.IDString(ns.ID), ns.Addr, ns.PeerAddr, yesNo(ns.Voting), ns.State, ns.Decodes())
 		if st.Role == "leader" {
 			b.WriteString(",match_index=" + strconv.FormatUint(ns.Match, 10))
 		}

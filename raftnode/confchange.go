@@ -174,10 +174,14 @@ func (n *Node) promoteLearners() {
 	}
 }
 
-// refreshOwnAddress records this node's addresses in the cluster when it
-// restarted with different --advertise-addr or --advertise-peer-addr: once
-// it has applied the log it had (commit), it proposes an update.
-func (n *Node) refreshOwnAddress(commit uint64) {
+// refreshOwnRecord records this node's addresses and entry format in the
+// cluster when they differ from its record: it restarted with different
+// --advertise-addr or --advertise-peer-addr, or with a build that decodes a
+// different entry format (an upgrade, or a rollback). Once it has applied
+// the log it had (commit), it proposes an update. The cluster's format
+// follows the members' records, so an upgrade raises it only through this
+// update, once the upgraded node runs.
+func (n *Node) refreshOwnRecord(commit uint64) {
 	for {
 		select {
 		case <-time.After(200 * time.Millisecond):
@@ -187,23 +191,26 @@ func (n *Node) refreshOwnAddress(commit uint64) {
 		if n.applier.applied.Load() < commit || n.lead.Load() == raft.None {
 			continue
 		}
-		old, ok := n.members.get(n.id)
-		if !ok || n.Removed() {
+		if n.Removed() {
 			return
+		}
+		old, ok := n.members.get(n.id)
+		if !ok {
+			continue // not a member yet: a joining node sent its record in JOIN
 		}
 		want := n.cfg.Self
 		want.ID = n.id
-		if old.Addr == want.Addr && old.PeerAddr == want.PeerAddr {
+		if old == want {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), n.requestTimeout())
 		_, err := n.UpdateMember(ctx, want)
 		cancel()
 		if err == nil {
-			n.log.Info("updated this node's addresses in the cluster", "addr", want.Addr, "peer_addr", want.PeerAddr,
-				"old_addr", old.Addr, "old_peer_addr", old.PeerAddr)
+			n.log.Info("updated this node's record in the cluster", "addr", want.Addr, "peer_addr", want.PeerAddr, "format", want.Format,
+				"old_addr", old.Addr, "old_peer_addr", old.PeerAddr, "old_format", old.decodes())
 			return
 		}
-		n.log.Warn("updating this node's addresses failed; retrying", "err", err)
+		n.log.Warn("updating this node's record in the cluster failed; retrying", "err", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 
+	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/fsm"
 )
 
@@ -68,6 +69,11 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.Self.Format == 0 {
+		// What this build decodes; a test may set less to stand for an
+		// older member.
+		c.Self.Format = entry.Version
+	}
 	if c.TickInterval == 0 {
 		c.TickInterval = 100 * time.Millisecond
 	}

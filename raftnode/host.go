@@ -111,7 +111,7 @@ func (h *Host) restart() (*Node, error) {
 	}
 	h.node.Store(n)
 	go h.revive(n)
-	go n.refreshOwnAddress(st.HardState.GetCommit())
+	go n.refreshOwnRecord(st.HardState.GetCommit())
 	n.log.Info("restarted node from its data directory", "cluster", IDString(n.clusterID),
 		"entries", len(st.Entries), "commit", st.HardState.GetCommit())
 	return n, nil
@@ -166,6 +166,9 @@ func (h *Host) Join(clusterID, id uint64, members []Member) (*Node, error) {
 	}
 	h.node.Store(n)
 	go h.revive(n)
+	// A member from before advertised formats forwarded the join without
+	// this node's format; it is recorded once the node is a member.
+	go n.refreshOwnRecord(0)
 	n.log.Info("joined cluster", "cluster", IDString(clusterID))
 	return n, nil
 }

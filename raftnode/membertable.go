@@ -6,8 +6,11 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/raftproxy/raftproxy/entry"
 )
 
 // Member is one node of the cluster as clients and peers reach it.
@@ -15,6 +18,22 @@ type Member struct {
 	ID       uint64 `json:"id"`
 	Addr     string `json:"addr"`      // client (RESP) address
 	PeerAddr string `json:"peer_addr"` // raft transport address
+	// Format is the newest log entry format the member's build decodes
+	// (entry.Version); 0 for a build from before members advertised it,
+	// which decodes format unadvertisedFormat.
+	Format int `json:"format,omitempty"`
+}
+
+// unadvertisedFormat is the entry format a member that does not advertise
+// one decodes: builds from before advertising all decode format 4.
+const unadvertisedFormat = 4
+
+// decodes is the newest entry format m decodes.
+func (m Member) decodes() int {
+	if m.Format == 0 {
+		return unadvertisedFormat
+	}
+	return m.Format
 }
 
 // IDString formats a node or cluster id the way every interface shows it.
@@ -54,6 +73,9 @@ type membership struct {
 	members  map[uint64]Member
 	learners map[uint64]bool
 	removed  map[uint64]bool
+	// format is the cluster's entry format: the newest that every member
+	// decodes, kept with the members (see logFormat).
+	format atomic.Int32
 }
 
 func newMembership() *membership {
@@ -66,6 +88,7 @@ func (m *membership) add(mem Member, learner bool) {
 	m.members[mem.ID] = mem
 	m.learners[mem.ID] = learner
 	delete(m.removed, mem.ID)
+	m.refreshFormat()
 }
 
 func (m *membership) remove(id uint64) {
@@ -74,6 +97,31 @@ func (m *membership) remove(id uint64) {
 	delete(m.members, id)
 	delete(m.learners, id)
 	m.removed[id] = true
+	m.refreshFormat()
+}
+
+// refreshFormat recomputes the cluster's format; m.mu is held for writing.
+func (m *membership) refreshFormat() {
+	f := entry.Version
+	for _, mem := range m.members {
+		f = min(f, mem.decodes())
+	}
+	m.format.Store(int32(f))
+}
+
+// logFormat is the entry format this node writes: the newest that every
+// member decodes, as far as this node has applied the log, and never above
+// what this build writes. It changes only with membership, which every
+// node applies at the same index, so the members never disagree on it at a
+// point of the log; an upgraded member raises it by advertising its newer
+// build (refreshOwnRecord), after which no member is left that cannot
+// decode the newer format.
+func (m *membership) logFormat() int {
+	f := int(m.format.Load())
+	if f == 0 { // no member applied yet
+		return unadvertisedFormat
+	}
+	return max(f, entry.MinFormat)
 }
 
 func (m *membership) get(id uint64) (Member, bool) {
@@ -127,6 +175,7 @@ func (m *membership) restore(list []MemberInfo, removed []uint64) {
 		m.members[mi.ID] = mi.Member
 		m.learners[mi.ID] = !mi.Voting
 	}
+	m.refreshFormat()
 }
 
 // removedIDs lists the members ever removed; they stay refused forever.

@@ -404,6 +404,10 @@ func (n *Node) applyConfChange(e *raftpb.Entry) error {
 			mem.ID = id
 			if old, ok := n.members.get(id); ok && mem.Addr == "" {
 				mem = old
+			} else if ok && mem.Format == 0 && cc.GetType() == raftpb.ConfChangeAddNode {
+				// A promotion proposed by a leader whose build does not
+				// know formats: the learner's advertised one still holds.
+				mem.Format = old.Format
 			}
 			learner := cc.GetType() == raftpb.ConfChangeAddLearnerNode
 			if cc.GetType() == raftpb.ConfChangeUpdateNode {

@@ -287,7 +287,10 @@ func (p *proposer) forget(seq uint64, pend *pending) {
 func (p *proposer) propose(batch []proposal) {
 	p.n.counters.Batches.Add(1)
 	p.n.counters.Requests.Add(uint64(len(batch)))
-	e := entry.Entry{Node: p.n.id, Seq: p.nextSeq(), TimeMs: p.n.leaderTime(), Reqs: make([]entry.Request, len(batch))}
+	// Written in the format every member decodes, as far as this node has
+	// applied: a member never receives an entry it cannot read.
+	e := entry.Entry{Node: p.n.id, Seq: p.nextSeq(), TimeMs: p.n.leaderTime(), Reqs: make([]entry.Request, len(batch)),
+		Format: byte(p.n.members.logFormat())}
 	now := time.Now()
 	pend := &pending{futs: make([]*Future, len(batch)), deadline: now.Add(p.n.requestTimeout()), batch: true, start: now}
 	for i, pr := range batch {

@@ -49,6 +49,13 @@ func (n *Node) Removed() bool { return n.members.isRemoved(n.id) }
 // Members returns the current members.
 func (n *Node) Members() []MemberInfo { return n.members.list() }
 
+// LogFormat is the entry format this node writes: the newest every member
+// decodes (see membership.logFormat).
+func (n *Node) LogFormat() int { return n.members.logFormat() }
+
+// Decodes is the newest entry format member m decodes.
+func (m Member) Decodes() int { return m.decodes() }
+
 // NodeStatus is one member as RAFT.INFO shows it.
 type NodeStatus struct {
 	MemberInfo

@@ -846,7 +846,7 @@ type raftInfo struct {
 }
 
 type memberInfo struct {
-	ID, Addr, PeerAddr, Voting, State string
+	ID, Addr, PeerAddr, Voting, State, Format string
 }
 
 var memberLine = regexp.MustCompile(`^node\d+$`)
@@ -877,6 +877,8 @@ func parseRaftInfo(s string) (raftInfo, error) {
 					m.Voting = mv
 				case "state":
 					m.State = mv
+				case "format":
+					m.Format = mv
 				}
 			}
 			info.Members = append(info.Members, m)

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/bits"
 )
 
@@ -19,9 +20,16 @@ import (
 // reply protocol: a request's database number is encoded as db<<1 | resp3,
 // so the protocol costs no extra byte (databases 0-63 still fit in one).
 // Version 4 adds Killable: the database field is db<<3 | killable<<1 |
-// resp3 (databases 0-15 in one byte). Older versions decode unchanged
-// (versions 1 and 2 as RESP2 requests).
-const version = 4
+// resp3 (databases 0-15 in one byte). Version 5 ends with a CRC-32C
+// (Castagnoli, big-endian) of every byte before it, computed where the
+// entry is made, so a copy damaged anywhere on its way to a node's applier
+// (the network, memory, a disk the WAL's own checksum trusted) is told
+// from the proposer's. Older versions decode unchanged (versions 1 and 2 as
+// RESP2 requests).
+const version = 5
+
+// checksummed is the first version that ends with a checksum.
+const checksummed = 5
 
 // Version is the newest entry format this build writes and decodes.
 const Version = version
@@ -128,6 +136,41 @@ func NewerFormat(data []byte) bool {
 // decode it apply it.
 var ErrNewerFormat = errors.New("log entry in a newer format than this build decodes")
 
+// ErrChecksum: the entry's bytes are not those its proposer wrote. Unlike
+// a corrupt entry, which every node holds alike, this copy differs from
+// others that are whole, so the node must neither skip nor apply it.
+var ErrChecksum = errors.New("log entry does not match its checksum")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// checkSum verifies the checksum of data (an entry of version v) and
+// returns data without it.
+func checkSum(data []byte, v byte) ([]byte, error) {
+	if v < checksummed {
+		return data, nil
+	}
+	if len(data) < 1+crc32.Size {
+		return nil, fmt.Errorf("%w: %d bytes, too short to hold one", ErrChecksum, len(data))
+	}
+	body := data[:len(data)-crc32.Size]
+	want := binary.BigEndian.Uint32(data[len(body):])
+	if got := crc32.Checksum(body, castagnoli); got != want {
+		return nil, fmt.Errorf("%w: crc32c %08x, the entry says %08x", ErrChecksum, got, want)
+	}
+	return body, nil
+}
+
+// Verify checks the checksum of data, an entry of version 5 or later: it
+// returns an error wrapping ErrChecksum when data was damaged, and nil for
+// any other data (older versions carry no checksum; control entries none).
+func Verify(data []byte) error {
+	if len(data) == 0 || data[0] == controlMark || data[0] > version {
+		return nil
+	}
+	_, err := checkSum(data, data[0])
+	return err
+}
+
 // Size returns the length of the encoding of e: an entry stays in memory
 // (raft's log) until a snapshot, so its buffer is allocated exactly.
 func (e *Entry) Size() int {
@@ -151,6 +194,9 @@ func (e *Entry) Size() int {
 			n += argsSize(r.Args)
 		}
 	}
+	if e.format() >= checksummed {
+		n += crc32.Size
+	}
 	return n
 }
 
@@ -169,6 +215,7 @@ func varintLen(x int64) int { return uvarintLen(uint64(x<<1) ^ uint64(x>>63)) }
 
 // Marshal appends the encoding of e to dst.
 func (e *Entry) Marshal(dst []byte) []byte {
+	start := len(dst)
 	dst = append(dst, e.format())
 	dst = binary.AppendUvarint(dst, e.Node)
 	dst = binary.AppendUvarint(dst, e.Seq)
@@ -204,6 +251,9 @@ func (e *Entry) Marshal(dst []byte) []byte {
 			dst = binary.AppendUvarint(dst, r.Watch)
 		}
 	}
+	if e.format() >= checksummed {
+		dst = binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+	}
 	return dst
 }
 
@@ -230,6 +280,11 @@ func Unmarshal(data []byte) (Entry, error) {
 	if v < 1 {
 		return e, fmt.Errorf("%w: unknown version %d", ErrCorrupt, v)
 	}
+	body, err := checkSum(data, v)
+	if err != nil {
+		return e, err
+	}
+	d.b = body[1:]
 	e.Format = v
 	e.Node = d.uvarint()
 	e.Seq = d.uvarint()
@@ -400,6 +455,12 @@ func Restamp(data []byte, ms int64) ([]byte, bool) {
 	if v < 1 || v > version {
 		return nil, false
 	}
+	body, err := checkSum(data, v)
+	if err != nil {
+		// Restamping would give damaged bytes a valid checksum.
+		return nil, false
+	}
+	d.b = body[1:]
 	node := d.uvarint()
 	seq := d.uvarint()
 	d.varint()
@@ -407,10 +468,14 @@ func Restamp(data []byte, ms int64) ([]byte, bool) {
 		return nil, false
 	}
 	rest := d.b
-	out := make([]byte, 0, len(rest)+1+uvarintLen(node)+uvarintLen(seq)+varintLen(ms))
+	out := make([]byte, 0, len(rest)+1+uvarintLen(node)+uvarintLen(seq)+varintLen(ms)+crc32.Size)
 	out = append(out, v)
 	out = binary.AppendUvarint(out, node)
 	out = binary.AppendUvarint(out, seq)
 	out = binary.AppendVarint(out, ms)
-	return append(out, rest...), true
+	out = append(out, rest...)
+	if v >= checksummed {
+		out = binary.BigEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
+	}
+	return out, true
 }

@@ -2,6 +2,8 @@ package entry
 
 import (
 	"bytes"
+	"encoding/binary"
+	"hash/crc32"
 	"errors"
 	"testing"
 )
@@ -169,35 +171,129 @@ func equalArgs(a, b [][]byte) bool {
 	return true
 }
 
+// seal ends data (an entry of version 5 or later, without its checksum)
+// with its checksum.
+func seal(data []byte) []byte {
+	return binary.BigEndian.AppendUint32(append([]byte(nil), data...), crc32.Checksum(data, castagnoli))
+}
+
 func TestUnmarshalCorrupt(t *testing.T) {
+	good4 := (&Entry{Node: 1, Seq: 1, Format: 4, Reqs: []Request{{Args: [][]byte{[]byte("SET"), []byte("k"), []byte("v")}}}}).Marshal(nil)
 	good := (&Entry{Node: 1, Seq: 1, Reqs: []Request{{Args: [][]byte{[]byte("SET"), []byte("k"), []byte("v")}}}}).Marshal(nil)
-	tests := []struct {
+	type test struct {
 		name string
 		data []byte
-	}{
+	}
+	tests := []test{
 		{"empty", nil},
 		{"version 0", append([]byte{0}, good[1:]...)},
-		{"huge count", []byte{version, 1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}},
-		{"trailing", append(append([]byte{}, good...), 0)},
 		// node 1, seq 1, time 0, one request in db 0 with zero arguments:
 		{"empty command in version 1", []byte{1, 1, 1, 0, 1, 0, 0}},
 		{"empty transaction in version 2", []byte{2, 1, 1, 0, 1, 0, 0, 0}},
 		{"empty command in a transaction in version 2", []byte{2, 1, 1, 0, 1, 0, 0, 1, 0}},
-		{"empty transaction without a watch", []byte{version, 1, 1, 0, 1, 0, 0, byte(OpTx), 0, 0}},
-		{"empty command in a transaction", []byte{version, 1, 1, 0, 1, 0, 0, byte(OpTx), 0, 1, 0}},
-		{"watch without keys", []byte{version, 1, 1, 0, 1, 0, 0, byte(OpWatch), 7, 0}},
-		{"unknown request kind", []byte{version, 1, 1, 0, 1, 0, 0, 9, 7}},
+		{"trailing", append(append([]byte{}, good4...), 0)},
+		{"trailing before the checksum", seal(append(append([]byte{}, good[:len(good)-4]...), 0))},
 	}
-	for i := 1; i < len(good); i++ {
-		tests = append(tests, struct {
-			name string
-			data []byte
-		}{"truncated", good[:i]})
+	// The same damage in format 4, and in format 5 with a checksum that
+	// matches: the proposer wrote it so, and every node refuses it alike.
+	for _, v := range []byte{4, version} {
+		for _, tt := range []test{
+			{"huge count", []byte{v, 1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}},
+			{"empty transaction without a watch", []byte{v, 1, 1, 0, 1, 0, 0, byte(OpTx), 0, 0}},
+			{"empty command in a transaction", []byte{v, 1, 1, 0, 1, 0, 0, byte(OpTx), 0, 1, 0}},
+			{"watch without keys", []byte{v, 1, 1, 0, 1, 0, 0, byte(OpWatch), 7, 0}},
+			{"unknown request kind", []byte{v, 1, 1, 0, 1, 0, 0, 9, 7}},
+		} {
+			if v >= checksummed {
+				tt.data = seal(tt.data)
+			}
+			tests = append(tests, tt)
+		}
+	}
+	for i := 1; i < len(good4); i++ {
+		tests = append(tests, test{"truncated", good4[:i]})
 	}
 	for _, tt := range tests {
-		if _, err := Unmarshal(tt.data); !errors.Is(err, ErrCorrupt) {
+		if _, err := Unmarshal(tt.data); !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrChecksum) {
 			t.Errorf("%s %q: err = %v, want ErrCorrupt", tt.name, tt.data, err)
 		}
+	}
+}
+
+// TestChecksum: any damage to a format-5 entry, one flipped bit or a cut,
+// is told from an entry its proposer wrote wrong (ErrCorrupt, which every
+// node holds alike): it is ErrChecksum, from Unmarshal and Verify alike.
+// Restamp refuses to give damaged bytes a new valid checksum, and what it
+// returns verifies.
+func TestChecksum(t *testing.T) {
+	e := Entry{Node: 3, Seq: 9, TimeMs: 77, Reqs: []Request{{DB: 1, Args: [][]byte{[]byte("SET"), []byte("k"), []byte("v")}}}}
+	good := e.Marshal(nil)
+	if len(good) != e.Size() {
+		t.Fatalf("Size() %d, Marshal wrote %d bytes", e.Size(), len(good))
+	}
+	if err := Verify(good); err != nil {
+		t.Fatalf("Verify of a whole entry: %v", err)
+	}
+	for i := 1; i < len(good)*8; i++ { // every bit but the version byte's
+		bad := append([]byte(nil), good...)
+		bad[i/8] ^= 1 << (i % 8)
+		if i/8 == 0 {
+			continue
+		}
+		if _, err := Unmarshal(bad); !errors.Is(err, ErrChecksum) || errors.Is(err, ErrCorrupt) {
+			t.Fatalf("bit %d flipped: Unmarshal err = %v, want ErrChecksum only", i, err)
+		}
+		if err := Verify(bad); !errors.Is(err, ErrChecksum) {
+			t.Fatalf("bit %d flipped: Verify = %v", i, err)
+		}
+		if _, ok := Restamp(bad, 1); ok {
+			t.Fatalf("bit %d flipped: Restamp gave the damaged entry a checksum", i)
+		}
+	}
+	for i := 1; i < len(good); i++ {
+		if _, err := Unmarshal(good[:i]); !errors.Is(err, ErrChecksum) {
+			t.Fatalf("cut to %d bytes: err = %v, want ErrChecksum", i, err)
+		}
+	}
+	out, ok := Restamp(good, 1_800_000_000_000)
+	if !ok || Verify(out) != nil {
+		t.Fatalf("Restamp of a whole entry: ok %v, Verify %v", ok, Verify(out))
+	}
+	for _, data := range [][]byte{(&Entry{Node: 1, Format: 4, Reqs: e.Reqs}).Marshal(nil), Control{Op: ControlSettle, Index: 3}.Marshal(), {version + 1, 1, 2}} {
+		if err := Verify(data); err != nil {
+			t.Errorf("Verify(%q) = %v: format 4, control and newer entries carry no checksum it knows", data, err)
+		}
+	}
+}
+
+// TestMarshalFormats: an entry is written in the format it is given, from
+// MinFormat to Version, and decodes the same from each.
+func TestMarshalFormats(t *testing.T) {
+	e := Entry{Node: 3, Seq: 9, TimeMs: 77, Reqs: []Request{
+		{DB: 1, Args: [][]byte{[]byte("EVAL"), []byte("return 1"), []byte("0")}, Killable: 1, RESP3: true},
+		{Op: OpNotice, Args: [][]byte{[]byte("CLIENT"), []byte("PAUSE"), []byte("10"), []byte("ALL")}},
+	}}
+	for f := byte(MinFormat); f <= Version; f++ {
+		e.Format = f
+		data := e.Marshal(nil)
+		if data[0] != f || len(data) != e.Size() {
+			t.Fatalf("format %d: wrote version %d, %d bytes (Size %d)", f, data[0], len(data), e.Size())
+		}
+		got, err := Unmarshal(data)
+		if err != nil {
+			t.Fatalf("format %d: %v", f, err)
+		}
+		if got.Format != f || got.Reqs[0].Killable != 1 || !got.Reqs[0].RESP3 || got.Reqs[1].Op != OpNotice || !equalArgs(got.Reqs[1].Args, e.Reqs[1].Args) {
+			t.Errorf("format %d: decoded %+v", f, got)
+		}
+	}
+	for _, f := range []byte{1, MinFormat - 1} {
+		if e.Format = f; e.Marshal(nil)[0] != MinFormat {
+			t.Errorf("format %d: written as %d, want MinFormat", f, e.Marshal(nil)[0])
+		}
+	}
+	if e.Format = Version + 1; e.Marshal(nil)[0] != Version {
+		t.Errorf("a format above Version was written as %d", e.Marshal(nil)[0])
 	}
 }
 
@@ -219,6 +315,11 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add((&Entry{Node: 1, Seq: 1, Reqs: []Request{{DB: 2, Tx: [][][]byte{{[]byte("HGETALL"), []byte("h")}}, RESP3: true}}}).Marshal(nil))
 	f.Add([]byte{version})
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > crc32.Size && data[0] >= checksummed && data[0] <= version {
+			// Past the checksum, or the fuzzer would hardly reach the
+			// decoder: most of its inputs would fail the checksum.
+			data = seal(data[:len(data)-crc32.Size])
+		}
 		e, err := Unmarshal(data)
 		if err != nil {
 			return

@@ -74,7 +74,7 @@ func Handler(host *raftnode.Host, pprofOn bool, extra ...prometheus.Collector) h
 		}
 		return float64(n)
 	})
-	gauge("apply_halted", "1 while this node applies nothing because its build cannot decode a committed log entry (a newer member wrote it): it serves nothing until it is upgraded.", func(_ raftnode.Status, n *raftnode.Node) float64 {
+	gauge("apply_halted", "1 while this node applies nothing because it cannot apply a committed log entry (its build is older than the entry's format, or its copy is damaged): it serves nothing until it is upgraded or its data replaced.", func(_ raftnode.Status, n *raftnode.Node) float64 {
 		halted, _ := n.Halted()
 		return b2f(halted)
 	})
@@ -157,7 +157,7 @@ func readyz(w http.ResponseWriter, r *http.Request, host *raftnode.Host) {
 		full, _ := n.DiskFull()
 		halted, _ := n.Halted()
 		checks = append(checks, check{"leader", s.Leader != 0}, check{"redis", serving}, check{"applied", applied}, check{"disk", !full},
-			check{"log format", !halted})
+			check{"log", !halted})
 	}
 	var b strings.Builder
 	ready := true

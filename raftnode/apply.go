@@ -223,7 +223,7 @@ func (a *applier) applyEntries(ctx context.Context, ents []*raftpb.Entry) bool {
 	for len(ents) > 0 && ents[0].GetIndex() <= a.applied.Load() {
 		ents = ents[1:]
 	}
-	ents, blocked := untilNewerFormat(ents)
+	ents, blocked := untilUnappliable(ents)
 	if blocked != nil {
 		defer a.haltAt(blocked)
 	}

@@ -37,19 +37,33 @@ func (n *Node) Now() int64 { return n.leaderTime() }
 func (n *Node) LogTime() int64 { return n.applier.logTimeNow.Load() }
 
 // restamp sets the time of the entries of a proposal this leader is about
-// to append (a follower's, forwarded) to its own clock.
-func (n *Node) restamp(m *raftpb.Message) {
+// to append (a follower's, forwarded) to its own clock. An entry that no
+// longer matches its checksum was damaged on its way here: it is dropped
+// (its proposer's client hears that the outcome is unknown), so that the
+// log only holds entries as their proposers wrote them, and a node whose
+// copy fails its checksum later knows the fault is its own (halt.go).
+// restamp reports whether any entry is left.
+func (n *Node) restamp(m *raftpb.Message) bool {
 	now := n.leaderTime()
-	for i, e := range m.Entries {
+	kept := m.Entries[:0]
+	for _, e := range m.Entries {
 		if e.GetType() != raftpb.EntryNormal {
+			kept = append(kept, e)
+			continue
+		}
+		if err := entry.Verify(e.GetData()); err != nil {
+			n.log.Error("dropped a proposal damaged on its way from a follower", "from", IDString(m.GetFrom()), "err", err)
 			continue
 		}
 		// The message was just decoded from the wire: its entries are
 		// this node's own to change.
 		if data, ok := entry.Restamp(e.GetData(), now); ok {
-			m.Entries[i].Data = data
+			e.Data = data
 		}
+		kept = append(kept, e)
 	}
+	m.Entries = kept
+	return len(kept) > 0
 }
 
 // A read index request's context is readCtxLen bytes: the requester's round

@@ -8,26 +8,35 @@ import (
 	"github.com/raftproxy/raftproxy/entry"
 )
 
-// A member upgraded to a build with a newer entry format writes entries an
-// older member cannot decode. Skipping such an entry, as a corrupt one is
-// skipped (every node holds the same bytes, so every node skips it alike),
-// would make the old member diverge from the members that apply it. So the
-// applier stops at it: it applies everything before it, then nothing more,
-// refuses reads and writes with ErrHalted, and says so in its log, its
-// metrics (raftproxy_apply_halted) and /readyz. The node keeps taking part
-// in raft (its WAL keeps the entries), so a restart with an upgraded build
-// applies them; a snapshot past the entry, from the leader, also frees it.
+// An entry this node cannot apply stops its applier: it applies everything
+// before it, then nothing more, refuses reads and writes with ErrHalted,
+// and says so in its log, its metrics (raftproxy_apply_halted) and /readyz.
+// Two kinds of entry do that, because skipping them (as a corrupt entry is
+// skipped: every node holds the same bytes, so every node skips it alike)
+// would make this node diverge from members that apply them:
+//
+//   - an entry in a newer format than this build decodes. A member writes
+//     only the format every member decodes, so this is a node rolled back
+//     past the cluster's format; a restart with a build that decodes it
+//     frees the node.
+//   - an entry whose checksum does not match (entry.ErrChecksum): this
+//     node's copy was damaged after its proposer wrote it (the leader drops
+//     damaged proposals before they reach the log, see restamp), so the
+//     other members hold it whole. The node's log is not to be trusted:
+//     it is replaced (see OPERATIONS.md, "A damaged log entry").
+//
+// The node keeps taking part in raft (its WAL keeps the entries), and a
+// snapshot past the entry, from the leader, also frees it.
 type haltPoint struct {
-	index  uint64 // the entry it cannot decode
-	format int
-	err    error
+	index uint64 // the entry it cannot apply
+	err   error
 }
 
-// untilNewerFormat returns the entries before the first one in a newer
-// format than this build decodes, and that entry (nil when there is none).
-func untilNewerFormat(ents []*raftpb.Entry) ([]*raftpb.Entry, *raftpb.Entry) {
+// untilUnappliable returns the entries before the first one this node
+// cannot apply, and that entry (nil when there is none).
+func untilUnappliable(ents []*raftpb.Entry) ([]*raftpb.Entry, *raftpb.Entry) {
 	for i, e := range ents {
-		if e.GetType() == raftpb.EntryNormal && entry.NewerFormat(e.GetData()) {
+		if e.GetType() == raftpb.EntryNormal && (entry.NewerFormat(e.GetData()) || entry.Verify(e.GetData()) != nil) {
 			return ents[:i], e
 		}
 	}
@@ -40,12 +49,19 @@ func (a *applier) haltAt(e *raftpb.Entry) {
 	if a.applied.Load()+1 != e.GetIndex() {
 		return
 	}
-	format := int(e.GetData()[0])
-	h := &haltPoint{index: e.GetIndex(), format: format,
-		err: fmt.Errorf("%w: entry %d is in format %d, this build decodes up to %d", ErrHalted, e.GetIndex(), format, entry.Version)}
+	h := &haltPoint{index: e.GetIndex()}
+	if entry.NewerFormat(e.GetData()) {
+		format := int(e.GetData()[0])
+		h.err = fmt.Errorf("%w: entry %d is in format %d, this build decodes up to %d; upgrade it", ErrHalted, h.index, format, entry.Version)
+		a.n.log.Error("this build cannot decode a committed log entry: the node applies nothing past it and serves nothing until it runs a build that can (upgrade it; see OPERATIONS.md, Upgrading)",
+			"index", h.index, "format", format, "decodes_up_to", entry.Version)
+	} else {
+		err := entry.Verify(e.GetData())
+		h.err = fmt.Errorf("%w: this node's copy of entry %d is damaged (%w); replace this node's data", ErrHalted, h.index, err)
+		a.n.log.Error("this node's copy of a committed log entry is damaged: the node applies nothing past it and serves nothing; remove it from the cluster and join it again with an empty data directory (see OPERATIONS.md, A damaged log entry)",
+			"index", h.index, "err", err)
+	}
 	a.halt.Store(h)
-	a.n.log.Error("this build cannot decode a committed log entry: the node applies nothing past it and serves nothing until it runs a build that can (upgrade it; see OPERATIONS.md, Upgrading)",
-		"index", h.index, "format", format, "decodes_up_to", entry.Version)
 	a.broadcast()
 }
 

@@ -47,9 +47,10 @@ var (
 	ErrReordered = errors.New("request reached the log out of order and was not applied; retry")
 	ErrLoading   = errors.New("node is rebuilding its redis from the log")
 	ErrRemoved   = errors.New("this node was removed from the cluster")
-	// ErrHalted: this node's build cannot decode a committed entry (a newer
-	// member wrote it), so it applies nothing past it until it is upgraded.
-	ErrHalted = errors.New("this node's raftproxy cannot decode the log; upgrade it")
+	// ErrHalted: this node cannot apply a committed entry (a newer member
+	// wrote it, or this node's copy is damaged), so it applies nothing past
+	// it; the wrapping error says which, and what frees it.
+	ErrHalted = errors.New("this node stopped applying the log")
 )
 
 func (n *Node) requestTimeout() time.Duration { return n.cfg.Tunables.Timeout() }
@@ -481,7 +482,9 @@ func (t *transportHooks) Process(ctx context.Context, m *raftpb.Message) error {
 		return nil
 	}
 	if m.GetType() == raftpb.MsgProp && raft.StateType(t.raftState.Load()) == raft.StateLeader {
-		(*Node)(t).restamp(m)
+		if !(*Node)(t).restamp(m) {
+			return nil // every entry was damaged on its way: raft refuses an empty proposal
+		}
 	}
 	if m.GetType() == raftpb.MsgSnap {
 		if err := (*Node)(t).receiveSnapshot(m); err != nil {

@@ -38,6 +38,9 @@ type chaosConfig struct {
 	Nodes    int
 	Clients  int
 	Net      string // netns, loopback or auto
+	// Replay says how to run the schedule again; empty: the make chaos
+	// line of these settings.
+	Replay string
 }
 
 func (cfg chaosConfig) String() string {
@@ -272,8 +275,11 @@ func reportChaos(t *testing.T, cfg chaosConfig, netName string, faults int, w *w
 			t.Errorf("%s: %v", r.Workload, a)
 		}
 	}
-	t.Errorf("histories kept in %s; replay the fault schedule with: make chaos SEED=%d DURATION=%v NEMESIS=%s NODES=%d",
-		dir, cfg.Seed, cfg.Duration, strings.Join(cfg.Nemeses, ","), cfg.Nodes)
+	replay := cfg.Replay
+	if replay == "" {
+		replay = fmt.Sprintf("make chaos SEED=%d DURATION=%v NEMESIS=%s NODES=%d", cfg.Seed, cfg.Duration, strings.Join(cfg.Nemeses, ","), cfg.Nodes)
+	}
+	t.Errorf("histories kept in %s; replay the fault schedule with: %s", dir, replay)
 }
 
 func errOr(err error, ok string) string {

@@ -347,6 +347,9 @@ type ClusterOptions struct {
 	// DataDirMiB puts each node's data directory on a tmpfs of this size,
 	// which a test can fill (fill); 0: on the test's disk.
 	DataDirMiB int
+	// Bin is the raftproxy binary nodes start with (Node.Bin changes it for
+	// one node); empty: the one built from this tree.
+	Bin string
 }
 
 // Cluster is a set of raftproxy nodes, each with its own redis-server, data
@@ -396,6 +399,9 @@ type Node struct {
 	// RedisDir is where this node's next StartRedis saves its RDB files
 	// (redis's dir; its own directory when empty).
 	RedisDir string
+	// Bin is the raftproxy binary of this node's next StartProxy (another
+	// build, for upgrades); empty: ClusterOptions.Bin.
+	Bin string
 
 	dir   string
 	proxy *process
@@ -708,7 +714,13 @@ func (n *Node) StartProxy(ctx context.Context) error {
 	}
 	args = append(args, n.c.opts.ExtraArgs...)
 	args = append(args, n.ExtraArgs...)
-	cmd := n.command(ctx, raftproxyBin, args...)
+	bin := raftproxyBin
+	if n.Bin != "" {
+		bin = n.Bin
+	} else if n.c.opts.Bin != "" {
+		bin = n.c.opts.Bin
+	}
+	cmd := n.command(ctx, bin, args...)
 	if pw := n.c.opts.Password; pw != "" {
 		cmd.Env = append(os.Environ(), "RAFTPROXY_REQUIREPASS="+pw)
 	}

@@ -31,6 +31,9 @@ type applier struct {
 	snapping    atomic.Bool
 	snapRetry   atomic.Int64
 	snapBackoff atomic.Int64
+	// snapStored is the index of a snapshot stored in raft storage whose
+	// verdicts the applier has not pruned yet (see maybeSnapshot).
+	snapStored atomic.Uint64
 	// sinceSnap counts the bytes of entries applied since the last snapshot
 	// started.
 	sinceSnap uint64

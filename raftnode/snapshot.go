@@ -201,6 +201,14 @@ func (n *Node) compactDone(index uint64, err error) {
 // applies, so the RDB reflects exactly the applied index.
 func (a *applier) maybeSnapshot(ctx context.Context) {
 	n := a.n
+	// The verdicts of requests a stored snapshot covers are forgotten
+	// here, on the applier goroutine, and only once it is stored: a
+	// rebuild (also on this goroutine) replays from the newest stored
+	// snapshot, and a killed script it replayed without its verdict would
+	// run again, for ever.
+	if i := a.snapStored.Swap(0); i != 0 {
+		a.verdicts.prune(i)
+	}
 	if a.snapping.Load() || time.Now().UnixNano() < a.snapRetry.Load() {
 		return
 	}
@@ -248,7 +256,6 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 	}
 	a.snapping.Store(true)
 	a.sinceSnap = 0
-	a.verdicts.prune(applied)
 	meta := snapshot.Meta{Index: applied, Term: term, State: state}
 	go func() {
 		defer func() {
@@ -263,6 +270,7 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 			n.metrics.failMake.Inc()
 			n.log.Error("snapshot failed", "index", applied, "err", err, "retry_in", a.snapFailed())
 		} else {
+			a.snapStored.Store(applied)
 			a.snapBackoff.Store(0)
 			n.metrics.snapshotMake.Observe(since(start))
 			n.log.Info("snapshot stored and log compacted", "index", applied, "took", time.Since(start).Round(time.Millisecond))

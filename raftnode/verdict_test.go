@@ -1,12 +1,19 @@
 package raftnode
 
 import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"testing"
+	"time"
 
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/fsm"
 )
 
 func controlEntry(index uint64, c entry.Control) *raftpb.Entry {
@@ -54,5 +61,68 @@ func TestVerdicts(t *testing.T) {
 	v.prune(7)
 	if got := v.of(target{7, 0}); got != settled {
 		t.Errorf("after prune(7), request 7/0 = %d (a snapshot covers it, and the settle at 15 too)", got)
+	}
+}
+
+// failingSnapshots is a state machine whose snapshots fail once started
+// (redis's BGSAVE refused: a script is running, the disk is full).
+type failingSnapshots struct{ recordingMachine }
+
+type failedJob struct{}
+
+func (failedJob) Wait(context.Context) (io.ReadCloser, error) {
+	return nil, errors.New("BUSY Redis is busy running a script")
+}
+
+func (*failingSnapshots) StartSnapshot(context.Context) (fsm.SnapshotJob, error) { return failedJob{}, nil }
+
+// TestFailedSnapshotKeepsVerdicts: a snapshot that fails does not make the
+// node forget the verdicts of the requests it would have covered. The next
+// rebuild replays them from the older snapshot, and a killed script
+// replayed without its abort runs for ever: the node never applies again
+// (seen in TestRollingUpgrade, with the prune done when the snapshot
+// started). The verdicts go only once a snapshot is stored.
+func TestFailedSnapshotKeepsVerdicts(t *testing.T) {
+	n := &Node{id: 1, metrics: NewMetrics(), log: slog.New(slog.DiscardHandler), stopc: make(chan struct{}),
+		storage: raft.NewMemoryStorage(), members: newMembership()}
+	n.cfg.StateMachine = &failingSnapshots{}
+	n.cfg.Tunables = &Tunables{}
+	n.cfg.Tunables.SnapshotEntries.Store(1)
+	n.cfg.Tunables.SnapshotBytes.Store(1 << 30)
+	var ents []*raftpb.Entry
+	for i := uint64(1); i <= 10; i++ {
+		ents = append(ents, &raftpb.Entry{Index: proto.Uint64(i), Term: proto.Uint64(1)})
+	}
+	if err := n.storage.Append(ents); err != nil {
+		t.Fatal(err)
+	}
+	n.prop = newProposer(n, 0)
+	n.applier = newApplier(n)
+	a := n.applier
+	a.applied.Store(10)
+	killed := target{index: 5, req: 0}
+	a.verdicts.take(6, entry.Control{Op: entry.ControlAbort, Index: 5})
+
+	a.maybeSnapshot(context.Background())
+	for deadline := time.Now().Add(5 * time.Second); a.snapping.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the snapshot did not end")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	a.snapRetry.Store(0)
+	a.maybeSnapshot(context.Background()) // the next round, after the failure
+	for a.snapping.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	if v := a.verdicts.of(killed); v != aborted {
+		t.Fatalf("after a failed snapshot at 10 the abort of %v is forgotten (%v): a rebuild would run the killed script again", killed, v)
+	}
+	// Once a snapshot at 10 is stored, the next round forgets it.
+	a.snapStored.Store(10)
+	a.snapRetry.Store(time.Now().Add(time.Hour).UnixNano())
+	a.maybeSnapshot(context.Background())
+	if v := a.verdicts.of(killed); v == aborted {
+		t.Error("the verdicts a stored snapshot covers are kept for ever")
 	}
 }

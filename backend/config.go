@@ -96,6 +96,10 @@ func (s *StateMachine) restoreConfig(ctx context.Context, params []configParam) 
 			// no longer does (another version) must not keep the node from
 			// serving: it refuses alike on every node with that version.
 			s.log.Error("redis refused a replicated CONFIG SET while restoring a snapshot", "param", p.Name, "value", p.Value, "err", err)
+		} else {
+			// As when the log set it: the busy threshold the applier
+			// keeps must be redis's, not the one redis had before.
+			s.noteBusyThreshold([][]byte{[]byte("CONFIG"), []byte("SET"), []byte(p.Name), []byte(value)}, []byte("+OK"))
 		}
 	}
 	s.config.params = append(s.config.params[:0], params...)

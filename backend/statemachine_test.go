@@ -248,3 +248,23 @@ func TestLegacyDeadlines(t *testing.T) {
 		t.Errorf("role %s after restoring, want master", role)
 	}
 }
+
+// TestRestoredBusyThreshold: a snapshot that carries a replicated CONFIG
+// SET busy-reply-threshold sets it on redis again and on the applier's
+// watch (BusyAfter) too, so a restarted node says -BUSY when the others
+// do, not after redis's default 5 s (seen in TestRollingUpgrade: the nodes
+// restarted from a snapshot reported threshold=5s, the others 300ms).
+func TestRestoredBusyThreshold(t *testing.T) {
+	sm, _ := keyedMachine(t)
+	ctx := context.Background()
+	if sm.BusyAfter() != 5*time.Second {
+		t.Fatalf("BusyAfter %v on a fresh redis, want its default 5s", sm.BusyAfter())
+	}
+	raw := []byte(`{"config":[{"name":"busy-reply-threshold","value":"300"}],"deadlines":"` + deadlinesFormat + `"}`)
+	if err := sm.RestoreMachineState(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	if sm.BusyAfter() != 300*time.Millisecond {
+		t.Errorf("BusyAfter %v after restoring busy-reply-threshold 300, want 300ms", sm.BusyAfter())
+	}
+}

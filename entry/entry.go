@@ -127,7 +127,7 @@ var ErrCorrupt = errors.New("corrupt log entry")
 // NewerFormat reports whether data is an entry in a format newer than this
 // build decodes (Unmarshal's ErrNewerFormat), without decoding it.
 func NewerFormat(data []byte) bool {
-	return len(data) > 0 && data[0] > version && data[0] != controlMark
+	return len(data) > 0 && data[0] > version && !isControlMark(data[0])
 }
 
 // ErrNewerFormat: the entry was written in a format newer than this build
@@ -162,10 +162,15 @@ func checkSum(data []byte, v byte) ([]byte, error) {
 
 // Verify checks the checksum of data, an entry of version 5 or later: it
 // returns an error wrapping ErrChecksum when data was damaged, and nil for
-// any other data (older versions carry no checksum; control entries none).
+// any other data (entries of older versions carry no checksum, nor do
+// control entries made for them).
 func Verify(data []byte) error {
-	if len(data) == 0 || data[0] == controlMark || data[0] > version {
+	switch {
+	case len(data) == 0 || data[0] == controlMark || NewerFormat(data):
 		return nil
+	case data[0] == controlMarkSum:
+		_, err := checkSum(data, checksummed)
+		return err
 	}
 	_, err := checkSum(data, data[0])
 	return err
@@ -271,7 +276,7 @@ func Unmarshal(data []byte) (Entry, error) {
 	d := decoder{b: data}
 	var e Entry
 	v := d.byte()
-	if v == controlMark {
+	if isControlMark(v) {
 		return e, fmt.Errorf("%w: a control entry, not a batch", ErrCorrupt)
 	}
 	if NewerFormat(data) {

@@ -130,12 +130,14 @@ func TestOlderVersions(t *testing.T) {
 
 func TestControlRoundTrip(t *testing.T) {
 	for _, c := range []Control{
-		{Op: ControlSettle, Index: 1 << 40, Node: 0xdeadbeef},
-		{Op: ControlAbort, Index: 17, Req: 511, Node: 1},
+		{Op: ControlSettle, Index: 1 << 40, Node: 0xdeadbeef, Format: 4},
+		{Op: ControlAbort, Index: 17, Req: 511, Node: 1, Format: 4},
+		{Op: ControlSettle, Index: 1 << 40, Node: 0xdeadbeef, Format: Version},
+		{Op: ControlAbort, Index: 17, Req: 511, Node: 1, Format: Version},
 	} {
 		data := c.Marshal()
-		if !IsControl(data) {
-			t.Fatalf("%+v: IsControl false", c)
+		if !IsControl(data) || NewerFormat(data) {
+			t.Fatalf("%+v: IsControl false, or taken for a newer format", c)
 		}
 		if _, err := Unmarshal(data); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%+v: Unmarshal as a batch: err = %v, want ErrCorrupt", c, err)
@@ -144,9 +146,22 @@ func TestControlRoundTrip(t *testing.T) {
 		if err != nil || got != c {
 			t.Errorf("got %+v, %v; want %+v", got, err, c)
 		}
+		// Damage: found by the checksum since format 5 (and Verify says
+		// so), a plain decoding error before.
+		want := ErrCorrupt
+		if c.Format >= checksummed {
+			want = ErrChecksum
+			for i := 8; i < len(data)*8; i++ {
+				bad := append([]byte(nil), data...)
+				bad[i/8] ^= 1 << (i % 8)
+				if _, err := UnmarshalControl(bad); !errors.Is(err, ErrChecksum) || Verify(bad) == nil {
+					t.Fatalf("%+v with bit %d flipped: err = %v, Verify %v", c, i, err, Verify(bad))
+				}
+			}
+		}
 		for i := 1; i < len(data); i++ {
-			if _, err := UnmarshalControl(data[:i]); !errors.Is(err, ErrCorrupt) {
-				t.Errorf("%+v truncated to %d: err = %v", c, i, err)
+			if _, err := UnmarshalControl(data[:i]); !errors.Is(err, want) {
+				t.Errorf("%+v truncated to %d: err = %v, want %v", c, i, err, want)
 			}
 		}
 	}
@@ -302,7 +317,7 @@ func TestMarshalFormats(t *testing.T) {
 // apart, so that the applier stops at it instead of skipping it.
 func TestUnmarshalNewerFormat(t *testing.T) {
 	good := (&Entry{Node: 1, Seq: 1, Reqs: []Request{{Args: [][]byte{[]byte("SET"), []byte("k"), []byte("v")}}}}).Marshal(nil)
-	for _, v := range []byte{version + 1, 99, controlMark - 1, controlMark + 1, 0xff} {
+	for _, v := range []byte{version + 1, 99, controlMark - 1, controlMarkSum + 1, 0xff} {
 		_, err := Unmarshal(append([]byte{v}, good[1:]...))
 		if !errors.Is(err, ErrNewerFormat) || errors.Is(err, ErrCorrupt) {
 			t.Errorf("format %d: err = %v, want ErrNewerFormat only", v, err)

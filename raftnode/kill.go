@@ -126,6 +126,7 @@ func (n *Node) electionTimeout() time.Duration {
 // proposeControl proposes a control entry in the background; one lost in
 // transit is proposed again by the caller's loop.
 func (n *Node) proposeControl(c entry.Control) {
+	c.Format = byte(n.members.logFormat())
 	data := c.Marshal()
 	go func() {
 		if err := n.proposeRetrying(data); err != nil {

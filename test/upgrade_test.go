@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +21,8 @@ import (
 // upgrades it one node at a time to this tree's build, with a rollback
 // before and after the cluster's format moves. The workload's histories
 // (registers, list appends, counters, deadlines) are checked across the
-// whole upgrade, and every node's redis must end identical.
+// whole upgrade, and every node's redis must end identical, without the
+// write of any script killed on the way.
 //
 // What it shows, step by step:
 //   - mixed builds write the older format: log_format stays at the old
@@ -80,13 +82,26 @@ func TestRollingUpgrade(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sleep(ctx, 3*time.Second)
+	// Between steps, a never-ending script is run and killed through the
+	// log (killable requests, settle and abort control entries), in
+	// whichever format the cluster writes then.
+	if err := prepareScripts(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	nm := &nemesis{c: c, rng: rand.New(rand.NewPCG(seed, 0x7570)), kinds: []string{"script"}, w: w, size: 3,
+		logf: func(format string, args ...any) { step(format, args...) }}
+	pause := func() {
+		nm.runaway(ctx)
+		nm.count++
+		sleep(ctx, 2*time.Second)
+	}
+	pause()
 
 	step("node0 to the new build")
 	restart(c.Nodes[0], raftproxyBin)
 	serving(c.Nodes[0])
 	checkFormats(ctx, t, c, oldFormat, map[*Node]int{c.Nodes[0]: entry.Version, c.Nodes[1]: oldFormat, c.Nodes[2]: oldFormat})
-	sleep(ctx, 3*time.Second)
+	pause()
 	serving(c.Nodes[1])
 	serving(c.Nodes[2])
 
@@ -94,7 +109,7 @@ func TestRollingUpgrade(t *testing.T) {
 	restart(c.Nodes[0], oldBin)
 	serving(c.Nodes[0])
 	checkFormats(ctx, t, c, oldFormat, map[*Node]int{c.Nodes[0]: oldFormat, c.Nodes[1]: oldFormat, c.Nodes[2]: oldFormat})
-	sleep(ctx, 3*time.Second)
+	pause()
 
 	for i, n := range c.Nodes {
 		step("%s to the new build", n)
@@ -117,7 +132,7 @@ func TestRollingUpgrade(t *testing.T) {
 			// it cannot decode.
 			serving(m)
 		}
-		sleep(ctx, 3*time.Second)
+		pause()
 	}
 	step("every node runs the new build: the log is written in format %d", entry.Version)
 	sleep(ctx, 5*time.Second)
@@ -137,18 +152,18 @@ func TestRollingUpgrade(t *testing.T) {
 	for _, m := range c.Nodes[:len(c.Nodes)-1] {
 		serving(m)
 	}
-	sleep(ctx, 3*time.Second)
+	pause()
 	step("%s upgraded again", last)
 	restart(last, raftproxyBin)
 	serving(last)
 	checkFormats(ctx, t, c, entry.Version, map[*Node]int{c.Nodes[0]: entry.Version, c.Nodes[1]: entry.Version, c.Nodes[2]: entry.Version})
-	sleep(ctx, 3*time.Second)
+	pause()
 	w.Stop()
 
 	if _, err := c.WaitStable(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c.AssertRedisIdentical(ctx)
+	assertNoScriptWrites(t, c.AssertRedisIdentical(ctx))
 	lists, ctrs, err := w.finalReads(ctx, c.Nodes)
 	if err != nil {
 		t.Fatal(err)

@@ -74,7 +74,9 @@ func (failedJob) Wait(context.Context) (io.ReadCloser, error) {
 	return nil, errors.New("BUSY Redis is busy running a script")
 }
 
-func (*failingSnapshots) StartSnapshot(context.Context) (fsm.SnapshotJob, error) { return failedJob{}, nil }
+func (*failingSnapshots) StartSnapshot(context.Context) (fsm.SnapshotJob, error) {
+	return failedJob{}, nil
+}
 
 // TestFailedSnapshotKeepsVerdicts: a snapshot that fails does not make the
 // node forget the verdicts of the requests it would have covered. The next

@@ -199,6 +199,16 @@ func TestAlerts(t *testing.T) {
 			t.Errorf("%s: no alert %s", alertsFile, a)
 		}
 	}
+	// Every alert has a case in alerts_test.yml that makes it fire.
+	tests, err := os.ReadFile(filepath.Join(filepath.Dir(alertsFile), "alerts_test.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a := range alerts {
+		if !regexp.MustCompile(`alertname: ` + a + `\s*\n\s*exp_alerts:\s*\n\s*- exp_labels`).Match(tests) {
+			t.Errorf("alerts_test.yml: no case in which %s fires", a)
+		}
+	}
 	t.Run("promtool", func(t *testing.T) {
 		promtool, err := exec.LookPath("promtool")
 		if err != nil {

@@ -1,0 +1,213 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/storage/wal"
+
+	"github.com/raftproxy/raftproxy/fsm"
+)
+
+// countingMachine is a state machine in memory: it counts what it applies
+// and answers +OK.
+type countingMachine struct{ applied atomic.Int64 }
+
+func (m *countingMachine) Apply(cmds []fsm.Command) error {
+	for _, c := range cmds {
+		m.applied.Add(1)
+		if c.Reply != nil {
+			c.Reply([]byte("+OK\r\n"))
+		}
+	}
+	return nil
+}
+func (m *countingMachine) Reset(context.Context, io.Reader, int64) error { return nil }
+func (m *countingMachine) Healthy(context.Context) bool                  { return true }
+func (m *countingMachine) StartSnapshot(context.Context) (fsm.SnapshotJob, error) {
+	return nil, errors.New("no snapshots here")
+}
+
+// groupNode is one node of one group: its host and state machine.
+type groupNode struct {
+	h  *Host
+	sm *countingMachine
+}
+
+// startGroups starts groups raft groups over nodes "processes" of this
+// test: each process is one peer listener (a PeerMux) serving all its
+// groups, as one raftproxy hosting many groups. It returns the nodes by
+// group, then by process.
+func startGroups(t testing.TB, groups, nodes int) ([][]groupNode, []*PeerMux) {
+	t.Helper()
+	dir := t.TempDir()
+	muxes := make([]*PeerMux, nodes)
+	addrs := make([]string, nodes)
+	for i := range muxes {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		muxes[i] = NewPeerMux()
+		srv := &http.Server{Handler: muxes[i], ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		addrs[i] = ln.Addr().String()
+	}
+	log := slog.New(slog.DiscardHandler)
+	out := make([][]groupNode, groups)
+	for g := range out {
+		out[g] = make([]groupNode, nodes)
+		for i := range out[g] {
+			sm := &countingMachine{}
+			h := NewHost(Config{DataDir: filepath.Join(dir, fmt.Sprintf("g%d-n%d", g, i)), Self: Member{PeerAddr: addrs[i]},
+				StateMachine: sm, Logger: log, MinFreeDisk: 1})
+			muxes[i].Add(h)
+			out[g][i] = groupNode{h: h, sm: sm}
+			t.Cleanup(h.Stop)
+		}
+		first, err := out[g][0].h.Init()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		for i := 1; i < nodes; i++ {
+			id := RandomID()
+			var members []MemberInfo
+			for {
+				if members, err = first.AddLearner(ctx, Member{ID: id, PeerAddr: addrs[i]}); err == nil || ctx.Err() != nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond) // no leader yet
+			}
+			if err != nil {
+				t.Fatalf("group %d: adding node %d: %v", g, i, err)
+			}
+			var ms []Member
+			for _, mi := range members {
+				ms = append(ms, mi.Member)
+			}
+			if _, err := out[g][i].h.Join(first.ClusterID(), id, ms); err != nil {
+				t.Fatalf("group %d: node %d joining: %v", g, i, err)
+			}
+		}
+		cancel()
+	}
+	return out, muxes
+}
+
+// TestPeerMuxGroups: one peer listener per process carries the traffic of
+// several groups, each its own raft cluster, routed by cluster id: every
+// group elects a leader and commits on all its nodes, and a request for a
+// cluster no group here belongs to is refused as rafthttp refuses one.
+func TestPeerMuxGroups(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: forms 3 groups of 3 nodes")
+	}
+	groups, muxes := startGroups(t, 3, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for g, nodes := range groups {
+		n := nodes[g%len(nodes)].h.Node()
+		var f *Future
+		for {
+			f = n.Propose(ctx, 0, [][]byte{[]byte("SET"), []byte("k"), []byte(strconv.Itoa(g))}, false)
+			<-f.Done()
+			if _, err := f.Result(); err == nil || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond) // no leader yet, or a learner not promoted
+		}
+		if reply, err := f.Result(); err != nil || string(reply) != "+OK\r\n" {
+			t.Fatalf("group %d: write answered %q, %v", g, reply, err)
+		}
+		for i, gn := range nodes {
+			for gn.sm.applied.Load() < 1 {
+				if ctx.Err() != nil {
+					t.Fatalf("group %d: node %d applied nothing", g, i)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+	seen := map[uint64]bool{}
+	for g, nodes := range groups {
+		cid := nodes[0].h.Node().ClusterID()
+		if seen[cid] {
+			t.Fatalf("group %d shares cluster id %s", g, IDString(cid))
+		}
+		seen[cid] = true
+	}
+	req, _ := http.NewRequest(http.MethodPost, "/raft", strings.NewReader(""))
+	req.Header.Set("X-Etcd-Cluster-ID", "123")
+	rec := &statusRecorder{header: http.Header{}}
+	muxes[0].ServeHTTP(rec, req)
+	if rec.status != http.StatusPreconditionFailed || muxes[0].Refused().Get(RefusedClusterID) != 1 {
+		t.Errorf("a request for another cluster: status %d, refusals %d; want 412 and 1", rec.status, muxes[0].Refused().Get(RefusedClusterID))
+	}
+}
+
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *statusRecorder) WriteHeader(s int)           { r.status = s }
+
+// BenchmarkIdleGroups measures what idle groups cost: groups raft groups
+// of 3 nodes, all in this process (3 "processes" of one peer listener
+// each), formed and then left alone. Each iteration is one second of idle
+// time; the metric is the CPU this process used per second, in percent of
+// one core, for all 3 nodes together and per group.
+//
+//	go test -run XXX -bench IdleGroups -benchtime 5x ./raftnode
+func BenchmarkIdleGroups(b *testing.B) {
+	// A WAL preallocates 64 MiB segments: 3 nodes of 64 groups would ask
+	// for 12 GiB of disk here, and that much per process in production.
+	defer func(s int64) { wal.SegmentSizeBytes = s }(wal.SegmentSizeBytes)
+	wal.SegmentSizeBytes = 1 << 20
+	for _, groups := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
+			startGroups(b, groups, 3)
+			time.Sleep(3 * time.Second) // elections and promotions settle
+			b.ResetTimer()
+			start, t0 := processCPU(b), time.Now()
+			for i := 0; i < b.N; i++ {
+				time.Sleep(time.Second)
+			}
+			used, wall := processCPU(b)-start, time.Since(t0)
+			b.StopTimer()
+			pct := 100 * used.Seconds() / wall.Seconds()
+			b.ReportMetric(pct, "%core")
+			b.ReportMetric(pct/float64(groups), "%core/group")
+		})
+	}
+}
+
+// processCPU is this process's user and system CPU time so far.
+func processCPU(tb testing.TB) time.Duration {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		tb.Skipf("no /proc/self/stat: %v", err)
+	}
+	// Fields after the command name (in parentheses, which may hold
+	// spaces): utime and stime are the 12th and 13th after it, in ticks.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/resp"
+	"github.com/raftproxy/raftproxy/slotmap"
 )
 
 // Redis Cluster emulation. raftproxy poses as a Redis Cluster of one shard
@@ -154,7 +155,7 @@ func (c *conn) cluster(name string, args [][]byte) *op {
 		if len(args) != 3 {
 			return errReply("ERR wrong number of arguments for 'cluster|keyslot' command")
 		}
-		return &op{kind: opReply, reply: resp.AppendInt(nil, int64(keySlot(args[2])))}
+		return &op{kind: opReply, reply: resp.AppendInt(nil, int64(slotmap.KeySlot(args[2])))}
 	case "countkeysinslot", "getkeysinslot":
 		return errReply(fmt.Sprintf("ERR '%s' %s", displayName(name), reasonSlotIndex))
 	case "help":

@@ -1,0 +1,424 @@
+// Package slotmap is the routing data of a sharded cluster: which shard
+// owns each of Redis Cluster's 16384 hash slots, each shard's members, and
+// the slot moves in progress.
+//
+// A Map changes only by Apply, in the order of a log (the metadata group's),
+// and Apply is deterministic: every node that applied the same changes holds
+// the same Map, and a change Apply refuses leaves it as it was on every
+// node. Routing answers (CLUSTER SLOTS, -MOVED) come from it. A shard's
+// own log decides whether that shard serves a slot at a given entry (see
+// Ownership), so a command is never run on a slot by a cached view.
+package slotmap
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// NumSlots is Redis Cluster's number of hash slots.
+const NumSlots = 16384
+
+// Range is the slots First to Last, both included.
+type Range struct {
+	First int `json:"first"`
+	Last  int `json:"last"`
+}
+
+func (r Range) valid() bool { return 0 <= r.First && r.First <= r.Last && r.Last < NumSlots }
+
+func (r Range) overlaps(o Range) bool { return r.First <= o.Last && o.First <= r.Last }
+
+// Len is the number of slots in r.
+func (r Range) Len() int { return r.Last - r.First + 1 }
+
+func (r Range) String() string {
+	if r.First == r.Last {
+		return fmt.Sprint(r.First)
+	}
+	return fmt.Sprintf("%d-%d", r.First, r.Last)
+}
+
+// Shard is one data group: its id (as clients see it in RAFT.SHARD LIST)
+// and the ids of the nodes that hold it.
+type Shard struct {
+	ID      string   `json:"id"`
+	Members []uint64 `json:"members"`
+}
+
+// A Move takes Range from shard From to shard To. It is begun and ended
+// (or cancelled) by changes to the Map; the keys are copied in between by
+// the shards themselves, and Keys counts those copied so far.
+type Move struct {
+	ID    uint64 `json:"id"`
+	Range Range  `json:"range"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+	Keys  uint64 `json:"keys,omitempty"`
+}
+
+// Map is the routing data. The zero Map has no shards and no owned slot.
+type Map struct {
+	shards []Shard // by ID
+	// owner[s] is 1 + the index in shards of the shard owning slot s, or
+	// 0 when none does.
+	owner    [NumSlots]uint16
+	moves    []Move // by ID
+	nextMove uint64
+}
+
+// Errors of Apply: the change is refused and the Map unchanged.
+var (
+	ErrNotEmpty    = errors.New("the cluster already has shards")
+	ErrNoShard     = errors.New("no such shard")
+	ErrShardExists = errors.New("a shard with this id exists")
+	ErrShardInUse  = errors.New("the shard owns slots or takes part in a move")
+	ErrBadRange    = errors.New("invalid slot range")
+	ErrSplitOwner  = errors.New("the slots are not all owned by one shard")
+	ErrSameShard   = errors.New("the slots are already owned by that shard")
+	ErrMoving      = errors.New("some of the slots are already being moved")
+	ErrNoMove      = errors.New("no such move")
+	ErrBadMembers  = errors.New("a shard needs members, each named once")
+)
+
+// Op is what a Change does.
+type Op string
+
+const (
+	// OpInit gives a Map without shards the shards Shards, with the slots
+	// split evenly in their order (the first ones get one more when the
+	// split is not even).
+	OpInit Op = "init"
+	// OpAddShard adds Shards[0], owning no slot.
+	OpAddShard Op = "add-shard"
+	// OpRemoveShard removes shard Shard, which must own no slot and take
+	// part in no move.
+	OpRemoveShard Op = "remove-shard"
+	// OpBeginMove starts moving Range, all owned by one shard and in no
+	// other move, to shard Shard.
+	OpBeginMove Op = "begin-move"
+	// OpProgress records that Keys keys of move Move were copied.
+	OpProgress Op = "progress"
+	// OpEndMove gives the slots of move Move to its target: the shards
+	// have handed them off.
+	OpEndMove Op = "end-move"
+	// OpCancelMove drops move Move: its slots stay with its source.
+	OpCancelMove Op = "cancel-move"
+)
+
+// Change is one entry of the routing log.
+type Change struct {
+	Op     Op      `json:"op"`
+	Shards []Shard `json:"shards,omitempty"`
+	Shard  string  `json:"shard,omitempty"`
+	Range  Range   `json:"range,omitzero"`
+	Move   uint64  `json:"move,omitempty"`
+	Keys   uint64  `json:"keys,omitempty"`
+}
+
+// Apply makes change c, or refuses it with an error that wraps one of the
+// errors above and leaves m unchanged. A begun move's id is returned.
+func (m *Map) Apply(c Change) (uint64, error) {
+	switch c.Op {
+	case OpInit:
+		return 0, m.init(c.Shards)
+	case OpAddShard:
+		if len(c.Shards) != 1 {
+			return 0, fmt.Errorf("%w: add-shard names one shard", ErrBadMembers)
+		}
+		return 0, m.addShard(c.Shards[0])
+	case OpRemoveShard:
+		return 0, m.removeShard(c.Shard)
+	case OpBeginMove:
+		return m.beginMove(c.Range, c.Shard)
+	case OpProgress:
+		i := m.move(c.Move)
+		if i < 0 {
+			return 0, fmt.Errorf("%w: %d", ErrNoMove, c.Move)
+		}
+		m.moves[i].Keys = c.Keys
+		return c.Move, nil
+	case OpEndMove:
+		i := m.move(c.Move)
+		if i < 0 {
+			return 0, fmt.Errorf("%w: %d", ErrNoMove, c.Move)
+		}
+		mv := m.moves[i]
+		to := uint16(m.shard(mv.To) + 1)
+		for s := mv.Range.First; s <= mv.Range.Last; s++ {
+			m.owner[s] = to
+		}
+		m.moves = slices.Delete(m.moves, i, i+1)
+		return mv.ID, nil
+	case OpCancelMove:
+		i := m.move(c.Move)
+		if i < 0 {
+			return 0, fmt.Errorf("%w: %d", ErrNoMove, c.Move)
+		}
+		m.moves = slices.Delete(m.moves, i, i+1)
+		return c.Move, nil
+	}
+	return 0, fmt.Errorf("unknown routing change %q", c.Op)
+}
+
+func checkMembers(s Shard) error {
+	if s.ID == "" || len(s.Members) == 0 {
+		return fmt.Errorf("%w: shard %q", ErrBadMembers, s.ID)
+	}
+	seen := map[uint64]bool{}
+	for _, id := range s.Members {
+		if id == 0 || seen[id] {
+			return fmt.Errorf("%w: shard %q", ErrBadMembers, s.ID)
+		}
+		seen[id] = true
+	}
+	return nil
+}
+
+func (m *Map) init(shards []Shard) error {
+	if len(m.shards) > 0 {
+		return ErrNotEmpty
+	}
+	if len(shards) == 0 || len(shards) > NumSlots {
+		return fmt.Errorf("%w: %d shards", ErrBadMembers, len(shards))
+	}
+	for i, s := range shards {
+		if err := checkMembers(s); err != nil {
+			return err
+		}
+		for _, o := range shards[:i] {
+			if o.ID == s.ID {
+				return fmt.Errorf("%w: %q", ErrShardExists, s.ID)
+			}
+		}
+	}
+	// The shards keep their given order for the split, then are kept by id.
+	per, extra := NumSlots/len(shards), NumSlots%len(shards)
+	first := 0
+	ranges := make([]Range, len(shards))
+	for i := range shards {
+		n := per
+		if i < extra {
+			n++
+		}
+		ranges[i] = Range{first, first + n - 1}
+		first += n
+	}
+	for _, s := range shards {
+		m.shards = append(m.shards, Shard{ID: s.ID, Members: slices.Clone(s.Members)})
+	}
+	slices.SortFunc(m.shards, func(a, b Shard) int { return cmpString(a.ID, b.ID) })
+	for i, s := range shards {
+		idx := uint16(m.shard(s.ID) + 1)
+		for slot := ranges[i].First; slot <= ranges[i].Last; slot++ {
+			m.owner[slot] = idx
+		}
+	}
+	return nil
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (m *Map) addShard(s Shard) error {
+	if err := checkMembers(s); err != nil {
+		return err
+	}
+	if m.shard(s.ID) >= 0 {
+		return fmt.Errorf("%w: %q", ErrShardExists, s.ID)
+	}
+	i, _ := slices.BinarySearchFunc(m.shards, s.ID, func(a Shard, id string) int { return cmpString(a.ID, id) })
+	m.shards = slices.Insert(m.shards, i, Shard{ID: s.ID, Members: slices.Clone(s.Members)})
+	// Owner indexes at or after i move up by one.
+	for slot, o := range m.owner {
+		if o != 0 && int(o-1) >= i {
+			m.owner[slot] = o + 1
+		}
+	}
+	return nil
+}
+
+func (m *Map) removeShard(id string) error {
+	i := m.shard(id)
+	if i < 0 {
+		return fmt.Errorf("%w: %q", ErrNoShard, id)
+	}
+	for _, o := range m.owner {
+		if int(o) == i+1 {
+			return fmt.Errorf("%w: %q", ErrShardInUse, id)
+		}
+	}
+	for _, mv := range m.moves {
+		if mv.From == id || mv.To == id {
+			return fmt.Errorf("%w: %q", ErrShardInUse, id)
+		}
+	}
+	m.shards = slices.Delete(m.shards, i, i+1)
+	for slot, o := range m.owner {
+		if o != 0 && int(o-1) > i {
+			m.owner[slot] = o - 1
+		}
+	}
+	return nil
+}
+
+func (m *Map) beginMove(r Range, to string) (uint64, error) {
+	if !r.valid() {
+		return 0, fmt.Errorf("%w: %d-%d", ErrBadRange, r.First, r.Last)
+	}
+	t := m.shard(to)
+	if t < 0 {
+		return 0, fmt.Errorf("%w: %q", ErrNoShard, to)
+	}
+	o := m.owner[r.First]
+	for s := r.First; s <= r.Last; s++ {
+		if m.owner[s] != o || o == 0 {
+			return 0, fmt.Errorf("%w: %s", ErrSplitOwner, r)
+		}
+	}
+	if int(o) == t+1 {
+		return 0, fmt.Errorf("%w: %s is %q's", ErrSameShard, r, to)
+	}
+	for _, mv := range m.moves {
+		if mv.Range.overlaps(r) {
+			return 0, fmt.Errorf("%w: %s overlaps move %d (%s)", ErrMoving, r, mv.ID, mv.Range)
+		}
+	}
+	m.nextMove++
+	m.moves = append(m.moves, Move{ID: m.nextMove, Range: r, From: m.shards[o-1].ID, To: to})
+	return m.nextMove, nil
+}
+
+func (m *Map) shard(id string) int {
+	i, ok := slices.BinarySearchFunc(m.shards, id, func(a Shard, id string) int { return cmpString(a.ID, id) })
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+func (m *Map) move(id uint64) int {
+	return slices.IndexFunc(m.moves, func(mv Move) bool { return mv.ID == id })
+}
+
+// Owner is the id of the shard that owns slot, or "" when none does (a Map
+// before init). During a move the source still owns the moving slots.
+func (m *Map) Owner(slot int) string {
+	if slot < 0 || slot >= NumSlots || m.owner[slot] == 0 {
+		return ""
+	}
+	return m.shards[m.owner[slot]-1].ID
+}
+
+// Moving returns the move slot is part of, if any.
+func (m *Map) Moving(slot int) (Move, bool) {
+	for _, mv := range m.moves {
+		if mv.Range.First <= slot && slot <= mv.Range.Last {
+			return mv, true
+		}
+	}
+	return Move{}, false
+}
+
+// Shards returns the shards, by id.
+func (m *Map) Shards() []Shard {
+	out := make([]Shard, len(m.shards))
+	for i, s := range m.shards {
+		out[i] = Shard{ID: s.ID, Members: slices.Clone(s.Members)}
+	}
+	return out
+}
+
+// Moves returns the moves in progress, oldest first.
+func (m *Map) Moves() []Move { return slices.Clone(m.moves) }
+
+// Assignment is a range of slots and the shard that owns it.
+type Assignment struct {
+	Range
+	Shard string `json:"shard"`
+}
+
+// Assignments returns the owned slots as maximal ranges of one owner, in
+// slot order: what CLUSTER SLOTS lists.
+func (m *Map) Assignments() []Assignment {
+	var out []Assignment
+	for s := 0; s < NumSlots; {
+		o := m.owner[s]
+		e := s
+		for e+1 < NumSlots && m.owner[e+1] == o {
+			e++
+		}
+		if o != 0 {
+			out = append(out, Assignment{Range{s, e}, m.shards[o-1].ID})
+		}
+		s = e + 1
+	}
+	return out
+}
+
+// Ranges returns the slots shard id owns, as maximal ranges.
+func (m *Map) Ranges(id string) []Range {
+	var out []Range
+	for _, a := range m.Assignments() {
+		if a.Shard == id {
+			out = append(out, a.Range)
+		}
+	}
+	return out
+}
+
+// wire is a Map's encoding, for snapshots of the routing log.
+type wire struct {
+	Shards   []Shard      `json:"shards"`
+	Slots    []Assignment `json:"slots"`
+	Moves    []Move       `json:"moves,omitempty"`
+	NextMove uint64       `json:"next_move,omitempty"`
+}
+
+// MarshalJSON encodes m with its slots as ranges.
+func (m *Map) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wire{Shards: m.shards, Slots: m.Assignments(), Moves: m.moves, NextMove: m.nextMove})
+}
+
+// UnmarshalJSON decodes what MarshalJSON encoded, refusing a map that is
+// not whole (a slot of an unknown shard, overlapping ranges).
+func (m *Map) UnmarshalJSON(b []byte) error {
+	var w wire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	var n Map
+	for _, s := range w.Shards {
+		if err := n.addShard(s); err != nil {
+			return fmt.Errorf("decode routing map: %w", err)
+		}
+	}
+	for _, a := range w.Slots {
+		i := n.shard(a.Shard)
+		if !a.Range.valid() || i < 0 {
+			return fmt.Errorf("decode routing map: %w: %s of %q", ErrBadRange, a.Range, a.Shard)
+		}
+		for s := a.First; s <= a.Last; s++ {
+			if n.owner[s] != 0 {
+				return fmt.Errorf("decode routing map: %w: slot %d twice", ErrBadRange, s)
+			}
+			n.owner[s] = uint16(i + 1)
+		}
+	}
+	for _, mv := range w.Moves {
+		if !mv.Range.valid() || n.shard(mv.From) < 0 || n.shard(mv.To) < 0 || mv.ID > w.NextMove {
+			return fmt.Errorf("decode routing map: bad move %+v", mv)
+		}
+	}
+	n.moves, n.nextMove = w.Moves, w.NextMove
+	*m = n
+	return nil
+}

@@ -28,4 +28,3 @@ func TestKeySlot(t *testing.T) {
 		}
 	}
 }
-

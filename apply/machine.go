@@ -14,11 +14,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/fsm"
 	"github.com/raftproxy/raftproxy/resp"
+	"github.com/raftproxy/raftproxy/slotmap"
 )
 
 // Redis is the state machine that runs commands on the local redis
@@ -65,6 +67,10 @@ type Machine struct {
 	run   []fsm.Command
 	nulls []bool
 	wrote []Event
+	// routing is the cluster's routing data, changed by OpRoute requests;
+	// nil until the first (a cluster that was never sharded). A Map stored
+	// here is never changed: a change stores a changed clone.
+	routing atomic.Pointer[slotmap.Map]
 	// published is the last entry whose PUBLISHes were delivered, and
 	// publishing the entry being delivered now (its requests may come in
 	// several Apply calls): a chunk applied again after a failed Apply
@@ -104,6 +110,14 @@ func (m *Machine) Apply(cmds []fsm.Command) error {
 			run = run[:0]
 			m.events.put(Event{Kind: Notice, Args: c.Args, TimeMs: c.TimeMs, Live: c.Live})
 			answer(&c, okReply)
+			continue
+		case c.Op == entry.OpRoute:
+			if err := m.applyRun(run); err != nil {
+				return err
+			}
+			run = run[:0]
+			answer(&c, m.route(c.Args))
+			m.events.put(Event{Kind: Routed, TimeMs: c.TimeMs, Live: c.Live})
 			continue
 		case c.Op == entry.OpWatch || c.Op == entry.OpUnwatch || (tx && c.Watch != 0):
 			if err := m.applyRun(run); err != nil {
@@ -190,9 +204,41 @@ func nullReply(reply func([]byte), null *bool) func([]byte) {
 	}
 }
 
+// route applies a routing change (the one argument of an OpRoute request)
+// and returns the reply: the id of a begun move, +OK, or why the change was
+// refused, which leaves the routing data as it was. Every node decides
+// alike: the change and the data it applies to come from the log.
+func (m *Machine) route(args [][]byte) []byte {
+	var ch slotmap.Change
+	if len(args) != 1 {
+		return resp.AppendError(nil, "ERR a routing change takes one argument")
+	}
+	if err := json.Unmarshal(args[0], &ch); err != nil {
+		return resp.AppendError(nil, "ERR invalid routing change: "+err.Error())
+	}
+	next := &slotmap.Map{}
+	if cur := m.routing.Load(); cur != nil {
+		next = cur.Clone()
+	}
+	id, err := next.Apply(ch)
+	if err != nil {
+		return resp.AppendError(nil, "ERR "+err.Error())
+	}
+	m.routing.Store(next)
+	if ch.Op == slotmap.OpBeginMove {
+		return resp.AppendInt(nil, int64(id))
+	}
+	return okReply
+}
+
+// Routing is the cluster's routing data as applied so far, or nil when it
+// was never sharded. The Map must not be changed.
+func (m *Machine) Routing() *slotmap.Map { return m.routing.Load() }
+
 // Reset empties the apply layer's state with redis's, or replaces both
 // with a snapshot's (RestoreMachineState follows).
 func (m *Machine) Reset(ctx context.Context, rdb io.Reader, size int64) error {
+	m.routing.Store(nil)
 	m.watches = newWatches()
 	m.publishing = 0
 	return m.redis.Reset(ctx, rdb, size)
@@ -201,6 +247,8 @@ func (m *Machine) Reset(ctx context.Context, rdb io.Reader, size int64) error {
 // state is the apply layer's part of a snapshot's state object.
 type state struct {
 	Watches []watchState `json:"watches,omitempty"`
+	// Routing is the routing data, when the cluster was sharded.
+	Routing *slotmap.Map `json:"routing,omitempty"`
 	// Machine is the redis state machine's own state.
 	Machine json.RawMessage `json:"machine,omitempty"`
 }
@@ -211,7 +259,7 @@ func (m *Machine) MachineState() (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(state{Watches: m.watches.state(), Machine: inner})
+	return json.Marshal(state{Watches: m.watches.state(), Routing: m.routing.Load(), Machine: inner})
 }
 
 // RestoreMachineState implements fsm.MachineState. A state object without
@@ -228,10 +276,14 @@ func (m *Machine) RestoreMachineState(ctx context.Context, raw json.RawMessage) 
 		}
 	}
 	m.watches = restoreWatches(st.Watches)
+	routed := m.routing.Swap(st.Routing) != nil || st.Routing != nil
 	if err := m.redis.RestoreMachineState(ctx, st.Machine); err != nil {
 		return err
 	}
 	m.events.put(Event{Kind: Reloaded})
+	if routed {
+		m.events.put(Event{Kind: Routed})
+	}
 	return nil
 }
 

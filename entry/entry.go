@@ -24,9 +24,9 @@ import (
 // (Castagnoli, big-endian) of every byte before it, computed where the
 // entry is made, so a copy damaged anywhere on its way to a node's applier
 // (the network, memory, a disk the WAL's own checksum trusted) is told
-// from the proposer's. Older versions decode unchanged (versions 1 and 2 as
-// RESP2 requests).
-const version = 5
+// from the proposer's. Version 6 adds OpRoute. Older versions decode
+// unchanged (versions 1 and 2 as RESP2 requests).
+const version = 6
 
 // checksummed is the first version that ends with a checksum.
 const checksummed = 5
@@ -56,7 +56,15 @@ const (
 	// its proxy when it applies the request (CLIENT PAUSE, for one), in log
 	// order. Version 4 added it.
 	OpNotice
+	// OpRoute changes the cluster's routing data (which shard owns which
+	// hash slots): Args holds one slotmap.Change, encoded as JSON, which
+	// the apply layer applies in log order. Version 6 added it.
+	OpRoute
 )
+
+// RouteFormat is the first format with OpRoute: a cluster is sharded only
+// once every member decodes it.
+const RouteFormat = 6
 
 // Request is one client command with the database it runs in, a
 // transaction, or a change to a watch (WATCH's bookkeeping, which every
@@ -193,7 +201,7 @@ func (e *Entry) Size() int {
 			n += 2 + uvarintLen(r.Watch) + argsSize(r.Args)
 		case r.Op == OpUnwatch:
 			n += 2 + uvarintLen(r.Watch)
-		case r.Op == OpNotice:
+		case r.Op == OpNotice || r.Op == OpRoute:
 			n += 2 + argsSize(r.Args)
 		default:
 			n += argsSize(r.Args)
@@ -229,7 +237,7 @@ func (e *Entry) Marshal(dst []byte) []byte {
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
 		dst = binary.AppendUvarint(dst, r.dbField())
-		if !r.isTx() && r.Op != OpWatch && r.Op != OpUnwatch && r.Op != OpNotice {
+		if !r.isTx() && r.Op != OpWatch && r.Op != OpUnwatch && r.Op != OpNotice && r.Op != OpRoute {
 			dst = appendArgs(dst, r.Args)
 			continue
 		}
@@ -248,8 +256,8 @@ func (e *Entry) Marshal(dst []byte) []byte {
 			dst = binary.AppendUvarint(dst, uint64(OpWatch))
 			dst = binary.AppendUvarint(dst, r.Watch)
 			dst = appendArgs(dst, r.Args)
-		case r.Op == OpNotice:
-			dst = binary.AppendUvarint(dst, uint64(OpNotice))
+		case r.Op == OpNotice || r.Op == OpRoute:
+			dst = binary.AppendUvarint(dst, uint64(r.Op))
 			dst = appendArgs(dst, r.Args)
 		default:
 			dst = binary.AppendUvarint(dst, uint64(OpUnwatch))
@@ -318,7 +326,10 @@ func Unmarshal(data []byte) (Entry, error) {
 			r.Op = OpTx
 			if v >= 3 {
 				r.Op = Op(d.uvarint())
-				if r.Op != OpNotice {
+				if r.Op == OpRoute && v < RouteFormat {
+					d.err = fmt.Errorf("%w: a route request in format %d", ErrCorrupt, v)
+				}
+				if r.Op != OpNotice && r.Op != OpRoute {
 					r.Watch = d.uvarint()
 				}
 			}
@@ -333,6 +344,10 @@ func Unmarshal(data []byte) (Entry, error) {
 			case OpNotice:
 				if r.Args = d.argList(); len(r.Args) == 0 && d.err == nil {
 					d.err = fmt.Errorf("%w: notice without arguments", ErrCorrupt)
+				}
+			case OpRoute:
+				if r.Args = d.argList(); len(r.Args) != 1 && d.err == nil {
+					d.err = fmt.Errorf("%w: a route request holds one change", ErrCorrupt)
 				}
 			default:
 				if d.err == nil {

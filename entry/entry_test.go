@@ -132,8 +132,8 @@ func TestControlRoundTrip(t *testing.T) {
 	for _, c := range []Control{
 		{Op: ControlSettle, Index: 1 << 40, Node: 0xdeadbeef, Format: 4},
 		{Op: ControlAbort, Index: 17, Req: 511, Node: 1, Format: 4},
-		{Op: ControlSettle, Index: 1 << 40, Node: 0xdeadbeef, Format: Version},
-		{Op: ControlAbort, Index: 17, Req: 511, Node: 1, Format: Version},
+		{Op: ControlSettle, Index: 1 << 40, Node: 0xdeadbeef, Format: checksummed},
+		{Op: ControlAbort, Index: 17, Req: 511, Node: 1, Format: checksummed},
 	} {
 		data := c.Marshal()
 		if !IsControl(data) || NewerFormat(data) {
@@ -225,6 +225,10 @@ func TestUnmarshalCorrupt(t *testing.T) {
 			tests = append(tests, tt)
 		}
 	}
+	tests = append(tests,
+		test{"a route request before its format", seal([]byte{RouteFormat - 1, 1, 1, 0, 1, 0, 0, byte(OpRoute), 1, 1, 'x'})},
+		test{"a route request without its change", seal([]byte{RouteFormat, 1, 1, 0, 1, 0, 0, byte(OpRoute), 0})},
+		test{"a route request with two changes", seal([]byte{RouteFormat, 1, 1, 0, 1, 0, 0, byte(OpRoute), 2, 1, 'x', 1, 'y'})})
 	for i := 1; i < len(good4); i++ {
 		tests = append(tests, test{"truncated", good4[:i]})
 	}
@@ -288,8 +292,12 @@ func TestMarshalFormats(t *testing.T) {
 		{DB: 1, Args: [][]byte{[]byte("EVAL"), []byte("return 1"), []byte("0")}, Killable: 1, RESP3: true},
 		{Op: OpNotice, Args: [][]byte{[]byte("CLIENT"), []byte("PAUSE"), []byte("10"), []byte("ALL")}},
 	}}
+	route := Request{Op: OpRoute, Args: [][]byte{[]byte(`{"op":"init"}`)}}
 	for f := byte(MinFormat); f <= Version; f++ {
 		e.Format = f
+		if f >= RouteFormat {
+			e.Reqs = append(e.Reqs[:2], route)
+		}
 		data := e.Marshal(nil)
 		if data[0] != f || len(data) != e.Size() {
 			t.Fatalf("format %d: wrote version %d, %d bytes (Size %d)", f, data[0], len(data), e.Size())
@@ -300,6 +308,9 @@ func TestMarshalFormats(t *testing.T) {
 		}
 		if got.Format != f || got.Reqs[0].Killable != 1 || !got.Reqs[0].RESP3 || got.Reqs[1].Op != OpNotice || !equalArgs(got.Reqs[1].Args, e.Reqs[1].Args) {
 			t.Errorf("format %d: decoded %+v", f, got)
+		}
+		if f >= RouteFormat && (len(got.Reqs) != 3 || got.Reqs[2].Op != OpRoute || !equalArgs(got.Reqs[2].Args, route.Args)) {
+			t.Errorf("format %d: the route request decoded as %+v", f, got.Reqs[2:])
 		}
 	}
 	for _, f := range []byte{1, MinFormat - 1} {

@@ -422,3 +422,11 @@ func (m *Map) UnmarshalJSON(b []byte) error {
 	*m = n
 	return nil
 }
+
+// Clone returns a copy of m that shares nothing with it: a Map that was
+// handed to readers is never changed, a clone is.
+func (m *Map) Clone() *Map {
+	c := &Map{owner: m.owner, nextMove: m.nextMove, moves: slices.Clone(m.moves)}
+	c.shards = m.Shards()
+	return c
+}

@@ -67,6 +67,10 @@ type blockCall struct {
 // dispatches nothing more (nextCommand): a blocked redis client runs none
 // of its later commands either.
 func (c *conn) startBlocking(sp *spec, args [][]byte) {
+	if o := c.slotGate(sp, args); o != nil {
+		c.emit(o)
+		return
+	}
 	if _, refused := c.serving(args, false); refused != nil {
 		c.emit(refused)
 		return

@@ -19,11 +19,6 @@ import (
 // the leader by themselves and follow -MOVED when it changes, and since any
 // node serves any key, their slot routing never sends a command astray.
 
-// clusterNodeID is the 40-hex-digit Redis Cluster node id of raft member
-// id: the raft id zero-padded, so it is stable across restarts and the raft
-// id (as RAFT.INFO shows it) is readable at its end.
-func clusterNodeID(id uint64) string { return fmt.Sprintf("%040x", id) }
-
 // reasonClusterAdmin is why CLUSTER subcommands that change a Redis
 // Cluster's topology are refused.
 const reasonClusterAdmin = "is not supported by raftproxy: one shard owns every slot, and members are added and removed with RAFT.CLUSTER and RAFT.NODE"
@@ -83,38 +78,90 @@ type clusterNode struct {
 	linked      bool
 }
 
-// clusterView is the single shard as this node sees it.
-type clusterView struct {
-	nodes []clusterNode // master first, then replicas by id
-	term  uint64
-	shard string
+// shardView is one shard: its slots and its members, master first.
+type shardView struct {
+	id     string
+	ranges []slotmap.Range
+	nodes  []clusterNode
+	term   uint64 // the raft term: the master's config epoch
 }
 
-// clusterView describes the shard, or returns the error reply that says
+// clusterView is every shard as this node sees it, in slot order.
+type clusterView struct {
+	groups []shardView
+}
+
+// clusterNodeID is the 40-hex-digit Redis Cluster node id of raft member
+// id in the group whose raft cluster id is cid: the raft id zero-padded,
+// so it is stable across restarts and readable at its end, after the
+// cluster id when the cluster is sharded, since a node is then one cluster
+// node per shard it holds.
+func clusterNodeID(cid, id uint64, sharded bool) string {
+	if sharded {
+		return fmt.Sprintf("%024x%016x", cid, id)
+	}
+	return fmt.Sprintf("%040x", id)
+}
+
+// clusterView describes the shards, or returns the error reply that says
 // why it cannot: without a leader there is no master to name.
 func (c *conn) clusterView() (clusterView, *op) {
 	n := c.s.cfg.Cluster.Node()
 	if n == nil {
 		return clusterView{}, errReply(errNoCluster)
 	}
-	st := n.Status()
-	if st.Leader == 0 {
-		return clusterView{}, errReply(errNoLeader)
+	rt := c.s.routing()
+	if rt == nil {
+		sv, refused := viewShard(n, n, false)
+		if refused != nil {
+			return clusterView{}, refused
+		}
+		sv.ranges = []slotmap.Range{{First: 0, Last: numSlots - 1}}
+		return clusterView{groups: []shardView{sv}}, nil
 	}
-	v := clusterView{term: st.Term, shard: clusterNodeID(st.ClusterID)}
+	var v clusterView
+	byID := map[string]int{}
+	for _, a := range rt.Assignments() {
+		i, ok := byID[a.Shard]
+		if !ok {
+			g := c.s.cfg.Sharding.Group(a.Shard)
+			if g == nil {
+				continue // a shard this node does not hold: its slots are not listed
+			}
+			sv, refused := viewShard(g, n, true)
+			if refused != nil {
+				return clusterView{}, refused
+			}
+			i = len(v.groups)
+			byID[a.Shard] = i
+			v.groups = append(v.groups, sv)
+		}
+		v.groups[i].ranges = append(v.groups[i].ranges, a.Range)
+	}
+	return v, nil
+}
+
+// viewShard describes the shard of group g; self is the group of the
+// server answering, whose own member is "myself".
+func viewShard(g, self Group, sharded bool) (shardView, *op) {
+	st := g.Status()
+	if st.Leader == 0 {
+		return shardView{}, errReply(errNoLeader)
+	}
+	sv := shardView{id: clusterNodeID(0, st.ClusterID, false), term: st.Term}
 	for _, ns := range st.Nodes {
 		host, port, cport := splitAddr(ns.Addr), portOf(ns.Addr), portOf(ns.PeerAddr)
-		cn := clusterNode{id: clusterNodeID(ns.ID), ip: host, port: port, cport: cport,
-			master: ns.ID == st.Leader, self: ns.ID == st.ID, health: "online", linked: ns.State != "unreachable"}
+		cn := clusterNode{id: clusterNodeID(st.ClusterID, ns.ID, sharded), ip: host, port: port, cport: cport,
+			master: ns.ID == st.Leader, self: g == self && ns.ID == st.ID, health: "online", linked: ns.State != "unreachable"}
 		switch {
-		case cn.self && !n.Serving():
+		case ns.ID == st.ID && !g.Serving():
 			cn.health = "loading"
 		case !cn.linked:
 			cn.health = "failed"
 		}
-		v.nodes = append(v.nodes, cn)
+		sv.nodes = append(sv.nodes, cn)
 	}
-	slices.SortStableFunc(v.nodes, func(a, b clusterNode) int {
+	slices.SortStableFunc(sv.nodes, func(a, b clusterNode) int {
 		switch {
 		case a.master == b.master:
 			return 0
@@ -123,11 +170,11 @@ func (c *conn) clusterView() (clusterView, *op) {
 		}
 		return 1
 	})
-	if len(v.nodes) == 0 || !v.nodes[0].master {
+	if len(sv.nodes) == 0 || !sv.nodes[0].master {
 		// The leader is not among the members this node knows yet.
-		return clusterView{}, errReply(errNoLeader)
+		return shardView{}, errReply(errNoLeader)
 	}
-	return v, nil
+	return sv, nil
 }
 
 func splitAddr(addr string) string {
@@ -169,11 +216,11 @@ func (c *conn) cluster(name string, args [][]byte) *op {
 		if n == nil {
 			return errReply(errNoCluster)
 		}
-		id := n.ID()
+		id := clusterNodeID(n.ClusterID(), n.ID(), c.s.routing() != nil)
 		if sub == "myshardid" {
-			id = n.ClusterID()
+			id = clusterNodeID(0, n.ClusterID(), false)
 		}
-		return &op{kind: opReply, reply: resp.AppendBulkString(nil, clusterNodeID(id))}
+		return &op{kind: opReply, reply: resp.AppendBulkString(nil, id)}
 	}
 	if sub == "info" {
 		return &op{kind: opReply, reply: resp.AppendVerbatim(nil, c.clusterInfo(), c.client.resp3)}
@@ -191,19 +238,27 @@ func (c *conn) cluster(name string, args [][]byte) *op {
 	return &op{kind: opReply, reply: resp.AppendVerbatim(nil, v.nodesText(), c.client.resp3)}
 }
 
-// slots renders CLUSTER SLOTS as redis 7 does: one range, its master then
+// slots renders CLUSTER SLOTS as redis 7 does: each range, its master then
 // its replicas, each [ip, port, id, {networking metadata}].
 func (v clusterView) slots(resp3 bool) []byte {
-	b := resp.AppendArrayLen(nil, 1)
-	b = resp.AppendArrayLen(b, 2+len(v.nodes))
-	b = resp.AppendInt(b, 0)
-	b = resp.AppendInt(b, numSlots-1)
-	for _, cn := range v.nodes {
-		b = resp.AppendArrayLen(b, 4)
-		b = resp.AppendBulkString(b, cn.ip)
-		b = resp.AppendInt(b, int64(cn.port))
-		b = resp.AppendBulkString(b, cn.id)
-		b = resp.AppendMapLen(b, 0, resp3)
+	n := 0
+	for _, sv := range v.groups {
+		n += len(sv.ranges)
+	}
+	b := resp.AppendArrayLen(nil, n)
+	for _, sv := range v.groups {
+		for _, r := range sv.ranges {
+			b = resp.AppendArrayLen(b, 2+len(sv.nodes))
+			b = resp.AppendInt(b, int64(r.First))
+			b = resp.AppendInt(b, int64(r.Last))
+			for _, cn := range sv.nodes {
+				b = resp.AppendArrayLen(b, 4)
+				b = resp.AppendBulkString(b, cn.ip)
+				b = resp.AppendInt(b, int64(cn.port))
+				b = resp.AppendBulkString(b, cn.id)
+				b = resp.AppendMapLen(b, 0, resp3)
+			}
+		}
 	}
 	return b
 }
@@ -211,66 +266,74 @@ func (v clusterView) slots(resp3 bool) []byte {
 // shards renders CLUSTER SHARDS (redis 7.0's fields), with maps in the
 // client's protocol.
 func (v clusterView) shards(resp3 bool) []byte {
-	b := resp.AppendArrayLen(nil, 1)
-	b = resp.AppendMapLen(b, 2, resp3)
-	b = resp.AppendBulkString(b, "slots")
-	b = resp.AppendArrayLen(b, 2)
-	b = resp.AppendInt(b, 0)
-	b = resp.AppendInt(b, numSlots-1)
-	b = resp.AppendBulkString(b, "nodes")
-	b = resp.AppendArrayLen(b, len(v.nodes))
-	for _, cn := range v.nodes {
-		role := "replica"
-		if cn.master {
-			role = "master"
+	b := resp.AppendArrayLen(nil, len(v.groups))
+	for _, sv := range v.groups {
+		b = resp.AppendMapLen(b, 2, resp3)
+		b = resp.AppendBulkString(b, "slots")
+		b = resp.AppendArrayLen(b, 2*len(sv.ranges))
+		for _, r := range sv.ranges {
+			b = resp.AppendInt(b, int64(r.First))
+			b = resp.AppendInt(b, int64(r.Last))
 		}
-		b = resp.AppendMapLen(b, 7, resp3)
-		b = resp.AppendBulkString(b, "id")
-		b = resp.AppendBulkString(b, cn.id)
-		b = resp.AppendBulkString(b, "port")
-		b = resp.AppendInt(b, int64(cn.port))
-		b = resp.AppendBulkString(b, "ip")
-		b = resp.AppendBulkString(b, cn.ip)
-		b = resp.AppendBulkString(b, "endpoint")
-		b = resp.AppendBulkString(b, cn.ip)
-		b = resp.AppendBulkString(b, "role")
-		b = resp.AppendBulkString(b, role)
-		// Raft indexes are not redis replication offsets; 0 as RedisRaft.
-		b = resp.AppendBulkString(b, "replication-offset")
-		b = resp.AppendInt(b, 0)
-		b = resp.AppendBulkString(b, "health")
-		b = resp.AppendBulkString(b, cn.health)
+		b = resp.AppendBulkString(b, "nodes")
+		b = resp.AppendArrayLen(b, len(sv.nodes))
+		for _, cn := range sv.nodes {
+			role := "replica"
+			if cn.master {
+				role = "master"
+			}
+			b = resp.AppendMapLen(b, 7, resp3)
+			b = resp.AppendBulkString(b, "id")
+			b = resp.AppendBulkString(b, cn.id)
+			b = resp.AppendBulkString(b, "port")
+			b = resp.AppendInt(b, int64(cn.port))
+			b = resp.AppendBulkString(b, "ip")
+			b = resp.AppendBulkString(b, cn.ip)
+			b = resp.AppendBulkString(b, "endpoint")
+			b = resp.AppendBulkString(b, cn.ip)
+			b = resp.AppendBulkString(b, "role")
+			b = resp.AppendBulkString(b, role)
+			// Raft indexes are not redis replication offsets; 0 as RedisRaft.
+			b = resp.AppendBulkString(b, "replication-offset")
+			b = resp.AppendInt(b, 0)
+			b = resp.AppendBulkString(b, "health")
+			b = resp.AppendBulkString(b, cn.health)
+		}
 	}
 	return b
 }
 
-// nodesText renders CLUSTER NODES: one line per member, "\n"-terminated,
-// with the peer (raft) port as the cluster bus port and the raft term as
-// the master's config epoch.
+// nodesText renders CLUSTER NODES: one line per member of each shard,
+// "\n"-terminated, with the peer (raft) port as the cluster bus port and the
+// raft term as the master's config epoch.
 func (v clusterView) nodesText() string {
 	var b strings.Builder
-	master := v.nodes[0].id
 	now := time.Now().UnixMilli()
-	for _, cn := range v.nodes {
-		flags, of, epoch := "slave", master, uint64(0)
-		if cn.master {
-			flags, of, epoch = "master", "-", v.term
+	for _, sv := range v.groups {
+		master := sv.nodes[0].id
+		for _, cn := range sv.nodes {
+			flags, of, epoch := "slave", master, uint64(0)
+			if cn.master {
+				flags, of, epoch = "master", "-", sv.term
+			}
+			if cn.self {
+				flags = "myself," + flags
+			}
+			pong, link := int64(0), "connected"
+			if !cn.self {
+				pong = now
+			}
+			if !cn.linked {
+				pong, link = 0, "disconnected"
+			}
+			fmt.Fprintf(&b, "%s %s:%d@%d %s %s 0 %d %d %s", cn.id, cn.ip, cn.port, cn.cport, flags, of, pong, epoch, link)
+			if cn.master {
+				for _, r := range sv.ranges {
+					b.WriteString(" " + r.String())
+				}
+			}
+			b.WriteByte('\n')
 		}
-		if cn.self {
-			flags = "myself," + flags
-		}
-		pong, link := int64(0), "connected"
-		if !cn.self {
-			pong = now
-		}
-		if !cn.linked {
-			pong, link = 0, "disconnected"
-		}
-		fmt.Fprintf(&b, "%s %s:%d@%d %s %s 0 %d %d %s", cn.id, cn.ip, cn.port, cn.cport, flags, of, pong, epoch, link)
-		if cn.master {
-			fmt.Fprintf(&b, " 0-%d", numSlots-1)
-		}
-		b.WriteByte('\n')
 	}
 	return b.String()
 }

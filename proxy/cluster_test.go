@@ -3,16 +3,18 @@ package proxy
 import (
 	"strings"
 	"testing"
+
+	"github.com/raftproxy/raftproxy/slotmap"
 )
 
 // The expected shapes are those of a redis 7.0 node with cluster-enabled
 // yes owning slots 0-16383, with a replica added.
 func TestClusterReplies(t *testing.T) {
-	v := clusterView{term: 3, shard: clusterNodeID(0xabc), nodes: []clusterNode{
-		{id: clusterNodeID(0x1f), ip: "127.0.0.1", port: 7001, cport: 7101, master: true, health: "online", linked: true},
-		{id: clusterNodeID(0x2e), ip: "127.0.0.1", port: 7002, cport: 7102, self: true, health: "online", linked: true},
-	}}
-	id1, id2 := clusterNodeID(0x1f), clusterNodeID(0x2e)
+	v := clusterView{groups: []shardView{{term: 3, id: clusterNodeID(0, 0xabc, false), ranges: []slotmap.Range{{First: 0, Last: 16383}}, nodes: []clusterNode{
+		{id: clusterNodeID(0xabc, 0x1f, false), ip: "127.0.0.1", port: 7001, cport: 7101, master: true, health: "online", linked: true},
+		{id: clusterNodeID(0xabc, 0x2e, false), ip: "127.0.0.1", port: 7002, cport: 7102, self: true, health: "online", linked: true},
+	}}}}
+	id1, id2 := clusterNodeID(0xabc, 0x1f, false), clusterNodeID(0xabc, 0x2e, false)
 	if len(id1) != 40 || !strings.HasSuffix(id1, "1f") {
 		t.Fatalf("clusterNodeID(0x1f) = %q, want 40 hex digits ending in 1f", id1)
 	}
@@ -41,5 +43,38 @@ func TestClusterReplies(t *testing.T) {
 	}
 	if want := id2 + " 127.0.0.1:7002@7102 myself,slave " + id1 + " 0 0 0 connected"; lines[1] != want {
 		t.Errorf("CLUSTER NODES replica line:\n got %q\nwant %q", lines[1], want)
+	}
+}
+
+// TestShardedClusterReplies: two shards, one with two ranges; node ids
+// differ per shard (a node is one cluster node per shard it holds), and
+// each master lists its ranges.
+func TestShardedClusterReplies(t *testing.T) {
+	a1, a2 := clusterNodeID(0xa, 1, true), clusterNodeID(0xa, 2, true)
+	b1, b2 := clusterNodeID(0xb, 1, true), clusterNodeID(0xb, 2, true)
+	if a1 == b1 || len(a1) != 40 || !strings.HasSuffix(a1, "0000000000000001") || !strings.HasPrefix(a1, "00000000000000000000000a") {
+		t.Fatalf("sharded node ids %q %q", a1, b1)
+	}
+	v := clusterView{groups: []shardView{
+		{term: 2, ranges: []slotmap.Range{{First: 0, Last: 99}, {First: 200, Last: 299}}, nodes: []clusterNode{
+			{id: a1, ip: "10.0.0.1", port: 7000, cport: 7100, master: true, linked: true, health: "online"},
+			{id: a2, ip: "10.0.0.2", port: 7000, cport: 7100, self: true, linked: true, health: "online"}}},
+		{term: 5, ranges: []slotmap.Range{{First: 100, Last: 199}}, nodes: []clusterNode{
+			{id: b2, ip: "10.0.0.2", port: 7001, cport: 7100, master: true, linked: true, health: "online"},
+			{id: b1, ip: "10.0.0.1", port: 7001, cport: 7100, linked: true, health: "online"}}},
+	}}
+	slots := string(v.slots(false))
+	if !strings.HasPrefix(slots, "*3\r\n*4\r\n:0\r\n:99\r\n") || !strings.Contains(slots, "*4\r\n:200\r\n:299\r\n") ||
+		!strings.Contains(slots, "*4\r\n:100\r\n:199\r\n*4\r\n$8\r\n10.0.0.2\r\n:7001\r\n$40\r\n"+b2) {
+		t.Errorf("CLUSTER SLOTS %q", slots)
+	}
+	shards := string(v.shards(false))
+	if !strings.HasPrefix(shards, "*2\r\n*4\r\n$5\r\nslots\r\n*4\r\n:0\r\n:99\r\n:200\r\n:299\r\n") {
+		t.Errorf("CLUSTER SHARDS %q", shards)
+	}
+	lines := strings.Split(v.nodesText(), "\n")
+	if len(lines) != 5 || !strings.HasSuffix(lines[0], " 2 connected 0-99 200-299") || !strings.Contains(lines[1], "myself,slave "+a1) ||
+		!strings.HasSuffix(lines[2], " 5 connected 100-199") || !strings.Contains(lines[3], " slave "+b2+" ") {
+		t.Errorf("CLUSTER NODES:\n%s", v.nodesText())
 	}
 }

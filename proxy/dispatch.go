@@ -104,6 +104,9 @@ func (c *conn) serving(args [][]byte, read bool) (Group, *op) {
 
 // data starts a command that reads or writes keys.
 func (c *conn) data(sp *spec, args [][]byte) *op {
+	if o := c.slotGate(sp, args); o != nil {
+		return o
+	}
 	n, refused := c.serving(args, sp.class == classRead)
 	if refused != nil {
 		return refused

@@ -86,6 +86,9 @@ type Cluster interface {
 	Node() Group
 	// Init makes a new cluster of this node alone (RAFT.CLUSTER INIT).
 	Init() (Group, error)
+	// InitAs is Init with this node's id given: a node is the same member
+	// in every shard's group.
+	InitAs(id uint64) (Group, error)
 	// Join makes this node the member id of cluster clusterID, whose
 	// members are given (RAFT.CLUSTER JOIN).
 	Join(clusterID, id uint64, members []raftnode.Member) (Group, error)

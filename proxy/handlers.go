@@ -65,7 +65,7 @@ var handlers = map[string]handler{
 	}),
 	"quit":    func(c *conn, _ string, _ [][]byte) bool { c.emit(&op{kind: opClose, reply: okRaw}); return false },
 	"select":  emits((*conn).selectDB),
-	"multi":   emits(func(c *conn, _ string, _ [][]byte) *op { c.tx = &txState{db: c.db}; return okReply() }),
+	"multi":   emits(func(c *conn, _ string, _ [][]byte) *op { c.tx = &txState{db: c.db, slot: -1}; return okReply() }),
 	"exec":    emits(func(*conn, string, [][]byte) *op { return errReply("ERR EXEC without MULTI") }),
 	"discard": emits(func(*conn, string, [][]byte) *op { return errReply("ERR DISCARD without MULTI") }),
 	"watch":   emits(func(c *conn, _ string, args [][]byte) *op { return c.watchKeys(args) }),

@@ -21,14 +21,35 @@ import (
 
 // raftCluster handles RAFT.CLUSTER INIT and RAFT.CLUSTER JOIN.
 func (c *conn) raftCluster(args [][]byte) *op {
+	if c.s.cfg.ShardIndex != 0 {
+		return errReply("ERR RAFT.CLUSTER runs on a node's first client port: this port serves one shard of it")
+	}
 	switch strings.ToLower(string(args[1])) {
 	case "init":
-		if len(args) != 2 {
+		// RAFT.CLUSTER INIT [SHARDS <n>]
+		shards := 0
+		if len(args) == 4 && strings.EqualFold(string(args[2]), "shards") {
+			v, err := strconv.Atoi(string(args[3]))
+			if err != nil || v < 1 || v > maxShards {
+				return errReply(fmt.Sprintf("ERR invalid number of shards: want 1 to %d", maxShards))
+			}
+			shards = v
+		} else if len(args) != 2 {
 			return errReply("ERR wrong number of arguments for 'raft.cluster|init' command")
+		}
+		if shards > 0 && (c.s.cfg.Sharding == nil || c.s.cfg.ShardIndex != 0) {
+			return errReply("ERR this node cannot host shards: RAFT.CLUSTER INIT SHARDS runs on a node's first client port")
 		}
 		n, err := c.s.cfg.Cluster.Init()
 		if err != nil {
 			return errReply(clusterErr(err))
+		}
+		if shards > 0 {
+			ctx, cancel := context.WithTimeout(proposalContext(), c.s.cfg.JoinTimeout)
+			defer cancel()
+			if err := c.s.initShards(ctx, n, shards); err != nil {
+				return errReply("ERR " + err.Error())
+			}
 		}
 		return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK "+raftnode.IDString(n.ClusterID()))}
 	case "join":
@@ -219,7 +240,14 @@ const (
 )
 
 func (s *Server) join(addrs []string, expect uint64) error {
-	if s.cfg.Cluster.Node() != nil {
+	if n := s.cfg.Cluster.Node(); n != nil {
+		if s.routing() != nil && s.joinID.Load() == n.ID() {
+			// A JOIN that joined this node's primary group but not every
+			// shard's resumes with the shards.
+			ctx, cancel := context.WithTimeout(s.baseContext(), s.cfg.JoinTimeout)
+			defer cancel()
+			return s.joinShards(ctx, addrs, n.ID())
+		}
 		return raftnode.ErrAlreadyMember
 	}
 	ctx, cancel := context.WithTimeout(s.baseContext(), s.cfg.JoinTimeout)
@@ -229,6 +257,17 @@ func (s *Server) join(addrs []string, expect uint64) error {
 	// finds it there instead of leaving a member nobody runs.
 	s.joinID.CompareAndSwap(0, raftnode.RandomID())
 	id := s.joinID.Load()
+	if err := s.joinAs(ctx, addrs, expect, id); err != nil {
+		return err
+	}
+	// In a sharded cluster a node holds every shard: it joins the others'
+	// groups once it has the routing data that lists them.
+	return s.joinShards(ctx, addrs, id)
+}
+
+// joinAs joins this server's group as member id, through the members at
+// addrs, and waits until the node serves.
+func (s *Server) joinAs(ctx context.Context, addrs []string, expect, id uint64) error {
 	var lastErr error
 	unknown := false
 	for attempt := 0; ctx.Err() == nil; attempt++ {

@@ -25,6 +25,11 @@ import (
 type Config struct {
 	// Cluster holds the node of the Raft group this proxy serves.
 	Cluster Cluster
+	// Sharding is the node's other shards, for a node that may serve a
+	// sharded cluster (nil: never sharded); ShardIndex is this server's
+	// shard (0: the primary group, the one RAFT.CLUSTER INIT makes).
+	Sharding   Sharding
+	ShardIndex int
 	// Events is the apply layer's feed of what the log wrote (blocked
 	// clients, tracking, settings and pauses follow it); Broker holds this
 	// node's subscriptions, which the apply layer publishes to.

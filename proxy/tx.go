@@ -24,6 +24,10 @@ type txState struct {
 	stats []*cmdStat
 	// writes: a queued command is held by CLIENT PAUSE WRITE.
 	writes bool
+	// slot is the hash slot of the keys queued so far, -1 before any: in a
+	// sharded cluster a transaction runs in one shard, and its keys are
+	// in one slot, as in Redis Cluster.
+	slot int
 }
 
 var queuedReply = resp.AppendSimple(nil, "QUEUED")
@@ -114,6 +118,11 @@ func (c *conn) queue(args [][]byte) bool {
 			return true
 		}
 		if o := c.oomRefusal(sp); o != nil {
+			tx.dirty = true
+			c.emit(reject(o))
+			return true
+		}
+		if o := c.txSlotGate(tx, sp, args); o != nil {
 			tx.dirty = true
 			c.emit(reject(o))
 			return true

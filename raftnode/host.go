@@ -118,7 +118,11 @@ func (h *Host) restart() (*Node, error) {
 }
 
 // Init creates a new single-node cluster with this node as its member.
-func (h *Host) Init() (*Node, error) {
+func (h *Host) Init() (*Node, error) { return h.InitAs(RandomID()) }
+
+// InitAs is Init with the node's id chosen: a process that hosts several
+// groups is the same member, by id, in each.
+func (h *Host) InitAs(id uint64) (*Node, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.node.Load() != nil || rwal.Exist(walDir(h.cfg.DataDir)) {
@@ -127,7 +131,7 @@ func (h *Host) Init() (*Node, error) {
 	if h.cfg.SeedRDB != "" {
 		return h.initSeeded()
 	}
-	id, cid := RandomID(), RandomID()
+	cid := RandomID()
 	n, err := h.create(id, cid)
 	if err != nil {
 		return nil, err

@@ -40,10 +40,12 @@ func (r Range) String() string {
 	return fmt.Sprintf("%d-%d", r.First, r.Last)
 }
 
-// Shard is one data group: its id (as clients see it in RAFT.SHARD LIST)
-// and the ids of the nodes that hold it.
+// Shard is one data group: its id (as clients see it in RAFT.SHARD LIST),
+// its index (each node serves it on the client port that many above its
+// first), and the ids of the nodes that hold it.
 type Shard struct {
 	ID      string   `json:"id"`
+	Index   int      `json:"index"`
 	Members []uint64 `json:"members"`
 }
 
@@ -206,7 +208,7 @@ func (m *Map) init(shards []Shard) error {
 		first += n
 	}
 	for _, s := range shards {
-		m.shards = append(m.shards, Shard{ID: s.ID, Members: slices.Clone(s.Members)})
+		m.shards = append(m.shards, Shard{ID: s.ID, Index: s.Index, Members: slices.Clone(s.Members)})
 	}
 	slices.SortFunc(m.shards, func(a, b Shard) int { return cmpString(a.ID, b.ID) })
 	for i, s := range shards {
@@ -236,7 +238,7 @@ func (m *Map) addShard(s Shard) error {
 		return fmt.Errorf("%w: %q", ErrShardExists, s.ID)
 	}
 	i, _ := slices.BinarySearchFunc(m.shards, s.ID, func(a Shard, id string) int { return cmpString(a.ID, id) })
-	m.shards = slices.Insert(m.shards, i, Shard{ID: s.ID, Members: slices.Clone(s.Members)})
+	m.shards = slices.Insert(m.shards, i, Shard{ID: s.ID, Index: s.Index, Members: slices.Clone(s.Members)})
 	// Owner indexes at or after i move up by one.
 	for slot, o := range m.owner {
 		if o != 0 && int(o-1) >= i {
@@ -332,7 +334,7 @@ func (m *Map) Moving(slot int) (Move, bool) {
 func (m *Map) Shards() []Shard {
 	out := make([]Shard, len(m.shards))
 	for i, s := range m.shards {
-		out[i] = Shard{ID: s.ID, Members: slices.Clone(s.Members)}
+		out[i] = Shard{ID: s.ID, Index: s.Index, Members: slices.Clone(s.Members)}
 	}
 	return out
 }

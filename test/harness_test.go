@@ -170,6 +170,45 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// freePortRuns returns the first ports of count runs of length free
+// loopback ports in a row: a sharded node serves shard i on the port i
+// above its first.
+func freePortRuns(count, length int) ([]int, error) {
+	portMu.Lock()
+	defer portMu.Unlock()
+	lo, hi := 10000, ephemeralLow()-length
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var starts []int
+	for tries := 0; len(starts) < count; tries++ {
+		if tries > 10000 {
+			return nil, fmt.Errorf("found only %d runs of %d free loopback ports in [%d,%d)", len(starts), length, lo, hi)
+		}
+		p := lo + mrand.IntN(hi-lo)
+		var got []net.Listener
+		for q := p; q < p+length && !usedPorts[q]; q++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", q))
+			if err != nil {
+				break
+			}
+			got = append(got, l)
+		}
+		ls = append(ls, got...)
+		if len(got) < length {
+			continue
+		}
+		for q := p; q < p+length; q++ {
+			usedPorts[q] = true
+		}
+		starts = append(starts, p)
+	}
+	return starts, nil
+}
+
 // ephemeralLow is the bottom of the kernel's ephemeral port range.
 func ephemeralLow() int {
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
@@ -350,6 +389,10 @@ type ClusterOptions struct {
 	// Bin is the raftproxy binary nodes start with (Node.Bin changes it for
 	// one node); empty: the one built from this tree.
 	Bin string
+	// Shards makes Form create a sharded cluster of that many shards
+	// (RAFT.CLUSTER INIT SHARDS), each node's client ports a run of that
+	// many free ports; 0: a plain cluster.
+	Shards int
 }
 
 // Cluster is a set of raftproxy nodes, each with its own redis-server, data
@@ -427,6 +470,15 @@ func NewCluster(ctx context.Context, t *testing.T, opts ClusterOptions) *Cluster
 	ports, err := freePorts(3 * opts.Nodes)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.Shards > 1 {
+		runs, err := freePortRuns(opts.Nodes, opts.Shards)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range runs {
+			ports[3*i] = p
+		}
 	}
 	for i := 0; i < opts.Nodes; i++ {
 		n, err := c.newNode(i, ports[3*i:3*i+3])
@@ -943,7 +995,11 @@ func (n *Node) RaftInfo(ctx context.Context) (raftInfo, error) {
 // waits until all agree on a leader with every node a voter.
 func (c *Cluster) Form(ctx context.Context) error {
 	n0 := c.Nodes[0]
-	v, err := n0.Do(ctx, 10*time.Second, "RAFT.CLUSTER", "INIT")
+	initArgs := []string{"RAFT.CLUSTER", "INIT"}
+	if c.opts.Shards > 0 {
+		initArgs = append(initArgs, "SHARDS", strconv.Itoa(c.opts.Shards))
+	}
+	v, err := n0.Do(ctx, 30*time.Second, initArgs...)
 	if err != nil {
 		return fmt.Errorf("RAFT.CLUSTER INIT: %w", err)
 	}

@@ -23,6 +23,8 @@ func (c hostCluster) Node() proxy.Group {
 
 func (c hostCluster) Init() (proxy.Group, error) { return group(c.h.Init()) }
 
+func (c hostCluster) InitAs(id uint64) (proxy.Group, error) { return group(c.h.InitAs(id)) }
+
 func (c hostCluster) Join(clusterID, id uint64, members []raftnode.Member) (proxy.Group, error) {
 	return group(c.h.Join(clusterID, id, members))
 }

@@ -17,17 +17,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 
-	"github.com/raftproxy/raftproxy/apply"
-	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/observe"
 	"github.com/raftproxy/raftproxy/proxy"
-	"github.com/raftproxy/raftproxy/pubsub"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/tlsfiles"
 	"github.com/raftproxy/raftproxy/version"
@@ -367,108 +365,33 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		peerTLSInfo = transport.TLSInfo{CertFile: cert, KeyFile: key, TrustedCAFile: cert, ClientCertAuth: true, ServerName: tlsfiles.SecretServerName}
 	}
 
-	redisAddr, redisPass := o.redis, o.redisPass
-	if redisAddr == "" {
-		sup, err := backend.StartSupervisor(o.dataDir, log)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			// redis keeps nothing of its own (it is rebuilt from the log),
-			// and a busy one ignores SIGTERM: it is killed after 2 s.
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			sup.Stop(sctx)
-		}()
-		redisAddr, redisPass = sup.Socket, sup.Password
-	}
-
-	// The command table comes first: the applier asks it which keys a
-	// command touches, and the proxy routes by it.
-	cmds, err := proxy.LoadCommands(ctx, redisAddr, redisPass, log)
-	if err != nil {
-		return err
-	}
-	sm := backend.NewStateMachine(redisAddr, log.With("component", "applier"))
-	sm.SetPassword(redisPass)
-	sm.SetDefaultPassword(o.requirePass)
-	sm.SetKeys(cmds.AccessedKeys)
-	sm.SetDenyOOM(cmds.DenyOOM)
-	self := raftnode.Member{Addr: o.advertise, PeerAddr: o.advertisePeer}
-	// The apply layer runs committed commands on redis: it publishes to the
-	// node's subscribers, and its events (what the log wrote) are followed
-	// by the proxy.
-	broker := pubsub.NewBroker()
-	machine := apply.New(sm, cmds, broker)
-	host := raftnode.NewHost(raftnode.Config{
-		DataDir:        o.dataDir,
-		Self:           self,
-		StateMachine:   machine,
-		Logger:         log,
-		TickInterval:   o.tick,
-		ElectionTicks:  o.electionTicks,
-		RequestTimeout: o.requestTimeout,
-		ClockOffset:    testClockOffset(log),
-
-		SnapshotEntries:        o.snapEntries,
-		SnapshotBytes:          o.snapMiB << 20,
-		MinFreeDisk:            o.minFreeMiB << 20,
-		SnapshotCatchUpEntries: o.snapCatchUp,
-		SnapshotCatchUpBytes:   o.snapCatchUpMiB << 20,
-		SnapshotKeep:           o.snapKeep,
-		ForceNewCluster:        o.forceNewCluster,
-		PeerTLS:                peerTLSInfo,
-		SeedRDB:                o.seedRDB,
-	})
-	// A redis written by another client is rebuilt at once, not at the
-	// next health check.
-	sm.SetOnTaint(func() {
-		if n := host.Node(); n != nil {
-			n.CheckStateMachine()
-		}
-	})
-	if peerTLS != nil {
-		// Every peer must present a certificate the peer CA signed; the
-		// ones turned away are counted with the host's other refusals.
-		peerLn = tls.NewListener(peerLn, peerTLS.ServerConfig(tlsfiles.RequireClientCert, host.PeerRefusals().Add, []string{"http/1.1"}))
-	}
 	var memberTLS func(string) *tls.Config
 	if clientTLS != nil {
 		memberTLS = clientTLS.ClientConfigFor
 	}
 	followerProxy := new(atomic.Bool)
 	followerProxy.Store(o.followerProxy)
-	sets := settings(o.dataDir, followerProxy, host, lv)
-	srv, err := proxy.New(ctx, proxy.Config{
-		Settings:      sets,
-		Cluster:       hostCluster{host},
-		Events:        machine.Events(),
-		Broker:        broker,
-		Commands:      cmds,
-		RedisAddr:     redisAddr,
-		RunID:         sm.RunID,
-		Self:          self,
-		FollowerProxy: followerProxy,
-		Timeout:       host.Tunables().Timeout,
-		Logger:        log,
-		Scripts:       sm.Scripts(),
-		Volatile:      sm.Volatile,
-		Settle:        sm.Settle,
-		Memory:        sm,
-		MemberTLS:     memberTLS,
-
-		RedisPassword:   redisPass,
-		RequirePass:     o.requirePass,
-		MaxRequestBytes: int64(o.maxRequest),
-		MaxClients:      o.maxClients,
-		IdleTimeout:     o.idleTimeout,
-		OutputLimit:     int64(o.outputLimit),
-		PubSubLimit:     int64(o.pubsubLimit),
-	})
+	errc := make(chan error, 3)
+	ss := &stacks{ctx: ctx, o: o, log: log, lv: lv, mux: raftnode.NewPeerMux(), peerTLS: peerTLSInfo, clientTLS: clientTLS,
+		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}}
+	primary, err := ss.start(stackSpec{index: 0, dataDir: o.dataDir, ln: clientLn, redis: o.redis, redisPass: o.redisPass,
+		seedRDB: o.seedRDB, forceNewCluster: o.forceNewCluster, listen: o.listen, advertised: o.advertise})
+	defer func() {
+		// Every shard's stack stops, the primary's last.
+		for _, st := range slices.Backward(ss.list()) {
+			st.stop(context.Background())
+		}
+	}()
 	if err != nil {
 		return err
 	}
-	overrides, err := sets.Load()
+	host, srv := primary.host, primary.srv
+	if peerTLS != nil {
+		// Every peer must present a certificate the peer CA signed; the
+		// ones turned away are counted with the host's other refusals.
+		peerLn = tls.NewListener(peerLn, peerTLS.ServerConfig(tlsfiles.RequireClientCert, host.PeerRefusals().Add, []string{"http/1.1"}))
+	}
+	overrides, err := ss.settings.Load()
 	if err != nil {
 		return err
 	}
@@ -479,12 +402,14 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	if _, err := host.Restart(); err != nil {
 		return fmt.Errorf("resume node from %s: %w", o.dataDir, err)
 	}
-	defer host.Stop()
+	if err := ss.restoreShards(); err != nil {
+		return err
+	}
+	ss.serve(primary)
 
 	// Refused handshakes are counted; logging each one at info would let a
 	// scanner fill the log.
-	peerSrv := &http.Server{Handler: host, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	errc := make(chan error, 3)
+	peerSrv := &http.Server{Handler: ss.mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	if o.metricsListen != "" {
 		mln, err := net.Listen("tcp", o.metricsListen)
 		if err != nil {
@@ -495,8 +420,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		go func() { errc <- msrv.Serve(mln) }()
 	}
 	go func() { errc <- peerSrv.Serve(peerLn) }()
-	go func() { errc <- srv.Serve(clientLn) }()
-	log.Info("raftproxy serving", "version", version.Get().String(), "listen", o.listen, "client_tls", clientTLS != nil, "peer_tls", peerTLS != nil, "peer_listen", o.peerListen, "redis", redisAddr, "data_dir", o.dataDir)
+	log.Info("raftproxy serving", "version", version.Get().String(), "listen", o.listen, "client_tls", clientTLS != nil, "peer_tls", peerTLS != nil, "peer_listen", o.peerListen, "redis", primary.redisAddr, "data_dir", o.dataDir)
 
 	select {
 	case <-ctx.Done():
@@ -511,15 +435,27 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	defer cancel()
 	// A leader hands over before it goes, so the cluster does not wait out
 	// an election timeout; in-flight requests then finish through the new
-	// leader, or get -TIMEOUT.
-	if n := host.Node(); n != nil && n.IsLeader() {
-		if to, err := n.TransferLeadership(sctx, 0, 0); err != nil {
-			log.Warn("could not hand leadership over before stopping", "err", err)
-		} else {
-			log.Info("handed leadership over before stopping", "to", raftnode.IDString(to))
+	// leader, or get -TIMEOUT. Every group this node leads does, at once.
+	var wg sync.WaitGroup
+	for _, st := range ss.list() {
+		n := st.host.Node()
+		if n == nil || !n.IsLeader() {
+			continue
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if to, err := n.TransferLeadership(sctx, 0, 0); err != nil {
+				log.Warn("could not hand leadership over before stopping", "shard", st.index, "err", err)
+			} else {
+				log.Info("handed leadership over before stopping", "shard", st.index, "to", raftnode.IDString(to))
+			}
+		}()
 	}
-	srv.Shutdown(sctx)
+	wg.Wait()
+	for _, st := range ss.list() {
+		st.srv.Shutdown(sctx)
+	}
 	peerSrv.Close()
 	return nil
 }

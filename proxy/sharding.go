@@ -1,0 +1,242 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/slotmap"
+)
+
+// A sharded cluster (RAFT.CLUSTER INIT SHARDS) splits the hash slots over
+// several raft groups, its shards. Each node runs one Server per shard it
+// holds, each on its own client port (the shard's index above --listen's
+// port), as Redis Cluster runs one redis-server per shard and node: a
+// cluster client sees every (node, shard) pair as a cluster node, and finds
+// the masters (the shards' raft leaders) from CLUSTER SLOTS. The routing
+// data (which shard owns which slots) is in the primary group's log (the
+// group INIT made, shard index 0, which every node holds); a Server serves
+// a keyed command only for a slot its shard owns, and -MOVED names the
+// owner's leader otherwise.
+
+// maxShards bounds RAFT.CLUSTER INIT SHARDS: each shard is a raft group, a
+// redis-server and a client port on every node.
+const maxShards = 64
+
+// Sharding is what a Server knows of the node's other shards.
+type Sharding interface {
+	// Routing is the routing data as the primary group applied it; nil
+	// when the cluster was never sharded.
+	Routing() *slotmap.Map
+	// Group is this node's group of the shard id (IDString of its raft
+	// cluster id), nil when this node holds none.
+	Group(id string) Group
+	// Open starts this node's Server for the shard at index, whose group
+	// has no node yet, for RAFT.CLUSTER INIT SHARDS and JOIN to initialise
+	// or join; an open one is returned as it is.
+	Open(index int) (*Server, error)
+}
+
+// initShards makes the cluster of this new node (the primary group, shard
+// index 0, whose node n is) a sharded one of count shards: it initialises
+// a group for each other shard, with this node as its member under the
+// same id, then logs the routing data that splits the slots between them.
+func (s *Server) initShards(ctx context.Context, n Group, count int) error {
+	if s.cfg.Sharding == nil {
+		return errors.New("this node cannot host shards")
+	}
+	// The new node's membership, which sets the format, applies a moment
+	// after INIT.
+	for len(n.Members()) == 0 {
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("the new cluster's membership was not applied: %w", ctx.Err())
+		}
+	}
+	if f := n.LogFormat(); f < entry.RouteFormat {
+		return fmt.Errorf("a sharded cluster needs every member to decode log format %d; this cluster writes %d", entry.RouteFormat, f)
+	}
+	shards := []slotmap.Shard{{ID: raftnode.IDString(n.ClusterID()), Index: 0, Members: []uint64{n.ID()}}}
+	for i := 1; i < count; i++ {
+		srv, err := s.cfg.Sharding.Open(i)
+		if err != nil {
+			return fmt.Errorf("open shard %d: %w", i, err)
+		}
+		g, err := srv.cfg.Cluster.InitAs(n.ID())
+		if err != nil {
+			return fmt.Errorf("initialise shard %d: %w", i, err)
+		}
+		shards = append(shards, slotmap.Shard{ID: raftnode.IDString(g.ClusterID()), Index: i, Members: []uint64{n.ID()}})
+	}
+	return s.proposeRoute(ctx, n, slotmap.Change{Op: slotmap.OpInit, Shards: shards})
+}
+
+// proposeRoute logs a routing change through the primary group and waits
+// for its outcome.
+func (s *Server) proposeRoute(ctx context.Context, n Group, ch slotmap.Change) error {
+	b, err := json.Marshal(ch)
+	if err != nil {
+		return err
+	}
+	f := n.ProposeRequest(ctx, entry.Request{Op: entry.OpRoute, Args: [][]byte{b}})
+	select {
+	case <-f.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	reply, err := f.Result()
+	if err != nil {
+		return err
+	}
+	if len(reply) > 0 && reply[0] == '-' {
+		return errors.New(strings.TrimSpace(string(reply[1:])))
+	}
+	return nil
+}
+
+// joinShards joins this node, a new member of the primary group under id,
+// to the group of every other shard of a sharded cluster, through the
+// shard's port of the members at addrs.
+func (s *Server) joinShards(ctx context.Context, addrs []string, id uint64) error {
+	rt := s.routing()
+	if rt == nil {
+		return nil
+	}
+	for _, sh := range rt.Shards() {
+		if sh.Index == 0 {
+			continue
+		}
+		cid, err := raftnode.ParseID(sh.ID)
+		if err != nil {
+			return fmt.Errorf("shard %q: %w", sh.ID, err)
+		}
+		srv, err := s.cfg.Sharding.Open(sh.Index)
+		if err != nil {
+			return fmt.Errorf("open shard %s: %w", sh.ID, err)
+		}
+		if srv.cfg.Cluster.Node() != nil {
+			continue // joined before (a JOIN retried after a partial one)
+		}
+		at := make([]string, len(addrs))
+		for i, a := range addrs {
+			at[i] = ShardAddr(a, sh.Index)
+		}
+		if err := srv.joinAs(ctx, at, cid, id); err != nil {
+			return fmt.Errorf("join shard %s: %w", sh.ID, err)
+		}
+	}
+	return nil
+}
+
+// ShardAddr is the client address of shard index on the node whose
+// primary (index 0) address is addr.
+func ShardAddr(addr string, index int) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || index == 0 {
+		return addr
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+index))
+}
+
+// routing is the routing data when this node serves a sharded cluster.
+func (s *Server) routing() *slotmap.Map {
+	if s.cfg.Sharding == nil {
+		return nil
+	}
+	return s.cfg.Sharding.Routing()
+}
+
+// slotGate refuses a keyed command this server's shard does not serve: its
+// keys in different slots (-CROSSSLOT, as Redis Cluster), or its slot
+// owned by another shard (-MOVED to that shard's leader). It passes
+// everything in a cluster that is not sharded.
+func (c *conn) slotGate(sp *spec, args [][]byte) *op {
+	rt := c.s.routing()
+	if rt == nil {
+		return nil
+	}
+	slot, keyed, cross := c.s.table.commandSlot(sp, args)
+	if cross {
+		return errReply("CROSSSLOT Keys in request don't hash to the same slot")
+	}
+	if !keyed {
+		return nil
+	}
+	return c.s.ownSlot(rt, slot)
+}
+
+// ownSlot returns nil when this server's shard owns slot, else the
+// redirect to the shard that does.
+func (s *Server) ownSlot(rt *slotmap.Map, slot int) *op {
+	n := s.cfg.Cluster.Node()
+	if n == nil {
+		return errReply(errNoCluster)
+	}
+	owner := rt.Owner(slot)
+	if owner == raftnode.IDString(n.ClusterID()) {
+		return nil
+	}
+	g := s.cfg.Sharding.Group(owner)
+	if g == nil {
+		return errReply(fmt.Sprintf("CLUSTERDOWN Hash slot %d is served by shard %s, which this node does not hold", slot, owner))
+	}
+	l, ok := g.Leader()
+	if !ok || l.Addr == "" {
+		return errReply(errNoLeader)
+	}
+	return errReply(fmt.Sprintf("MOVED %d %s", slot, l.Addr))
+}
+
+// commandSlot is the hash slot of a command's keys by redis's key specs:
+// keyed is false for a command without keys, cross true when its keys
+// hash to different slots.
+func (t table) commandSlot(sp *spec, args [][]byte) (slot int, keyed, cross bool) {
+	var pos [8]int
+	for _, ks := range sp.keySpecs {
+		idx, ok := ks.keys(args, pos[:0])
+		if !ok {
+			continue
+		}
+		for _, i := range idx {
+			if i <= 0 || i >= len(args) {
+				continue
+			}
+			s := slotmap.KeySlot(args[i])
+			if keyed && s != slot {
+				return slot, true, true
+			}
+			slot, keyed = s, true
+		}
+	}
+	return slot, keyed, false
+}
+
+// txSlotGate is slotGate for a command queued in a transaction: every key
+// of the transaction must be in the first one's slot.
+func (c *conn) txSlotGate(tx *txState, sp *spec, args [][]byte) *op {
+	rt := c.s.routing()
+	if rt == nil {
+		return nil
+	}
+	slot, keyed, cross := c.s.table.commandSlot(sp, args)
+	switch {
+	case cross || (keyed && tx.slot >= 0 && slot != tx.slot):
+		return errReply("CROSSSLOT Keys in request don't hash to the same slot")
+	case !keyed || tx.slot >= 0:
+		return nil
+	}
+	tx.slot = slot
+	return c.s.ownSlot(rt, slot)
+}

@@ -1,0 +1,157 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/raftproxy/raftproxy/proxy"
+	"github.com/raftproxy/raftproxy/slotmap"
+)
+
+// TestShardedCluster: RAFT.CLUSTER INIT SHARDS 3 splits the slots over three
+// raft groups, every node holds each on its own client port (the shard's
+// index above the node's first), and JOIN joins a node to all of them.
+// go-redis's ClusterClient, given one address, finds the three masters
+// from CLUSTER SLOTS and reads and writes keys of every slot; each shard
+// holds only its own slots' keys; a command on a shard that does not own
+// its slot gets -MOVED to the owner's leader, keys of two slots get
+// -CROSSSLOT; and a restarted node comes back with every shard.
+func TestShardedCluster(t *testing.T) {
+	const shards = 3
+	ctx := testContext(t, 4*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{Shards: shards})
+	n0 := c.Nodes[0]
+	shardPort := func(n *Node, k int) string { return proxy.ShardAddr(n.Addr, k) }
+
+	// Every shard's group has every node as a voter.
+	err := waitFor(ctx, 30*time.Second, 100*time.Millisecond, "every shard with 3 voters and a leader", func(ctx context.Context) error {
+		for _, n := range c.Nodes {
+			for k := 0; k < shards; k++ {
+				v, err := (&Node{c: c, Addr: shardPort(n, k)}).Do(ctx, 2*time.Second, "RAFT.INFO")
+				if err != nil {
+					return err
+				}
+				info, err := parseRaftInfo(v.Str)
+				if err != nil {
+					return err
+				}
+				if info.Get("num_voting_nodes") != "3" || info.Get("leader_id") == "0" {
+					return fmt.Errorf("%s shard %d: %s voters, leader %s", n, k, info.Get("num_voting_nodes"), info.Get("leader_id"))
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cc := newClusterClient(n0.Addr)
+	defer cc.Close()
+	slots, err := cc.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	covered := 0
+	for _, s := range slots {
+		covered += s.End - s.Start + 1
+		if len(s.Nodes) != 3 {
+			t.Errorf("CLUSTER SLOTS range %d-%d lists %d nodes, want 3", s.Start, s.End, len(s.Nodes))
+		}
+	}
+	if len(slots) != shards || covered != slotmap.NumSlots {
+		t.Fatalf("CLUSTER SLOTS = %+v: want %d ranges covering every slot", slots, shards)
+	}
+
+	const keys = 300
+	for i := 0; i < keys; i++ {
+		if err := cc.Set(ctx, "key:"+strconv.Itoa(i), i, 0).Err(); err != nil {
+			t.Fatalf("SET key:%d: %v", i, err)
+		}
+	}
+	for i := 0; i < keys; i++ {
+		if v, err := cc.Get(ctx, "key:"+strconv.Itoa(i)).Int(); err != nil || v != i {
+			t.Fatalf("GET key:%d = %d, %v", i, v, err)
+		}
+	}
+	// Each shard's redis holds only its slots' keys, all of them together.
+	total := 0
+	for k := 0; k < shards; k++ {
+		v, err := (&Node{c: c, Addr: shardPort(n0, k)}).Do(ctx, 5*time.Second, "DBSIZE")
+		if err != nil || v.Kind != ':' {
+			t.Fatalf("DBSIZE on shard %d: %v %v", k, v, err)
+		}
+		if v.Int == 0 {
+			t.Errorf("shard %d holds no key of %d", k, keys)
+		}
+		total += int(v.Int)
+	}
+	if total != keys {
+		t.Errorf("the shards hold %d keys together, want %d", total, keys)
+	}
+
+	// A shard port that does not own the key's slot redirects.
+	slot := slotmap.KeySlot([]byte("key:1"))
+	wrong := -1
+	for k := 0; k < shards && wrong < 0; k++ {
+		v, err := (&Node{c: c, Addr: shardPort(n0, k)}).Do(ctx, 5*time.Second, "GET", "key:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Kind == '-' {
+			wrong = k
+			if want := fmt.Sprintf("MOVED %d ", slot); !strings.HasPrefix(v.Str, want) {
+				t.Errorf("GET key:1 on shard %d: %s, want %s<leader>", k, v.Str, want)
+			}
+		}
+	}
+	if wrong < 0 {
+		t.Error("every shard port served key:1")
+	}
+	v, err := n0.Do(ctx, 5*time.Second, "MSET", "{a}x", "1", "{b}y", "2")
+	if err != nil || v.Kind != '-' || v.Str != "CROSSSLOT Keys in request don't hash to the same slot" {
+		t.Errorf("MSET across slots: %v %v", v, err)
+	}
+	if err := cc.MSet(ctx, "{t}x", "1", "{t}y", "2").Err(); err != nil {
+		t.Errorf("MSET in one slot: %v", err)
+	}
+	if vals, err := cc.MGet(ctx, "{t}x", "{t}y").Result(); err != nil || fmt.Sprint(vals) != "[1 2]" {
+		t.Errorf("MGET in one slot: %v %v", vals, err)
+	}
+	// A transaction runs in one slot.
+	pipe := cc.TxPipeline()
+	pipe.Incr(ctx, "{t}n")
+	pipe.Incr(ctx, "{t}n")
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Errorf("MULTI/EXEC in one slot: %v", err)
+	}
+	if n, err := cc.Get(ctx, "{t}n").Int(); err != nil || n != 2 {
+		t.Errorf("after the transaction: %d %v", n, err)
+	}
+
+	// A restarted node resumes every shard from its data directory.
+	n2 := c.Nodes[2]
+	if err := n2.StopProxy(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = waitFor(ctx, 30*time.Second, 200*time.Millisecond, "every key through the restarted node's ports", func(ctx context.Context) error {
+		cc2 := newClusterClient(n2.Addr)
+		defer cc2.Close()
+		for i := 0; i < keys; i += 7 {
+			if v, err := cc2.Get(ctx, "key:"+strconv.Itoa(i)).Int(); err != nil || v != i {
+				return fmt.Errorf("GET key:%d = %d, %v", i, v, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

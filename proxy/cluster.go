@@ -340,21 +340,39 @@ func (v clusterView) nodesText() string {
 
 // clusterInfo renders CLUSTER INFO; the cluster is ok while a leader is known.
 func (c *conn) clusterInfo() string {
-	state, known, ok, term, myEpoch := "fail", 0, 0, uint64(0), uint64(0)
+	state, known, ok, size, term, myEpoch := "fail", 0, 0, 1, uint64(0), uint64(0)
 	if n := c.s.cfg.Cluster.Node(); n != nil {
 		st := n.Status()
 		known, term = len(st.Nodes), st.Term
-		if st.Leader != 0 {
-			state, ok = "ok", numSlots
-		}
 		if st.Leader == st.ID {
 			myEpoch = term
 		}
+		if rt := c.s.routing(); rt != nil {
+			// Each shard's slots are ok while its leader is known; every
+			// (node, shard) pair is a cluster node.
+			size, known = 0, 0
+			for _, a := range rt.Assignments() {
+				if g := c.s.cfg.Sharding.Group(a.Shard); g != nil && g.Status().Leader != 0 {
+					ok += a.Len()
+				}
+			}
+			for _, sh := range rt.Shards() {
+				size++
+				if g := c.s.cfg.Sharding.Group(sh.ID); g != nil {
+					known += len(g.Members())
+				}
+			}
+			if ok == numSlots {
+				state = "ok"
+			}
+		} else if st.Leader != 0 {
+			state, ok = "ok", numSlots
+		}
 	}
 	return fmt.Sprintf("cluster_state:%s\r\ncluster_slots_assigned:%d\r\ncluster_slots_ok:%d\r\ncluster_slots_pfail:0\r\n"+
-		"cluster_slots_fail:%d\r\ncluster_known_nodes:%d\r\ncluster_size:1\r\ncluster_current_epoch:%d\r\ncluster_my_epoch:%d\r\n"+
+		"cluster_slots_fail:%d\r\ncluster_known_nodes:%d\r\ncluster_size:%d\r\ncluster_current_epoch:%d\r\ncluster_my_epoch:%d\r\n"+
 		"cluster_stats_messages_sent:0\r\ncluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n",
-		state, numSlots, ok, numSlots-ok, known, term, myEpoch)
+		state, numSlots, ok, numSlots-ok, known, size, term, myEpoch)
 }
 
 func clusterHelp() []byte {

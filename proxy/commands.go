@@ -171,6 +171,7 @@ var raftCommands = []*spec{
 	{name: "raft.transfer_leader", arity: -1, class: classProxy, allowBusy: true, allowPaused: true},
 	{name: "raft.config", arity: -2, class: classProxy, allowBusy: true, allowPaused: true},
 	{name: "raft.backup", arity: 1, class: classProxy, allowBusy: true, allowPaused: true},
+	{name: "raft.shard", arity: -2, class: classProxy, allowBusy: true, allowPaused: true},
 }
 
 // buildTable classifies the reply of COMMAND from the local redis.

@@ -73,6 +73,7 @@ var handlers = map[string]handler{
 
 	"raft.cluster": emits(func(c *conn, _ string, args [][]byte) *op { return c.raftCluster(args) }),
 	"raft.node":    emits(func(c *conn, _ string, args [][]byte) *op { return c.raftNode(args) }),
+	"raft.shard":   emits(func(c *conn, _ string, args [][]byte) *op { return c.raftShard(args) }),
 	"raft.transfer_leader": emits(func(c *conn, _ string, args [][]byte) *op {
 		if len(args) > 2 {
 			return errReply("ERR wrong number of arguments for 'raft.transfer_leader' command")

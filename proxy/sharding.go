@@ -12,6 +12,7 @@ import (
 
 	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
 	"github.com/raftproxy/raftproxy/slotmap"
 )
 
@@ -239,4 +240,73 @@ func (c *conn) txSlotGate(tx *txState, sp *spec, args [][]byte) *op {
 	}
 	tx.slot = slot
 	return c.s.ownSlot(rt, slot)
+}
+
+// raftShard handles RAFT.SHARD LIST: one array per shard, whose first
+// element is the shard's id, then its slot ranges ("first-last"), its
+// members' node ids, its leader's (empty when none is known or this node
+// does not hold it), and the moves of its slots in progress ([id, range,
+// from, to, keys moved]). A cluster that was never sharded is one shard,
+// the primary group's, owning every slot.
+func (c *conn) raftShard(args [][]byte) *op {
+	if len(args) != 2 || !strings.EqualFold(string(args[1]), "list") {
+		return errReply(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try RAFT.SHARD LIST.", args[1]))
+	}
+	n := c.s.cfg.Cluster.Node()
+	if n == nil {
+		return errReply(errNoCluster)
+	}
+	type row struct {
+		id     string
+		ranges []slotmap.Range
+		g      Group
+		moves  []slotmap.Move
+	}
+	var rows []row
+	rt := c.s.routing()
+	if rt == nil {
+		rows = append(rows, row{id: raftnode.IDString(n.ClusterID()), ranges: []slotmap.Range{{First: 0, Last: numSlots - 1}}, g: n})
+	} else {
+		for _, sh := range rt.Shards() {
+			r := row{id: sh.ID, ranges: rt.Ranges(sh.ID), g: c.s.cfg.Sharding.Group(sh.ID)}
+			for _, mv := range rt.Moves() {
+				if mv.From == sh.ID || mv.To == sh.ID {
+					r.moves = append(r.moves, mv)
+				}
+			}
+			rows = append(rows, r)
+		}
+	}
+	b := resp.AppendArrayLen(nil, len(rows))
+	for _, r := range rows {
+		b = resp.AppendArrayLen(b, 5)
+		b = resp.AppendBulkString(b, r.id)
+		b = resp.AppendArrayLen(b, len(r.ranges))
+		for _, rg := range r.ranges {
+			b = resp.AppendBulkString(b, fmt.Sprintf("%d-%d", rg.First, rg.Last))
+		}
+		var members []raftnode.MemberInfo
+		leader := ""
+		if r.g != nil {
+			members = r.g.Members()
+			if l, ok := r.g.Leader(); ok {
+				leader = raftnode.IDString(l.ID)
+			}
+		}
+		b = resp.AppendArrayLen(b, len(members))
+		for _, m := range members {
+			b = resp.AppendBulkString(b, raftnode.IDString(m.ID))
+		}
+		b = resp.AppendBulkString(b, leader)
+		b = resp.AppendArrayLen(b, len(r.moves))
+		for _, mv := range r.moves {
+			b = resp.AppendArrayLen(b, 5)
+			b = resp.AppendInt(b, int64(mv.ID))
+			b = resp.AppendBulkString(b, mv.Range.String())
+			b = resp.AppendBulkString(b, mv.From)
+			b = resp.AppendBulkString(b, mv.To)
+			b = resp.AppendInt(b, int64(mv.Keys))
+		}
+	}
+	return &op{kind: opReply, reply: b}
 }

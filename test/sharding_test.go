@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"fmt"
+	"net"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -48,6 +50,48 @@ func TestShardedCluster(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	// The first node led every shard after INIT; the leaders spread, one
+	// shard each.
+	err = waitFor(ctx, 30*time.Second, 200*time.Millisecond, "one shard leader per node", func(ctx context.Context) error {
+		rows, err := n0.Client().Do(ctx, "RAFT.SHARD", "LIST").Slice()
+		if err != nil {
+			return err
+		}
+		leaders := map[string]bool{}
+		for _, r := range rows {
+			if row, _ := r.([]any); len(row) == 5 {
+				l, _ := row[3].(string)
+				leaders[l] = true
+			}
+		}
+		if len(leaders) != shards || leaders[""] {
+			return fmt.Errorf("leaders %v", leaders)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// RAFT.SHARD LIST: one row per shard, its id first, then its ranges,
+	// members, leader and moves.
+	rows, err := n0.Client().Do(ctx, "RAFT.SHARD", "LIST").Slice()
+	if err != nil || len(rows) != shards {
+		t.Fatalf("RAFT.SHARD LIST = %v, %v; want %d rows", rows, err, shards)
+	}
+	for _, r := range rows {
+		row, _ := r.([]any)
+		if len(row) != 5 {
+			t.Fatalf("RAFT.SHARD LIST row %v: want [id ranges members leader moves]", r)
+		}
+		id, _ := row[0].(string)
+		ranges, _ := row[1].([]any)
+		members, _ := row[2].([]any)
+		leader, _ := row[3].(string)
+		if id == "" || len(ranges) != 1 || len(members) != 3 || leader == "" {
+			t.Errorf("RAFT.SHARD LIST row %v", row)
+		}
 	}
 
 	cc := newClusterClient(n0.Addr)
@@ -131,6 +175,20 @@ func TestShardedCluster(t *testing.T) {
 	}
 	if n, err := cc.Get(ctx, "{t}n").Int(); err != nil || n != 2 {
 		t.Errorf("after the transaction: %d %v", n, err)
+	}
+
+	info, err := n0.Client().Do(ctx, "CLUSTER", "INFO").Text()
+	if err != nil || !strings.Contains(info, "cluster_state:ok\r\n") || !strings.Contains(info, fmt.Sprintf("cluster_size:%d\r\n", shards)) ||
+		!strings.Contains(info, "cluster_known_nodes:9\r\n") {
+		t.Errorf("CLUSTER INFO: %q %v", info, err)
+	}
+	// redis-cli -c follows the -MOVED of a shard that does not own the key.
+	if _, err := exec.LookPath("redis-cli"); err == nil {
+		host, port, _ := net.SplitHostPort(shardPort(n0, wrong))
+		out, err := exec.CommandContext(ctx, "redis-cli", "-c", "-h", host, "-p", port, "GET", "key:1").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "1" {
+			t.Errorf("redis-cli -c GET key:1 through shard %d: %q %v", wrong, out, err)
+		}
 	}
 
 	// A restarted node resumes every shard from its data directory.

@@ -406,6 +406,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		return err
 	}
 	ss.serve(primary)
+	go ss.balanceLeaders(ctx)
 
 	// Refused handshakes are counted; logging each one at info would let a
 	// scanner fill the log.

@@ -50,7 +50,7 @@ type groupNode struct {
 // test: each process is one peer listener (a PeerMux) serving all its
 // groups, as one raftproxy hosting many groups. It returns the nodes by
 // group, then by process.
-func startGroups(t testing.TB, groups, nodes int) ([][]groupNode, []*PeerMux) {
+func startGroups(t testing.TB, groups, nodes int, tick time.Duration) ([][]groupNode, []*PeerMux) {
 	t.Helper()
 	dir := t.TempDir()
 	muxes := make([]*PeerMux, nodes)
@@ -73,7 +73,7 @@ func startGroups(t testing.TB, groups, nodes int) ([][]groupNode, []*PeerMux) {
 		for i := range out[g] {
 			sm := &countingMachine{}
 			h := NewHost(Config{DataDir: filepath.Join(dir, fmt.Sprintf("g%d-n%d", g, i)), Self: Member{PeerAddr: addrs[i]},
-				StateMachine: sm, Logger: log, MinFreeDisk: 1})
+				StateMachine: sm, Logger: log, MinFreeDisk: 1, TickInterval: tick})
 			muxes[i].Add(h)
 			out[g][i] = groupNode{h: h, sm: sm}
 			t.Cleanup(h.Stop)
@@ -116,7 +116,7 @@ func TestPeerMuxGroups(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: forms 3 groups of 3 nodes")
 	}
-	groups, muxes := startGroups(t, 3, 3)
+	groups, muxes := startGroups(t, 3, 3, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for g, nodes := range groups {
@@ -180,9 +180,19 @@ func BenchmarkIdleGroups(b *testing.B) {
 	// for 12 GiB of disk here, and that much per process in production.
 	defer func(s int64) { wal.SegmentSizeBytes = s }(wal.SegmentSizeBytes)
 	wal.SegmentSizeBytes = 1 << 20
-	for _, groups := range []int{1, 8, 64} {
-		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
-			startGroups(b, groups, 3)
+	for _, bc := range []struct {
+		groups int
+		tick   time.Duration
+	}{{1, 0}, {8, 0}, {64, 0}, {64, time.Second}} {
+		groups := bc.groups
+		name := fmt.Sprintf("groups=%d", groups)
+		if bc.tick != 0 {
+			// Ten times fewer ticks and heartbeats: what is left is the
+			// groups' other timers.
+			name += fmt.Sprintf("/tick=%v", bc.tick)
+		}
+		b.Run(name, func(b *testing.B) {
+			startGroups(b, groups, 3, bc.tick)
 			time.Sleep(3 * time.Second) // elections and promotions settle
 			b.ResetTimer()
 			start, t0 := processCPU(b), time.Now()

@@ -91,13 +91,15 @@ NEMESIS ?= kill,redis,pause,partition,torn,member,compact,script,skew,disk,redis
 NODES ?= 3
 CLIENTS ?= 10
 CHAOS_NET ?= auto
+# SHARDS > 0: a sharded cluster (nemeses kill, pause, partition, compact).
+SHARDS ?= 0
 # bash with pipefail, so a failed campaign fails make despite the filter.
 chaos: SHELL := /bin/bash
 chaos: .SHELLFLAGS := -o pipefail -c
 chaos: deps
 	$(GO) test -count=1 -timeout 24h -run '^TestChaosCampaign$$' -v ./test -args -chaos \
 		-chaos.seed=$(SEED) -chaos.duration=$(DURATION) -chaos.runs=$(RUNS) -chaos.nemesis=$(NEMESIS) \
-		-chaos.nodes=$(NODES) -chaos.clients=$(CLIENTS) -chaos.net=$(CHAOS_NET) \
+		-chaos.nodes=$(NODES) -chaos.clients=$(CLIENTS) -chaos.net=$(CHAOS_NET) -chaos.shards=$(SHARDS) \
 		| grep --line-buffered -E '_test\.go:|^chaos verdict|^ *(---|ok|FAIL|PASS)|panic'
 
 # Disk and memory under a write load that never stops (SOAK_SECONDS, default 300).

@@ -28,6 +28,7 @@ var (
 	chaosNodes    = flag.Int("chaos.nodes", 3, "cluster size")
 	chaosClients  = flag.Int("chaos.clients", 10, "concurrent clients")
 	chaosNet      = flag.String("chaos.net", "auto", "netns (namespaces, needs root), loopback (no partitions) or auto")
+	chaosShards   = flag.Int("chaos.shards", 0, "shards of a sharded cluster (0: a plain one); nemeses kill, pause, partition and compact only")
 	chaosOut      = flag.String("chaos.out", "", "directory for histories and visualizations (default: a temp dir)")
 )
 
@@ -38,14 +39,21 @@ type chaosConfig struct {
 	Nodes    int
 	Clients  int
 	Net      string // netns, loopback or auto
+	// Shards > 0 runs a sharded cluster of that many shards, the
+	// workload's keys spread over them.
+	Shards int
 	// Replay says how to run the schedule again; empty: the make chaos
 	// line of these settings.
 	Replay string
 }
 
 func (cfg chaosConfig) String() string {
-	return fmt.Sprintf("seed=%d duration=%v nemesis=%s nodes=%d clients=%d", cfg.Seed, cfg.Duration,
+	s := fmt.Sprintf("seed=%d duration=%v nemesis=%s nodes=%d clients=%d", cfg.Seed, cfg.Duration,
 		strings.Join(cfg.Nemeses, ","), cfg.Nodes, cfg.Clients)
+	if cfg.Shards > 0 {
+		s += fmt.Sprintf(" shards=%d", cfg.Shards)
+	}
+	return s
 }
 
 // TestChaos is the short adversary every CI run carries: a few ~20 s runs,
@@ -64,17 +72,19 @@ func TestChaos(t *testing.T) {
 		name    string
 		nemeses string
 		net     string
+		shards  int
 	}{
-		{"crashes", "kill,redis,compact,script", "auto"},
-		{"pauses and membership", "pause,member,script", "auto"},
-		{"partitions", "partition,member,compact", "netns"},
-		{"torn WAL", "torn,kill", "auto"},
-		{"skewed clocks, full disks and lost redis data", "skew,disk,redis-loss,kill", "auto"},
+		{"crashes", "kill,redis,compact,script", "auto", 0},
+		{"pauses and membership", "pause,member,script", "auto", 0},
+		{"partitions", "partition,member,compact", "netns", 0},
+		{"torn WAL", "torn,kill", "auto", 0},
+		{"skewed clocks, full disks and lost redis data", "skew,disk,redis-loss,kill", "auto", 0},
+		{"three shards", "kill,pause,partition", "netns", 3},
 	}
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			runChaos(t, chaosConfig{Seed: base + uint64(i), Duration: 20 * time.Second,
-				Nemeses: strings.Split(sc.nemeses, ","), Nodes: 3, Clients: 8, Net: sc.net})
+				Nemeses: strings.Split(sc.nemeses, ","), Nodes: 3, Clients: 8, Net: sc.net, Shards: sc.shards})
 		})
 	}
 }
@@ -90,7 +100,7 @@ func TestChaosCampaign(t *testing.T) {
 	}
 	for i := 0; i < *chaosRuns; i++ {
 		cfg := chaosConfig{Seed: seed + uint64(i), Duration: *chaosDuration, Nemeses: strings.Split(*chaosNemesis, ","),
-			Nodes: *chaosNodes, Clients: *chaosClients, Net: *chaosNet}
+			Nodes: *chaosNodes, Clients: *chaosClients, Net: *chaosNet, Shards: *chaosShards}
 		t.Run(fmt.Sprintf("seed=%d", cfg.Seed), func(t *testing.T) { runChaos(t, cfg) })
 	}
 }
@@ -99,6 +109,11 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 	for _, k := range cfg.Nemeses {
 		if !contains(faultNemeses, k) && !contains(instantNemeses, k) {
 			t.Fatalf("unknown nemesis %q; known: %s, %s", k, strings.Join(faultNemeses, ","), strings.Join(instantNemeses, ","))
+		}
+		if cfg.Shards > 0 && !contains([]string{"kill", "pause", "partition", "compact"}, k) {
+			// The others act on the primary group's redis or membership
+			// alone, which a sharded node does not have to itself.
+			t.Fatalf("nemesis %q does not run on a sharded cluster; use kill, pause, partition and compact", k)
 		}
 	}
 	ctx := testContext(t, cfg.Duration+4*time.Minute)
@@ -136,6 +151,7 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 		// during the run, not only when the compact nemesis asks.
 		ExtraArgs:  []string{"--snapshot-entries", "3000", "--snapshot-catchup-entries", "1000"},
 		SkewClocks: contains(cfg.Nemeses, "skew"),
+		Shards:     cfg.Shards,
 	}
 	if contains(cfg.Nemeses, "disk") {
 		if os.Geteuid() != 0 {
@@ -158,7 +174,14 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 	for _, n := range c.Nodes {
 		addrs = append(addrs, n.Addr)
 	}
-	w := startWorkload(cfg.Seed, cfg.Clients, addrs)
+	var shardOf func(string) int
+	if cfg.Shards > 0 {
+		var err error
+		if shardOf, err = shardRouter(ctx, c, c.Nodes[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := startWorkload(cfg.Seed, cfg.Clients, addrs, shardOf)
 	nm := &nemesis{c: c, topo: topo, rng: rand.New(rand.NewPCG(cfg.Seed, 0x6e656d)), kinds: cfg.Nemeses, w: w, size: cfg.Nodes,
 		logf: func(format string, args ...any) {
 			t.Logf("%6.2fs nemesis: %s", time.Since(w.start).Seconds(), fmt.Sprintf(format, args...))
@@ -175,8 +198,17 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 	if _, err := c.WaitStable(ctx); err != nil {
 		t.Fatalf("chaos %s: no stable cluster after healing: %v", cfg, err)
 	}
-	dump := c.AssertRedisIdentical(ctx)
-	assertNoScriptWrites(t, dump)
+	if cfg.Shards > 0 {
+		for k, dump := range c.AssertShardsIdentical(ctx) {
+			assertNoScriptWrites(t, dump)
+			t.Logf("shard %d: %d keys, identical on every node", k, len(dump))
+			if len(dump) == 0 {
+				t.Errorf("shard %d holds no key: the workload did not spread over the shards", k)
+			}
+		}
+	} else {
+		assertNoScriptWrites(t, c.AssertRedisIdentical(ctx))
+	}
 	lists, ctrs, err := w.finalReads(ctx, c.Nodes)
 	if err != nil {
 		t.Fatal(err)
@@ -277,7 +309,7 @@ func reportChaos(t *testing.T, cfg chaosConfig, netName string, faults int, w *w
 	}
 	replay := cfg.Replay
 	if replay == "" {
-		replay = fmt.Sprintf("make chaos SEED=%d DURATION=%v NEMESIS=%s NODES=%d", cfg.Seed, cfg.Duration, strings.Join(cfg.Nemeses, ","), cfg.Nodes)
+		replay = fmt.Sprintf("make chaos SEED=%d DURATION=%v NEMESIS=%s NODES=%d SHARDS=%d", cfg.Seed, cfg.Duration, strings.Join(cfg.Nemeses, ","), cfg.Nodes, cfg.Shards)
 	}
 	t.Errorf("histories kept in %s; replay the fault schedule with: %s", dir, replay)
 }

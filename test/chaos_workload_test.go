@@ -13,6 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/raftproxy/raftproxy/proxy"
+
 	"github.com/raftproxy/raftproxy/test/chaoscheck"
 	"github.com/raftproxy/raftproxy/test/lincheck"
 )
@@ -49,6 +51,10 @@ type workload struct {
 	counters []chaoscheck.CounterOp
 	nextVal  atomic.Int64 // unique appended values
 	listBase atomic.Int64 // appends so far, to pick the current list keys
+
+	// shardOf, in a sharded cluster, is the index of the shard that owns
+	// a key: clients send it to that shard's port of the node they use.
+	shardOf func(key string) int
 }
 
 func (w *workload) now() int64 { return time.Since(w.start).Nanoseconds() }
@@ -59,10 +65,11 @@ func (w *workload) setTargets(addrs []string) {
 }
 
 // startWorkload runs clients goroutines until stop; client i prefers node
-// i mod n, as Jepsen binds a client to a node.
-func startWorkload(seed uint64, clients int, addrs []string) *workload {
+// i mod n, as Jepsen binds a client to a node. shardOf, when not nil, is
+// the sharded cluster's slot routing.
+func startWorkload(seed uint64, clients int, addrs []string, shardOf func(string) int) *workload {
 	redis.SetLogger(quietLogger{})
-	w := &workload{start: time.Now(), stop: make(chan struct{})}
+	w := &workload{start: time.Now(), stop: make(chan struct{}), shardOf: shardOf}
 	w.setTargets(addrs)
 	for i := 0; i < clients; i++ {
 		w.wg.Add(1)
@@ -99,11 +106,18 @@ func (w *workload) client(id int, rng *rand.Rand) {
 		default:
 		}
 		targets := *w.targets.Load()
-		addr := targets[(id+n/50)%len(targets)]
-		cl := conns[addr]
-		if cl == nil {
-			cl = newClient(addr, 1) // no retries: a retried write could apply twice
-			conns[addr] = cl
+		node := targets[(id+n/50)%len(targets)]
+		cl := func(key string) *redis.Client {
+			addr := node
+			if w.shardOf != nil {
+				addr = proxy.ShardAddr(node, w.shardOf(key))
+			}
+			c := conns[addr]
+			if c == nil {
+				c = newClient(addr, 1) // no retries: a retried write could apply twice
+				conns[addr] = c
+			}
+			return c
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 		var err error
@@ -136,9 +150,10 @@ func outcome(err error) chaoscheck.Outcome {
 	return chaoscheck.Unknown
 }
 
-func (w *workload) appendOp(ctx context.Context, cl *redis.Client, id int, rng *rand.Rand) error {
+func (w *workload) appendOp(ctx context.Context, conn func(string) *redis.Client, id int, rng *rand.Rand) error {
 	base := w.listBase.Load() / appendsPerList
 	key := "chaos:list:" + strconv.FormatInt(base+int64(rng.IntN(listKeys)), 10)
+	cl := conn(key)
 	v := w.nextVal.Add(1)
 	op := chaoscheck.AppendOp{Client: id, Key: key, Value: v, Call: w.now()}
 	var lr *redis.StringSliceCmd
@@ -167,8 +182,9 @@ func (w *workload) appendOp(ctx context.Context, cl *redis.Client, id int, rng *
 	return err
 }
 
-func (w *workload) registerOp(ctx context.Context, cl *redis.Client, id int, rng *rand.Rand, n int) error {
+func (w *workload) registerOp(ctx context.Context, conn func(string) *redis.Client, id int, rng *rand.Rand, n int) error {
 	key := "chaos:reg:" + strconv.Itoa(rng.IntN(registerKeys))
+	cl := conn(key)
 	op := lincheck.Op{ClientID: id, Call: w.now()}
 	if rng.IntN(2) == 0 {
 		op.Input = lincheck.Input{Kind: lincheck.Get, Key: key}
@@ -187,8 +203,9 @@ func (w *workload) registerOp(ctx context.Context, cl *redis.Client, id int, rng
 	return op.Err
 }
 
-func (w *workload) counterOp(ctx context.Context, cl *redis.Client, id int, rng *rand.Rand) error {
+func (w *workload) counterOp(ctx context.Context, conn func(string) *redis.Client, id int, rng *rand.Rand) error {
 	key := "chaos:ctr:" + strconv.Itoa(rng.IntN(counterKeys))
+	cl := conn(key)
 	op := chaoscheck.CounterOp{Client: id, Key: key, Call: w.now()}
 	var err error
 	if rng.IntN(5) == 0 {
@@ -216,11 +233,12 @@ func (w *workload) counterOp(ctx context.Context, cl *redis.Client, id int, rng 
 // take absolute deadlines, so the model knows them; a quarter use relative
 // times on keys of their own, which only the final comparison of the
 // nodes' data checks.
-func (w *workload) ttlOp(ctx context.Context, cl *redis.Client, id int, rng *rand.Rand, n int) error {
+func (w *workload) ttlOp(ctx context.Context, conn func(string) *redis.Client, id int, rng *rand.Rand, n int) error {
 	if rng.IntN(4) == 0 {
-		return w.relativeTTLOp(ctx, cl, id, rng, n)
+		return w.relativeTTLOp(ctx, conn, id, rng, n)
 	}
 	key := "chaos:ttl:" + strconv.Itoa(rng.IntN(ttlKeys))
+	cl := conn(key)
 	val := fmt.Sprintf("c%d-%d.", id, n)
 	call, callMs := w.now(), time.Now().UnixMilli()
 	at := strconv.FormatInt(callMs+int64(200+rng.IntN(2500)), 10)
@@ -261,8 +279,9 @@ func (w *workload) ttlOp(ctx context.Context, cl *redis.Client, id int, rng *ran
 	return err
 }
 
-func (w *workload) relativeTTLOp(ctx context.Context, cl *redis.Client, id int, rng *rand.Rand, n int) error {
+func (w *workload) relativeTTLOp(ctx context.Context, conn func(string) *redis.Client, id int, rng *rand.Rand, n int) error {
 	key := "chaos:ttlr:" + strconv.Itoa(rng.IntN(ttlKeys))
+	cl := conn(key)
 	ms := strconv.Itoa(100 + rng.IntN(3000))
 	secs := strconv.Itoa(1 + rng.IntN(3))
 	var args []any
@@ -294,6 +313,10 @@ func (w *workload) relativeTTLOp(ctx context.Context, cl *redis.Client, id int, 
 
 // finalReads reads every list and counter key straight from each node's
 // redis, once the cluster has converged.
+//
+// In a sharded cluster the shards' redis-servers are the nodes' own, so
+// each node's copy is read through its port of the key's shard instead: a
+// read there is served from that node's redis.
 func (w *workload) finalReads(ctx context.Context, nodes []*Node) ([]chaoscheck.FinalRead, []chaoscheck.CounterFinal, error) {
 	w.mu.Lock()
 	listKeys, ctrKeys := map[string]bool{}, map[string]bool{}
@@ -307,8 +330,25 @@ func (w *workload) finalReads(ctx context.Context, nodes []*Node) ([]chaoscheck.
 	var lists []chaoscheck.FinalRead
 	var ctrs []chaoscheck.CounterFinal
 	for _, n := range nodes {
-		rc := n.RedisClient()
+		plain := n.RedisClient()
+		clients := map[string]*redis.Client{}
+		defer func() {
+			for _, c := range clients {
+				c.Close()
+			}
+		}()
+		reader := func(key string) *redis.Client {
+			if w.shardOf == nil {
+				return plain
+			}
+			addr := proxy.ShardAddr(n.Addr, w.shardOf(key))
+			if clients[addr] == nil {
+				clients[addr] = newClient(addr, 1)
+			}
+			return clients[addr]
+		}
 		for k := range listKeys {
+			rc := reader(k)
 			vals, err := rc.LRange(ctx, k, 0, -1).Result()
 			if err != nil {
 				return nil, nil, fmt.Errorf("final LRANGE %s on %s's redis: %w", k, n, err)
@@ -324,7 +364,7 @@ func (w *workload) finalReads(ctx context.Context, nodes []*Node) ([]chaoscheck.
 			lists = append(lists, fr)
 		}
 		for k := range ctrKeys {
-			v, err := rc.Get(ctx, k).Int64()
+			v, err := reader(k).Get(ctx, k).Int64()
 			if errors.Is(err, redis.Nil) {
 				v, err = 0, nil
 			}

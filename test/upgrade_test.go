@@ -56,7 +56,7 @@ func TestRollingUpgrade(t *testing.T) {
 		addrs = append(addrs, n.Addr)
 	}
 	const seed = 23
-	w := startWorkload(seed, 6, addrs)
+	w := startWorkload(seed, 6, addrs, nil)
 	step := func(format string, args ...any) {
 		t.Logf("%6.2fs upgrade: %s", time.Since(w.start).Seconds(), fmt.Sprintf(format, args...))
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/slotmap"
 )
@@ -212,4 +214,132 @@ func TestShardedCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestShardedClients: the cluster clients users have, against a sharded
+// cluster with follower-proxy off (every write a follower gets is
+// redirected): redis-py's RedisCluster (full coverage required, as by
+// default), go-redis's ClusterClient reading from replicas (ReadOnly,
+// RouteByLatency) and through a transaction, redis-benchmark --cluster,
+// and go-redis again after a node holding shard leaders stops.
+func TestShardedClients(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{Shards: 3, ExtraArgs: []string{"--follower-proxy=false"}})
+	n0 := c.Nodes[0]
+	// Every shard has its 3 voters and the leaders are spread.
+	err := waitFor(ctx, 30*time.Second, 200*time.Millisecond, "one shard leader per node", func(ctx context.Context) error {
+		rows, err := n0.Client().Do(ctx, "RAFT.SHARD", "LIST").Slice()
+		if err != nil {
+			return err
+		}
+		leaders := map[string]bool{}
+		for _, r := range rows {
+			row, _ := r.([]any)
+			members, _ := row[2].([]any)
+			l, _ := row[3].(string)
+			if len(members) != 3 {
+				return fmt.Errorf("a shard with %d members", len(members))
+			}
+			leaders[l] = true
+		}
+		if len(leaders) != 3 || leaders[""] {
+			return fmt.Errorf("leaders %v", leaders)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if py, err := exec.LookPath("/usr/bin/python3"); err == nil && exec.Command(py, "-c", "from redis.cluster import RedisCluster").Run() == nil {
+		host, port, _ := net.SplitHostPort(c.Nodes[1].Addr)
+		out, err := exec.CommandContext(ctx, py, "-c", redisPyCluster, host, port).CombinedOutput()
+		if err != nil {
+			t.Fatalf("redis-py RedisCluster: %v\n%s", err, out)
+		}
+		if f := strings.Fields(string(out)); len(f) != 2 || f[0] != "9" {
+			t.Errorf("redis-py saw %q, want 9 cluster nodes (3 shards on 3 nodes)", out)
+		}
+	} else {
+		t.Log("redis-py is not installed for /usr/bin/python3 (make deps installs python3-redis): its part is skipped")
+	}
+
+	for _, opts := range []struct {
+		name                     string
+		readOnly, routeByLatency bool
+	}{{"ReadOnly", true, false}, {"RouteByLatency", true, true}} {
+		cc := newClusterClient(c.Nodes[2].Addr)
+		o := cc.Options()
+		cc.Close()
+		o.ReadOnly, o.RouteByLatency = opts.readOnly, opts.routeByLatency
+		cc = redis.NewClusterClient(o)
+		for i := 0; i < 100; i++ {
+			k := fmt.Sprintf("%s:%d", opts.name, i)
+			if err := cc.Set(ctx, k, i, 0).Err(); err != nil {
+				t.Fatalf("%s: SET %s: %v", opts.name, k, err)
+			}
+			// A replica's read is linearizable too: it sees the write.
+			if v, err := cc.Get(ctx, k).Int(); err != nil || v != i {
+				t.Fatalf("%s: GET %s = %d, %v", opts.name, k, v, err)
+			}
+		}
+		cc.Close()
+	}
+	cc := newClusterClient(n0.Addr)
+	defer cc.Close()
+	if _, err := cc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, "{tx}a", "1", 0)
+		p.Incr(ctx, "{tx}b")
+		return nil
+	}); err != nil {
+		t.Errorf("TxPipeline in one slot: %v", err)
+	}
+
+	if _, err := exec.LookPath("redis-benchmark"); err == nil {
+		host, port, _ := net.SplitHostPort(n0.Addr)
+		out, err := exec.CommandContext(ctx, "redis-benchmark", "--cluster", "-h", host, "-p", port, "-n", "3000", "-c", "10", "-t", "set,get", "-q").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "SET:") || !strings.Contains(string(out), "GET:") {
+			t.Errorf("redis-benchmark --cluster: %v\n%s", err, out)
+		}
+	}
+
+	// Stop the node leading the shard of "survive": the shard elects
+	// another leader, and the client follows it.
+	slot := slotmap.KeySlot([]byte("survive"))
+	var victim *Node
+	for _, s := range mustSlots(ctx, t, cc) {
+		if s.Start <= slot && slot <= s.End {
+			for _, n := range c.Nodes {
+				for k := 0; k < 3; k++ {
+					if proxy.ShardAddr(n.Addr, k) == s.Nodes[0].Addr {
+						victim = n
+					}
+				}
+			}
+		}
+	}
+	if victim == nil {
+		t.Fatal("no node leads the shard of slot", slot)
+	}
+	if err := victim.StopProxy(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	err = waitFor(ctx, 30*time.Second, 200*time.Millisecond, "writes after the leader stopped", func(ctx context.Context) error {
+		return cc.Set(ctx, "survive", "yes", 0).Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := cc.Get(ctx, "survive").Result(); err != nil || v != "yes" {
+		t.Errorf("GET survive = %q, %v", v, err)
+	}
+}
+
+func mustSlots(ctx context.Context, t *testing.T, cc *redis.ClusterClient) []redis.ClusterSlot {
+	t.Helper()
+	slots, err := cc.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slots
 }

@@ -4,8 +4,10 @@ package observe
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +26,14 @@ import (
 // series (WAL fsync, transport) in the default registry, which also holds
 // the Go and process collectors; they are exported too.
 func Handler(host *raftnode.Host, pprofOn bool, extra ...prometheus.Collector) http.Handler {
+	return ShardedHandler(host, nil, pprofOn, extra...)
+}
+
+// ShardedHandler is Handler for a node that may hold a sharded cluster's
+// other shards: shards returns their hosts by index, and /readyz checks
+// each as it checks the primary group's. The metrics are the primary
+// group's.
+func ShardedHandler(host *raftnode.Host, shards func() map[int]*raftnode.Host, pprofOn bool, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	status := func(f func(raftnode.Status, *raftnode.Node) float64) func() float64 {
 		return func() float64 {
@@ -126,7 +136,7 @@ func Handler(host *raftnode.Host, pprofOn bool, extra ...prometheus.Collector) h
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, prometheus.DefaultGatherer}, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { readyz(w, r, host) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { readyz(w, r, host, shards) })
 	if pprofOn {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -141,23 +151,21 @@ func Handler(host *raftnode.Host, pprofOn bool, extra ...prometheus.Collector) h
 const appliedWait = time.Second
 
 // readyz: this node is in a cluster, knows a leader, its redis holds the
-// applied log, and it has applied what it knew to be committed.
-func readyz(w http.ResponseWriter, r *http.Request, host *raftnode.Host) {
-	type check struct {
-		name string
-		ok   bool
-	}
+// applied log, and it has applied what it knew to be committed; so does
+// every shard it holds, in a sharded cluster.
+func readyz(w http.ResponseWriter, r *http.Request, host *raftnode.Host, shards func() map[int]*raftnode.Host) {
 	n := host.Node()
 	checks := []check{{"cluster", n != nil}}
 	if n != nil {
-		s := n.Status()
-		serving := n.Serving()
-		// Without its redis the node applies nothing: no use waiting.
-		applied := s.Applied >= s.Commit || (serving && n.WaitApplied(s.Commit, appliedWait) == nil)
-		full, _ := n.DiskFull()
-		halted, _ := n.Halted()
-		checks = append(checks, check{"leader", s.Leader != 0}, check{"redis", serving}, check{"applied", applied}, check{"disk", !full},
-			check{"log", !halted})
+		checks = append(checks, groupChecks(n, "")...)
+	}
+	if shards != nil {
+		hosts := shards()
+		for _, i := range slices.Sorted(maps.Keys(hosts)) {
+			if sn := hosts[i].Node(); sn != nil {
+				checks = append(checks, groupChecks(sn, fmt.Sprintf("shard %d ", i))...)
+			}
+		}
 	}
 	var b strings.Builder
 	ready := true
@@ -177,6 +185,23 @@ func readyz(w http.ResponseWriter, r *http.Request, host *raftnode.Host) {
 	if ready {
 		fmt.Fprintln(w, "ok")
 	}
+}
+
+type check struct {
+	name string
+	ok   bool
+}
+
+// groupChecks are the checks of one group's node, named with prefix.
+func groupChecks(n *raftnode.Node, prefix string) []check {
+	s := n.Status()
+	serving := n.Serving()
+	// Without its redis the node applies nothing: no use waiting.
+	applied := s.Applied >= s.Commit || (serving && n.WaitApplied(s.Commit, appliedWait) == nil)
+	full, _ := n.DiskFull()
+	halted, _ := n.Halted()
+	return []check{{prefix + "leader", s.Leader != 0}, {prefix + "redis", serving}, {prefix + "applied", applied},
+		{prefix + "disk", !full}, {prefix + "log", !halted}}
 }
 
 func b2f(b bool) float64 {

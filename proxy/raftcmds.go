@@ -144,6 +144,14 @@ func (c *conn) raftNode(args [][]byte) *op {
 	ctx, cancel := context.WithTimeout(proposalContext(), c.s.timeout())
 	defer cancel()
 	if sub == "remove" {
+		if c.s.cfg.ShardIndex != 0 {
+			return errReply("ERR RAFT.NODE REMOVE runs on a node's first client port: it removes the node from every shard")
+		}
+		// In a sharded cluster every node holds every shard: the node
+		// leaves the shards' groups first, then the primary's.
+		if err := c.s.removeFromShards(ctx, id); err != nil {
+			return errReply(errorText(err, false))
+		}
 		if _, err := n.RemoveMember(ctx, id); err != nil {
 			return errReply(errorText(err, false))
 		}

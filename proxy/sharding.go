@@ -310,3 +310,25 @@ func (c *conn) raftShard(args [][]byte) *op {
 	}
 	return &op{kind: opReply, reply: b}
 }
+
+// removeFromShards removes member id from the group of every shard other
+// than the primary, in a sharded cluster.
+func (s *Server) removeFromShards(ctx context.Context, id uint64) error {
+	rt := s.routing()
+	if rt == nil {
+		return nil
+	}
+	for _, sh := range rt.Shards() {
+		if sh.Index == 0 {
+			continue
+		}
+		g := s.cfg.Sharding.Group(sh.ID)
+		if g == nil {
+			return fmt.Errorf("this node does not hold shard %s: remove the member through a node that does", sh.ID)
+		}
+		if _, err := g.RemoveMember(ctx, id); err != nil && !errors.Is(err, raftnode.ErrNoSuchMember) {
+			return fmt.Errorf("shard %s: %w", sh.ID, err)
+		}
+	}
+	return nil
+}

@@ -27,7 +27,7 @@ import (
 func TestShardedCluster(t *testing.T) {
 	const shards = 3
 	ctx := testContext(t, 4*time.Minute)
-	c := StartCluster(ctx, t, ClusterOptions{Shards: shards})
+	c := StartCluster(ctx, t, ClusterOptions{Shards: shards, Metrics: true})
 	n0 := c.Nodes[0]
 	shardPort := func(n *Node, k int) string { return proxy.ShardAddr(n.Addr, k) }
 
@@ -75,6 +75,10 @@ func TestShardedCluster(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// /readyz checks every shard the node holds.
+	if code, body := readyz(ctx, t, n0); code != 200 || !strings.Contains(body, "[ok] shard 2 leader\n") || !strings.Contains(body, "[ok] shard 1 applied\n") {
+		t.Errorf("/readyz: %d\n%s", code, body)
 	}
 	// RAFT.SHARD LIST: one row per shard, its id first, then its ranges,
 	// members, leader and moves.
@@ -332,6 +336,38 @@ func TestShardedClients(t *testing.T) {
 	}
 	if v, err := cc.Get(ctx, "survive").Result(); err != nil || v != "yes" {
 		t.Errorf("GET survive = %q, %v", v, err)
+	}
+
+	// RAFT.NODE REMOVE takes the stopped node out of every shard.
+	alive, _ := c.Leader(ctx) // of the primary group, which takes RAFT.NODE
+	if victim.ID == "" {
+		t.Fatal("the victim's node id is unknown")
+	}
+	if v, err := alive.Do(ctx, 30*time.Second, "RAFT.NODE", "REMOVE", victim.ID); err != nil || v.Kind != '+' {
+		t.Fatalf("RAFT.NODE REMOVE %s: %v %v", victim.ID, v, err)
+	}
+	c.Forget(victim)
+	err = waitFor(ctx, 20*time.Second, 200*time.Millisecond, "every shard without the removed node", func(ctx context.Context) error {
+		rows, err := alive.Client().Do(ctx, "RAFT.SHARD", "LIST").Slice()
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			row, _ := r.([]any)
+			members, _ := row[2].([]any)
+			for _, m := range members {
+				if m == victim.ID {
+					return fmt.Errorf("shard %v still lists %s", row[0], victim.ID)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Set(ctx, "after-remove", "1", 0).Err(); err != nil {
+		t.Errorf("a write after the removal: %v", err)
 	}
 }
 

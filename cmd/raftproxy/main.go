@@ -416,7 +416,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		if err != nil {
 			return fmt.Errorf("listen for metrics: %w", err)
 		}
-		msrv := &http.Server{Handler: observe.Handler(host, o.pprof, srv.Metrics().Collectors()...), ReadHeaderTimeout: 5 * time.Second}
+		msrv := &http.Server{Handler: observe.ShardedHandler(host, ss.shardHosts, o.pprof, srv.Metrics().Collectors()...), ReadHeaderTimeout: 5 * time.Second}
 		defer msrv.Close()
 		go func() { errc <- msrv.Serve(mln) }()
 	}

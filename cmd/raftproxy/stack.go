@@ -248,6 +248,20 @@ func (ss *stacks) list() []*stack {
 	return out
 }
 
+// shardHosts returns the hosts of the shards other than the primary, by
+// index (for /readyz).
+func (ss *stacks) shardHosts() map[int]*raftnode.Host {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	out := make(map[int]*raftnode.Host, len(ss.all))
+	for i, st := range ss.all {
+		if i != 0 {
+			out[i] = st.host
+		}
+	}
+	return out
+}
+
 // Routing implements proxy.Sharding: the primary group's routing data.
 func (ss *stacks) Routing() *slotmap.Map {
 	if p := ss.primary(); p != nil {

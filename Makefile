@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/raftproxy
 
-.PHONY: all build run stop status clean test unit integration fuzz bench bench-cpu bench-go bench-memory soak deps chaos docs
+.PHONY: all build run stop status clean test unit integration fuzz bench bench-cpu bench-go bench-memory bench-shards soak deps chaos docs
 
 all: build
 
@@ -67,6 +67,12 @@ integration:
 bench: deps build bench-go
 	scripts/bench.sh
 	scripts/bench-snapshot.sh
+	scripts/bench-shards.sh
+
+# Sharded clusters of 1, 3 and 8 shards next to stock redis: SET throughput,
+# CPU per SET of every process, and the idle cluster's CPU.
+bench-shards: deps build
+	scripts/bench-shards.sh
 
 # CPU time per operation of each server process (SET and GET, 50 clients,
 # no pipelining), stock redis and raftproxy in the same run: under a minute.

@@ -107,14 +107,7 @@ func (s *Server) proposeRoute(ctx context.Context, n Group, ch slotmap.Change) e
 // to the group of every other shard of a sharded cluster, through the
 // shard's port of the members at addrs.
 func (s *Server) joinShards(ctx context.Context, addrs []string, id uint64) error {
-	rt := s.routing()
-	if rt == nil {
-		return nil
-	}
-	for _, sh := range rt.Shards() {
-		if sh.Index == 0 {
-			continue
-		}
+	for _, sh := range s.otherShards() {
 		cid, err := raftnode.ParseID(sh.ID)
 		if err != nil {
 			return fmt.Errorf("shard %q: %w", sh.ID, err)
@@ -314,14 +307,7 @@ func (c *conn) raftShard(args [][]byte) *op {
 // removeFromShards removes member id from the group of every shard other
 // than the primary, in a sharded cluster.
 func (s *Server) removeFromShards(ctx context.Context, id uint64) error {
-	rt := s.routing()
-	if rt == nil {
-		return nil
-	}
-	for _, sh := range rt.Shards() {
-		if sh.Index == 0 {
-			continue
-		}
+	for _, sh := range s.otherShards() {
 		g := s.cfg.Sharding.Group(sh.ID)
 		if g == nil {
 			return fmt.Errorf("this node does not hold shard %s: remove the member through a node that does", sh.ID)
@@ -331,4 +317,20 @@ func (s *Server) removeFromShards(ctx context.Context, id uint64) error {
 		}
 	}
 	return nil
+}
+
+// otherShards are a sharded cluster's shards other than the primary
+// group; none in a cluster that is not sharded.
+func (s *Server) otherShards() []slotmap.Shard {
+	rt := s.routing()
+	if rt == nil {
+		return nil
+	}
+	var out []slotmap.Shard
+	for _, sh := range rt.Shards() {
+		if sh.Index != 0 {
+			out = append(out, sh)
+		}
+	}
+	return out
 }

@@ -35,19 +35,26 @@ func (m *recordingMachine) StartSnapshot(context.Context) (fsm.SnapshotJob, erro
 	return nil, errors.New("no snapshots here")
 }
 
+// servingApplier is a node with only an applier, serving, over a state
+// machine that records what it applies.
+func servingApplier() (*Node, *recordingMachine) {
+	sm := &recordingMachine{}
+	n := &Node{id: 1, metrics: NewMetrics(), log: slog.New(slog.DiscardHandler), stopc: make(chan struct{})}
+	n.cfg.StateMachine = sm
+	n.prop = newProposer(n, 0)
+	n.applier = newApplier(n)
+	n.applier.gen.Store(0) // serving
+	return n, sm
+}
+
 // TestNewerFormatHaltsTheApplier: an entry written in a newer format than
 // this build decodes stops the applier before it, where a corrupt entry is
 // skipped: skipping it would make this node diverge from the members that
 // apply it. Nothing after it is applied, reads and writes on the node are
 // refused with ErrHalted, and a snapshot past it lifts the halt.
 func TestNewerFormatHaltsTheApplier(t *testing.T) {
-	sm := &recordingMachine{}
-	n := &Node{id: 1, metrics: NewMetrics(), log: slog.New(slog.DiscardHandler), stopc: make(chan struct{})}
-	n.cfg.StateMachine = sm
-	n.prop = newProposer(n, 0)
-	n.applier = newApplier(n)
+	n, sm := servingApplier()
 	a := n.applier
-	a.gen.Store(0) // serving
 
 	newer := logEntry(3, 2, 3, "SET c 1")
 	newer.Data = append([]byte{entry.Version + 1}, newer.GetData()[1:]...)
@@ -100,13 +107,8 @@ func TestNewerFormatHaltsTheApplier(t *testing.T) {
 // apply it (checked: with the check out of untilUnappliable, "SET c 1" is
 // skipped and "SET d 1" applied).
 func TestDamagedEntryHaltsTheApplier(t *testing.T) {
-	sm := &recordingMachine{}
-	n := &Node{id: 1, metrics: NewMetrics(), log: slog.New(slog.DiscardHandler), stopc: make(chan struct{})}
-	n.cfg.StateMachine = sm
-	n.prop = newProposer(n, 0)
-	n.applier = newApplier(n)
+	n, sm := servingApplier()
 	a := n.applier
-	a.gen.Store(0)
 
 	damaged := logEntry(2, 2, 2, "SET c 1")
 	damaged.Data[len(damaged.Data)/2] ^= 0x10

@@ -156,14 +156,16 @@ const appliedWait = time.Second
 func readyz(w http.ResponseWriter, r *http.Request, host *raftnode.Host, shards func() map[int]*raftnode.Host) {
 	n := host.Node()
 	checks := []check{{"cluster", n != nil}}
+	// One wait for every group: a node of many shards answers in time.
+	deadline := time.Now().Add(appliedWait)
 	if n != nil {
-		checks = append(checks, groupChecks(n, "")...)
+		checks = append(checks, groupChecks(n, "", deadline)...)
 	}
 	if shards != nil {
 		hosts := shards()
 		for _, i := range slices.Sorted(maps.Keys(hosts)) {
 			if sn := hosts[i].Node(); sn != nil {
-				checks = append(checks, groupChecks(sn, fmt.Sprintf("shard %d ", i))...)
+				checks = append(checks, groupChecks(sn, fmt.Sprintf("shard %d ", i), deadline)...)
 			}
 		}
 	}
@@ -192,12 +194,13 @@ type check struct {
 	ok   bool
 }
 
-// groupChecks are the checks of one group's node, named with prefix.
-func groupChecks(n *raftnode.Node, prefix string) []check {
+// groupChecks are the checks of one group's node, named with prefix; it
+// waits for the node to apply until deadline at most.
+func groupChecks(n *raftnode.Node, prefix string, deadline time.Time) []check {
 	s := n.Status()
 	serving := n.Serving()
 	// Without its redis the node applies nothing: no use waiting.
-	applied := s.Applied >= s.Commit || (serving && n.WaitApplied(s.Commit, appliedWait) == nil)
+	applied := s.Applied >= s.Commit || (serving && n.WaitApplied(s.Commit, max(time.Until(deadline), 0)) == nil)
 	full, _ := n.DiskFull()
 	halted, _ := n.Halted()
 	return []check{{prefix + "leader", s.Leader != 0}, {prefix + "redis", serving}, {prefix + "applied", applied},

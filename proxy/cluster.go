@@ -110,7 +110,10 @@ func (c *conn) clusterView() (clusterView, *op) {
 	if n == nil {
 		return clusterView{}, errReply(errNoCluster)
 	}
-	rt := c.s.routing()
+	rt, refused := c.s.routing()
+	if refused != nil {
+		return clusterView{}, refused
+	}
 	if rt == nil {
 		sv, refused := viewShard(n, n, false)
 		if refused != nil {
@@ -216,7 +219,7 @@ func (c *conn) cluster(name string, args [][]byte) *op {
 		if n == nil {
 			return errReply(errNoCluster)
 		}
-		id := clusterNodeID(n.ClusterID(), n.ID(), c.s.routing() != nil)
+		id := clusterNodeID(n.ClusterID(), n.ID(), c.s.cfg.Sharding != nil && c.s.cfg.Sharding.Sharded())
 		if sub == "myshardid" {
 			id = clusterNodeID(0, n.ClusterID(), false)
 		}
@@ -347,7 +350,7 @@ func (c *conn) clusterInfo() string {
 		if st.Leader == st.ID {
 			myEpoch = term
 		}
-		if rt := c.s.routing(); rt != nil {
+		if rt, _ := c.s.routing(); rt != nil {
 			// Each shard's slots are ok while its leader is known; every
 			// (node, shard) pair is a cluster node.
 			size, known = 0, 0

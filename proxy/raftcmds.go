@@ -40,6 +40,9 @@ func (c *conn) raftCluster(args [][]byte) *op {
 		if shards > 0 && (c.s.cfg.Sharding == nil || c.s.cfg.ShardIndex != 0) {
 			return errReply("ERR this node cannot host shards: RAFT.CLUSTER INIT SHARDS runs on a node's first client port")
 		}
+		if shards > 0 && c.s.cfg.Seeded {
+			return errReply("ERR a cluster made from --seed-rdb cannot be sharded: every seeded key would stay in the first shard")
+		}
 		n, err := c.s.cfg.Cluster.Init()
 		if err != nil {
 			return errReply(clusterErr(err))
@@ -249,9 +252,10 @@ const (
 
 func (s *Server) join(addrs []string, expect uint64) error {
 	if n := s.cfg.Cluster.Node(); n != nil {
-		if s.routing() != nil && s.joinID.Load() == n.ID() {
+		if s.missingShards() {
 			// A JOIN that joined this node's primary group but not every
-			// shard's resumes with the shards.
+			// shard's (it failed, or the node restarted) resumes with the
+			// shards.
 			ctx, cancel := context.WithTimeout(s.baseContext(), s.cfg.JoinTimeout)
 			defer cancel()
 			return s.joinShards(ctx, addrs, n.ID())

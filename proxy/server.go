@@ -30,6 +30,9 @@ type Config struct {
 	// shard (0: the primary group, the one RAFT.CLUSTER INIT makes).
 	Sharding   Sharding
 	ShardIndex int
+	// Seeded: RAFT.CLUSTER INIT makes the cluster from a seed RDB, whose
+	// keys would all be in the primary group: it cannot be sharded.
+	Seeded bool
 	// Events is the apply layer's feed of what the log wrote (blocked
 	// clients, tracking, settings and pauses follow it); Broker holds this
 	// node's subscriptions, which the apply layer publishes to.

@@ -34,8 +34,13 @@ const maxShards = 64
 // Sharding is what a Server knows of the node's other shards.
 type Sharding interface {
 	// Routing is the routing data as the primary group applied it; nil
-	// when the cluster was never sharded.
+	// when the cluster was never sharded, and while the primary group
+	// rebuilds or replays its log (Sharded then says which).
 	Routing() *slotmap.Map
+	// Sharded reports whether this node serves a sharded cluster, known or
+	// not yet known its routing data: it holds a shard beside the primary,
+	// or saw routing data since it started.
+	Sharded() bool
 	// Group is this node's group of the shard id (IDString of its raft
 	// cluster id), nil when this node holds none.
 	Group(id string) Group
@@ -107,7 +112,11 @@ func (s *Server) proposeRoute(ctx context.Context, n Group, ch slotmap.Change) e
 // to the group of every other shard of a sharded cluster, through the
 // shard's port of the members at addrs.
 func (s *Server) joinShards(ctx context.Context, addrs []string, id uint64) error {
-	for _, sh := range s.otherShards() {
+	shards, err := s.otherShards()
+	if err != nil {
+		return err
+	}
+	for _, sh := range shards {
 		cid, err := raftnode.ParseID(sh.ID)
 		if err != nil {
 			return fmt.Errorf("shard %q: %w", sh.ID, err)
@@ -144,12 +153,25 @@ func ShardAddr(addr string, index int) string {
 	return net.JoinHostPort(host, strconv.Itoa(p+index))
 }
 
-// routing is the routing data when this node serves a sharded cluster.
-func (s *Server) routing() *slotmap.Map {
+// errRoutingUnknown refuses what needs the routing data while this node
+// loads it (a restart, a rebuild of the primary group's redis): serving by
+// a guess could put a key in the wrong shard. Cluster clients retry it.
+const errRoutingUnknown = "CLUSTERDOWN raftproxy is loading this node's routing data; retry"
+
+// routing returns the routing data when this node serves a sharded
+// cluster, nil when it serves a plain one, and the refusal while it does
+// not know which.
+func (s *Server) routing() (*slotmap.Map, *op) {
 	if s.cfg.Sharding == nil {
-		return nil
+		return nil, nil
 	}
-	return s.cfg.Sharding.Routing()
+	if rt := s.cfg.Sharding.Routing(); rt != nil {
+		return rt, nil
+	}
+	if s.cfg.Sharding.Sharded() {
+		return nil, errReply(errRoutingUnknown)
+	}
+	return nil, nil
 }
 
 // slotGate refuses a keyed command this server's shard does not serve: its
@@ -157,9 +179,9 @@ func (s *Server) routing() *slotmap.Map {
 // owned by another shard (-MOVED to that shard's leader). It passes
 // everything in a cluster that is not sharded.
 func (c *conn) slotGate(sp *spec, args [][]byte) *op {
-	rt := c.s.routing()
+	rt, refused := c.s.routing()
 	if rt == nil {
-		return nil
+		return refused
 	}
 	slot, keyed, cross := c.s.table.commandSlot(sp, args)
 	if cross {
@@ -220,9 +242,9 @@ func (t table) commandSlot(sp *spec, args [][]byte) (slot int, keyed, cross bool
 // txSlotGate is slotGate for a command queued in a transaction: every key
 // of the transaction must be in the first one's slot.
 func (c *conn) txSlotGate(tx *txState, sp *spec, args [][]byte) *op {
-	rt := c.s.routing()
+	rt, refused := c.s.routing()
 	if rt == nil {
-		return nil
+		return refused
 	}
 	slot, keyed, cross := c.s.table.commandSlot(sp, args)
 	switch {
@@ -256,7 +278,10 @@ func (c *conn) raftShard(args [][]byte) *op {
 		moves  []slotmap.Move
 	}
 	var rows []row
-	rt := c.s.routing()
+	rt, refused := c.s.routing()
+	if refused != nil {
+		return refused
+	}
 	if rt == nil {
 		rows = append(rows, row{id: raftnode.IDString(n.ClusterID()), ranges: []slotmap.Range{{First: 0, Last: numSlots - 1}}, g: n})
 	} else {
@@ -307,7 +332,11 @@ func (c *conn) raftShard(args [][]byte) *op {
 // removeFromShards removes member id from the group of every shard other
 // than the primary, in a sharded cluster.
 func (s *Server) removeFromShards(ctx context.Context, id uint64) error {
-	for _, sh := range s.otherShards() {
+	shards, err := s.otherShards()
+	if err != nil {
+		return err
+	}
+	for _, sh := range shards {
 		g := s.cfg.Sharding.Group(sh.ID)
 		if g == nil {
 			return fmt.Errorf("this node does not hold shard %s: remove the member through a node that does", sh.ID)
@@ -321,10 +350,13 @@ func (s *Server) removeFromShards(ctx context.Context, id uint64) error {
 
 // otherShards are a sharded cluster's shards other than the primary
 // group; none in a cluster that is not sharded.
-func (s *Server) otherShards() []slotmap.Shard {
-	rt := s.routing()
+func (s *Server) otherShards() ([]slotmap.Shard, error) {
+	rt, refused := s.routing()
+	if refused != nil {
+		return nil, errors.New(errRoutingUnknown)
+	}
 	if rt == nil {
-		return nil
+		return nil, nil
 	}
 	var out []slotmap.Shard
 	for _, sh := range rt.Shards() {
@@ -332,5 +364,20 @@ func (s *Server) otherShards() []slotmap.Shard {
 			out = append(out, sh)
 		}
 	}
-	return out
+	return out, nil
+}
+
+// missingShards reports whether the routing data lists a shard this node
+// does not hold yet.
+func (s *Server) missingShards() bool {
+	shards, err := s.otherShards()
+	if err != nil {
+		return false
+	}
+	for _, sh := range shards {
+		if s.cfg.Sharding.Group(sh.ID) == nil {
+			return true
+		}
+	}
+	return false
 }

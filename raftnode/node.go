@@ -51,6 +51,9 @@ var (
 	// wrote it, or this node's copy is damaged), so it applies nothing past
 	// it; the wrapping error says which, and what frees it.
 	ErrHalted = errors.New("this node stopped applying the log")
+	// ErrFormat: the request needs a newer log format than every member
+	// decodes; it was not proposed.
+	ErrFormat = errors.New("not every member's build can read this request")
 )
 
 func (n *Node) requestTimeout() time.Duration { return n.cfg.Tunables.Timeout() }

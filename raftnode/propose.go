@@ -163,6 +163,13 @@ func (n *Node) propose(ctx context.Context, req entry.Request, tag uint64) *Futu
 		f.complete(nil, err)
 		return f
 	}
+	// A request the cluster's format cannot carry would make its whole
+	// batch corrupt on every node.
+	if req.Op == entry.OpRoute && n.members.logFormat() < entry.RouteFormat {
+		n.metrics.proposalsFailed.Inc()
+		f.complete(nil, fmt.Errorf("%w: a routing change needs format %d, the cluster writes %d", ErrFormat, entry.RouteFormat, n.members.logFormat()))
+		return f
+	}
 	// A node that cannot apply the log would never answer: the write is
 	// refused before it is proposed, so it certainly does not happen.
 	if halted, err := n.Halted(); halted {

@@ -20,6 +20,9 @@ import (
 // NumSlots is Redis Cluster's number of hash slots.
 const NumSlots = 16384
 
+// MaxShards bounds the shards of a Map (owner indexes are 16 bits).
+const MaxShards = 4096
+
 // Range is the slots First to Last, both included.
 type Range struct {
 	First int `json:"first"`
@@ -182,7 +185,7 @@ func (m *Map) init(shards []Shard) error {
 	if len(m.shards) > 0 {
 		return ErrNotEmpty
 	}
-	if len(shards) == 0 || len(shards) > NumSlots {
+	if len(shards) == 0 || len(shards) > MaxShards {
 		return fmt.Errorf("%w: %d shards", ErrBadMembers, len(shards))
 	}
 	for i, s := range shards {
@@ -236,6 +239,9 @@ func (m *Map) addShard(s Shard) error {
 	}
 	if m.shard(s.ID) >= 0 {
 		return fmt.Errorf("%w: %q", ErrShardExists, s.ID)
+	}
+	if len(m.shards) >= MaxShards {
+		return fmt.Errorf("%w: at most %d shards", ErrBadMembers, MaxShards)
 	}
 	i, _ := slices.BinarySearchFunc(m.shards, s.ID, func(a Shard, id string) int { return cmpString(a.ID, id) })
 	m.shards = slices.Insert(m.shards, i, Shard{ID: s.ID, Index: s.Index, Members: slices.Clone(s.Members)})

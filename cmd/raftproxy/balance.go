@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"github.com/raftproxy/raftproxy/raftnode"
@@ -12,11 +11,14 @@ import (
 // balanceLeaders spreads the leadership of a sharded cluster's groups over
 // the nodes, so that writes (which every shard's leader orders) are spread
 // too: INIT SHARDS makes the first node lead every shard, and a node that
-// was down finds the others leading its share. Every few seconds a node
-// that leads more groups than its share, ceil(groups/nodes), hands one to
-// the voter of that group that leads the fewest. Each node decides only
-// for the groups it leads, from what all of them hold (every node holds
-// every shard), so the moves converge without a coordinator.
+// was down finds the others leading its share. A node takes leadership
+// rather than being given it: every few seconds, a node that serves every
+// group it holds and leads at least two fewer groups than another asks
+// for the leadership of one of that node's groups, so the counts end
+// within one of each other.
+// So leadership only ever goes to a node that is up and has applied its
+// log, never to one that is down or still loading. Each node decides from
+// what the groups it holds (all of them) say, without a coordinator.
 func (ss *stacks) balanceLeaders(ctx context.Context) {
 	for {
 		select {
@@ -31,12 +33,11 @@ func (ss *stacks) balanceLeaders(ctx context.Context) {
 	}
 }
 
-// balanceOnce makes at most one leadership transfer.
+// balanceOnce asks for at most one group's leadership.
 func (ss *stacks) balanceOnce(ctx context.Context) {
 	type group struct {
 		n      *raftnode.Node
 		leader uint64
-		voters []uint64
 	}
 	var groups []group
 	led := map[uint64]int{}
@@ -47,48 +48,46 @@ func (ss *stacks) balanceOnce(ctx context.Context) {
 			continue
 		}
 		s := n.Status()
+		if !n.Serving() || s.Applied < s.Commit || s.Quarantined {
+			return // this node is not ready to lead everything it holds
+		}
 		self = s.ID
-		g := group{n: n, leader: s.Leader}
 		for _, m := range s.Nodes {
 			if m.Voting {
-				g.voters = append(g.voters, m.ID)
 				led[m.ID] += 0 // every voter counts, leading nothing or not
+			}
+			if m.ID == self && !m.Voting {
+				return
 			}
 		}
 		if s.Leader != 0 {
 			led[s.Leader]++
 		}
-		groups = append(groups, g)
+		groups = append(groups, group{n: n, leader: s.Leader})
 	}
 	if len(led) < 2 || len(groups) < 2 {
 		return
 	}
-	share := (len(groups) + len(led) - 1) / len(led)
-	if led[self] <= share {
+	// A node leading at least two fewer groups than another takes one of
+	// that node's: the counts end within one of each other.
+	var from *group
+	for i := range groups {
+		g := &groups[i]
+		if g.leader != 0 && g.leader != self && led[g.leader] > led[self]+1 && (from == nil || led[g.leader] > led[from.leader]) {
+			from = g
+		}
+	}
+	if from == nil {
 		return
 	}
-	for _, g := range slices.Backward(groups) { // the primary group last
-		if g.leader != self {
-			continue
-		}
-		var to uint64
-		for _, v := range g.voters {
-			if v != self && led[v] < share && (to == 0 || led[v] < led[to] || (led[v] == led[to] && v < to)) {
-				to = v
-			}
-		}
-		if to == 0 {
-			continue
-		}
-		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := g.n.TransferLeadership(tctx, to, 0)
-		cancel()
-		if err != nil {
-			ss.log.Warn("moving a shard's leadership to spread the leaders failed", "cluster", raftnode.IDString(g.n.ClusterID()), "to", raftnode.IDString(to), "err", err)
-		} else {
-			ss.log.Info("moved a shard's leadership to spread the leaders", "cluster", raftnode.IDString(g.n.ClusterID()), "to", raftnode.IDString(to),
-				"leading_here", led[self]-1, "share", share)
-		}
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := from.n.TransferLeadership(tctx, self, 0)
+	cancel()
+	if err != nil {
+		ss.log.Warn("taking a shard's leadership to spread the leaders failed", "cluster", raftnode.IDString(from.n.ClusterID()),
+			"from", raftnode.IDString(from.leader), "err", err)
 		return
 	}
+	ss.log.Info("took a shard's leadership to spread the leaders", "cluster", raftnode.IDString(from.n.ClusterID()),
+		"from", raftnode.IDString(from.leader), "leading_here", led[self]+1, "leading_there", led[from.leader]-1)
 }

@@ -63,6 +63,9 @@ type stacks struct {
 	all map[int]*stack
 	// opening serialises Open: two of one shard would both listen.
 	opening sync.Mutex
+	// sharded is set once routing data was seen (Sharded).
+	sharded atomic.Bool
+	first   atomic.Pointer[stack] // all[0]
 	// settings are the primary's RAFT.CONFIG settings, which every shard's
 	// proxy shares, as their hosts share the primary's tunables.
 	settings *proxy.Settings
@@ -167,6 +170,7 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 		Cluster:       hostCluster{host},
 		Sharding:      ss,
 		ShardIndex:    sp.index,
+		Seeded:        sp.seedRDB != "",
 		Events:        st.machine.Events(),
 		Broker:        broker,
 		Commands:      cmds,
@@ -195,6 +199,7 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 	}
 	if sp.index == 0 {
 		ss.settings = sets
+		ss.first.Store(st)
 	}
 	ss.mux.Add(host)
 	ss.mu.Lock()
@@ -212,8 +217,12 @@ func (ss *stacks) serve(st *stack) {
 	}()
 }
 
-// stop stops what start started, in reverse; srv was shut down before.
+// stop stops what start started, in reverse; srv was shut down before
+// (or never served, and then its listener is closed here).
 func (st *stack) stop(ctx context.Context) {
+	if st.ln != nil {
+		st.ln.Close()
+	}
 	if st.host != nil {
 		st.host.Stop()
 	}
@@ -226,11 +235,9 @@ func (st *stack) stop(ctx context.Context) {
 	}
 }
 
-func (ss *stacks) primary() *stack {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.all[0]
-}
+// primary is the primary group's stack; every keyed command of a shard
+// asks it for the routing data, so it is read without the lock.
+func (ss *stacks) primary() *stack { return ss.first.Load() }
 
 // list returns the stacks, the primary first.
 func (ss *stacks) list() []*stack {
@@ -262,12 +269,34 @@ func (ss *stacks) shardHosts() map[int]*raftnode.Host {
 	return out
 }
 
-// Routing implements proxy.Sharding: the primary group's routing data.
+// Routing implements proxy.Sharding: the primary group's routing data,
+// once its node serves (a node rebuilding or replaying its log holds a
+// part of it, or none).
 func (ss *stacks) Routing() *slotmap.Map {
-	if p := ss.primary(); p != nil {
-		return p.machine.Routing()
+	p := ss.primary()
+	if p == nil {
+		return nil
 	}
-	return nil
+	n := p.host.Node()
+	if n == nil || !n.Serving() {
+		return nil
+	}
+	rt := p.machine.Routing()
+	if rt != nil {
+		ss.sharded.Store(true)
+	}
+	return rt
+}
+
+// Sharded implements proxy.Sharding: this node holds a shard beside the
+// primary group, or saw routing data since it started.
+func (ss *stacks) Sharded() bool {
+	if ss.sharded.Load() {
+		return true
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return len(ss.all) > 1
 }
 
 // Group implements proxy.Sharding.

@@ -51,7 +51,10 @@ func (c *conn) raftCluster(args [][]byte) *op {
 			ctx, cancel := context.WithTimeout(proposalContext(), c.s.cfg.JoinTimeout)
 			defer cancel()
 			if err := c.s.initShards(ctx, n, shards); err != nil {
-				return errReply("ERR " + err.Error())
+				// Not undone: the shards made so far, and the routing change
+				// if its outcome is unknown, may stay.
+				return errReply(fmt.Sprintf("ERR cluster %s was made but sharding it failed: %v; to start over, stop the node and empty its data directory",
+					raftnode.IDString(n.ClusterID()), err))
 			}
 		}
 		return &op{kind: opReply, reply: resp.AppendSimple(nil, "OK "+raftnode.IDString(n.ClusterID()))}

@@ -188,6 +188,12 @@ func (c *conn) exec(tx *txState) *op {
 // aborts the connection's next EXEC. The reply comes once the watch is
 // applied here: a read after it sees at least that point.
 func (c *conn) watchKeys(args [][]byte) *op {
+	if sp, _ := c.s.table.lookup(args); sp != nil {
+		// A sharded cluster's shard watches only keys of its own slots.
+		if o := c.slotGate(sp, args); o != nil {
+			return o
+		}
+	}
 	n, refused := c.serving(args, false)
 	if refused != nil {
 		return refused

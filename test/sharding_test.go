@@ -172,6 +172,11 @@ func TestShardedCluster(t *testing.T) {
 	if vals, err := cc.MGet(ctx, "{t}x", "{t}y").Result(); err != nil || fmt.Sprint(vals) != "[1 2]" {
 		t.Errorf("MGET in one slot: %v %v", vals, err)
 	}
+	// WATCH on a shard that does not own the key redirects, like any keyed
+	// command.
+	if v, err := (&Node{c: c, Addr: shardPort(n0, wrong)}).Do(ctx, 5*time.Second, "WATCH", "key:1"); err != nil || v.Kind != '-' || !strings.HasPrefix(v.Str, "MOVED ") {
+		t.Errorf("WATCH key:1 on shard %d: %v %v", wrong, v, err)
+	}
 	// A transaction runs in one slot.
 	pipe := cc.TxPipeline()
 	pipe.Incr(ctx, "{t}n")

@@ -150,12 +150,14 @@ func TestPeerMuxGroups(t *testing.T) {
 		}
 		seen[cid] = true
 	}
+	// Refused by the first group's host, and counted there, as a node of
+	// one group refuses it (raftproxy_peer_refused_total).
 	req, _ := http.NewRequest(http.MethodPost, "/raft", strings.NewReader(""))
 	req.Header.Set("X-Etcd-Cluster-ID", "123")
 	rec := &statusRecorder{header: http.Header{}}
 	muxes[0].ServeHTTP(rec, req)
-	if rec.status != http.StatusPreconditionFailed || muxes[0].Refused().Get(RefusedClusterID) != 1 {
-		t.Errorf("a request for another cluster: status %d, refusals %d; want 412 and 1", rec.status, muxes[0].Refused().Get(RefusedClusterID))
+	if got := groups[0][0].h.PeerRefusals().Get(RefusedClusterID); rec.status != http.StatusPreconditionFailed || got != 1 {
+		t.Errorf("a request for another cluster: status %d, refusals %d; want 412 and 1", rec.status, got)
 	}
 }
 

@@ -14,15 +14,16 @@ import (
 // X-Etcd-Cluster-ID header, raftproxy's own (the quarantine's step-down) in
 // the cluster query parameter. So a request goes to the Host whose node
 // belongs to that cluster, and each Host then admits it as it does alone.
-// Probes name no cluster and reveal nothing: any group answers them.
+// Probes name no cluster and reveal nothing: any group answers them. A
+// request for a cluster no group here belongs to goes to the first Host
+// (the primary group's), which refuses it and counts the refusal, as a
+// node of one group does.
 type PeerMux struct {
 	mu    sync.RWMutex
 	hosts []*Host
 	// byID caches the hosts by cluster id; a Host gets its id at INIT or
 	// JOIN, so a miss rebuilds it.
 	byID map[uint64]*Host
-	// refused counts requests for a cluster no group here belongs to.
-	refused PeerRefusals
 }
 
 // NewPeerMux returns a mux over hosts; Add adds more.
@@ -36,9 +37,6 @@ func (m *PeerMux) Add(h *Host) {
 	defer m.mu.Unlock()
 	m.hosts = append(m.hosts, h)
 }
-
-// Refused counts, by reason, the requests no group here took.
-func (m *PeerMux) Refused() *PeerRefusals { return &m.refused }
 
 // ServeHTTP routes a peer request to its group's Host.
 func (m *PeerMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -55,14 +53,26 @@ func (m *PeerMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cid, err := types.IDFromString(id)
-	if h := m.lookup(uint64(cid)); err == nil && h != nil {
-		h.ServeHTTP(w, r)
+	h := m.lookup(uint64(cid))
+	if err != nil || h == nil {
+		h = m.first()
+	}
+	if h == nil {
+		// rafthttp's own answer to another cluster: a sender treats it as
+		// passing trouble, never as removal.
+		http.Error(w, rafthttp.ErrClusterIDMismatch.Error(), http.StatusPreconditionFailed)
 		return
 	}
-	m.refused.Add(RefusedClusterID)
-	// rafthttp's own answer to another cluster: a sender treats it as
-	// passing trouble, never as removal.
-	http.Error(w, rafthttp.ErrClusterIDMismatch.Error(), http.StatusPreconditionFailed)
+	h.ServeHTTP(w, r)
+}
+
+func (m *PeerMux) first() *Host {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if len(m.hosts) == 0 {
+		return nil
+	}
+	return m.hosts[0]
 }
 
 func (m *PeerMux) lookup(cid uint64) *Host {

@@ -14,8 +14,6 @@ const (
 	// Notice: a notice request (entry.OpNotice, e.g. CLIENT PAUSE) reached
 	// the log.
 	Notice
-	// Routed: the routing data changed (Machine.Routing).
-	Routed
 )
 
 // Event is one thing the apply layer did, in log order.

@@ -117,7 +117,6 @@ func (m *Machine) Apply(cmds []fsm.Command) error {
 			}
 			run = run[:0]
 			answer(&c, m.route(c.Args))
-			m.events.put(Event{Kind: Routed, TimeMs: c.TimeMs, Live: c.Live})
 			continue
 		case c.Op == entry.OpWatch || c.Op == entry.OpUnwatch || (tx && c.Watch != 0):
 			if err := m.applyRun(run); err != nil {
@@ -276,14 +275,11 @@ func (m *Machine) RestoreMachineState(ctx context.Context, raw json.RawMessage) 
 		}
 	}
 	m.watches = restoreWatches(st.Watches)
-	routed := m.routing.Swap(st.Routing) != nil || st.Routing != nil
+	m.routing.Store(st.Routing)
 	if err := m.redis.RestoreMachineState(ctx, st.Machine); err != nil {
 		return err
 	}
 	m.events.put(Event{Kind: Reloaded})
-	if routed {
-		m.events.put(Event{Kind: Routed})
-	}
 	return nil
 }
 

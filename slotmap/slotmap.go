@@ -2,12 +2,11 @@
 // owns each of Redis Cluster's 16384 hash slots, each shard's members, and
 // the slot moves in progress.
 //
-// A Map changes only by Apply, in the order of a log (the metadata group's),
+// A Map changes only by Apply, in the order of a log (the primary group's),
 // and Apply is deterministic: every node that applied the same changes holds
 // the same Map, and a change Apply refuses leaves it as it was on every
-// node. Routing answers (CLUSTER SLOTS, -MOVED) come from it. A shard's
-// own log decides whether that shard serves a slot at a given entry (see
-// Ownership), so a command is never run on a slot by a cached view.
+// node. Routing answers (CLUSTER SLOTS, -MOVED) and each shard's check of
+// the slots it serves come from it.
 package slotmap
 
 import (
@@ -421,9 +420,20 @@ func (m *Map) UnmarshalJSON(b []byte) error {
 			n.owner[s] = uint16(i + 1)
 		}
 	}
-	for _, mv := range w.Moves {
-		if !mv.Range.valid() || n.shard(mv.From) < 0 || n.shard(mv.To) < 0 || mv.ID > w.NextMove {
+	for i, mv := range w.Moves {
+		from := n.shard(mv.From)
+		if !mv.Range.valid() || from < 0 || n.shard(mv.To) < 0 || mv.ID == 0 || mv.ID > w.NextMove {
 			return fmt.Errorf("decode routing map: bad move %+v", mv)
+		}
+		for s := mv.Range.First; s <= mv.Range.Last; s++ {
+			if int(n.owner[s]) != from+1 {
+				return fmt.Errorf("decode routing map: move %d: slot %d is not %q's", mv.ID, s, mv.From)
+			}
+		}
+		for _, o := range w.Moves[:i] {
+			if o.ID == mv.ID || o.Range.overlaps(mv.Range) {
+				return fmt.Errorf("decode routing map: moves %d and %d overlap", o.ID, mv.ID)
+			}
 		}
 	}
 	n.moves, n.nextMove = w.Moves, w.NextMove

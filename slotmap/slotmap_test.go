@@ -177,6 +177,8 @@ func TestDeterministicAndRoundTrip(t *testing.T) {
 		`{"shards":[{"id":"a","members":[1]}],"slots":[{"first":0,"last":5,"shard":"b"}]}`,
 		`{"shards":[{"id":"a","members":[1]}],"slots":[{"first":0,"last":5,"shard":"a"},{"first":5,"last":6,"shard":"a"}]}`,
 		`{"shards":[{"id":"a","members":[1]}],"slots":[],"moves":[{"id":1,"range":{"first":0,"last":1},"from":"a","to":"z"}],"next_move":1}`,
+		`{"shards":[{"id":"a","members":[1]},{"id":"b","members":[1]}],"slots":[{"first":0,"last":9,"shard":"a"}],"moves":[{"id":1,"range":{"first":5,"last":12},"from":"a","to":"b"}],"next_move":1}`,
+		`{"shards":[{"id":"a","members":[1]},{"id":"b","members":[1]}],"slots":[{"first":0,"last":9,"shard":"a"}],"moves":[{"id":1,"range":{"first":0,"last":5},"from":"a","to":"b"},{"id":2,"range":{"first":5,"last":6},"from":"a","to":"b"}],"next_move":2}`,
 	} {
 		if err := json.Unmarshal([]byte(bad), &c); err == nil {
 			t.Errorf("decoded a broken map: %s", bad)

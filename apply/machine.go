@@ -43,6 +43,8 @@ type Keys interface {
 	// Modified reports whether a command whose reply was raw changed the
 	// keys it addresses (a DEL answering 0 did not).
 	Modified(args [][]byte, raw []byte) bool
+	// AccessedKeys returns the keys args reads or writes.
+	AccessedKeys(args [][]byte) [][]byte
 }
 
 // Publisher delivers a PUBLISH of the entry at index to this node's
@@ -71,6 +73,9 @@ type Machine struct {
 	// nil until the first (a cluster that was never sharded). A Map stored
 	// here is never changed: a change stores a changed clone.
 	routing atomic.Pointer[slotmap.Map]
+	// shard names the shard this machine applies the log of (its group's
+	// raft cluster id), "" while unknown; nil: not set.
+	shard func() string
 	// published is the last entry whose PUBLISHes were delivered, and
 	// publishing the entry being delivered now (its requests may come in
 	// several Apply calls): a chunk applied again after a failed Apply
@@ -102,6 +107,10 @@ func (m *Machine) Apply(cmds []fsm.Command) error {
 	for i := range cmds {
 		c := cmds[i]
 		tx := len(c.Tx) > 0 || c.Op == entry.OpTx
+		if refused := m.notServed(&c, tx); refused != nil {
+			answer(&c, refused)
+			continue
+		}
 		switch {
 		case c.Op == entry.OpNotice:
 			if err := m.applyRun(run); err != nil {
@@ -228,6 +237,48 @@ func (m *Machine) route(args [][]byte) []byte {
 		return resp.AppendInt(nil, int64(id))
 	}
 	return okReply
+}
+
+// SetShard names the shard whose log this machine applies (shard returns
+// "" while it is not known): a sharded cluster's machine then runs a
+// command only on slots its shard owns (notServed).
+func (m *Machine) SetShard(shard func() string) { m.shard = shard }
+
+// notServed returns the refusal of a command (a transaction: of any of its
+// commands) with a key in a slot this machine's shard does not own, as
+// this shard's log says at this point: every node of the shard decides
+// alike. The servers refuse such commands before they are proposed; this
+// catches one proposed before the slot changed hands.
+func (m *Machine) notServed(c *fsm.Command, tx bool) []byte {
+	rt := m.routing.Load()
+	if rt == nil || m.shard == nil || m.keys == nil {
+		return nil
+	}
+	self := m.shard()
+	if self == "" {
+		return nil
+	}
+	check := func(keys [][]byte) []byte {
+		for _, k := range keys {
+			if slot := slotmap.KeySlot(k); rt.Owner(slot) != self {
+				return resp.AppendError(nil, fmt.Sprintf("TRYAGAIN slot %d is not served by this shard", slot))
+			}
+		}
+		return nil
+	}
+	switch {
+	case c.Op == entry.OpWatch:
+		return check(c.Args)
+	case tx:
+		for _, t := range c.Tx {
+			if r := check(m.keys.AccessedKeys(t)); r != nil {
+				return r
+			}
+		}
+	case c.Op == entry.OpCommand && len(c.Args) > 0:
+		return check(m.keys.AccessedKeys(c.Args))
+	}
+	return nil
 }
 
 // Routing is the cluster's routing data as applied so far, or nil when it

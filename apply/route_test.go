@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -77,5 +78,72 @@ func TestRouting(t *testing.T) {
 	}
 	if rt.Owner(0) != "a" || m.Routing().Owner(0) != "b" {
 		t.Errorf("the map handed out changed (%q), or the new one did not (%q)", rt.Owner(0), m.Routing().Owner(0))
+	}
+}
+
+// firstArgKeys says a command's key is its second argument.
+type firstArgKeys struct{}
+
+func (firstArgKeys) WriteKeys(args [][]byte) ([][]byte, bool) {
+	return firstArgKeys{}.AccessedKeys(args), false
+}
+func (firstArgKeys) Modified([][]byte, []byte) bool { return true }
+func (firstArgKeys) AccessedKeys(args [][]byte) [][]byte {
+	if len(args) < 2 {
+		return nil
+	}
+	return args[1:2]
+}
+
+// TestShardServesOwnSlots: once a shard's log holds the routing data, its
+// machine runs a command, a transaction or a watch only on slots the shard
+// owns, and answers the others -TRYAGAIN without sending them to redis:
+// the check is the log's, at the command's place in it, on every node of
+// the shard alike (a command proposed before its slot changed hands). A
+// cluster without routing data, or a machine that does not know its shard
+// yet, runs everything.
+func TestShardServesOwnSlots(t *testing.T) {
+	r := &fakeRedis{}
+	m := New(r, firstArgKeys{}, nil)
+	self := "a"
+	m.SetShard(func() string { return self })
+	keyOf := func(owner string, rt *slotmap.Map) string {
+		for i := 0; ; i++ {
+			k := fmt.Sprintf("k%d", i)
+			if rt.Owner(slotmap.KeySlot([]byte(k))) == owner {
+				return k
+			}
+		}
+	}
+	var init string
+	if err := m.Apply([]fsm.Command{cmd(1, 0, true, "SET anything 1"), routeCmd(t, slotmap.Change{Op: slotmap.OpInit,
+		Shards: []slotmap.Shard{{ID: "a", Members: []uint64{1}}, {ID: "b", Index: 1, Members: []uint64{1}}}}, &init)}); err != nil || init != "+OK\r\n" {
+		t.Fatalf("init: %q %v", init, err)
+	}
+	rt := m.Routing()
+	mine, theirs := keyOf("a", rt), keyOf("b", rt)
+	replies := make([]string, 4)
+	reply := func(i int) func([]byte) { return func(raw []byte) { replies[i] = string(raw) } }
+	cmds := []fsm.Command{
+		{Args: [][]byte{[]byte("SET"), []byte(mine), []byte("1")}, Reply: reply(0)},
+		{Args: [][]byte{[]byte("SET"), []byte(theirs), []byte("1")}, Reply: reply(1)},
+		{Op: entry.OpTx, Tx: [][][]byte{{[]byte("SET"), []byte(mine), []byte("2")}, {[]byte("SET"), []byte(theirs), []byte("2")}}, Reply: reply(2)},
+		{Op: entry.OpWatch, Watch: 7, Args: [][]byte{[]byte(theirs)}, Reply: reply(3)},
+	}
+	if err := m.Apply(cmds); err != nil {
+		t.Fatal(err)
+	}
+	if replies[0] != "+OK\r\n" || !strings.HasPrefix(replies[1], "-TRYAGAIN slot ") || !strings.HasPrefix(replies[2], "-TRYAGAIN") ||
+		!strings.HasPrefix(replies[3], "-TRYAGAIN") {
+		t.Errorf("replies %q", replies)
+	}
+	if got := strings.Join(r.ran, "|"); got != "SET anything 1|SET "+mine+" 1" {
+		t.Errorf("redis ran %q: only the shard's own keys may reach it", got)
+	}
+	// Before the shard knows itself, nothing is refused.
+	self = ""
+	var later string
+	if err := m.Apply([]fsm.Command{{Args: [][]byte{[]byte("SET"), []byte(theirs), []byte("3")}, Reply: func(raw []byte) { later = string(raw) }}}); err != nil || later != "+OK\r\n" {
+		t.Errorf("with the shard unknown: %q %v", later, err)
 	}
 }

@@ -58,19 +58,14 @@ func (s *Server) initShards(ctx context.Context, n Group, count int) error {
 	if s.cfg.Sharding == nil {
 		return errors.New("this node cannot host shards")
 	}
-	// The new node's membership, which sets the format, applies a moment
-	// after INIT.
-	for len(n.Members()) == 0 {
-		select {
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-			return fmt.Errorf("the new cluster's membership was not applied: %w", ctx.Err())
-		}
+	if err := membersApplied(ctx, n); err != nil {
+		return err
 	}
 	if f := n.LogFormat(); f < entry.RouteFormat {
 		return fmt.Errorf("a sharded cluster needs every member to decode log format %d; this cluster writes %d", entry.RouteFormat, f)
 	}
 	shards := []slotmap.Shard{{ID: raftnode.IDString(n.ClusterID()), Index: 0, Members: []uint64{n.ID()}}}
+	groups := []Group{n}
 	for i := 1; i < count; i++ {
 		srv, err := s.cfg.Sharding.Open(i)
 		if err != nil {
@@ -81,13 +76,39 @@ func (s *Server) initShards(ctx context.Context, n Group, count int) error {
 			return fmt.Errorf("initialise shard %d: %w", i, err)
 		}
 		shards = append(shards, slotmap.Shard{ID: raftnode.IDString(g.ClusterID()), Index: i, Members: []uint64{n.ID()}})
+		groups = append(groups, g)
 	}
-	return s.proposeRoute(ctx, n, slotmap.Change{Op: slotmap.OpInit, Shards: shards})
+	// The routing data goes to the primary group's log, which the servers
+	// route by, then to every other shard's, whose appliers run a command
+	// only on slots their shard owns (apply.Machine.notServed).
+	init := slotmap.Change{Op: slotmap.OpInit, Shards: shards}
+	for _, g := range groups {
+		if err := s.proposeRoute(ctx, g, init); err != nil {
+			return fmt.Errorf("log the routing data in shard %s: %w", raftnode.IDString(g.ClusterID()), err)
+		}
+	}
+	return nil
 }
 
-// proposeRoute logs a routing change through the primary group and waits
-// for its outcome.
+// membersApplied waits until group n applied its membership, which sets
+// the log format: a moment after INIT.
+func membersApplied(ctx context.Context, n Group) error {
+	for len(n.Members()) == 0 {
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("the new group's membership was not applied: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// proposeRoute logs a routing change through group n and waits for its
+// outcome.
 func (s *Server) proposeRoute(ctx context.Context, n Group, ch slotmap.Change) error {
+	if err := membersApplied(ctx, n); err != nil {
+		return err
+	}
 	b, err := json.Marshal(ch)
 	if err != nil {
 		return err

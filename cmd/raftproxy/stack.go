@@ -154,6 +154,12 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 	}
 	st.host = raftnode.NewHost(cfg)
 	host := st.host
+	st.machine.SetShard(func() string {
+		if n := host.Node(); n != nil {
+			return raftnode.IDString(n.ClusterID())
+		}
+		return ""
+	})
 	// A redis written by another client is rebuilt at once, not at the
 	// next health check.
 	sm.SetOnTaint(func() {

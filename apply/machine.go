@@ -76,6 +76,9 @@ type Machine struct {
 	// shard names the shard this machine applies the log of (its group's
 	// raft cluster id), "" while unknown; nil: not set.
 	shard func() string
+	// locks are the keys a slot move exported and has not dropped yet
+	// (migrate.go), with the move's id.
+	locks map[lockKey]uint64
 	// published is the last entry whose PUBLISHes were delivered, and
 	// publishing the entry being delivered now (its requests may come in
 	// several Apply calls): a chunk applied again after a failed Apply
@@ -107,7 +110,11 @@ func (m *Machine) Apply(cmds []fsm.Command) error {
 	for i := range cmds {
 		c := cmds[i]
 		tx := len(c.Tx) > 0 || c.Op == entry.OpTx
-		if refused := m.notServed(&c, tx); refused != nil {
+		refused, err := m.notServed(&c, tx, &run)
+		if err != nil {
+			return err
+		}
+		if refused != nil {
 			answer(&c, refused)
 			continue
 		}
@@ -125,7 +132,11 @@ func (m *Machine) Apply(cmds []fsm.Command) error {
 				return err
 			}
 			run = run[:0]
-			answer(&c, m.route(c.Args))
+			reply, err := m.route(&c)
+			if err != nil {
+				return err
+			}
+			answer(&c, reply)
 			continue
 		case c.Op == entry.OpWatch || c.Op == entry.OpUnwatch || (tx && c.Watch != 0):
 			if err := m.applyRun(run); err != nil {
@@ -212,73 +223,69 @@ func nullReply(reply func([]byte), null *bool) func([]byte) {
 	}
 }
 
-// route applies a routing change (the one argument of an OpRoute request)
-// and returns the reply: the id of a begun move, +OK, or why the change was
-// refused, which leaves the routing data as it was. Every node decides
-// alike: the change and the data it applies to come from the log.
-func (m *Machine) route(args [][]byte) []byte {
-	var ch slotmap.Change
-	if len(args) != 1 {
-		return resp.AppendError(nil, "ERR a routing change takes one argument")
+// route applies a routing change or a move step (the one argument of an
+// OpRoute request) and returns the reply: the id of a begun move or a
+// claimed epoch, +OK, a step's outcome, or why the change was refused,
+// which leaves the routing data as it was. Every node decides alike: the
+// change and the data it applies to come from the log.
+func (m *Machine) route(c *fsm.Command) ([]byte, error) {
+	var arg routeArg
+	if len(c.Args) != 1 {
+		return resp.AppendError(nil, "ERR a routing change takes one argument"), nil
 	}
-	if err := json.Unmarshal(args[0], &ch); err != nil {
-		return resp.AppendError(nil, "ERR invalid routing change: "+err.Error())
+	if err := json.Unmarshal(c.Args[0], &arg); err != nil {
+		return resp.AppendError(nil, "ERR invalid routing change: "+err.Error()), nil
 	}
+	if arg.Step != nil {
+		return m.moveStep(c, arg.Step)
+	}
+	ch := arg.Change
 	next := &slotmap.Map{}
 	if cur := m.routing.Load(); cur != nil {
 		next = cur.Clone()
 	}
 	id, err := next.Apply(ch)
 	if err != nil {
-		return resp.AppendError(nil, "ERR "+err.Error())
+		return resp.AppendError(nil, "ERR "+err.Error()), nil
 	}
 	m.routing.Store(next)
-	if ch.Op == slotmap.OpBeginMove {
-		return resp.AppendInt(nil, int64(id))
+	m.afterRoute(ch, next)
+	if ch.Op == slotmap.OpBeginMove || ch.Op == slotmap.OpClaim {
+		return resp.AppendInt(nil, int64(id)), nil
 	}
-	return okReply
+	return okReply, nil
 }
 
 // SetShard names the shard whose log this machine applies (shard returns
 // "" while it is not known): a sharded cluster's machine then runs a
-// command only on slots its shard owns (notServed).
+// command only on slots its shard serves (notServed).
 func (m *Machine) SetShard(shard func() string) { m.shard = shard }
 
 // notServed returns the refusal of a command (a transaction: of any of its
-// commands) with a key in a slot this machine's shard does not own, as
+// commands) with a key in a slot this machine's shard does not serve, as
 // this shard's log says at this point: every node of the shard decides
-// alike. The servers refuse such commands before they are proposed; this
-// catches one proposed before the slot changed hands.
-func (m *Machine) notServed(c *fsm.Command, tx bool) []byte {
-	rt := m.routing.Load()
-	if rt == nil || m.shard == nil || m.keys == nil {
-		return nil
+// alike (servedHere). The servers refuse such commands before they are
+// proposed; this catches one proposed before the slot changed hands, and
+// decides those of the slots being moved.
+func (m *Machine) notServed(c *fsm.Command, tx bool, run *[]fsm.Command) ([]byte, error) {
+	if m.routing.Load() == nil || m.shard == nil || m.keys == nil || m.shard() == "" {
+		return nil, nil
 	}
-	self := m.shard()
-	if self == "" {
-		return nil
-	}
-	check := func(keys [][]byte) []byte {
-		for _, k := range keys {
-			if slot := slotmap.KeySlot(k); rt.Owner(slot) != self {
-				return resp.AppendError(nil, fmt.Sprintf("TRYAGAIN slot %d is not served by this shard", slot))
-			}
-		}
-		return nil
-	}
+	var keys [][]byte
 	switch {
 	case c.Op == entry.OpWatch:
-		return check(c.Args)
+		keys = c.Args
 	case tx:
 		for _, t := range c.Tx {
-			if r := check(m.keys.AccessedKeys(t)); r != nil {
-				return r
-			}
+			keys = append(keys, m.keys.AccessedKeys(t)...)
 		}
 	case c.Op == entry.OpCommand && len(c.Args) > 0:
-		return check(m.keys.AccessedKeys(c.Args))
+		keys = m.keys.AccessedKeys(c.Args)
 	}
-	return nil
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	return m.servedHere(c, keys, run)
 }
 
 // Routing is the cluster's routing data as applied so far, or nil when it
@@ -289,6 +296,7 @@ func (m *Machine) Routing() *slotmap.Map { return m.routing.Load() }
 // with a snapshot's (RestoreMachineState follows).
 func (m *Machine) Reset(ctx context.Context, rdb io.Reader, size int64) error {
 	m.routing.Store(nil)
+	m.locks = nil
 	m.watches = newWatches()
 	m.publishing = 0
 	return m.redis.Reset(ctx, rdb, size)
@@ -299,6 +307,8 @@ type state struct {
 	Watches []watchState `json:"watches,omitempty"`
 	// Routing is the routing data, when the cluster was sharded.
 	Routing *slotmap.Map `json:"routing,omitempty"`
+	// Locks are the keys slot moves hold locked.
+	Locks []lockState `json:"locks,omitempty"`
 	// Machine is the redis state machine's own state.
 	Machine json.RawMessage `json:"machine,omitempty"`
 }
@@ -309,7 +319,11 @@ func (m *Machine) MachineState() (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(state{Watches: m.watches.state(), Routing: m.routing.Load(), Machine: inner})
+	var locks []lockState
+	for lk, id := range m.locks {
+		locks = append(locks, lockState{DB: lk.db, Key: []byte(lk.key), Move: id})
+	}
+	return json.Marshal(state{Watches: m.watches.state(), Routing: m.routing.Load(), Locks: locks, Machine: inner})
 }
 
 // RestoreMachineState implements fsm.MachineState. A state object without
@@ -327,6 +341,13 @@ func (m *Machine) RestoreMachineState(ctx context.Context, raw json.RawMessage) 
 	}
 	m.watches = restoreWatches(st.Watches)
 	m.routing.Store(st.Routing)
+	m.locks = nil
+	for _, l := range st.Locks {
+		if m.locks == nil {
+			m.locks = map[lockKey]uint64{}
+		}
+		m.locks[lockKey{l.DB, string(l.Key)}] = l.Move
+	}
 	if err := m.redis.RestoreMachineState(ctx, st.Machine); err != nil {
 		return err
 	}

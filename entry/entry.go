@@ -24,9 +24,10 @@ import (
 // (Castagnoli, big-endian) of every byte before it, computed where the
 // entry is made, so a copy damaged anywhere on its way to a node's applier
 // (the network, memory, a disk the WAL's own checksum trusted) is told
-// from the proposer's. Version 6 adds OpRoute. Older versions decode
-// unchanged (versions 1 and 2 as RESP2 requests).
-const version = 6
+// from the proposer's. Version 6 adds OpRoute. Version 7 adds Asking: the
+// database field is db<<4 | asking<<3 | killable<<1 | resp3. Older
+// versions decode unchanged (versions 1 and 2 as RESP2 requests).
+const version = 7
 
 // checksummed is the first version that ends with a checksum.
 const checksummed = 5
@@ -66,6 +67,11 @@ const (
 // once every member decodes it.
 const RouteFormat = 6
 
+// MoveFormat is the first format with Asking, and with the move steps of
+// OpRoute that live slot moves log: slots move only once every member
+// decodes it.
+const MoveFormat = 7
+
 // Request is one client command with the database it runs in, a
 // transaction, or a change to a watch (WATCH's bookkeeping, which every
 // node's applier keeps from the log alone; see raftnode).
@@ -78,6 +84,10 @@ const RouteFormat = 6
 // the state machine (a script): it can be killed until it is settled (see
 // Control). The value tells the proposer's caller which command kills it;
 // the log only needs it to be the same on every node.
+//
+// Asking says the client sent ASKING before it (Redis Cluster's answer to
+// -ASK): a shard importing the request's slot serves it only then. Formats
+// before MoveFormat do not carry it.
 type Request struct {
 	DB       int
 	Op       Op
@@ -86,18 +96,26 @@ type Request struct {
 	Watch    uint64
 	RESP3    bool
 	Killable uint8
+	Asking   bool
 }
 
 // MaxKillable is the largest Killable value the encoding holds.
 const MaxKillable = 3
 
-// dbField is the encoding of a request's database, kind and protocol.
-func (r *Request) dbField() uint64 {
-	f := uint64(r.DB)<<3 | uint64(r.Killable&MaxKillable)<<1
+// dbField is the encoding of a request's database, kind, protocol and
+// ASKING in format v.
+func (r *Request) dbField(v byte) uint64 {
+	f := uint64(r.Killable&MaxKillable) << 1
 	if r.RESP3 {
 		f |= 1
 	}
-	return f
+	if v < MoveFormat {
+		return f | uint64(r.DB)<<3
+	}
+	if r.Asking {
+		f |= 1 << 3
+	}
+	return f | uint64(r.DB)<<4
 }
 
 // isTx reports whether r is encoded as a transaction; a request built with
@@ -188,9 +206,10 @@ func Verify(data []byte) error {
 // (raft's log) until a snapshot, so its buffer is allocated exactly.
 func (e *Entry) Size() int {
 	n := 1 + uvarintLen(e.Node) + uvarintLen(e.Seq) + varintLen(e.TimeMs) + uvarintLen(uint64(len(e.Reqs)))
+	v := e.format()
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
-		n += uvarintLen(r.dbField())
+		n += uvarintLen(r.dbField(v))
 		switch {
 		case r.isTx():
 			n += 2 + uvarintLen(r.Watch) + uvarintLen(uint64(len(r.Tx)))
@@ -229,14 +248,15 @@ func varintLen(x int64) int { return uvarintLen(uint64(x<<1) ^ uint64(x>>63)) }
 // Marshal appends the encoding of e to dst.
 func (e *Entry) Marshal(dst []byte) []byte {
 	start := len(dst)
-	dst = append(dst, e.format())
+	v := e.format()
+	dst = append(dst, v)
 	dst = binary.AppendUvarint(dst, e.Node)
 	dst = binary.AppendUvarint(dst, e.Seq)
 	dst = binary.AppendVarint(dst, e.TimeMs)
 	dst = binary.AppendUvarint(dst, uint64(len(e.Reqs)))
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
-		dst = binary.AppendUvarint(dst, r.dbField())
+		dst = binary.AppendUvarint(dst, r.dbField(v))
 		if !r.isTx() && r.Op != OpWatch && r.Op != OpUnwatch && r.Op != OpNotice && r.Op != OpRoute {
 			dst = appendArgs(dst, r.Args)
 			continue
@@ -311,7 +331,9 @@ func Unmarshal(data []byte) (Entry, error) {
 	d.argsCap = int(min(n, 1024)) * 3
 	for i := range e.Reqs {
 		r := &e.Reqs[i]
-		if db := d.uvarint(); v >= 4 {
+		if db := d.uvarint(); v >= MoveFormat {
+			r.DB, r.Asking, r.Killable, r.RESP3 = int(db>>4), db>>3&1 == 1, uint8(db>>1&MaxKillable), db&1 == 1
+		} else if v >= 4 {
 			r.DB, r.Killable, r.RESP3 = int(db>>3), uint8(db>>1&MaxKillable), db&1 == 1
 		} else if v >= 3 {
 			r.DB, r.RESP3 = int(db>>1), db&1 == 1

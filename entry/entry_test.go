@@ -289,7 +289,7 @@ func TestChecksum(t *testing.T) {
 // MinFormat to Version, and decodes the same from each.
 func TestMarshalFormats(t *testing.T) {
 	e := Entry{Node: 3, Seq: 9, TimeMs: 77, Reqs: []Request{
-		{DB: 1, Args: [][]byte{[]byte("EVAL"), []byte("return 1"), []byte("0")}, Killable: 1, RESP3: true},
+		{DB: 1, Args: [][]byte{[]byte("EVAL"), []byte("return 1"), []byte("0")}, Killable: 1, RESP3: true, Asking: true},
 		{Op: OpNotice, Args: [][]byte{[]byte("CLIENT"), []byte("PAUSE"), []byte("10"), []byte("ALL")}},
 	}}
 	route := Request{Op: OpRoute, Args: [][]byte{[]byte(`{"op":"init"}`)}}
@@ -308,6 +308,9 @@ func TestMarshalFormats(t *testing.T) {
 		}
 		if got.Format != f || got.Reqs[0].Killable != 1 || !got.Reqs[0].RESP3 || got.Reqs[1].Op != OpNotice || !equalArgs(got.Reqs[1].Args, e.Reqs[1].Args) {
 			t.Errorf("format %d: decoded %+v", f, got)
+		}
+		if got.Reqs[0].DB != 1 || got.Reqs[0].Asking != (f >= MoveFormat) {
+			t.Errorf("format %d: database %d, asking %v", f, got.Reqs[0].DB, got.Reqs[0].Asking)
 		}
 		if f >= RouteFormat && (len(got.Reqs) != 3 || got.Reqs[2].Op != OpRoute || !equalArgs(got.Reqs[2].Args, route.Args)) {
 			t.Errorf("format %d: the route request decoded as %+v", f, got.Reqs[2:])

@@ -40,6 +40,8 @@ type Command struct {
 	// effects outside the state machine (messages to subscribers) happen
 	// once, live.
 	Live bool
+	// Asking: the client sent ASKING before the request (entry.Request).
+	Asking bool
 	// Tag is the tag the request was proposed with on this node, else 0.
 	Tag uint64
 	// Killable marks a request that may run without bound (a script); a

@@ -104,6 +104,13 @@ type conn struct {
 	// readonly (READONLY, as to a Redis Cluster replica): reads are served
 	// on a follower even with follower-proxy off.
 	readonly bool
+	// asking is set by ASKING, for the next command (asked, while it is
+	// dispatched): a slot this shard imports then serves it, as after a
+	// Redis Cluster -ASK.
+	asking, asked bool
+	// viaLog: the command being dispatched is in a slot being moved, whose
+	// reads too go through the log, where the applier decides them.
+	viaLog bool
 	// ps is the connection's pub/sub subscriptions (pubsub.go).
 	ps pubsubState
 	// cls and cmdStart are the metrics class and arrival time of the

@@ -247,6 +247,11 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n Group, gen
 			}
 		}
 	}
+	for i, o := range batch {
+		if o.kind == opRead && errs[i] == "" && c.s.slotChanged(o.args) {
+			errs[i] = errorText(errSlotChanged, true)
+		}
+	}
 	for i := range batch {
 		if errs[i] != "" {
 			batch[i].writeError(w, c.raw, errs[i])

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"time"
 
@@ -188,8 +189,13 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 		o.writeError(w, c.raw, errorText(err, o.kind == opLogRead))
 		return
 	}
+	if bytes.HasPrefix(raw, askPrefix) {
+		raw = c.s.askReply(raw)
+	}
 	if o.fix != nil {
 		raw = o.fix(raw)
 	}
 	o.write(w, raw)
 }
+
+var askPrefix = []byte("-ASK ")

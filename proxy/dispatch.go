@@ -15,6 +15,10 @@ import (
 // dispatch routes one command; it returns false when the connection ends.
 func (c *conn) dispatch(args [][]byte) bool {
 	c.cls, c.cmdStart = mProxy, c.arrived
+	// ASKING holds for the one command after it (a transaction: from MULTI
+	// to EXEC, as the command the client retries).
+	c.asked, c.asking = c.asking || (c.tx != nil && c.tx.asked), false
+	c.viaLog = false
 	c.stat, c.cmdArgs = c.s.stats.stat(c.s.table, args), args
 	if !c.authed {
 		if o := c.authGate(args); o != nil {
@@ -125,7 +129,7 @@ func (c *conn) route(n Group, sp *spec, args [][]byte) *op {
 	now := c.cmdStart
 	if sp.class == classRead {
 		untrack := c.trackRead(args)
-		if c.pendingWrites.Load() > 0 {
+		if c.pendingWrites.Load() > 0 || c.viaLog {
 			// Ordered after this connection's writes by the log itself; every
 			// node runs it, and only this one replies.
 			c.pendingWrites.Add(1)
@@ -149,7 +153,7 @@ func (c *conn) route(n Group, sp *spec, args [][]byte) *op {
 
 // request is the log request of a data command.
 func (c *conn) request(sp *spec, args [][]byte) entry.Request {
-	return entry.Request{DB: c.db, Args: args, RESP3: c.client.resp3, Killable: killable(sp.name)}
+	return entry.Request{DB: c.db, Args: args, RESP3: c.client.resp3, Killable: killable(sp.name), Asking: c.asked}
 }
 
 // refuseAsync refuses FLUSHALL/FLUSHDB ASYNC: redis would free memory in
@@ -192,7 +196,7 @@ func errorText(err error, read bool) string {
 		return "CLUSTERDOWN " + err.Error()
 	case errors.Is(err, raftnode.ErrDiskFull):
 		return "MISCONF raftproxy: " + err.Error()
-	case errors.Is(err, errExpiryChurn):
+	case errors.Is(err, errExpiryChurn), errors.Is(err, errSlotChanged):
 		return err.Error()
 	case errors.As(err, new(*raftnode.BusyError)):
 		var be *raftnode.BusyError

@@ -63,9 +63,12 @@ var handlers = map[string]handler{
 	"echo": emits(func(c *conn, _ string, args [][]byte) *op {
 		return &op{kind: opReply, reply: resp.AppendBulk(nil, args[1])}
 	}),
-	"quit":    func(c *conn, _ string, _ [][]byte) bool { c.emit(&op{kind: opClose, reply: okRaw}); return false },
-	"select":  emits((*conn).selectDB),
-	"multi":   emits(func(c *conn, _ string, _ [][]byte) *op { c.tx = &txState{db: c.db, slot: -1}; return okReply() }),
+	"quit":   func(c *conn, _ string, _ [][]byte) bool { c.emit(&op{kind: opClose, reply: okRaw}); return false },
+	"select": emits((*conn).selectDB),
+	"multi": emits(func(c *conn, _ string, _ [][]byte) *op {
+		c.tx = &txState{db: c.db, slot: -1, asked: c.asked}
+		return okReply()
+	}),
 	"exec":    emits(func(*conn, string, [][]byte) *op { return errReply("ERR EXEC without MULTI") }),
 	"discard": emits(func(*conn, string, [][]byte) *op { return errReply("ERR DISCARD without MULTI") }),
 	"watch":   emits(func(c *conn, _ string, args [][]byte) *op { return c.watchKeys(args) }),
@@ -115,7 +118,7 @@ var handlers = map[string]handler{
 	"readwrite":  emits(func(c *conn, _ string, _ [][]byte) *op { c.readonly = false; return okReply() }),
 	// Slots never migrate (one shard owns them all), so raftproxy never
 	// sends -ASK; a client may still send ASKING.
-	"asking": replies(okRaw),
+	"asking": emits(func(c *conn, _ string, _ [][]byte) *op { c.asking = true; return okReply() }),
 
 	// The connection's own commands (client.go, hello.go).
 	"hello": emits(func(c *conn, _ string, args [][]byte) *op { return c.hello(args) }),

@@ -253,6 +253,9 @@ func (p *readPipe) runOnce(batch []*readReq, n int) []readCheck {
 			}
 			r.cmds[j].reply = r.buf[offs[i]-base : offs[i+1]-base : offs[i+1]-base]
 			i++
+			if p.s.slotChanged(r.cmds[j].args) {
+				r.cmds[j].err = errSlotChanged
+			}
 		}
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/pubsub"
 	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/slotmap"
 )
 
 // Config configures a Server.
@@ -30,6 +31,10 @@ type Config struct {
 	// shard (0: the primary group, the one RAFT.CLUSTER INIT makes).
 	Sharding   Sharding
 	ShardIndex int
+	// ShardRouting is the routing data as this server's own group's log
+	// applied it (apply.Machine.Routing): which slots it serves, imports
+	// and moves out, as its applier decides them.
+	ShardRouting func() *slotmap.Map
 	// Seeded: RAFT.CLUSTER INIT makes the cluster from a seed RDB, whose
 	// keys would all be in the primary group: it cannot be sharded.
 	Seeded bool

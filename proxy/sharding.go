@@ -109,17 +109,7 @@ func (s *Server) proposeRoute(ctx context.Context, n Group, ch slotmap.Change) e
 	if err := membersApplied(ctx, n); err != nil {
 		return err
 	}
-	b, err := json.Marshal(ch)
-	if err != nil {
-		return err
-	}
-	f := n.ProposeRequest(ctx, entry.Request{Op: entry.OpRoute, Args: [][]byte{b}})
-	select {
-	case <-f.Done():
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	reply, err := f.Result()
+	reply, err := s.proposeRouteReply(ctx, n, ch)
 	if err != nil {
 		return err
 	}
@@ -127,6 +117,22 @@ func (s *Server) proposeRoute(ctx context.Context, n Group, ch slotmap.Change) e
 		return errors.New(strings.TrimSpace(string(reply[1:])))
 	}
 	return nil
+}
+
+// proposeRouteReply logs a routing change through group n and returns
+// the applier's reply.
+func (s *Server) proposeRouteReply(ctx context.Context, n Group, ch slotmap.Change) ([]byte, error) {
+	b, err := json.Marshal(ch)
+	if err != nil {
+		return nil, err
+	}
+	f := n.ProposeRequest(ctx, entry.Request{Op: entry.OpRoute, Args: [][]byte{b}})
+	select {
+	case <-f.Done():
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", raftnode.ErrTimeout, ctx.Err())
+	}
+	return f.Result()
 }
 
 // joinShards joins this node, a new member of the primary group under id,
@@ -211,30 +217,117 @@ func (c *conn) slotGate(sp *spec, args [][]byte) *op {
 	if !keyed {
 		return nil
 	}
-	return c.s.ownSlot(rt, slot)
+	return c.ownSlot(rt, slot)
 }
 
-// ownSlot returns nil when this server's shard owns slot, else the
-// redirect to the shard that does.
-func (s *Server) ownSlot(rt *slotmap.Map, slot int) *op {
+// ownSlot returns nil when this server's shard serves slot, else the
+// redirect to the shard that does. Its own group's log decides what it
+// serves; rt (the primary's) names the owner of a slot it does not. A slot
+// it moves out is served through the log, reads included, whose applier
+// answers -ASK for the keys already moved (apply.Machine.servedHere); a
+// slot it imports only after ASKING.
+func (c *conn) ownSlot(rt *slotmap.Map, slot int) *op {
+	s := c.s
 	n := s.cfg.Cluster.Node()
 	if n == nil {
 		return errReply(errNoCluster)
 	}
-	owner := rt.Owner(slot)
-	if owner == raftnode.IDString(n.ClusterID()) {
+	self := raftnode.IDString(n.ClusterID())
+	own := rt
+	if s.cfg.ShardRouting != nil {
+		if m := s.cfg.ShardRouting(); m != nil {
+			own = m
+		}
+	}
+	if c.asked {
+		// The source sends a client here once the move is in this group's
+		// log, which this node may not have applied yet: the applier
+		// decides, by then.
+		for _, m := range []*slotmap.Map{own, rt} {
+			if mv, ok := m.Moving(slot); ok && mv.Dst() == self {
+				c.viaLog = true
+				return nil
+			}
+		}
+	}
+	if mv, ok := own.Moving(slot); ok {
+		switch self {
+		case mv.Src():
+			c.viaLog = true
+			return nil
+		case mv.Dst():
+			return s.redirectTo("MOVED", slot, mv.Src())
+		}
+	}
+	if own.Owner(slot) == self {
 		return nil
 	}
-	g := s.cfg.Sharding.Group(owner)
+	owner := rt.Owner(slot)
+	if owner == self {
+		// The primary's log has not yet told this one of the change.
+		return errReply(fmt.Sprintf("TRYAGAIN slot %d is changing hands", slot))
+	}
+	return s.redirectTo("MOVED", slot, owner)
+}
+
+// redirectTo is -MOVED or -ASK to the leader of shard id.
+func (s *Server) redirectTo(kind string, slot int, id string) *op {
+	g := s.cfg.Sharding.Group(id)
 	if g == nil {
-		return errReply(fmt.Sprintf("CLUSTERDOWN Hash slot %d is served by shard %s, which this node does not hold", slot, owner))
+		return errReply(fmt.Sprintf("CLUSTERDOWN Hash slot %d is served by shard %s, which this node does not hold", slot, id))
 	}
 	l, ok := g.Leader()
 	if !ok || l.Addr == "" {
 		return errReply(errNoLeader)
 	}
-	return errReply(fmt.Sprintf("MOVED %d %s", slot, l.Addr))
+	return errReply(fmt.Sprintf("%s %d %s", kind, slot, l.Addr))
 }
+
+// askReply turns the applier's -ASK, which names the target shard, into
+// Redis Cluster's, which names its leader's address.
+func (s *Server) askReply(raw []byte) []byte {
+	f := strings.Fields(string(raw[1:]))
+	if s.cfg.Sharding == nil || len(f) != 3 {
+		return raw
+	}
+	slot, err := strconv.Atoi(f[1])
+	if err != nil {
+		return raw
+	}
+	return s.redirectTo("ASK", slot, f[2]).reply
+}
+
+// slotChanged reports whether a read that ran on the local redis may have
+// missed a slot move: its slot is no longer this shard's alone, by its
+// own group's log, after the read ran. A move's keys leave only after it
+// began in that log, so a read that finds the slot still unmoved saw it
+// whole.
+func (s *Server) slotChanged(args [][]byte) bool {
+	if s.cfg.ShardRouting == nil {
+		return false
+	}
+	own := s.cfg.ShardRouting()
+	if own == nil {
+		return false
+	}
+	sp, _ := s.table.lookup(args)
+	if sp == nil {
+		return false
+	}
+	slot, keyed, _ := s.table.commandSlot(sp, args)
+	if !keyed {
+		return false
+	}
+	n := s.cfg.Cluster.Node()
+	if n == nil {
+		return true
+	}
+	_, moving := own.Moving(slot)
+	return moving || own.Owner(slot) != raftnode.IDString(n.ClusterID())
+}
+
+// errSlotChanged fails a read that slotChanged caught; the client retries.
+var errSlotChanged = errors.New("TRYAGAIN the slot began moving while the read ran")
 
 // commandSlot is the hash slot of a command's keys by redis's key specs:
 // keyed is false for a command without keys, cross true when its keys
@@ -275,7 +368,7 @@ func (c *conn) txSlotGate(tx *txState, sp *spec, args [][]byte) *op {
 		return nil
 	}
 	tx.slot = slot
-	return c.s.ownSlot(rt, slot)
+	return c.ownSlot(rt, slot)
 }
 
 // raftShard handles RAFT.SHARD LIST: one array per shard, whose first
@@ -285,8 +378,11 @@ func (c *conn) txSlotGate(tx *txState, sp *spec, args [][]byte) *op {
 // from, to, keys moved]). A cluster that was never sharded is one shard,
 // the primary group's, owning every slot.
 func (c *conn) raftShard(args [][]byte) *op {
-	if len(args) != 2 || !strings.EqualFold(string(args[1]), "list") {
-		return errReply(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try RAFT.SHARD LIST.", args[1]))
+	switch sub := strings.ToLower(string(args[1])); {
+	case sub == "move-slots" || sub == "cancel-move":
+		return c.raftShardMove(sub, args)
+	case len(args) != 2 || sub != "list":
+		return errReply(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try RAFT.SHARD LIST, MOVE-SLOTS or CANCEL-MOVE.", args[1]))
 	}
 	n := c.s.cfg.Cluster.Node()
 	if n == nil {
@@ -339,15 +435,75 @@ func (c *conn) raftShard(args [][]byte) *op {
 		b = resp.AppendBulkString(b, leader)
 		b = resp.AppendArrayLen(b, len(r.moves))
 		for _, mv := range r.moves {
-			b = resp.AppendArrayLen(b, 5)
+			state := "moving"
+			if mv.Cancel || mv.Cancelled {
+				state = "cancelling"
+			}
+			b = resp.AppendArrayLen(b, 6)
 			b = resp.AppendInt(b, int64(mv.ID))
 			b = resp.AppendBulkString(b, mv.Range.String())
 			b = resp.AppendBulkString(b, mv.From)
 			b = resp.AppendBulkString(b, mv.To)
 			b = resp.AppendInt(b, int64(mv.Keys))
+			b = resp.AppendBulkString(b, state)
 		}
 	}
 	return &op{kind: opReply, reply: b}
+}
+
+// raftShardMove handles RAFT.SHARD MOVE-SLOTS <first> <last> <shard-id>,
+// which begins a move in the routing data and answers its id, and
+// RAFT.SHARD CANCEL-MOVE <id>, which turns one around. The primary
+// group's leader then drives them (package migrate).
+func (c *conn) raftShardMove(sub string, args [][]byte) *op {
+	rt, refused := c.s.routing()
+	if refused != nil {
+		return refused
+	}
+	if rt == nil {
+		return errReply("ERR this cluster is not sharded: make it with RAFT.CLUSTER INIT SHARDS <n>")
+	}
+	var ch slotmap.Change
+	switch sub {
+	case "move-slots":
+		if len(args) != 5 {
+			return errReply("ERR wrong number of arguments for 'raft.shard|move-slots' command")
+		}
+		first, err1 := strconv.Atoi(string(args[2]))
+		last, err2 := strconv.Atoi(string(args[3]))
+		if err1 != nil || err2 != nil {
+			return errReply("ERR Invalid or out of range slot")
+		}
+		ch = slotmap.Change{Op: slotmap.OpBeginMove, Range: slotmap.Range{First: first, Last: last}, Shard: string(args[4])}
+	default:
+		if len(args) != 3 {
+			return errReply("ERR wrong number of arguments for 'raft.shard|cancel-move' command")
+		}
+		id, err := strconv.ParseUint(string(args[2]), 10, 64)
+		if err != nil {
+			return errReply("ERR invalid move id")
+		}
+		ch = slotmap.Change{Op: slotmap.OpCancelMove, Move: id}
+	}
+	var primary Group
+	for _, sh := range rt.Shards() {
+		if sh.Index == 0 {
+			primary = c.s.cfg.Sharding.Group(sh.ID)
+		}
+	}
+	if primary == nil {
+		return errReply("CLUSTERDOWN this node does not hold the primary group")
+	}
+	if f := primary.LogFormat(); f < entry.MoveFormat {
+		return errReply(fmt.Sprintf("ERR slots move only once every member decodes log format %d; this cluster writes %d", entry.MoveFormat, f))
+	}
+	ctx, cancel := context.WithTimeout(proposalContext(), c.s.timeout())
+	defer cancel()
+	reply, err := c.s.proposeRouteReply(ctx, primary, ch)
+	if err != nil {
+		return errReply(errorText(err, false))
+	}
+	return &op{kind: opReply, reply: reply}
 }
 
 // removeFromShards removes member id from the group of every shard other

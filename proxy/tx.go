@@ -28,6 +28,8 @@ type txState struct {
 	// sharded cluster a transaction runs in one shard, and its keys are
 	// in one slot, as in Redis Cluster.
 	slot int
+	// asked: MULTI came after ASKING.
+	asked bool
 }
 
 var queuedReply = resp.AppendSimple(nil, "QUEUED")
@@ -175,7 +177,7 @@ func (c *conn) exec(tx *txState) *op {
 	now := time.Now()
 	c.waitReads()
 	c.pendingWrites.Add(1)
-	req := entry.Request{DB: tx.db, Op: entry.OpTx, Tx: tx.cmds, Watch: watch, RESP3: c.client.resp3, Killable: tx.killable}
+	req := entry.Request{DB: tx.db, Op: entry.OpTx, Tx: tx.cmds, Watch: watch, RESP3: c.client.resp3, Killable: tx.killable, Asking: tx.asked || c.asked}
 	o := &op{kind: opWrite, fut: n.ProposeRequest(proposalContext(), req), start: now}
 	if tx.fixes != nil {
 		o.fix = txFix(tx.fixes)
@@ -205,7 +207,7 @@ func (c *conn) watchKeys(args [][]byte) *op {
 	}
 	now := time.Now()
 	c.pendingWrites.Add(1)
-	req := entry.Request{DB: c.db, Op: entry.OpWatch, Watch: c.watch, Args: args[1:]}
+	req := entry.Request{DB: c.db, Op: entry.OpWatch, Watch: c.watch, Args: args[1:], Asking: c.asked}
 	return &op{kind: opWrite, fut: n.ProposeRequest(proposalContext(), req), start: now}
 }
 

@@ -170,6 +170,11 @@ func (n *Node) propose(ctx context.Context, req entry.Request, tag uint64) *Futu
 		f.complete(nil, fmt.Errorf("%w: a routing change needs format %d, the cluster writes %d", ErrFormat, entry.RouteFormat, n.members.logFormat()))
 		return f
 	}
+	if req.Asking && n.members.logFormat() < entry.MoveFormat {
+		n.metrics.proposalsFailed.Inc()
+		f.complete(nil, fmt.Errorf("%w: ASKING needs format %d, the cluster writes %d", ErrFormat, entry.MoveFormat, n.members.logFormat()))
+		return f
+	}
 	// A node that cannot apply the log would never answer: the write is
 	// refused before it is proposed, so it certainly does not happen.
 	if halted, err := n.Halted(); halted {

@@ -10,6 +10,7 @@
 package slotmap
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,14 +53,43 @@ type Shard struct {
 }
 
 // A Move takes Range from shard From to shard To. It is begun and ended
-// (or cancelled) by changes to the Map; the keys are copied in between by
-// the shards themselves, and Keys counts those copied so far.
+// by changes to the Map; the keys are copied in between by a mover (the
+// primary group's leader), and Keys counts those copied so far. A cancelled
+// move runs backwards: its keys go back from To to From, which then keeps
+// the slots. Epoch is the claim of the mover driving it: each new mover
+// claims a higher one, and the shards refuse the steps of an older one.
+//
+// A Map records a move as the routing data (begun, asked to be cancelled:
+// Cancel) and as a shard's log sees it, through the mover's sync-move
+// changes: Active once the shard takes part in it, Cancelled once it runs
+// backwards there. The primary group's log is both, as it is a shard too.
 type Move struct {
-	ID    uint64 `json:"id"`
-	Range Range  `json:"range"`
-	From  string `json:"from"`
-	To    string `json:"to"`
-	Keys  uint64 `json:"keys,omitempty"`
+	ID        uint64 `json:"id"`
+	Range     Range  `json:"range"`
+	From      string `json:"from"`
+	To        string `json:"to"`
+	Keys      uint64 `json:"keys,omitempty"`
+	Epoch     uint64 `json:"epoch,omitempty"`
+	Cancel    bool   `json:"cancel,omitempty"`
+	Active    bool   `json:"active,omitempty"`
+	Cancelled bool   `json:"cancelled,omitempty"`
+}
+
+// Src is the shard the move's keys leave: From, or To once cancelled.
+func (mv Move) Src() string {
+	if mv.Cancelled {
+		return mv.To
+	}
+	return mv.From
+}
+
+// Dst is the shard the move's keys go to, which owns the slots once the
+// move ends.
+func (mv Move) Dst() string {
+	if mv.Cancelled {
+		return mv.From
+	}
+	return mv.To
 }
 
 // Map is the routing data. The zero Map has no shards and no owned slot.
@@ -70,6 +100,9 @@ type Map struct {
 	owner    [NumSlots]uint16
 	moves    []Move // by ID
 	nextMove uint64
+	// ended are the moves that ended, so that a late step of one (an
+	// older mover's) is told from a move not begun here yet.
+	ended []uint64
 }
 
 // Errors of Apply: the change is refused and the Map unchanged.
@@ -84,6 +117,8 @@ var (
 	ErrMoving      = errors.New("some of the slots are already being moved")
 	ErrNoMove      = errors.New("no such move")
 	ErrBadMembers  = errors.New("a shard needs members, each named once")
+	ErrStaleMover  = errors.New("the move is driven by a newer mover")
+	ErrCancelled   = errors.New("the move is already cancelled")
 )
 
 // Op is what a Change does.
@@ -104,11 +139,21 @@ const (
 	OpBeginMove Op = "begin-move"
 	// OpProgress records that Keys keys of move Move were copied.
 	OpProgress Op = "progress"
-	// OpEndMove gives the slots of move Move to its target: the shards
-	// have handed them off.
+	// OpEndMove gives the slots of move Move to its target (Dst, or Shard
+	// when set): the shards have handed them off.
 	OpEndMove Op = "end-move"
-	// OpCancelMove drops move Move: its slots stay with its source.
+	// OpCancelMove asks for move Move to be turned around (Cancel): its
+	// mover then sends its keys back to its source, which keeps the slots
+	// when it ends.
 	OpCancelMove Op = "cancel-move"
+	// OpClaim gives move Move a new epoch, returned: the mover that made
+	// it drives the move from then on.
+	OpClaim Op = "claim"
+	// OpSyncMove makes this Map's copy of move State what State says (in
+	// a shard's log, which learns of a move and its turns this way): it
+	// adds the move, or updates its epoch and direction, and refuses a
+	// State older than what it holds or of a move that ended.
+	OpSyncMove Op = "sync-move"
 )
 
 // Change is one entry of the routing log.
@@ -119,6 +164,11 @@ type Change struct {
 	Range  Range   `json:"range,omitzero"`
 	Move   uint64  `json:"move,omitempty"`
 	Keys   uint64  `json:"keys,omitempty"`
+	// Epoch, when set, is the epoch of the mover making a progress or
+	// end-move change: an older one's is refused.
+	Epoch uint64 `json:"epoch,omitempty"`
+	// State is the move of a sync-move change.
+	State *Move `json:"state,omitempty"`
 }
 
 // Apply makes change c, or refuses it with an error that wraps one of the
@@ -137,31 +187,57 @@ func (m *Map) Apply(c Change) (uint64, error) {
 	case OpBeginMove:
 		return m.beginMove(c.Range, c.Shard)
 	case OpProgress:
-		i := m.move(c.Move)
-		if i < 0 {
-			return 0, fmt.Errorf("%w: %d", ErrNoMove, c.Move)
+		i, err := m.claimed(c.Move, c.Epoch)
+		if err != nil {
+			return 0, err
 		}
 		m.moves[i].Keys = c.Keys
 		return c.Move, nil
 	case OpEndMove:
-		i := m.move(c.Move)
-		if i < 0 {
-			return 0, fmt.Errorf("%w: %d", ErrNoMove, c.Move)
+		if slices.Contains(m.ended, c.Move) {
+			return c.Move, nil // ended before: the change is a retry
+		}
+		i, err := m.claimed(c.Move, c.Epoch)
+		if err != nil {
+			return 0, err
 		}
 		mv := m.moves[i]
-		to := uint16(m.shard(mv.To) + 1)
+		dst := mv.Dst()
+		if c.Shard != "" {
+			if c.Shard != mv.From && c.Shard != mv.To {
+				return 0, fmt.Errorf("%w: move %d is between %q and %q", ErrNoShard, mv.ID, mv.From, mv.To)
+			}
+			dst = c.Shard
+		}
+		to := uint16(m.shard(dst) + 1)
 		for s := mv.Range.First; s <= mv.Range.Last; s++ {
 			m.owner[s] = to
 		}
 		m.moves = slices.Delete(m.moves, i, i+1)
+		m.ended = append(m.ended, mv.ID)
 		return mv.ID, nil
 	case OpCancelMove:
 		i := m.move(c.Move)
 		if i < 0 {
 			return 0, fmt.Errorf("%w: %d", ErrNoMove, c.Move)
 		}
-		m.moves = slices.Delete(m.moves, i, i+1)
+		if m.moves[i].Cancel || m.moves[i].Cancelled {
+			return 0, fmt.Errorf("%w: %d", ErrCancelled, c.Move)
+		}
+		m.moves[i].Cancel = true
 		return c.Move, nil
+	case OpClaim:
+		i := m.move(c.Move)
+		if i < 0 {
+			return 0, fmt.Errorf("%w: %d", ErrNoMove, c.Move)
+		}
+		m.moves[i].Epoch++
+		return m.moves[i].Epoch, nil
+	case OpSyncMove:
+		if c.State == nil {
+			return 0, fmt.Errorf("%w: sync-move without a state", ErrNoMove)
+		}
+		return m.syncMove(*c.State)
 	}
 	return 0, fmt.Errorf("unknown routing change %q", c.Op)
 }
@@ -304,6 +380,58 @@ func (m *Map) beginMove(r Range, to string) (uint64, error) {
 	return m.nextMove, nil
 }
 
+// claimed returns the index of move id, refusing a change of a mover
+// older than the move's (epoch 0: a change that is not a mover's).
+func (m *Map) claimed(id, epoch uint64) (int, error) {
+	i := m.move(id)
+	if i < 0 {
+		return 0, fmt.Errorf("%w: %d", ErrNoMove, id)
+	}
+	if epoch != 0 && epoch != m.moves[i].Epoch {
+		return 0, fmt.Errorf("%w: move %d is at epoch %d, not %d", ErrStaleMover, id, m.moves[i].Epoch, epoch)
+	}
+	return i, nil
+}
+
+func (m *Map) syncMove(st Move) (uint64, error) {
+	if slices.Contains(m.ended, st.ID) {
+		return 0, fmt.Errorf("%w: %d ended", ErrNoMove, st.ID)
+	}
+	if i := m.move(st.ID); i >= 0 {
+		cur := &m.moves[i]
+		if st.Epoch < cur.Epoch || (st.Epoch == cur.Epoch && cur.Cancelled && !st.Cancelled) {
+			return 0, fmt.Errorf("%w: move %d is at epoch %d, not %d", ErrStaleMover, st.ID, cur.Epoch, st.Epoch)
+		}
+		if st.Range != cur.Range || st.From != cur.From || st.To != cur.To {
+			return 0, fmt.Errorf("%w: move %d is %s from %q to %q", ErrNoMove, st.ID, cur.Range, cur.From, cur.To)
+		}
+		cur.Epoch, cur.Cancelled, cur.Active = st.Epoch, cur.Cancelled || st.Cancelled, true
+		return st.ID, nil
+	}
+	if st.ID == 0 || !st.Range.valid() || m.shard(st.To) < 0 {
+		return 0, fmt.Errorf("%w: %+v", ErrNoMove, st)
+	}
+	from := m.shard(st.From)
+	if from < 0 {
+		return 0, fmt.Errorf("%w: %q", ErrNoShard, st.From)
+	}
+	for s := st.Range.First; s <= st.Range.Last; s++ {
+		if int(m.owner[s]) != from+1 {
+			return 0, fmt.Errorf("%w: %s is not all %q's", ErrSplitOwner, st.Range, st.From)
+		}
+	}
+	for _, mv := range m.moves {
+		if mv.Range.overlaps(st.Range) {
+			return 0, fmt.Errorf("%w: %s overlaps move %d (%s)", ErrMoving, st.Range, mv.ID, mv.Range)
+		}
+	}
+	i, _ := slices.BinarySearchFunc(m.moves, st.ID, func(a Move, id uint64) int { return cmp.Compare(a.ID, id) })
+	st.Keys, st.Active = 0, true
+	m.moves = slices.Insert(m.moves, i, st)
+	m.nextMove = max(m.nextMove, st.ID)
+	return st.ID, nil
+}
+
 func (m *Map) shard(id string) int {
 	i, ok := slices.BinarySearchFunc(m.shards, id, func(a Shard, id string) int { return cmpString(a.ID, id) })
 	if !ok {
@@ -325,10 +453,11 @@ func (m *Map) Owner(slot int) string {
 	return m.shards[m.owner[slot]-1].ID
 }
 
-// Moving returns the move slot is part of, if any.
+// Moving returns the move slot is part of, if this Map's shard takes part
+// in it (Active).
 func (m *Map) Moving(slot int) (Move, bool) {
 	for _, mv := range m.moves {
-		if mv.Range.First <= slot && slot <= mv.Range.Last {
+		if mv.Active && mv.Range.First <= slot && slot <= mv.Range.Last {
 			return mv, true
 		}
 	}
@@ -342,6 +471,14 @@ func (m *Map) Shards() []Shard {
 		out[i] = Shard{ID: s.ID, Index: s.Index, Members: slices.Clone(s.Members)}
 	}
 	return out
+}
+
+// MoveByID returns move id, if it is in progress.
+func (m *Map) MoveByID(id uint64) (Move, bool) {
+	if i := m.move(id); i >= 0 {
+		return m.moves[i], true
+	}
+	return Move{}, false
 }
 
 // Moves returns the moves in progress, oldest first.
@@ -388,11 +525,12 @@ type wire struct {
 	Slots    []Assignment `json:"slots"`
 	Moves    []Move       `json:"moves,omitempty"`
 	NextMove uint64       `json:"next_move,omitempty"`
+	Ended    []uint64     `json:"ended,omitempty"`
 }
 
 // MarshalJSON encodes m with its slots as ranges.
 func (m *Map) MarshalJSON() ([]byte, error) {
-	return json.Marshal(wire{Shards: m.shards, Slots: m.Assignments(), Moves: m.moves, NextMove: m.nextMove})
+	return json.Marshal(wire{Shards: m.shards, Slots: m.Assignments(), Moves: m.moves, NextMove: m.nextMove, Ended: m.ended})
 }
 
 // UnmarshalJSON decodes what MarshalJSON encoded, refusing a map that is
@@ -436,7 +574,7 @@ func (m *Map) UnmarshalJSON(b []byte) error {
 			}
 		}
 	}
-	n.moves, n.nextMove = w.Moves, w.NextMove
+	n.moves, n.nextMove, n.ended = w.Moves, w.NextMove, w.Ended
 	*m = n
 	return nil
 }
@@ -444,7 +582,7 @@ func (m *Map) UnmarshalJSON(b []byte) error {
 // Clone returns a copy of m that shares nothing with it: a Map that was
 // handed to readers is never changed, a clone is.
 func (m *Map) Clone() *Map {
-	c := &Map{owner: m.owner, nextMove: m.nextMove, moves: slices.Clone(m.moves)}
+	c := &Map{owner: m.owner, nextMove: m.nextMove, moves: slices.Clone(m.moves), ended: slices.Clone(m.ended)}
 	c.shards = m.Shards()
 	return c
 }

@@ -83,9 +83,14 @@ func TestMoves(t *testing.T) {
 		t.Errorf("removing a move's target: %v", err)
 	}
 	other := mustApply(t, &m, Change{Op: OpBeginMove, Range: Range{9000, 9001}, Shard: "s0"})
-	if mv, ok := m.Moving(150); !ok || mv.ID != id || mv.From != "s1" || mv.To != "s0" || m.Owner(150) != "s1" {
+	if mv, ok := m.MoveByID(id); !ok || mv.ID != id || mv.From != "s1" || mv.To != "s0" || m.Owner(150) != "s1" {
 		t.Errorf("during the move: Moving(150) = %+v %v, owner %q", mv, ok, m.Owner(150))
 	}
+	if _, ok := m.Moving(150); ok {
+		t.Error("a move is served before a sync activates it")
+	}
+	st0, _ := m.MoveByID(id)
+	mustApply(t, &m, Change{Op: OpSyncMove, State: &st0})
 	mustApply(t, &m, Change{Op: OpProgress, Move: id, Keys: 42})
 	if mv, _ := m.Moving(100); mv.Keys != 42 {
 		t.Errorf("progress: %+v", mv)
@@ -98,6 +103,19 @@ func TestMoves(t *testing.T) {
 		t.Error("an ended move is still listed")
 	}
 	mustApply(t, &m, Change{Op: OpCancelMove, Move: other})
+	if mv, _ := m.MoveByID(other); !mv.Cancel || mv.Src() != "s2" {
+		t.Errorf("a cancel is asked for, and runs back once synced: %+v", mv)
+	}
+	st, _ := m.MoveByID(other)
+	st.Cancelled = true
+	mustApply(t, &m, Change{Op: OpSyncMove, State: &st})
+	if mv, _ := m.MoveByID(other); !mv.Cancelled || !mv.Active || mv.Src() != "s0" || mv.Dst() != "s2" {
+		t.Errorf("a cancelled move runs back: %+v", mv)
+	}
+	if _, err := m.Apply(Change{Op: OpCancelMove, Move: other}); !errors.Is(err, ErrCancelled) {
+		t.Errorf("a second cancel: %v", err)
+	}
+	mustApply(t, &m, Change{Op: OpEndMove, Move: other})
 	if m.Owner(9000) != "s2" || len(m.Moves()) != 0 {
 		t.Errorf("after the cancel: owner %q, moves %v", m.Owner(9000), m.Moves())
 	}
@@ -110,6 +128,48 @@ func TestMoves(t *testing.T) {
 	mustApply(t, &m, Change{Op: OpRemoveShard, Shard: "s0"})
 	if m.Owner(100) != "s1" || m.Owner(16383) != "s2" || len(m.Shards()) != 2 {
 		t.Errorf("after removing s0: %q %q %v", m.Owner(100), m.Owner(16383), m.Shards())
+	}
+}
+
+// TestMovers: each mover claims a move with a higher epoch, and the steps
+// of an older one are refused; a shard's log learns of a move and its turn
+// by sync-move, which refuses a stale state and a move that ended.
+func TestMovers(t *testing.T) {
+	var p, shardLog Map
+	init := Change{Op: OpInit, Shards: []Shard{shard("a", 1), shard("b", 1)}}
+	mustApply(t, &p, init)
+	mustApply(t, &shardLog, init)
+	id := mustApply(t, &p, Change{Op: OpBeginMove, Range: Range{0, 9}, Shard: "b"})
+	e1 := mustApply(t, &p, Change{Op: OpClaim, Move: id})
+	e2 := mustApply(t, &p, Change{Op: OpClaim, Move: id})
+	if e1 != 1 || e2 != 2 {
+		t.Fatalf("epochs %d %d", e1, e2)
+	}
+	if _, err := p.Apply(Change{Op: OpProgress, Move: id, Epoch: e1, Keys: 5}); !errors.Is(err, ErrStaleMover) {
+		t.Errorf("an older mover's progress: %v", err)
+	}
+	mv, _ := p.MoveByID(id)
+	st := mv
+	st.Epoch = e1
+	mustApply(t, &shardLog, Change{Op: OpSyncMove, State: &st})
+	st.Epoch = e2
+	mustApply(t, &shardLog, Change{Op: OpSyncMove, State: &st})
+	old := st
+	old.Epoch = e1
+	old.Cancelled = true
+	if _, err := shardLog.Apply(Change{Op: OpSyncMove, State: &old}); !errors.Is(err, ErrStaleMover) {
+		t.Errorf("an older mover's sync: %v", err)
+	}
+	if got, _ := shardLog.MoveByID(id); got.Cancelled || got.Epoch != e2 {
+		t.Errorf("a refused sync changed the move: %+v", got)
+	}
+	mustApply(t, &shardLog, Change{Op: OpEndMove, Move: id, Epoch: e2})
+	mustApply(t, &shardLog, Change{Op: OpEndMove, Move: id, Epoch: e2}) // a retry
+	if _, err := shardLog.Apply(Change{Op: OpSyncMove, State: &st}); !errors.Is(err, ErrNoMove) {
+		t.Errorf("a sync after the end: %v", err)
+	}
+	if shardLog.Owner(5) != "b" || len(shardLog.Moves()) != 0 {
+		t.Errorf("after the end: %q %v", shardLog.Owner(5), shardLog.Moves())
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 
+	"github.com/raftproxy/raftproxy/migrate"
 	"github.com/raftproxy/raftproxy/observe"
 	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/raftnode"
@@ -407,6 +408,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	}
 	ss.serve(primary)
 	go ss.balanceLeaders(ctx)
+	go migrate.New(moverNode{ss}, log.With("component", "mover")).Run(ctx)
 
 	// Refused handshakes are counted; logging each one at info would let a
 	// scanner fill the log.

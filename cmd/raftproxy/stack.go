@@ -38,8 +38,9 @@ type stack struct {
 	host    *raftnode.Host
 	srv     *proxy.Server
 	ln      net.Listener
-	// redisAddr is the redis-server it applies to (for the start log).
-	redisAddr string
+	// redisAddr is the redis-server it applies to, and redisPass its
+	// password.
+	redisAddr, redisPass string
 }
 
 // stacks are a node's groups: the primary one (index 0, which RAFT.CLUSTER
@@ -109,7 +110,7 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 		st.sup = sup
 		redisAddr, redisPass = sup.Socket, sup.Password
 	}
-	st.redisAddr = redisAddr
+	st.redisAddr, st.redisPass = redisAddr, redisPass
 	// The command table comes first: the applier asks it which keys a
 	// command touches, and the proxy routes by it.
 	cmds, err := proxy.LoadCommands(ss.ctx, redisAddr, redisPass, log)
@@ -176,6 +177,7 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 		Cluster:       hostCluster{host},
 		Sharding:      ss,
 		ShardIndex:    sp.index,
+		ShardRouting:  st.machine.Routing,
 		Seeded:        sp.seedRDB != "",
 		Events:        st.machine.Events(),
 		Broker:        broker,

@@ -1,0 +1,344 @@
+// Package migrate drives the slot moves of a sharded cluster: on the node
+// that leads the primary group, one mover per move in the routing data
+// copies the move's keys from its source shard to its target in batches
+// (the export, import and drop steps of apply/migrate.go, each through a
+// shard's log), then hands the slots off. Everything it does is a log
+// entry and safe to repeat, so a mover that stops anywhere (a leader
+// change, a crash) is replaced by the next leader's, which claims the move
+// with a higher epoch and carries on from what the logs hold.
+package migrate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/raftproxy/raftproxy/apply"
+	"github.com/raftproxy/raftproxy/backend"
+	"github.com/raftproxy/raftproxy/entry"
+	"github.com/raftproxy/raftproxy/raftnode"
+	"github.com/raftproxy/raftproxy/resp"
+	"github.com/raftproxy/raftproxy/slotmap"
+)
+
+// Group is a raft group of this node, through which the mover logs.
+type Group interface {
+	ProposeRequest(ctx context.Context, req entry.Request) *raftnode.Future
+	IsLeader() bool
+}
+
+// Node is what a mover needs of the node it runs on.
+type Node interface {
+	// Primary is the primary group (nil before it has a node), whose log
+	// holds the routing data: its leader drives the moves.
+	Primary() Group
+	// Routing is the routing data as the primary group applied it.
+	Routing() *slotmap.Map
+	// Shard is this node's group of shard id, nil when it holds none.
+	Shard(id string) Group
+	// Redis dials this node's redis of shard id, which the mover scans for
+	// the keys of the slots it moves.
+	Redis(ctx context.Context, id string) (*backend.Conn, error)
+}
+
+// Batch is how many keys one export, import and drop carry.
+const Batch = 100
+
+// stepTimeout bounds one log round of a mover.
+const stepTimeout = 10 * time.Second
+
+// Movers runs the movers of a node.
+type Movers struct {
+	node Node
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	running map[uint64]context.CancelFunc
+}
+
+// New returns the movers of node.
+func New(node Node, log *slog.Logger) *Movers {
+	return &Movers{node: node, log: log, running: map[uint64]context.CancelFunc{}}
+}
+
+// Run starts a mover for each move in progress while this node leads the
+// primary group, and stops them when it no longer does, until ctx ends.
+func (m *Movers) Run(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	defer m.stopAll()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p := m.node.Primary()
+		rt := m.node.Routing()
+		if p == nil || rt == nil || !p.IsLeader() {
+			m.stopAll()
+			continue
+		}
+		for _, mv := range rt.Moves() {
+			m.start(ctx, mv.ID)
+		}
+	}
+}
+
+func (m *Movers) start(ctx context.Context, id uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running[id] != nil {
+		return
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	m.running[id] = cancel
+	go func() {
+		err := m.drive(wctx, id)
+		if err != nil && wctx.Err() == nil {
+			m.log.Warn("slot move stopped; retrying", "move", id, "err", err)
+			select {
+			case <-time.After(time.Second):
+			case <-wctx.Done():
+			}
+		}
+		m.mu.Lock()
+		delete(m.running, id)
+		m.mu.Unlock()
+		cancel()
+	}()
+}
+
+func (m *Movers) stopAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, cancel := range m.running {
+		cancel()
+	}
+}
+
+// errTurned stops a pass when the move was cancelled meanwhile.
+var errTurned = errors.New("the move was cancelled")
+
+// drive runs move id to its end: claim it, tell both shards' logs its
+// state (To's first: a shard importing a slot is ready before the source
+// sends clients there, and when a cancel turns the move around To starts
+// sending back before From stops), finish a batch an earlier mover left,
+// copy what the source holds, then end it in the shard that keeps the
+// slots, the other, and the primary, in that order.
+func (m *Movers) drive(ctx context.Context, id uint64) error {
+	p := m.node.Primary()
+	if p == nil {
+		return errors.New("no primary group")
+	}
+	reply, err := m.propose(ctx, p, slotmap.Change{Op: slotmap.OpClaim, Move: id})
+	if err != nil {
+		return fmt.Errorf("claim: %w", err)
+	}
+	epoch, err := strconv.ParseUint(strings.TrimSpace(string(reply[1:])), 10, 64)
+	if err != nil || reply[0] != ':' {
+		return fmt.Errorf("claim: %q", reply)
+	}
+	for {
+		rt := m.node.Routing()
+		if rt == nil {
+			return errors.New("routing data unknown")
+		}
+		mv, ok := rt.MoveByID(id)
+		if !ok {
+			return nil
+		}
+		if mv.Epoch != epoch {
+			return fmt.Errorf("superseded by epoch %d", mv.Epoch)
+		}
+		// The direction: backwards once a cancel was asked for.
+		mv.Active, mv.Cancelled = true, mv.Cancelled || mv.Cancel
+		started := time.Now()
+		moved, err := m.pass(ctx, mv)
+		if errors.Is(err, errTurned) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		// The shard that keeps the slots owns them first: until the other
+		// lets go, it answers -ASK there for every key (it holds none).
+		end := slotmap.Change{Op: slotmap.OpEndMove, Move: id, Epoch: epoch, Shard: mv.Dst()}
+		for _, g := range []string{mv.Dst(), mv.Src()} {
+			if _, err := m.proposeOK(ctx, m.node.Shard(g), end); err != nil {
+				return fmt.Errorf("end in shard %s: %w", g, err)
+			}
+		}
+		if _, err := m.proposeOK(ctx, p, end); err != nil {
+			return fmt.Errorf("end in the primary group: %w", err)
+		}
+		m.log.Info("slot move ended", "move", id, "slots", mv.Range.String(), "to", mv.Dst(), "keys", moved, "took", time.Since(started).Round(time.Millisecond))
+		return nil
+	}
+}
+
+// pass syncs move mv (active, in the direction the mover runs it) into
+// both shards' logs and copies every key of its slots the source holds,
+// until a scan finds none. It returns how many keys moved in all.
+func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
+	st := mv
+	for _, g := range []string{mv.To, mv.From} {
+		if _, err := m.proposeOK(ctx, m.node.Shard(g), slotmap.Change{Op: slotmap.OpSyncMove, State: &st}); err != nil {
+			return 0, fmt.Errorf("sync in shard %s: %w", g, err)
+		}
+	}
+	moved := mv.Keys
+	n, err := m.batch(ctx, mv, nil, true)
+	if err != nil {
+		return moved, err
+	}
+	moved += uint64(n)
+	for {
+		keys, err := m.scan(ctx, mv)
+		if err != nil {
+			return moved, err
+		}
+		if len(keys) == 0 {
+			return moved, nil
+		}
+		for len(keys) > 0 {
+			if cur, ok := m.node.Routing().MoveByID(mv.ID); !ok || (cur.Cancel && !mv.Cancelled) || cur.Epoch != mv.Epoch {
+				return moved, errTurned
+			}
+			b := keys[:min(Batch, len(keys))]
+			keys = keys[len(b):]
+			n, err := m.batch(ctx, mv, b, false)
+			if err != nil {
+				return moved, err
+			}
+			moved += uint64(n)
+			if _, err := m.proposeOK(ctx, m.node.Primary(), slotmap.Change{Op: slotmap.OpProgress, Move: mv.ID, Epoch: mv.Epoch, Keys: moved}); err != nil {
+				return moved, fmt.Errorf("progress: %w", err)
+			}
+		}
+	}
+}
+
+// batch moves keys (and, when locked, those the move holds locked): export
+// from the source, import into the target, drop from the source.
+func (m *Movers) batch(ctx context.Context, mv slotmap.Move, keys []apply.MovedKey, locked bool) (int, error) {
+	src, dst := m.node.Shard(mv.Src()), m.node.Shard(mv.Dst())
+	step := func(g Group, s apply.MoveStep) ([]byte, error) {
+		s.Move, s.Epoch = mv.ID, mv.Epoch
+		return m.proposeOK(ctx, g, struct {
+			Step apply.MoveStep `json:"step"`
+		}{s})
+	}
+	reply, err := step(src, apply.MoveStep{Op: apply.StepExport, Keys: keys, Locked: locked})
+	if err != nil {
+		return 0, fmt.Errorf("export: %w", err)
+	}
+	v, _, err := resp.Parse(reply)
+	if err != nil || v.Kind != '$' {
+		return 0, fmt.Errorf("export answered %q", reply)
+	}
+	var got []apply.MovedKey
+	if err := json.Unmarshal(v.Str, &got); err != nil {
+		return 0, fmt.Errorf("export: %w", err)
+	}
+	if len(got) == 0 {
+		return 0, nil
+	}
+	if _, err := step(dst, apply.MoveStep{Op: apply.StepImport, Keys: got}); err != nil {
+		return 0, fmt.Errorf("import: %w", err)
+	}
+	for i := range got {
+		got[i].Dump, got[i].Deadline = nil, 0
+	}
+	if _, err := step(src, apply.MoveStep{Op: apply.StepDrop, Keys: got}); err != nil {
+		return 0, fmt.Errorf("drop: %w", err)
+	}
+	return len(got), nil
+}
+
+// scan lists the keys of mv's slots in this node's redis of its source, in
+// every database that has keys. The steps before it were applied here, so
+// it sees every key the source held when they were logged, and the source
+// makes no new one in a moving slot.
+func (m *Movers) scan(ctx context.Context, mv slotmap.Move) ([]apply.MovedKey, error) {
+	rc, err := m.node.Redis(ctx, mv.Src())
+	if err != nil {
+		return nil, fmt.Errorf("scan: %w", err)
+	}
+	defer rc.Close()
+	info, err := rc.DoValue("INFO", "keyspace")
+	if err != nil {
+		return nil, fmt.Errorf("scan: %w", err)
+	}
+	var out []apply.MovedKey
+	for _, line := range strings.Split(string(info.Str), "\n") {
+		name, _, ok := strings.Cut(line, ":")
+		db, err := strconv.Atoi(strings.TrimPrefix(name, "db"))
+		if !ok || !strings.HasPrefix(name, "db") || err != nil {
+			continue
+		}
+		cursor := "0"
+		for {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			rc.SetDeadline(time.Now().Add(stepTimeout))
+			raw, err := rc.DoIn(db, []byte("SCAN"), []byte(cursor), []byte("COUNT"), []byte("1000"))
+			if err != nil {
+				return nil, fmt.Errorf("scan: %w", err)
+			}
+			v, _, err := resp.Parse(raw)
+			if err != nil || v.Kind != '*' || len(v.Elems) != 2 {
+				return nil, fmt.Errorf("scan answered %q", raw)
+			}
+			for _, k := range v.Elems[1].Elems {
+				if s := slotmap.KeySlot(k.Str); mv.Range.First <= s && s <= mv.Range.Last {
+					out = append(out, apply.MovedKey{DB: db, Key: append([]byte(nil), k.Str...)})
+				}
+			}
+			cursor = string(v.Elems[0].Str)
+			if cursor == "0" {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// proposeOK logs v (a routing change or a move step) through g and
+// returns the applier's reply, an error when it refused.
+func (m *Movers) proposeOK(ctx context.Context, g Group, v any) ([]byte, error) {
+	reply, err := m.propose(ctx, g, v)
+	if err != nil {
+		return nil, err
+	}
+	if len(reply) > 0 && reply[0] == '-' {
+		return nil, errors.New(strings.TrimSpace(string(reply[1:])))
+	}
+	return reply, nil
+}
+
+func (m *Movers) propose(ctx context.Context, g Group, v any) ([]byte, error) {
+	if g == nil {
+		return nil, errors.New("this node does not hold the shard")
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	f := g.ProposeRequest(ctx, entry.Request{Op: entry.OpRoute, Args: [][]byte{b}})
+	select {
+	case <-f.Done():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return f.Result()
+}

@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/raftproxy
 
-.PHONY: all build run stop status clean test unit integration fuzz bench bench-cpu bench-go bench-memory bench-shards soak deps chaos docs
+.PHONY: all build run stop status clean test unit integration fuzz bench bench-cpu bench-go bench-memory bench-shards bench-migrate soak deps chaos docs
 
 all: build
 
@@ -73,6 +73,14 @@ bench: deps build bench-go
 # CPU per SET of every process, and the idle cluster's CPU.
 bench-shards: deps build
 	scripts/bench-shards.sh
+
+# A live slot move of a third of the slots holding MIGRATE_KEYS keys (1M)
+# under about 10k operations a second: its time, the operations' latency
+# during it, lost writes and deadlines. A few minutes.
+MIGRATE_KEYS ?= 1000000
+bench-migrate: deps build
+	MIGRATE_BENCH=1 MIGRATE_KEYS=$(MIGRATE_KEYS) $(GO) test -count=1 -timeout 40m -run '^TestMigrationBench$$' -v ./test \
+		| grep --line-buffered -E 'migrate_bench_test\.go:|^ *(---|ok|FAIL|PASS)|panic'
 
 # CPU time per operation of each server process (SET and GET, 50 clients,
 # no pipelining), stock redis and raftproxy in the same run: under a minute.

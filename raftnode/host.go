@@ -30,6 +30,9 @@ type Host struct {
 	cfg  Config
 	mu   sync.Mutex // serialises Init, Join and Restart
 	node atomic.Pointer[Node]
+	// cluster is the raft cluster id of the node, set before it starts
+	// applying (Node is set only once it started).
+	cluster atomic.Uint64
 	// stopping is set by Stop: a failed node is not restarted then.
 	stopping atomic.Bool
 
@@ -47,6 +50,10 @@ func NewHost(cfg Config) *Host {
 
 // Node returns the running node, or nil before INIT/JOIN.
 func (h *Host) Node() *Node { return h.node.Load() }
+
+// ClusterID is the raft cluster id of the host's node, from before it
+// applies its first entry; 0 while it has none.
+func (h *Host) ClusterID() uint64 { return h.cluster.Load() }
 
 // RandomID returns a random non-zero 64-bit id for a node or cluster.
 func RandomID() uint64 {
@@ -99,6 +106,7 @@ func (h *Host) restart() (*Node, error) {
 		w.Close()
 		return nil, err
 	}
+	h.cluster.Store(st.Meta.ClusterID)
 	// The transport needs every peer's address before raft replays the
 	// membership changes, or this node could not vote until redis is back.
 	known := membersInLog(st.Entries)
@@ -190,6 +198,7 @@ func (h *Host) create(id, clusterID uint64) (*Node, error) {
 		w.Close()
 		return nil, err
 	}
+	h.cluster.Store(clusterID)
 	n, err := newNode(h.cfg, id, clusterID, w, rwal.State{}, store, nil)
 	if err != nil {
 		w.Close()

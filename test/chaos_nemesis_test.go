@@ -18,7 +18,7 @@ import (
 // operations that run alone or in the middle of a fault.
 var (
 	faultNemeses   = []string{"kill", "redis", "pause", "partition", "torn", "skew", "disk"}
-	instantNemeses = []string{"member", "compact", "script", "redis-loss"}
+	instantNemeses = []string{"member", "compact", "script", "redis-loss", "move"}
 )
 
 // nemesis injects faults into c on a schedule drawn from rng, so a seed
@@ -71,6 +71,10 @@ func (nm *nemesis) run(ctx context.Context, until time.Time) error {
 		}
 		if nm.enabled("script") {
 			nm.restartStoppedRedis(ctx)
+		}
+		if nm.enabled("move") {
+			nm.count++
+			nm.moveSlots(ctx)
 		}
 		fault, instant := nm.pick(faultNemeses), nm.pick(instantNemeses)
 		if fault == "" {
@@ -404,6 +408,8 @@ func (nm *nemesis) instant(ctx context.Context, kind string) error {
 		nm.runaway(ctx)
 	case "redis-loss":
 		return nm.loseRedisData(ctx)
+	case "move":
+		nm.moveSlots(ctx)
 	case "member":
 		l := nm.leader(ctx)
 		if l == nil {

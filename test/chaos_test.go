@@ -79,7 +79,7 @@ func TestChaos(t *testing.T) {
 		{"partitions", "partition,member,compact", "netns", 0},
 		{"torn WAL", "torn,kill", "auto", 0},
 		{"skewed clocks, full disks and lost redis data", "skew,disk,redis-loss,kill", "auto", 0},
-		{"three shards", "kill,pause,partition", "netns", 3},
+		{"three shards", "kill,pause,partition,move", "netns", 3},
 	}
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
@@ -110,10 +110,13 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 		if !contains(faultNemeses, k) && !contains(instantNemeses, k) {
 			t.Fatalf("unknown nemesis %q; known: %s, %s", k, strings.Join(faultNemeses, ","), strings.Join(instantNemeses, ","))
 		}
-		if cfg.Shards > 0 && !contains([]string{"kill", "pause", "partition", "compact"}, k) {
+		if cfg.Shards > 0 && !contains([]string{"kill", "pause", "partition", "compact", "move"}, k) {
 			// The others act on the primary group's redis or membership
 			// alone, which a sharded node does not have to itself.
-			t.Fatalf("nemesis %q does not run on a sharded cluster; use kill, pause, partition and compact", k)
+			t.Fatalf("nemesis %q does not run on a sharded cluster; use kill, pause, partition, compact and move", k)
+		}
+		if cfg.Shards == 0 && k == "move" {
+			t.Fatalf("the move nemesis moves slots between shards: give SHARDS=n")
 		}
 	}
 	ctx := testContext(t, cfg.Duration+4*time.Minute)
@@ -174,14 +177,18 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 	for _, n := range c.Nodes {
 		addrs = append(addrs, n.Addr)
 	}
-	var shardOf func(string) int
+	var router *slotRouter
 	if cfg.Shards > 0 {
 		var err error
-		if shardOf, err = shardRouter(ctx, c, c.Nodes[0]); err != nil {
+		if router, err = shardRouter(ctx, c, c.Nodes[0]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	w := startWorkload(cfg.Seed, cfg.Clients, addrs, shardOf)
+	var filler map[string]string
+	if contains(cfg.Nemeses, "move") {
+		filler = seedFiller(ctx, t, c)
+	}
+	w := startWorkload(cfg.Seed, cfg.Clients, addrs, router)
 	nm := &nemesis{c: c, topo: topo, rng: rand.New(rand.NewPCG(cfg.Seed, 0x6e656d)), kinds: cfg.Nemeses, w: w, size: cfg.Nodes,
 		logf: func(format string, args ...any) {
 			t.Logf("%6.2fs nemesis: %s", time.Since(w.start).Seconds(), fmt.Sprintf(format, args...))
@@ -199,7 +206,15 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 		t.Fatalf("chaos %s: no stable cluster after healing: %v", cfg, err)
 	}
 	if cfg.Shards > 0 {
-		for k, dump := range c.AssertShardsIdentical(ctx) {
+		// Moves end by themselves once the cluster is whole; the final
+		// reads go to the slots' owners then.
+		waitMovesDone(ctx, t, c, 2*time.Minute)
+		if err := router.reload(ctx, c.Nodes[0]); err != nil {
+			t.Fatal(err)
+		}
+		dumps := c.AssertShardsIdentical(ctx)
+		checkFiller(t, filler, dumps)
+		for k, dump := range dumps {
 			assertNoScriptWrites(t, dump)
 			t.Logf("shard %d: %d keys, identical on every node", k, len(dump))
 			if len(dump) == 0 {

@@ -54,7 +54,9 @@ type workload struct {
 
 	// shardOf, in a sharded cluster, is the index of the shard that owns
 	// a key: clients send it to that shard's port of the node they use.
+	// learn takes a slot's new owner from a -MOVED.
 	shardOf func(key string) int
+	learn   func(error)
 }
 
 func (w *workload) now() int64 { return time.Since(w.start).Nanoseconds() }
@@ -65,11 +67,14 @@ func (w *workload) setTargets(addrs []string) {
 }
 
 // startWorkload runs clients goroutines until stop; client i prefers node
-// i mod n, as Jepsen binds a client to a node. shardOf, when not nil, is
+// i mod n, as Jepsen binds a client to a node. router, when not nil, is
 // the sharded cluster's slot routing.
-func startWorkload(seed uint64, clients int, addrs []string, shardOf func(string) int) *workload {
+func startWorkload(seed uint64, clients int, addrs []string, router *slotRouter) *workload {
 	redis.SetLogger(quietLogger{})
-	w := &workload{start: time.Now(), stop: make(chan struct{}), shardOf: shardOf}
+	w := &workload{start: time.Now(), stop: make(chan struct{})}
+	if router != nil {
+		w.shardOf, w.learn = router.of, router.learn
+	}
 	w.setTargets(addrs)
 	for i := 0; i < clients; i++ {
 		w.wg.Add(1)
@@ -132,6 +137,9 @@ func (w *workload) client(id int, rng *rand.Rand) {
 			err = w.ttlOp(ctx, cl, id, rng, n)
 		}
 		cancel()
+		if err != nil && w.learn != nil {
+			w.learn(err)
+		}
 		if err != nil {
 			// A client whose node is down or cut off gets errors at once;
 			// backing off keeps it from filling the history with them.

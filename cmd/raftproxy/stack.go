@@ -155,9 +155,11 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 	}
 	st.host = raftnode.NewHost(cfg)
 	host := st.host
+	// The applier decides by the shard's id from the first entry it
+	// applies, a replay's included: before the node is handed out.
 	st.machine.SetShard(func() string {
-		if n := host.Node(); n != nil {
-			return raftnode.IDString(n.ClusterID())
+		if id := host.ClusterID(); id != 0 {
+			return raftnode.IDString(id)
 		}
 		return ""
 	})

@@ -102,11 +102,11 @@ func TestMigrationBench(t *testing.T) {
 	// values, so the last value it was told was written can be checked.
 	const clients, perSec = 50, 200
 	type result struct {
-		lat      []time.Duration // of the operations started during the move
-		failed   int
-		acked    map[string]int64
-		tried    map[string]int64
-		inMove   int
+		lat    []time.Duration // of the operations started during the move
+		failed int
+		acked  map[string]int64
+		tried  map[string]int64
+		inMove int
 	}
 	results := make([]result, clients)
 	var moving atomic.Bool

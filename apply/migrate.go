@@ -173,17 +173,30 @@ func (m *Machine) export(c *fsm.Command, mv slotmap.Move, st *MoveStep) ([]byte,
 		k.Dump = append([]byte(nil), v.Str...)
 		out = append(out, k)
 	}
+	// One round trip per database for the deadlines.
+	byDB := map[int][]int{}
 	for i := range out {
-		d, err := m.redis.KeyDeadlines(out[i].DB, [][]byte{out[i].Key})
+		byDB[out[i].DB] = append(byDB[out[i].DB], i)
+	}
+	for db, idx := range byDB {
+		names := make([][]byte, len(idx))
+		for j, i := range idx {
+			names[j] = out[i].Key
+		}
+		d, err := m.redis.KeyDeadlines(db, names)
 		if err != nil {
 			return nil, err
 		}
-		if d[0] > 0 {
-			out[i].Deadline = d[0]
+		for j, i := range idx {
+			if d[j] > 0 {
+				out[i].Deadline = d[j]
+			}
 		}
-		if m.locks == nil {
-			m.locks = map[lockKey]uint64{}
-		}
+	}
+	if m.locks == nil && len(out) > 0 {
+		m.locks = map[lockKey]uint64{}
+	}
+	for i := range out {
 		m.locks[lockKey{out[i].DB, string(out[i].Key)}] = mv.ID
 	}
 	b, err := json.Marshal(out)

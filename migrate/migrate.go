@@ -47,8 +47,10 @@ type Node interface {
 	Redis(ctx context.Context, id string) (*backend.Conn, error)
 }
 
-// Batch is how many keys one export, import and drop carry.
-const Batch = 100
+// Batch is how many keys one export, import and drop carry: a key is
+// locked for the three log rounds of its batch, and a move takes about
+// four rounds per batch.
+const Batch = 500
 
 // stepTimeout bounds one log round of a mover.
 const stepTimeout = 10 * time.Second
@@ -199,6 +201,7 @@ func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
 		return moved, err
 	}
 	moved += uint64(n)
+	var reported time.Time
 	for {
 		keys, err := m.scan(ctx, mv)
 		if err != nil {
@@ -218,6 +221,11 @@ func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
 				return moved, err
 			}
 			moved += uint64(n)
+			// The progress shown is at most a second old.
+			if time.Since(reported) < time.Second && len(keys) > 0 {
+				continue
+			}
+			reported = time.Now()
 			if _, err := m.proposeOK(ctx, m.node.Primary(), slotmap.Change{Op: slotmap.OpProgress, Move: mv.ID, Epoch: mv.Epoch, Keys: moved}); err != nil {
 				return moved, fmt.Errorf("progress: %w", err)
 			}

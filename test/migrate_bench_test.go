@@ -97,16 +97,19 @@ func TestMigrationBench(t *testing.T) {
 	}
 	t.Logf("loaded %d keys in %v", len(names), time.Since(start).Round(time.Millisecond))
 
-	// The load: 50 clients, 200 operations a second each, half GETs and
-	// half SETs; each client writes its own keys (i mod 50), with rising
-	// values, so the last value it was told was written can be checked.
-	const clients, perSec = 50, 200
+	// The load: 200 clients, 50 operations a second each, half GETs and
+	// half SETs; each client writes its own keys (i mod clients), with
+	// rising values, so the last value it was told was written can be
+	// checked.
+	const clients, perSec = 200, 50
 	type result struct {
 		lat    []time.Duration // of the operations started during the move
+		pre    []time.Duration // and before it
 		failed int
 		acked  map[string]int64
 		tried  map[string]int64
 		inMove int
+		moved  bool
 	}
 	results := make([]result, clients)
 	var moving atomic.Bool
@@ -129,6 +132,9 @@ func TestMigrationBench(t *testing.T) {
 				i := rng.IntN(len(names)/clients)*clients + w
 				k := names[i]
 				during := moving.Load()
+				if during {
+					r.moved = true
+				}
 				t0 := time.Now()
 				var err error
 				if seq%2 == 0 {
@@ -150,6 +156,8 @@ func TestMigrationBench(t *testing.T) {
 				if during {
 					r.lat = append(r.lat, d)
 					r.inMove++
+				} else if !r.moved {
+					r.pre = append(r.pre, d)
 				}
 			}
 		}()
@@ -167,20 +175,24 @@ func TestMigrationBench(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	var lat []time.Duration
+	var lat, pre []time.Duration
 	failed, ops := 0, 0
 	for _, r := range results {
 		lat = append(lat, r.lat...)
+		pre = append(pre, r.pre...)
 		failed += r.failed
 		ops += r.inMove
 	}
 	slices.Sort(lat)
-	pct := func(p float64) time.Duration {
+	slices.Sort(pre)
+	quant := func(lat []time.Duration, p float64) time.Duration {
 		if len(lat) == 0 {
 			return 0
 		}
 		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
 	}
+	pct := func(p float64) time.Duration { return quant(lat, p) }
+	t.Logf("before the move: %d ops in 3 s, latency p50 %v p99 %v", len(pre), quant(pre, 0.5), quant(pre, 0.99))
 	t.Logf("moved slots %d-%d (%d keys) in %v, %.0f ops/s during it; latency p50 %v p99 %v p99.9 %v max %v; %d failed",
 		first, last, len(names), took.Round(time.Millisecond), float64(ops)/took.Seconds(),
 		pct(0.5), pct(0.99), pct(0.999), pct(1), failed)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -425,5 +427,182 @@ func TestSlotMove(t *testing.T) {
 	load.check(ctx, t, cc2, true)
 	cc = cc2
 	checkSeeded()
+
+	// 4. Every kind of cluster client through a move: slots 0-4095 go back,
+	// with 30000 more keys so that the move lasts a few seconds.
+	var more []string
+	for i := 0; len(more) < 30000; i++ {
+		if k := "more:" + strconv.Itoa(i); slotmap.KeySlot([]byte(k)) <= 4095 {
+			more = append(more, k)
+		}
+	}
+	pipe := cc.Pipeline()
+	for _, k := range more {
+		pipe.Set(ctx, k, k, 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clientsDone := runClientsDuring(ctx, t, c, alive)
+	time.Sleep(time.Second)
+	move(0, 4095, srcShardID(ctx, t, alive, srcShard))
+	waitMovesDone(ctx, t, c, 90*time.Second)
+	<-clientsDone
+	if got := ownerShard(ctx, t, alive, 100); got != srcShard {
+		t.Errorf("slot 100 is %s's after moving back, want %s", got, srcShard)
+	}
+	checkSeeded()
 	c.AssertShardsIdentical(ctx)
 }
+
+// srcShardID is the shard id (RAFT.INFO cluster_id) whose node ids in
+// CLUSTER SLOTS begin with prefix.
+func srcShardID(ctx context.Context, t *testing.T, n *Node, prefix string) string {
+	t.Helper()
+	ids, _, err := shardList(ctx, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if strings.HasSuffix(prefix, id) {
+			return id
+		}
+	}
+	t.Fatalf("no shard of %v is %s", ids, prefix)
+	return ""
+}
+
+// runClientsDuring runs, for about eight seconds, go-redis ClusterClients
+// (plain, ReadOnly, RouteByLatency, TxPipeline), redis-py's RedisCluster,
+// redis-cli -c and redis-benchmark --cluster, each checking what it reads
+// back; the channel closes when all are done.
+func runClientsDuring(ctx context.Context, t *testing.T, c *Cluster, n *Node) <-chan struct{} {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	until := time.Now().Add(8 * time.Second)
+	for _, opts := range []struct {
+		name                     string
+		readOnly, routeByLatency bool
+	}{{"plain", false, false}, {"ReadOnly", true, false}, {"RouteByLatency", true, true}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := newClusterClient(n.Addr).Options()
+			o.ReadOnly, o.RouteByLatency = opts.readOnly, opts.routeByLatency
+			cc := redis.NewClusterClient(o)
+			defer cc.Close()
+			ops := 0
+			for i := 0; time.Now().Before(until); i++ {
+				k := fmt.Sprintf("%s:%d", opts.name, i%2000)
+				if err := cc.Set(ctx, k, i, 0).Err(); err != nil {
+					t.Errorf("%s: SET %s: %v", opts.name, k, err)
+					return
+				}
+				// A replica's read is linearizable too, through a move too.
+				if v, err := cc.Get(ctx, k).Int(); err != nil || v != i {
+					t.Errorf("%s: GET %s = %d, %v; want %d", opts.name, k, v, err, i)
+					return
+				}
+				ops++
+			}
+			t.Logf("go-redis %s: %d SET+GET pairs", opts.name, ops)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cc := newClusterClient(n.Addr)
+		defer cc.Close()
+		txs := 0
+		for i := 0; time.Now().Before(until); i++ {
+			var incr *redis.IntCmd
+			k := fmt.Sprintf("{tx%d}", i%500)
+			_, err := cc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, k+"a", i, 0)
+				incr = p.Incr(ctx, k+"n")
+				return nil
+			})
+			if err != nil {
+				t.Errorf("TxPipeline: %v", err)
+				return
+			}
+			if incr.Val() != int64(i/500+1) {
+				t.Errorf("TxPipeline: INCR %sn = %d, want %d", k, incr.Val(), i/500+1)
+				return
+			}
+			txs++
+		}
+		t.Logf("go-redis TxPipeline: %d transactions", txs)
+	}()
+	host, port, _ := net.SplitHostPort(n.Addr)
+	if py, err := exec.LookPath("/usr/bin/python3"); err == nil && exec.Command(py, "-c", "from redis.cluster import RedisCluster").Run() == nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := exec.CommandContext(ctx, py, "-c", redisPyDuring, host, port, "8").CombinedOutput()
+			if err != nil {
+				t.Errorf("redis-py RedisCluster: %v\n%s", err, out)
+				return
+			}
+			// redis-py logs each -ASK it followed, with a traceback; its
+			// own last line is the count.
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			asks := strings.Count(string(out), "AskError\n")
+			if last := lines[len(lines)-1]; !strings.HasSuffix(last, "SET+GET pairs") {
+				t.Errorf("redis-py ended with %q", last)
+			} else {
+				t.Logf("redis-py: %s, %d -ASK followed", last, asks)
+			}
+		}()
+	} else {
+		t.Log("redis-py is not installed for /usr/bin/python3 (make deps installs python3-redis): its part is skipped")
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; time.Now().Before(until); i++ {
+			k := "cli:" + strconv.Itoa(i%300)
+			out, err := exec.CommandContext(ctx, "redis-cli", "-c", "-h", host, "-p", port, "SET", k, strconv.Itoa(i)).CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "OK" {
+				t.Errorf("redis-cli -c SET %s: %v %q", k, err, out)
+				return
+			}
+			out, err = exec.CommandContext(ctx, "redis-cli", "-c", "-h", host, "-p", port, "GET", k).CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != strconv.Itoa(i) {
+				t.Errorf("redis-cli -c GET %s: %v %q, want %d", k, err, out, i)
+				return
+			}
+		}
+	}()
+	if _, err := exec.LookPath("redis-benchmark"); err == nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := exec.CommandContext(ctx, "redis-benchmark", "--cluster", "-h", host, "-p", port, "-n", "20000", "-c", "10", "-t", "set,get", "-q").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "SET:") || !strings.Contains(string(out), "GET:") {
+				t.Errorf("redis-benchmark --cluster: %v\n%s", err, out)
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done
+}
+
+// redisPyDuring writes and reads back keys for argv[3] seconds.
+const redisPyDuring = `
+import sys, time
+from redis.cluster import RedisCluster
+host, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+rc = RedisCluster(host=host, port=port, decode_responses=True)
+end, n = time.time() + secs, 0
+while time.time() < end:
+    k = "py:%d" % (n % 2000)
+    rc.set(k, str(n))
+    got = rc.get(k)
+    assert got == str(n), (k, got, n)
+    n += 1
+print("%d SET+GET pairs" % n)
+`

@@ -199,6 +199,7 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 	// shows the cluster serving again.
 	sleep(ctx, 3*time.Second)
 	w.Stop()
+	stopped := time.Now()
 	if nemErr != nil || healErr != nil {
 		t.Errorf("chaos %s: fault injection failed: %v %v", cfg, nemErr, healErr)
 	}
@@ -209,6 +210,10 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 		// Moves end by themselves once the cluster is whole; the final
 		// reads go to the slots' owners then.
 		waitMovesDone(ctx, t, c, 2*time.Minute)
+		// The shards are read through their proxies, where keys expire by
+		// the read's time: the workload's deadlines (at most 2.7 s ahead)
+		// must all be past, or a key could expire between two nodes' dumps.
+		sleep(ctx, time.Until(stopped.Add(3*time.Second)))
 		if err := router.reload(ctx, c.Nodes[0]); err != nil {
 			t.Fatal(err)
 		}

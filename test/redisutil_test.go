@@ -110,6 +110,9 @@ func dumpDB(ctx context.Context, addr string, db int, out redisDump) error {
 			return fmt.Errorf("reading values: %w", err)
 		}
 		for i, k := range batch {
+			if types[i].Val() == "none" {
+				continue // gone since SCAN listed it (expired, through a proxy)
+			}
 			out[dumpKey(db, k)] = fmt.Sprintf("%s:%s|pexpireat=%s", types[i].Val(), renderValue(values[i]), expiryOf(expiries[i]))
 		}
 	}

@@ -177,9 +177,8 @@ func waitMovesDone(ctx context.Context, t *testing.T, c *Cluster, timeout time.D
 	}
 }
 
-// ownerShard returns the shard that owns slot, by CLUSTER SLOTS through n:
-// the cluster-id part of its master's node id.
-func ownerShard(ctx context.Context, t *testing.T, n *Node, slot int) string {
+// slotMaster returns the master of slot, by CLUSTER SLOTS through n.
+func slotMaster(ctx context.Context, t *testing.T, n *Node, slot int) redis.ClusterNode {
 	t.Helper()
 	slots, err := n.Client().ClusterSlots(ctx).Result()
 	if err != nil {
@@ -187,28 +186,24 @@ func ownerShard(ctx context.Context, t *testing.T, n *Node, slot int) string {
 	}
 	for _, s := range slots {
 		if s.Start <= slot && slot <= s.End {
-			return s.Nodes[0].ID[:24]
+			return s.Nodes[0]
 		}
 	}
 	t.Fatalf("slot %d is owned by none: %v", slot, slots)
-	return ""
+	return redis.ClusterNode{}
 }
 
-// ownerAddr returns the address of the master of slot, by CLUSTER SLOTS
-// through n.
+// ownerShard returns the shard that owns slot: the cluster-id part of its
+// master's node id.
+func ownerShard(ctx context.Context, t *testing.T, n *Node, slot int) string {
+	t.Helper()
+	return slotMaster(ctx, t, n, slot).ID[:24]
+}
+
+// ownerAddr returns the address of the master of slot.
 func ownerAddr(ctx context.Context, t *testing.T, n *Node, slot int) string {
 	t.Helper()
-	slots, err := n.Client().ClusterSlots(ctx).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range slots {
-		if s.Start <= slot && slot <= s.End {
-			return s.Nodes[0].Addr
-		}
-	}
-	t.Fatalf("slot %d is owned by none: %v", slot, slots)
-	return ""
+	return slotMaster(ctx, t, n, slot).Addr
 }
 
 // TestSlotMove: RAFT.SHARD MOVE-SLOTS moves a range of slots between two

@@ -45,6 +45,8 @@ type blockCall struct {
 	// moves: BLMOVE or BRPOPLPUSH, whose destination may have the wrong
 	// type (see block).
 	moves bool
+	// asking: the command came after ASKING, which each attempt carries.
+	asking bool
 	// reader: XREAD, which consumes nothing, so every write wakes it
 	// rather than only the first in line (see waiter).
 	reader bool
@@ -75,7 +77,7 @@ func (c *conn) startBlocking(sp *spec, args [][]byte) {
 		c.emit(refused)
 		return
 	}
-	b := &blockCall{args: args, db: c.db, done: make(chan struct{}), moves: sp.name == "blmove" || sp.name == "brpoplpush"}
+	b := &blockCall{args: args, db: c.db, done: make(chan struct{}), moves: sp.name == "blmove" || sp.name == "brpoplpush", asking: c.asked}
 	if sp.name == "xread" || sp.name == "xreadgroup" {
 		streamBlock(b, sp.name, args, c.client.resp3)
 		c.blockEnd = b.done
@@ -155,7 +157,7 @@ func (c *conn) blockWait(o *op) []byte {
 		if n == nil {
 			return resp.AppendError(nil, errNoCluster)
 		}
-		raw, errRe := c.blockAttempt(n, b.db, b.resolve.eval, false)
+		raw, errRe := c.blockAttempt(n, b.db, b.resolve.eval, false, b.asking)
 		if errRe != nil {
 			return errRe
 		}
@@ -176,7 +178,7 @@ func (c *conn) blockWait(o *op) []byte {
 				args = b.attempt(waited)
 			}
 			var errRe []byte
-			if raw, errRe = c.blockAttempt(n, b.db, args, o.resp3); errRe != nil {
+			if raw, errRe = c.blockAttempt(n, b.db, args, o.resp3, b.asking); errRe != nil {
 				return errRe
 			}
 		}
@@ -222,8 +224,8 @@ func (c *conn) blockWait(o *op) []byte {
 
 // blockAttempt proposes args as a one-command transaction and returns the
 // command's own reply, or the error reply to end the wait with.
-func (c *conn) blockAttempt(n Group, db int, args [][]byte, resp3 bool) (raw, errRe []byte) {
-	req := entry.Request{DB: db, Op: entry.OpTx, Tx: [][][]byte{args}, RESP3: resp3}
+func (c *conn) blockAttempt(n Group, db int, args [][]byte, resp3, asking bool) (raw, errRe []byte) {
+	req := entry.Request{DB: db, Op: entry.OpTx, Tx: [][][]byte{args}, RESP3: resp3, Asking: asking}
 	fut := n.ProposeRequest(proposalContext(), req)
 	if !c.await(fut.Done(), time.Now()) {
 		return nil, resp.AppendError(nil, errorText(raftnode.ErrTimeout, false))

@@ -234,6 +234,9 @@ func (c *conn) blockAttempt(n Group, db int, args [][]byte, resp3, asking bool) 
 	if err != nil {
 		return nil, resp.AppendError(nil, errorText(err, false))
 	}
+	if bytes.HasPrefix(raw, askPrefix) {
+		return c.s.askReply(raw), nil // its key moved while it waited
+	}
 	// EXEC's reply is an array of the one reply.
 	return bytes.TrimPrefix(raw, execOne), nil
 }

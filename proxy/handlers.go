@@ -183,6 +183,9 @@ func (c *conn) selectDB(_ string, args [][]byte) *op {
 	case db < 0 || db >= c.s.databases:
 		return errReply("ERR DB index is out of range")
 	}
+	if rt, _ := c.s.routing(); db != 0 && (rt != nil || (c.s.cfg.Sharding != nil && c.s.cfg.Sharding.Sharded())) {
+		return errReply("ERR SELECT is not allowed in cluster mode")
+	}
 	c.db = db
 	return okReply()
 }

@@ -210,6 +210,9 @@ func (c *conn) slotGate(sp *spec, args [][]byte) *op {
 	if rt == nil {
 		return refused
 	}
+	if o := clusterModeRefusal(sp, args); o != nil {
+		return o
+	}
 	slot, keyed, cross := c.s.table.commandSlot(sp, args)
 	if cross {
 		return errReply("CROSSSLOT Keys in request don't hash to the same slot")
@@ -218,6 +221,24 @@ func (c *conn) slotGate(sp *spec, args [][]byte) *op {
 		return nil
 	}
 	return c.ownSlot(rt, slot)
+}
+
+// clusterModeRefusal refuses, in a sharded cluster, what Redis Cluster
+// refuses for using databases other than 0, with its texts: a key in
+// another database would be out of every shard's reach, slot moves
+// included.
+func clusterModeRefusal(sp *spec, args [][]byte) *op {
+	switch sp.name {
+	case "move", "swapdb":
+		return errReply(fmt.Sprintf("ERR %s is not allowed in cluster mode", strings.ToUpper(sp.name)))
+	case "copy":
+		for _, a := range args[3:] {
+			if strings.EqualFold(string(a), "db") {
+				return errReply("ERR Copying to another database is not allowed in cluster mode")
+			}
+		}
+	}
+	return nil
 }
 
 // ownSlot returns nil when this server's shard serves slot, else the
@@ -359,6 +380,9 @@ func (c *conn) txSlotGate(tx *txState, sp *spec, args [][]byte) *op {
 	rt, refused := c.s.routing()
 	if rt == nil {
 		return refused
+	}
+	if o := clusterModeRefusal(sp, args); o != nil {
+		return o
 	}
 	slot, keyed, cross := c.s.table.commandSlot(sp, args)
 	switch {

@@ -243,6 +243,22 @@ func TestSlotMove(t *testing.T) {
 		t.Fatalf("shards %v; the owner of 16383 (%s) is %q, of 0 %s", ids, dstAddr, dst, srcShard)
 	}
 
+	// Only database 0, as in Redis Cluster: a key elsewhere would be out
+	// of every move's reach.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"SELECT", "1"}, "ERR SELECT is not allowed in cluster mode"},
+		{[]string{"MOVE", "x", "1"}, "ERR MOVE is not allowed in cluster mode"},
+		{[]string{"SWAPDB", "0", "1"}, "ERR SWAPDB is not allowed in cluster mode"},
+		{[]string{"COPY", "x", "y", "DB", "1"}, "ERR Copying to another database is not allowed in cluster mode"},
+	} {
+		if v, err := (&Node{c: c, Addr: dstAddr}).Do(ctx, 2*time.Second, tc.args...); v.Kind != '-' || v.Str != tc.want {
+			t.Errorf("%v: %v %v, want -%s", tc.args, v, err, tc.want)
+		}
+	}
+
 	cc := newClusterClient(n0.Addr)
 	defer cc.Close()
 	// Keys of every type, some with deadlines, over all slots.

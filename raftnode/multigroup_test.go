@@ -223,3 +223,54 @@ func processCPU(tb testing.TB) time.Duration {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
 }
+
+// idMachine records the host's cluster id at each Apply.
+type idMachine struct {
+	countingMachine
+	h      *Host
+	unseen atomic.Int64 // Applies that saw no cluster id
+}
+
+func (m *idMachine) Apply(cmds []fsm.Command) error {
+	if m.h.ClusterID() == 0 {
+		m.unseen.Add(1)
+	}
+	return m.countingMachine.Apply(cmds)
+}
+
+// TestClusterIDBeforeReplay: a restarted host knows its cluster id before
+// its state machine applies anything, the replay of its log included (a
+// shard's applier decides what it serves by it: deciding without it on one
+// node only would make that node's data differ).
+func TestClusterIDBeforeReplay(t *testing.T) {
+	groups, _ := startGroups(t, 1, 1, 0)
+	h := groups[0][0].h
+	n := h.Node()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		f := n.Propose(ctx, 0, [][]byte{[]byte("SET"), []byte("k"), []byte(strconv.Itoa(i))}, false)
+		<-f.Done()
+		if _, err := f.Result(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cid, dir := n.ClusterID(), h.cfg.DataDir
+	h.Stop()
+	sm := &idMachine{}
+	h2 := NewHost(Config{DataDir: dir, Self: h.cfg.Self, StateMachine: sm, Logger: h.cfg.Logger, MinFreeDisk: 1})
+	sm.h = h2
+	t.Cleanup(h2.Stop)
+	if _, err := h2.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	for sm.applied.Load() < 3 {
+		if ctx.Err() != nil {
+			t.Fatalf("replayed %d of 3 entries", sm.applied.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if sm.unseen.Load() != 0 || h2.ClusterID() != cid {
+		t.Errorf("%d applies without the cluster id; ClusterID %x, want %x", sm.unseen.Load(), h2.ClusterID(), cid)
+	}
+}

@@ -190,8 +190,15 @@ func (m *Movers) drive(ctx context.Context, id uint64) error {
 // until a scan finds none. It returns how many keys moved in all.
 func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
 	st := mv
+	rt := m.node.Routing()
+	if rt == nil {
+		return 0, errors.New("routing data unknown")
+	}
+	from, _ := rt.Shard(mv.From)
+	to, _ := rt.Shard(mv.To)
 	for _, g := range []string{mv.To, mv.From} {
-		if _, err := m.proposeOK(ctx, m.node.Shard(g), slotmap.Change{Op: slotmap.OpSyncMove, State: &st}); err != nil {
+		sync := slotmap.Change{Op: slotmap.OpSyncMove, State: &st, Shards: []slotmap.Shard{from, to}}
+		if _, err := m.proposeOK(ctx, m.node.Shard(g), sync); err != nil {
 			return 0, fmt.Errorf("sync in shard %s: %w", g, err)
 		}
 	}

@@ -123,6 +123,9 @@ type Server struct {
 	nextID atomic.Uint64
 	// joinID is the raft id this process joins with, chosen once (see join).
 	joinID atomic.Uint64
+	// joiningShards serialises joinShards: a JOIN and the joining of
+	// shards added since (JoinMissingShards) may overlap.
+	joiningShards sync.Mutex
 	mu     sync.Mutex
 	lns    map[net.Listener]struct{}
 	conns  map[*conn]struct{}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -139,6 +140,8 @@ func (s *Server) proposeRouteReply(ctx context.Context, n Group, ch slotmap.Chan
 // to the group of every other shard of a sharded cluster, through the
 // shard's port of the members at addrs.
 func (s *Server) joinShards(ctx context.Context, addrs []string, id uint64) error {
+	s.joiningShards.Lock()
+	defer s.joiningShards.Unlock()
 	shards, err := s.otherShards()
 	if err != nil {
 		return err
@@ -402,9 +405,16 @@ func (c *conn) txSlotGate(tx *txState, sp *spec, args [][]byte) *op {
 // from, to, keys moved]). A cluster that was never sharded is one shard,
 // the primary group's, owning every slot.
 func (c *conn) raftShard(args [][]byte) *op {
+	if len(args) < 2 {
+		return errReply("ERR wrong number of arguments for 'raft.shard' command")
+	}
 	switch sub := strings.ToLower(string(args[1])); {
 	case sub == "move-slots" || sub == "cancel-move":
 		return c.raftShardMove(sub, args)
+	case sub == "add":
+		return c.raftShardAdd(args[2:])
+	case sub == "remove" && len(args) == 3:
+		return c.raftShardRemove(string(args[2]))
 	case len(args) != 2 || sub != "list":
 		return errReply(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try RAFT.SHARD LIST, MOVE-SLOTS or CANCEL-MOVE.", args[1]))
 	}
@@ -528,6 +538,142 @@ func (c *conn) raftShardMove(sub string, args [][]byte) *op {
 		return errReply(errorText(err, false))
 	}
 	return &op{kind: opReply, reply: reply}
+}
+
+// primaryGroup is this node's group of the primary shard (index 0).
+func (s *Server) primaryGroup(rt *slotmap.Map) Group {
+	for _, sh := range rt.Shards() {
+		if sh.Index == 0 {
+			return s.cfg.Sharding.Group(sh.ID)
+		}
+	}
+	return nil
+}
+
+// raftShardAdd handles RAFT.SHARD ADD [node-id ...]: a new shard owning no
+// slot, on every node of the cluster (each node holds every shard, so the
+// node ids, when given, must be all of them). This node makes its group,
+// logs the routing data in it, then adds the shard to the routing data;
+// the other nodes join it by themselves (JoinMissingShards). It answers
+// the shard's id.
+func (c *conn) raftShardAdd(ids [][]byte) *op {
+	rt, refused := c.s.routing()
+	if refused != nil {
+		return refused
+	}
+	if rt == nil {
+		return errReply("ERR this cluster is not sharded: make it with RAFT.CLUSTER INIT SHARDS <n>")
+	}
+	p := c.s.primaryGroup(rt)
+	if p == nil {
+		return errReply("CLUSTERDOWN this node does not hold the primary group")
+	}
+	if f := p.LogFormat(); f < entry.MoveFormat {
+		return errReply(fmt.Sprintf("ERR shards are added only once every member decodes log format %d; this cluster writes %d", entry.MoveFormat, f))
+	}
+	var members []uint64
+	for _, m := range p.Members() {
+		if m.Voting {
+			members = append(members, m.ID)
+		}
+	}
+	slices.Sort(members)
+	if len(ids) > 0 {
+		given := map[uint64]bool{}
+		for _, a := range ids {
+			id, err := raftnode.ParseID(string(a))
+			if err != nil {
+				return errReply("ERR invalid node id: " + err.Error())
+			}
+			given[id] = true
+		}
+		all := len(given) == len(members)
+		for _, id := range members {
+			all = all && given[id]
+		}
+		if !all {
+			return errReply("ERR every node holds every shard in this version: give no node ids, or all of them")
+		}
+	}
+	index := 0
+	for _, sh := range rt.Shards() {
+		index = max(index, sh.Index+1)
+	}
+	if index >= maxShards {
+		return errReply(fmt.Sprintf("ERR at most %d shards", maxShards))
+	}
+	srv, err := c.s.cfg.Sharding.Open(index)
+	if err != nil {
+		return errReply(fmt.Sprintf("ERR open shard %d: %v", index, err))
+	}
+	g, err := srv.cfg.Cluster.InitAs(p.ID())
+	if err != nil {
+		return errReply(fmt.Sprintf("ERR initialise shard %d: %v", index, err))
+	}
+	id := raftnode.IDString(g.ClusterID())
+	add := slotmap.Change{Op: slotmap.OpAddShard, Shards: []slotmap.Shard{{ID: id, Index: index, Members: members}}}
+	next := rt.Clone()
+	if _, err := next.Apply(add); err != nil {
+		return errReply("ERR " + err.Error())
+	}
+	ctx, cancel := context.WithTimeout(proposalContext(), c.s.cfg.JoinTimeout)
+	defer cancel()
+	// The new group's own log gets the routing data first, so that it
+	// decides what it serves from its first command on.
+	if err := c.s.proposeRoute(ctx, g, slotmap.Change{Op: slotmap.OpLoad, Map: next}); err != nil {
+		return errReply(fmt.Sprintf("ERR shard %s was made on this node but not set up: %v; remove its directory shards/%d and retry", id, err, index))
+	}
+	if err := c.s.proposeRoute(ctx, p, add); err != nil {
+		return errReply(fmt.Sprintf("ERR shard %s was made on this node but not added to the routing data: %v; remove its directory shards/%d and retry", id, err, index))
+	}
+	return &op{kind: opReply, reply: resp.AppendBulkString(nil, id)}
+}
+
+// raftShardRemove handles RAFT.SHARD REMOVE <id>: the shard must own no
+// slot and take part in no move. Once the routing data says so, every node
+// stops its group and deletes its data (stacks.reconcile).
+func (c *conn) raftShardRemove(id string) *op {
+	rt, refused := c.s.routing()
+	if refused != nil {
+		return refused
+	}
+	if rt == nil {
+		return errReply("ERR this cluster is not sharded")
+	}
+	if sh, ok := rt.Shard(id); ok && sh.Index == 0 {
+		return errReply("ERR the primary shard holds the routing data: it cannot be removed")
+	}
+	p := c.s.primaryGroup(rt)
+	if p == nil {
+		return errReply("CLUSTERDOWN this node does not hold the primary group")
+	}
+	ctx, cancel := context.WithTimeout(proposalContext(), c.s.timeout())
+	defer cancel()
+	if err := c.s.proposeRoute(ctx, p, slotmap.Change{Op: slotmap.OpRemoveShard, Shard: id}); err != nil {
+		return errReply("ERR " + err.Error())
+	}
+	return okReply()
+}
+
+// JoinMissingShards joins this node to the group of every shard the
+// routing data lists that it does not hold yet (one added meanwhile),
+// through the other members of the primary group. Called on the primary
+// shard's server.
+func (s *Server) JoinMissingShards(ctx context.Context) error {
+	n := s.cfg.Cluster.Node()
+	if n == nil || s.cfg.Sharding == nil || !s.missingShards() {
+		return nil
+	}
+	var addrs []string
+	for _, m := range n.Members() {
+		if m.ID != n.ID() && m.Addr != "" {
+			addrs = append(addrs, m.Addr)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	return s.joinShards(ctx, addrs, n.ID())
 }
 
 // removeFromShards removes member id from the group of every shard other

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"slices"
 	"net/http"
 	"sync"
 
@@ -36,6 +37,14 @@ func (m *PeerMux) Add(h *Host) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.hosts = append(m.hosts, h)
+}
+
+// Remove stops routing h's group here.
+func (m *PeerMux) Remove(h *Host) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hosts = slices.DeleteFunc(m.hosts, func(x *Host) bool { return x == h })
+	clear(m.byID)
 }
 
 // ServeHTTP routes a peer request to its group's Host.

@@ -103,6 +103,8 @@ type Map struct {
 	// ended are the moves that ended, so that a late step of one (an
 	// older mover's) is told from a move not begun here yet.
 	ended []uint64
+	// removed are the shards removed, whose groups the nodes stop.
+	removed []string
 }
 
 // Errors of Apply: the change is refused and the Map unchanged.
@@ -149,6 +151,8 @@ const (
 	// OpClaim gives move Move a new epoch, returned: the mover that made
 	// it drives the move from then on.
 	OpClaim Op = "claim"
+	// OpLoad makes an empty Map (a new shard's log) a copy of Map.
+	OpLoad Op = "load"
 	// OpSyncMove makes this Map's copy of move State what State says (in
 	// a shard's log, which learns of a move and its turns this way): it
 	// adds the move, or updates its epoch and direction, and refuses a
@@ -167,8 +171,11 @@ type Change struct {
 	// Epoch, when set, is the epoch of the mover making a progress or
 	// end-move change: an older one's is refused.
 	Epoch uint64 `json:"epoch,omitempty"`
-	// State is the move of a sync-move change.
+	// State is the move of a sync-move change, whose Shards are its
+	// source's and target's records.
 	State *Move `json:"state,omitempty"`
+	// Map is the routing data a load change copies.
+	Map *Map `json:"map,omitempty"`
 }
 
 // Apply makes change c, or refuses it with an error that wraps one of the
@@ -237,7 +244,25 @@ func (m *Map) Apply(c Change) (uint64, error) {
 		if c.State == nil {
 			return 0, fmt.Errorf("%w: sync-move without a state", ErrNoMove)
 		}
+		// A shard's log learns of shards added since it was made from the
+		// records the change carries.
+		for _, s := range c.Shards {
+			if m.shard(s.ID) < 0 && !slices.Contains(m.removed, s.ID) {
+				if err := m.addShard(s); err != nil {
+					return 0, err
+				}
+			}
+		}
 		return m.syncMove(*c.State)
+	case OpLoad:
+		if len(m.shards) > 0 {
+			return 0, ErrNotEmpty
+		}
+		if c.Map == nil {
+			return 0, fmt.Errorf("%w: load without a map", ErrBadMembers)
+		}
+		*m = *c.Map.Clone()
+		return 0, nil
 	}
 	return 0, fmt.Errorf("unknown routing change %q", c.Op)
 }
@@ -312,7 +337,7 @@ func (m *Map) addShard(s Shard) error {
 	if err := checkMembers(s); err != nil {
 		return err
 	}
-	if m.shard(s.ID) >= 0 {
+	if m.shard(s.ID) >= 0 || slices.Contains(m.removed, s.ID) {
 		return fmt.Errorf("%w: %q", ErrShardExists, s.ID)
 	}
 	if len(m.shards) >= MaxShards {
@@ -345,6 +370,7 @@ func (m *Map) removeShard(id string) error {
 		}
 	}
 	m.shards = slices.Delete(m.shards, i, i+1)
+	m.removed = append(m.removed, id)
 	for slot, o := range m.owner {
 		if o != 0 && int(o-1) > i {
 			m.owner[slot] = o - 1
@@ -483,6 +509,19 @@ func (m *Map) MoveByID(id uint64) (Move, bool) {
 	return Move{}, false
 }
 
+// Removed returns the ids of the shards removed.
+func (m *Map) Removed() []string { return slices.Clone(m.removed) }
+
+// Shard returns the record of shard id.
+func (m *Map) Shard(id string) (Shard, bool) {
+	i := m.shard(id)
+	if i < 0 {
+		return Shard{}, false
+	}
+	s := m.shards[i]
+	return Shard{ID: s.ID, Index: s.Index, Members: slices.Clone(s.Members)}, true
+}
+
 // Moves returns the moves in progress, oldest first.
 func (m *Map) Moves() []Move { return slices.Clone(m.moves) }
 
@@ -528,11 +567,12 @@ type wire struct {
 	Moves    []Move       `json:"moves,omitempty"`
 	NextMove uint64       `json:"next_move,omitempty"`
 	Ended    []uint64     `json:"ended,omitempty"`
+	Removed  []string     `json:"removed,omitempty"`
 }
 
 // MarshalJSON encodes m with its slots as ranges.
 func (m *Map) MarshalJSON() ([]byte, error) {
-	return json.Marshal(wire{Shards: m.shards, Slots: m.Assignments(), Moves: m.moves, NextMove: m.nextMove, Ended: m.ended})
+	return json.Marshal(wire{Shards: m.shards, Slots: m.Assignments(), Moves: m.moves, NextMove: m.nextMove, Ended: m.ended, Removed: m.removed})
 }
 
 // UnmarshalJSON decodes what MarshalJSON encoded, refusing a map that is
@@ -576,7 +616,7 @@ func (m *Map) UnmarshalJSON(b []byte) error {
 			}
 		}
 	}
-	n.moves, n.nextMove, n.ended = w.Moves, w.NextMove, w.Ended
+	n.moves, n.nextMove, n.ended, n.removed = w.Moves, w.NextMove, w.Ended, w.Removed
 	*m = n
 	return nil
 }
@@ -584,7 +624,7 @@ func (m *Map) UnmarshalJSON(b []byte) error {
 // Clone returns a copy of m that shares nothing with it: a Map that was
 // handed to readers is never changed, a clone is.
 func (m *Map) Clone() *Map {
-	c := &Map{owner: m.owner, nextMove: m.nextMove, moves: slices.Clone(m.moves), ended: slices.Clone(m.ended)}
+	c := &Map{owner: m.owner, nextMove: m.nextMove, moves: slices.Clone(m.moves), ended: slices.Clone(m.ended), removed: slices.Clone(m.removed)}
 	c.shards = m.Shards()
 	return c
 }

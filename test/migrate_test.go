@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/slotmap"
 )
 
@@ -617,3 +620,102 @@ while time.time() < end:
     n += 1
 print("%d SET+GET pairs" % n)
 `
+
+// TestShardAddRemove: RAFT.SHARD ADD makes an empty shard that every node
+// joins by itself (it holds every shard); slots and keys move into it and
+// out again; RAFT.SHARD REMOVE refuses a shard that owns slots, and
+// removes an empty one: every node stops its group, frees its port and
+// deletes its data.
+func TestShardAddRemove(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{Shards: 2})
+	n0 := c.Nodes[0]
+	var ids []string
+	err := waitFor(ctx, 30*time.Second, 200*time.Millisecond, "two shards", func(ctx context.Context) error {
+		var err error
+		if ids, _, err = shardList(ctx, n0); err == nil && len(ids) != 2 {
+			err = fmt.Errorf("shards %v", ids)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := n0.Do(ctx, 2*time.Second, "RAFT.SHARD", "ADD", "123"); v.Kind != '-' || !strings.Contains(v.Str, "every node holds every shard") {
+		t.Errorf("ADD on one node only: %v %v", v, err)
+	}
+	v, err := c.Nodes[1].Do(ctx, 30*time.Second, "RAFT.SHARD", "ADD")
+	if err != nil || v.Kind != '$' {
+		t.Fatalf("RAFT.SHARD ADD: %v %v", v, err)
+	}
+	added := v.Str
+	err = waitFor(ctx, 60*time.Second, 200*time.Millisecond, "every node in the new shard", func(ctx context.Context) error {
+		for _, n := range c.Nodes {
+			v, err := (&Node{c: c, Addr: proxy.ShardAddr(n.Addr, 2)}).Do(ctx, 2*time.Second, "RAFT.INFO")
+			if err != nil {
+				return err
+			}
+			info, _ := parseRaftInfo(v.Str)
+			if info.Get("cluster_id") != added || info.Get("num_voting_nodes") != "3" {
+				return fmt.Errorf("%s: shard 2 is %s with %s voters", n, info.Get("cluster_id"), info.Get("num_voting_nodes"))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := newClusterClient(n0.Addr)
+	defer cc.Close()
+	var keys []string
+	for i := 0; len(keys) < 200; i++ {
+		if k := "add:" + strconv.Itoa(i); slotmap.KeySlot([]byte(k)) < 1000 {
+			keys = append(keys, k)
+			if err := cc.Set(ctx, k, k, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	moveTo := func(to string) {
+		t.Helper()
+		if err := n0.Client().Do(ctx, "RAFT.SHARD", "MOVE-SLOTS", 0, 999, to).Err(); err != nil {
+			t.Fatalf("MOVE-SLOTS 0 999 %s: %v", to, err)
+		}
+		waitMovesDone(ctx, t, c, 60*time.Second)
+		for _, k := range keys {
+			if v, err := cc.Get(ctx, k).Result(); err != nil || v != k {
+				t.Fatalf("after moving to %s: %s = %q, %v", to, k, v, err)
+			}
+		}
+	}
+	from := ownerShard(ctx, t, n0, 0)
+	moveTo(added)
+	if got := ownerShard(ctx, t, n0, 0); !strings.HasSuffix(got, added) {
+		t.Fatalf("slot 0 is %s's, want the new shard %s", got, added)
+	}
+	if v, _ := n0.Do(ctx, 5*time.Second, "RAFT.SHARD", "REMOVE", added); v.Kind != '-' || !strings.Contains(v.Str, "owns slots") {
+		t.Errorf("REMOVE of a shard owning slots: %v", v)
+	}
+	moveTo(srcShardID(ctx, t, n0, from))
+	if v, err := n0.Do(ctx, 5*time.Second, "RAFT.SHARD", "REMOVE", added); err != nil || v.Str != "OK" {
+		t.Fatalf("REMOVE %s: %v %v", added, v, err)
+	}
+	err = waitFor(ctx, 30*time.Second, 200*time.Millisecond, "the removed shard gone from every node", func(ctx context.Context) error {
+		for _, n := range c.Nodes {
+			if ids, _, err := shardList(ctx, n); err != nil || len(ids) != 2 {
+				return fmt.Errorf("%s: shards %v, %v", n, ids, err)
+			}
+			if _, err := net.DialTimeout("tcp", proxy.ShardAddr(n.Addr, 2), time.Second); err == nil {
+				return fmt.Errorf("%s still serves the removed shard's port", n)
+			}
+			if _, err := os.Stat(filepath.Join(n.DataDir, "shards", "2")); err == nil {
+				return fmt.Errorf("%s keeps the removed shard's data", n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.AssertShardsIdentical(ctx)
+}

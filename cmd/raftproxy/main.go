@@ -409,6 +409,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	ss.serve(primary)
 	go ss.balanceLeaders(ctx)
 	go migrate.New(moverNode{ss}, log.With("component", "mover")).Run(ctx)
+	go ss.reconcileShards(ctx)
 
 	// Refused handshakes are counted; logging each one at info would let a
 	// scanner fill the log.

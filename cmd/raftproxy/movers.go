@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"time"
 
 	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/migrate"
@@ -49,4 +51,52 @@ func (ss *stacks) stackOf(id string) *stack {
 		}
 	}
 	return nil
+}
+
+// reconcileShards keeps this node's groups to the routing data, every two
+// seconds: it stops and deletes the groups of shards removed (RAFT.SHARD
+// REMOVE, which only an empty shard can be), then joins those added since
+// (RAFT.SHARD ADD on another node).
+func (ss *stacks) reconcileShards(ctx context.Context) {
+	for {
+		select {
+		case <-time.After(2 * time.Second):
+		case <-ctx.Done():
+			return
+		}
+		rt := ss.Routing()
+		if rt == nil {
+			continue
+		}
+		for _, id := range rt.Removed() {
+			if st := ss.stackOf(id); st != nil && st.index != 0 {
+				ss.close(ctx, st)
+			}
+		}
+		jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := ss.primary().srv.JoinMissingShards(jctx); err != nil {
+			ss.log.Warn("joining a shard added to the cluster failed; retrying", "err", err)
+		}
+		cancel()
+	}
+}
+
+// close stops the stack of a removed shard and deletes its data.
+func (ss *stacks) close(ctx context.Context, st *stack) {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st.srv.Shutdown(sctx)
+	st.stop(sctx)
+	ss.mux.Remove(st.host)
+	ss.mu.Lock()
+	if ss.all[st.index] == st {
+		delete(ss.all, st.index)
+	}
+	ss.mu.Unlock()
+	dir := shardDir(ss.o.dataDir, st.index)
+	if err := os.RemoveAll(dir); err != nil {
+		ss.log.Warn("deleting a removed shard's data failed", "dir", dir, "err", err)
+		return
+	}
+	ss.log.Info("stopped and deleted a removed shard", "shard", st.index, "dir", dir)
 }

@@ -10,10 +10,13 @@
 package apply
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -250,6 +253,10 @@ func (m *Machine) route(c *fsm.Command) ([]byte, error) {
 	}
 	m.routing.Store(next)
 	m.afterRoute(ch, next)
+	if ch.Op == slotmap.OpSyncMove || ch.Op == slotmap.OpEndMove {
+		// Blocked clients try again: their keys may have moved away.
+		m.events.put(Event{Kind: Reloaded})
+	}
 	if ch.Op == slotmap.OpBeginMove || ch.Op == slotmap.OpClaim {
 		return resp.AppendInt(nil, int64(id)), nil
 	}
@@ -270,6 +277,9 @@ func (m *Machine) SetShard(shard func() string) { m.shard = shard }
 func (m *Machine) notServed(c *fsm.Command, tx bool, run *[]fsm.Command) ([]byte, error) {
 	if m.routing.Load() == nil || m.shard == nil || m.keys == nil || m.shard() == "" {
 		return nil, nil
+	}
+	if refused := m.scriptWhileMoving(c); refused != nil {
+		return refused, nil
 	}
 	var keys [][]byte
 	switch {
@@ -323,6 +333,7 @@ func (m *Machine) MachineState() (json.RawMessage, error) {
 	for lk, id := range m.locks {
 		locks = append(locks, lockState{DB: lk.db, Key: []byte(lk.key), Move: id})
 	}
+	slices.SortFunc(locks, func(a, b lockState) int { return cmp.Or(cmp.Compare(a.DB, b.DB), bytes.Compare(a.Key, b.Key)) })
 	return json.Marshal(state{Watches: m.watches.state(), Routing: m.routing.Load(), Locks: locks, Machine: inner})
 }
 

@@ -79,6 +79,10 @@ type lockState struct {
 	Move uint64 `json:"move"`
 }
 
+// maxExportBytes bounds the values one export carries (one key may exceed
+// it alone).
+const maxExportBytes = 8 << 20
+
 var (
 	errRehashing = resp.AppendError(nil, "TRYAGAIN Multiple keys request during rehashing of slot")
 	nilBulk      = "$-1\r\n"
@@ -101,6 +105,11 @@ func (m *Machine) moveStep(c *fsm.Command, st *MoveStep) ([]byte, error) {
 	want := mv.Src()
 	if st.Op == StepImport {
 		want = mv.Dst()
+	}
+	if self != want && st.Op == StepExport && st.Locked && len(st.Keys) == 0 {
+		// The finishing of a batch a mover left, in the direction this
+		// shard no longer has: it turned with nothing locked.
+		return resp.AppendBulk(nil, []byte("[]")), nil
 	}
 	if self != want {
 		return resp.AppendError(nil, fmt.Sprintf("ERR move %d: %s is a step of shard %s", st.Move, st.Op, want)), nil
@@ -164,12 +173,22 @@ func (m *Machine) export(c *fsm.Command, mv slotmap.Move, st *MoveStep) ([]byte,
 		}
 	}
 	out := keys[:0]
+	size := 0
 	for i, k := range keys {
 		v, _, err := resp.Parse(dumps[i])
 		if err != nil || v.Kind != '$' || string(dumps[i]) == nilBulk {
 			delete(m.locks, lockKey{k.DB, string(k.Key)}) // gone (expired): nothing to move
 			continue
 		}
+		if size > 0 && size+len(v.Str) > maxExportBytes {
+			// The rest wait for a later batch (the mover scans again),
+			// so that a batch's log entries stay bounded; a key locked
+			// by an earlier export stays in this one.
+			if _, held := m.locks[lockKey{k.DB, string(k.Key)}]; !held {
+				continue
+			}
+		}
+		size += len(v.Str)
 		k.Dump = append([]byte(nil), v.Str...)
 		out = append(out, k)
 	}
@@ -277,6 +296,22 @@ func (m *Machine) afterRoute(ch slotmap.Change, rt *slotmap.Map) {
 			m.unlockMove(mv.ID)
 		}
 	}
+}
+
+// scriptWhileMoving refuses a script on a shard moving slots out: a script
+// may write keys it did not declare, which could make a key the move
+// already took, or one it will not see again.
+func (m *Machine) scriptWhileMoving(c *fsm.Command) []byte {
+	if c.Killable == 0 {
+		return nil
+	}
+	rt, self := m.routing.Load(), m.shard()
+	for _, mv := range rt.Moves() {
+		if mv.Active && mv.Src() == self {
+			return resp.AppendError(nil, "TRYAGAIN scripts wait while this shard moves slots out")
+		}
+	}
+	return nil
 }
 
 // servedHere checks keys against this shard's log at this point: nil when

@@ -9,11 +9,13 @@
 package migrate
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +47,12 @@ type Node interface {
 	// Redis dials this node's redis of shard id, which the mover scans for
 	// the keys of the slots it moves.
 	Redis(ctx context.Context, id string) (*backend.Conn, error)
+	// Intact returns a check that this node's redis of shard id held all
+	// the shard's applied data since Intact was called: it was not being
+	// rebuilt or reloaded meanwhile, and the redis whose run id a scan saw
+	// (INFO server) is the one the log was applied to. A scan that found
+	// no key counts only then.
+	Intact(id string) func(runID string) bool
 }
 
 // Batch is how many keys one export, import and drop carry: a key is
@@ -128,6 +136,9 @@ func (m *Movers) stopAll() {
 // errTurned stops a pass when the move was cancelled meanwhile.
 var errTurned = errors.New("the move was cancelled")
 
+// errRefused wraps an applier's refusal.
+var errRefused = errors.New("refused")
+
 // drive runs move id to its end: claim it, tell both shards' logs its
 // state (To's first: a shard importing a slot is ready before the source
 // sends clients there, and when a cancel turns the move around To starts
@@ -160,14 +171,31 @@ func (m *Movers) drive(ctx context.Context, id uint64) error {
 			return fmt.Errorf("superseded by epoch %d", mv.Epoch)
 		}
 		// The direction: backwards once a cancel was asked for.
-		mv.Active, mv.Cancelled = true, mv.Cancelled || mv.Cancel
-		started := time.Now()
-		moved, err := m.pass(ctx, mv)
-		if errors.Is(err, errTurned) {
-			continue
+		mv.Active = true
+		if !mv.Finishing {
+			mv.Cancelled = mv.Cancelled || mv.Cancel
 		}
-		if err != nil {
-			return err
+		started := time.Now()
+		moved := mv.Keys
+		if !mv.Finishing {
+			n, err := m.pass(ctx, mv)
+			if errors.Is(err, errTurned) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			// From here the move only ends, in this direction: a cancel is
+			// refused, and a mover that takes over ends it too (a shard
+			// that ended it refuses every other step).
+			fin := slotmap.Change{Op: slotmap.OpFinish, Move: id, Epoch: epoch, Cancelled: mv.Cancelled}
+			if _, err := m.proposeOK(ctx, p, fin); err != nil {
+				if errors.Is(err, errRefused) && strings.Contains(err.Error(), slotmap.ErrNoMove.Error()) {
+					return nil
+				}
+				return fmt.Errorf("finish: %w", err)
+			}
+			moved = n
 		}
 		// The shard that keeps the slots owns them first: until the other
 		// lets go, it answers -ASK there for every key (it holds none).
@@ -196,6 +224,22 @@ func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
 	}
 	from, _ := rt.Shard(mv.From)
 	to, _ := rt.Shard(mv.To)
+	if mv.Cancelled {
+		// Before the move turns, a batch an earlier mover left half done
+		// is finished forwards: a shard turns only with none locked, so
+		// that a key it exported is never left behind as a stale copy.
+		fwd := mv
+		fwd.Cancelled = false
+		for _, g := range []string{mv.To, mv.From} {
+			sync := slotmap.Change{Op: slotmap.OpSyncMove, State: &fwd, Shards: []slotmap.Shard{from, to}}
+			if _, err := m.proposeOK(ctx, m.node.Shard(g), sync); err != nil {
+				return 0, fmt.Errorf("sync in shard %s: %w", g, err)
+			}
+		}
+		if _, err := m.batch(ctx, fwd, nil, true); err != nil {
+			return 0, err
+		}
+	}
 	for _, g := range []string{mv.To, mv.From} {
 		sync := slotmap.Change{Op: slotmap.OpSyncMove, State: &st, Shards: []slotmap.Shard{from, to}}
 		if _, err := m.proposeOK(ctx, m.node.Shard(g), sync); err != nil {
@@ -217,6 +261,11 @@ func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
 		if len(keys) == 0 {
 			return moved, nil
 		}
+		// A slot's keys go in as few batches as they fill: a command on
+		// keys of one slot split between the shards has to be retried.
+		slices.SortStableFunc(keys, func(a, b apply.MovedKey) int {
+			return cmp.Compare(slotmap.KeySlot(a.Key), slotmap.KeySlot(b.Key))
+		})
 		for len(keys) > 0 {
 			if cur, ok := m.node.Routing().MoveByID(mv.ID); !ok || (cur.Cancel && !mv.Cancelled) || cur.Epoch != mv.Epoch {
 				return moved, errTurned
@@ -281,17 +330,32 @@ func (m *Movers) batch(ctx context.Context, mv slotmap.Move, keys []apply.MovedK
 // every database that has keys. The steps before it were applied here, so
 // it sees every key the source held when they were logged, and the source
 // makes no new one in a moving slot.
-func (m *Movers) scan(ctx context.Context, mv slotmap.Move) ([]apply.MovedKey, error) {
+func (m *Movers) scan(ctx context.Context, mv slotmap.Move) (out []apply.MovedKey, err error) {
+	intact := m.node.Intact(mv.Src())
 	rc, err := m.node.Redis(ctx, mv.Src())
 	if err != nil {
 		return nil, fmt.Errorf("scan: %w", err)
 	}
 	defer rc.Close()
+	defer func() {
+		if err != nil {
+			return
+		}
+		v, ierr := rc.DoValue("INFO", "server")
+		runID := ""
+		for _, line := range strings.Split(string(v.Str), "\n") {
+			if id, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+				runID = id
+			}
+		}
+		if ierr != nil || !intact(runID) {
+			out, err = nil, errors.New("scan: this node's redis of the source was rebuilt or replaced meanwhile")
+		}
+	}()
 	info, err := rc.DoValue("INFO", "keyspace")
 	if err != nil {
 		return nil, fmt.Errorf("scan: %w", err)
 	}
-	var out []apply.MovedKey
 	for _, line := range strings.Split(string(info.Str), "\n") {
 		name, _, ok := strings.Cut(line, ":")
 		db, err := strconv.Atoi(strings.TrimPrefix(name, "db"))
@@ -334,7 +398,7 @@ func (m *Movers) proposeOK(ctx context.Context, g Group, v any) ([]byte, error) 
 		return nil, err
 	}
 	if len(reply) > 0 && reply[0] == '-' {
-		return nil, errors.New(strings.TrimSpace(string(reply[1:])))
+		return nil, fmt.Errorf("%w: %s", errRefused, strings.TrimSpace(string(reply[1:])))
 	}
 	return reply, nil
 }

@@ -73,6 +73,10 @@ type Move struct {
 	Cancel    bool   `json:"cancel,omitempty"`
 	Active    bool   `json:"active,omitempty"`
 	Cancelled bool   `json:"cancelled,omitempty"`
+	// Finishing: the mover found the source empty and is ending the move
+	// in the shards (OpFinish): the direction is final, and a mover that
+	// takes over only ends it.
+	Finishing bool `json:"finishing,omitempty"`
 }
 
 // Src is the shard the move's keys leave: From, or To once cancelled.
@@ -121,6 +125,8 @@ var (
 	ErrBadMembers  = errors.New("a shard needs members, each named once")
 	ErrStaleMover  = errors.New("the move is driven by a newer mover")
 	ErrCancelled   = errors.New("the move is already cancelled")
+	ErrFinishing   = errors.New("too late to cancel")
+	ErrEnded       = errors.New("the move ended")
 )
 
 // Op is what a Change does.
@@ -151,6 +157,9 @@ const (
 	// OpClaim gives move Move a new epoch, returned: the mover that made
 	// it drives the move from then on.
 	OpClaim Op = "claim"
+	// OpFinish marks move Move Finishing, in the direction Cancelled says
+	// (the mover's): it only ends from then on.
+	OpFinish Op = "finish"
 	// OpLoad makes an empty Map (a new shard's log) a copy of Map.
 	OpLoad Op = "load"
 	// OpSyncMove makes this Map's copy of move State what State says (in
@@ -176,6 +185,8 @@ type Change struct {
 	State *Move `json:"state,omitempty"`
 	// Map is the routing data a load change copies.
 	Map *Map `json:"map,omitempty"`
+	// Cancelled is the direction of a finish change.
+	Cancelled bool `json:"cancelled,omitempty"`
 }
 
 // Apply makes change c, or refuses it with an error that wraps one of the
@@ -231,7 +242,21 @@ func (m *Map) Apply(c Change) (uint64, error) {
 		if m.moves[i].Cancel || m.moves[i].Cancelled {
 			return 0, fmt.Errorf("%w: %d", ErrCancelled, c.Move)
 		}
+		if m.moves[i].Finishing {
+			return 0, fmt.Errorf("%w: move %d copied every key and is ending", ErrFinishing, c.Move)
+		}
 		m.moves[i].Cancel = true
+		return c.Move, nil
+	case OpFinish:
+		i, err := m.claimed(c.Move, c.Epoch)
+		if err != nil {
+			return 0, err
+		}
+		if m.moves[i].Cancel && !c.Cancelled {
+			// A cancel came after the mover's last look: it turns first.
+			return 0, fmt.Errorf("%w: move %d", ErrCancelled, c.Move)
+		}
+		m.moves[i].Finishing, m.moves[i].Cancelled = true, c.Cancelled
 		return c.Move, nil
 	case OpClaim:
 		i := m.move(c.Move)
@@ -421,7 +446,7 @@ func (m *Map) claimed(id, epoch uint64) (int, error) {
 
 func (m *Map) syncMove(st Move) (uint64, error) {
 	if slices.Contains(m.ended, st.ID) {
-		return 0, fmt.Errorf("%w: %d ended", ErrNoMove, st.ID)
+		return 0, fmt.Errorf("%w: %d", ErrEnded, st.ID)
 	}
 	if i := m.move(st.ID); i >= 0 {
 		cur := &m.moves[i]

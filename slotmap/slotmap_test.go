@@ -167,7 +167,7 @@ func TestMovers(t *testing.T) {
 	}
 	mustApply(t, &shardLog, Change{Op: OpEndMove, Move: id, Epoch: e2})
 	mustApply(t, &shardLog, Change{Op: OpEndMove, Move: id, Epoch: e2}) // a retry
-	if _, err := shardLog.Apply(Change{Op: OpSyncMove, State: &st}); !errors.Is(err, ErrNoMove) {
+	if _, err := shardLog.Apply(Change{Op: OpSyncMove, State: &st}); !errors.Is(err, ErrEnded) {
 		t.Errorf("a sync after the end: %v", err)
 	}
 	if shardLog.Owner(5) != "b" || len(shardLog.Moves()) != 0 {

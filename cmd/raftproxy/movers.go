@@ -43,6 +43,24 @@ func (m moverNode) Redis(ctx context.Context, id string) (*backend.Conn, error) 
 	return backend.DialAuth(ctx, st.redisAddr, st.redisPass)
 }
 
+func (m moverNode) Intact(id string) func(runID string) bool {
+	st := m.ss.stackOf(id)
+	if st == nil {
+		return func(string) bool { return false }
+	}
+	n := st.host.Node()
+	if n == nil {
+		return func(string) bool { return false }
+	}
+	gen := n.Generation()
+	return func(runID string) bool {
+		// An even generation that did not change: no rebuild began or
+		// ended; the run id: the redis scanned is the one the log was
+		// applied to.
+		return gen%2 == 0 && n.Generation() == gen && runID != "" && runID == st.sm.RunID()
+	}
+}
+
 // stackOf is the stack of the shard whose raft cluster id is id.
 func (ss *stacks) stackOf(id string) *stack {
 	for _, st := range ss.list() {

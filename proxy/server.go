@@ -126,11 +126,11 @@ type Server struct {
 	// joiningShards serialises joinShards: a JOIN and the joining of
 	// shards added since (JoinMissingShards) may overlap.
 	joiningShards sync.Mutex
-	mu     sync.Mutex
-	lns    map[net.Listener]struct{}
-	conns  map[*conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu            sync.Mutex
+	lns           map[net.Listener]struct{}
+	conns         map[*conn]struct{}
+	closed        bool
+	wg            sync.WaitGroup
 
 	reads     *readPipe
 	stopReads chan struct{}

@@ -1,8 +1,8 @@
 package raftnode
 
 import (
-	"slices"
 	"net/http"
+	"slices"
 	"sync"
 
 	"go.etcd.io/etcd/client/pkg/v3/types"

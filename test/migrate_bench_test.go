@@ -38,15 +38,7 @@ func TestMigrationBench(t *testing.T) {
 	n0 := c.Nodes[0]
 	cc := newClusterClient(n0.Addr)
 	defer cc.Close()
-	if err := waitFor(ctx, 30*time.Second, 200*time.Millisecond, "3 shards", func(ctx context.Context) error {
-		ids, _, err := shardList(ctx, n0)
-		if err == nil && len(ids) != 3 {
-			err = fmt.Errorf("shards %v", ids)
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitShards(ctx, t, n0, 3)
 	// The first shard's slots (0-5461) move to the last one's.
 	const first, last = 0, 5460
 	dst := ""

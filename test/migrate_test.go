@@ -165,6 +165,24 @@ func waitProgress(ctx context.Context, t *testing.T, n *Node) {
 	}
 }
 
+// waitShards waits until RAFT.SHARD LIST on n lists count shards, and
+// returns their ids.
+func waitShards(ctx context.Context, t *testing.T, n *Node, count int) []string {
+	t.Helper()
+	var ids []string
+	err := waitFor(ctx, 30*time.Second, 200*time.Millisecond, fmt.Sprintf("%d shards", count), func(ctx context.Context) error {
+		var err error
+		if ids, _, err = shardList(ctx, n); err == nil && len(ids) != count {
+			err = fmt.Errorf("shards %v", ids)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
 func waitMovesDone(ctx context.Context, t *testing.T, c *Cluster, timeout time.Duration) {
 	t.Helper()
 	err := waitFor(ctx, timeout, 200*time.Millisecond, "the moves to end", func(ctx context.Context) error {
@@ -221,18 +239,7 @@ func TestSlotMove(t *testing.T) {
 	ctx := testContext(t, 5*time.Minute)
 	c := StartCluster(ctx, t, ClusterOptions{Shards: 2})
 	n0 := c.Nodes[0]
-	var ids []string
-	err := waitFor(ctx, 30*time.Second, 200*time.Millisecond, "two shards", func(ctx context.Context) error {
-		var err error
-		ids, _, err = shardList(ctx, n0)
-		if err == nil && len(ids) != 2 {
-			err = fmt.Errorf("shards %v", ids)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := waitShards(ctx, t, n0, 2)
 	// The shard owning slot 16383 is the target of every move here.
 	srcShard, dstShard := ownerShard(ctx, t, n0, 0), ownerShard(ctx, t, n0, 16383)
 	dstAddr := ownerAddr(ctx, t, n0, 16383)
@@ -640,17 +647,7 @@ func TestShardAddRemove(t *testing.T) {
 	ctx := testContext(t, 4*time.Minute)
 	c := StartCluster(ctx, t, ClusterOptions{Shards: 2})
 	n0 := c.Nodes[0]
-	var ids []string
-	err := waitFor(ctx, 30*time.Second, 200*time.Millisecond, "two shards", func(ctx context.Context) error {
-		var err error
-		if ids, _, err = shardList(ctx, n0); err == nil && len(ids) != 2 {
-			err = fmt.Errorf("shards %v", ids)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	waitShards(ctx, t, n0, 2)
 	if v, err := n0.Do(ctx, 2*time.Second, "RAFT.SHARD", "ADD", "123"); v.Kind != '-' || !strings.Contains(v.Str, "every node holds every shard") {
 		t.Errorf("ADD on one node only: %v %v", v, err)
 	}

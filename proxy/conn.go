@@ -38,6 +38,7 @@ type op struct {
 	read  raftnode.ReadWait
 	node  Group
 	args  [][]byte
+	slot  int // an opRead's hash slot, -1 when keyless or not sharded
 	db    int
 	start time.Time
 	fix   fixer // rewrites the reply (scripts.go); nil for most commands
@@ -111,6 +112,10 @@ type conn struct {
 	// viaLog: the command being dispatched is in a slot being moved, whose
 	// reads too go through the log, where the applier decides them.
 	viaLog bool
+	// slot is the hash slot of the keyed command being dispatched in a
+	// sharded cluster (ownSlot), -1 otherwise: a read checks it again
+	// after it ran (slotChanged).
+	slot int
 	// ps is the connection's pub/sub subscriptions (pubsub.go).
 	ps pubsubState
 	// cls and cmdStart are the metrics class and arrival time of the

@@ -19,7 +19,7 @@ import (
 func (c *conn) readShared(w *bufio.Writer, batch []*op) {
 	r := &readReq{node: batch[0].node, cmds: make([]readCmd, len(batch)), done: make(chan struct{})}
 	for i, o := range batch {
-		r.cmds[i] = readCmd{db: o.db, args: o.args, resp3: o.resp3, wait: o.read}
+		r.cmds[i] = readCmd{db: o.db, args: o.args, slot: o.slot, resp3: o.resp3, wait: o.read}
 	}
 	c.s.reads.reqs <- r
 	var errText string
@@ -248,7 +248,7 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n Group, gen
 		}
 	}
 	for i, o := range batch {
-		if o.kind == opRead && errs[i] == "" && c.s.slotChanged(o.args) {
+		if o.kind == opRead && errs[i] == "" && c.s.slotChanged(o.slot) {
 			errs[i] = errorText(errSlotChanged, true)
 		}
 	}

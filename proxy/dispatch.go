@@ -18,7 +18,7 @@ func (c *conn) dispatch(args [][]byte) bool {
 	// ASKING holds for the one command after it (a transaction: from MULTI
 	// to EXEC, as the command the client retries).
 	c.asked, c.asking = c.asking || (c.tx != nil && c.tx.asked), false
-	c.viaLog = false
+	c.viaLog, c.slot = false, -1
 	c.stat, c.cmdArgs = c.s.stats.stat(c.s.table, args), args
 	if !c.authed {
 		if o := c.authGate(args); o != nil {
@@ -136,7 +136,7 @@ func (c *conn) route(n Group, sp *spec, args [][]byte) *op {
 			return &op{kind: opLogRead, fut: n.ProposeTagged(proposalContext(), c.request(sp, args), c.id), start: now, untrack: untrack}
 		}
 		c.pendingReads.Add(1)
-		return &op{kind: opRead, read: n.StartRead(), node: n, args: args, db: c.db, start: now, untrack: untrack}
+		return &op{kind: opRead, read: n.StartRead(), node: n, args: args, slot: c.slot, db: c.db, start: now, untrack: untrack}
 	}
 	if o := refuseAsync(sp, args); o != nil {
 		return o

@@ -20,6 +20,7 @@ type readReq struct {
 type readCmd struct {
 	db    int
 	args  [][]byte
+	slot  int               // the read's hash slot, -1 when keyless (slotChanged)
 	resp3 bool              // the reply must be in RESP3
 	wait  raftnode.ReadWait // the read's ReadIndex round
 	now   int64             // the read's time (proxy/expiry.go), from its round
@@ -253,7 +254,7 @@ func (p *readPipe) runOnce(batch []*readReq, n int) []readCheck {
 			}
 			r.cmds[j].reply = r.buf[offs[i]-base : offs[i+1]-base : offs[i+1]-base]
 			i++
-			if p.s.slotChanged(r.cmds[j].args) {
+			if p.s.slotChanged(r.cmds[j].slot) {
 				r.cmds[j].err = errSlotChanged
 			}
 		}

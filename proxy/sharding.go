@@ -129,6 +129,7 @@ func (c *conn) ownSlot(rt *slotmap.Map, slot int) *op {
 		return errReply(errNoCluster)
 	}
 	self := raftnode.IDString(n.ClusterID())
+	c.slot = slot
 	own := rt
 	if s.cfg.ShardRouting != nil {
 		if m := s.cfg.ShardRouting(); m != nil {
@@ -198,20 +199,13 @@ func (s *Server) askReply(raw []byte) []byte {
 // own group's log, after the read ran. A move's keys leave only after it
 // began in that log, so a read that finds the slot still unmoved saw it
 // whole.
-func (s *Server) slotChanged(args [][]byte) bool {
-	if s.cfg.ShardRouting == nil {
+// slot is the read's, as its gate found it (-1: keyless, or not sharded).
+func (s *Server) slotChanged(slot int) bool {
+	if slot < 0 || s.cfg.ShardRouting == nil {
 		return false
 	}
 	own := s.cfg.ShardRouting()
 	if own == nil {
-		return false
-	}
-	sp, _ := s.table.lookup(args)
-	if sp == nil {
-		return false
-	}
-	slot, keyed, _ := s.table.commandSlot(sp, args)
-	if !keyed {
 		return false
 	}
 	n := s.cfg.Cluster.Node()

@@ -146,7 +146,7 @@ func (n *Node) promoteLearners() {
 		case <-n.stopc:
 			return
 		}
-		if !n.IsLeader() {
+		if !n.IsLeader() || !n.members.hasLearners() {
 			continue
 		}
 		st := n.core.status()

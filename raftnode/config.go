@@ -57,6 +57,9 @@ type Config struct {
 	// again at each handshake, so it rotates) and verify them against its
 	// TrustedCAFile. The peer listener's own TLS is the caller's.
 	PeerTLS transport.TLSInfo
+	// Liveness, shared by the groups of a process, lets an idle group
+	// quiesce (quiesce.go); without it groups always tick.
+	Liveness *Liveness
 	// ForceNewCluster, on restart, makes this node the only member of its
 	// cluster, keeping what it had committed (quorum-loss recovery).
 	ForceNewCluster bool

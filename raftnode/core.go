@@ -28,6 +28,8 @@ type core struct {
 	// was applied, which raft would refuse (a new cluster's bootstrap
 	// configuration is such an entry); advance starts it once they are.
 	campaignPending bool
+	// q is the node's quiescence (quiesce.go).
+	q quiet
 }
 
 // newCore starts a raft state machine; peers bootstrap a new group's
@@ -54,23 +56,32 @@ func (c *core) signal() {
 	}
 }
 
-// do runs f on the raft state machine and wakes the Ready loop.
+// do runs f on the raft state machine and wakes the Ready loop; it is
+// activity, which wakes a quiesced node.
 func (c *core) do(f func(rn *raft.RawNode) error) error {
 	c.mu.Lock()
+	c.activity(0)
 	err := f(c.rn)
 	c.mu.Unlock()
 	c.signal()
 	return err
 }
 
-func (c *core) tick() {
-	_ = c.do(func(rn *raft.RawNode) error { rn.Tick(); return nil })
+// tick advances raft's clock; electionTicks is how long a leader must be
+// idle before it quiesces the group.
+func (c *core) tick(electionTicks int) {
+	c.mu.Lock()
+	c.rn.Tick()
+	c.tickQuiet(electionTicks)
+	c.mu.Unlock()
+	c.signal()
 }
 
 // propose appends data to the log if this node leads, forwards it if it
 // follows, and returns raft.ErrProposalDropped when no leader is known.
 func (c *core) propose(data []byte) error {
 	c.mu.Lock()
+	c.activity(0)
 	err := c.rn.Propose(data)
 	c.mu.Unlock()
 	c.signal()
@@ -87,7 +98,10 @@ func (c *core) proposeConfChange(cc *raftpb.ConfChange) error {
 // covers it.
 func (c *core) step(m *raftpb.Message) {
 	c.mu.Lock()
-	_ = c.rn.Step(m)
+	if !c.stepMarked(m) {
+		_ = c.rn.Step(m)
+		c.stepQuiet(m)
+	}
 	c.mu.Unlock()
 	c.signal()
 }
@@ -113,8 +127,13 @@ func (c *core) transferLeader(to uint64) {
 	_ = c.do(func(rn *raft.RawNode) error { rn.TransferLeader(to); return nil })
 }
 
+// reportUnreachable is not activity: a quiesced leader has nothing to send
+// to the member it cannot reach.
 func (c *core) reportUnreachable(id uint64) {
-	_ = c.do(func(rn *raft.RawNode) error { rn.ReportUnreachable(id); return nil })
+	c.mu.Lock()
+	c.rn.ReportUnreachable(id)
+	c.mu.Unlock()
+	c.signal()
 }
 
 func (c *core) reportSnapshot(id uint64, status raft.SnapshotStatus) {

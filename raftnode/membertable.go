@@ -124,6 +124,18 @@ func (m *membership) logFormat() int {
 	return max(f, entry.MinFormat)
 }
 
+// hasLearners reports whether any member is a learner.
+func (m *membership) hasLearners() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, l := range m.learners {
+		if l {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *membership) get(id uint64) (Member, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()

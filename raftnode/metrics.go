@@ -13,6 +13,7 @@ import (
 // Observe, never a label lookup or an allocation.
 type Metrics struct {
 	leaderChanges      prometheus.Counter
+	quiesced           prometheus.Gauge
 	proposalsCommitted prometheus.Counter
 	proposalsApplied   prometheus.Counter
 	proposalsFailed    prometheus.Counter
@@ -51,7 +52,9 @@ func NewMetrics() *Metrics {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: "raftproxy_" + name, Help: help, Buckets: buckets})
 	}
 	m := &Metrics{
-		leaderChanges:      counter("leader_changes_seen_total", "Times this node saw a new leader (as etcd_server_leader_changes_seen_total)."),
+		leaderChanges: counter("leader_changes_seen_total", "Times this node saw a new leader (as etcd_server_leader_changes_seen_total)."),
+		quiesced: prometheus.NewGauge(prometheus.GaugeOpts{Name: "raftproxy_quiesced",
+			Help: "1 while this node's group is idle and quiesced: it does not tick or send heartbeats until a request or message wakes it."}),
 		proposalsCommitted: counter("proposals_committed_total", "Raft log entries this node saw committed since it started; each is one batch of client requests, a membership change or a new leader's empty entry. Its rate is etcd_server_proposals_committed_total's."),
 		proposalsApplied:   counter("proposals_applied_total", "Raft log entries this node applied (to redis or its membership) since it started."),
 		proposalsFailed:    counter("proposals_failed_total", "Client requests this node proposed whose proposal failed: no leader, dropped, or outcome unknown at the deadline."),
@@ -74,7 +77,7 @@ func NewMetrics() *Metrics {
 	m.failSend = m.failures.WithLabelValues("send")
 	m.failReceive = m.failures.WithLabelValues("receive")
 	m.failLoad = m.failures.WithLabelValues("load")
-	m.collectorList = []prometheus.Collector{m.leaderChanges, m.proposalsCommitted, m.proposalsApplied, m.proposalsFailed,
+	m.collectorList = []prometheus.Collector{m.leaderChanges, m.quiesced, m.proposalsCommitted, m.proposalsApplied, m.proposalsFailed,
 		m.proposalDuration, m.readIndexDuration, m.walFsyncDuration, m.snapshotMake, m.snapshotLoad, m.snapshotBytes,
 		m.redisApply, m.redisRebuilds, m.transfer, m.failures}
 	return m

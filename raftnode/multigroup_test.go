@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/storage/wal"
 
 	"github.com/raftproxy/raftproxy/fsm"
@@ -46,25 +48,44 @@ type groupNode struct {
 	sm *countingMachine
 }
 
-// startGroups starts groups raft groups over nodes "processes" of this
-// test: each process is one peer listener (a PeerMux) serving all its
-// groups, as one raftproxy hosting many groups. It returns the nodes by
-// group, then by process.
-func startGroups(t testing.TB, groups, nodes int, tick time.Duration) ([][]groupNode, []*PeerMux) {
+// testProc is one "process" of a test: a peer listener (a PeerMux)
+// serving all its groups, as one raftproxy hosting many groups, and the
+// Liveness its groups share when they may quiesce.
+type testProc struct {
+	mux  *PeerMux
+	srv  *http.Server
+	addr string
+	live *Liveness
+}
+
+// groupOpts are startGroups' options.
+type groupOpts struct {
+	tick    time.Duration
+	quiesce bool // the processes have a Liveness: idle groups quiesce
+}
+
+// startGroups starts groups raft groups over nodes processes of this test.
+// It returns the nodes by group, then by process.
+func startGroups(t testing.TB, groups, nodes int, o groupOpts) ([][]groupNode, []*testProc) {
 	t.Helper()
 	dir := t.TempDir()
-	muxes := make([]*PeerMux, nodes)
-	addrs := make([]string, nodes)
-	for i := range muxes {
+	procs := make([]*testProc, nodes)
+	for i := range procs {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		muxes[i] = NewPeerMux()
-		srv := &http.Server{Handler: muxes[i], ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
-		addrs[i] = ln.Addr().String()
+		p := &testProc{mux: NewPeerMux(), addr: ln.Addr().String()}
+		p.srv = &http.Server{Handler: p.mux, ReadHeaderTimeout: 5 * time.Second}
+		go p.srv.Serve(ln)
+		t.Cleanup(func() { p.srv.Close() })
+		if o.quiesce {
+			if p.live, err = NewLiveness(transport.TLSInfo{}, o.tick, 0); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(p.live.Close)
+		}
+		procs[i] = p
 	}
 	log := slog.New(slog.DiscardHandler)
 	out := make([][]groupNode, groups)
@@ -72,9 +93,9 @@ func startGroups(t testing.TB, groups, nodes int, tick time.Duration) ([][]group
 		out[g] = make([]groupNode, nodes)
 		for i := range out[g] {
 			sm := &countingMachine{}
-			h := NewHost(Config{DataDir: filepath.Join(dir, fmt.Sprintf("g%d-n%d", g, i)), Self: Member{PeerAddr: addrs[i]},
-				StateMachine: sm, Logger: log, MinFreeDisk: 1, TickInterval: tick})
-			muxes[i].Add(h)
+			h := NewHost(Config{DataDir: filepath.Join(dir, fmt.Sprintf("g%d-n%d", g, i)), Self: Member{PeerAddr: procs[i].addr},
+				StateMachine: sm, Logger: log, MinFreeDisk: 1, TickInterval: o.tick, Liveness: procs[i].live})
+			procs[i].mux.Add(h)
 			out[g][i] = groupNode{h: h, sm: sm}
 			t.Cleanup(h.Stop)
 		}
@@ -87,7 +108,7 @@ func startGroups(t testing.TB, groups, nodes int, tick time.Duration) ([][]group
 			id := RandomID()
 			var members []MemberInfo
 			for {
-				if members, err = first.AddLearner(ctx, Member{ID: id, PeerAddr: addrs[i]}); err == nil || ctx.Err() != nil {
+				if members, err = first.AddLearner(ctx, Member{ID: id, PeerAddr: procs[i].addr}); err == nil || ctx.Err() != nil {
 					break
 				}
 				time.Sleep(20 * time.Millisecond) // no leader yet
@@ -105,7 +126,7 @@ func startGroups(t testing.TB, groups, nodes int, tick time.Duration) ([][]group
 		}
 		cancel()
 	}
-	return out, muxes
+	return out, procs
 }
 
 // TestPeerMuxGroups: one peer listener per process carries the traffic of
@@ -116,7 +137,7 @@ func TestPeerMuxGroups(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: forms 3 groups of 3 nodes")
 	}
-	groups, muxes := startGroups(t, 3, 3, 0)
+	groups, procs := startGroups(t, 3, 3, groupOpts{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for g, nodes := range groups {
@@ -155,7 +176,7 @@ func TestPeerMuxGroups(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, "/raft", strings.NewReader(""))
 	req.Header.Set("X-Etcd-Cluster-ID", "123")
 	rec := &statusRecorder{header: http.Header{}}
-	muxes[0].ServeHTTP(rec, req)
+	procs[0].mux.ServeHTTP(rec, req)
 	if got := groups[0][0].h.PeerRefusals().Get(RefusedClusterID); rec.status != http.StatusPreconditionFailed || got != 1 {
 		t.Errorf("a request for another cluster: status %d, refusals %d; want 412 and 1", rec.status, got)
 	}
@@ -183,9 +204,10 @@ func BenchmarkIdleGroups(b *testing.B) {
 	defer func(s int64) { wal.SegmentSizeBytes = s }(wal.SegmentSizeBytes)
 	wal.SegmentSizeBytes = 1 << 20
 	for _, bc := range []struct {
-		groups int
-		tick   time.Duration
-	}{{1, 0}, {8, 0}, {64, 0}, {64, time.Second}} {
+		groups  int
+		tick    time.Duration
+		quiesce bool
+	}{{1, 0, false}, {8, 0, false}, {64, 0, false}, {64, time.Second, false}, {64, 0, true}} {
 		groups := bc.groups
 		name := fmt.Sprintf("groups=%d", groups)
 		if bc.tick != 0 {
@@ -193,21 +215,61 @@ func BenchmarkIdleGroups(b *testing.B) {
 			// groups' other timers.
 			name += fmt.Sprintf("/tick=%v", bc.tick)
 		}
+		if bc.quiesce {
+			name += "/quiesce"
+		}
 		b.Run(name, func(b *testing.B) {
-			startGroups(b, groups, 3, bc.tick)
+			nodes, _ := startGroups(b, groups, 3, groupOpts{tick: bc.tick, quiesce: bc.quiesce})
 			time.Sleep(3 * time.Second) // elections and promotions settle
+			if bc.quiesce {
+				// and then every group goes quiet
+				for deadline := time.Now().Add(60 * time.Second); quiesced(nodes) < 3*groups && time.Now().Before(deadline); {
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			if f := os.Getenv("IDLE_CPUPROFILE"); f != "" {
+				out, err := os.Create(f)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pprof.StartCPUProfile(out)
+				defer pprof.StopCPUProfile()
+			}
+			readies := func() (sum uint64) {
+				for _, g := range nodes {
+					for _, gn := range g {
+						sum += gn.h.Node().counters.Readies.Load()
+					}
+				}
+				return sum
+			}
 			b.ResetTimer()
+			r0 := readies()
 			start, t0 := processCPU(b), time.Now()
 			for i := 0; i < b.N; i++ {
 				time.Sleep(time.Second)
 			}
 			used, wall := processCPU(b)-start, time.Since(t0)
 			b.StopTimer()
+			b.ReportMetric(float64(readies()-r0)/wall.Seconds()/float64(groups), "readies/s/group")
 			pct := 100 * used.Seconds() / wall.Seconds()
 			b.ReportMetric(pct, "%core")
 			b.ReportMetric(pct/float64(groups), "%core/group")
+			b.ReportMetric(100*float64(quiesced(nodes))/float64(3*groups), "%quiesced")
 		})
 	}
+}
+
+// quiesced counts the nodes of groups that do not tick.
+func quiesced(groups [][]groupNode) (n int) {
+	for _, g := range groups {
+		for _, gn := range g {
+			if gn.h.Node().core.quiesced() {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // processCPU is this process's user and system CPU time so far.
@@ -243,7 +305,7 @@ func (m *idMachine) Apply(cmds []fsm.Command) error {
 // shard's applier decides what it serves by it: deciding without it on one
 // node only would make that node's data differ).
 func TestClusterIDBeforeReplay(t *testing.T) {
-	groups, _ := startGroups(t, 1, 1, 0)
+	groups, _ := startGroups(t, 1, 1, groupOpts{})
 	h := groups[0][0].h
 	n := h.Node()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

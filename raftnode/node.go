@@ -73,6 +73,7 @@ type Node struct {
 	// failure is why the Ready loop stopped the node, if it did.
 	failure   atomic.Pointer[error]
 	transport *rafthttp.Transport
+	handler   http.Handler // the transport's; rafthttp builds a new one per call
 	members   *membership
 	store     *snapshot.Store
 	conf      confHistory
@@ -218,6 +219,7 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 	if err := n.transport.Start(); err != nil {
 		return fmt.Errorf("start raft transport: %w", err)
 	}
+	n.handler = n.transport.Handler()
 	for _, m := range known {
 		n.addPeer(m)
 	}
@@ -259,11 +261,16 @@ func (n *Node) addPeer(m Member) {
 func (n *Node) run() {
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
+	n.core.setQuiesceAllowed(n.quiesceAllowed())
+	ticking := true
+	var leaderDown <-chan struct{} // a quiesced follower's leader's process stopped answering
 	for {
 		select {
 		case <-ticker.C:
-			n.core.tick()
+			n.core.tick(n.cfg.ElectionTicks)
 		case <-n.core.wake:
+		case <-leaderDown:
+			n.core.wakeFromDown()
 		case <-n.stopc:
 			return
 		}
@@ -281,6 +288,27 @@ func (n *Node) run() {
 				return
 			}
 			n.core.advance(rd)
+		}
+		// A quiesced node stops its ticker (quiesce.go), and a follower
+		// watches its leader's process instead; every change of that is
+		// signalled on core.wake, so it is seen here.
+		if q := n.core.quiesced(); q == ticking {
+			ticking = !q
+			leaderDown = nil
+			if q {
+				ticker.Stop()
+				down, ok := n.leaderDown()
+				if !ok {
+					n.core.wakeFromDown()
+				}
+				leaderDown = down
+			} else {
+				ticker.Reset(n.cfg.TickInterval)
+			}
+			n.quiescedGauge(q)
+		}
+		if msgs := n.core.takeQuietMessages(); len(msgs) > 0 {
+			n.transport.Send(msgs)
 		}
 	}
 }
@@ -475,7 +503,7 @@ func (n *Node) Stop() {
 func (n *Node) Done() <-chan struct{} { return n.stopc }
 
 // Handler serves the raft transport's peer endpoints.
-func (n *Node) Handler() http.Handler { return n.transport.Handler() }
+func (n *Node) Handler() http.Handler { return n.handler }
 
 // transportHooks is the node as the rafthttp transport sees it.
 type transportHooks Node

@@ -211,9 +211,20 @@ func (n *Node) propose(ctx context.Context, req entry.Request, tag uint64) *Futu
 	return f
 }
 
+// Proposals are swept for expiry every sweepEvery while any wait; with
+// none waiting the sweep slows to idleSweep, so an idle group's proposer
+// costs next to nothing (quiesce.go). A membership change's waiter, added
+// outside run, may so expire up to idleSweep late; its caller's context
+// bounds it anyway.
+const (
+	sweepEvery = 100 * time.Millisecond
+	idleSweep  = 2 * time.Second
+)
+
 func (p *proposer) run() {
-	sweep := time.NewTicker(100 * time.Millisecond)
+	sweep := time.NewTicker(idleSweep)
 	defer sweep.Stop()
+	fast := false
 	batch := make([]proposal, 0, p.n.cfg.MaxBatch)
 	hold := time.NewTimer(time.Hour)
 	hold.Stop()
@@ -231,9 +242,20 @@ func (p *proposer) run() {
 				}
 			}
 			p.propose(batch)
+			if !fast {
+				fast = true
+				sweep.Reset(sweepEvery)
+			}
 			p.throttle(hold)
 		case <-sweep.C:
-			p.expire(time.Now())
+			if waiting := p.expire(time.Now()); waiting != fast {
+				fast = waiting
+				if fast {
+					sweep.Reset(sweepEvery)
+				} else {
+					sweep.Reset(idleSweep)
+				}
+			}
 		case <-p.n.stopc:
 			// Proposed entries may still commit (on the other nodes): their
 			// outcome is unknown. Queued ones were never proposed.
@@ -418,7 +440,9 @@ func (p *proposer) leaderChanged() {
 
 // expire ends waits whose entries never came back (dropped in transit or
 // overwritten after a leader change): their outcome is unknown.
-func (p *proposer) expire(now time.Time) {
+// expire fails the proposals past their deadline, and reports whether
+// any are left waiting.
+func (p *proposer) expire(now time.Time) (waiting bool) {
 	p.mu.Lock()
 	var old []*pending
 	for seq, pend := range p.waiting {
@@ -427,6 +451,7 @@ func (p *proposer) expire(now time.Time) {
 			p.forget(seq, pend)
 		}
 	}
+	waiting = len(p.waiting) > 0
 	p.mu.Unlock()
 	for _, pend := range old {
 		p.n.metrics.proposalsFailed.Add(float64(len(pend.futs)))
@@ -434,6 +459,7 @@ func (p *proposer) expire(now time.Time) {
 			f.complete(nil, ErrTimeout)
 		}
 	}
+	return waiting
 }
 
 func (p *proposer) failAll(err error) {

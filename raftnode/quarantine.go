@@ -135,6 +135,9 @@ func (n *Node) maybeLeaveQuarantine() {
 		n.log.Error("could not clear the WAL repair marker; the next restart will be quarantined again", "err", err)
 	}
 	n.quar.on.Store(false)
+	if n.core != nil {
+		n.core.setQuiesceAllowed(n.quiesceAllowed())
+	}
 	n.log.Warn("leaving quarantine: the log holds an entry of a term above T0 from a leader elected after the restart",
 		"t0", n.quar.term, "last_index", last, "last_term", term, "leader", IDString(n.lead.Load()),
 		"quarantined_for", time.Since(n.quar.since).Round(time.Millisecond))

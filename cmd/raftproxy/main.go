@@ -59,6 +59,7 @@ type options struct {
 	pprof                              bool
 	requestTimeout, tick               time.Duration
 	electionTicks                      int
+	quiesce                            bool
 	snapEntries, snapCatchUp, snapMiB  uint64
 	minFreeMiB                         uint64
 	snapCatchUpMiB                     uint64
@@ -106,6 +107,7 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 5*time.Second, "how long a request waits for commit or a read index before -TIMEOUT")
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "raft tick interval (heartbeat = 1 tick)")
 	fs.IntVar(&o.electionTicks, "election-ticks", 10, "ticks without a leader before an election")
+	fs.BoolVar(&o.quiesce, "quiesce", true, "a raft group idle for an election timeout stops ticking and heartbeating until a request wakes it; its followers watch the leader's process instead (one probe per peer, for all groups)")
 	fs.Uint64Var(&o.snapEntries, "snapshot-entries", 10000, "make a snapshot (BGSAVE) and compact the log after this many applied entries")
 	fs.Uint64Var(&o.snapMiB, "snapshot-mib", 64, "make a snapshot after this many MiB of applied entries")
 	fs.Uint64Var(&o.minFreeMiB, "min-free-disk-mib", 80, "write the raft log only while its file system has this many MiB free (a WAL segment is 64); below it the node waits, answering MISCONF, and resumes by itself")
@@ -373,8 +375,15 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	followerProxy := new(atomic.Bool)
 	followerProxy.Store(o.followerProxy)
 	errc := make(chan error, 3)
+	var live *raftnode.Liveness
+	if o.quiesce {
+		if live, err = raftnode.NewLiveness(peerTLSInfo, o.tick, o.electionTicks); err != nil {
+			return err
+		}
+		defer live.Close()
+	}
 	ss := &stacks{ctx: ctx, o: o, log: log, lv: lv, mux: raftnode.NewPeerMux(), peerTLS: peerTLSInfo, clientTLS: clientTLS,
-		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}}
+		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}, liveness: live}
 	primary, err := ss.start(stackSpec{index: 0, dataDir: o.dataDir, ln: clientLn, redis: o.redis, redisPass: o.redisPass,
 		seedRDB: o.seedRDB, forceNewCluster: o.forceNewCluster, listen: o.listen, advertised: o.advertise})
 	defer func() {

@@ -55,6 +55,7 @@ type stacks struct {
 	lv            *slog.LevelVar
 	mux           *raftnode.PeerMux
 	peerTLS       transport.TLSInfo
+	liveness      *raftnode.Liveness // nil: groups never quiesce
 	clientTLS     *tlsfiles.Files
 	memberTLS     func(string) *tls.Config
 	followerProxy *atomic.Bool
@@ -148,6 +149,7 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 		SnapshotKeep:           o.snapKeep,
 		ForceNewCluster:        sp.forceNewCluster,
 		PeerTLS:                ss.peerTLS,
+		Liveness:               ss.liveness,
 		SeedRDB:                sp.seedRDB,
 	}
 	if sp.index != 0 {

@@ -34,9 +34,8 @@ var clusterSubsMissing = []*spec{
 var clusterAnswered = map[string]bool{
 	"keyslot": true, "help": true, "myid": true, "myshardid": true,
 	"slots": true, "shards": true, "nodes": true, "info": true,
+	"countkeysinslot": true, "getkeysinslot": true,
 }
-
-const reasonSlotIndex = "is not supported by raftproxy: outside cluster mode redis keeps no index of keys by slot, and counting them would scan the whole keyspace"
 
 // addClusterSubs completes the table's CLUSTER container with the
 // subcommands raftproxy answers whatever the local redis's version, and
@@ -59,8 +58,6 @@ func addClusterSubs(t table) {
 	for name, s := range c.subs {
 		switch {
 		case clusterAnswered[name]:
-		case name == "countkeysinslot" || name == "getkeysinslot":
-			s.class, s.reason = classRefused, reasonSlotIndex
 		default:
 			s.class, s.reason = classRefused, reasonClusterAdmin
 		}
@@ -207,7 +204,7 @@ func (c *conn) cluster(name string, args [][]byte) *op {
 		}
 		return &op{kind: opReply, reply: resp.AppendInt(nil, int64(slotmap.KeySlot(args[2])))}
 	case "countkeysinslot", "getkeysinslot":
-		return errReply(fmt.Sprintf("ERR '%s' %s", displayName(name), reasonSlotIndex))
+		return c.slotKeys(sub, args)
 	case "help":
 		return &op{kind: opReply, reply: clusterHelp()}
 	case "myid", "myshardid", "slots", "shards", "nodes", "info":

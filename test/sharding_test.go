@@ -162,6 +162,47 @@ func TestShardedCluster(t *testing.T) {
 	if wrong < 0 {
 		t.Error("every shard port served key:1")
 	}
+
+	// COUNTKEYSINSLOT and GETKEYSINSLOT answer for the keys of the shard
+	// a port serves: the owner counts what was written to the slot, and
+	// every other shard none.
+	inSlot := map[string]bool{}
+	for i := 0; i < keys; i++ {
+		if k := "key:" + strconv.Itoa(i); slotmap.KeySlot([]byte(k)) == slot {
+			inSlot[k] = true
+		}
+	}
+	for k := 0; k < shards; k++ {
+		sn := &Node{c: c, Addr: shardPort(n0, k)}
+		want := len(inSlot)
+		if k == wrong {
+			want = 0
+		}
+		if v, err := sn.Do(ctx, 5*time.Second, "CLUSTER", "COUNTKEYSINSLOT", strconv.Itoa(slot)); err != nil || v.Kind != ':' || int(v.Int) != want {
+			t.Errorf("shard %d: CLUSTER COUNTKEYSINSLOT %d = %v %v, want %d", k, slot, v, err, want)
+		}
+		v, err := sn.Do(ctx, 5*time.Second, "CLUSTER", "GETKEYSINSLOT", strconv.Itoa(slot), "1000")
+		if err != nil || len(v.Arr) != want {
+			t.Errorf("shard %d: CLUSTER GETKEYSINSLOT %d 1000 = %v %v, want %d keys", k, slot, v, err, want)
+		}
+		for _, e := range v.Arr {
+			if !inSlot[e.Str] {
+				t.Errorf("shard %d: GETKEYSINSLOT %d answered %q", k, slot, e.Str)
+			}
+		}
+	}
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"CLUSTER", "COUNTKEYSINSLOT", "16384"}, "ERR Invalid slot"},
+		{[]string{"CLUSTER", "COUNTKEYSINSLOT", "x"}, "ERR value is not an integer or out of range"},
+		{[]string{"CLUSTER", "GETKEYSINSLOT", "1", "-1"}, "ERR Invalid slot or number of keys"},
+	} {
+		if v, err := n0.Do(ctx, 5*time.Second, bad.args...); err != nil || v.Kind != '-' || v.Str != bad.want {
+			t.Errorf("%v = %v %v, want -%s", bad.args, v, err, bad.want)
+		}
+	}
 	v, err := n0.Do(ctx, 5*time.Second, "MSET", "{a}x", "1", "{b}y", "2")
 	if err != nil || v.Kind != '-' || v.Str != "CROSSSLOT Keys in request don't hash to the same slot" {
 		t.Errorf("MSET across slots: %v %v", v, err)

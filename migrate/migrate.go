@@ -196,6 +196,8 @@ func (m *Movers) drive(ctx context.Context, id uint64) error {
 				return fmt.Errorf("finish: %w", err)
 			}
 			moved = n
+		} else if err := m.syncFinishing(ctx, mv); err != nil {
+			return err
 		}
 		// The shard that keeps the slots owns them first: until the other
 		// lets go, it answers -ASK there for every key (it holds none).
@@ -216,6 +218,28 @@ func (m *Movers) drive(ctx context.Context, id uint64) error {
 // pass syncs move mv (active, in the direction the mover runs it) into
 // both shards' logs and copies every key of its slots the source holds,
 // until a scan finds none. It returns how many keys moved in all.
+// syncFinishing hands a finishing move an earlier mover left to this one
+// in both shards, so that their logs take this mover's end steps: each
+// shard refuses the steps of any epoch but the last it was told of. A
+// shard that ended the move already refuses the sync, and takes the end
+// step as a retry.
+func (m *Movers) syncFinishing(ctx context.Context, mv slotmap.Move) error {
+	rt := m.node.Routing()
+	if rt == nil {
+		return errors.New("routing data unknown")
+	}
+	from, _ := rt.Shard(mv.From)
+	to, _ := rt.Shard(mv.To)
+	for _, g := range []string{mv.To, mv.From} {
+		sync := slotmap.Change{Op: slotmap.OpSyncMove, State: &mv, Shards: []slotmap.Shard{from, to}}
+		if _, err := m.proposeOK(ctx, m.node.Shard(g), sync); err != nil &&
+			!(errors.Is(err, errRefused) && strings.Contains(err.Error(), slotmap.ErrEnded.Error())) {
+			return fmt.Errorf("sync in shard %s: %w", g, err)
+		}
+	}
+	return nil
+}
+
 func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
 	st := mv
 	rt := m.node.Routing()

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 N=${N:-60000}
 SHARD_COUNTS=${SHARD_COUNTS:-"1 3 8"}
 IDLE_SECONDS=${IDLE_SECONDS:-5}
+IDLE_SETTLE=${IDLE_SETTLE:-3}  # idle groups quiesce after an election timeout
+NODE_FLAGS=${NODE_FLAGS:-}     # more raftproxy flags, e.g. --quiesce=false
 BASE=${BASE:-17500}   # node i listens on BASE + 20*i (and the ports above, one per shard)
 PEER=${PEER:-17600}
 STOCK=${STOCK:-16390}
@@ -57,7 +59,7 @@ start_cluster() { # shards
   local shards=$1 i
   for i in 1 2 3; do
     bin/raftproxy --listen 127.0.0.1:$((BASE + 20 * i)) --peer-listen 127.0.0.1:$((PEER + i)) \
-      --data-dir "$DIR/s$shards-n$i" --log-level error >"$DIR/s$shards-n$i.log" 2>&1 &
+      --data-dir "$DIR/s$shards-n$i" --log-level error $NODE_FLAGS >"$DIR/s$shards-n$i.log" 2>&1 &
     pids+=($!)
   done
   for i in 1 2 3; do
@@ -94,7 +96,7 @@ echo "## Shards: 3 nodes, SET, ${N} requests (requests/s, CPU µs per SET of eve
 echo
 echo "Every node holds every shard, each on its own port with its own redis-server; clients use"
 echo "redis-benchmark --cluster when there are several shards. Idle: the CPU the whole cluster uses"
-echo "with no client, over ${IDLE_SECONDS}s, in % of one core."
+echo "with no client, over ${IDLE_SECONDS}s starting ${IDLE_SETTLE}s after the load, in % of one core${NODE_FLAGS:+ (flags: $NODE_FLAGS)}."
 echo
 echo "| setup | SET c50 | CPU/SET c50 | SET c150 | CPU/SET c150 | idle |"
 echo "|---|---|---|---|---|---|"
@@ -105,6 +107,7 @@ for shards in $SHARD_COUNTS; do
   [ "$shards" -gt 1 ] && flag="--cluster"
   read -r r50 u50 <<<"$(measure $((BASE + 20)) "$flag" 50 "${pids[@]}")"
   read -r r150 u150 <<<"$(measure $((BASE + 20)) "$flag" 150 "${pids[@]}")"
+  sleep "$IDLE_SETTLE"
   t0=$(cpu_ticks "${pids[@]}")
   sleep "$IDLE_SECONDS"
   t1=$(cpu_ticks "${pids[@]}")

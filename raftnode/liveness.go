@@ -45,9 +45,9 @@ type peerLife struct {
 	isDown bool
 }
 
-// NewLiveness probes peers every tick interval, over TLS when tlsInfo names
-// a certificate, and reports one down after electionTicks intervals without
-// an answer.
+// NewLiveness probes peers four times per election timeout (electionTicks
+// ticks), over TLS when tlsInfo names a certificate, and reports one down
+// after an election timeout without an answer.
 func NewLiveness(tlsInfo transport.TLSInfo, tick time.Duration, electionTicks int) (*Liveness, error) {
 	if tick <= 0 {
 		tick = 100 * time.Millisecond
@@ -56,6 +56,8 @@ func NewLiveness(tlsInfo transport.TLSInfo, tick time.Duration, electionTicks in
 		electionTicks = 10
 	}
 	deadline := time.Duration(electionTicks) * tick
+	// Four probes in each deadline: one lost or slow probe is no verdict.
+	interval := max(tick, deadline/4)
 	// One kept-alive connection per peer: a probe is a request on it, not
 	// a dial.
 	tr := &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: 10 * deadline}
@@ -72,7 +74,7 @@ func NewLiveness(tlsInfo transport.TLSInfo, tick time.Duration, electionTicks in
 	return &Liveness{
 		client:   &http.Client{Transport: tr, Timeout: deadline / 2},
 		scheme:   scheme,
-		interval: tick,
+		interval: interval,
 		deadline: deadline,
 		peers:    map[string]*peerLife{},
 		ctx:      ctx,

@@ -32,9 +32,36 @@ func zapToSlog(l *slog.Logger) *zap.Logger {
 	return zap.New(&slogCore{l: l})
 }
 
+// zapToSlogCalm is zapToSlog for a node's transport: while calm reports
+// true (the node let go of its peers on purpose, quiesce.go), the warnings
+// rafthttp gives as streams to peers close and open again go to debug,
+// since they are no trouble then.
+func zapToSlogCalm(l *slog.Logger, calm func() bool) *zap.Logger {
+	return zap.New(&slogCore{l: l, calm: calm})
+}
+
+// churnWarnings are rafthttp's warnings about its streams closing or not
+// being there: a sign of trouble, except while peers are detached.
+var churnWarnings = map[string]bool{
+	"lost TCP streaming connection with remote peer":     true,
+	"closed TCP streaming connection with remote peer":   true,
+	"peer became inactive (message send to peer failed)": true,
+	"failed to find remote peer in cluster":              true,
+	"failed to dial remote peer":                         true,
+}
+
 type slogCore struct {
 	l     *slog.Logger
 	attrs []slog.Attr
+	calm  func() bool
+}
+
+// level is what e is logged at.
+func (c *slogCore) level(e zapcore.Entry) slog.Level {
+	if c.calm != nil && e.Level == zapcore.WarnLevel && churnWarnings[e.Message] && c.calm() {
+		return slog.LevelDebug
+	}
+	return zapLevel(e.Level)
 }
 
 func (c *slogCore) Enabled(lvl zapcore.Level) bool {
@@ -42,11 +69,11 @@ func (c *slogCore) Enabled(lvl zapcore.Level) bool {
 }
 
 func (c *slogCore) With(fs []zapcore.Field) zapcore.Core {
-	return &slogCore{l: c.l, attrs: append(append([]slog.Attr{}, c.attrs...), fieldsToAttrs(fs)...)}
+	return &slogCore{l: c.l, attrs: append(append([]slog.Attr{}, c.attrs...), fieldsToAttrs(fs)...), calm: c.calm}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if c.Enabled(e.Level) {
+	if c.l.Enabled(context.Background(), c.level(e)) {
 		return ce.AddCore(e, c)
 	}
 	return ce
@@ -54,7 +81,7 @@ func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 
 func (c *slogCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
 	attrs := append(append([]slog.Attr{}, c.attrs...), fieldsToAttrs(fs)...)
-	c.l.LogAttrs(context.Background(), zapLevel(e.Level), e.Message, attrs...)
+	c.l.LogAttrs(context.Background(), c.level(e), e.Message, attrs...)
 	return nil
 }
 

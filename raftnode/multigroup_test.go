@@ -226,6 +226,7 @@ func BenchmarkIdleGroups(b *testing.B) {
 				for deadline := time.Now().Add(60 * time.Second); quiesced(nodes) < 3*groups && time.Now().Before(deadline); {
 					time.Sleep(100 * time.Millisecond)
 				}
+				time.Sleep(4 * time.Second) // and let go of their transport peers
 			}
 			if f := os.Getenv("IDLE_CPUPROFILE"); f != "" {
 				out, err := os.Create(f)

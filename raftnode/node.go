@@ -74,6 +74,7 @@ type Node struct {
 	failure   atomic.Pointer[error]
 	transport *rafthttp.Transport
 	handler   http.Handler // the transport's; rafthttp builds a new one per call
+	peers     peerSet
 	members   *membership
 	store     *snapshot.Store
 	conf      confHistory
@@ -205,7 +206,7 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 	}
 	n.core = c
 	n.transport = &rafthttp.Transport{
-		Logger:      n.zlog,
+		Logger:      zapToSlogCalm(n.log, n.calm),
 		ID:          types.ID(n.id),
 		URLs:        types.MustNewURLs([]string{n.cfg.peerURL(n.cfg.Self.PeerAddr)}),
 		TLSInfo:     n.cfg.PeerTLS,
@@ -248,13 +249,6 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 	return nil
 }
 
-func (n *Node) addPeer(m Member) {
-	if m.ID == n.id || m.PeerAddr == "" {
-		return
-	}
-	n.transport.AddPeer(types.ID(m.ID), []string{n.cfg.peerURL(m.PeerAddr)})
-}
-
 // run is the Ready loop: it alone takes raft's Ready and advances it. It
 // sleeps until a tick is due or something stepped raft (core.wake), then
 // handles every Ready raft has, one at a time, in etcd's order.
@@ -264,6 +258,11 @@ func (n *Node) run() {
 	n.core.setQuiesceAllowed(n.quiesceAllowed())
 	ticking := true
 	var leaderDown <-chan struct{} // a quiesced follower's leader's process stopped answering
+	// A node quiesced for detachAfter lets go of its transport peers.
+	detachAfter := 3 * n.electionTimeout()
+	detach := time.NewTimer(detachAfter)
+	detach.Stop()
+	defer detach.Stop()
 	for {
 		select {
 		case <-ticker.C:
@@ -271,6 +270,10 @@ func (n *Node) run() {
 		case <-n.core.wake:
 		case <-leaderDown:
 			n.core.wakeFromDown()
+		case <-detach.C:
+			if n.core.quiesced() {
+				n.detachPeers()
+			}
 		case <-n.stopc:
 			return
 		}
@@ -295,6 +298,7 @@ func (n *Node) run() {
 		if q := n.core.quiesced(); q == ticking {
 			ticking = !q
 			leaderDown = nil
+			n.setCalm(q)
 			if q {
 				ticker.Stop()
 				down, ok := n.leaderDown()
@@ -302,12 +306,19 @@ func (n *Node) run() {
 					n.core.wakeFromDown()
 				}
 				leaderDown = down
+				detach.Reset(detachAfter)
 			} else {
 				ticker.Reset(n.cfg.TickInterval)
+				detach.Stop()
 			}
 			n.quiescedGauge(q)
+		} else if !ticking && !n.peers.detached {
+			// Still quiesced, but a Ready (one raft makes without waking,
+			// as an append to a member it probes) took the peers back.
+			detach.Reset(detachAfter)
 		}
 		if msgs := n.core.takeQuietMessages(); len(msgs) > 0 {
+			n.attachPeers()
 			n.transport.Send(msgs)
 		}
 	}
@@ -315,6 +326,7 @@ func (n *Node) run() {
 
 func (n *Node) handleReady(rd raft.Ready) error {
 	n.counters.Readies.Add(1)
+	n.attachPeers() // anything a Ready holds may need sending
 	if len(rd.Entries) > 0 || !raft.IsEmptyHardState(rd.HardState) {
 		n.counters.PersistRounds.Add(1)
 		n.counters.Entries.Add(uint64(len(rd.Entries)))
@@ -445,7 +457,7 @@ func (n *Node) applyConfChange(e *raftpb.Entry) error {
 			if cc.GetType() == raftpb.ConfChangeUpdateNode {
 				learner = slices.Contains(cs.GetLearners(), id)
 				if mem.PeerAddr != "" && id != n.id {
-					n.transport.UpdatePeer(types.ID(id), []string{n.cfg.peerURL(mem.PeerAddr)})
+					n.updatePeer(id, mem.PeerAddr)
 				}
 			}
 			n.members.add(mem, learner)
@@ -456,7 +468,7 @@ func (n *Node) applyConfChange(e *raftpb.Entry) error {
 		if id == n.id {
 			n.log.Warn("this node was removed from the cluster")
 		} else {
-			n.transport.RemovePeer(types.ID(id))
+			n.removePeer(id)
 		}
 	}
 	n.conf.add(confPoint{index: e.GetIndex(), cs: cs, members: n.members.list()})

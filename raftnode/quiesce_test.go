@@ -30,8 +30,8 @@ func writeVia(t *testing.T, n *Node, k, v string) error {
 }
 
 // TestQuiesce: an idle group stops ticking on all its nodes (no Readies at
-// all), a write or a read on a quiesced follower wakes it and succeeds, the
-// group goes quiet again, and when the leader's process dies the quiesced
+// all) and then lets go of its transport peers, a write or a read on a
+// quiesced follower wakes it and succeeds, the group goes quiet again, and when the leader's process dies the quiesced
 // followers notice through Liveness and elect a new leader, which takes
 // writes.
 func TestQuiesce(t *testing.T) {
@@ -50,6 +50,21 @@ func TestQuiesce(t *testing.T) {
 	if got := readies() - before; got != 0 {
 		t.Fatalf("a quiesced group made %d Readies in a second", got)
 	}
+
+	// A while later every node lets go of its transport peers; a peer's
+	// message still reaches it (rafthttp's pipeline) and wakes it.
+	detached := func() {
+		t.Helper()
+		waitFor(t, 10*time.Second, "the quiesced nodes kept their transport peers", func() bool {
+			for _, gn := range nodes {
+				if !gn.h.Node().peers.out.Load() {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	detached()
 
 	leader := -1
 	for i, gn := range nodes {
@@ -83,6 +98,7 @@ func TestQuiesce(t *testing.T) {
 		t.Fatal("read on a quiesced follower did not finish")
 	}
 	waitFor(t, 30*time.Second, "the group did not quiesce again after a read", allQuiet)
+	detached()
 
 	// The leader's process dies: its listener closes and its node stops.
 	// Nothing is sent to the followers, which do not tick.

@@ -107,7 +107,7 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 5*time.Second, "how long a request waits for commit or a read index before -TIMEOUT")
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "raft tick interval (heartbeat = 1 tick)")
 	fs.IntVar(&o.electionTicks, "election-ticks", 10, "ticks without a leader before an election")
-	fs.BoolVar(&o.quiesce, "quiesce", true, "a raft group idle for an election timeout stops ticking and heartbeating until a request wakes it; its followers watch the leader's process instead (one probe per peer, for all groups)")
+	fs.BoolVar(&o.quiesce, "quiesce", true, "a raft group idle for an election timeout stops ticking and heartbeating until a request wakes it; its followers watch the leader's process instead (four probes per peer per election timeout, for all groups)")
 	fs.Uint64Var(&o.snapEntries, "snapshot-entries", 10000, "make a snapshot (BGSAVE) and compact the log after this many applied entries")
 	fs.Uint64Var(&o.snapMiB, "snapshot-mib", 64, "make a snapshot after this many MiB of applied entries")
 	fs.Uint64Var(&o.minFreeMiB, "min-free-disk-mib", 80, "write the raft log only while its file system has this many MiB free (a WAL segment is 64); below it the node waits, answering MISCONF, and resumes by itself")

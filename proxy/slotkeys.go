@@ -36,11 +36,12 @@ func (c *conn) slotKeys(sub string, args [][]byte) *op {
 	} else if slot < 0 || slot >= slotmap.NumSlots {
 		return errReply("ERR Invalid slot")
 	}
-	sp, _ := c.s.table.lookup([][]byte{[]byte("keys")})
-	if sp == nil {
+	keys := [][]byte{[]byte("KEYS"), []byte("*")}
+	sp, _ := c.s.table.lookup(keys)
+	if sp == nil || sp.unknown {
 		return errReply("ERR this redis has no KEYS command")
 	}
-	o := c.data(sp, [][]byte{[]byte("KEYS"), []byte("*")})
+	o := c.data(sp, keys)
 	if o.kind != opRead && o.kind != opLogRead {
 		return o // refused, or an error
 	}

@@ -12,7 +12,8 @@ SHARD_COUNTS=${SHARD_COUNTS:-"1 3 8"}
 IDLE_SECONDS=${IDLE_SECONDS:-5}
 IDLE_SETTLE=${IDLE_SETTLE:-3}  # idle groups quiesce after an election timeout
 NODE_FLAGS=${NODE_FLAGS:-}     # more raftproxy flags, e.g. --quiesce=false
-BASE=${BASE:-17500}   # node i listens on BASE + 20*i (and the ports above, one per shard)
+BASE=${BASE:-17000}   # node i listens on BASE + SPAN*i (and the ports above, one per shard)
+SPAN=${SPAN:-100}     # more than the most shards measured
 PEER=${PEER:-17600}
 STOCK=${STOCK:-16390}
 DIR=$(mktemp -d /tmp/raftproxy-bench-shards-XXXXXX)
@@ -58,26 +59,26 @@ measure() { # port cluster-flag clients pid... -> "rps cpu_us_per_set"
 start_cluster() { # shards
   local shards=$1 i
   for i in 1 2 3; do
-    bin/raftproxy --listen 127.0.0.1:$((BASE + 20 * i)) --peer-listen 127.0.0.1:$((PEER + i)) \
+    bin/raftproxy --listen 127.0.0.1:$((BASE + SPAN * i)) --peer-listen 127.0.0.1:$((PEER + i)) \
       --data-dir "$DIR/s$shards-n$i" --log-level error $NODE_FLAGS >"$DIR/s$shards-n$i.log" 2>&1 &
     pids+=($!)
   done
   for i in 1 2 3; do
-    until redis-cli -p $((BASE + 20 * i)) PING >/dev/null 2>&1; do sleep 0.1; done
+    until redis-cli -p $((BASE + SPAN * i)) PING >/dev/null 2>&1; do sleep 0.1; done
   done
   if [ "$shards" -gt 1 ]; then
-    redis-cli -p $((BASE + 20)) RAFT.CLUSTER INIT SHARDS "$shards" >/dev/null
+    redis-cli -p $((BASE + SPAN)) RAFT.CLUSTER INIT SHARDS "$shards" >/dev/null
   else
-    redis-cli -p $((BASE + 20)) RAFT.CLUSTER INIT >/dev/null
+    redis-cli -p $((BASE + SPAN)) RAFT.CLUSTER INIT >/dev/null
   fi
-  until redis-cli -p $((BASE + 20)) RAFT.INFO | grep -q '^role:leader'; do sleep 0.1; done
-  for i in 2 3; do redis-cli -p $((BASE + 20 * i)) RAFT.CLUSTER JOIN 127.0.0.1:$((BASE + 20)) >/dev/null; done
+  until redis-cli -p $((BASE + SPAN)) RAFT.INFO | grep -q '^role:leader'; do sleep 0.1; done
+  for i in 2 3; do redis-cli -p $((BASE + SPAN * i)) RAFT.CLUSTER JOIN 127.0.0.1:$((BASE + SPAN)) >/dev/null; done
   # The leaders spread over the nodes within seconds (a node leading more
   # than its share hands one over every 2-3 s).
   local want=$(( shards < 3 ? shards : 3 )) _ most
   for _ in $(seq 120); do
     # The most shards one node leads: at most ceil(shards / 3) once spread.
-    most=$(redis-cli --json -p $((BASE + 20)) RAFT.SHARD LIST | python3 -c '
+    most=$(redis-cli --json -p $((BASE + SPAN)) RAFT.SHARD LIST | python3 -c '
 import collections, json, sys
 rows = json.load(sys.stdin)
 print(max(collections.Counter(r[3] for r in rows).values()) if all(r[3] for r in rows) else 99)')
@@ -105,8 +106,8 @@ for shards in $SHARD_COUNTS; do
   start_cluster "$shards"
   flag=""
   [ "$shards" -gt 1 ] && flag="--cluster"
-  read -r r50 u50 <<<"$(measure $((BASE + 20)) "$flag" 50 "${pids[@]}")"
-  read -r r150 u150 <<<"$(measure $((BASE + 20)) "$flag" 150 "${pids[@]}")"
+  read -r r50 u50 <<<"$(measure $((BASE + SPAN)) "$flag" 50 "${pids[@]}")"
+  read -r r150 u150 <<<"$(measure $((BASE + SPAN)) "$flag" 150 "${pids[@]}")"
   sleep "$IDLE_SETTLE"
   t0=$(cpu_ticks "${pids[@]}")
   sleep "$IDLE_SECONDS"

@@ -141,12 +141,24 @@ func (n *Node) promoteLearners() {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
+		// With no learner there is nothing to do until the members
+		// change: an idle group's node then has no timer here.
+		if ch := n.members.changed(); !n.members.hasLearners() {
+			t.Stop()
+			select {
+			case <-ch:
+				t.Reset(200 * time.Millisecond)
+				continue
+			case <-n.stopc:
+				return
+			}
+		}
 		select {
 		case <-t.C:
 		case <-n.stopc:
 			return
 		}
-		if !n.IsLeader() || !n.members.hasLearners() {
+		if !n.IsLeader() {
 			continue
 		}
 		st := n.core.status()

@@ -76,10 +76,26 @@ type membership struct {
 	// format is the cluster's entry format: the newest that every member
 	// decodes, kept with the members (see logFormat).
 	format atomic.Int32
+	// changedc is closed, and replaced, at every change (changed).
+	changedc chan struct{}
 }
 
 func newMembership() *membership {
-	return &membership{members: map[uint64]Member{}, learners: map[uint64]bool{}, removed: map[uint64]bool{}}
+	return &membership{members: map[uint64]Member{}, learners: map[uint64]bool{}, removed: map[uint64]bool{},
+		changedc: make(chan struct{})}
+}
+
+// changed returns a channel closed at the next change of the members.
+func (m *membership) changed() <-chan struct{} {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.changedc
+}
+
+// noteChange wakes the waiters of changed; m.mu is held for writing.
+func (m *membership) noteChange() {
+	close(m.changedc)
+	m.changedc = make(chan struct{})
 }
 
 func (m *membership) add(mem Member, learner bool) {
@@ -89,6 +105,7 @@ func (m *membership) add(mem Member, learner bool) {
 	m.learners[mem.ID] = learner
 	delete(m.removed, mem.ID)
 	m.refreshFormat()
+	m.noteChange()
 }
 
 func (m *membership) remove(id uint64) {
@@ -98,6 +115,7 @@ func (m *membership) remove(id uint64) {
 	delete(m.learners, id)
 	m.removed[id] = true
 	m.refreshFormat()
+	m.noteChange()
 }
 
 // refreshFormat recomputes the cluster's format; m.mu is held for writing.
@@ -188,6 +206,7 @@ func (m *membership) restore(list []MemberInfo, removed []uint64) {
 		m.learners[mi.ID] = !mi.Voting
 	}
 	m.refreshFormat()
+	m.noteChange()
 }
 
 // removedIDs lists the members ever removed; they stay refused forever.

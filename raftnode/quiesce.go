@@ -30,10 +30,11 @@ import (
 // Anything else wakes a node: a proposal, a read, a membership or
 // leadership call, and every message but heartbeats. A follower that wakes
 // for a reason its leader did not send tells the leader that quiesced it
-// with wakeCtx, so the two tick together again and the follower's election
-// timer never runs against a silent leader. A follower whose leader's process stops
-// answering wakes and ticks, and so elects a new leader in about two
-// election timeouts instead of one.
+// with wakeCtx, so the two tick together again and the follower's
+// election timer never runs against a silent leader. A follower whose
+// leader's process stops answering wakes and ticks, and so elects a new
+// leader in about two election timeouts instead of one. A node quiesced
+// for a while also lets go of its transport peers (peers.go).
 //
 // The marked messages are raftproxy's, not raft's: raft reads a heartbeat
 // answer's context as its own read-index counter, so an answer marked by

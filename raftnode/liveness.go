@@ -98,6 +98,18 @@ func (l *Liveness) Down(addr string) <-chan struct{} {
 	return p.down
 }
 
+// Up reports whether the process at addr answered within the last
+// election timeout; the first call for an address starts probing it and
+// reports it up.
+func (l *Liveness) Up(addr string) bool {
+	select {
+	case <-l.Down(addr):
+		return false
+	default:
+		return true
+	}
+}
+
 // Close stops probing.
 func (l *Liveness) Close() {
 	l.cancel()

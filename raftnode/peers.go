@@ -97,3 +97,12 @@ func (n *Node) attachPeers() {
 		n.transport.AddPeer(types.ID(id), []string{url})
 	}
 }
+
+// reachable reports whether member m's transport streams are up or, while
+// this node has let go of its peers, whether m's process answers probes.
+func (n *Node) reachable(m MemberInfo) bool {
+	if n.peers.out.Load() && n.cfg.Liveness != nil && m.PeerAddr != "" {
+		return n.cfg.Liveness.Up(m.PeerAddr)
+	}
+	return !n.transport.ActiveSince(types.ID(m.ID)).IsZero()
+}

@@ -338,6 +338,10 @@ func (n *Node) stepDownFor(from, term, last uint64) (int, string) {
 	}
 	now := time.Now()
 	n.stepDown.asked(from, now)
+	// A quiesced leader ticks again and takes its peers back: the
+	// successor it hands over to must be connected, and the quarantined
+	// member's log is repaired by a ticking leader's appends.
+	n.core.poke()
 	st := n.core.status()
 	if st.RaftState != raft.StateLeader {
 		return http.StatusConflict, "not the leader"

@@ -243,6 +243,14 @@ func (c *core) setQuiesceAllowed(ok bool) {
 	c.signal()
 }
 
+// poke wakes the node from quiescence, as any local call does.
+func (c *core) poke() {
+	c.mu.Lock()
+	c.activity(0)
+	c.mu.Unlock()
+	c.signal()
+}
+
 // wakeFromDown wakes a quiesced follower whose leader's process stopped
 // answering: it ticks, and elects a new leader if that one is gone.
 func (c *core) wakeFromDown() {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 
-	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/raft/v3"
 )
 
@@ -104,7 +103,7 @@ func (n *Node) Status() Status {
 		switch {
 		case m.ID == n.id:
 			ns.State = "self"
-		case n.transport.ActiveSince(types.ID(m.ID)).IsZero():
+		case !n.reachable(m):
 			ns.State = "unreachable"
 		}
 		if pr, ok := rs.Progress[m.ID]; ok {

@@ -58,7 +58,10 @@ func (m Member) Decodes() int { return m.decodes() }
 // NodeStatus is one member as RAFT.INFO shows it.
 type NodeStatus struct {
 	MemberInfo
-	State string // "self", "connected" or "unreachable"
+	// State is "self", "connected" or "unreachable": whether the
+	// transport's streams to the member are up or, while this node has let
+	// go of its peers (quiesced, peers.go), whether its process answers.
+	State string
 	Match uint64 // replicated index, known on the leader only
 }
 

@@ -65,6 +65,15 @@ func TestQuiesce(t *testing.T) {
 		})
 	}
 	detached()
+	// Detached, a node still shows its peers connected (RAFT.INFO, the
+	// readiness check): their processes answer.
+	for _, gn := range nodes {
+		for _, m := range gn.h.Node().Status().Nodes {
+			if m.State == "unreachable" {
+				t.Errorf("a detached node shows member %s unreachable", IDString(m.ID))
+			}
+		}
+	}
 
 	leader := -1
 	for i, gn := range nodes {

@@ -190,13 +190,16 @@ func (m *Movers) drive(ctx context.Context, id uint64) error {
 			// that ended it refuses every other step).
 			fin := slotmap.Change{Op: slotmap.OpFinish, Move: id, Epoch: epoch, Cancelled: mv.Cancelled}
 			if _, err := m.proposeOK(ctx, p, fin); err != nil {
-				if errors.Is(err, errRefused) && strings.Contains(err.Error(), slotmap.ErrNoMove.Error()) {
+				if refusedFor(err, slotmap.ErrNoMove) {
 					return nil
 				}
 				return fmt.Errorf("finish: %w", err)
 			}
 			moved = n
-		} else if err := m.syncFinishing(ctx, mv); err != nil {
+		} else if err := m.syncMove(ctx, mv, true); err != nil {
+			// A finishing move an earlier mover left: both shards take
+			// this mover's epoch before its end steps, since each refuses
+			// the steps of any epoch but the last it was told of.
 			return err
 		}
 		// The shard that keeps the slots owns them first: until the other
@@ -215,15 +218,10 @@ func (m *Movers) drive(ctx context.Context, id uint64) error {
 	}
 }
 
-// pass syncs move mv (active, in the direction the mover runs it) into
-// both shards' logs and copies every key of its slots the source holds,
-// until a scan finds none. It returns how many keys moved in all.
-// syncFinishing hands a finishing move an earlier mover left to this one
-// in both shards, so that their logs take this mover's end steps: each
-// shard refuses the steps of any epoch but the last it was told of. A
-// shard that ended the move already refuses the sync, and takes the end
-// step as a retry.
-func (m *Movers) syncFinishing(ctx context.Context, mv slotmap.Move) error {
+// syncMove logs move mv's state in both shards, the target's first (see
+// drive). With endedOK, a shard that ended the move already is no error:
+// it refuses the sync and takes the end step that follows as a retry.
+func (m *Movers) syncMove(ctx context.Context, mv slotmap.Move, endedOK bool) error {
 	rt := m.node.Routing()
 	if rt == nil {
 		return errors.New("routing data unknown")
@@ -232,43 +230,37 @@ func (m *Movers) syncFinishing(ctx context.Context, mv slotmap.Move) error {
 	to, _ := rt.Shard(mv.To)
 	for _, g := range []string{mv.To, mv.From} {
 		sync := slotmap.Change{Op: slotmap.OpSyncMove, State: &mv, Shards: []slotmap.Shard{from, to}}
-		if _, err := m.proposeOK(ctx, m.node.Shard(g), sync); err != nil &&
-			!(errors.Is(err, errRefused) && strings.Contains(err.Error(), slotmap.ErrEnded.Error())) {
+		if _, err := m.proposeOK(ctx, m.node.Shard(g), sync); err != nil && !(endedOK && refusedFor(err, slotmap.ErrEnded)) {
 			return fmt.Errorf("sync in shard %s: %w", g, err)
 		}
 	}
 	return nil
 }
 
+// refusedFor reports whether err is an applier's refusal for reason.
+func refusedFor(err, reason error) bool {
+	return errors.Is(err, errRefused) && strings.Contains(err.Error(), reason.Error())
+}
+
+// pass syncs move mv (active, in the direction the mover runs it) into
+// both shards' logs and copies every key of its slots the source holds,
+// until a scan finds none. It returns how many keys moved in all.
 func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
-	st := mv
-	rt := m.node.Routing()
-	if rt == nil {
-		return 0, errors.New("routing data unknown")
-	}
-	from, _ := rt.Shard(mv.From)
-	to, _ := rt.Shard(mv.To)
 	if mv.Cancelled {
 		// Before the move turns, a batch an earlier mover left half done
 		// is finished forwards: a shard turns only with none locked, so
 		// that a key it exported is never left behind as a stale copy.
 		fwd := mv
 		fwd.Cancelled = false
-		for _, g := range []string{mv.To, mv.From} {
-			sync := slotmap.Change{Op: slotmap.OpSyncMove, State: &fwd, Shards: []slotmap.Shard{from, to}}
-			if _, err := m.proposeOK(ctx, m.node.Shard(g), sync); err != nil {
-				return 0, fmt.Errorf("sync in shard %s: %w", g, err)
-			}
+		if err := m.syncMove(ctx, fwd, false); err != nil {
+			return 0, err
 		}
 		if _, err := m.batch(ctx, fwd, nil, true); err != nil {
 			return 0, err
 		}
 	}
-	for _, g := range []string{mv.To, mv.From} {
-		sync := slotmap.Change{Op: slotmap.OpSyncMove, State: &st, Shards: []slotmap.Shard{from, to}}
-		if _, err := m.proposeOK(ctx, m.node.Shard(g), sync); err != nil {
-			return 0, fmt.Errorf("sync in shard %s: %w", g, err)
-		}
+	if err := m.syncMove(ctx, mv, false); err != nil {
+		return 0, err
 	}
 	moved := mv.Keys
 	n, err := m.batch(ctx, mv, nil, true)

@@ -312,7 +312,7 @@ func (n *Node) run() {
 				detach.Stop()
 			}
 			n.quiescedGauge(q)
-		} else if !ticking && !n.peers.detached {
+		} else if !ticking && !n.peers.detached.Load() {
 			// Still quiesced, but a Ready (one raft makes without waking,
 			// as an append to a member it probes) took the peers back.
 			detach.Reset(detachAfter)

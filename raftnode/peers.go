@@ -16,14 +16,14 @@ import (
 // on the receiving side, and wakes it. The Ready loop owns the set (start
 // fills it before the loop runs).
 type peerSet struct {
-	urls     map[uint64]string
-	detached bool
+	urls map[uint64]string
+	// detached: the transport has none of urls. Only the Ready loop
+	// changes it; status reads it too.
+	detached atomic.Bool
 	// calmUntil (unix nanoseconds) is when the transport's churn warnings
 	// are trouble again: while a node is quiesced or detached, and for two
 	// election timeouts after it attaches, while its peers attach too.
 	calmUntil atomic.Int64
-	// out mirrors detached for other goroutines (tests, status).
-	out atomic.Bool
 }
 
 // calm reports whether the transport's churn warnings are expected now.
@@ -54,7 +54,7 @@ func (n *Node) addPeer(m Member) {
 		n.peers.urls = map[uint64]string{}
 	}
 	n.peers.urls[m.ID] = url
-	if !n.peers.detached {
+	if !n.peers.detached.Load() {
 		n.transport.AddPeer(types.ID(m.ID), []string{url})
 	}
 }
@@ -62,25 +62,24 @@ func (n *Node) addPeer(m Member) {
 func (n *Node) updatePeer(id uint64, addr string) {
 	url := n.cfg.peerURL(addr)
 	n.peers.urls[id] = url
-	if !n.peers.detached {
+	if !n.peers.detached.Load() {
 		n.transport.UpdatePeer(types.ID(id), []string{url})
 	}
 }
 
 func (n *Node) removePeer(id uint64) {
 	delete(n.peers.urls, id)
-	if !n.peers.detached {
+	if !n.peers.detached.Load() {
 		n.transport.RemovePeer(types.ID(id))
 	}
 }
 
 // detachPeers stops the transport's streams and probers to every peer.
 func (n *Node) detachPeers() {
-	if n.peers.detached {
+	if n.peers.detached.Load() {
 		return
 	}
-	n.peers.detached = true
-	n.peers.out.Store(true)
+	n.peers.detached.Store(true)
 	for id := range n.peers.urls {
 		n.transport.RemovePeer(types.ID(id))
 	}
@@ -88,11 +87,10 @@ func (n *Node) detachPeers() {
 
 // attachPeers gives the transport its peers back, before anything is sent.
 func (n *Node) attachPeers() {
-	if !n.peers.detached {
+	if !n.peers.detached.Load() {
 		return
 	}
-	n.peers.detached = false
-	n.peers.out.Store(false)
+	n.peers.detached.Store(false)
 	for id, url := range n.peers.urls {
 		n.transport.AddPeer(types.ID(id), []string{url})
 	}
@@ -101,7 +99,7 @@ func (n *Node) attachPeers() {
 // reachable reports whether member m's transport streams are up or, while
 // this node has let go of its peers, whether m's process answers probes.
 func (n *Node) reachable(m MemberInfo) bool {
-	if n.peers.out.Load() && n.cfg.Liveness != nil && m.PeerAddr != "" {
+	if n.peers.detached.Load() && n.cfg.Liveness != nil && m.PeerAddr != "" {
 		return n.cfg.Liveness.Up(m.PeerAddr)
 	}
 	return !n.transport.ActiveSince(types.ID(m.ID)).IsZero()

@@ -439,9 +439,8 @@ func (p *proposer) leaderChanged() {
 }
 
 // expire ends waits whose entries never came back (dropped in transit or
-// overwritten after a leader change): their outcome is unknown.
-// expire fails the proposals past their deadline, and reports whether
-// any are left waiting.
+// overwritten after a leader change): their outcome is unknown. It
+// reports whether any proposal is left waiting.
 func (p *proposer) expire(now time.Time) (waiting bool) {
 	p.mu.Lock()
 	var old []*pending

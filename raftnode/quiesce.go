@@ -127,11 +127,13 @@ func (c *core) activity(from uint64) {
 	c.wakeUp(from)
 }
 
+// wakeUp makes a quiesced node tick again; a follower tells the leader
+// that quiesced it unless from (the waking message's sender) is that
+// leader. c.mu is held.
 func (c *core) wakeUp(from uint64) {
 	if !c.q.on {
 		return
 	}
-
 	c.q.on = false
 	st := c.rn.BasicStatus()
 	if st.RaftState == raft.StateFollower && st.Lead == c.q.by && st.GetTerm() == c.q.byTerm && st.Lead != from {
@@ -192,27 +194,30 @@ func (c *core) tickQuiet(electionTicks int) {
 		return
 	}
 	commit := st.GetCommit()
-	synced := true
-	var round []*raftpb.Message
+	synced, others := true, 0
 	c.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 		if pr.Match != commit || (id != st.ID && pr.State != tracker.StateReplicate) {
 			synced = false
 		}
 		if id != st.ID {
-			round = append(round, &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: proto.Uint64(id),
-				From: proto.Uint64(st.ID), Term: proto.Uint64(st.GetTerm()), Commit: proto.Uint64(commit), Context: quiesceCtx})
+			others++
 		}
 	})
-	if !synced {
+	switch {
+	case !synced:
 		return
-	}
-	if len(round) == 0 {
+	case others == 0:
 		c.q.on = true // a group of one: no one to tell
 		return
 	}
 	c.q.asked, c.q.askedAt = st.GetTerm(), c.q.idle
 	c.q.acks = map[uint64]bool{}
-	c.q.out = append(c.q.out, round...)
+	c.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
+		if id != st.ID {
+			c.q.out = append(c.q.out, &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: proto.Uint64(id),
+				From: proto.Uint64(st.ID), Term: proto.Uint64(st.GetTerm()), Commit: proto.Uint64(commit), Context: quiesceCtx})
+		}
+	})
 }
 
 // takeQuietMessages returns the marked messages to send, once.

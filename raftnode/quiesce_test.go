@@ -57,7 +57,7 @@ func TestQuiesce(t *testing.T) {
 		t.Helper()
 		waitFor(t, 10*time.Second, "the quiesced nodes kept their transport peers", func() bool {
 			for _, gn := range nodes {
-				if !gn.h.Node().peers.out.Load() {
+				if !gn.h.Node().peers.detached.Load() {
 					return false
 				}
 			}

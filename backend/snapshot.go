@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,6 +125,10 @@ func (s *StateMachine) StartSnapshot(ctx context.Context) (fsm.SnapshotJob, erro
 	// Redis 7 refuses CONFIG SET dbfilename (a protected config), so the
 	// RDB goes to redis's own dbfilename; connect turned automatic saves
 	// off, so only raftproxy writes that file.
+	hz, err := s.raiseHz()
+	if err != nil {
+		return nil, s.fail(err)
+	}
 	raw, err := s.conn.Do([]byte("BGSAVE"))
 	if err != nil {
 		return nil, s.fail(err)
@@ -132,7 +137,34 @@ func (s *StateMachine) StartSnapshot(ctx context.Context) (fsm.SnapshotJob, erro
 		return nil, fmt.Errorf("redis refused BGSAVE: %s", strings.TrimSpace(string(raw[1:])))
 	}
 	name := s.dbfilename
-	return &bgsave{addr: s.addr, password: s.password, path: filepath.Join(s.dir, name)}, nil
+	return &bgsave{addr: s.addr, password: s.password, path: filepath.Join(s.dir, name), hz: hz}, nil
+}
+
+// snapshotHz is the cron rate a snapshot's BGSAVE runs with. Redis notices
+// its child finished only in its cron, and raftproxy runs its own
+// redis-servers at hz 1 (supervisor.go), which would add up to a second to
+// every snapshot.
+const snapshotHz = 10
+
+// raiseHz sets redis's hz to snapshotHz if it is lower, and returns the
+// value to restore once the BGSAVE is done ("" when it was not changed). A
+// redis that refuses CONFIG keeps its own.
+func (s *StateMachine) raiseHz() (string, error) {
+	v, err := s.conn.DoValue("CONFIG", "GET", "hz")
+	if err != nil {
+		return "", err
+	}
+	if v.IsError() || len(v.Elems) != 2 {
+		return "", nil
+	}
+	old := string(v.Elems[1].Str)
+	if n, err := strconv.Atoi(old); err != nil || n >= snapshotHz {
+		return "", nil
+	}
+	if _, err := s.conn.DoValue("CONFIG", "SET", "hz", strconv.Itoa(snapshotHz)); err != nil {
+		return "", err
+	}
+	return old, nil
 }
 
 func (s *StateMachine) fail(err error) error {
@@ -143,6 +175,7 @@ func (s *StateMachine) fail(err error) error {
 // bgsave is an RDB being written by a redis child process.
 type bgsave struct {
 	addr, password, path string
+	hz                   string // to restore once it is written, if not ""
 }
 
 func (b *bgsave) Wait(ctx context.Context) (io.ReadCloser, error) {
@@ -151,6 +184,17 @@ func (b *bgsave) Wait(ctx context.Context) (io.ReadCloser, error) {
 		return nil, err
 	}
 	defer c.Close()
+	if b.hz != "" {
+		defer func() {
+			// Unless something else changed it meanwhile (a CONFIG SET
+			// through the log).
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			v, err := c.DoValue("CONFIG", "GET", "hz")
+			if err == nil && len(v.Elems) == 2 && string(v.Elems[1].Str) == strconv.Itoa(snapshotHz) {
+				c.DoValue("CONFIG", "SET", "hz", b.hz)
+			}
+		}()
+	}
 	for {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		v, err := c.DoValue("INFO", "persistence")

@@ -268,3 +268,43 @@ func TestRestoredBusyThreshold(t *testing.T) {
 		t.Errorf("BusyAfter %v after restoring busy-reply-threshold 300, want 300ms", sm.BusyAfter())
 	}
 }
+
+// TestSnapshotRaisesHz: raftproxy runs its redis-servers at hz 1, and redis
+// notices a BGSAVE child finished only in its cron, so a snapshot raises hz
+// while its BGSAVE runs and puts it back after.
+func TestSnapshotRaisesHz(t *testing.T) {
+	r := rdbStartRedis(t, false, "--hz", "1")
+	sm := NewStateMachine(r.addr, slog.New(slog.DiscardHandler))
+	if err := sm.Reset(context.Background(), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sm.Apply([]fsm.Command{{Args: fieldArgs("SET k v"), Reply: func([]byte) {}}}); err != nil {
+		t.Fatal(err)
+	}
+	c := rdbConn(t, r.addr)
+	hz := func() string {
+		t.Helper()
+		v := rdbDo(t, c, "CONFIG", "GET", "hz")
+		if len(v.Elems) != 2 {
+			t.Fatalf("CONFIG GET hz: %+v", v)
+		}
+		return string(v.Elems[1].Str)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job, err := sm.StartSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hz(); got != "10" {
+		t.Errorf("hz while the BGSAVE runs: %s, want 10", got)
+	}
+	rc, err := job.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	if got := hz(); got != "1" {
+		t.Errorf("hz after the snapshot: %s, want 1 again", got)
+	}
+}

@@ -74,6 +74,7 @@ func (s *Supervisor) startOnce() error {
 		"--dir", s.dir,
 		"--save", "",
 		"--appendonly", "no",
+		"--hz", "1",
 		"--daemonize", "no",
 		"--logfile", filepath.Join(s.dir, "redis.log"),
 		"-", // and the config on stdin: the password, kept out of ps

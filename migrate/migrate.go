@@ -33,6 +33,8 @@ import (
 type Group interface {
 	ProposeRequest(ctx context.Context, req entry.Request) *raftnode.Future
 	IsLeader() bool
+	// LeaderChanged is closed at the next change of leader.
+	LeaderChanged() <-chan struct{}
 }
 
 // Node is what a mover needs of the node it runs on.
@@ -90,9 +92,21 @@ func (m *Movers) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		p := m.node.Primary()
+		if p == nil {
+			continue
+		}
+		// A node that does not lead the primary group sleeps until its
+		// leader changes (or a second, for a new primary node).
+		changed := p.LeaderChanged()
 		rt := m.node.Routing()
-		if p == nil || rt == nil || !p.IsLeader() {
+		if rt == nil || !p.IsLeader() {
 			m.stopAll()
+			select {
+			case <-changed:
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+				return
+			}
 			continue
 		}
 		for _, mv := range rt.Moves() {

@@ -202,10 +202,9 @@ func scriptedRead(name []byte) (string, bool) {
 // deletion of what it finds, so every node deletes the same keys. It walks
 // each database that may hold deadlines with SCAN, sampleCount keys a step,
 // taking more steps at once while more than a quarter of what it sees has
-// expired, for at most expireBudget every expirePeriod (redis spends 25% of
+// expired, for at most expireBudget every leaderPeriod (redis spends 25% of
 // a core at most, with the same rule).
 const (
-	expirePeriod = 100 * time.Millisecond
 	expireBudget = 25 * time.Millisecond
 	sampleCount  = 200
 )
@@ -217,47 +216,26 @@ type expirer struct {
 	cursors map[int]string
 }
 
-func (s *Server) runExpirer(stop <-chan struct{}) {
+// expiryTask is active expiry as leader work (leader.go).
+func (s *Server) expiryTask() *leaderTask {
 	e := &expirer{s: s, cursors: map[int]string{}}
-	s.whileLeader(stop, expirePeriod, &e.rc, func(n Group) error {
+	return &leaderTask{rc: &e.rc, idle: e.idle, round: func(n Group) error {
 		err := e.round(n)
 		if err != nil {
 			s.log.Debug("active expiry round failed", "err", err)
 		}
 		return err
-	})
+	}}
 }
 
-// whileLeader runs round every period while this node leads, until stop.
-// rc is the redis connection round keeps: it is closed after a failed
-// round (the next one dials again) and at stop.
-func (s *Server) whileLeader(stop <-chan struct{}, period time.Duration, rc **backend.Conn, round func(Group) error) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	closeRC := func() {
-		if *rc != nil {
-			(*rc).Close()
-			*rc = nil
+// idle says no database can hold a deadline, so a round has nothing to do.
+func (e *expirer) idle() bool {
+	for db := range e.s.databases {
+		if e.s.volatile(db) {
+			return false
 		}
 	}
-	defer closeRC()
-	for {
-		select {
-		case <-t.C:
-		case <-stop:
-			return
-		}
-		if s.cfg.Cluster == nil {
-			continue
-		}
-		n := s.cfg.Cluster.Node()
-		if n == nil || !n.IsLeader() {
-			continue
-		}
-		if round(n) != nil {
-			closeRC()
-		}
-	}
+	return true
 }
 
 // round takes the sampling steps of one period.

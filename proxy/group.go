@@ -55,6 +55,8 @@ type Membership interface {
 	ID() uint64
 	ClusterID() uint64
 	IsLeader() bool
+	// LeaderChanged is closed at the next change of leader.
+	LeaderChanged() <-chan struct{}
 	Leader() (raftnode.Member, bool)
 	Members() []raftnode.MemberInfo
 	// LogFormat is the entry format the cluster writes: the newest every

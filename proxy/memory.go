@@ -15,7 +15,7 @@ import (
 
 // The memory limit (maxmemory), enforced through the log; see
 // backend/memory.go for the state machine's side. This is the leader's:
-// every memoryPeriod it compares its redis's used memory with the limit
+// every leaderPeriod (leader.go) it compares its redis's used memory with the limit
 // the log set. Over it, it proposes the deletion of keys chosen by the
 // policy on its own redis (evictScript: redis's sampling, by idle time,
 // access frequency, deadline or at random), and when the policy is
@@ -26,7 +26,6 @@ import (
 // every node's: they hold the same data.
 
 const (
-	memoryPeriod = 100 * time.Millisecond
 	// memorySlack is how far over the limit eviction may lag before writes
 	// are refused meanwhile (redis evicts before every command; here it
 	// takes a round of the log).
@@ -65,18 +64,26 @@ type memoryController struct {
 	evicted uint64
 }
 
-func (s *Server) runMemory(stop <-chan struct{}) {
+// memoryTask is the memory limit as leader work (leader.go), nil without
+// a memory limit configuration.
+func (s *Server) memoryTask() *leaderTask {
 	if s.cfg.Memory == nil {
-		return
+		return nil
 	}
 	m := &memoryController{s: s}
-	s.whileLeader(stop, memoryPeriod, &m.rc, func(n Group) error {
+	return &leaderTask{rc: &m.rc, idle: m.idle, round: func(n Group) error {
 		err := m.round(n)
 		if err != nil {
 			s.log.Warn("memory limit round failed", "err", err)
 		}
 		return err
-	})
+	}}
+}
+
+// idle says a round has nothing to do: no limit, and none to lift.
+func (m *memoryController) idle() bool {
+	limit, _ := m.s.cfg.Memory.MaxMemory()
+	return limit <= 0 && !m.s.memoryOver()
 }
 
 // used is the memory redis counts against maxmemory.
@@ -127,7 +134,7 @@ func (m *memoryController) round(n Group) error {
 		return nil
 	}
 	// Evict until under, for at most one period; the rest next round.
-	deadline := time.Now().Add(memoryPeriod)
+	deadline := time.Now().Add(leaderPeriod)
 	exhausted := false
 	for used > limit && time.Now().Before(deadline) {
 		want := min(evictBatch, max(1, int((used-limit)/1024)))

@@ -188,8 +188,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.refreshSettings(ctx)
 	s.reads = newReadPipe(s)
 	go s.reads.run(s.stopReads)
-	go s.runExpirer(s.stopReads)
-	go s.runMemory(s.stopReads)
+	go s.whileLeader(s.stopReads, s.expiryTask(), s.memoryTask())
 	go s.followEvents(s.stopReads)
 	return s, nil
 }

@@ -160,6 +160,13 @@ func (a *applier) waitApplied(idx uint64, timeout time.Duration) error {
 	}
 }
 
+// The state machine's health is checked every healthBusy while entries
+// are applied, backing off to healthIdle while none are.
+const (
+	healthBusy = time.Second
+	healthIdle = 8 * time.Second
+)
+
 func (a *applier) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	returned := make(chan struct{})
@@ -181,12 +188,25 @@ func (a *applier) run() {
 	if !a.recover(ctx) {
 		return
 	}
-	health := time.NewTicker(time.Second)
+	// The health check is a backstop: a redis that restarted is also
+	// caught by the next apply, by a read's dial (its run id) and by the
+	// supervisor's poke, and a tainted one by the watchdog's. So it slows
+	// down while nothing is applied: a process with many idle groups would
+	// otherwise wake once a second for each.
+	healthEvery := healthBusy
+	health := time.NewTimer(healthEvery)
 	defer health.Stop()
+	checked := a.applied.Load()
 	for {
 		select {
 		case <-a.wake:
 		case <-health.C:
+			if now := a.applied.Load(); now != checked {
+				checked, healthEvery = now, healthBusy
+			} else {
+				healthEvery = min(2*healthEvery, healthIdle)
+			}
+			health.Reset(healthEvery)
 			if !a.n.cfg.StateMachine.Healthy(ctx) && !a.recover(ctx) {
 				return
 			}

@@ -87,10 +87,11 @@ type Node struct {
 	quar     quarantine // see quarantine.go
 	stepDown stepDowns  // requests from quarantined members, on the leader
 
-	lead      atomic.Uint64
-	raftState atomic.Int32 // raft.StateType
-	term      atomic.Uint64
-	commit    atomic.Uint64
+	lead       atomic.Uint64
+	leadChange notifier     // told after lead changes
+	raftState  atomic.Int32 // raft.StateType
+	term       atomic.Uint64
+	commit     atomic.Uint64
 
 	counters Counters
 	metrics  *Metrics
@@ -341,6 +342,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			n.log.Info("leader changed", "leader", IDString(rd.SoftState.Lead), "state", rd.SoftState.RaftState.String())
 			n.reads.leaderChanged()
 			n.prop.leaderChanged()
+			n.leadChange.notify()
 		}
 	}
 	if rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState) {

@@ -218,7 +218,7 @@ func (n *Node) propose(ctx context.Context, req entry.Request, tag uint64) *Futu
 // bounds it anyway.
 const (
 	sweepEvery = 100 * time.Millisecond
-	idleSweep  = 2 * time.Second
+	idleSweep  = 10 * time.Second
 )
 
 func (p *proposer) run() {

@@ -121,6 +121,10 @@ func TestQuiesce(t *testing.T) {
 			survivors = append(survivors, gn.h.Node())
 		}
 	}
+	var changed []<-chan struct{}
+	for _, n := range survivors {
+		changed = append(changed, n.LeaderChanged())
+	}
 	waitFor(t, 20*time.Second, "the quiesced followers did not elect a new leader", func() bool {
 		for _, n := range survivors {
 			if n.IsLeader() {
@@ -129,6 +133,14 @@ func TestQuiesce(t *testing.T) {
 		}
 		return false
 	})
+	// Work that runs only while a node leads sleeps on LeaderChanged.
+	for i, ch := range changed {
+		select {
+		case <-ch:
+		default:
+			t.Errorf("survivor %d's LeaderChanged is still open after the election", i)
+		}
+	}
 	t.Logf("new leader %v after the old one's process died", time.Since(start).Round(time.Millisecond))
 	for i, n := range survivors {
 		if n.ID() == old {

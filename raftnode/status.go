@@ -3,6 +3,7 @@ package raftnode
 import (
 	"context"
 	"encoding/json"
+	"sync"
 
 	"go.etcd.io/raft/v3"
 )
@@ -36,6 +37,36 @@ func (n *Node) Leader() (Member, bool) {
 
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.lead.Load() == n.id }
+
+// LeaderChanged returns a channel closed at the next change of leader, so
+// work done only while this node leads can sleep until it does instead of
+// polling IsLeader (take the channel before checking IsLeader).
+func (n *Node) LeaderChanged() <-chan struct{} { return n.leadChange.wait() }
+
+// notifier is a broadcast: every wait returns the channel the next notify
+// closes (etcd's pkg/notify).
+type notifier struct {
+	mu sync.Mutex
+	c  chan struct{}
+}
+
+func (nt *notifier) wait() <-chan struct{} {
+	nt.mu.Lock()
+	defer nt.mu.Unlock()
+	if nt.c == nil {
+		nt.c = make(chan struct{})
+	}
+	return nt.c
+}
+
+func (nt *notifier) notify() {
+	nt.mu.Lock()
+	defer nt.mu.Unlock()
+	if nt.c != nil {
+		close(nt.c)
+		nt.c = nil
+	}
+}
 
 // Generation is even while this node's redis holds a complete applied
 // prefix of the log, odd while it is rebuilt. A read that saw the same even

@@ -1,0 +1,109 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/raftproxy/raftproxy/backend"
+)
+
+// Leader work: what only a group's leader does, on a timer (active expiry,
+// the memory limit). One loop runs every task of a group, so a process
+// hosting many groups wakes once per group it leads, and not at all for
+// the groups it follows.
+const (
+	// leaderPeriod is how often the tasks run while any has work.
+	leaderPeriod = 100 * time.Millisecond
+	// idleWait is how often they run while none has: each wake costs a
+	// process with many idle groups more than the round itself.
+	idleWait = time.Second
+)
+
+// leaderTask is one kind of leader work.
+type leaderTask struct {
+	// rc is the redis connection the task keeps: closed after a failed
+	// round (the next one dials again), when leadership is lost, and at
+	// stop.
+	rc **backend.Conn
+	// idle says a round would have nothing to do.
+	idle  func() bool
+	round func(Group) error
+}
+
+// whileLeader runs the tasks' rounds every leaderPeriod while this node
+// leads, every idleWait while every task is idle, until stop. Not leading,
+// it sleeps until the leader changes. Nil tasks are left out.
+func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
+	var ts []*leaderTask
+	for _, t := range tasks {
+		if t != nil {
+			ts = append(ts, t)
+		}
+	}
+	closeRC := func(t *leaderTask) {
+		if *t.rc != nil {
+			(*t.rc).Close()
+			*t.rc = nil
+		}
+	}
+	closeAll := func() {
+		for _, t := range ts {
+			closeRC(t)
+		}
+	}
+	defer closeAll()
+	timer := time.NewTimer(leaderPeriod)
+	defer timer.Stop()
+	for {
+		var n Group
+		if s.cfg.Cluster != nil {
+			n = s.cfg.Cluster.Node()
+		}
+		if n == nil { // not initialised or joined yet, or removed
+			timer.Reset(idleWait)
+			select {
+			case <-timer.C:
+				continue
+			case <-stop:
+				return
+			}
+		}
+		changed := n.LeaderChanged() // before IsLeader, so no change is missed
+		if !n.IsLeader() {
+			closeAll()
+			select {
+			case <-changed:
+			case <-n.Done():
+			case <-stop:
+				return
+			}
+			continue
+		}
+		wait := idleWait
+		for _, t := range ts {
+			if !t.idle() {
+				wait = leaderPeriod
+				break
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-timer.C:
+		case <-changed:
+			timer.Stop()
+			continue
+		case <-stop:
+			return
+		}
+		if !n.IsLeader() {
+			continue
+		}
+		for _, t := range ts {
+			if t.idle() {
+				continue
+			}
+			if t.round(n) != nil {
+				closeRC(t)
+			}
+		}
+	}
+}

@@ -237,6 +237,9 @@ func (c *conn) blockAttempt(n Group, db int, args [][]byte, resp3, asking bool) 
 	if bytes.HasPrefix(raw, askPrefix) {
 		return c.s.askReply(raw), nil // its key moved while it waited
 	}
+	if bytes.HasPrefix(raw, notServedPrefix) {
+		return c.s.notServedReply(raw), nil // its slot left while it waited
+	}
 	// EXEC's reply is an array of the one reply.
 	return bytes.TrimPrefix(raw, execOne), nil
 }

@@ -191,6 +191,8 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 	}
 	if bytes.HasPrefix(raw, askPrefix) {
 		raw = c.s.askReply(raw)
+	} else if bytes.HasPrefix(raw, notServedPrefix) {
+		raw = c.s.notServedReply(raw)
 	}
 	if o.fix != nil {
 		raw = o.fix(raw)

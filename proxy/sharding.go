@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -193,6 +194,45 @@ func (s *Server) askReply(raw []byte) []byte {
 	}
 	return s.redirectTo("ASK", slot, f[2]).reply
 }
+
+// notServedReply turns the applier's -TRYAGAIN for a slot that left this
+// shard between the proxy's check and the log (apply.Machine.servedHere)
+// into -MOVED to the slot's owner, as a Redis Cluster node answers for a
+// slot it does not own: cluster clients follow MOVED, and not all retry
+// TRYAGAIN (redis-cli -c does not). While the routing data here still names
+// this shard, the TRYAGAIN stays.
+func (s *Server) notServedReply(raw []byte) []byte {
+	rest, ok := bytes.CutPrefix(raw, notServedPrefix)
+	if !ok {
+		return raw
+	}
+	num, _, ok := bytes.Cut(rest, []byte(" "))
+	if !ok || !bytes.HasPrefix(bytes.TrimRight(rest[len(num):], "\r\n"), notServedSuffix) {
+		return raw
+	}
+	slot, err := strconv.Atoi(string(num))
+	if err != nil {
+		return raw
+	}
+	rt, _ := s.routing()
+	n := s.cfg.Cluster.Node()
+	if rt == nil || n == nil {
+		return raw
+	}
+	owner := rt.Owner(slot)
+	if owner == "" || owner == raftnode.IDString(n.ClusterID()) {
+		return raw
+	}
+	if _, moving := rt.Moving(slot); moving {
+		return raw
+	}
+	return s.redirectTo("MOVED", slot, owner).reply
+}
+
+var (
+	notServedPrefix = []byte("-TRYAGAIN slot ")
+	notServedSuffix = []byte(" is not served by this shard")
+)
 
 // slotChanged reports whether a read that ran on the local redis may have
 // missed a slot move: its slot is no longer this shard's alone, by its

@@ -3,17 +3,19 @@ package proxy
 import (
 	"testing"
 
+	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/slotmap"
 )
 
 type fakeSharding struct {
 	rt      *slotmap.Map
 	sharded bool
+	groups  map[string]Group
 }
 
 func (f fakeSharding) Routing() *slotmap.Map     { return f.rt }
 func (f fakeSharding) Sharded() bool             { return f.sharded }
-func (f fakeSharding) Group(string) Group        { return nil }
+func (f fakeSharding) Group(id string) Group     { return f.groups[id] }
 func (f fakeSharding) Open(int) (*Server, error) { return nil, nil }
 
 // TestRoutingUnknown: a node of a sharded cluster whose routing data is not
@@ -44,6 +46,51 @@ func TestRoutingUnknown(t *testing.T) {
 		}
 		if refused != nil && string(refused.reply) != "-"+errRoutingUnknown+"\r\n" {
 			t.Errorf("%s: refused with %q", tc.name, refused.reply)
+		}
+	}
+}
+
+// fakeGroup is a group's node as far as routing replies need it.
+type fakeGroup struct {
+	Group
+	cluster uint64
+	addr    string
+}
+
+func (g fakeGroup) ClusterID() uint64 { return g.cluster }
+func (g fakeGroup) Leader() (raftnode.Member, bool) {
+	return raftnode.Member{Addr: g.addr}, true
+}
+
+type fakeCluster struct {
+	Cluster
+	node Group
+}
+
+func (c fakeCluster) Node() Group { return c.node }
+
+// TestNotServedReply: a command that reached the log after its slot left the
+// shard is answered -MOVED to the new owner, which every cluster client
+// follows (redis-cli -c does not retry -TRYAGAIN: TestSlotMove saw it print
+// one), unless the routing data here still names this shard.
+func TestNotServedReply(t *testing.T) {
+	var m slotmap.Map
+	a, b := fakeGroup{cluster: 10, addr: "127.0.0.1:7001"}, fakeGroup{cluster: 11, addr: "127.0.0.1:7012"}
+	if _, err := m.Apply(slotmap.Change{Op: slotmap.OpInit, Shards: []slotmap.Shard{{ID: "a", Members: []uint64{1}}, {ID: "b", Index: 1, Members: []uint64{1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{cfg: Config{
+		Sharding: fakeSharding{rt: &m, sharded: true, groups: map[string]Group{"a": a, "b": b}},
+		Cluster:  fakeCluster{node: a},
+	}}
+	for _, tc := range []struct{ in, want string }{
+		{"-TRYAGAIN slot 9000 is not served by this shard\r\n", "-MOVED 9000 127.0.0.1:7012\r\n"},
+		{"-TRYAGAIN slot 100 is not served by this shard\r\n", "-TRYAGAIN slot 100 is not served by this shard\r\n"},
+		{"-TRYAGAIN slot 9000 is being moved to this shard\r\n", "-TRYAGAIN slot 9000 is being moved to this shard\r\n"},
+		{"-TRYAGAIN slot x is not served by this shard\r\n", "-TRYAGAIN slot x is not served by this shard\r\n"},
+	} {
+		if got := string(s.notServedReply([]byte(tc.in))); got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

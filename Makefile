@@ -25,7 +25,7 @@ deps:
 
 # Builds and starts a local 3-node cluster on 127.0.0.1 (idempotent).
 run: deps build
-	@scripts/cluster.sh start
+	@SHARDS=$(SHARDS) scripts/cluster.sh start
 
 stop:
 	@scripts/cluster.sh stop

@@ -15,7 +15,27 @@ CLIENT_BASE=${CLIENT_BASE:-7000}
 PEER_BASE=${PEER_BASE:-7100}
 REDIS_BASE=${REDIS_BASE:-6400}
 METRICS_BASE=${METRICS_BASE:-7200}
-client_port() { echo $((CLIENT_BASE + $1)); }
+# SHARDS=n (n >= 2) makes a sharded cluster (README, "Sharding"): each node
+# serves shard k on its client port + k and starts its shards'
+# redis-servers itself, so node i listens on CLIENT_BASE + 1 + 10 (i - 1)
+# and up, for at most 10 shards. The layout is the data's: it is kept in
+# RUN_DIR and later starts follow it.
+SHARDS=${SHARDS:-0}
+if [ -f "$RUN_DIR/shards" ]; then
+  kept=$(cat "$RUN_DIR/shards")
+  if [ "$SHARDS" != 0 ] && [ "$SHARDS" != "$kept" ]; then
+    echo "$RUN_DIR holds a cluster made with SHARDS=$kept; make clean first to make another" >&2
+    exit 1
+  fi
+  SHARDS=$kept
+fi
+case "$SHARDS" in
+  0 | 1) SHARDS=0 ;;
+  [2-9] | 10) ;;
+  *) echo "SHARDS must be 2 to 10 (or 0 for one group), not $SHARDS" >&2; exit 2 ;;
+esac
+sharded() { [ "$SHARDS" -ge 2 ]; }
+client_port() { if sharded; then echo $((CLIENT_BASE + 1 + 10 * ($1 - 1))); else echo $((CLIENT_BASE + $1)); fi; }
 peer_port() { echo $((PEER_BASE + $1)); }
 redis_port() { echo $((REDIS_BASE + $1)); }
 metrics_port() { echo $((METRICS_BASE + $1)); }
@@ -71,12 +91,16 @@ check_ports() {
   local i d busy=0
   for i in "${NODES[@]}"; do
     d="$RUN_DIR/node$i"
-    if ! alive "$d/redis-loop.pid" && in_use "$(redis_port "$i")"; then
+    if ! sharded && ! alive "$d/redis-loop.pid" && in_use "$(redis_port "$i")"; then
       echo "port $(redis_port "$i") (node$i's redis-server) is in use by another process; stop it or set REDIS_BASE" >&2
       busy=1
     fi
     if ! alive "$d/raftproxy.pid"; then
-      for p in "$(client_port "$i"):client:CLIENT_BASE" "$(peer_port "$i"):peer:PEER_BASE" "$(metrics_port "$i"):metrics:METRICS_BASE"; do
+      local ports=("$(client_port "$i"):client:CLIENT_BASE" "$(peer_port "$i"):peer:PEER_BASE" "$(metrics_port "$i"):metrics:METRICS_BASE") k
+      if sharded; then
+        for ((k = 1; k < SHARDS; k++)); do ports+=("$(($(client_port "$i") + k)):shard $k client:CLIENT_BASE"); done
+      fi
+      for p in "${ports[@]}"; do
         IFS=: read -r port what var <<<"$p"
         if in_use "$port"; then
           echo "port $port (node$i's $what port) is in use by another process; stop it or set $var" >&2
@@ -103,23 +127,36 @@ cluster_cmd() {
 start() {
   mkdir -p "$RUN_DIR"
   check_ports
+  echo "$SHARDS" >"$RUN_DIR/shards"
   for i in "${NODES[@]}"; do
     d="$RUN_DIR/node$i"
     mkdir -p "$d/redis"
-    if ! alive "$d/redis-loop.pid"; then
+    # Sharded, raftproxy runs each shard's redis-server itself (it needs
+    # one per shard, under its data dir).
+    local redis=(--redis "127.0.0.1:$(redis_port "$i")")
+    if sharded; then
+      redis=()
+    elif ! alive "$d/redis-loop.pid"; then
       start_redis "$i"
     fi
     if ! alive "$d/raftproxy.pid"; then
       nohup "$BIN" --listen "127.0.0.1:$(client_port "$i")" --peer-listen "127.0.0.1:$(peer_port "$i")" \
-        --data-dir "$d/data" --redis "127.0.0.1:$(redis_port "$i")" \
+        --data-dir "$d/data" "${redis[@]}" \
         --metrics-listen "127.0.0.1:$(metrics_port "$i")" --pprof ${RAFTPROXY_ARGS:-} >>"$d/raftproxy.log" 2>&1 &
       echo $! >"$d/raftproxy.pid"
     fi
   done
-  for i in "${NODES[@]}"; do wait_port "$(redis_port "$i")"; wait_port "$(client_port "$i")"; done
+  for i in "${NODES[@]}"; do
+    sharded || wait_port "$(redis_port "$i")"
+    wait_port "$(client_port "$i")"
+  done
   # Form the cluster once; a node that has a data dir resumes by itself.
   if redis-cli -p "$(client_port 1)" RAFT.INFO | grep -q '^state:uninitialized'; then
-    cluster_cmd 1 RAFT.CLUSTER INIT
+    if sharded; then
+      cluster_cmd 1 RAFT.CLUSTER INIT SHARDS "$SHARDS"
+    else
+      cluster_cmd 1 RAFT.CLUSTER INIT
+    fi
   fi
   for i in "${NODES[@]:1}"; do
     if redis-cli -p "$(client_port "$i")" RAFT.INFO | grep -q '^state:uninitialized'; then
@@ -139,6 +176,20 @@ start() {
   if [ -z "$led" ]; then
     echo "no leader after 10 s; see $RUN_DIR/node*/raftproxy.log" >&2
     return 1
+  fi
+  if sharded; then
+    local last=$((SHARDS - 1))
+    cat <<MSG
+
+raftproxy cluster is up with $SHARDS shards (state and logs in $RUN_DIR/):
+  node1  shards on ports $(client_port 1)-$(($(client_port 1) + last))    (metrics http://127.0.0.1:$(metrics_port 1)/metrics)
+  node2  shards on ports $(client_port 2)-$(($(client_port 2) + last))    (metrics http://127.0.0.1:$(metrics_port 2)/metrics)
+  node3  shards on ports $(client_port 3)-$(($(client_port 3) + last))    (metrics http://127.0.0.1:$(metrics_port 3)/metrics)
+Try:   redis-cli -c -p $(client_port 1) SET k v && redis-cli -c -p $(client_port 2) GET k
+Info:  redis-cli -p $(client_port 1) RAFT.SHARD LIST; redis-cli -p $(client_port 1) CLUSTER SHARDS
+Stop:  make stop        Remove all data: make clean
+MSG
+    return
   fi
   cat <<MSG
 

@@ -211,3 +211,112 @@ func TestClusterScriptBusyPort(t *testing.T) {
 		t.Errorf("cluster.sh started processes despite the busy port: %v", files)
 	}
 }
+
+// TestClusterScriptSharded: make run SHARDS=3 (scripts/cluster.sh with
+// SHARDS) makes a 3-shard cluster whose nodes start their shards'
+// redis-servers themselves, on the ports it prints; a cluster client writes
+// and reads across the shards; stop and a plain start resume it sharded.
+func TestClusterScriptSharded(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	root, err := repoRoot(goTool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	client := freePortRun(t, 24) // node i's shards: client + 1 + 10 (i - 1) and the two above
+	var others []int
+	for _, b := range freeBases(t, 8) {
+		if (b < client-10 || b > client+30) && len(others) < 3 {
+			others = append(others, b)
+		}
+	}
+	if len(others) < 3 {
+		t.Fatal("no free port ranges apart from the client ports")
+	}
+	env := append(os.Environ(), "RUN_DIR="+dir, "BIN="+raftproxyBin,
+		"CLIENT_BASE="+strconv.Itoa(client), "PEER_BASE="+strconv.Itoa(others[0]),
+		"REDIS_BASE="+strconv.Itoa(others[1]), "METRICS_BASE="+strconv.Itoa(others[2]))
+	script := func(shards, arg string) string {
+		cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "cluster.sh"), arg)
+		cmd.Env = append(env, "SHARDS="+shards)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("SHARDS=%s cluster.sh %s: %v\n%s", shards, arg, err, out)
+		}
+		return string(out)
+	}
+	t.Cleanup(func() {
+		cmd := exec.Command(filepath.Join(root, "scripts", "cluster.sh"), "stop")
+		cmd.Env = env
+		cmd.Run()
+	})
+	out := script("3", "start")
+	for i := range 3 {
+		first := client + 1 + 10*i
+		if want := fmt.Sprintf("shards on ports %d-%d", first, first+2); !strings.Contains(out, want) {
+			t.Errorf("cluster.sh start does not say %q:\n%s", want, out)
+		}
+	}
+	addr := func(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+	check := func(round int) {
+		t.Helper()
+		cc := newClusterClient(addr(client + 1))
+		defer cc.Close()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			slots, err := cc.ClusterSlots(ctx).Result()
+			if err == nil && len(slots) == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("CLUSTER SLOTS: %v %v, want 3 shards", slots, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		for i := range 60 {
+			k := fmt.Sprintf("k%d", i)
+			if round == 0 {
+				if err := cc.Set(ctx, k, i, 0).Err(); err != nil {
+					t.Fatalf("SET %s: %v", k, err)
+				}
+			}
+			if v, err := cc.Get(ctx, k).Int(); err != nil || v != i {
+				t.Fatalf("round %d: GET %s: %v %v, want %d", round, k, v, err, i)
+			}
+		}
+	}
+	check(0)
+	// Every shard holds some of the keys: the slots are split.
+	for i := range 3 {
+		n := &Node{Addr: addr(client + 1 + i), c: &Cluster{}}
+		v, err := n.Do(ctx, 5*time.Second, "DBSIZE")
+		if err != nil || v.Int == 0 {
+			t.Errorf("shard %d on node1 holds no key: DBSIZE %v %v", i, v, err)
+		}
+	}
+	script("3", "stop")
+	script("0", "start") // the layout is the data's
+	check(1)
+}
+
+// freePortRun finds b with ports b+1 to b+span free.
+func freePortRun(t *testing.T, span int) int {
+	t.Helper()
+	for tries := 0; tries < 1000; tries++ {
+		b := 20000 + rand.IntN(20000)/10*10
+		free := true
+		for i := 1; i <= span && free; i++ {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", b+i))
+			if err != nil {
+				free = false
+				break
+			}
+			ln.Close()
+		}
+		if free {
+			return b
+		}
+	}
+	t.Fatal("no free run of ports")
+	return 0
+}

@@ -72,7 +72,16 @@ func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
 			closeAll()
 			select {
 			case <-changed:
+				continue
 			case <-n.Done():
+				// A stopped node, which its host may replace: look again
+				// in a while, not at once (Node may return it until then).
+			case <-stop:
+				return
+			}
+			timer.Reset(idleWait)
+			select {
+			case <-timer.C:
 			case <-stop:
 				return
 			}

@@ -1,0 +1,101 @@
+package proxy
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/raftproxy/raftproxy/backend"
+)
+
+// leaderFake is a group's node whose leadership the test sets.
+type leaderFake struct {
+	Group
+	mu      sync.Mutex
+	leading bool
+	changed chan struct{}
+	done    chan struct{}
+}
+
+func newLeaderFake() *leaderFake {
+	return &leaderFake{changed: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (f *leaderFake) IsLeader() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leading
+}
+
+func (f *leaderFake) LeaderChanged() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.changed
+}
+
+func (f *leaderFake) Done() <-chan struct{} { return f.done }
+
+func (f *leaderFake) set(leading bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leading = leading
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// TestWhileLeader: leader work runs while the node leads and only then,
+// skips a task with nothing to do, and stops with its server.
+func TestWhileLeader(t *testing.T) {
+	n := newLeaderFake()
+	s := &Server{cfg: Config{Cluster: fakeCluster{node: n}}}
+	var busyRounds, idleRounds atomic.Int64
+	var idle atomic.Bool
+	idle.Store(true)
+	busy := &leaderTask{rc: new(*backend.Conn), idle: func() bool { return false }, round: func(Group) error {
+		busyRounds.Add(1)
+		return nil
+	}}
+	lazy := &leaderTask{rc: new(*backend.Conn), idle: idle.Load, round: func(Group) error {
+		idleRounds.Add(1)
+		return nil
+	}}
+	stop := make(chan struct{})
+	returned := make(chan struct{})
+	go func() { defer close(returned); s.whileLeader(stop, busy, nil, lazy) }()
+
+	time.Sleep(300 * time.Millisecond)
+	if got := busyRounds.Load(); got != 0 {
+		t.Fatalf("%d rounds while following", got)
+	}
+	n.set(true)
+	waitUntil(t, 5*time.Second, "no round while leading", func() bool { return busyRounds.Load() >= 3 })
+	if got := idleRounds.Load(); got != 0 {
+		t.Errorf("an idle task ran %d rounds", got)
+	}
+	idle.Store(false)
+	waitUntil(t, 5*time.Second, "a task with work again got no round", func() bool { return idleRounds.Load() >= 1 })
+	n.set(false)
+	time.Sleep(200 * time.Millisecond) // a round under way may finish
+	after := busyRounds.Load()
+	time.Sleep(500 * time.Millisecond)
+	if got := busyRounds.Load(); got != after {
+		t.Errorf("%d rounds after leadership was lost", got-after)
+	}
+	close(stop)
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("whileLeader did not return at stop")
+	}
+}
+
+func waitUntil(t *testing.T, d time.Duration, msg string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !ok(); {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

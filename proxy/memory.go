@@ -15,8 +15,8 @@ import (
 
 // The memory limit (maxmemory), enforced through the log; see
 // backend/memory.go for the state machine's side. This is the leader's:
-// every leaderPeriod (leader.go) it compares its redis's used memory with the limit
-// the log set. Over it, it proposes the deletion of keys chosen by the
+// every leaderPeriod (leader.go) it compares its redis's used memory with
+// the limit the log set. Over it, it proposes the deletion of keys chosen by the
 // policy on its own redis (evictScript: redis's sampling, by idle time,
 // access frequency, deadline or at random), and when the policy is
 // noeviction, or nothing is left to evict, or eviction falls behind by

@@ -189,10 +189,10 @@ func (a *applier) run() {
 		return
 	}
 	// The health check is a backstop: a redis that restarted is also
-	// caught by the next apply, by a read's dial (its run id) and by the
-	// supervisor's poke, and a tainted one by the watchdog's. So it slows
-	// down while nothing is applied: a process with many idle groups would
-	// otherwise wake once a second for each.
+	// caught by the next apply (its connection broke) and by each read
+	// connection's dial (its run id), and a tainted one by the watchdog at
+	// once. So it slows down while nothing is applied: a process with many
+	// idle groups would otherwise wake once a second for each.
 	healthEvery := healthBusy
 	health := time.NewTimer(healthEvery)
 	defer health.Stop()

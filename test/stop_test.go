@@ -147,16 +147,7 @@ func freeBases(t *testing.T, n int) []int {
 		if used[b] {
 			continue
 		}
-		free := true
-		for i := 1; i <= 3; i++ {
-			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", b+i))
-			if err != nil {
-				free = false
-				break
-			}
-			ln.Close()
-		}
-		if free {
+		if portsFree(b, 3) {
 			used[b] = true
 			out = append(out, b)
 		}
@@ -303,20 +294,22 @@ func TestClusterScriptSharded(t *testing.T) {
 func freePortRun(t *testing.T, span int) int {
 	t.Helper()
 	for tries := 0; tries < 1000; tries++ {
-		b := 20000 + rand.IntN(20000)/10*10
-		free := true
-		for i := 1; i <= span && free; i++ {
-			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", b+i))
-			if err != nil {
-				free = false
-				break
-			}
-			ln.Close()
-		}
-		if free {
+		if b := 20000 + rand.IntN(20000)/10*10; portsFree(b, span) {
 			return b
 		}
 	}
 	t.Fatal("no free run of ports")
 	return 0
+}
+
+// portsFree reports whether ports b+1 to b+span can be listened on now.
+func portsFree(b, span int) bool {
+	for i := 1; i <= span; i++ {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", b+i))
+		if err != nil {
+			return false
+		}
+		ln.Close()
+	}
+	return true
 }

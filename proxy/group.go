@@ -57,6 +57,8 @@ type Membership interface {
 	IsLeader() bool
 	// LeaderChanged is closed at the next change of leader.
 	LeaderChanged() <-chan struct{}
+	// AppliedChanged is closed when the node next applies entries.
+	AppliedChanged() <-chan struct{}
 	Leader() (raftnode.Member, bool)
 	Members() []raftnode.MemberInfo
 	// LogFormat is the entry format the cluster writes: the newest every

@@ -7,14 +7,15 @@ import (
 )
 
 // Leader work: what only a group's leader does, on a timer (active expiry,
-// the memory limit). One loop runs every task of a group, so a process
-// hosting many groups wakes once per group it leads, and not at all for
-// the groups it follows.
+// the memory limit). One loop runs every task of a group, and it sleeps
+// while its node follows, and while no task has work until something is
+// applied (what gives a task work, a deadline or a memory limit, comes
+// through the log): a process hosting many idle groups wakes for none.
 const (
 	// leaderPeriod is how often the tasks run while any has work.
 	leaderPeriod = 100 * time.Millisecond
-	// idleWait is how often they run while none has: each wake costs a
-	// process with many idle groups more than the round itself.
+	// idleWait is how often, at most, idle tasks are asked again while
+	// entries are applied.
 	idleWait = time.Second
 )
 
@@ -30,8 +31,9 @@ type leaderTask struct {
 }
 
 // whileLeader runs the tasks' rounds every leaderPeriod while this node
-// leads, every idleWait while every task is idle, until stop. Not leading,
-// it sleeps until the leader changes. Nil tasks are left out.
+// leads and some task has work, until stop. Not leading, it sleeps until
+// the leader changes; with no work, until something is applied, and then
+// idleWait more. Nil tasks are left out.
 func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
 	var ts []*leaderTask
 	for _, t := range tasks {
@@ -87,14 +89,30 @@ func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
 			}
 			continue
 		}
-		wait := idleWait
+		applied := n.AppliedChanged() // before the tasks look, so no entry is missed
+		idle := true
 		for _, t := range ts {
-			if !t.idle() {
-				wait = leaderPeriod
-				break
-			}
+			idle = idle && t.idle()
 		}
-		timer.Reset(wait)
+		if idle {
+			select {
+			case <-applied:
+			case <-changed:
+				continue
+			case <-stop:
+				return
+			}
+			timer.Reset(idleWait)
+			select {
+			case <-timer.C:
+			case <-changed:
+				timer.Stop()
+			case <-stop:
+				return
+			}
+			continue
+		}
+		timer.Reset(leaderPeriod)
 		select {
 		case <-timer.C:
 		case <-changed:

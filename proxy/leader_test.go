@@ -15,11 +15,26 @@ type leaderFake struct {
 	mu      sync.Mutex
 	leading bool
 	changed chan struct{}
+	applied chan struct{}
 	done    chan struct{}
 }
 
 func newLeaderFake() *leaderFake {
-	return &leaderFake{changed: make(chan struct{}), done: make(chan struct{})}
+	return &leaderFake{changed: make(chan struct{}), applied: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (f *leaderFake) AppliedChanged() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied
+}
+
+// apply stands for the node applying entries.
+func (f *leaderFake) apply() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	close(f.applied)
+	f.applied = make(chan struct{})
 }
 
 func (f *leaderFake) IsLeader() bool {
@@ -52,7 +67,8 @@ func TestWhileLeader(t *testing.T) {
 	var busyRounds, idleRounds atomic.Int64
 	var idle atomic.Bool
 	idle.Store(true)
-	busy := &leaderTask{rc: new(*backend.Conn), idle: func() bool { return false }, round: func(Group) error {
+	var busyIdle atomic.Bool
+	busy := &leaderTask{rc: new(*backend.Conn), idle: busyIdle.Load, round: func(Group) error {
 		busyRounds.Add(1)
 		return nil
 	}}
@@ -73,8 +89,19 @@ func TestWhileLeader(t *testing.T) {
 	if got := idleRounds.Load(); got != 0 {
 		t.Errorf("an idle task ran %d rounds", got)
 	}
+	// With every task idle the loop sleeps until something is applied.
+	busyIdle.Store(true)
+	time.Sleep(300 * time.Millisecond) // the loop sees busy idle
+	asleep := busyRounds.Load()
 	idle.Store(false)
-	waitUntil(t, 5*time.Second, "a task with work again got no round", func() bool { return idleRounds.Load() >= 1 })
+	time.Sleep(1500 * time.Millisecond)
+	if got := idleRounds.Load(); got != 0 {
+		t.Errorf("an idle loop ran %d rounds with nothing applied", got)
+	}
+	n.apply()
+	waitUntil(t, 5*time.Second, "a task given work by an applied entry got no round", func() bool { return idleRounds.Load() >= 1 })
+	busyIdle.Store(false)
+	waitUntil(t, 5*time.Second, "no round once busy again", func() bool { return busyRounds.Load() > asleep })
 	n.set(false)
 	time.Sleep(200 * time.Millisecond) // a round under way may finish
 	after := busyRounds.Load()

@@ -43,6 +43,11 @@ func (n *Node) IsLeader() bool { return n.lead.Load() == n.id }
 // polling IsLeader (take the channel before checking IsLeader).
 func (n *Node) LeaderChanged() <-chan struct{} { return n.leadChange.wait() }
 
+// AppliedChanged returns a channel closed when this node next applies
+// entries (or its redis is rebuilt), so work that depends only on what was
+// applied can sleep until then.
+func (n *Node) AppliedChanged() <-chan struct{} { return n.applier.changed() }
+
 // notifier is a broadcast: every wait returns the channel the next notify
 // closes (etcd's pkg/notify).
 type notifier struct {

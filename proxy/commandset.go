@@ -26,7 +26,13 @@ type Commands struct {
 // LoadCommands reads the command table of the redis at addr (requirepass
 // password, "" for none). It retries until ctx ends, since the redis may
 // still be starting.
+//
+// A redis-server raftproxy has just started answers within milliseconds,
+// so the first retries come soon (a node making 64 shards starts 64), and
+// only a wait of over a second is worth a warning.
 func LoadCommands(ctx context.Context, addr, password string, log *slog.Logger) (*Commands, error) {
+	began := time.Now()
+	wait := 10 * time.Millisecond
 	for {
 		c, err := loadCommands(ctx, addr, password, log)
 		if err == nil {
@@ -35,12 +41,15 @@ func LoadCommands(ctx context.Context, addr, password string, log *slog.Logger) 
 		if errors.Is(err, ErrUnsupportedRedis) {
 			return nil, err
 		}
-		log.Warn("waiting for the local redis to read its command table", "addr", addr, "err", err)
+		if time.Since(began) > time.Second {
+			log.Warn("waiting for the local redis to read its command table", "addr", addr, "err", err)
+		}
 		select {
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return nil, fmt.Errorf("read command table from redis at %s: %w", addr, err)
 		}
+		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
 

@@ -48,9 +48,7 @@ func (c *conn) raftCluster(args [][]byte) *op {
 			return errReply(clusterErr(err))
 		}
 		if shards > 0 {
-			ctx, cancel := context.WithTimeout(proposalContext(), c.s.cfg.JoinTimeout)
-			defer cancel()
-			if err := c.s.initShards(ctx, n, shards); err != nil {
+			if err := c.s.initShards(proposalContext(), c.s.cfg.JoinTimeout, n, shards); err != nil {
 				// Not undone: the shards made so far, and the routing change
 				// if its outcome is unknown, may stay.
 				return errReply(fmt.Sprintf("ERR cluster %s was made but sharding it failed: %v; to start over, stop the node and empty its data directory",
@@ -259,9 +257,7 @@ func (s *Server) join(addrs []string, expect uint64) error {
 			// A JOIN that joined this node's primary group but not every
 			// shard's (it failed, or the node restarted) resumes with the
 			// shards.
-			ctx, cancel := context.WithTimeout(s.baseContext(), s.cfg.JoinTimeout)
-			defer cancel()
-			return s.joinShards(ctx, addrs, n.ID())
+			return s.joinShards(s.baseContext(), s.cfg.JoinTimeout, addrs, n.ID())
 		}
 		return raftnode.ErrAlreadyMember
 	}
@@ -277,7 +273,7 @@ func (s *Server) join(addrs []string, expect uint64) error {
 	}
 	// In a sharded cluster a node holds every shard: it joins the others'
 	// groups once it has the routing data that lists them.
-	return s.joinShards(ctx, addrs, id)
+	return s.joinShards(s.baseContext(), s.cfg.JoinTimeout, addrs, id)
 }
 
 // joinAs joins this server's group as member id, through the members at

@@ -25,11 +25,17 @@ const maxShards = 64
 // index 0, whose node n is) a sharded one of count shards: it initialises
 // a group for each other shard, with this node as its member under the
 // same id, then logs the routing data that splits the slots between them.
-func (s *Server) initShards(ctx context.Context, n Group, count int) error {
+//
+// Each wait (a group's membership, a routing entry) has its own timeout:
+// the whole takes longer with more shards.
+func (s *Server) initShards(base context.Context, timeout time.Duration, n Group, count int) error {
 	if s.cfg.Sharding == nil {
 		return errors.New("this node cannot host shards")
 	}
-	if err := membersApplied(ctx, n); err != nil {
+	ctx, cancel := context.WithTimeout(base, timeout)
+	err := membersApplied(ctx, n)
+	cancel()
+	if err != nil {
 		return err
 	}
 	if f := n.LogFormat(); f < entry.RouteFormat {
@@ -54,7 +60,10 @@ func (s *Server) initShards(ctx context.Context, n Group, count int) error {
 	// only on slots their shard owns (apply.Machine.notServed).
 	init := slotmap.Change{Op: slotmap.OpInit, Shards: shards}
 	for _, g := range groups {
-		if err := s.proposeRoute(ctx, g, init); err != nil {
+		ctx, cancel := context.WithTimeout(base, timeout)
+		err := s.proposeRoute(ctx, g, init)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("log the routing data in shard %s: %w", raftnode.IDString(g.ClusterID()), err)
 		}
 	}
@@ -108,8 +117,9 @@ func (s *Server) proposeRouteReply(ctx context.Context, n Group, ch slotmap.Chan
 
 // joinShards joins this node, a new member of the primary group under id,
 // to the group of every other shard of a sharded cluster, through the
-// shard's port of the members at addrs.
-func (s *Server) joinShards(ctx context.Context, addrs []string, id uint64) error {
+// shard's port of the members at addrs. Each shard's join has its own
+// timeout: a cluster of many shards takes longer to join.
+func (s *Server) joinShards(base context.Context, timeout time.Duration, addrs []string, id uint64) error {
 	s.joiningShards.Lock()
 	defer s.joiningShards.Unlock()
 	shards, err := s.otherShards()
@@ -132,7 +142,10 @@ func (s *Server) joinShards(ctx context.Context, addrs []string, id uint64) erro
 		for i, a := range addrs {
 			at[i] = ShardAddr(a, sh.Index)
 		}
-		if err := srv.joinAs(ctx, at, cid, id); err != nil {
+		ctx, cancel := context.WithTimeout(base, timeout)
+		err = srv.joinAs(ctx, at, cid, id)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("join shard %s: %w", sh.ID, err)
 		}
 	}
@@ -157,7 +170,7 @@ func (s *Server) JoinMissingShards(ctx context.Context) error {
 	if len(addrs) == 0 {
 		return nil
 	}
-	return s.joinShards(ctx, addrs, n.ID())
+	return s.joinShards(ctx, s.cfg.JoinTimeout, addrs, n.ID())
 }
 
 // removeFromShards removes member id from the group of every shard other

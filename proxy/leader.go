@@ -55,19 +55,28 @@ func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
 	defer closeAll()
 	timer := time.NewTimer(leaderPeriod)
 	defer timer.Stop()
+	// pause waits d, or until or is closed (nil: never); false at stop.
+	pause := func(d time.Duration, or <-chan struct{}) bool {
+		timer.Reset(d)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-or:
+		case <-stop:
+			return false
+		}
+		return true
+	}
 	for {
 		var n Group
 		if s.cfg.Cluster != nil {
 			n = s.cfg.Cluster.Node()
 		}
 		if n == nil { // not initialised or joined yet, or removed
-			timer.Reset(idleWait)
-			select {
-			case <-timer.C:
-				continue
-			case <-stop:
+			if !pause(idleWait, nil) {
 				return
 			}
+			continue
 		}
 		changed := n.LeaderChanged() // before IsLeader, so no change is missed
 		if !n.IsLeader() {
@@ -81,10 +90,7 @@ func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
 			case <-stop:
 				return
 			}
-			timer.Reset(idleWait)
-			select {
-			case <-timer.C:
-			case <-stop:
+			if !pause(idleWait, nil) {
 				return
 			}
 			continue
@@ -102,23 +108,12 @@ func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
 			case <-stop:
 				return
 			}
-			timer.Reset(idleWait)
-			select {
-			case <-timer.C:
-			case <-changed:
-				timer.Stop()
-			case <-stop:
+			if !pause(idleWait, changed) {
 				return
 			}
 			continue
 		}
-		timer.Reset(leaderPeriod)
-		select {
-		case <-timer.C:
-		case <-changed:
-			timer.Stop()
-			continue
-		case <-stop:
+		if !pause(leaderPeriod, changed) {
 			return
 		}
 		if !n.IsLeader() {

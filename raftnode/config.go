@@ -9,6 +9,7 @@ import (
 
 	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/fsm"
+	rwal "github.com/raftproxy/raftproxy/wal"
 )
 
 // Config configures one node.
@@ -60,6 +61,10 @@ type Config struct {
 	// Liveness, shared by the groups of a process, lets an idle group
 	// quiesce (quiesce.go); without it groups always tick.
 	Liveness *Liveness
+	// WALSync, shared by the groups of a process, makes their WAL saves
+	// durable together (one syncfs for all) once more than one group is
+	// open; nil: each WAL fsyncs its own segment.
+	WALSync *rwal.Syncer
 	// ForceNewCluster, on restart, makes this node the only member of its
 	// cluster, keeping what it had committed (quorum-loss recovery).
 	ForceNewCluster bool

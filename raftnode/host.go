@@ -95,6 +95,7 @@ func (h *Host) restart() (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	w.ShareSync(h.cfg.WALSync)
 	if h.cfg.ForceNewCluster {
 		if st, err = forceNewCluster(w, st, rs, h.cfg); err != nil {
 			w.Close()
@@ -193,6 +194,7 @@ func (h *Host) create(id, clusterID uint64) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	w.ShareSync(h.cfg.WALSync)
 	store, err := h.openStore()
 	if err != nil {
 		w.Close()

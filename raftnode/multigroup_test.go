@@ -21,6 +21,7 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/wal"
 
 	"github.com/raftproxy/raftproxy/fsm"
+	rwal "github.com/raftproxy/raftproxy/wal"
 )
 
 // countingMachine is a state machine in memory: it counts what it applies
@@ -49,13 +50,15 @@ type groupNode struct {
 }
 
 // testProc is one "process" of a test: a peer listener (a PeerMux)
-// serving all its groups, as one raftproxy hosting many groups, and the
-// Liveness its groups share when they may quiesce.
+// serving all its groups, as one raftproxy hosting many groups, the
+// Liveness its groups share when they may quiesce, and the Syncer their
+// WALs share.
 type testProc struct {
 	mux  *PeerMux
 	srv  *http.Server
 	addr string
 	live *Liveness
+	sync *rwal.Syncer
 }
 
 // groupOpts are startGroups' options.
@@ -85,6 +88,10 @@ func startGroups(t testing.TB, groups, nodes int, o groupOpts) ([][]groupNode, [
 			}
 			t.Cleanup(p.live.Close)
 		}
+		if p.sync, err = rwal.NewSyncer(dir); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.sync.Close() })
 		procs[i] = p
 	}
 	log := slog.New(slog.DiscardHandler)
@@ -94,7 +101,7 @@ func startGroups(t testing.TB, groups, nodes int, o groupOpts) ([][]groupNode, [
 		for i := range out[g] {
 			sm := &countingMachine{}
 			h := NewHost(Config{DataDir: filepath.Join(dir, fmt.Sprintf("g%d-n%d", g, i)), Self: Member{PeerAddr: procs[i].addr},
-				StateMachine: sm, Logger: log, MinFreeDisk: 1, TickInterval: o.tick, Liveness: procs[i].live})
+				StateMachine: sm, Logger: log, MinFreeDisk: 1, TickInterval: o.tick, Liveness: procs[i].live, WALSync: procs[i].sync})
 			procs[i].mux.Add(h)
 			out[g][i] = groupNode{h: h, sm: sm}
 			t.Cleanup(h.Stop)

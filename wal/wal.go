@@ -9,10 +9,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/storage/wal"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 
@@ -29,6 +31,34 @@ type Metadata struct {
 type Log struct {
 	w   *wal.WAL
 	Dir string
+	// syncer, when set, is the process's shared sync (ShareSync); shared
+	// says this WAL has switched to it and no longer fsyncs by itself.
+	syncer *Syncer
+	shared bool
+	// state is the hard state last saved, to tell the saves that must be
+	// durable (raft.MustSync) as the etcd WAL does.
+	state *raftpb.HardState
+}
+
+// ShareSync lets the WAL make its saves durable through s, with the other
+// WALs of the process, once more than one shares it (Syncer). It is called
+// before the WAL is used, by its user; a nil s, or a WAL on another file
+// system than s's, changes nothing.
+func (l *Log) ShareSync(s *Syncer) {
+	if s != nil && l.syncer == nil && s.attach(l.Dir) {
+		l.syncer = s
+	}
+}
+
+// useShared switches the WAL to its Syncer once the Syncer is crowded. The
+// etcd WAL has no way back, nor needs one. Everything saved before was
+// synced by the etcd WAL itself.
+func (l *Log) useShared() bool {
+	if !l.shared && l.syncer != nil && l.syncer.crowded() {
+		l.w.SetUnsafeNoFsync()
+		l.shared = true
+	}
+	return l.shared
 }
 
 // Exist reports whether dir holds a WAL, i.e. whether this node already
@@ -123,33 +153,55 @@ func (l *Log) ClearRepaired() error { return removeMarker(l.Dir) }
 // log) and reads all of it. A torn tail is repaired once, and State.Repaired
 // says so: the records cut were never fsynced if the tail was torn by a
 // crash, but they may have been (and acknowledged) if the disk lost them.
+// So is a log broken where its newest segment begins (setAsideNewest).
 func Open(lg *zap.Logger, dir string, snap *walpb.Snapshot) (*Log, State, error) {
 	if snap == nil {
 		snap = &walpb.Snapshot{}
 	}
-	repaired := false
+	repaired, tornFixed := false, false
+	var restore func() error // puts a segment set aside back
+	fail := func(err error) (*Log, State, error) {
+		if restore != nil {
+			if rerr := restore(); rerr != nil {
+				return nil, State{}, errors.Join(err, rerr)
+			}
+		}
+		return nil, State{}, err
+	}
 	for {
 		w, err := wal.Open(lg, dir, snap)
 		if err != nil {
-			return nil, State{}, fmt.Errorf("open wal in %s: %w", dir, err)
+			return fail(fmt.Errorf("open wal in %s: %w", dir, err))
 		}
 		md, hs, ents, err := w.ReadAll()
 		if err != nil {
 			w.Close()
-			if errors.Is(err, io.ErrUnexpectedEOF) && !repaired {
+			if errors.Is(err, io.ErrUnexpectedEOF) && !tornFixed {
 				// The marker goes first: a crash after the repair and
 				// before the marker would leave a log that looks intact.
 				if merr := writeMarker(dir, err); merr != nil {
-					return nil, State{}, merr
+					return fail(merr)
 				}
 				if !wal.Repair(lg, dir) {
-					return nil, State{}, fmt.Errorf("repair torn wal in %s: %w", dir, err)
+					return fail(fmt.Errorf("repair torn wal in %s: %w", dir, err))
 				}
 				lg.Warn("repaired torn wal tail", zap.String("dir", dir))
-				repaired = true
+				repaired, tornFixed = true, true
 				continue
 			}
-			return nil, State{}, fmt.Errorf("read wal in %s: %w", dir, err)
+			if restore == nil && (errors.Is(err, wal.ErrCRCMismatch) || errors.Is(err, io.ErrUnexpectedEOF)) {
+				back, serr := setAsideNewest(lg, dir, err)
+				if serr != nil {
+					return fail(serr)
+				}
+				if back != nil {
+					// The segment before it is now the last, and may
+					// have a torn tail of its own to cut.
+					restore, repaired, tornFixed = back, true, false
+					continue
+				}
+			}
+			return fail(fmt.Errorf("read wal in %s: %w", dir, err))
 		}
 		st := State{HardState: hs, Entries: ents, Repaired: repaired}
 		if !repaired {
@@ -157,37 +209,108 @@ func Open(lg *zap.Logger, dir string, snap *walpb.Snapshot) (*Log, State, error)
 				st.Repaired = true
 			} else if !errors.Is(err, os.ErrNotExist) {
 				w.Close()
-				return nil, State{}, fmt.Errorf("check wal repair marker: %w", err)
+				return fail(fmt.Errorf("check wal repair marker: %w", err))
 			}
 		}
 		if err := json.Unmarshal(md, &st.Meta); err != nil {
 			w.Close()
-			return nil, State{}, fmt.Errorf("decode wal metadata in %s: %w", dir, err)
+			return fail(fmt.Errorf("decode wal metadata in %s: %w", dir, err))
 		}
-		return &Log{w: w, Dir: dir}, st, nil
+		return &Log{w: w, Dir: dir, state: hs}, st, nil
 	}
 }
 
-// Save appends entries and the hard state. The etcd WAL fsyncs when raft
-// says the write must be durable, so one call is one group commit.
+// setAsideNewest moves the newest segment of the WAL in dir out of the log
+// (renamed with a ".broken" suffix, kept for inspection) after writing the
+// repair marker, and returns what puts it back; it returns nil and does
+// nothing when the WAL has a single segment.
+//
+// A log can break where its newest segment begins when its WAL shares a
+// Syncer: the etcd WAL starts a segment by renaming it into place and
+// fsyncing the directory, and with its own fsyncs off the end of the
+// segment before may not be durable yet. A crash before the next syncfs
+// then leaves that end lost and the new segment's first record naming a
+// checksum that no longer matches. Nothing in either was acknowledged
+// (nothing after the last completed sync is), so the log is whole without
+// the new segment; a disk that lost synced data looks the same, which is
+// why the node is quarantined (State.Repaired) as after a torn tail.
+func setAsideNewest(lg *zap.Logger, dir string, cause error) (func() error, error) {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list wal segments in %s: %w", dir, err)
+	}
+	var names []string
+	for _, de := range des {
+		if strings.HasSuffix(de.Name(), ".wal") {
+			names = append(names, de.Name()) // fixed-width hex: sorted by position
+		}
+	}
+	if len(names) < 2 {
+		return nil, nil
+	}
+	if err := writeMarker(dir, cause); err != nil {
+		return nil, err
+	}
+	from := filepath.Join(dir, names[len(names)-1])
+	to := from + ".broken"
+	move := func(a, b string) error {
+		if err := os.Rename(a, b); err != nil {
+			return fmt.Errorf("set wal segment aside: %w", err)
+		}
+		if err := fsutil.Sync(dir); err != nil {
+			return fmt.Errorf("fsync %s: %w", dir, err)
+		}
+		return nil
+	}
+	if err := move(from, to); err != nil {
+		return nil, err
+	}
+	lg.Warn("the wal breaks where its newest segment begins; set that segment aside",
+		zap.String("segment", to), zap.Error(cause))
+	return func() error { return move(to, from) }, nil
+}
+
+// Save appends entries and the hard state, durably when raft says the write
+// must be (new entries, term or vote), so one call is one group commit: the
+// etcd WAL fsyncs its segment, or a shared WAL waits for the Syncer.
 func (l *Log) Save(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 	if hs == nil {
 		hs = &raftpb.HardState{}
 	}
+	if l.state == nil {
+		l.state = &raftpb.HardState{}
+	}
+	mustSync := raft.MustSync(hs, l.state, len(ents))
+	shared := l.useShared()
 	if err := l.w.Save(hs, ents); err != nil {
 		return fmt.Errorf("save %d entries to wal: %w", len(ents), err)
+	}
+	if !raft.IsEmptyHardState(hs) {
+		l.state = hs
+	}
+	if shared && mustSync {
+		return l.syncer.Sync()
 	}
 	return nil
 }
 
 // Close closes the WAL.
-func (l *Log) Close() error { return l.w.Close() }
+func (l *Log) Close() error {
+	if l.syncer != nil {
+		l.syncer.detach()
+		l.syncer = nil
+	}
+	return l.w.Close()
+}
 
 // SaveSnapshot records that a snapshot at snap's index exists, so that the
 // WAL can later be opened from it. The snapshot file must be durable first.
 func (l *Log) SaveSnapshot(snap *walpb.Snapshot) error {
 	if err := l.w.SaveSnapshot(snap); err != nil {
 		return fmt.Errorf("record snapshot at index %d in wal: %w", snap.GetIndex(), err)
+	}
+	if l.useShared() {
+		return l.syncer.Sync()
 	}
 	return nil
 }
@@ -201,9 +324,24 @@ func (l *Log) ReleaseLockTo(index uint64) error {
 }
 
 // ValidSnapshots lists the snapshots the WAL in dir records, oldest first,
-// among which a node may restart from.
+// among which a node may restart from. It reads the log before Open does,
+// so it is the first to meet a log broken where its newest segment begins,
+// and sets that segment aside (setAsideNewest) when the rest reads whole.
 func ValidSnapshots(lg *zap.Logger, dir string) ([]*walpb.Snapshot, error) {
 	snaps, err := wal.ValidSnapshotEntries(lg, dir)
+	if errors.Is(err, wal.ErrCRCMismatch) {
+		restore, serr := setAsideNewest(lg, dir, err)
+		if serr != nil {
+			return nil, errors.Join(err, serr)
+		}
+		if restore != nil {
+			if snaps, err = wal.ValidSnapshotEntries(lg, dir); err != nil {
+				if rerr := restore(); rerr != nil {
+					err = errors.Join(err, rerr)
+				}
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots recorded in wal %s: %w", dir, err)
 	}

@@ -382,8 +382,19 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		}
 		defer live.Close()
 	}
+	// The groups' WALs live under the data directory (each shard's in
+	// shards/<index>), so one syncfs of its file system makes them all
+	// durable once there are several.
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	walSync, err := wal.NewSyncer(o.dataDir)
+	if err != nil {
+		return err
+	}
+	defer walSync.Close()
 	ss := &stacks{ctx: ctx, o: o, log: log, lv: lv, mux: raftnode.NewPeerMux(), peerTLS: peerTLSInfo, clientTLS: clientTLS,
-		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}, liveness: live}
+		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}, liveness: live, walSync: walSync}
 	primary, err := ss.start(stackSpec{index: 0, dataDir: o.dataDir, ln: clientLn, redis: o.redis, redisPass: o.redisPass,
 		seedRDB: o.seedRDB, forceNewCluster: o.forceNewCluster, listen: o.listen, advertised: o.advertise})
 	defer func() {

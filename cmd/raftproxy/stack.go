@@ -56,6 +56,7 @@ type stacks struct {
 	mux           *raftnode.PeerMux
 	peerTLS       transport.TLSInfo
 	liveness      *raftnode.Liveness // nil: groups never quiesce
+	walSync       *wal.Syncer        // nil: each WAL fsyncs itself
 	clientTLS     *tlsfiles.Files
 	memberTLS     func(string) *tls.Config
 	followerProxy *atomic.Bool
@@ -150,6 +151,7 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 		ForceNewCluster:        sp.forceNewCluster,
 		PeerTLS:                ss.peerTLS,
 		Liveness:               ss.liveness,
+		WALSync:                ss.walSync,
 		SeedRDB:                sp.seedRDB,
 	}
 	if sp.index != 0 {

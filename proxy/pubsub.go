@@ -166,7 +166,7 @@ func (c *conn) subscribe(k pubsub.Kind, msg string, names [][]byte) {
 	added := slices.Clone(names)
 	b := c.s.broker
 	c.emit(&op{kind: opPubSub, act: func() []byte {
-		from := c.subscribeFrom()
+		from := b.Marks(c.subscribeFrom())
 		for _, n := range added {
 			b.Add(k, string(n), s, from)
 		}

@@ -35,29 +35,61 @@ const (
 	Shard               // SSUBSCRIBE
 )
 
-// broker holds this node's subscriptions. Each records the commit index at
-// which it was made: a message of an entry at or below it was published
-// before the subscription (a node applying old entries after a restart
-// must not deliver them).
+// Broker holds the subscriptions of one group's clients on this node (one
+// shard's port). Each records the Marks at which it was made: a message of
+// an entry at or below its group's mark was published before the
+// subscription (a node applying old entries after a restart must not
+// deliver them). In a Hub, a PUBLISH reaches the other brokers too.
 type Broker struct {
 	mu   sync.Mutex
-	subs [3]map[string]map[*Subscriber]uint64
+	subs [3]map[string]map[*Subscriber]*Marks
+	hub  atomic.Pointer[Hub]
 }
 
 func NewBroker() *Broker {
 	b := &Broker{}
 	for i := range b.subs {
-		b.subs[i] = map[string]map[*Subscriber]uint64{}
+		b.subs[i] = map[string]map[*Subscriber]*Marks{}
 	}
 	return b
 }
 
-func (b *Broker) Add(k Kind, name string, s *Subscriber, from uint64) {
+// Marks is where the logs of a node's groups stood when a subscription was
+// made: own is the subscriber's group's commit index, and others those of
+// the other groups of its Hub, by their brokers (a group missing from it
+// began after the subscription).
+type Marks struct {
+	own    uint64
+	others map[*Broker]uint64
+}
+
+// Marks returns the marks of a subscription made now, own being the commit
+// index of b's group. The subscriptions of one command share them.
+func (b *Broker) Marks(own uint64) *Marks {
+	if h := b.hub.Load(); h != nil {
+		return h.marks(b, own)
+	}
+	return &Marks{own: own}
+}
+
+// mark is the index after which a message of src's log is news to a
+// subscription of b with marks m.
+func (m *Marks) mark(b, src *Broker) uint64 {
+	if m == nil {
+		return 0
+	}
+	if src == b {
+		return m.own
+	}
+	return m.others[src]
+}
+
+func (b *Broker) Add(k Kind, name string, s *Subscriber, from *Marks) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	m := b.subs[k][name]
 	if m == nil {
-		m = map[*Subscriber]uint64{}
+		m = map[*Subscriber]*Marks{}
 		b.subs[k][name] = m
 	}
 	if _, ok := m[s]; !ok {
@@ -92,23 +124,37 @@ func (b *Broker) RemoveAll(s *Subscriber) {
 	}
 }
 
-// publish delivers a message of the entry at index and returns how many
-// subscriptions received it (a client subscribed to the channel and to a
-// matching pattern counts, and receives it, twice, as in redis).
+// Publish delivers a message of the entry at index of b's group and returns
+// how many of b's subscriptions received it (a client subscribed to the
+// channel and to a matching pattern counts, and receives it, twice, as in
+// redis). A shard message stays with b's subscribers; any other reaches
+// the subscribers of every broker of b's Hub, as a Redis Cluster PUBLISH
+// reaches every node, and counts those of b only, as redis counts the
+// node's own.
 func (b *Broker) Publish(index uint64, channel, message []byte, sharded bool) int64 {
+	n := b.deliver(b, index, channel, message, sharded)
+	if h := b.hub.Load(); h != nil && !sharded {
+		h.fanOut(b, index, channel, message)
+	}
+	return n
+}
+
+// deliver hands a message of the entry at index of src's group to b's
+// subscriptions made before it.
+func (b *Broker) deliver(src *Broker, index uint64, channel, message []byte, sharded bool) int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var n int64
 	if sharded {
 		for s, from := range b.subs[Shard][string(channel)] {
-			if index > from && s.Push("smessage", nil, channel, message) {
+			if index > from.mark(b, src) && s.Push("smessage", nil, channel, message) {
 				n++
 			}
 		}
 		return n
 	}
 	for s, from := range b.subs[Channel][string(channel)] {
-		if index > from && s.Push("message", nil, channel, message) {
+		if index > from.mark(b, src) && s.Push("message", nil, channel, message) {
 			n++
 		}
 	}
@@ -117,7 +163,7 @@ func (b *Broker) Publish(index uint64, channel, message []byte, sharded bool) in
 			continue
 		}
 		for s, from := range m {
-			if index > from && s.Push("pmessage", []byte(pat), channel, message) {
+			if index > from.mark(b, src) && s.Push("pmessage", []byte(pat), channel, message) {
 				n++
 			}
 		}

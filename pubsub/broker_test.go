@@ -11,10 +11,10 @@ func TestBrokerDelivery(t *testing.T) {
 	s1 := NewSubscriber(1<<20, func() { killed++ })
 	s2 := NewSubscriber(1<<20, func() { killed++ })
 	s2.RESP3.Store(true)
-	b.Add(Channel, "news", s1, 0)
-	b.Add(Pattern, "n*", s1, 0)
-	b.Add(Channel, "news", s2, 10)
-	b.Add(Shard, "news", s2, 0)
+	b.Add(Channel, "news", s1, b.Marks(0))
+	b.Add(Pattern, "n*", s1, b.Marks(0))
+	b.Add(Channel, "news", s2, b.Marks(10))
+	b.Add(Shard, "news", s2, b.Marks(0))
 
 	if n := b.Publish(5, []byte("news"), []byte("hi"), false); n != 2 {
 		t.Fatalf("publish at 5 reached %d, want 2 (s2 subscribed at 10)", n)
@@ -63,7 +63,7 @@ func TestSlowSubscriberIsDisconnected(t *testing.T) {
 	b := NewBroker()
 	killed := 0
 	s := NewSubscriber(100, func() { killed++ })
-	b.Add(Channel, "c", s, 0)
+	b.Add(Channel, "c", s, b.Marks(0))
 	msg := bytes.Repeat([]byte("x"), 40)
 	if b.Publish(1, []byte("c"), msg, false) != 1 {
 		t.Fatal("first message not queued")

@@ -348,6 +348,7 @@ func TestShardedClients(t *testing.T) {
 	}); err != nil {
 		t.Errorf("TxPipeline in one slot: %v", err)
 	}
+	checkClusterPubSub(ctx, t, c, cc)
 
 	if _, err := exec.LookPath("redis-benchmark"); err == nil {
 		host, port, _ := net.SplitHostPort(n0.Addr)
@@ -428,4 +429,70 @@ func mustSlots(ctx context.Context, t *testing.T, cc *redis.ClusterClient) []red
 		t.Fatal(err)
 	}
 	return slots
+}
+
+// checkClusterPubSub: PUBLISH reaches the channel's subscribers whichever
+// shard's port it is sent to, as Redis Cluster forwards it to every node:
+// go-redis subscribes on the node of the first channel's slot and publishes
+// on any. Each message arrives once.
+func checkClusterPubSub(ctx context.Context, t *testing.T, c *Cluster, cc *redis.ClusterClient) {
+	t.Helper()
+	var chans []string
+	for i := 0; i < 12; i++ {
+		chans = append(chans, fmt.Sprintf("news-%d", i))
+	}
+	sub := cc.Subscribe(ctx, chans...)
+	defer sub.Close()
+	for range chans {
+		if _, err := sub.ReceiveTimeout(ctx, 10*time.Second); err != nil {
+			t.Fatalf("subscribe confirmation: %v", err)
+		}
+	}
+	want := map[string]bool{}
+	for _, ch := range chans {
+		for j := 0; j < 3; j++ {
+			msg := fmt.Sprintf("%s/%d", ch, j)
+			want[ch+" "+msg] = true
+			if err := cc.Publish(ctx, ch, msg).Err(); err != nil {
+				t.Fatalf("PUBLISH %s: %v", ch, err)
+			}
+		}
+	}
+	// And on every shard's port of every node, by hand (a follower that
+	// does not forward writes redirects to its shard's leader).
+	for _, n := range c.Nodes {
+		for k := 0; k < 3; k++ {
+			msg := fmt.Sprintf("by hand to %s shard %d", n, k)
+			want[chans[0]+" "+msg] = true
+			v, err := (&Node{c: c, Addr: proxy.ShardAddr(n.Addr, k)}).Do(ctx, 5*time.Second, "PUBLISH", chans[0], msg)
+			if f := strings.Fields(v.Str); err == nil && v.Kind == '-' && len(f) == 3 && f[0] == "MOVED" {
+				v, err = (&Node{c: c, Addr: f[2]}).Do(ctx, 5*time.Second, "PUBLISH", chans[0], msg)
+			}
+			if err != nil || v.Kind != ':' {
+				t.Fatalf("PUBLISH on %s shard %d: %v %v", n, k, v, err)
+			}
+		}
+	}
+	got := map[string]int{}
+	for len(got) < len(want) {
+		m, err := sub.ReceiveTimeout(ctx, 10*time.Second)
+		if err != nil {
+			t.Fatalf("received %d of %d messages published across the shards: %v", len(got), len(want), err)
+		}
+		msg, ok := m.(*redis.Message)
+		if !ok {
+			continue
+		}
+		key := msg.Channel + " " + msg.Payload
+		if !want[key] {
+			t.Fatalf("unexpected message %q", key)
+		}
+		if got[key]++; got[key] > 1 {
+			t.Fatalf("message %q arrived twice", key)
+		}
+	}
+	// No copy follows.
+	if m, err := sub.ReceiveTimeout(ctx, 500*time.Millisecond); err == nil {
+		t.Fatalf("a message after all were received: %v", m)
+	}
 }

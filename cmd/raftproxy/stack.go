@@ -41,6 +41,8 @@ type stack struct {
 	// redisAddr is the redis-server it applies to, and redisPass its
 	// password.
 	redisAddr, redisPass string
+	// unhub takes the stack's broker out of the node's pub/sub hub.
+	unhub func()
 }
 
 // stacks are a node's groups: the primary one (index 0, which RAFT.CLUSTER
@@ -49,14 +51,17 @@ type stack struct {
 // shares one listener (mux). It is the proxies' view of the other shards
 // (proxy.Sharding).
 type stacks struct {
-	ctx           context.Context
-	o             options
-	log           *slog.Logger
-	lv            *slog.LevelVar
-	mux           *raftnode.PeerMux
-	peerTLS       transport.TLSInfo
-	liveness      *raftnode.Liveness // nil: groups never quiesce
-	walSync       *wal.Syncer        // nil: each WAL fsyncs itself
+	ctx      context.Context
+	o        options
+	log      *slog.Logger
+	lv       *slog.LevelVar
+	mux      *raftnode.PeerMux
+	peerTLS  transport.TLSInfo
+	liveness *raftnode.Liveness // nil: groups never quiesce
+	walSync  *wal.Syncer        // nil: each WAL fsyncs itself
+	// hub joins the shards' pub/sub brokers: a PUBLISH reaches every
+	// shard's subscribers, as in Redis Cluster.
+	hub           *pubsub.Hub
 	clientTLS     *tlsfiles.Files
 	memberTLS     func(string) *tls.Config
 	followerProxy *atomic.Bool
@@ -215,6 +220,13 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 		ss.settings = sets
 		ss.first.Store(st)
 	}
+	ss.hub.Join(broker, func() uint64 {
+		if n := host.Node(); n != nil {
+			return n.CommitIndex()
+		}
+		return 0
+	})
+	st.unhub = func() { ss.hub.Leave(broker) }
 	ss.mux.Add(host)
 	ss.mu.Lock()
 	ss.all[sp.index] = st
@@ -234,6 +246,9 @@ func (ss *stacks) serve(st *stack) {
 // stop stops what start started, in reverse; srv was shut down before
 // (or never served, and then its listener is closed here).
 func (st *stack) stop(ctx context.Context) {
+	if st.unhub != nil {
+		st.unhub()
+	}
 	if st.ln != nil {
 		st.ln.Close()
 	}

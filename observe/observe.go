@@ -31,8 +31,9 @@ func Handler(host *raftnode.Host, pprofOn bool, extra ...prometheus.Collector) h
 
 // ShardedHandler is Handler for a node that may hold a sharded cluster's
 // other shards: shards returns their hosts by index, and /readyz checks
-// each as it checks the primary group's. The metrics are the primary
-// group's.
+// each as it checks the primary group's. The unlabelled metrics are the
+// primary group's; the raftproxy_shard_* series cover every group, the
+// primary's included, labelled with the shard id.
 func ShardedHandler(host *raftnode.Host, shards func() map[int]*raftnode.Host, pprofOn bool, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	status := func(f func(raftnode.Status, *raftnode.Node) float64) func() float64 {
@@ -129,6 +130,7 @@ func ShardedHandler(host *raftnode.Host, shards func() map[int]*raftnode.Host, p
 			ConstLabels: prometheus.Labels{"reason": reason},
 		}, func() float64 { return float64(host.PeerRefusals().Get(reason)) }))
 	}
+	reg.MustRegister(shardCollector{primary: host, shards: shards})
 	reg.MustRegister(host.Metrics().Collectors()...)
 	reg.MustRegister(extra...)
 	reg.MustRegister(etcdRenamed{prometheus.DefaultGatherer})

@@ -85,6 +85,9 @@ func exportedNames(t *testing.T) map[string]bool {
 	for _, to := range etcdRenames() {
 		names[to] = true
 	}
+	for _, n := range ShardSeriesNames() {
+		names[n] = true
+	}
 	return names
 }
 

@@ -155,3 +155,7 @@ func (n *Node) Status() Status {
 
 // Serving reports whether this node's redis holds the applied log.
 func (n *Node) Serving() bool { return n.applier.gen.Load()%2 == 0 }
+
+// Quiesced reports whether the node's group is idle and quiesced: it does
+// not tick until a request or message wakes it (quiesce.go).
+func (n *Node) Quiesced() bool { return n.core.quiesced() }

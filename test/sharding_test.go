@@ -99,6 +99,32 @@ func TestShardedCluster(t *testing.T) {
 			t.Errorf("RAFT.SHARD LIST row %v", row)
 		}
 	}
+	// /metrics: every node exports every shard's raft state, labelled with
+	// the shard id; each shard has one leader among the nodes.
+	err = waitFor(ctx, 20*time.Second, 200*time.Millisecond, "one leader per shard in /metrics", func(ctx context.Context) error {
+		leaders := map[string]int{}
+		for _, n := range c.Nodes {
+			sc := scrapeNode(ctx, t, n)
+			for _, r := range rows {
+				id, _ := r.([]any)[0].(string)
+				label := `{shard="` + id + `"}`
+				if sc["raftproxy_shard_has_leader"+label] != 1 || sc["raftproxy_shard_applied_index"+label] < 1 {
+					return fmt.Errorf("%s: shard %s has_leader %v applied %v", n, id,
+						sc["raftproxy_shard_has_leader"+label], sc["raftproxy_shard_applied_index"+label])
+				}
+				leaders[id] += int(sc["raftproxy_shard_is_leader"+label])
+			}
+		}
+		for _, r := range rows {
+			if id, _ := r.([]any)[0].(string); leaders[id] != 1 {
+				return fmt.Errorf("shard %s: %d nodes say they lead it", id, leaders[id])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
 
 	cc := newClusterClient(n0.Addr)
 	defer cc.Close()

@@ -41,7 +41,10 @@ func (s *Server) followEvents(stop <-chan struct{}) {
 			case apply.Written:
 				s.written(e.DB, e.Args, e.Null, e.Tag, e.Live)
 			case apply.Reloaded:
+				// Also put when a slot move starts or ends in this
+				// shard's log.
 				s.written(0, nil, false, 0, false)
+				s.dropShardChannels()
 			case apply.Notice:
 				s.notice(e.Args, e.TimeMs, e.Live)
 			}

@@ -3,10 +3,13 @@ package proxy
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/raftproxy/raftproxy/pubsub"
+	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/resp"
+	"github.com/raftproxy/raftproxy/slotmap"
 )
 
 // pubsubState is a connection's subscriptions as its reader sees them: the
@@ -15,6 +18,9 @@ import (
 // (an opPubSub op), so no message of a channel is written before the
 // confirmation of its subscription.
 type pubsubState struct {
+	// mu guards names: the reader changes them, and so does its shard
+	// losing a slot (dropShardChannels, on the events goroutine).
+	mu    sync.Mutex
 	names [3]map[string]struct{}
 	// sub is the connection's message queue, made at its first
 	// subscription; the writer reads it, hence atomic.
@@ -22,7 +28,7 @@ type pubsubState struct {
 }
 
 // count is the number redis puts in a confirmation: channels plus
-// patterns, or shard channels.
+// patterns, or shard channels. The caller holds mu.
 func (p *pubsubState) count(k pubsub.Kind) int {
 	if k == pubsub.Shard {
 		return len(p.names[pubsub.Shard])
@@ -32,7 +38,18 @@ func (p *pubsubState) count(k pubsub.Kind) int {
 
 // active reports whether the connection is in subscribed mode.
 func (p *pubsubState) active() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.activeLocked()
+}
+
+func (p *pubsubState) activeLocked() bool {
 	return len(p.names[pubsub.Channel])+len(p.names[pubsub.Pattern])+len(p.names[pubsub.Shard]) > 0
+}
+
+// setSubs reports the counts to CLIENT LIST; the caller holds mu.
+func (c *conn) setSubs() {
+	c.info.setSubs(len(c.ps.names[pubsub.Channel]), len(c.ps.names[pubsub.Pattern]), len(c.ps.names[pubsub.Shard]))
 }
 
 // allowedSubscribed is what redis lets a RESP2 client in subscribed mode run.
@@ -134,6 +151,7 @@ func (c *conn) subscriber() *pubsub.Subscriber {
 		c.nc.Close()
 	})
 	s.RESP3.Store(c.resp3.Load())
+	s.Owner = c
 	if !c.ps.sub.CompareAndSwap(nil, s) {
 		return c.ps.sub.Load()
 	}
@@ -153,6 +171,7 @@ func (c *conn) subscribeFrom() uint64 {
 }
 
 func (c *conn) subscribe(k pubsub.Kind, msg string, names [][]byte) {
+	c.ps.mu.Lock()
 	if c.ps.names[k] == nil {
 		c.ps.names[k] = map[string]struct{}{}
 	}
@@ -162,7 +181,8 @@ func (c *conn) subscribe(k pubsub.Kind, msg string, names [][]byte) {
 		c.ps.names[k][string(n)] = struct{}{}
 		reply = c.confirm(reply, msg, n, c.ps.count(k))
 	}
-	c.info.setSubs(len(c.ps.names[pubsub.Channel]), len(c.ps.names[pubsub.Pattern]), len(c.ps.names[pubsub.Shard]))
+	c.setSubs()
+	c.ps.mu.Unlock()
 	added := slices.Clone(names)
 	b := c.s.broker
 	c.emit(&op{kind: opPubSub, act: func() []byte {
@@ -175,6 +195,7 @@ func (c *conn) subscribe(k pubsub.Kind, msg string, names [][]byte) {
 }
 
 func (c *conn) unsubscribe(k pubsub.Kind, msg string, names [][]byte) {
+	c.ps.mu.Lock()
 	if len(names) == 0 {
 		for n := range c.ps.names[k] {
 			names = append(names, []byte(n))
@@ -192,7 +213,8 @@ func (c *conn) unsubscribe(k pubsub.Kind, msg string, names [][]byte) {
 		delete(c.ps.names[k], string(n))
 		reply = c.confirm(reply, msg, n, c.ps.count(k))
 	}
-	c.info.setSubs(len(c.ps.names[pubsub.Channel]), len(c.ps.names[pubsub.Pattern]), len(c.ps.names[pubsub.Shard]))
+	c.setSubs()
+	c.ps.mu.Unlock()
 	s := c.ps.sub.Load()
 	removed := slices.Clone(names)
 	b := c.s.broker
@@ -226,13 +248,16 @@ func compareBytes(a, b []byte) int {
 
 // pubsubReset drops every subscription without confirmations (RESET).
 func (c *conn) pubsubReset() {
-	if !c.ps.active() {
+	c.ps.mu.Lock()
+	if !c.ps.activeLocked() {
+		c.ps.mu.Unlock()
 		return
 	}
 	for k := range c.ps.names {
 		c.ps.names[k] = nil
 	}
 	c.info.setSubs(0, 0, 0)
+	c.ps.mu.Unlock()
 	s := c.ps.sub.Load()
 	b := c.s.broker
 	c.emit(&op{kind: opPubSub, act: func() []byte {
@@ -290,5 +315,57 @@ func (c *conn) pushLoop(s *pubsub.Subscriber) {
 			c.nc.Close()
 			return
 		}
+	}
+}
+
+// dropShardChannels ends the shard-channel subscriptions of this server's
+// clients whose slot its shard no longer serves (a move took the slot
+// away), as redis does when a slot leaves a node: each client gets
+// "sunsubscribe <channel> <count>" and a cluster client subscribes again
+// where the slot went. SPUBLISH of those channels now reaches the new
+// owner's subscribers only, so a subscription left here would hear nothing.
+func (s *Server) dropShardChannels() {
+	if s.cfg.ShardRouting == nil || s.cfg.Cluster == nil {
+		return
+	}
+	own, n := s.cfg.ShardRouting(), s.cfg.Cluster.Node()
+	if own == nil || n == nil {
+		return
+	}
+	self := raftnode.IDString(n.ClusterID())
+	lost := func(channel string) bool {
+		slot := slotmap.KeySlot([]byte(channel))
+		if _, moving := own.Moving(slot); moving {
+			return false // served here until the move ends
+		}
+		return own.Owner(slot) != self
+	}
+	for sub, chans := range s.broker.DropShard(lost) {
+		if c, ok := sub.Owner.(*conn); ok {
+			c.shardChannelsDropped(sub, chans)
+		}
+	}
+}
+
+// shardChannelsDropped tells the client that the server ended its
+// subscriptions of chans (removed from the broker already).
+func (c *conn) shardChannelsDropped(sub *pubsub.Subscriber, chans []string) {
+	c.ps.mu.Lock()
+	defer c.ps.mu.Unlock()
+	slices.Sort(chans)
+	var f []byte
+	for _, ch := range chans {
+		if _, ok := c.ps.names[pubsub.Shard][ch]; !ok {
+			continue
+		}
+		delete(c.ps.names[pubsub.Shard], ch)
+		f = pubsub.AppendPushLen(f, 3, sub.RESP3.Load())
+		f = resp.AppendBulkString(f, "sunsubscribe")
+		f = resp.AppendBulkString(f, ch)
+		f = resp.AppendInt(f, int64(c.ps.count(pubsub.Shard)))
+	}
+	c.setSubs()
+	if len(f) > 0 {
+		sub.PushFrame(f)
 	}
 }

@@ -111,6 +111,28 @@ func (b *Broker) removeLocked(k Kind, name string, s *Subscriber) {
 	}
 }
 
+// DropShard ends the shard-channel subscriptions whose channel lost says
+// this broker's shard no longer serves, and returns the channels each
+// subscriber lost (the proxy tells its clients).
+func (b *Broker) DropShard(lost func(channel string) bool) map[*Subscriber][]string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out map[*Subscriber][]string
+	for name, m := range b.subs[Shard] {
+		if !lost(name) {
+			continue
+		}
+		if out == nil {
+			out = map[*Subscriber][]string{}
+		}
+		for s := range m {
+			out[s] = append(out[s], name)
+		}
+		delete(b.subs[Shard], name)
+	}
+	return out
+}
+
 // removeAll drops every subscription of s (a closed connection, RESET).
 func (b *Broker) RemoveAll(s *Subscriber) {
 	b.mu.Lock()
@@ -205,6 +227,9 @@ func (b *Broker) NumPat() int {
 // goroutine writes them out.
 type Subscriber struct {
 	RESP3 atomic.Bool // the connection's protocol: messages are push frames in RESP3
+	// Owner is the connection the subscriber belongs to, set once by its
+	// maker before the subscriber is shared.
+	Owner any
 	limit int
 	kill  func() // disconnects the client when it falls too far behind
 	wake  chan struct{}

@@ -696,7 +696,43 @@ func TestShardAddRemove(t *testing.T) {
 		}
 	}
 	from := ownerShard(ctx, t, n0, 0)
+	// A client subscribed to shard channels of the source: the one whose
+	// slot moves is ended by the server ("sunsubscribe", as redis does when
+	// a slot leaves a node), the other stays.
+	chanIn := func(lo, hi int) string {
+		for i := 0; ; i++ {
+			if ch := "sch:" + strconv.Itoa(i); slotmap.KeySlot([]byte(ch)) >= lo && slotmap.KeySlot([]byte(ch)) <= hi {
+				return ch
+			}
+		}
+	}
+	moved, kept := chanIn(0, 999), chanIn(1000, 4000)
+	if ownerShard(ctx, t, n0, slotmap.KeySlot([]byte(kept))) != from {
+		t.Fatalf("slots 0 and %d belong to different shards", slotmap.KeySlot([]byte(kept)))
+	}
+	subc := redis.NewClient(&redis.Options{Addr: ownerAddr(ctx, t, n0, 0), Protocol: 2, DisableIdentity: true})
+	defer subc.Close()
+	ssub := subc.SSubscribe(ctx, moved, kept)
+	defer ssub.Close()
+	for range 2 {
+		if m, err := ssub.ReceiveTimeout(ctx, 10*time.Second); err != nil {
+			t.Fatalf("SSUBSCRIBE confirmation: %v %v", m, err)
+		}
+	}
 	moveTo(added)
+	if m, err := ssub.ReceiveTimeout(ctx, 10*time.Second); err != nil {
+		t.Errorf("no sunsubscribe after the channel's slot moved away: %v", err)
+	} else if sub, ok := m.(*redis.Subscription); !ok || sub.Kind != "sunsubscribe" || sub.Channel != moved || sub.Count != 1 {
+		t.Errorf("after the channel's slot moved away: %#v, want sunsubscribe %s 1", m, moved)
+	}
+	if err := cc.SPublish(ctx, kept, "still here").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := ssub.ReceiveTimeout(ctx, 10*time.Second); err != nil {
+		t.Errorf("the shard channel whose slot stayed: %v", err)
+	} else if msg, ok := m.(*redis.Message); !ok || msg.Channel != kept || msg.Payload != "still here" {
+		t.Errorf("the shard channel whose slot stayed: %#v", m)
+	}
 	if got := ownerShard(ctx, t, n0, 0); !strings.HasSuffix(got, added) {
 		t.Fatalf("slot 0 is %s's, want the new shard %s", got, added)
 	}

@@ -61,6 +61,7 @@ type options struct {
 	requestTimeout, tick               time.Duration
 	electionTicks                      int
 	quiesce                            bool
+	sharedWALSync                      bool
 	snapEntries, snapCatchUp, snapMiB  uint64
 	minFreeMiB                         uint64
 	snapCatchUpMiB                     uint64
@@ -109,6 +110,7 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "raft tick interval (heartbeat = 1 tick)")
 	fs.IntVar(&o.electionTicks, "election-ticks", 10, "ticks without a leader before an election")
 	fs.BoolVar(&o.quiesce, "quiesce", true, "a raft group idle for an election timeout stops ticking and heartbeating until a request wakes it; its followers watch the leader's process instead (four probes per peer per election timeout, for all groups)")
+	fs.BoolVar(&o.sharedWALSync, "shared-wal-sync", true, "with more than one raft group (a sharded cluster), make their WAL saves durable together with one syncfs of the data directory's file system instead of an fdatasync per group (syncfs also waits for other files being written there)")
 	fs.Uint64Var(&o.snapEntries, "snapshot-entries", 10000, "make a snapshot (BGSAVE) and compact the log after this many applied entries")
 	fs.Uint64Var(&o.snapMiB, "snapshot-mib", 64, "make a snapshot after this many MiB of applied entries")
 	fs.Uint64Var(&o.minFreeMiB, "min-free-disk-mib", 80, "write the raft log only while its file system has this many MiB free (a WAL segment is 64); below it the node waits, answering MISCONF, and resumes by itself")
@@ -386,14 +388,13 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	// The groups' WALs live under the data directory (each shard's in
 	// shards/<index>), so one syncfs of its file system makes them all
 	// durable once there are several.
-	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
+	var walSync *wal.Syncer
+	if o.sharedWALSync {
+		if walSync, err = wal.NewSyncer(o.dataDir); err != nil {
+			return err
+		}
+		defer walSync.Close()
 	}
-	walSync, err := wal.NewSyncer(o.dataDir)
-	if err != nil {
-		return err
-	}
-	defer walSync.Close()
 	ss := &stacks{ctx: ctx, o: o, log: log, lv: lv, mux: raftnode.NewPeerMux(), peerTLS: peerTLSInfo, clientTLS: clientTLS,
 		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}, liveness: live, walSync: walSync,
 		hub: pubsub.NewHub()}

@@ -52,7 +52,11 @@ func (h *Hub) marks(self *Broker, own uint64) *Marks {
 // their groups publish concurrently.
 func (h *Hub) fanOut(src *Broker, index uint64, channel, message []byte) {
 	h.mu.Lock()
-	others := make([]*Broker, 0, len(h.members))
+	if len(h.members) < 2 {
+		h.mu.Unlock()
+		return // a node of one group
+	}
+	others := make([]*Broker, 0, len(h.members)-1)
 	for b := range h.members {
 		if b != src {
 			others = append(others, b)

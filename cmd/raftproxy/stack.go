@@ -51,17 +51,15 @@ type stack struct {
 // shares one listener (mux). It is the proxies' view of the other shards
 // (proxy.Sharding).
 type stacks struct {
-	ctx      context.Context
-	o        options
-	log      *slog.Logger
-	lv       *slog.LevelVar
-	mux      *raftnode.PeerMux
-	peerTLS  transport.TLSInfo
-	liveness *raftnode.Liveness // nil: groups never quiesce
-	walSync  *wal.Syncer        // nil: each WAL fsyncs itself
-	// hub joins the shards' pub/sub brokers: a PUBLISH reaches every
-	// shard's subscribers, as in Redis Cluster.
-	hub           *pubsub.Hub
+	ctx           context.Context
+	o             options
+	log           *slog.Logger
+	lv            *slog.LevelVar
+	mux           *raftnode.PeerMux
+	peerTLS       transport.TLSInfo
+	liveness      *raftnode.Liveness // nil: groups never quiesce
+	walSync       *wal.Syncer        // nil: each WAL fsyncs itself
+	hub           *pubsub.Hub        // the shards' brokers: PUBLISH reaches every shard's subscribers
 	clientTLS     *tlsfiles.Files
 	memberTLS     func(string) *tls.Config
 	followerProxy *atomic.Bool

@@ -184,29 +184,48 @@ func TestOpenSetsAsideBrokenNewestSegment(t *testing.T) {
 	}
 }
 
-func testSetAside(t *testing.T, block int64) {
+// smallSegments returns a new WAL in a temporary directory whose segments
+// are 16 KiB (the etcd WAL's size is a package variable, put back after
+// the test), and the directory.
+func smallSegments(t *testing.T) (*Log, string) {
+	t.Helper()
 	old := wal.SegmentSizeBytes
 	wal.SegmentSizeBytes = 16 << 10
-	defer func() { wal.SegmentSizeBytes = old }()
+	t.Cleanup(func() { wal.SegmentSizeBytes = old })
 	dir := filepath.Join(t.TempDir(), "wal")
 	l, err := Create(zap.NewNop(), dir, Metadata{NodeID: 1, ClusterID: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	segments := func() []string {
-		segs, _ := filepath.Glob(filepath.Join(dir, "*.wal"))
-		sort.Strings(segs)
-		return segs
-	}
-	var last uint64
-	for last = 1; len(segments()) < 2; last++ {
-		if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(last)}, entries(last, last)); err != nil {
+	return l, dir
+}
+
+func segmentsIn(dir string) []string {
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.wal"))
+	sort.Strings(segs)
+	return segs
+}
+
+// saveUntil saves one entry per save until the WAL has n segments, and
+// returns the last index saved.
+func saveUntil(t *testing.T, l *Log, dir string, n int) uint64 {
+	t.Helper()
+	var i uint64
+	for i = 1; ; i++ {
+		if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(i)}, entries(i, i)); err != nil {
 			t.Fatal(err)
 		}
+		if len(segmentsIn(dir)) == n {
+			return i
+		}
 	}
-	last--
+}
+
+func testSetAside(t *testing.T, block int64) {
+	l, dir := smallSegments(t)
+	last := saveUntil(t, l, dir, 2)
 	l.Close()
-	segs := segments()
+	segs := segmentsIn(dir)
 	// The older segment's last block, which holds the end of the save that
 	// began the new segment, reads back as never written.
 	older := segs[0]
@@ -258,25 +277,10 @@ func testSetAside(t *testing.T, block int64) {
 // A log broken elsewhere than where its newest segment begins is not
 // repaired by setting that segment aside: Open fails and the segment stays.
 func TestOpenKeepsNewestSegmentOnOtherDamage(t *testing.T) {
-	old := wal.SegmentSizeBytes
-	wal.SegmentSizeBytes = 16 << 10
-	defer func() { wal.SegmentSizeBytes = old }()
-	dir := filepath.Join(t.TempDir(), "wal")
-	l, err := Create(zap.NewNop(), dir, Metadata{NodeID: 1, ClusterID: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := uint64(1); ; i++ {
-		if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(i)}, entries(i, i)); err != nil {
-			t.Fatal(err)
-		}
-		if segs, _ := filepath.Glob(filepath.Join(dir, "*.wal")); len(segs) == 3 {
-			break
-		}
-	}
+	l, dir := smallSegments(t)
+	saveUntil(t, l, dir, 3)
 	l.Close()
-	segs, _ := filepath.Glob(filepath.Join(dir, "*.wal"))
-	sort.Strings(segs)
+	segs := segmentsIn(dir)
 	// Flip a byte in the middle of the first segment's records.
 	data, err := os.ReadFile(segs[0])
 	if err != nil {

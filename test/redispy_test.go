@@ -22,6 +22,27 @@ for i in range(50):
 rc.mset({"{py}a": "1", "{py}b": "2"})
 assert rc.mget("{py}a", "{py}b") == ["1", "2"]
 assert rc.incr("py:counter") == 1
+# Pub/Sub: the subscription goes to the channel's slot's node, PUBLISH to
+# whichever node redis-py picks; every message arrives once.
+import time
+ps = rc.pubsub()
+ps.subscribe("py:news")
+deadline = time.time() + 10
+while time.time() < deadline:
+    m = ps.get_message(timeout=1.0)
+    if m and m["type"] == "subscribe":
+        break
+else:
+    raise AssertionError("no subscribe confirmation")
+for i in range(5):
+    rc.publish("py:news", "m%d" % i)
+got = []
+while len(got) < 5 and time.time() < deadline + 10:
+    m = ps.get_message(timeout=1.0)
+    if m and m["type"] == "message":
+        got.append(m["data"])
+assert sorted(got) == ["m%d" % i for i in range(5)], got
+ps.close()
 nodes = rc.get_nodes()
 print(len(nodes), rc.get_default_node().port)
 `

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/storage/wal"
+	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -295,5 +296,51 @@ func TestOpenKeepsNewestSegmentOnOtherDamage(t *testing.T) {
 	}
 	if _, err := os.Stat(segs[2]); err != nil {
 		t.Fatalf("the newest segment was not put back: %v", err)
+	}
+}
+
+// The switch to the shared sync happens while the Ready loop saves and a
+// snapshot's goroutine records a snapshot: with -race, this checks that the
+// switch never races the etcd WAL's own reads of its fsync setting.
+func TestShareSyncSwitchWhileSaving(t *testing.T) {
+	root := t.TempDir()
+	s := newTestSyncer(t, root)
+	a, err := Create(zap.NewNop(), filepath.Join(root, "a"), Metadata{NodeID: 1, ClusterID: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.ShareSync(s)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := uint64(1); i <= 200; i++ {
+			if err := a.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(i)}, entries(i, i)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 200 {
+			if err := a.SaveSnapshot(&walpb.Snapshot{Index: proto.Uint64(0), Term: proto.Uint64(0)}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	b, err := Create(zap.NewNop(), filepath.Join(root, "b"), Metadata{NodeID: 1, ClusterID: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.ShareSync(s) // a switches during one of its next calls
+	wg.Wait()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.shared {
+		t.Fatal("the WAL never switched to the shared sync")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/storage/wal"
@@ -27,10 +28,15 @@ type Metadata struct {
 	ClusterID uint64 `json:"cluster_id"`
 }
 
-// Log is an open WAL. It is used by one goroutine (the raft Ready loop).
+// Log is an open WAL. The raft Ready loop saves to it; a snapshot's
+// goroutine records snapshots and releases segments.
 type Log struct {
 	w   *wal.WAL
 	Dir string
+	// mu orders the switch to the shared sync against the etcd WAL's calls
+	// that may fsync (Save, SaveSnapshot, Close), which read the etcd WAL's
+	// no-fsync setting and run on different goroutines.
+	mu sync.Mutex
 	// syncer, when set, is the process's shared sync (ShareSync); shared
 	// says this WAL has switched to it and no longer fsyncs by itself.
 	syncer *Syncer
@@ -45,14 +51,16 @@ type Log struct {
 // before the WAL is used, by its user; a nil s, or a WAL on another file
 // system than s's, changes nothing.
 func (l *Log) ShareSync(s *Syncer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if s != nil && l.syncer == nil && s.attach(l.Dir) {
 		l.syncer = s
 	}
 }
 
-// useShared switches the WAL to its Syncer once the Syncer is crowded. The
-// etcd WAL has no way back, nor needs one. Everything saved before was
-// synced by the etcd WAL itself.
+// useShared switches the WAL to its Syncer once the Syncer is crowded; the
+// caller holds mu. The etcd WAL has no way back, nor needs one. Everything
+// saved before was synced by the etcd WAL itself.
 func (l *Log) useShared() bool {
 	if !l.shared && l.syncer != nil && l.syncer.crowded() {
 		l.w.SetUnsafeNoFsync()
@@ -277,25 +285,30 @@ func (l *Log) Save(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 	if hs == nil {
 		hs = &raftpb.HardState{}
 	}
+	l.mu.Lock()
 	if l.state == nil {
 		l.state = &raftpb.HardState{}
 	}
 	mustSync := raft.MustSync(hs, l.state, len(ents))
-	shared := l.useShared()
-	if err := l.w.Save(hs, ents); err != nil {
-		return fmt.Errorf("save %d entries to wal: %w", len(ents), err)
-	}
-	if !raft.IsEmptyHardState(hs) {
+	shared, sy := l.useShared(), l.syncer
+	err := l.w.Save(hs, ents)
+	if err == nil && !raft.IsEmptyHardState(hs) {
 		l.state = hs
 	}
+	l.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("save %d entries to wal: %w", len(ents), err)
+	}
 	if shared && mustSync {
-		return l.syncer.Sync()
+		return sy.Sync()
 	}
 	return nil
 }
 
 // Close closes the WAL.
 func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.syncer != nil {
 		l.syncer.detach()
 		l.syncer = nil
@@ -306,11 +319,15 @@ func (l *Log) Close() error {
 // SaveSnapshot records that a snapshot at snap's index exists, so that the
 // WAL can later be opened from it. The snapshot file must be durable first.
 func (l *Log) SaveSnapshot(snap *walpb.Snapshot) error {
-	if err := l.w.SaveSnapshot(snap); err != nil {
+	l.mu.Lock()
+	shared, sy := l.useShared(), l.syncer
+	err := l.w.SaveSnapshot(snap)
+	l.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("record snapshot at index %d in wal: %w", snap.GetIndex(), err)
 	}
-	if l.useShared() {
-		return l.syncer.Sync()
+	if shared {
+		return sy.Sync()
 	}
 	return nil
 }

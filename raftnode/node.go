@@ -377,6 +377,14 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		return err
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) {
+		// The hard state just saved commits the snapshot, but raft counts
+		// a commit alone as needing no fsync, and a restart lists only the
+		// snapshots at or below the durable commit: without this, a node
+		// killed now restarts before the snapshot it acknowledged, and the
+		// leader's next heartbeat commits past its log (etcd issue 10219).
+		if err := n.wal.Sync(); err != nil {
+			return err
+		}
 		if err := n.installReceived(rd.Snapshot); err != nil {
 			return err
 		}

@@ -305,6 +305,23 @@ func (l *Log) Save(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 	return nil
 }
 
+// Sync makes everything saved so far durable, including what Save left in
+// the etcd WAL's buffer because raft did not ask for it (a commit index
+// alone).
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	shared, sy := l.useShared(), l.syncer
+	err := l.w.Sync() // only flushes once shared
+	l.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("sync wal: %w", err)
+	}
+	if shared {
+		return sy.Sync()
+	}
+	return nil
+}
+
 // Close closes the WAL.
 func (l *Log) Close() error {
 	l.mu.Lock()

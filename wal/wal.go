@@ -33,9 +33,10 @@ type Metadata struct {
 type Log struct {
 	w   *wal.WAL
 	Dir string
-	// mu orders the switch to the shared sync against the etcd WAL's calls
-	// that may fsync (Save, SaveSnapshot, Close), which read the etcd WAL's
-	// no-fsync setting and run on different goroutines.
+	// mu orders the calls into the etcd WAL, which run on different
+	// goroutines: the switch to the shared sync against the calls that read
+	// the no-fsync setting (Save, SaveSnapshot, Sync, Close), and Sync,
+	// which takes no lock of the etcd WAL's, against ReleaseLockTo.
 	mu sync.Mutex
 	// syncer, when set, is the process's shared sync (ShareSync); shared
 	// says this WAL has switched to it and no longer fsyncs by itself.
@@ -351,6 +352,11 @@ func (l *Log) SaveSnapshot(snap *walpb.Snapshot) error {
 
 // ReleaseLockTo lets segments wholly before index be purged.
 func (l *Log) ReleaseLockTo(index uint64) error {
+	// The etcd WAL's Sync reads its list of segments without its own lock,
+	// and a snapshot's goroutine releases segments while the Ready loop
+	// syncs.
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if err := l.w.ReleaseLockTo(index); err != nil {
 		return fmt.Errorf("release wal segments before index %d: %w", index, err)
 	}

@@ -451,7 +451,7 @@ func forceNewCluster(w *rwal.Log, st rwal.State, snap *raftpb.Snapshot, cfg Conf
 		}
 	}
 	hs := &raftpb.HardState{Term: proto.Uint64(term), Vote: proto.Uint64(st.HardState.GetVote()), Commit: proto.Uint64(next - 1)}
-	if err := w.Save(hs, add); err != nil {
+	if _, err := w.Save(hs, add); err != nil {
 		return st, fmt.Errorf("force new cluster: %w", err)
 	}
 	cfg.Logger.Warn("forced a new one-member cluster from this node's data", "known_commit_index", commit,

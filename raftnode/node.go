@@ -95,9 +95,6 @@ type Node struct {
 
 	counters Counters
 	metrics  *Metrics
-	// walState is the hard state last saved, to tell the saves that fsync
-	// as the etcd WAL does (raft.MustSync); the Ready loop owns it.
-	walState *raftpb.HardState
 
 	prop    *proposer
 	reads   *readIndexer
@@ -128,7 +125,6 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State, store
 		stopc:     make(chan struct{}),
 		runDone:   make(chan struct{}),
 		metrics:   cfg.metrics,
-		walState:  &raftpb.HardState{},
 	}
 	n.zlog = zapToSlog(n.log)
 	n.prop = newProposer(n, lastOwnSeq(id, st.Entries))
@@ -153,7 +149,6 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State, store
 		}
 	}
 	if st.HardState != nil {
-		n.walState = st.HardState
 		if err := n.storage.SetHardState(st.HardState); err != nil {
 			return nil, fmt.Errorf("restore hard state: %w", err)
 		}
@@ -420,20 +415,9 @@ func (n *Node) handleReady(rd raft.Ready) error {
 
 // saveWAL saves to the WAL, timing the saves that fsync.
 func (n *Node) saveWAL(hs *raftpb.HardState, ents []*raftpb.Entry) error {
-	if raft.IsEmptyHardState(hs) && len(ents) == 0 {
-		return n.wal.Save(hs, ents)
-	}
-	// An empty hard state is an unchanged one: compared with the last
-	// saved, only new entries then make the save fsync.
-	st := hs
-	if raft.IsEmptyHardState(st) {
-		st = n.walState
-	}
-	sync := raft.MustSync(st, n.walState, len(ents))
-	n.walState = st
 	start := time.Now()
-	err := n.wal.Save(hs, ents)
-	if sync && err == nil {
+	durable, err := n.wal.Save(hs, ents)
+	if durable && err == nil {
 		n.metrics.walFsyncDuration.Observe(since(start))
 	}
 	return err

@@ -214,7 +214,7 @@ func TestQuarantineLifecycle(t *testing.T) {
 	var ents []*raftpb.Entry
 	for i := uint64(1); i <= 20; i++ {
 		ents = append(ents, &raftpb.Entry{Index: proto.Uint64(i), Term: proto.Uint64(min(3, 1+i/8)), Data: []byte("0123456789abcdef")})
-		if err := w.Save(&raftpb.HardState{Term: proto.Uint64(3), Commit: proto.Uint64(i)}, ents[i-1:i]); err != nil {
+		if _, err := w.Save(&raftpb.HardState{Term: proto.Uint64(3), Commit: proto.Uint64(i)}, ents[i-1:i]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -241,7 +241,7 @@ func TestQuarantineLifecycle(t *testing.T) {
 		t.Helper()
 		last++
 		e := []*raftpb.Entry{{Index: proto.Uint64(last), Term: proto.Uint64(term)}}
-		if err := w.Save(&raftpb.HardState{Term: proto.Uint64(term), Commit: proto.Uint64(1)}, e); err != nil {
+		if _, err := w.Save(&raftpb.HardState{Term: proto.Uint64(term), Commit: proto.Uint64(1)}, e); err != nil {
 			t.Fatal(err)
 		}
 		if err := n.storage.Append(e); err != nil {

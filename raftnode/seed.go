@@ -96,7 +96,7 @@ func (h *Host) initSeeded() (*Node, error) {
 	cs := &raftpb.ConfState{Voters: []uint64{id}}
 	err = w.SaveSnapshot(&walpb.Snapshot{Index: proto.Uint64(seedIndex), Term: proto.Uint64(seedTerm), ConfState: cs})
 	if err == nil {
-		err = w.Save(&raftpb.HardState{Term: proto.Uint64(seedTerm), Commit: proto.Uint64(seedIndex)}, nil)
+		_, err = w.Save(&raftpb.HardState{Term: proto.Uint64(seedTerm), Commit: proto.Uint64(seedIndex)}, nil)
 	}
 	if cerr := w.Close(); err == nil {
 		err = cerr

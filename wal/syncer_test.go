@@ -143,33 +143,47 @@ func TestShareSyncSwitches(t *testing.T) {
 	hs := func(commit uint64) *raftpb.HardState {
 		return &raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(commit)}
 	}
-	if err := a.Save(hs(1), entries(1, 1)); err != nil {
+	if _, err := a.Save(hs(1), entries(1, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if n := rounds.Load(); n != 0 {
 		t.Fatalf("a lone WAL used the shared sync (%d rounds)", n)
 	}
 	b := open("b")
-	if err := a.Save(hs(2), entries(2, 2)); err != nil {
+	if _, err := a.Save(hs(2), entries(2, 2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Save(hs(1), entries(1, 1)); err != nil {
+	if _, err := b.Save(hs(1), entries(1, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if n := rounds.Load(); n != 2 {
 		t.Fatalf("%d shared syncs for two durable saves; want 2", n)
 	}
-	if err := a.Save(hs(3), nil); err != nil {
-		t.Fatal(err)
+	if durable, err := a.Save(hs(3), nil); err != nil || durable {
+		t.Fatalf("a save of the commit index alone: durable %v, %v", durable, err)
 	}
 	if n := rounds.Load(); n != 2 {
 		t.Fatal("a save of the commit index alone waited for a sync")
 	}
-	b.Close()
-	if err := a.Save(hs(4), entries(3, 3)); err != nil {
-		t.Fatal(err)
+	// Raft's Ready gives an unchanged hard state as an empty one: with no
+	// entries there is nothing to save, and with some only they count.
+	if durable, err := a.Save(&raftpb.HardState{}, nil); err != nil || durable {
+		t.Fatalf("an empty save: durable %v, %v", durable, err)
+	}
+	if n := rounds.Load(); n != 2 {
+		t.Fatal("an empty save (an unchanged hard state, no entries) waited for a sync")
+	}
+	if durable, err := a.Save(&raftpb.HardState{}, entries(3, 3)); err != nil || !durable {
+		t.Fatalf("entries under an unchanged hard state: durable %v, %v", durable, err)
 	}
 	if n := rounds.Load(); n != 3 {
+		t.Fatalf("%d shared syncs after entries under an unchanged hard state; want 3", rounds.Load())
+	}
+	b.Close()
+	if _, err := a.Save(hs(4), entries(4, 4)); err != nil {
+		t.Fatal(err)
+	}
+	if n := rounds.Load(); n != 4 {
 		t.Fatalf("a WAL that switched to the shared sync stopped using it (%d rounds)", n)
 	}
 }
@@ -213,7 +227,7 @@ func saveUntil(t *testing.T, l *Log, dir string, n int) uint64 {
 	t.Helper()
 	var i uint64
 	for i = 1; ; i++ {
-		if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(i)}, entries(i, i)); err != nil {
+		if _, err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(i)}, entries(i, i)); err != nil {
 			t.Fatal(err)
 		}
 		if len(segmentsIn(dir)) == n {
@@ -269,7 +283,7 @@ func testSetAside(t *testing.T, block int64) {
 	if _, err := os.Stat(segs[1] + ".broken"); err != nil {
 		t.Fatalf("the set-aside segment is not kept for inspection: %v", err)
 	}
-	if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(n + 1)}, entries(n+1, n+1)); err != nil {
+	if _, err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(n + 1)}, entries(n+1, n+1)); err != nil {
 		t.Fatalf("append after the repair: %v", err)
 	}
 	t.Logf("%d of %d entries kept", n, last)
@@ -316,7 +330,7 @@ func TestShareSyncSwitchWhileSaving(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := uint64(1); i <= 200; i++ {
-			if err := a.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(i)}, entries(i, i)); err != nil {
+			if _, err := a.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(i)}, entries(i, i)); err != nil {
 				t.Error(err)
 				return
 			}

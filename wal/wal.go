@@ -280,30 +280,39 @@ func setAsideNewest(lg *zap.Logger, dir string, cause error) (func() error, erro
 }
 
 // Save appends entries and the hard state, durably when raft says the write
-// must be (new entries, term or vote), so one call is one group commit: the
-// etcd WAL fsyncs its segment, or a shared WAL waits for the Syncer.
-func (l *Log) Save(hs *raftpb.HardState, ents []*raftpb.Entry) error {
+// must be (new entries, or a new term or vote), so one call is one group
+// commit: the etcd WAL fsyncs its segment, or a shared WAL waits for the
+// Syncer. It reports whether the save was made durable. An empty hard state
+// is an unchanged one, as raft's Ready gives it.
+func (l *Log) Save(hs *raftpb.HardState, ents []*raftpb.Entry) (durable bool, err error) {
 	if hs == nil {
 		hs = &raftpb.HardState{}
+	}
+	if raft.IsEmptyHardState(hs) && len(ents) == 0 {
+		return false, nil // nothing to write, as the etcd WAL skips it
 	}
 	l.mu.Lock()
 	if l.state == nil {
 		l.state = &raftpb.HardState{}
 	}
-	mustSync := raft.MustSync(hs, l.state, len(ents))
+	st := hs
+	if raft.IsEmptyHardState(st) {
+		st = l.state
+	}
+	mustSync := raft.MustSync(st, l.state, len(ents))
 	shared, sy := l.useShared(), l.syncer
-	err := l.w.Save(hs, ents)
-	if err == nil && !raft.IsEmptyHardState(hs) {
-		l.state = hs
+	err = l.w.Save(hs, ents)
+	if err == nil {
+		l.state = st
 	}
 	l.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("save %d entries to wal: %w", len(ents), err)
+		return false, fmt.Errorf("save %d entries to wal: %w", len(ents), err)
 	}
 	if shared && mustSync {
-		return sy.Sync()
+		return true, sy.Sync()
 	}
-	return nil
+	return mustSync, nil
 }
 
 // Sync makes everything saved so far durable, including what Save left in

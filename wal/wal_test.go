@@ -31,7 +31,7 @@ func TestCreateSaveReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	hs := &raftpb.HardState{Term: proto.Uint64(1), Vote: proto.Uint64(0xabc), Commit: proto.Uint64(10)}
-	if err := l.Save(hs, entries(1, 10)); err != nil {
+	if _, err := l.Save(hs, entries(1, 10)); err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
@@ -56,7 +56,7 @@ func TestOpenRepairsTornTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := uint64(1); i <= 20; i++ {
-		if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(i)}, entries(i, i)); err != nil {
+		if _, err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(i)}, entries(i, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -87,7 +87,7 @@ func TestOpenRepairsTornTail(t *testing.T) {
 	if !st.Repaired {
 		t.Fatal("Open repaired a torn tail but did not report it")
 	}
-	if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(21)}, entries(uint64(len(st.Entries)+1), 21)); err != nil {
+	if _, err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(21)}, entries(uint64(len(st.Entries)+1), 21)); err != nil {
 		t.Fatalf("append after repair: %v", err)
 	}
 	// The repair is remembered across restarts until it is cleared: a node
@@ -154,7 +154,7 @@ func TestRenameBuiltAside(t *testing.T) {
 	if err := l.SaveSnapshot(snap); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(1)}, nil); err != nil {
+	if _, err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(1)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
@@ -186,13 +186,13 @@ func TestSyncMakesACommitDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(3)}, entries(1, 5)); err != nil {
+	if _, err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(3)}, entries(1, 5)); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.SaveSnapshot(&walpb.Snapshot{Index: proto.Uint64(5), Term: proto.Uint64(1), ConfState: &raftpb.ConfState{Voters: []uint64{1}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(5)}, nil); err != nil {
+	if _, err := l.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(5)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	listed := func() bool {

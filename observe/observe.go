@@ -130,7 +130,7 @@ func ShardedHandler(host *raftnode.Host, shards func() map[int]*raftnode.Host, p
 			ConstLabels: prometheus.Labels{"reason": reason},
 		}, func() float64 { return float64(host.PeerRefusals().Get(reason)) }))
 	}
-	reg.MustRegister(shardCollector{primary: host, shards: shards})
+	reg.MustRegister(newShardCollector(host, shards))
 	reg.MustRegister(host.Metrics().Collectors()...)
 	reg.MustRegister(extra...)
 	reg.MustRegister(etcdRenamed{prometheus.DefaultGatherer})

@@ -15,6 +15,15 @@ import (
 type shardCollector struct {
 	primary *raftnode.Host
 	shards  func() map[int]*raftnode.Host // nil: only the primary group
+	descs   []*prometheus.Desc            // shardSeries', made once
+}
+
+func newShardCollector(primary *raftnode.Host, shards func() map[int]*raftnode.Host) shardCollector {
+	c := shardCollector{primary: primary, shards: shards}
+	for _, s := range shardSeries {
+		c.descs = append(c.descs, prometheus.NewDesc("raftproxy_shard_"+s.name, s.help, []string{"shard"}, nil))
+	}
+	return c
 }
 
 // shardSeries are the per-shard series: gauges, then counters.
@@ -57,14 +66,9 @@ func ShardSeriesNames() []string {
 	return names
 }
 
-func shardDesc(i int) *prometheus.Desc {
-	s := shardSeries[i]
-	return prometheus.NewDesc("raftproxy_shard_"+s.name, s.help, []string{"shard"}, nil)
-}
-
 func (c shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for i := range shardSeries {
-		ch <- shardDesc(i)
+	for _, d := range c.descs {
+		ch <- d
 	}
 }
 
@@ -87,7 +91,7 @@ func (c shardCollector) Collect(ch chan<- prometheus.Metric) {
 			if s.counter {
 				kind = prometheus.CounterValue
 			}
-			ch <- prometheus.MustNewConstMetric(shardDesc(i), kind, s.value(st, n), id)
+			ch <- prometheus.MustNewConstMetric(c.descs[i], kind, s.value(st, n), id)
 		}
 	}
 }

@@ -68,12 +68,13 @@ func TestHubFanOut(t *testing.T) {
 func TestHubConcurrentPublish(t *testing.T) {
 	h := NewHub()
 	var bs []*Broker
+	var subs []*Subscriber
 	for range 4 {
 		b := NewBroker()
 		h.Join(b, func() uint64 { return 0 })
 		s := NewSubscriber(1<<30, func() {})
 		b.Add(Channel, "c", s, b.Marks(0))
-		bs = append(bs, b)
+		bs, subs = append(bs, b), append(subs, s)
 	}
 	var wg sync.WaitGroup
 	for _, b := range bs {
@@ -86,4 +87,9 @@ func TestHubConcurrentPublish(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	for i, s := range subs {
+		if n := len(s.Take(true)); n != 4*2000 {
+			t.Errorf("subscriber %d got %d messages; want every group's 2000, 8000", i, n)
+		}
+	}
 }

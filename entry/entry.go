@@ -25,9 +25,12 @@ import (
 // entry is made, so a copy damaged anywhere on its way to a node's applier
 // (the network, memory, a disk the WAL's own checksum trusted) is told
 // from the proposer's. Version 6 adds OpRoute. Version 7 adds Asking: the
-// database field is db<<4 | asking<<3 | killable<<1 | resp3. Older
-// versions decode unchanged (versions 1 and 2 as RESP2 requests).
-const version = 7
+// database field is db<<4 | asking<<3 | killable<<1 | resp3. Version 8
+// keeps version 7's layout and lets OpRoute place a shard on some of the
+// nodes (slotmap.Shard.Placed), which a build that decodes only 7 would
+// apply differently. Older versions decode unchanged (versions 1 and 2 as
+// RESP2 requests).
+const version = 8
 
 // checksummed is the first version that ends with a checksum.
 const checksummed = 5
@@ -71,6 +74,11 @@ const RouteFormat = 6
 // OpRoute that live slot moves log: slots move only once every member
 // decodes it.
 const MoveFormat = 7
+
+// PlacedFormat is the first format whose routing changes may place a shard
+// on some of the nodes (RAFT.SHARD ADD <node-id>...): a node of an older
+// build would take such a shard for one every node holds, and join it.
+const PlacedFormat = 8
 
 // Request is one client command with the database it runs in, a
 // transaction, or a change to a watch (WATCH's bookkeeping, which every

@@ -20,6 +20,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/storage/wal"
 
+	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/fsm"
 	rwal "github.com/raftproxy/raftproxy/wal"
 )
@@ -115,7 +116,7 @@ func startGroups(t testing.TB, groups, nodes int, o groupOpts) ([][]groupNode, [
 			id := RandomID()
 			var members []MemberInfo
 			for {
-				if members, err = first.AddLearner(ctx, Member{ID: id, PeerAddr: procs[i].addr}); err == nil || ctx.Err() != nil {
+				if members, err = first.AddLearner(ctx, Member{ID: id, PeerAddr: procs[i].addr, Format: entry.Version}); err == nil || ctx.Err() != nil {
 					break
 				}
 				time.Sleep(20 * time.Millisecond) // no leader yet

@@ -25,6 +25,9 @@ type PeerMux struct {
 	// byID caches the hosts by cluster id; a Host gets its id at INIT or
 	// JOIN, so a miss rebuilds it.
 	byID map[uint64]*Host
+	// calls are the peer calls served besides the built-in ones
+	// (peercalls.go), by path.
+	calls map[string]http.Handler
 }
 
 // NewPeerMux returns a mux over hosts; Add adds more.
@@ -47,8 +50,18 @@ func (m *PeerMux) Remove(h *Host) {
 	clear(m.byID)
 }
 
-// ServeHTTP routes a peer request to its group's Host.
+// ServeHTTP routes a peer request to its group's Host, and serves the
+// peer calls (peercalls.go) itself.
 func (m *PeerMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := m.call(r.URL.Path); h != nil {
+		if !m.admitCall(r) {
+			m.refuseCall()
+			http.Error(w, "not a member", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+		return
+	}
 	id := r.Header.Get("X-Etcd-Cluster-ID")
 	if id == "" {
 		id = r.URL.Query().Get("cluster")

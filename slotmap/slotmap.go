@@ -45,10 +45,24 @@ func (r Range) String() string {
 // Shard is one data group: its id (as clients see it in RAFT.SHARD LIST),
 // its index (each node serves it on the client port that many above its
 // first), and the ids of the nodes that hold it.
+//
+// A placed shard (RAFT.SHARD ADD <node-id>...) is held by its Members
+// only, and a node that joins the cluster later does not join it; an
+// unplaced one (INIT SHARDS, ADD without ids) by every node of the
+// cluster, whatever its Members say (they name the node that made it).
 type Shard struct {
 	ID      string   `json:"id"`
 	Index   int      `json:"index"`
 	Members []uint64 `json:"members"`
+	Placed  bool     `json:"placed,omitempty"`
+}
+
+// Holds reports whether node id holds shard s.
+func (s Shard) Holds(id uint64) bool { return !s.Placed || slices.Contains(s.Members, id) }
+
+func (s Shard) clone() Shard {
+	s.Members = slices.Clone(s.Members)
+	return s
 }
 
 // Map is the routing data. The zero Map has no shards and no owned slot.
@@ -216,7 +230,7 @@ func (m *Map) init(shards []Shard) error {
 		first += n
 	}
 	for _, s := range shards {
-		m.shards = append(m.shards, Shard{ID: s.ID, Index: s.Index, Members: slices.Clone(s.Members)})
+		m.shards = append(m.shards, s.clone())
 	}
 	slices.SortFunc(m.shards, func(a, b Shard) int { return cmpString(a.ID, b.ID) })
 	for i, s := range shards {
@@ -249,7 +263,7 @@ func (m *Map) addShard(s Shard) error {
 		return fmt.Errorf("%w: at most %d shards", ErrBadMembers, MaxShards)
 	}
 	i, _ := slices.BinarySearchFunc(m.shards, s.ID, func(a Shard, id string) int { return cmpString(a.ID, id) })
-	m.shards = slices.Insert(m.shards, i, Shard{ID: s.ID, Index: s.Index, Members: slices.Clone(s.Members)})
+	m.shards = slices.Insert(m.shards, i, s.clone())
 	// Owner indexes at or after i move up by one.
 	for slot, o := range m.owner {
 		if o != 0 && int(o-1) >= i {
@@ -309,7 +323,7 @@ func (m *Map) Owner(slot int) string {
 func (m *Map) Shards() []Shard {
 	out := make([]Shard, len(m.shards))
 	for i, s := range m.shards {
-		out[i] = Shard{ID: s.ID, Index: s.Index, Members: slices.Clone(s.Members)}
+		out[i] = s.clone()
 	}
 	return out
 }
@@ -323,8 +337,7 @@ func (m *Map) Shard(id string) (Shard, bool) {
 	if i < 0 {
 		return Shard{}, false
 	}
-	s := m.shards[i]
-	return Shard{ID: s.ID, Index: s.Index, Members: slices.Clone(s.Members)}, true
+	return m.shards[i].clone(), true
 }
 
 // Assignment is a range of slots and the shard that owns it.

@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/apply"
-	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/resp"
@@ -37,6 +36,28 @@ type Group interface {
 	LeaderChanged() <-chan struct{}
 }
 
+// Log is a shard's log as a mover writes it.
+type Log interface {
+	// Append logs change (a routing change or a move step, JSON: an
+	// entry.OpRoute argument) and returns the applier's reply.
+	Append(ctx context.Context, change []byte) ([]byte, error)
+}
+
+// GroupLog is the Log of a group this node holds.
+func GroupLog(g Group) Log { return groupLog{g} }
+
+type groupLog struct{ g Group }
+
+func (l groupLog) Append(ctx context.Context, change []byte) ([]byte, error) {
+	f := l.g.ProposeRequest(ctx, entry.Request{Op: entry.OpRoute, Args: [][]byte{change}})
+	select {
+	case <-f.Done():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return f.Result()
+}
+
 // Node is what a mover needs of the node it runs on.
 type Node interface {
 	// Primary is the primary group (nil before it has a node), whose log
@@ -44,17 +65,14 @@ type Node interface {
 	Primary() Group
 	// Routing is the routing data as the primary group applied it.
 	Routing() *slotmap.Map
-	// Shard is this node's group of shard id, nil when it holds none.
-	Shard(id string) Group
-	// Redis dials this node's redis of shard id, which the mover scans for
-	// the keys of the slots it moves.
-	Redis(ctx context.Context, id string) (*backend.Conn, error)
-	// Intact returns a check that this node's redis of shard id held all
-	// the shard's applied data since Intact was called: it was not being
-	// rebuilt or reloaded meanwhile, and the redis whose run id a scan saw
-	// (INFO server) is the one the log was applied to. A scan that found
-	// no key counts only then.
-	Intact(id string) func(runID string) bool
+	// Shard is the log of shard id: this node's group, or, for a shard it
+	// does not hold, the group of a member reached over the peer network;
+	// nil when neither is known.
+	Shard(id string) Log
+	// Keys lists the keys of the slots r in the data of shard id, as a
+	// linearizable read of the shard: every step logged before it is in
+	// what it scans.
+	Keys(ctx context.Context, id string, r slotmap.Range) ([]apply.MovedKey, error)
 }
 
 // Batch is how many keys one export, import and drop carry: a key is
@@ -164,7 +182,7 @@ func (m *Movers) drive(ctx context.Context, id uint64) error {
 	if p == nil {
 		return errors.New("no primary group")
 	}
-	reply, err := m.propose(ctx, p, slotmap.Change{Op: slotmap.OpClaim, Move: id})
+	reply, err := m.propose(ctx, GroupLog(p), slotmap.Change{Op: slotmap.OpClaim, Move: id})
 	if err != nil {
 		return fmt.Errorf("claim: %w", err)
 	}
@@ -203,7 +221,7 @@ func (m *Movers) drive(ctx context.Context, id uint64) error {
 			// refused, and a mover that takes over ends it too (a shard
 			// that ended it refuses every other step).
 			fin := slotmap.Change{Op: slotmap.OpFinish, Move: id, Epoch: epoch, Cancelled: mv.Cancelled}
-			if _, err := m.proposeOK(ctx, p, fin); err != nil {
+			if _, err := m.proposeOK(ctx, GroupLog(p), fin); err != nil {
 				if refusedFor(err, slotmap.ErrNoMove) {
 					return nil
 				}
@@ -224,7 +242,7 @@ func (m *Movers) drive(ctx context.Context, id uint64) error {
 				return fmt.Errorf("end in shard %s: %w", g, err)
 			}
 		}
-		if _, err := m.proposeOK(ctx, p, end); err != nil {
+		if _, err := m.proposeOK(ctx, GroupLog(p), end); err != nil {
 			return fmt.Errorf("end in the primary group: %w", err)
 		}
 		m.log.Info("slot move ended", "move", id, "slots", mv.Range.String(), "to", mv.Dst(), "keys", moved, "took", time.Since(started).Round(time.Millisecond))
@@ -284,7 +302,7 @@ func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
 	moved += uint64(n)
 	var reported time.Time
 	for {
-		keys, err := m.scan(ctx, mv)
+		keys, err := m.node.Keys(ctx, mv.Src(), mv.Range)
 		if err != nil {
 			return moved, err
 		}
@@ -312,7 +330,7 @@ func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
 				continue
 			}
 			reported = time.Now()
-			if _, err := m.proposeOK(ctx, m.node.Primary(), slotmap.Change{Op: slotmap.OpProgress, Move: mv.ID, Epoch: mv.Epoch, Keys: moved}); err != nil {
+			if _, err := m.proposeOK(ctx, m.primary(), slotmap.Change{Op: slotmap.OpProgress, Move: mv.ID, Epoch: mv.Epoch, Keys: moved}); err != nil {
 				return moved, fmt.Errorf("progress: %w", err)
 			}
 		}
@@ -323,7 +341,7 @@ func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
 // from the source, import into the target, drop from the source.
 func (m *Movers) batch(ctx context.Context, mv slotmap.Move, keys []apply.MovedKey, locked bool) (int, error) {
 	src, dst := m.node.Shard(mv.Src()), m.node.Shard(mv.Dst())
-	step := func(g Group, s apply.MoveStep) ([]byte, error) {
+	step := func(g Log, s apply.MoveStep) ([]byte, error) {
 		s.Move, s.Epoch = mv.ID, mv.Epoch
 		return m.proposeOK(ctx, g, struct {
 			Step apply.MoveStep `json:"step"`
@@ -356,73 +374,17 @@ func (m *Movers) batch(ctx context.Context, mv slotmap.Move, keys []apply.MovedK
 	return len(got), nil
 }
 
-// scan lists the keys of mv's slots in this node's redis of its source, in
-// every database that has keys. The steps before it were applied here, so
-// it sees every key the source held when they were logged, and the source
-// makes no new one in a moving slot.
-func (m *Movers) scan(ctx context.Context, mv slotmap.Move) (out []apply.MovedKey, err error) {
-	intact := m.node.Intact(mv.Src())
-	rc, err := m.node.Redis(ctx, mv.Src())
-	if err != nil {
-		return nil, fmt.Errorf("scan: %w", err)
+// primary is the primary group's log, nil before the node has one.
+func (m *Movers) primary() Log {
+	if p := m.node.Primary(); p != nil {
+		return GroupLog(p)
 	}
-	defer rc.Close()
-	defer func() {
-		if err != nil {
-			return
-		}
-		v, ierr := rc.DoValue("INFO", "server")
-		runID := ""
-		for _, line := range strings.Split(string(v.Str), "\n") {
-			if id, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
-				runID = id
-			}
-		}
-		if ierr != nil || !intact(runID) {
-			out, err = nil, errors.New("scan: this node's redis of the source was rebuilt or replaced meanwhile")
-		}
-	}()
-	info, err := rc.DoValue("INFO", "keyspace")
-	if err != nil {
-		return nil, fmt.Errorf("scan: %w", err)
-	}
-	for _, line := range strings.Split(string(info.Str), "\n") {
-		name, _, ok := strings.Cut(line, ":")
-		db, err := strconv.Atoi(strings.TrimPrefix(name, "db"))
-		if !ok || !strings.HasPrefix(name, "db") || err != nil {
-			continue
-		}
-		cursor := "0"
-		for {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			rc.SetDeadline(time.Now().Add(stepTimeout))
-			raw, err := rc.DoIn(db, []byte("SCAN"), []byte(cursor), []byte("COUNT"), []byte("1000"))
-			if err != nil {
-				return nil, fmt.Errorf("scan: %w", err)
-			}
-			v, _, err := resp.Parse(raw)
-			if err != nil || v.Kind != '*' || len(v.Elems) != 2 {
-				return nil, fmt.Errorf("scan answered %q", raw)
-			}
-			for _, k := range v.Elems[1].Elems {
-				if s := slotmap.KeySlot(k.Str); mv.Range.First <= s && s <= mv.Range.Last {
-					out = append(out, apply.MovedKey{DB: db, Key: append([]byte(nil), k.Str...)})
-				}
-			}
-			cursor = string(v.Elems[0].Str)
-			if cursor == "0" {
-				break
-			}
-		}
-	}
-	return out, nil
+	return nil
 }
 
 // proposeOK logs v (a routing change or a move step) through g and
 // returns the applier's reply, an error when it refused.
-func (m *Movers) proposeOK(ctx context.Context, g Group, v any) ([]byte, error) {
+func (m *Movers) proposeOK(ctx context.Context, g Log, v any) ([]byte, error) {
 	reply, err := m.propose(ctx, g, v)
 	if err != nil {
 		return nil, err
@@ -433,9 +395,9 @@ func (m *Movers) proposeOK(ctx context.Context, g Group, v any) ([]byte, error) 
 	return reply, nil
 }
 
-func (m *Movers) propose(ctx context.Context, g Group, v any) ([]byte, error) {
+func (m *Movers) propose(ctx context.Context, g Log, v any) ([]byte, error) {
 	if g == nil {
-		return nil, errors.New("this node does not hold the shard")
+		return nil, errors.New("no member of the shard is known")
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -443,11 +405,5 @@ func (m *Movers) propose(ctx context.Context, g Group, v any) ([]byte, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
-	f := g.ProposeRequest(ctx, entry.Request{Op: entry.OpRoute, Args: [][]byte{b}})
-	select {
-	case <-f.Done():
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	return f.Result()
+	return g.Append(ctx, b)
 }

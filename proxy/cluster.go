@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/resp"
 	"github.com/raftproxy/raftproxy/slotmap"
 )
@@ -124,13 +125,16 @@ func (c *conn) clusterView() (clusterView, *op) {
 	for _, a := range rt.Assignments() {
 		i, ok := byID[a.Shard]
 		if !ok {
-			g := c.s.cfg.Sharding.Group(a.Shard)
-			if g == nil {
-				continue // a shard this node does not hold: its slots are not listed
-			}
-			sv, refused := viewShard(g, n, true)
-			if refused != nil {
-				return clusterView{}, refused
+			var sv shardView
+			if g := c.s.cfg.Sharding.Group(a.Shard); g != nil {
+				var refused *op
+				if sv, refused = viewShard(g, n, true); refused != nil {
+					return clusterView{}, refused
+				}
+			} else if rs, ok := c.s.cfg.Sharding.Elsewhere(a.Shard); ok && len(rs.Members) > 0 {
+				sv = viewRemoteShard(a.Shard, rs)
+			} else {
+				continue // no member of it known: its slots are not listed
 			}
 			i = len(v.groups)
 			byID[a.Shard] = i
@@ -175,6 +179,28 @@ func viewShard(g, self Group, sharded bool) (shardView, *op) {
 		return shardView{}, errReply(errNoLeader)
 	}
 	return sv, nil
+}
+
+// viewRemoteShard describes shard id, placed on other nodes, as rs says:
+// its leader as a member last named it, or its first member before one
+// did (a follower serves its commands too, through the log).
+func viewRemoteShard(id string, rs RemoteShard) shardView {
+	cid, _ := raftnode.ParseID(id)
+	sv := shardView{id: clusterNodeID(0, cid, false)}
+	master := rs.Members[0].ID
+	if rs.Leader != 0 && slices.ContainsFunc(rs.Members, func(m raftnode.MemberInfo) bool { return m.ID == rs.Leader }) {
+		master = rs.Leader
+	}
+	for _, m := range rs.Members {
+		cn := clusterNode{id: clusterNodeID(cid, m.ID, true), ip: splitAddr(m.Addr), port: portOf(m.Addr), cport: portOf(m.PeerAddr),
+			master: m.ID == master, health: "online", linked: true}
+		if cn.master {
+			sv.nodes = append([]clusterNode{cn}, sv.nodes...)
+		} else {
+			sv.nodes = append(sv.nodes, cn)
+		}
+	}
+	return sv
 }
 
 func splitAddr(addr string) string {
@@ -354,12 +380,16 @@ func (c *conn) clusterInfo() string {
 			for _, a := range rt.Assignments() {
 				if g := c.s.cfg.Sharding.Group(a.Shard); g != nil && g.Status().Leader != 0 {
 					ok += a.Len()
+				} else if rs, placed := c.s.cfg.Sharding.Elsewhere(a.Shard); placed && len(rs.Members) > 0 {
+					ok += a.Len() // placed elsewhere: its members answer
 				}
 			}
 			for _, sh := range rt.Shards() {
 				size++
 				if g := c.s.cfg.Sharding.Group(sh.ID); g != nil {
 					known += len(g.Members())
+				} else if rs, placed := c.s.cfg.Sharding.Elsewhere(sh.ID); placed {
+					known += len(rs.Members)
 				}
 			}
 			if ok == numSlots {

@@ -224,6 +224,11 @@ func (c *conn) raftTransferLeader(args [][]byte) *op {
 
 // forward runs a command on another node and relays its reply.
 func (s *Server) forward(addr string, args ...string) *op {
+	return s.forwardFor(addr, s.timeout(), args...)
+}
+
+// forwardFor is forward for a command that may take up to wait.
+func (s *Server) forwardFor(addr string, wait time.Duration, args ...string) *op {
 	ctx, cancel := context.WithTimeout(s.baseContext(), 2*time.Second)
 	defer cancel()
 	c, err := s.dialMember(ctx, addr)
@@ -231,7 +236,7 @@ func (s *Server) forward(addr string, args ...string) *op {
 		return errReply("ERR " + err.Error())
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(s.timeout() + 2*time.Second))
+	c.SetDeadline(time.Now().Add(wait + 2*time.Second))
 	bs := make([][]byte, len(args))
 	for i, a := range args {
 		bs[i] = []byte(a)

@@ -18,8 +18,8 @@ import (
 
 // raftShard handles RAFT.SHARD LIST: one array per shard, whose first
 // element is the shard's id, then its slot ranges ("first-last"), its
-// members' node ids, its leader's (empty when none is known or this node
-// does not hold it), and the moves of its slots in progress ([id, range,
+// members' node ids, its leader's (empty when none is known; for a shard
+// this node does not hold, as a member last said), and the moves of its slots in progress ([id, range,
 // from, to, keys moved]). A cluster that was never sharded is one shard,
 // the primary group's, owning every slot.
 func (c *conn) raftShard(args [][]byte) *op {
@@ -78,6 +78,11 @@ func (c *conn) raftShard(args [][]byte) *op {
 			members = r.g.Members()
 			if l, ok := r.g.Leader(); ok {
 				leader = raftnode.IDString(l.ID)
+			}
+		} else if rs, ok := c.s.cfg.Sharding.Elsewhere(r.id); ok {
+			members = rs.Members
+			if rs.Leader != 0 {
+				leader = raftnode.IDString(rs.Leader)
 			}
 		}
 		b = resp.AppendArrayLen(b, len(members))
@@ -169,11 +174,13 @@ func (s *Server) primaryGroup(rt *slotmap.Map) Group {
 }
 
 // raftShardAdd handles RAFT.SHARD ADD [node-id ...]: a new shard owning no
-// slot, on every node of the cluster (each node holds every shard, so the
-// node ids, when given, must be all of them). This node makes its group,
-// logs the routing data in it, then adds the shard to the routing data;
-// the other nodes join it by themselves (JoinMissingShards). It answers
-// the shard's id.
+// slot. Without node ids every node of the cluster holds it, and nodes
+// that join later do too; with them, those nodes only (voting members of
+// the primary group, each named once; 3 or 5 for a shard that outlives a
+// failure), and a node not among them passes the command to one that is.
+// The node that runs it makes the group, logs the routing data in it, then
+// adds the shard to the routing data; the other members join it by
+// themselves (JoinMissingShards). It answers the shard's id.
 func (c *conn) raftShardAdd(ids [][]byte) *op {
 	rt, refused := c.s.routing()
 	if refused != nil {
@@ -189,30 +196,43 @@ func (c *conn) raftShardAdd(ids [][]byte) *op {
 	if f := p.LogFormat(); f < entry.MoveFormat {
 		return errReply(fmt.Sprintf("ERR shards are added only once every member decodes log format %d; this cluster writes %d", entry.MoveFormat, f))
 	}
+	voters := map[uint64]raftnode.MemberInfo{}
 	var members []uint64
 	for _, m := range p.Members() {
 		if m.Voting {
+			voters[m.ID] = m
 			members = append(members, m.ID)
 		}
 	}
-	slices.Sort(members)
-	if len(ids) > 0 {
-		given := map[uint64]bool{}
+	placed := len(ids) > 0
+	if placed {
+		if f := p.LogFormat(); f < entry.PlacedFormat {
+			return errReply(fmt.Sprintf("ERR shards are placed on some nodes only once every member decodes log format %d; this cluster writes %d", entry.PlacedFormat, f))
+		}
+		members = members[:0]
 		for _, a := range ids {
 			id, err := raftnode.ParseID(string(a))
 			if err != nil {
 				return errReply("ERR invalid node id: " + err.Error())
 			}
-			given[id] = true
+			if _, ok := voters[id]; !ok {
+				return errReply(fmt.Sprintf("ERR node %s is not a voting member of the cluster", a))
+			}
+			if slices.Contains(members, id) {
+				return errReply(fmt.Sprintf("ERR node %s is named twice", a))
+			}
+			members = append(members, id)
 		}
-		all := len(given) == len(members)
-		for _, id := range members {
-			all = all && given[id]
-		}
-		if !all {
-			return errReply("ERR every node holds every shard in this version: give no node ids, or all of them")
+		if !slices.Contains(members, p.ID()) {
+			// The node that makes the group is its first member.
+			args := []string{"RAFT.SHARD", "ADD"}
+			for _, a := range ids {
+				args = append(args, string(a))
+			}
+			return c.s.forwardFor(voters[members[0]].Addr, c.s.cfg.JoinTimeout, args...)
 		}
 	}
+	slices.Sort(members)
 	index := 0
 	for _, sh := range rt.Shards() {
 		index = max(index, sh.Index+1)
@@ -229,7 +249,7 @@ func (c *conn) raftShardAdd(ids [][]byte) *op {
 		return errReply(fmt.Sprintf("ERR initialise shard %d: %v", index, err))
 	}
 	id := raftnode.IDString(g.ClusterID())
-	add := slotmap.Change{Op: slotmap.OpAddShard, Shards: []slotmap.Shard{{ID: id, Index: index, Members: members}}}
+	add := slotmap.Change{Op: slotmap.OpAddShard, Shards: []slotmap.Shard{{ID: id, Index: index, Members: members, Placed: placed}}}
 	next := rt.Clone()
 	if _, err := next.Apply(add); err != nil {
 		return errReply("ERR " + err.Error())

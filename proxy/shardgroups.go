@@ -127,6 +127,9 @@ func (s *Server) joinShards(base context.Context, timeout time.Duration, addrs [
 		return err
 	}
 	for _, sh := range shards {
+		if !sh.Holds(id) {
+			continue // placed on other nodes
+		}
 		cid, err := raftnode.ParseID(sh.ID)
 		if err != nil {
 			return fmt.Errorf("shard %q: %w", sh.ID, err)
@@ -138,10 +141,7 @@ func (s *Server) joinShards(base context.Context, timeout time.Duration, addrs [
 		if srv.cfg.Cluster.Node() != nil {
 			continue // joined before (a JOIN retried after a partial one)
 		}
-		at := make([]string, len(addrs))
-		for i, a := range addrs {
-			at[i] = ShardAddr(a, sh.Index)
-		}
+		at := s.shardJoinAddrs(sh, addrs, id)
 		ctx, cancel := context.WithTimeout(base, timeout)
 		err = srv.joinAs(ctx, at, cid, id)
 		cancel()
@@ -150,6 +150,25 @@ func (s *Server) joinShards(base context.Context, timeout time.Duration, addrs [
 		}
 	}
 	return nil
+}
+
+// shardJoinAddrs are the client addresses to join shard sh through: for a
+// shard every node holds, its port at addrs (the primary group's members);
+// for one placed on some nodes, at its other members.
+func (s *Server) shardJoinAddrs(sh slotmap.Shard, addrs []string, id uint64) []string {
+	var at []string
+	if n := s.cfg.Cluster.Node(); sh.Placed && n != nil {
+		for _, m := range n.Members() {
+			if m.ID != id && sh.Holds(m.ID) && m.Addr != "" {
+				at = append(at, ShardAddr(m.Addr, sh.Index))
+			}
+		}
+		return at
+	}
+	for _, a := range addrs {
+		at = append(at, ShardAddr(a, sh.Index))
+	}
+	return at
 }
 
 // JoinMissingShards joins this node to the group of every shard the
@@ -181,6 +200,9 @@ func (s *Server) removeFromShards(ctx context.Context, id uint64) error {
 		return err
 	}
 	for _, sh := range shards {
+		if !sh.Holds(id) {
+			continue
+		}
 		g := s.cfg.Sharding.Group(sh.ID)
 		if g == nil {
 			return fmt.Errorf("this node does not hold shard %s: remove the member through a node that does", sh.ID)
@@ -212,14 +234,15 @@ func (s *Server) otherShards() ([]slotmap.Shard, error) {
 }
 
 // missingShards reports whether the routing data lists a shard this node
-// does not hold yet.
+// should hold and does not yet.
 func (s *Server) missingShards() bool {
 	shards, err := s.otherShards()
-	if err != nil {
+	n := s.cfg.Cluster.Node()
+	if err != nil || n == nil {
 		return false
 	}
 	for _, sh := range shards {
-		if s.cfg.Sharding.Group(sh.ID) == nil {
+		if sh.Holds(n.ID()) && s.cfg.Sharding.Group(sh.ID) == nil {
 			return true
 		}
 	}

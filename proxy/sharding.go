@@ -36,10 +36,23 @@ type Sharding interface {
 	// Group is this node's group of the shard id (IDString of its raft
 	// cluster id), nil when this node holds none.
 	Group(id string) Group
+	// Elsewhere describes shard id when this node does not hold it (it is
+	// placed on other nodes); ok is false when it holds it or the routing
+	// data does not list it.
+	Elsewhere(id string) (sh RemoteShard, ok bool)
 	// Open starts this node's Server for the shard at index, whose group
 	// has no node yet, for RAFT.CLUSTER INIT SHARDS and JOIN to initialise
 	// or join; an open one is returned as it is.
 	Open(index int) (*Server, error)
+}
+
+// RemoteShard is a shard this node does not hold: its members, with their
+// client addresses at the shard's port, and its leader as a member last
+// said (Leader 0 when none answered yet).
+type RemoteShard struct {
+	Members    []raftnode.MemberInfo
+	Leader     uint64
+	LeaderAddr string
 }
 
 // ShardAddr is the client address of shard index on the node whose
@@ -168,11 +181,23 @@ func (c *conn) ownSlot(rt *slotmap.Map, slot int) *op {
 	return s.redirectTo("MOVED", slot, owner)
 }
 
-// redirectTo is -MOVED or -ASK to the leader of shard id.
+// redirectTo is -MOVED or -ASK to the leader of shard id. For a shard
+// placed on other nodes it names the leader a member last named, or, before
+// one did, a member: a follower serves the command too, through the log.
 func (s *Server) redirectTo(kind string, slot int, id string) *op {
 	g := s.cfg.Sharding.Group(id)
 	if g == nil {
-		return errReply(fmt.Sprintf("CLUSTERDOWN Hash slot %d is served by shard %s, which this node does not hold", slot, id))
+		addr := ""
+		if rs, ok := s.cfg.Sharding.Elsewhere(id); ok {
+			addr = rs.LeaderAddr
+			if addr == "" && len(rs.Members) > 0 {
+				addr = rs.Members[0].Addr
+			}
+		}
+		if addr == "" {
+			return errReply(fmt.Sprintf("CLUSTERDOWN Hash slot %d is served by shard %s, and no member of it is known here", slot, id))
+		}
+		return errReply(fmt.Sprintf("%s %d %s", kind, slot, addr))
 	}
 	l, ok := g.Leader()
 	if !ok || l.Addr == "" {

@@ -13,10 +13,11 @@ type fakeSharding struct {
 	groups  map[string]Group
 }
 
-func (f fakeSharding) Routing() *slotmap.Map     { return f.rt }
-func (f fakeSharding) Sharded() bool             { return f.sharded }
-func (f fakeSharding) Group(id string) Group     { return f.groups[id] }
-func (f fakeSharding) Open(int) (*Server, error) { return nil, nil }
+func (f fakeSharding) Routing() *slotmap.Map                { return f.rt }
+func (f fakeSharding) Sharded() bool                        { return f.sharded }
+func (f fakeSharding) Group(id string) Group                { return f.groups[id] }
+func (f fakeSharding) Open(int) (*Server, error)            { return nil, nil }
+func (f fakeSharding) Elsewhere(string) (RemoteShard, bool) { return RemoteShard{}, false }
 
 // TestRoutingUnknown: a node of a sharded cluster whose routing data is not
 // loaded (a restart, a rebuild of the primary group) refuses what needs it

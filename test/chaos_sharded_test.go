@@ -87,49 +87,56 @@ func (c *Cluster) AssertShardsIdentical(ctx context.Context) map[int]redisDump {
 	c.t.Helper()
 	out := map[int]redisDump{}
 	for k := 0; k < c.opts.Shards; k++ {
-		var prev int64 = -1
-		err := waitFor(ctx, 45*time.Second, 200*time.Millisecond, "shard "+strconv.Itoa(k)+" converging on one applied index", func(ctx context.Context) error {
-			idx := int64(-1)
-			for _, n := range c.Running() {
-				v, err := (&Node{c: c, Addr: proxy.ShardAddr(n.Addr, k)}).Do(ctx, 2*time.Second, "RAFT.INFO")
-				if err != nil {
-					return err
-				}
-				info, err := parseRaftInfo(v.Str)
-				if err != nil {
-					return err
-				}
-				ci, ai := info.Int("commit_index"), info.Int("last_applied_index")
-				if ci != ai || (idx >= 0 && ai != idx) {
-					return fmt.Errorf("%s: commit %d applied %d (others %d)", n, ci, ai, idx)
-				}
-				idx = ai
-			}
-			if idx != prev {
-				prev = idx
-				return fmt.Errorf("applied index %d not yet seen twice", idx)
-			}
-			return nil
-		})
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		var dumps []redisDump
-		for _, n := range c.Running() {
-			d, err := dumpRedis(ctx, proxy.ShardAddr(n.Addr, k))
-			if err != nil {
-				c.t.Fatalf("shard %d on %s: %v", k, n, err)
-			}
-			dumps = append(dumps, d)
-		}
-		for i := 1; i < len(dumps); i++ {
-			if !reflect.DeepEqual(dumps[0], dumps[i]) {
-				c.t.Errorf("shard %d: %s and %s hold different data (%d and %d keys): %s", k, c.Running()[0], c.Running()[i], len(dumps[0]), len(dumps[i]), dumpDiff(dumps[0], dumps[i]))
-			}
-		}
-		out[k] = dumps[0]
+		out[k] = c.AssertShardIdentical(ctx, k, c.Running())
 	}
 	return out
+}
+
+// AssertShardIdentical is AssertShardsIdentical for shard index k, on the
+// nodes that hold it.
+func (c *Cluster) AssertShardIdentical(ctx context.Context, k int, holders []*Node) redisDump {
+	c.t.Helper()
+	var prev int64 = -1
+	err := waitFor(ctx, 45*time.Second, 200*time.Millisecond, "shard "+strconv.Itoa(k)+" converging on one applied index", func(ctx context.Context) error {
+		idx := int64(-1)
+		for _, n := range holders {
+			v, err := (&Node{c: c, Addr: proxy.ShardAddr(n.Addr, k)}).Do(ctx, 2*time.Second, "RAFT.INFO")
+			if err != nil {
+				return err
+			}
+			info, err := parseRaftInfo(v.Str)
+			if err != nil {
+				return err
+			}
+			ci, ai := info.Int("commit_index"), info.Int("last_applied_index")
+			if ci != ai || (idx >= 0 && ai != idx) {
+				return fmt.Errorf("%s: commit %d applied %d (others %d)", n, ci, ai, idx)
+			}
+			idx = ai
+		}
+		if idx != prev {
+			prev = idx
+			return fmt.Errorf("applied index %d not yet seen twice", idx)
+		}
+		return nil
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var dumps []redisDump
+	for _, n := range holders {
+		d, err := dumpRedis(ctx, proxy.ShardAddr(n.Addr, k))
+		if err != nil {
+			c.t.Fatalf("shard %d on %s: %v", k, n, err)
+		}
+		dumps = append(dumps, d)
+	}
+	for i := 1; i < len(dumps); i++ {
+		if !reflect.DeepEqual(dumps[0], dumps[i]) {
+			c.t.Errorf("shard %d: %s and %s hold different data (%d and %d keys): %s", k, holders[0], holders[i], len(dumps[0]), len(dumps[i]), dumpDiff(dumps[0], dumps[i]))
+		}
+	}
+	return dumps[0]
 }
 
 // moveSlots is the move nemesis: through a random node, it moves a random

@@ -393,6 +393,9 @@ type ClusterOptions struct {
 	// (RAFT.CLUSTER INIT SHARDS), each node's client ports a run of that
 	// many free ports; 0: a plain cluster.
 	Shards int
+	// PortRun, when above Shards, is how many client ports each node gets
+	// in its run: room for shards added later (RAFT.SHARD ADD).
+	PortRun int
 }
 
 // Cluster is a set of raftproxy nodes, each with its own redis-server, data
@@ -471,8 +474,8 @@ func NewCluster(ctx context.Context, t *testing.T, opts ClusterOptions) *Cluster
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opts.Shards > 1 {
-		runs, err := freePortRuns(opts.Nodes, opts.Shards)
+	if run := max(opts.Shards, opts.PortRun); run > 1 {
+		runs, err := freePortRuns(opts.Nodes, run)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -398,6 +398,8 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	ss := &stacks{ctx: ctx, o: o, log: log, lv: lv, mux: raftnode.NewPeerMux(), peerTLS: peerTLSInfo, clientTLS: clientTLS,
 		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}, liveness: live, walSync: walSync,
 		hub: pubsub.NewHub()}
+	ss.remote = &remotes{ss: ss}
+	ss.mux.Handle(keysPath, http.HandlerFunc(ss.remote.serveKeys))
 	primary, err := ss.start(stackSpec{index: 0, dataDir: o.dataDir, ln: clientLn, redis: o.redis, redisPass: o.redisPass,
 		seedRDB: o.seedRDB, forceNewCluster: o.forceNewCluster, listen: o.listen, advertised: o.advertise})
 	defer func() {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/raftproxy/raftproxy/apply"
 	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/migrate"
 	"github.com/raftproxy/raftproxy/raftnode"
@@ -26,39 +27,58 @@ func (m moverNode) Primary() migrate.Group {
 
 func (m moverNode) Routing() *slotmap.Map { return m.ss.Routing() }
 
-func (m moverNode) Shard(id string) migrate.Group {
+func (m moverNode) Shard(id string) migrate.Log {
 	if st := m.ss.stackOf(id); st != nil {
 		if n := st.host.Node(); n != nil {
-			return n
+			return migrate.GroupLog(n)
 		}
+	}
+	if _, _, ok := m.ss.remote.shard(id); ok {
+		return remoteLog{m.ss.remote, id}
 	}
 	return nil
 }
 
-func (m moverNode) Redis(ctx context.Context, id string) (*backend.Conn, error) {
+func (m moverNode) Keys(ctx context.Context, id string, r slotmap.Range) ([]apply.MovedKey, error) {
+	if m.ss.stackOf(id) == nil {
+		return m.ss.remote.keys(ctx, id, r)
+	}
+	return m.localKeys(ctx, id, r)
+}
+
+// localKeys lists the keys of slots r in this node's redis of shard id,
+// after a linearizable read barrier of its group: whatever was logged in
+// it before (through any node) is in what it scans.
+func (m moverNode) localKeys(ctx context.Context, id string, r slotmap.Range) ([]apply.MovedKey, error) {
 	st := m.ss.stackOf(id)
 	if st == nil {
 		return nil, fmt.Errorf("this node does not hold shard %s", id)
 	}
-	return backend.DialAuth(ctx, st.redisAddr, st.redisPass)
-}
-
-func (m moverNode) Intact(id string) func(runID string) bool {
-	st := m.ss.stackOf(id)
-	if st == nil {
-		return func(string) bool { return false }
-	}
 	n := st.host.Node()
 	if n == nil {
-		return func(string) bool { return false }
+		return nil, fmt.Errorf("shard %s has no node here", id)
+	}
+	w := n.StartRead()
+	select {
+	case <-w.Ready():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := w.Err(); err != nil {
+		return nil, fmt.Errorf("read barrier of shard %s: %w", id, err)
 	}
 	gen := n.Generation()
-	return func(runID string) bool {
-		// An even generation that did not change: no rebuild began or
-		// ended; the run id: the redis scanned is the one the log was
-		// applied to.
+	// An even generation that did not change: no rebuild began or ended;
+	// the run id: the redis scanned is the one the log was applied to.
+	intact := func(runID string) bool {
 		return gen%2 == 0 && n.Generation() == gen && runID != "" && runID == st.sm.RunID()
 	}
+	rc, err := backend.DialAuth(ctx, st.redisAddr, st.redisPass)
+	if err != nil {
+		return nil, fmt.Errorf("scan: %w", err)
+	}
+	defer rc.Close()
+	return migrate.ScanKeys(ctx, rc, r, intact)
 }
 
 // stackOf is the stack of the shard whose raft cluster id is id.

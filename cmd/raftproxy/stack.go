@@ -60,6 +60,7 @@ type stacks struct {
 	liveness      *raftnode.Liveness // nil: groups never quiesce
 	walSync       *wal.Syncer        // nil: each WAL fsyncs itself
 	hub           *pubsub.Hub        // the shards' brokers: PUBLISH reaches every shard's subscribers
+	remote        *remotes           // the shards placed on other nodes
 	clientTLS     *tlsfiles.Files
 	memberTLS     func(string) *tls.Config
 	followerProxy *atomic.Bool
@@ -335,6 +336,9 @@ func (ss *stacks) Group(id string) proxy.Group {
 	}
 	return nil
 }
+
+// Elsewhere implements proxy.Sharding.
+func (ss *stacks) Elsewhere(id string) (proxy.RemoteShard, bool) { return ss.remote.Elsewhere(id) }
 
 // Open implements proxy.Sharding: it starts the stack of shard index, on
 // the client port index above --listen's, with its data in

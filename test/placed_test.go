@@ -1,0 +1,210 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/raftproxy/raftproxy/proxy"
+	"github.com/raftproxy/raftproxy/slotmap"
+)
+
+// TestPlacedShards: RAFT.SHARD ADD <node-id>... places a shard on some of
+// the nodes, so a 6-node cluster holds two disjoint 3-node shards. Each is
+// held (port, data, raft group of 3 voters) by its members only; ADD sent
+// to a node outside the list is passed to a member. A node that does not
+// hold a shard answers -MOVED to it and lists it in CLUSTER SLOTS with its
+// members at the shard's port, its leader as master. Slots move into each
+// shard and then between the two under a write load — every node holds
+// only one of them, so whichever node leads the primary group drives one
+// side of each move through a member's peer listener (the steps, and the
+// scan of a source it does not hold) — with no acknowledged write lost,
+// keys keeping their deadlines, and each shard identical on its members.
+func TestPlacedShards(t *testing.T) {
+	ctx := testContext(t, 5*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{Nodes: 6, Shards: 1, PortRun: 3})
+	ids := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		info, err := n.RaftInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = info.Get("node_id")
+	}
+	n0, n3 := c.Nodes[0], c.Nodes[3]
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{ids[1], ids[1]}, "named twice"},
+		{[]string{ids[1], "123"}, "not a voting member"},
+	} {
+		if v, err := n0.Do(ctx, 5*time.Second, append([]string{"RAFT.SHARD", "ADD"}, bad.args...)...); v.Kind != '-' || !strings.Contains(v.Str, bad.want) {
+			t.Errorf("ADD %v: %v %v, want an error saying %q", bad.args, v, err, bad.want)
+		}
+	}
+	add := func(via *Node, members ...string) string {
+		t.Helper()
+		v, err := via.Do(ctx, 30*time.Second, append([]string{"RAFT.SHARD", "ADD"}, members...)...)
+		if err != nil || v.Kind != '$' {
+			t.Fatalf("RAFT.SHARD ADD %v through %s: %v %v", members, via, v, err)
+		}
+		return v.Str
+	}
+	// Through a node that is not a member: it passes the command on.
+	shardA := add(n3, ids[0], ids[1], ids[2])
+	shardB := add(n0, ids[3], ids[4], ids[5])
+	holders := map[int][]*Node{1: c.Nodes[:3], 2: c.Nodes[3:]}
+	idOf := map[int]string{1: shardA, 2: shardB}
+	err := waitFor(ctx, 60*time.Second, 200*time.Millisecond, "each placed shard on its members only", func(ctx context.Context) error {
+		for idx, hs := range holders {
+			for _, n := range c.Nodes {
+				port := proxy.ShardAddr(n.Addr, idx)
+				if !slices.Contains(hs, n) {
+					if conn, err := net.DialTimeout("tcp", port, time.Second); err == nil {
+						conn.Close()
+						return fmt.Errorf("%s serves shard %d's port, which it does not hold", n, idx)
+					}
+					if _, err := os.Stat(filepath.Join(n.DataDir, "shards", strconv.Itoa(idx))); err == nil {
+						return fmt.Errorf("%s has data of shard %d, which it does not hold", n, idx)
+					}
+					continue
+				}
+				v, err := (&Node{c: c, Addr: port}).Do(ctx, 2*time.Second, "RAFT.INFO")
+				if err != nil {
+					return err
+				}
+				info, _ := parseRaftInfo(v.Str)
+				if info.Get("cluster_id") != idOf[idx] || info.Get("num_voting_nodes") != "3" {
+					return fmt.Errorf("%s: shard %d is %s with %s voters, want %s with 3", n, idx, info.Get("cluster_id"), info.Get("num_voting_nodes"), idOf[idx])
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Keys everywhere, a tenth with a deadline; then a third of the slots
+	// to each placed shard.
+	cc := newClusterClient(n0.Addr)
+	defer cc.Close()
+	var keys []string
+	for i := range 600 {
+		k := "pk:" + strconv.Itoa(i)
+		ttl := time.Duration(0)
+		if i%10 == 0 {
+			ttl = time.Hour
+		}
+		if err := cc.Set(ctx, k, k, ttl).Err(); err != nil {
+			t.Fatalf("SET %s: %v", k, err)
+		}
+		keys = append(keys, k)
+	}
+	move := func(first, last int, to string) {
+		t.Helper()
+		if err := n0.Client().Do(ctx, "RAFT.SHARD", "MOVE-SLOTS", first, last, to).Err(); err != nil {
+			t.Fatalf("MOVE-SLOTS %d %d %s: %v", first, last, to, err)
+		}
+	}
+	move(0, 5460, shardA)
+	move(5461, 10922, shardB)
+	waitMovesDone(ctx, t, c, 90*time.Second)
+	checkKeys := func(when string) {
+		t.Helper()
+		for i, k := range keys {
+			if v, err := cc.Get(ctx, k).Result(); err != nil || v != k {
+				t.Fatalf("%s: %s = %q, %v", when, k, v, err)
+			}
+			if i%10 == 0 {
+				if ttl, err := cc.TTL(ctx, k).Result(); err != nil || ttl < 50*time.Minute || ttl > time.Hour {
+					t.Errorf("%s: TTL %s = %v, %v; want its hour", when, k, ttl, err)
+				}
+			}
+		}
+	}
+	checkKeys("after the moves into the placed shards")
+
+	// Seen from a node that does not hold shard B: -MOVED to a member, and
+	// CLUSTER SLOTS naming B's leader as master and its members.
+	inB := ""
+	for i := 0; inB == ""; i++ {
+		if k := "b:" + strconv.Itoa(i); slotmap.KeySlot([]byte(k)) == 6000 {
+			inB = k
+		}
+	}
+	bPorts := []string{}
+	for _, n := range holders[2] {
+		bPorts = append(bPorts, proxy.ShardAddr(n.Addr, 2))
+	}
+	v, err := n0.Do(ctx, 5*time.Second, "GET", inB)
+	if f := strings.Fields(v.Str); v.Kind != '-' || len(f) != 3 || f[0] != "MOVED" || f[1] != "6000" || !slices.Contains(bPorts, f[2]) {
+		t.Errorf("GET of a key of shard B on %s, which does not hold it: %v %v; want -MOVED 6000 <one of %v>", n0, v, err, bPorts)
+	}
+	err = waitFor(ctx, 20*time.Second, 200*time.Millisecond, "CLUSTER SLOTS on a node without shard B naming its leader", func(ctx context.Context) error {
+		leader := ""
+		for _, addr := range bPorts {
+			v, err := (&Node{c: c, Addr: addr}).Do(ctx, 2*time.Second, "RAFT.INFO")
+			if err != nil {
+				return err
+			}
+			if info, _ := parseRaftInfo(v.Str); info.Get("role") == "leader" {
+				leader = addr
+			}
+		}
+		slots, err := n0.Client().ClusterSlots(ctx).Result()
+		if err != nil {
+			return err
+		}
+		for _, s := range slots {
+			if s.Start <= 6000 && 6000 <= s.End {
+				var addrs []string
+				for _, cn := range s.Nodes {
+					addrs = append(addrs, cn.Addr)
+				}
+				if s.Nodes[0].Addr != leader || len(addrs) != 3 || !sameSet(addrs, bPorts) {
+					return fmt.Errorf("slot 6000: %v; shard B's members %v, leader %s", addrs, bPorts, leader)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("slot 6000 is not listed: %v", slots)
+	})
+	if err != nil {
+		t.Error(err)
+	}
+
+	// Between the two placed shards, there and back, under load.
+	l := startMoveLoad(ctx, cc, 8, "pl:")
+	time.Sleep(time.Second)
+	move(0, 999, shardB)
+	waitMovesDone(ctx, t, c, 90*time.Second)
+	if got := ownerShard(ctx, t, n3, 0); !strings.HasSuffix(got, shardB) {
+		t.Errorf("slot 0 is %s's after the move, want shard B %s", got, shardB)
+	}
+	move(0, 999, shardA)
+	waitMovesDone(ctx, t, c, 90*time.Second)
+	time.Sleep(time.Second)
+	l.end()
+	l.check(ctx, t, cc, false)
+	checkKeys("after the moves between the placed shards")
+	for idx, hs := range holders {
+		c.AssertShardIdentical(ctx, idx, hs)
+	}
+	c.AssertShardIdentical(ctx, 0, c.Nodes)
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}

@@ -87,7 +87,7 @@ var notes = map[string]string{
 	"raft.cluster":            "INIT / JOIN addr... [CLUSTER id]",
 	"raft.node":               "ADD / REMOVE / UPDATE members",
 	"raft.info":               "the node's raft state",
-	"raft.shard":              "LIST: the shards, their slots, members, leaders and moves; MOVE-SLOTS first last shard-id: move slots live; CANCEL-MOVE id: move them back; ADD: a new empty shard on every node; REMOVE id: an empty shard",
+	"raft.shard":              "LIST: the shards, their slots, members, leaders and moves; MOVE-SLOTS first last shard-id: move slots live; CANCEL-MOVE id: move them back; ADD [node-id ...]: a new empty shard, on every node or on those named; REMOVE id: an empty shard",
 	"raft.config":             "GET / SET / RESET runtime settings",
 	"raft.debug":              "COMPACT: snapshot now",
 	"raft.backup":             "a consistent snapshot: [index, term, sha256, cluster id, RDB]",

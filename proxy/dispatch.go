@@ -146,6 +146,7 @@ func (c *conn) route(n Group, sp *spec, args [][]byte) *op {
 	}
 	c.waitReads()
 	c.pendingWrites.Add(1)
+	n = c.publishGroup(n, sp)
 	// Propose bounds its own waits (for a leader, for room in its queue).
 	// The tag tells this connection's own writes (CLIENT TRACKING NOLOOP).
 	return &op{kind: opWrite, fut: n.ProposeTagged(proposalContext(), c.request(sp, args), c.id), start: now}

@@ -328,3 +328,21 @@ func (c *conn) txSlotGate(tx *txState, sp *spec, args [][]byte) *op {
 	tx.slot = slot
 	return c.ownSlot(rt, slot)
 }
+
+// publishGroup is the group a PUBLISH is logged in: the primary group, which
+// every node holds, once some shard is placed on some nodes only (each
+// node's hub then hands the message to the subscribers of all its ports);
+// the connection's own group n otherwise, and for every other command.
+func (c *conn) publishGroup(n Group, sp *spec) Group {
+	if sp.name != "publish" {
+		return n
+	}
+	rt, _ := c.s.routing()
+	if rt == nil || !rt.AnyPlaced() {
+		return n
+	}
+	if p := c.s.primaryGroup(rt); p != nil {
+		return p
+	}
+	return n
+}

@@ -328,6 +328,12 @@ func (m *Map) Shards() []Shard {
 	return out
 }
 
+// AnyPlaced reports whether some shard is placed on some nodes only: then
+// a node no longer applies every shard's log.
+func (m *Map) AnyPlaced() bool {
+	return slices.ContainsFunc(m.shards, func(s Shard) bool { return s.Placed })
+}
+
 // Removed returns the ids of the shards removed.
 func (m *Map) Removed() []string { return slices.Clone(m.removed) }
 

@@ -251,3 +251,26 @@ func TestDeterministicAndRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestPlacedShard: a placed shard is held by its members only, an
+// unplaced one by every node; both survive the map's encoding and a clone.
+func TestPlacedShard(t *testing.T) {
+	var m Map
+	mustApply(t, &m, Change{Op: OpInit, Shards: []Shard{shard("a", 1)}})
+	mustApply(t, &m, Change{Op: OpAddShard, Shards: []Shard{{ID: "p", Index: 1, Members: []uint64{4, 5, 6}, Placed: true}}})
+	b, err := json.Marshal(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Map
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	for _, mm := range []*Map{&m, &back, m.Clone()} {
+		a, _ := mm.Shard("a")
+		p, _ := mm.Shard("p")
+		if !a.Holds(1) || !a.Holds(9) || !p.Placed || p.Holds(1) || !p.Holds(5) {
+			t.Errorf("holders: a %+v, p %+v", a, p)
+		}
+	}
+}

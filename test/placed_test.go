@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/slotmap"
 )
@@ -180,6 +182,27 @@ func TestPlacedShards(t *testing.T) {
 	})
 	if err != nil {
 		t.Error(err)
+	}
+
+	// PUBLISH on a port of shard A reaches a subscriber on a node that
+	// holds only shard B (the primary group, which every node holds,
+	// carries it).
+	sub := redis.NewClient(&redis.Options{Addr: proxy.ShardAddr(n3.Addr, 2), Protocol: 2, DisableIdentity: true})
+	defer sub.Close()
+	ps := sub.Subscribe(ctx, "placed-news")
+	defer ps.Close()
+	if _, err := ps.ReceiveTimeout(ctx, 10*time.Second); err != nil {
+		t.Fatalf("SUBSCRIBE: %v", err)
+	}
+	pub := redis.NewClient(&redis.Options{Addr: proxy.ShardAddr(n0.Addr, 1), Protocol: 2, DisableIdentity: true})
+	defer pub.Close()
+	if err := pub.Publish(ctx, "placed-news", "hello").Err(); err != nil {
+		t.Fatalf("PUBLISH: %v", err)
+	}
+	if m, err := ps.ReceiveTimeout(ctx, 10*time.Second); err != nil {
+		t.Errorf("a PUBLISH on shard A's port did not reach a subscriber on a node without shard A: %v", err)
+	} else if msg, ok := m.(*redis.Message); !ok || msg.Payload != "hello" {
+		t.Errorf("the subscriber got %#v", m)
 	}
 
 	// Between the two placed shards, there and back, under load.

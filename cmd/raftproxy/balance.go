@@ -18,7 +18,8 @@ import (
 // within one of each other.
 // So leadership only ever goes to a node that is up and has applied its
 // log, never to one that is down or still loading. Each node decides from
-// what the groups it holds (all of them) say, without a coordinator.
+// what the groups it holds say (all of them, or those placed on it, and
+// the primary), without a coordinator.
 func (ss *stacks) balanceLeaders(ctx context.Context) {
 	for {
 		select {

@@ -219,6 +219,72 @@ func TestPlacedShards(t *testing.T) {
 	l.end()
 	l.check(ctx, t, cc, false)
 	checkKeys("after the moves between the placed shards")
+
+	// A move between them whose driver (the primary group's leader) is
+	// killed halfway, with a member of the shard the driver does not hold:
+	// the next leader finishes it through the remaining members.
+	var more []string
+	for i := 0; len(more) < 20000; i++ {
+		k := "more:" + strconv.Itoa(i)
+		if s := slotmap.KeySlot([]byte(k)); s >= 1000 && s <= 2999 {
+			more = append(more, k)
+		}
+	}
+	pipe := cc.Pipeline()
+	for _, k := range more {
+		pipe.Set(ctx, k, k, 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l = startMoveLoad(ctx, cc, 8, "pk2:")
+	move(1000, 2999, shardB)
+	waitProgress(ctx, t, n3)
+	driver, _ := c.Leader(ctx)
+	if driver == nil {
+		t.Fatal("no primary leader")
+	}
+	other := holders[2][0]
+	if slices.Contains(holders[2], driver) {
+		other = holders[1][0]
+	}
+	if other == driver {
+		other = holders[1][1]
+	}
+	for _, n := range []*Node{driver, other} {
+		if err := n.KillProxy(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var alive *Node
+	for _, n := range c.Nodes {
+		if n != driver && n != other {
+			alive = n
+		}
+	}
+	// (A move is listed in the rows of both its shards.)
+	if _, moves, err := shardList(ctx, alive); err != nil || moves != 2 {
+		t.Errorf("after killing the driver: %d moves listed (%v), want the one it drove, twice", moves, err)
+	}
+	waitMovesDone(ctx, t, c, 90*time.Second)
+	for _, n := range []*Node{driver, other} {
+		if err := n.StartProxy(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	l.end()
+	cc2 := newClusterClient(alive.Addr)
+	defer cc2.Close()
+	l.check(ctx, t, cc2, true)
+	for _, k := range more {
+		if v, err := cc2.Get(ctx, k).Result(); err != nil || v != k {
+			t.Fatalf("after the move whose driver was killed: %s = %q, %v", k, v, err)
+		}
+	}
+	if got := ownerShard(ctx, t, alive, 2000); !strings.HasSuffix(got, shardB) {
+		t.Errorf("slot 2000 is %s's after the move, want shard B %s", got, shardB)
+	}
 	for idx, hs := range holders {
 		c.AssertShardIdentical(ctx, idx, hs)
 	}

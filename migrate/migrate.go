@@ -2,7 +2,8 @@
 // that leads the primary group, one mover per move in the routing data
 // copies the move's keys from its source shard to its target in batches
 // (the export, import and drop steps of apply/migrate.go, each through a
-// shard's log), then hands the slots off. Everything it does is a log
+// shard's log: its own group's, or a member's over the peer network for a
+// shard placed on other nodes), then hands the slots off. Everything it does is a log
 // entry and safe to repeat, so a mover that stops anywhere (a leader
 // change, a crash) is replaced by the next leader's, which claims the move
 // with a higher epoch and carries on from what the logs hold.

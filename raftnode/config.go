@@ -61,6 +61,10 @@ type Config struct {
 	// Liveness, shared by the groups of a process, lets an idle group
 	// quiesce (quiesce.go); without it groups always tick.
 	Liveness *Liveness
+	// Heartbeats, shared by the groups of a process, sends their plain
+	// heartbeats coalesced, one peer call per peer process and tick
+	// (heartbeats.go); nil: each goes on its group's stream.
+	Heartbeats *Heartbeats
 	// WALSync, shared by the groups of a process, makes their WAL saves
 	// durable together (one syncfs for all) once more than one group is
 	// open; nil: each WAL fsyncs its own segment.

@@ -60,12 +60,14 @@ type testProc struct {
 	addr string
 	live *Liveness
 	sync *rwal.Syncer
+	hb   *Heartbeats
 }
 
 // groupOpts are startGroups' options.
 type groupOpts struct {
-	tick    time.Duration
-	quiesce bool // the processes have a Liveness: idle groups quiesce
+	tick     time.Duration
+	quiesce  bool // the processes have a Liveness: idle groups quiesce
+	coalesce bool // the processes coalesce their groups' heartbeats
 }
 
 // startGroups starts groups raft groups over nodes processes of this test.
@@ -89,6 +91,12 @@ func startGroups(t testing.TB, groups, nodes int, o groupOpts) ([][]groupNode, [
 			}
 			t.Cleanup(p.live.Close)
 		}
+		if o.coalesce {
+			if p.hb, err = NewHeartbeats(transport.TLSInfo{}, o.tick); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(p.hb.Close)
+		}
 		if p.sync, err = rwal.NewSyncer(dir); err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +110,7 @@ func startGroups(t testing.TB, groups, nodes int, o groupOpts) ([][]groupNode, [
 		for i := range out[g] {
 			sm := &countingMachine{}
 			h := NewHost(Config{DataDir: filepath.Join(dir, fmt.Sprintf("g%d-n%d", g, i)), Self: Member{PeerAddr: procs[i].addr},
-				StateMachine: sm, Logger: log, MinFreeDisk: 1, TickInterval: o.tick, Liveness: procs[i].live, WALSync: procs[i].sync})
+				StateMachine: sm, Logger: log, MinFreeDisk: 1, TickInterval: o.tick, Liveness: procs[i].live, WALSync: procs[i].sync, Heartbeats: procs[i].hb})
 			procs[i].mux.Add(h)
 			out[g][i] = groupNode{h: h, sm: sm}
 			t.Cleanup(h.Stop)
@@ -212,10 +220,11 @@ func BenchmarkIdleGroups(b *testing.B) {
 	defer func(s int64) { wal.SegmentSizeBytes = s }(wal.SegmentSizeBytes)
 	wal.SegmentSizeBytes = 1 << 20
 	for _, bc := range []struct {
-		groups  int
-		tick    time.Duration
-		quiesce bool
-	}{{1, 0, false}, {8, 0, false}, {64, 0, false}, {64, time.Second, false}, {64, 0, true}} {
+		groups   int
+		tick     time.Duration
+		quiesce  bool
+		coalesce bool
+	}{{1, 0, false, false}, {8, 0, false, false}, {64, 0, false, false}, {64, 0, false, true}, {64, time.Second, false, false}, {64, 0, true, false}} {
 		groups := bc.groups
 		name := fmt.Sprintf("groups=%d", groups)
 		if bc.tick != 0 {
@@ -226,8 +235,11 @@ func BenchmarkIdleGroups(b *testing.B) {
 		if bc.quiesce {
 			name += "/quiesce"
 		}
+		if bc.coalesce {
+			name += "/coalesce"
+		}
 		b.Run(name, func(b *testing.B) {
-			nodes, _ := startGroups(b, groups, 3, groupOpts{tick: bc.tick, quiesce: bc.quiesce})
+			nodes, _ := startGroups(b, groups, 3, groupOpts{tick: bc.tick, quiesce: bc.quiesce, coalesce: bc.coalesce})
 			time.Sleep(3 * time.Second) // elections and promotions settle
 			if bc.quiesce {
 				// and then every group goes quiet

@@ -102,8 +102,11 @@ type Node struct {
 
 	stopc    chan struct{}
 	stopOnce sync.Once
-	runDone  chan struct{} // the Ready loop has returned
-	done     sync.WaitGroup
+	// hbAttached: the node counts among the groups of its process's
+	// Heartbeats (Config.Heartbeats).
+	hbAttached bool
+	runDone    chan struct{} // the Ready loop has returned
+	done       sync.WaitGroup
 }
 
 func walDir(dataDir string) string { return filepath.Join(dataDir, "wal") }
@@ -217,6 +220,10 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 		return fmt.Errorf("start raft transport: %w", err)
 	}
 	n.handler = n.transport.Handler()
+	if n.cfg.Heartbeats != nil {
+		n.cfg.Heartbeats.attach()
+		n.hbAttached = true
+	}
 	for _, m := range known {
 		n.addPeer(m)
 	}
@@ -315,7 +322,7 @@ func (n *Node) run() {
 		}
 		if msgs := n.core.takeQuietMessages(); len(msgs) > 0 {
 			n.attachPeers()
-			n.transport.Send(msgs)
+			n.send(msgs)
 		}
 	}
 }
@@ -351,7 +358,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	msgs := n.filterOutgoing(n.splitSnapshots(rd.Messages))
 	if leader {
 		n.stampReadIndex(msgs)
-		n.transport.Send(msgs)
+		n.send(msgs)
 	}
 	// Nothing is written without room for it: a full disk makes the node
 	// wait here, with nothing half-written (disk.go).
@@ -391,7 +398,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.maybeLeaveQuarantine()
 	}
 	if !leader {
-		n.transport.Send(msgs)
+		n.send(msgs)
 	}
 	if len(rd.ReadStates) > 0 {
 		n.reads.deliver(rd.ReadStates, leader)
@@ -497,12 +504,30 @@ func (n *Node) Stop() {
 		// The Ready loop uses the transport and the raft node; both stop
 		// only once it has returned.
 		<-n.runDone
+		if n.hbAttached {
+			n.cfg.Heartbeats.detach()
+		}
 		n.transport.Stop()
 		n.done.Wait()
 		if err := n.wal.Close(); err != nil {
 			n.log.Warn("close wal", "err", err)
 		}
 	})
+}
+
+// send hands msgs to the transport: the plain heartbeats to the process's
+// coalescer while it coalesces (heartbeats.go), the rest to rafthttp.
+func (n *Node) send(msgs []*raftpb.Message) {
+	if n.cfg.Heartbeats.coalescing() {
+		msgs = n.cfg.Heartbeats.take(n.clusterID, msgs, n.peerAddr)
+	}
+	n.transport.Send(msgs)
+}
+
+// peerAddr is member id's peer address, "" when not known.
+func (n *Node) peerAddr(id uint64) string {
+	m, _ := n.members.get(id)
+	return m.PeerAddr
 }
 
 // Done is closed when the node has stopped.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -150,6 +151,9 @@ func (m *PeerMux) serveLeader(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "%s %s", IDString(l.ID), l.Addr)
 }
 
+// peerDialTimeout bounds a peer call's connection.
+const peerDialTimeout = time.Second
+
 // PeerClient makes peer calls as member from.
 type PeerClient struct {
 	client *http.Client
@@ -159,10 +163,14 @@ type PeerClient struct {
 
 // NewPeerClient returns a client for peer calls sent as member from, over
 // TLS when tlsInfo names a certificate.
+//
+// A call's context bounds it; a peer that cannot be reached within
+// peerDialTimeout fails at once, so that the caller tries another.
 func NewPeerClient(tlsInfo transport.TLSInfo, from uint64) (*PeerClient, error) {
-	c := &PeerClient{client: &http.Client{}, scheme: "http", from: from}
+	tr := &http.Transport{DialContext: (&net.Dialer{Timeout: peerDialTimeout}).DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}
+	c := &PeerClient{client: &http.Client{Transport: tr}, scheme: "http", from: from}
 	if !tlsInfo.Empty() {
-		tr, err := transport.NewTransport(tlsInfo, 5*time.Second)
+		tr, err := transport.NewTransport(tlsInfo, peerDialTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("peer calls: peer TLS: %w", err)
 		}

@@ -53,6 +53,10 @@ func (m *PeerMux) Remove(h *Host) {
 // ServeHTTP routes a peer request to its group's Host, and serves the
 // peer calls (peercalls.go) itself.
 func (m *PeerMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == heartbeatsPath {
+		m.serveHeartbeats(w, r) // each message is admitted by its own group
+		return
+	}
 	if h := m.call(r.URL.Path); h != nil {
 		if !m.admitCall(r) {
 			m.refuseCall()

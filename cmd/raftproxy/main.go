@@ -62,6 +62,7 @@ type options struct {
 	electionTicks                      int
 	quiesce                            bool
 	sharedWALSync                      bool
+	coalesceHeartbeats                 bool
 	snapEntries, snapCatchUp, snapMiB  uint64
 	minFreeMiB                         uint64
 	snapCatchUpMiB                     uint64
@@ -110,6 +111,7 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "raft tick interval (heartbeat = 1 tick)")
 	fs.IntVar(&o.electionTicks, "election-ticks", 10, "ticks without a leader before an election")
 	fs.BoolVar(&o.quiesce, "quiesce", true, "a raft group idle for an election timeout stops ticking and heartbeating until a request wakes it; its followers watch the leader's process instead (four probes per peer per election timeout, for all groups)")
+	fs.BoolVar(&o.coalesceHeartbeats, "coalesce-heartbeats", true, "with more than one raft group (a sharded cluster), send their heartbeats to each peer process together, once per tick, instead of one message per group")
 	fs.BoolVar(&o.sharedWALSync, "shared-wal-sync", true, "with more than one raft group (a sharded cluster), make their WAL saves durable together with one syncfs of the data directory's file system instead of an fdatasync per group (syncfs also waits for other files being written there)")
 	fs.Uint64Var(&o.snapEntries, "snapshot-entries", 10000, "make a snapshot (BGSAVE) and compact the log after this many applied entries")
 	fs.Uint64Var(&o.snapMiB, "snapshot-mib", 64, "make a snapshot after this many MiB of applied entries")
@@ -395,8 +397,15 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		}
 		defer walSync.Close()
 	}
+	var heartbeats *raftnode.Heartbeats
+	if o.coalesceHeartbeats {
+		if heartbeats, err = raftnode.NewHeartbeats(peerTLSInfo, o.tick); err != nil {
+			return err
+		}
+		defer heartbeats.Close()
+	}
 	ss := &stacks{ctx: ctx, o: o, log: log, lv: lv, mux: raftnode.NewPeerMux(), peerTLS: peerTLSInfo, clientTLS: clientTLS,
-		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}, liveness: live, walSync: walSync,
+		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}, liveness: live, walSync: walSync, heartbeats: heartbeats,
 		hub: pubsub.NewHub()}
 	ss.remote = &remotes{ss: ss}
 	ss.mux.Handle(keysPath, http.HandlerFunc(ss.remote.serveKeys))

@@ -27,6 +27,10 @@ import (
 // does not hold it.
 const keysPath = "/raftproxy/keys"
 
+// keysTimeout bounds a listing of keys through a member: a scan of tens
+// of millions of keys.
+const keysTimeout = 5 * time.Minute
+
 // hintAge is how long a shard's leader, as a member said, is named in
 // -MOVED and CLUSTER SLOTS before a member is asked again; a client sent
 // to a follower meanwhile is served there, through the raft log.
@@ -152,6 +156,8 @@ func (l remoteLog) Append(ctx context.Context, change []byte) ([]byte, error) {
 // keys lists the keys of slots rg of shard id through a member.
 func (r *remotes) keys(ctx context.Context, id string, rg slotmap.Range) ([]apply.MovedKey, error) {
 	q := url.Values{"first": {strconv.Itoa(rg.First)}, "last": {strconv.Itoa(rg.Last)}}
+	ctx, cancel := context.WithTimeout(ctx, keysTimeout)
+	defer cancel()
 	b, err := r.call(ctx, id, keysPath, q, []byte{})
 	if err != nil {
 		return nil, err

@@ -57,10 +57,11 @@ type stacks struct {
 	lv            *slog.LevelVar
 	mux           *raftnode.PeerMux
 	peerTLS       transport.TLSInfo
-	liveness      *raftnode.Liveness // nil: groups never quiesce
-	walSync       *wal.Syncer        // nil: each WAL fsyncs itself
-	hub           *pubsub.Hub        // the shards' brokers: PUBLISH reaches every shard's subscribers
-	remote        *remotes           // the shards placed on other nodes
+	liveness      *raftnode.Liveness   // nil: groups never quiesce
+	walSync       *wal.Syncer          // nil: each WAL fsyncs itself
+	heartbeats    *raftnode.Heartbeats // nil: each group's heartbeats go alone
+	hub           *pubsub.Hub          // the shards' brokers: PUBLISH reaches every shard's subscribers
+	remote        *remotes             // the shards placed on other nodes
 	clientTLS     *tlsfiles.Files
 	memberTLS     func(string) *tls.Config
 	followerProxy *atomic.Bool
@@ -156,6 +157,7 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 		PeerTLS:                ss.peerTLS,
 		Liveness:               ss.liveness,
 		WALSync:                ss.walSync,
+		Heartbeats:             ss.heartbeats,
 		SeedRDB:                sp.seedRDB,
 	}
 	if sp.index != 0 {

@@ -1,0 +1,241 @@
+package raftnode
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// heartbeatsPath carries a batch of heartbeats and heartbeat responses of
+// the groups of one process to another (Heartbeats).
+const heartbeatsPath = "/raftproxy/heartbeats"
+
+// maxHeartbeatBatch bounds a batch's body: a heartbeat is a few dozen
+// bytes, and a process hosts at most a few thousand groups.
+const maxHeartbeatBatch = 4 << 20
+
+// Heartbeats coalesces the heartbeats of a process's groups: each group's
+// leader sends one to every follower every heartbeat tick, and each
+// follower answers, each a message of its own on the group's rafthttp
+// stream to that peer. Once a second group is attached, the plain ones (no
+// context: not a read-index round's, nor quiescence's marked ones, which
+// go as before) are queued here instead and sent once per tick interval,
+// all groups' to one process in one peer call (CockroachDB's coalesced
+// heartbeats). One Heartbeats serves every group of a process, as
+// Liveness and wal.Syncer do.
+//
+// A heartbeat waits at most one interval more: well inside the election
+// timeout that it keeps from running out, and raft orders nothing by it
+// (a heartbeat's commit index is at most what the follower matches, and
+// one lost is as if the network lost it).
+type Heartbeats struct {
+	client   *http.Client
+	scheme   string
+	interval time.Duration
+	attached atomic.Int32
+
+	mu       sync.Mutex
+	pending  map[string]*hbBatch // by peer address
+	inflight map[string]bool          // a peer's last batch is still on its way
+	sent     atomic.Uint64            // messages handed to a peer call
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewHeartbeats returns a coalescer that sends every interval (the groups'
+// tick), over TLS when tlsInfo names a certificate.
+func NewHeartbeats(tlsInfo transport.TLSInfo, interval time.Duration) (*Heartbeats, error) {
+	if interval <= 0 {
+		interval = 100 * time.Millisecond
+	}
+	// One kept-alive connection per peer; a batch that takes longer than
+	// a few intervals is as good as lost.
+	tr := &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute}
+	scheme := "http"
+	if !tlsInfo.Empty() {
+		t, err := transport.NewTransport(tlsInfo, 5*interval)
+		if err != nil {
+			return nil, fmt.Errorf("coalesced heartbeats: peer TLS: %w", err)
+		}
+		t.MaxIdleConnsPerHost = 1
+		tr, scheme = t, "https"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Heartbeats{client: &http.Client{Transport: tr, Timeout: 5 * interval}, scheme: scheme, interval: interval,
+		pending: map[string]*hbBatch{}, inflight: map[string]bool{}, ctx: ctx, cancel: cancel}
+	h.wg.Add(1)
+	go func() { defer h.wg.Done(); h.run() }()
+	return h, nil
+}
+
+// hbBatch is the messages queued for a peer, encoded.
+type hbBatch struct {
+	buf bytes.Buffer
+	n   int
+}
+
+// Close stops sending; what is queued is dropped.
+func (h *Heartbeats) Close() {
+	h.cancel()
+	h.wg.Wait()
+}
+
+// Sent is how many heartbeats went out coalesced.
+func (h *Heartbeats) Sent() uint64 { return h.sent.Load() }
+
+func (h *Heartbeats) attach() { h.attached.Add(1) }
+func (h *Heartbeats) detach() { h.attached.Add(-1) }
+
+// coalescing reports whether more than one group is attached: a lone group
+// gains nothing from waiting.
+func (h *Heartbeats) coalescing() bool { return h != nil && h.attached.Load() > 1 }
+
+// coalescable is a plain heartbeat or response.
+func coalescable(m *raftpb.Message) bool {
+	t := m.GetType()
+	return (t == raftpb.MsgHeartbeat || t == raftpb.MsgHeartbeatResp) && len(m.GetContext()) == 0
+}
+
+// take queues the coalescable messages of msgs, from group cid, for the
+// peers whose address addr knows, and returns the others.
+func (h *Heartbeats) take(cid uint64, msgs []*raftpb.Message, addr func(id uint64) string) []*raftpb.Message {
+	out := msgs[:0:0]
+	for _, m := range msgs {
+		peer := ""
+		if coalescable(m) {
+			peer = addr(m.GetTo())
+		}
+		if peer == "" {
+			out = append(out, m)
+			continue
+		}
+		b, err := proto.Marshal(m)
+		if err != nil {
+			out = append(out, m)
+			continue
+		}
+		h.mu.Lock()
+		batch := h.pending[peer]
+		if batch == nil {
+			batch = &hbBatch{}
+			h.pending[peer] = batch
+		}
+		batch.buf.Write(binary.AppendUvarint(binary.AppendUvarint(nil, cid), uint64(len(b))))
+		batch.buf.Write(b)
+		batch.n++
+		h.mu.Unlock()
+	}
+	return out
+}
+
+func (h *Heartbeats) run() {
+	t := time.NewTicker(h.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-h.ctx.Done():
+			return
+		}
+		h.mu.Lock()
+		batches := h.pending
+		h.pending = map[string]*hbBatch{}
+		for peer, batch := range batches {
+			if h.inflight[peer] {
+				delete(batches, peer) // the peer is slow: these are dropped, as a full stream drops them
+				continue
+			}
+			h.inflight[peer] = true
+			h.wg.Add(1)
+			go func() {
+				defer h.wg.Done()
+				if h.post(peer, batch.buf.Bytes()) {
+					h.sent.Add(uint64(batch.n))
+				}
+				h.mu.Lock()
+				delete(h.inflight, peer)
+				h.mu.Unlock()
+			}()
+		}
+		h.mu.Unlock()
+	}
+}
+
+// post sends a batch and reports whether the peer took it.
+func (h *Heartbeats) post(peer string, body []byte) bool {
+	req, err := http.NewRequestWithContext(h.ctx, http.MethodPost, h.scheme+"://"+peer+heartbeatsPath, bytes.NewReader(body))
+	if err != nil {
+		return false
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return false
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 512))
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// readHeartbeat reads a record's header: the group's cluster id and the
+// message's length.
+func readHeartbeat(r *bytes.Reader) (cid, size uint64, err error) {
+	if cid, err = binary.ReadUvarint(r); err != nil {
+		return 0, 0, err
+	}
+	if size, err = binary.ReadUvarint(r); err != nil {
+		return 0, 0, err
+	}
+	if size > maxHeartbeatBatch {
+		return 0, 0, errors.New("heartbeat record too large")
+	}
+	return cid, size, nil
+}
+
+// serveHeartbeats steps each heartbeat of a batch into its group, as
+// rafthttp would: a message whose group is not here, or whose sender is
+// not a member of it, is refused (and counted) alone.
+func (m *PeerMux) serveHeartbeats(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxHeartbeatBatch+1))
+	if err != nil || len(body) > maxHeartbeatBatch {
+		http.Error(w, "body unreadable or too large", http.StatusBadRequest)
+		return
+	}
+	rd := bytes.NewReader(body)
+	for rd.Len() > 0 {
+		cid, size, err := readHeartbeat(rd)
+		if err != nil || uint64(rd.Len()) < size {
+			http.Error(w, "malformed batch", http.StatusBadRequest)
+			return
+		}
+		b := make([]byte, size)
+		rd.Read(b)
+		msg := &raftpb.Message{}
+		if err := proto.Unmarshal(b, msg); err != nil || !coalescable(msg) {
+			http.Error(w, "malformed heartbeat", http.StatusBadRequest)
+			return
+		}
+		n := m.Node(cid)
+		if n == nil || !n.knownPeer(msg.GetFrom()) || msg.GetTo() != n.id {
+			m.refuseCall()
+			continue
+		}
+		(*transportHooks)(n).Process(r.Context(), msg)
+	}
+}

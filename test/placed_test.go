@@ -29,9 +29,16 @@ import (
 // side of each move through a member's peer listener (the steps, and the
 // scan of a source it does not hold) — with no acknowledged write lost,
 // keys keeping their deadlines, and each shard identical on its members.
+// Peers authenticate with a shared secret (TLS), and heartbeats go
+// coalesced.
 func TestPlacedShards(t *testing.T) {
 	ctx := testContext(t, 5*time.Minute)
-	c := StartCluster(ctx, t, ClusterOptions{Nodes: 6, Shards: 1, PortRun: 3})
+	// Peers speak TLS (a shared secret), as the peer calls do.
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secretFile, []byte("0d5c8e1f7a2b4c6d9e0f1a2b3c4d5e6f\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := StartCluster(ctx, t, ClusterOptions{Nodes: 6, Shards: 1, PortRun: 3, Metrics: true, ExtraArgs: []string{"--peer-secret-file", secretFile}})
 	ids := make([]string, len(c.Nodes))
 	for i, n := range c.Nodes {
 		info, err := n.RaftInfo(ctx)
@@ -289,6 +296,12 @@ func TestPlacedShards(t *testing.T) {
 		c.AssertShardIdentical(ctx, idx, hs)
 	}
 	c.AssertShardIdentical(ctx, 0, c.Nodes)
+	// Each node holds two groups: their heartbeats went coalesced.
+	for _, n := range c.Nodes {
+		if got := scrapeNode(ctx, t, n)["raftproxy_coalesced_heartbeats_total"]; got == 0 {
+			t.Errorf("%s: no coalesced heartbeats", n)
+		}
+	}
 }
 
 func sameSet(a, b []string) bool {

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 
 	"github.com/raftproxy/raftproxy/migrate"
@@ -453,7 +454,13 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		if err != nil {
 			return fmt.Errorf("listen for metrics: %w", err)
 		}
-		msrv := &http.Server{Handler: observe.ShardedHandler(host, ss.shardHosts, o.pprof, srv.Metrics().Collectors()...), ReadHeaderTimeout: 5 * time.Second}
+		collectors := srv.Metrics().Collectors()
+		if heartbeats != nil {
+			collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "raftproxy_coalesced_heartbeats_total",
+				Help: "Heartbeats and heartbeat responses of this process's raft groups sent coalesced (--coalesce-heartbeats), and taken by the peer."},
+				func() float64 { return float64(heartbeats.Sent()) }))
+		}
+		msrv := &http.Server{Handler: observe.ShardedHandler(host, ss.shardHosts, o.pprof, collectors...), ReadHeaderTimeout: 5 * time.Second}
 		defer msrv.Close()
 		go func() { errc <- msrv.Serve(mln) }()
 	}

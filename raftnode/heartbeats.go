@@ -47,8 +47,8 @@ type Heartbeats struct {
 
 	mu       sync.Mutex
 	pending  map[string]*hbBatch // by peer address
-	inflight map[string]bool          // a peer's last batch is still on its way
-	sent     atomic.Uint64            // messages handed to a peer call
+	inflight map[string]bool     // a peer's last batch is still on its way
+	sent     atomic.Uint64       // messages handed to a peer call
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -107,13 +107,15 @@ CLIENTS ?= 10
 CHAOS_NET ?= auto
 # SHARDS > 0: a sharded cluster (nemeses kill, pause, partition, compact).
 SHARDS ?= 0
+# PLACED=1 (with SHARDS=3 NODES=6): shards 1 and 2 on halves of the nodes.
+PLACED ?= 0
 # bash with pipefail, so a failed campaign fails make despite the filter.
 chaos: SHELL := /bin/bash
 chaos: .SHELLFLAGS := -o pipefail -c
 chaos: deps
 	$(GO) test -count=1 -timeout 24h -run '^TestChaosCampaign$$' -v ./test -args -chaos \
 		-chaos.seed=$(SEED) -chaos.duration=$(DURATION) -chaos.runs=$(RUNS) -chaos.nemesis=$(NEMESIS) \
-		-chaos.nodes=$(NODES) -chaos.clients=$(CLIENTS) -chaos.net=$(CHAOS_NET) -chaos.shards=$(SHARDS) \
+		-chaos.nodes=$(NODES) -chaos.clients=$(CLIENTS) -chaos.net=$(CHAOS_NET) -chaos.shards=$(SHARDS) -chaos.placed=$(if $(filter 1,$(PLACED)),true,false) \
 		| grep --line-buffered -E '_test\.go:|^chaos verdict|^ *(---|ok|FAIL|PASS)|panic'
 
 # Disk and memory under a write load that never stops (SOAK_SECONDS, default 300).

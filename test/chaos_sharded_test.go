@@ -23,17 +23,30 @@ import (
 type slotRouter struct {
 	first map[string]int // node host:port of each shard port → its index
 	index [slotmap.NumSlots]atomic.Int32
+	// holders are the first ports of the nodes of each placed shard.
+	holders map[int][]string
 }
 
 func shardRouter(ctx context.Context, c *Cluster, n *Node) (*slotRouter, error) {
-	r := &slotRouter{first: map[string]int{}}
-	for _, m := range c.Nodes {
-		for k := 0; k < c.opts.Shards; k++ {
+	r := &slotRouter{first: map[string]int{}, holders: map[int][]string{}}
+	for k := 0; k < c.opts.Shards; k++ {
+		hs, placed := c.holders[k]
+		if !placed {
+			hs = c.Nodes
+		}
+		for _, m := range hs {
 			r.first[proxy.ShardAddr(m.Addr, k)] = k
+			if placed {
+				r.holders[k] = append(r.holders[k], m.Addr)
+			}
 		}
 	}
 	return r, r.reload(ctx, n)
 }
+
+// nodesOf are the first ports of the nodes that hold shard k; nil: every
+// node.
+func (r *slotRouter) nodesOf(k int) []string { return r.holders[k] }
 
 // reload reads the whole map again from CLUSTER SLOTS on n.
 func (r *slotRouter) reload(ctx context.Context, n *Node) error {
@@ -87,7 +100,7 @@ func (c *Cluster) AssertShardsIdentical(ctx context.Context) map[int]redisDump {
 	c.t.Helper()
 	out := map[int]redisDump{}
 	for k := 0; k < c.opts.Shards; k++ {
-		out[k] = c.AssertShardIdentical(ctx, k, c.Running())
+		out[k] = c.AssertShardIdentical(ctx, k, c.Holders(k))
 	}
 	return out
 }

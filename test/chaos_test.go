@@ -29,6 +29,7 @@ var (
 	chaosClients  = flag.Int("chaos.clients", 10, "concurrent clients")
 	chaosNet      = flag.String("chaos.net", "auto", "netns (namespaces, needs root), loopback (no partitions) or auto")
 	chaosShards   = flag.Int("chaos.shards", 0, "shards of a sharded cluster (0: a plain one); nemeses kill, pause, partition and compact only")
+	chaosPlaced   = flag.Bool("chaos.placed", false, "with -chaos.shards=3 and 6 nodes: shards 1 and 2 placed on the first and the second half of the nodes (RAFT.SHARD ADD <node-id>...)")
 	chaosOut      = flag.String("chaos.out", "", "directory for histories and visualizations (default: a temp dir)")
 )
 
@@ -42,6 +43,9 @@ type chaosConfig struct {
 	// Shards > 0 runs a sharded cluster of that many shards, the
 	// workload's keys spread over them.
 	Shards int
+	// Placed places shards 1 and 2 on halves of the nodes
+	// (ClusterOptions.Placed).
+	Placed bool
 	// Replay says how to run the schedule again; empty: the make chaos
 	// line of these settings.
 	Replay string
@@ -52,6 +56,9 @@ func (cfg chaosConfig) String() string {
 		strings.Join(cfg.Nemeses, ","), cfg.Nodes, cfg.Clients)
 	if cfg.Shards > 0 {
 		s += fmt.Sprintf(" shards=%d", cfg.Shards)
+	}
+	if cfg.Placed {
+		s += " placed"
 	}
 	return s
 }
@@ -100,7 +107,7 @@ func TestChaosCampaign(t *testing.T) {
 	}
 	for i := 0; i < *chaosRuns; i++ {
 		cfg := chaosConfig{Seed: seed + uint64(i), Duration: *chaosDuration, Nemeses: strings.Split(*chaosNemesis, ","),
-			Nodes: *chaosNodes, Clients: *chaosClients, Net: *chaosNet, Shards: *chaosShards}
+			Nodes: *chaosNodes, Clients: *chaosClients, Net: *chaosNet, Shards: *chaosShards, Placed: *chaosPlaced}
 		t.Run(fmt.Sprintf("seed=%d", cfg.Seed), func(t *testing.T) { runChaos(t, cfg) })
 	}
 }
@@ -114,6 +121,9 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 			// The others act on the primary group's redis or membership
 			// alone, which a sharded node does not have to itself.
 			t.Fatalf("nemesis %q does not run on a sharded cluster; use kill, pause, partition, compact and move", k)
+		}
+		if cfg.Placed && (cfg.Shards != 3 || cfg.Nodes < 6 || cfg.Nodes%2 != 0) {
+			t.Fatalf("placed shards need SHARDS=3 and an even NODES of at least 6")
 		}
 		if cfg.Shards == 0 && k == "move" {
 			t.Fatalf("the move nemesis moves slots between shards: give SHARDS=n")
@@ -155,6 +165,8 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 		ExtraArgs:  []string{"--snapshot-entries", "3000", "--snapshot-catchup-entries", "1000"},
 		SkewClocks: contains(cfg.Nemeses, "skew"),
 		Shards:     cfg.Shards,
+		Placed:     cfg.Placed,
+		PortRun:    cfg.Shards,
 	}
 	if contains(cfg.Nemeses, "disk") {
 		if os.Geteuid() != 0 {
@@ -338,6 +350,9 @@ func reportChaos(t *testing.T, cfg chaosConfig, netName string, faults int, w *w
 	replay := cfg.Replay
 	if replay == "" {
 		replay = fmt.Sprintf("make chaos SEED=%d DURATION=%v NEMESIS=%s NODES=%d SHARDS=%d", cfg.Seed, cfg.Duration, strings.Join(cfg.Nemeses, ","), cfg.Nodes, cfg.Shards)
+		if cfg.Placed {
+			replay += " PLACED=1"
+		}
 	}
 	t.Errorf("histories kept in %s; replay the fault schedule with: %s", dir, replay)
 }

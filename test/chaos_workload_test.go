@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +58,8 @@ type workload struct {
 	// learn takes a slot's new owner from a -MOVED.
 	shardOf func(key string) int
 	learn   func(error)
+	// holders are the first ports of a placed shard's nodes (nil: all).
+	holders func(shard int) []string
 }
 
 func (w *workload) now() int64 { return time.Since(w.start).Nanoseconds() }
@@ -73,7 +76,7 @@ func startWorkload(seed uint64, clients int, addrs []string, router *slotRouter)
 	redis.SetLogger(quietLogger{})
 	w := &workload{start: time.Now(), stop: make(chan struct{})}
 	if router != nil {
-		w.shardOf, w.learn = router.of, router.learn
+		w.shardOf, w.learn, w.holders = router.of, router.learn, router.nodesOf
 	}
 	w.setTargets(addrs)
 	for i := 0; i < clients; i++ {
@@ -115,7 +118,12 @@ func (w *workload) client(id int, rng *rand.Rand) {
 		cl := func(key string) *redis.Client {
 			addr := node
 			if w.shardOf != nil {
-				addr = proxy.ShardAddr(node, w.shardOf(key))
+				k := w.shardOf(key)
+				if hs := w.holders(k); len(hs) > 0 {
+					// A placed shard: the client's node among its holders.
+					addr = hs[(id+n/50)%len(hs)]
+				}
+				addr = proxy.ShardAddr(addr, k)
 			}
 			c := conns[addr]
 			if c == nil {
@@ -349,7 +357,11 @@ func (w *workload) finalReads(ctx context.Context, nodes []*Node) ([]chaoscheck.
 			if w.shardOf == nil {
 				return plain
 			}
-			addr := proxy.ShardAddr(n.Addr, w.shardOf(key))
+			k := w.shardOf(key)
+			if hs := w.holders(k); len(hs) > 0 && !slices.Contains(hs, n.Addr) {
+				return nil // a placed shard this node does not hold
+			}
+			addr := proxy.ShardAddr(n.Addr, k)
 			if clients[addr] == nil {
 				clients[addr] = newClient(addr, 1)
 			}
@@ -357,6 +369,9 @@ func (w *workload) finalReads(ctx context.Context, nodes []*Node) ([]chaoscheck.
 		}
 		for k := range listKeys {
 			rc := reader(k)
+			if rc == nil {
+				continue
+			}
 			vals, err := rc.LRange(ctx, k, 0, -1).Result()
 			if err != nil {
 				return nil, nil, fmt.Errorf("final LRANGE %s on %s's redis: %w", k, n, err)
@@ -372,7 +387,11 @@ func (w *workload) finalReads(ctx context.Context, nodes []*Node) ([]chaoscheck.
 			lists = append(lists, fr)
 		}
 		for k := range ctrKeys {
-			v, err := reader(k).Get(ctx, k).Int64()
+			rc := reader(k)
+			if rc == nil {
+				continue
+			}
+			v, err := rc.Get(ctx, k).Int64()
 			if errors.Is(err, redis.Nil) {
 				v, err = 0, nil
 			}

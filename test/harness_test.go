@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/raftproxy/raftproxy/proxy"
+	"github.com/raftproxy/raftproxy/slotmap"
 	"github.com/raftproxy/raftproxy/test/netns"
 )
 
@@ -396,6 +399,11 @@ type ClusterOptions struct {
 	// PortRun, when above Shards, is how many client ports each node gets
 	// in its run: room for shards added later (RAFT.SHARD ADD).
 	PortRun int
+	// Placed (with Shards 3 and an even number of nodes, at least 6)
+	// makes Form create the primary group on every node, then shard 1 on
+	// the first half of the nodes and shard 2 on the second (RAFT.SHARD ADD
+	// <node-id>...), each then owning a third of the slots.
+	Placed bool
 }
 
 // Cluster is a set of raftproxy nodes, each with its own redis-server, data
@@ -412,6 +420,8 @@ type Cluster struct {
 	// gone are nodes removed from the cluster: no longer expected in it,
 	// but still torn down and their logs shown.
 	gone []*Node
+	// holders are the nodes of each placed shard, by index.
+	holders map[int][]*Node
 }
 
 // Forget stops counting n as a member (after RAFT.NODE REMOVE); its
@@ -999,7 +1009,9 @@ func (n *Node) RaftInfo(ctx context.Context) (raftInfo, error) {
 func (c *Cluster) Form(ctx context.Context) error {
 	n0 := c.Nodes[0]
 	initArgs := []string{"RAFT.CLUSTER", "INIT"}
-	if c.opts.Shards > 0 {
+	if c.opts.Placed {
+		initArgs = append(initArgs, "SHARDS", "1")
+	} else if c.opts.Shards > 0 {
 		initArgs = append(initArgs, "SHARDS", strconv.Itoa(c.opts.Shards))
 	}
 	v, err := n0.Do(ctx, 30*time.Second, initArgs...)
@@ -1035,8 +1047,70 @@ func (c *Cluster) Form(ctx context.Context) error {
 			return fmt.Errorf("RAFT.CLUSTER JOIN %s on %s answered %s, want +OK", n0.Addr, n, v)
 		}
 	}
-	_, err = c.WaitStable(ctx)
-	return err
+	if _, err = c.WaitStable(ctx); err != nil || !c.opts.Placed {
+		return err
+	}
+	return c.placeShards(ctx)
+}
+
+// placeShards makes the two placed shards of ClusterOptions.Placed and
+// gives each a third of the slots.
+func (c *Cluster) placeShards(ctx context.Context) error {
+	half := len(c.Nodes) / 2
+	if c.opts.Shards != 3 || half < 3 || len(c.Nodes)%2 != 0 {
+		return fmt.Errorf("placed shards need Shards 3 and an even number of nodes, at least 6")
+	}
+	c.holders = map[int][]*Node{1: c.Nodes[:half], 2: c.Nodes[half:]}
+	n0 := c.Nodes[0]
+	for k := 1; k <= 2; k++ {
+		args := []string{"RAFT.SHARD", "ADD"}
+		for _, n := range c.holders[k] {
+			info, err := n.RaftInfo(ctx)
+			if err != nil {
+				return err
+			}
+			args = append(args, info.Get("node_id"))
+		}
+		v, err := n0.Do(ctx, 30*time.Second, args...)
+		if err != nil || v.Kind != '$' {
+			return fmt.Errorf("%v: %v %v", args, v, err)
+		}
+		first := (k - 1) * slotmap.NumSlots / 3
+		if v, err := n0.Do(ctx, 10*time.Second, "RAFT.SHARD", "MOVE-SLOTS", strconv.Itoa(first), strconv.Itoa(first+slotmap.NumSlots/3-1), v.Str); err != nil || v.Kind != ':' {
+			return fmt.Errorf("moving slots to shard %d: %v %v", k, v, err)
+		}
+	}
+	return waitFor(ctx, 90*time.Second, 200*time.Millisecond, "the placed shards served and their slots moved", func(ctx context.Context) error {
+		for _, n := range c.Nodes {
+			if _, moves, err := shardList(ctx, n); err != nil || moves != 0 {
+				return fmt.Errorf("%s: %d moves, %v", n, moves, err)
+			}
+		}
+		for k, hs := range c.holders {
+			for _, n := range hs {
+				if _, err := (&Node{c: c, Addr: proxy.ShardAddr(n.Addr, k)}).Do(ctx, 2*time.Second, "RAFT.INFO"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Holders are the running nodes that hold shard index k: every running
+// node, but for a placed shard (ClusterOptions.Placed).
+func (c *Cluster) Holders(k int) []*Node {
+	hs, ok := c.holders[k]
+	if !ok {
+		return c.Running()
+	}
+	var out []*Node
+	for _, n := range c.Running() {
+		if slices.Contains(hs, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // Running returns the nodes whose proxy process is up.

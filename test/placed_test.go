@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -157,6 +158,14 @@ func TestPlacedShards(t *testing.T) {
 	v, err := n0.Do(ctx, 5*time.Second, "GET", inB)
 	if f := strings.Fields(v.Str); v.Kind != '-' || len(f) != 3 || f[0] != "MOVED" || f[1] != "6000" || !slices.Contains(bPorts, f[2]) {
 		t.Errorf("GET of a key of shard B on %s, which does not hold it: %v %v; want -MOVED 6000 <one of %v>", n0, v, err, bPorts)
+	}
+	// redis-cli -c follows that -MOVED.
+	host, port, _ := net.SplitHostPort(n0.Addr)
+	if out, err := exec.CommandContext(ctx, "redis-cli", "-c", "-h", host, "-p", port, "SET", inB, "via-cli").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "OK" {
+		t.Errorf("redis-cli -c SET %s through %s: %v %q", inB, n0, err, out)
+	}
+	if v, err := cc.Get(ctx, inB).Result(); err != nil || v != "via-cli" {
+		t.Errorf("after redis-cli -c SET: %s = %q, %v", inB, v, err)
 	}
 	err = waitFor(ctx, 20*time.Second, 200*time.Millisecond, "CLUSTER SLOTS on a node without shard B naming its leader", func(ctx context.Context) error {
 		leader := ""

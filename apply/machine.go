@@ -243,6 +243,7 @@ func (m *Machine) route(c *fsm.Command) ([]byte, error) {
 		return m.moveStep(c, arg.Step)
 	}
 	ch := arg.Change
+	ch.DropCopies = c.Format >= entry.PlacedFormat
 	next := &slotmap.Map{}
 	if cur := m.routing.Load(); cur != nil {
 		next = cur.Clone()

@@ -27,8 +27,9 @@ import (
 // from the proposer's. Version 6 adds OpRoute. Version 7 adds Asking: the
 // database field is db<<4 | asking<<3 | killable<<1 | resp3. Version 8
 // keeps version 7's layout and lets OpRoute place a shard on some of the
-// nodes (slotmap.Shard.Placed), which a build that decodes only 7 would
-// apply differently. Older versions decode unchanged (versions 1 and 2 as
+// nodes (slotmap.Shard.Placed), and a sync-move drop the stale copies of
+// moves a shard was made with (slotmap.Change.DropCopies), which a build
+// that decodes only 7 would apply differently. Older versions decode unchanged (versions 1 and 2 as
 // RESP2 requests).
 const version = 8
 

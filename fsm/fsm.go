@@ -48,6 +48,10 @@ type Command struct {
 	// Killer may be asked to stop it while Apply runs it. Apply gets it
 	// alone.
 	Killable uint8
+	// Format is the format of the log entry that carries the command
+	// (entry.Entry.Format): the same on every node, so an apply rule that
+	// changes with a format applies alike everywhere.
+	Format byte
 	// Reply receives the raw RESP reply; nil when no client waits for it.
 	Reply func(raw []byte)
 }

@@ -250,7 +250,7 @@ func (c *conn) raftShardAdd(ids [][]byte) *op {
 	}
 	id := raftnode.IDString(g.ClusterID())
 	add := slotmap.Change{Op: slotmap.OpAddShard, Shards: []slotmap.Shard{{ID: id, Index: index, Members: members, Placed: placed}}}
-	next := rt.Clone()
+	next := rt.ForNewShard()
 	if _, err := next.Apply(add); err != nil {
 		return errReply("ERR " + err.Error())
 	}

@@ -486,7 +486,7 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []command {
 
 		for i, r := range b.Reqs {
 			c := command{Command: fsm.Command{Index: e.GetIndex(), Req: i, DB: r.DB, Args: r.Args, Tx: r.Tx,
-				Op: r.Op, Watch: r.Watch, RESP3: r.RESP3, TimeMs: now, Live: replies, Killable: r.Killable, Asking: r.Asking}}
+				Op: r.Op, Watch: r.Watch, RESP3: r.RESP3, TimeMs: now, Live: replies, Killable: r.Killable, Asking: r.Asking, Format: b.Format}}
 			if pend != nil {
 				c.finish = finisher(a.n.prop, b.Seq, pend, i)
 				c.Reply = replier(c.finish)

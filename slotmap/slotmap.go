@@ -156,6 +156,11 @@ type Change struct {
 	Map *Map `json:"map,omitempty"`
 	// Cancelled is the direction of a finish change.
 	Cancelled bool `json:"cancelled,omitempty"`
+	// DropCopies, set by the applier (never logged), makes a sync-move
+	// drop the moves it overlaps that this Map's shard takes no part in
+	// (copies of the routing data a shard was made with, see syncMove)
+	// instead of refusing; entries of entry.PlacedFormat and later.
+	DropCopies bool `json:"-"`
 }
 
 // Apply makes change c, or refuses it with an error that wraps one of the
@@ -440,6 +445,15 @@ func (m *Map) UnmarshalJSON(b []byte) error {
 	n.moves, n.nextMove, n.ended, n.removed = w.Moves, w.NextMove, w.Ended, w.Removed
 	*m = n
 	return nil
+}
+
+// ForNewShard is a copy of m for the log of a shard being made (OpLoad):
+// without the moves in progress, which the new shard takes no part in, so
+// that no mover would ever end them in its log.
+func (m *Map) ForNewShard() *Map {
+	c := m.Clone()
+	c.moves = nil
+	return c
 }
 
 // Clone returns a copy of m that shares nothing with it: a Map that was

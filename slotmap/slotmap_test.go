@@ -274,3 +274,39 @@ func TestPlacedShard(t *testing.T) {
 		}
 	}
 }
+
+// TestNewShardCopies: a shard made while a move runs elsewhere gets the
+// routing data without that move (ForNewShard); a log that got it anyway
+// (made by an older build) refuses an overlapping sync-move until its
+// entries carry DropCopies, which drops the stale copy but never a move the
+// shard takes part in.
+func TestNewShardCopies(t *testing.T) {
+	var p Map
+	mustApply(t, &p, Change{Op: OpInit, Shards: []Shard{shard("a", 1), shard("b", 1)}})
+	id := mustApply(t, &p, Change{Op: OpBeginMove, Range: Range{0, 99}, Shard: "b"})
+	if got := p.ForNewShard().Moves(); len(got) != 0 {
+		t.Errorf("a new shard's copy holds moves %v", got)
+	}
+	var c Map // shard c's log, made with the move in its copy
+	mustApply(t, &c, Change{Op: OpLoad, Map: p.Clone()})
+	mustApply(t, &c, Change{Op: OpAddShard, Shards: []Shard{shard("c", 1)}})
+	mustApply(t, &p, Change{Op: OpAddShard, Shards: []Shard{shard("c", 1)}})
+	mustApply(t, &p, Change{Op: OpEndMove, Move: id}) // in the shards taking part, and the routing data
+	next := mustApply(t, &p, Change{Op: OpBeginMove, Range: Range{0, 49}, Shard: "c"})
+	mv, _ := p.MoveByID(next)
+	if _, err := c.Apply(Change{Op: OpSyncMove, State: &mv}); !errors.Is(err, ErrMoving) {
+		t.Fatalf("sync over a stale copy, without DropCopies: %v", err)
+	}
+	mustApply(t, &c, Change{Op: OpSyncMove, State: &mv, DropCopies: true})
+	if _, ok := c.MoveByID(id); ok {
+		t.Errorf("the stale copy of move %d is still there", id)
+	}
+	if got, ok := c.Moving(10); !ok || got.ID != next || c.Owner(10) != "b" {
+		t.Errorf("slot 10 in c's log: moving %v %v, owner %q", got, ok, c.Owner(10))
+	}
+	// A move c takes part in is never dropped.
+	other := Move{ID: next + 1, Range: Range{40, 60}, From: "a", To: "c", Epoch: 1}
+	if _, err := c.Apply(Change{Op: OpSyncMove, State: &other, DropCopies: true}); !errors.Is(err, ErrMoving) {
+		t.Errorf("a sync over an active move: %v", err)
+	}
+}

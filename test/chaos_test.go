@@ -233,7 +233,7 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 		checkFiller(t, filler, dumps)
 		for k, dump := range dumps {
 			assertNoScriptWrites(t, dump)
-			t.Logf("shard %d: %d keys, identical on every node", k, len(dump))
+			t.Logf("shard %d: %d keys, identical on every node that holds it", k, len(dump))
 			if len(dump) == 0 {
 				t.Errorf("shard %d holds no key: the workload did not spread over the shards", k)
 			}

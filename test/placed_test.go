@@ -68,8 +68,51 @@ func TestPlacedShards(t *testing.T) {
 		}
 		return v.Str
 	}
+	// Keys everywhere, a tenth with a deadline, and many in slots 0-999,
+	// so that moving them takes a few seconds.
+	cc := newClusterClient(n0.Addr)
+	defer cc.Close()
+	var keys []string
+	for i := range 600 {
+		k := "pk:" + strconv.Itoa(i)
+		ttl := time.Duration(0)
+		if i%10 == 0 {
+			ttl = time.Hour
+		}
+		if err := cc.Set(ctx, k, k, ttl).Err(); err != nil {
+			t.Fatalf("SET %s: %v", k, err)
+		}
+		keys = append(keys, k)
+	}
+	var early []string
+	for i := 0; len(early) < 20000; i++ {
+		k := "early:" + strconv.Itoa(i)
+		if slotmap.KeySlot([]byte(k)) <= 999 {
+			early = append(early, k)
+		}
+	}
+	pipe := cc.Pipeline()
+	for _, k := range early {
+		pipe.Set(ctx, k, k, 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	move := func(first, last int, to string) {
+		t.Helper()
+		if err := n0.Client().Do(ctx, "RAFT.SHARD", "MOVE-SLOTS", first, last, to).Err(); err != nil {
+			t.Fatalf("MOVE-SLOTS %d %d %s: %v", first, last, to, err)
+		}
+	}
 	// Through a node that is not a member: it passes the command on.
 	shardA := add(n3, ids[0], ids[1], ids[2])
+	// Shard B is made while a third of the slots move to A: its log's copy
+	// of the routing data must not hold that move, which no mover would
+	// end there (it would refuse every later move of those slots to B).
+	move(0, 5460, shardA)
+	if _, moves, err := shardList(ctx, n0); err != nil || moves == 0 {
+		t.Errorf("the move to shard A ended before shard B was added (%v): the test shows less", err)
+	}
 	shardB := add(n0, ids[3], ids[4], ids[5])
 	holders := map[int][]*Node{1: c.Nodes[:3], 2: c.Nodes[3:]}
 	idOf := map[int]string{1: shardA, 2: shardB}
@@ -103,29 +146,7 @@ func TestPlacedShards(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Keys everywhere, a tenth with a deadline; then a third of the slots
-	// to each placed shard.
-	cc := newClusterClient(n0.Addr)
-	defer cc.Close()
-	var keys []string
-	for i := range 600 {
-		k := "pk:" + strconv.Itoa(i)
-		ttl := time.Duration(0)
-		if i%10 == 0 {
-			ttl = time.Hour
-		}
-		if err := cc.Set(ctx, k, k, ttl).Err(); err != nil {
-			t.Fatalf("SET %s: %v", k, err)
-		}
-		keys = append(keys, k)
-	}
-	move := func(first, last int, to string) {
-		t.Helper()
-		if err := n0.Client().Do(ctx, "RAFT.SHARD", "MOVE-SLOTS", first, last, to).Err(); err != nil {
-			t.Fatalf("MOVE-SLOTS %d %d %s: %v", first, last, to, err)
-		}
-	}
-	move(0, 5460, shardA)
+	waitMovesDone(ctx, t, c, 90*time.Second)
 	move(5461, 10922, shardB)
 	waitMovesDone(ctx, t, c, 90*time.Second)
 	checkKeys := func(when string) {
@@ -246,7 +267,7 @@ func TestPlacedShards(t *testing.T) {
 			more = append(more, k)
 		}
 	}
-	pipe := cc.Pipeline()
+	pipe = cc.Pipeline()
 	for _, k := range more {
 		pipe.Set(ctx, k, k, 0)
 	}

@@ -14,10 +14,15 @@ import (
 	"github.com/raftproxy/raftproxy/slotmap"
 )
 
+// ScanLimit is the most keys one listing returns: a mover moves them and
+// lists again until a listing finds none, so a slot range of any size is
+// listed in bounded memory and, through a member, in bounded calls.
+const ScanLimit = 100_000
+
 // ScanKeys lists the keys of the slots r in a shard's redis rc, in every
-// database that has keys. intact (see below) is asked, after the scan,
-// whether that redis held all the shard's applied data throughout: a scan
-// that found no key counts only then.
+// database that has keys, ScanLimit at most. intact (see below) is asked,
+// after the scan, whether that redis held all the shard's applied data
+// throughout: a scan that found no key counts only then.
 //
 // The caller makes sure the steps logged before the scan were applied to
 // rc's redis, so it sees every key the source held when they were logged;
@@ -47,6 +52,9 @@ func ScanKeys(ctx context.Context, rc *backend.Conn, r slotmap.Range, intact fun
 		return nil, fmt.Errorf("scan: %w", err)
 	}
 	for _, line := range strings.Split(string(info.Str), "\n") {
+		if len(out) >= ScanLimit {
+			break
+		}
 		name, _, ok := strings.Cut(line, ":")
 		db, err := strconv.Atoi(strings.TrimPrefix(name, "db"))
 		if !ok || !strings.HasPrefix(name, "db") || err != nil {
@@ -72,7 +80,7 @@ func ScanKeys(ctx context.Context, rc *backend.Conn, r slotmap.Range, intact fun
 				}
 			}
 			cursor = string(v.Elems[0].Str)
-			if cursor == "0" {
+			if cursor == "0" || len(out) >= ScanLimit {
 				break
 			}
 		}

@@ -21,6 +21,10 @@ import (
 // the groups of one process to another (Heartbeats).
 const heartbeatsPath = "/raftproxy/heartbeats"
 
+// bypassTicks is how long, in ticks, a peer whose batch failed gets its
+// heartbeats on rafthttp before coalescing is tried again.
+const bypassTicks = 50
+
 // maxHeartbeatBatch bounds a batch's body: a heartbeat is a few dozen
 // bytes, and a process hosts at most a few thousand groups.
 const maxHeartbeatBatch = 4 << 20
@@ -48,7 +52,12 @@ type Heartbeats struct {
 	mu       sync.Mutex
 	pending  map[string]*hbBatch // by peer address
 	inflight map[string]bool     // a peer's last batch is still on its way
-	sent     atomic.Uint64       // messages handed to a peer call
+	// bypass holds, for a peer whose last batch failed, until when its
+	// heartbeats go on rafthttp again: a peer that does not take them
+	// (down, cut off, or of a build without the endpoint) still gets
+	// them the way raft sends everything else.
+	bypass map[string]time.Time
+	sent   atomic.Uint64 // messages handed to a peer call and taken
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -75,7 +84,7 @@ func NewHeartbeats(tlsInfo transport.TLSInfo, interval time.Duration) (*Heartbea
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Heartbeats{client: &http.Client{Transport: tr, Timeout: 5 * interval}, scheme: scheme, interval: interval,
-		pending: map[string]*hbBatch{}, inflight: map[string]bool{}, ctx: ctx, cancel: cancel}
+		pending: map[string]*hbBatch{}, inflight: map[string]bool{}, bypass: map[string]time.Time{}, ctx: ctx, cancel: cancel}
 	h.wg.Add(1)
 	go func() { defer h.wg.Done(); h.run() }()
 	return h, nil
@@ -110,9 +119,11 @@ func coalescable(m *raftpb.Message) bool {
 }
 
 // take queues the coalescable messages of msgs, from group cid, for the
-// peers whose address addr knows, and returns the others.
+// peers whose address addr gives (none: the peer's build does not take
+// coalesced heartbeats), and returns the others.
 func (h *Heartbeats) take(cid uint64, msgs []*raftpb.Message, addr func(id uint64) string) []*raftpb.Message {
 	out := msgs[:0:0]
+	now := time.Now()
 	for _, m := range msgs {
 		peer := ""
 		if coalescable(m) {
@@ -128,6 +139,11 @@ func (h *Heartbeats) take(cid uint64, msgs []*raftpb.Message, addr func(id uint6
 			continue
 		}
 		h.mu.Lock()
+		if now.Before(h.bypass[peer]) {
+			h.mu.Unlock()
+			out = append(out, m)
+			continue
+		}
 		batch := h.pending[peer]
 		if batch == nil {
 			batch = &hbBatch{}
@@ -155,19 +171,27 @@ func (h *Heartbeats) run() {
 		h.pending = map[string]*hbBatch{}
 		for peer, batch := range batches {
 			if h.inflight[peer] {
-				delete(batches, peer) // the peer is slow: these are dropped, as a full stream drops them
+				// The peer is slow: these wait for the next tick, with
+				// what comes meanwhile (an old heartbeat is harmless).
+				h.pending[peer] = batch
 				continue
 			}
 			h.inflight[peer] = true
 			h.wg.Add(1)
 			go func() {
 				defer h.wg.Done()
-				if h.post(peer, batch.buf.Bytes()) {
-					h.sent.Add(uint64(batch.n))
-				}
+				ok := h.post(peer, batch.buf.Bytes())
 				h.mu.Lock()
+				defer h.mu.Unlock()
 				delete(h.inflight, peer)
-				h.mu.Unlock()
+				if ok {
+					h.sent.Add(uint64(batch.n))
+					return
+				}
+				// Lost, as on a broken stream; the next ones go on
+				// rafthttp for a while.
+				h.bypass[peer] = time.Now().Add(bypassTicks * h.interval)
+				delete(h.pending, peer)
 			}()
 		}
 		h.mu.Unlock()

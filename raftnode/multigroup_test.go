@@ -68,6 +68,9 @@ type groupOpts struct {
 	tick     time.Duration
 	quiesce  bool // the processes have a Liveness: idle groups quiesce
 	coalesce bool // the processes coalesce their groups' heartbeats
+	// handler, when set, is what process i's peer listener serves in
+	// place of its mux.
+	handler func(i int, mux *PeerMux) http.Handler
 }
 
 // startGroups starts groups raft groups over nodes processes of this test.
@@ -83,6 +86,9 @@ func startGroups(t testing.TB, groups, nodes int, o groupOpts) ([][]groupNode, [
 		}
 		p := &testProc{mux: NewPeerMux(), addr: ln.Addr().String()}
 		p.srv = &http.Server{Handler: p.mux, ReadHeaderTimeout: 5 * time.Second}
+		if o.handler != nil {
+			p.srv.Handler = o.handler(i, p.mux)
+		}
 		go p.srv.Serve(ln)
 		t.Cleanup(func() { p.srv.Close() })
 		if o.quiesce {

@@ -519,14 +519,19 @@ func (n *Node) Stop() {
 // coalescer while it coalesces (heartbeats.go), the rest to rafthttp.
 func (n *Node) send(msgs []*raftpb.Message) {
 	if n.cfg.Heartbeats.coalescing() {
-		msgs = n.cfg.Heartbeats.take(n.clusterID, msgs, n.peerAddr)
+		msgs = n.cfg.Heartbeats.take(n.clusterID, msgs, n.coalescedPeer)
 	}
 	n.transport.Send(msgs)
 }
 
-// peerAddr is member id's peer address, "" when not known.
-func (n *Node) peerAddr(id uint64) string {
+// coalescedPeer is the peer address to send member id's coalesced
+// heartbeats to: "" when not known, or when its build does not serve them
+// (a rolling upgrade; builds that do decode entry.PlacedFormat).
+func (n *Node) coalescedPeer(id uint64) string {
 	m, _ := n.members.get(id)
+	if m.Format < entry.PlacedFormat {
+		return ""
+	}
 	return m.PeerAddr
 }
 

@@ -13,37 +13,36 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
-
-	"github.com/raftproxy/raftproxy/entry"
 )
 
 // Peer calls are raftproxy's own requests between the processes of one
 // cluster, on the peer listener beside rafthttp's traffic. A process of a
 // sharded cluster holds only some of the shards (RAFT.SHARD ADD
 // <node-id>...), and reaches a shard it does not hold through a process
-// that does: the slot movers log their steps there, and -MOVED and
-// CLUSTER SLOTS ask it who leads.
+// that does: the slot movers log their steps there (their calls are
+// served by cmd/raftproxy, through Handle), and -MOVED and CLUSTER SLOTS
+// ask it who leads (LeaderPath).
 //
 // Every process holds the primary group, so the sender of a peer call is
 // admitted as a member of any group the receiving process hosts (named by
 // from=), the same second line behind peer mTLS that admitPeer draws for
 // rafthttp's requests.
 const (
-	// ProposePath logs a routing change or move step (the body, a JSON
-	// entry.OpRoute argument) in the group cluster= and answers the
-	// applier's reply.
-	ProposePath = "/raftproxy/propose"
 	// LeaderPath answers "<leader id> <leader client address>" of the
 	// group cluster= as the receiving process knows it, or 503.
 	LeaderPath = "/raftproxy/leader"
-	// maxPeerCallBody bounds a call's body: a move step carries one batch
-	// (at most slotmap's 8 MiB of dumps, as JSON).
-	maxPeerCallBody = 64 << 20
+	// MaxPeerCallBody bounds a call's body and answer: a move step carries
+	// one batch (at most 8 MiB of dumps, as JSON).
+	MaxPeerCallBody = 64 << 20
 )
 
-// Handle serves path on the peer listener, after the admission every peer
-// call passes (see above). Paths under /raftproxy/ only.
+// Handle serves path, which must be under /raftproxy/, on the peer
+// listener, after the admission every peer call passes (see above). The
+// callers' own calls (the slot movers') are handled where their meaning is.
 func (m *PeerMux) Handle(path string, h http.Handler) {
+	if !strings.HasPrefix(path, "/raftproxy/") {
+		panic("raftnode: a peer call's path is under /raftproxy/: " + path)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.calls == nil {
@@ -54,10 +53,7 @@ func (m *PeerMux) Handle(path string, h http.Handler) {
 
 // call returns the handler of a peer call path, nil for any other request.
 func (m *PeerMux) call(path string) http.Handler {
-	switch path {
-	case ProposePath:
-		return http.HandlerFunc(m.serveProposal)
-	case LeaderPath:
+	if path == LeaderPath {
 		return http.HandlerFunc(m.serveLeader)
 	}
 	m.mu.RLock()
@@ -91,9 +87,9 @@ func (m *PeerMux) Node(cid uint64) *Node {
 	return nil
 }
 
-// callNode is the node of the group a peer call names (cluster=), or nil
-// after answering 404.
-func (m *PeerMux) callNode(w http.ResponseWriter, r *http.Request) *Node {
+// CallNode is the node of the group a peer call names (cluster=), or nil
+// after answering 400 or 404.
+func (m *PeerMux) CallNode(w http.ResponseWriter, r *http.Request) *Node {
 	cid, err := ParseID(r.URL.Query().Get("cluster"))
 	if err != nil {
 		http.Error(w, "want cluster=<id>", http.StatusBadRequest)
@@ -106,40 +102,8 @@ func (m *PeerMux) callNode(w http.ResponseWriter, r *http.Request) *Node {
 	return n
 }
 
-func (m *PeerMux) serveProposal(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		http.Error(w, "POST only", http.StatusMethodNotAllowed)
-		return
-	}
-	n := m.callNode(w, r)
-	if n == nil {
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxPeerCallBody+1))
-	if err != nil || len(body) > maxPeerCallBody {
-		http.Error(w, "body unreadable or too large", http.StatusBadRequest)
-		return
-	}
-	// Only routing changes and move steps: what a shard's applier checks
-	// against the routing data and the mover's epoch, and what is safe to
-	// repeat when a call's answer is lost.
-	f := n.ProposeRequest(r.Context(), entry.Request{Op: entry.OpRoute, Args: [][]byte{body}})
-	select {
-	case <-f.Done():
-	case <-r.Context().Done():
-		return
-	}
-	reply, err := f.Result()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Write(reply)
-}
-
 func (m *PeerMux) serveLeader(w http.ResponseWriter, r *http.Request) {
-	n := m.callNode(w, r)
+	n := m.CallNode(w, r)
 	if n == nil {
 		return
 	}
@@ -205,7 +169,7 @@ func (c *PeerClient) Do(ctx context.Context, addr, path string, cid uint64, q ur
 		return nil, fmt.Errorf("%w: %w", ErrPeerCall, err)
 	}
 	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, maxPeerCallBody+1))
+	out, err := io.ReadAll(io.LimitReader(resp.Body, MaxPeerCallBody+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrPeerCall, addr, err)
 	}
@@ -213,12 +177,6 @@ func (c *PeerClient) Do(ctx context.Context, addr, path string, cid uint64, q ur
 		return nil, fmt.Errorf("%w: %s: %d %s", ErrPeerCall, addr, resp.StatusCode, strings.TrimSpace(string(out)))
 	}
 	return out, nil
-}
-
-// Propose logs data (a JSON entry.OpRoute argument) in group cid through
-// the process at peer address addr and returns the applier's reply there.
-func (c *PeerClient) Propose(ctx context.Context, addr string, cid uint64, data []byte) ([]byte, error) {
-	return c.Do(ctx, addr, ProposePath, cid, nil, data)
 }
 
 // Leader asks the process at peer address addr who leads group cid: the

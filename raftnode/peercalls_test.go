@@ -3,20 +3,42 @@ package raftnode
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 )
 
-// TestPeerCalls: a process logs in, and learns the leader of, a group
-// through another process's peer listener, as a member of a group that
-// process hosts; a sender no group there knows is refused.
+// TestPeerCalls: a process reaches a group of another process through that
+// process's peer listener, as a member of a group that process hosts: a
+// call its user registered (here one that proposes, as the slot movers'
+// does) and the leader query. A sender no group there knows is refused and
+// counted; a group the process does not host is not found.
 func TestPeerCalls(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: forms 2 groups of 3 nodes")
 	}
 	groups, procs := startGroups(t, 2, 3, groupOpts{})
+	const path = "/raftproxy/test-propose"
+	for _, p := range procs {
+		p.mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n := p.mux.CallNode(w, r)
+			if n == nil {
+				return
+			}
+			body, _ := io.ReadAll(r.Body)
+			f := n.Propose(r.Context(), 0, [][]byte{[]byte("SET"), []byte("k"), body}, false)
+			<-f.Done()
+			reply, err := f.Result()
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			w.Write(reply)
+		}))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	member := groups[0][0].h.Node().ID()
@@ -27,7 +49,7 @@ func TestPeerCalls(t *testing.T) {
 	}
 	var reply []byte
 	for {
-		reply, err = c.Propose(ctx, procs[1].addr, target, []byte(`{"op":"test"}`))
+		reply, err = c.Do(ctx, procs[1].addr, path, target, nil, []byte("v"))
 		if err == nil || ctx.Err() != nil {
 			break
 		}
@@ -57,13 +79,13 @@ func TestPeerCalls(t *testing.T) {
 	}
 	refused := groups[0][1].h.PeerRefusals().Get(RefusedNotMember)
 	stranger, _ := NewPeerClient(transport.TLSInfo{}, RandomID())
-	if _, err := stranger.Propose(ctx, procs[1].addr, target, []byte(`{}`)); !errors.Is(err, ErrPeerCall) {
+	if _, err := stranger.Do(ctx, procs[1].addr, path, target, nil, []byte("x")); !errors.Is(err, ErrPeerCall) {
 		t.Errorf("a stranger's proposal: %v, want refused", err)
 	}
 	if got := groups[0][1].h.PeerRefusals().Get(RefusedNotMember) - refused; got != 1 {
 		t.Errorf("refusals counted: %d, want 1", got)
 	}
-	if _, err := c.Propose(ctx, procs[1].addr, RandomID(), []byte(`{}`)); !errors.Is(err, ErrPeerCall) {
+	if _, err := c.Do(ctx, procs[1].addr, path, RandomID(), nil, []byte("x")); !errors.Is(err, ErrPeerCall) {
 		t.Errorf("a proposal to a group the process does not hold: %v", err)
 	}
 }

@@ -410,6 +410,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		hub: pubsub.NewHub()}
 	ss.remote = &remotes{ss: ss}
 	ss.mux.Handle(keysPath, http.HandlerFunc(ss.remote.serveKeys))
+	ss.mux.Handle(proposePath, http.HandlerFunc(ss.remote.serveProposal))
 	primary, err := ss.start(stackSpec{index: 0, dataDir: o.dataDir, ln: clientLn, redis: o.redis, redisPass: o.redisPass,
 		seedRDB: o.seedRDB, forceNewCluster: o.forceNewCluster, listen: o.listen, advertised: o.advertise})
 	defer func() {
@@ -457,7 +458,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		collectors := srv.Metrics().Collectors()
 		if heartbeats != nil {
 			collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "raftproxy_coalesced_heartbeats_total",
-				Help: "Heartbeats and heartbeat responses of this process's raft groups sent coalesced (--coalesce-heartbeats), and taken by the peer."},
+				Help: "Heartbeats and heartbeat responses of this process's raft groups sent to peers coalesced (--coalesce-heartbeats), in batches the peer answered."},
 				func() float64 { return float64(heartbeats.Sent()) }))
 		}
 		msrv := &http.Server{Handler: observe.ShardedHandler(host, ss.shardHosts, o.pprof, collectors...), ReadHeaderTimeout: 5 * time.Second}

@@ -62,7 +62,7 @@ func (m moverNode) localKeys(ctx context.Context, id string, r slotmap.Range) ([
 	select {
 	case <-w.Ready():
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, fmt.Errorf("read barrier of shard %s: %w", id, ctx.Err())
 	}
 	if err := w.Err(); err != nil {
 		return nil, fmt.Errorf("read barrier of shard %s: %w", id, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/apply"
+	"github.com/raftproxy/raftproxy/migrate"
 	"github.com/raftproxy/raftproxy/proxy"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/slotmap"
@@ -22,10 +24,16 @@ import (
 // the movers log in it and list its keys there, and -MOVED and CLUSTER
 // SLOTS name its leader as a member last said.
 
-// keysPath lists the keys of a range of slots of the shard cluster=, as a
-// linearizable read of it (migrate.Node.Keys), for a mover on a node that
-// does not hold it.
-const keysPath = "/raftproxy/keys"
+// The peer calls of a mover on a node that does not hold a shard, served by
+// the members of the shard (raftnode.PeerMux.Handle admits the caller).
+const (
+	// proposePath logs a move's change or step (the body) in the shard
+	// cluster= and answers the applier's reply (migrate.Log).
+	proposePath = "/raftproxy/propose"
+	// keysPath lists the keys of a range of slots of the shard cluster=,
+	// as a linearizable read of it (migrate.Node.Keys).
+	keysPath = "/raftproxy/keys"
+)
 
 // keysTimeout bounds a listing of keys through a member: a scan of tens
 // of millions of keys.
@@ -71,6 +79,16 @@ func (r *remotes) peerClient() (*raftnode.PeerClient, error) {
 		r.client, r.of = c, id
 	}
 	return r.client, nil
+}
+
+// self is this node's member id, 0 before it has one.
+func (r *remotes) self() uint64 {
+	if p := r.ss.primary(); p != nil {
+		if n := p.host.Node(); n != nil {
+			return n.ID()
+		}
+	}
+	return 0
 }
 
 // members are the members of shard sh as the primary group knows them,
@@ -150,7 +168,7 @@ type remoteLog struct {
 }
 
 func (l remoteLog) Append(ctx context.Context, change []byte) ([]byte, error) {
-	return l.r.call(ctx, l.id, raftnode.ProposePath, nil, change)
+	return l.r.call(ctx, l.id, proposePath, nil, change)
 }
 
 // keys lists the keys of slots rg of shard id through a member.
@@ -167,6 +185,46 @@ func (r *remotes) keys(ctx context.Context, id string, rg slotmap.Range) ([]appl
 		return nil, fmt.Errorf("keys of shard %s: %w", id, err)
 	}
 	return out, nil
+}
+
+// serveProposal is the member's side of remoteLog. It takes only what a
+// mover logs in a shard — a move step, a sync-move or an end-move, each
+// refused by the shard's applier unless it comes from the move's current
+// mover (its epoch) — and never in the primary group, whose log only the
+// mover of the node leading it writes.
+func (r *remotes) serveProposal(w http.ResponseWriter, req *http.Request) {
+	if req.Method != http.MethodPost {
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	n := r.ss.mux.CallNode(w, req)
+	if n == nil {
+		return
+	}
+	if p := r.ss.primary(); p != nil && p.host.Node() == n {
+		http.Error(w, "the primary group takes no proposals from peers", http.StatusForbidden)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, raftnode.MaxPeerCallBody+1))
+	if err != nil || len(body) > raftnode.MaxPeerCallBody {
+		http.Error(w, "body unreadable or too large", http.StatusBadRequest)
+		return
+	}
+	var what struct {
+		Op   slotmap.Op      `json:"op"`
+		Step json.RawMessage `json:"step"`
+	}
+	if err := json.Unmarshal(body, &what); err != nil || (what.Step == nil && what.Op != slotmap.OpSyncMove && what.Op != slotmap.OpEndMove) {
+		http.Error(w, "a peer proposes only a move's step, sync-move or end-move", http.StatusBadRequest)
+		return
+	}
+	reply, err := migrate.GroupLog(n).Append(req.Context(), body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(reply)
 }
 
 // serveKeys is the member's side of keys.
@@ -198,7 +256,9 @@ func (r *remotes) serveKeys(w http.ResponseWriter, req *http.Request) {
 // asked for again in the background.
 func (r *remotes) Elsewhere(id string) (proxy.RemoteShard, bool) {
 	sh, cid, ok := r.shard(id)
-	if !ok || r.ss.Group(id) != nil {
+	if !ok || r.ss.Group(id) != nil || sh.Holds(r.self()) {
+		// Held here, or to be: this node joins it (or restarts it) in a
+		// moment, and has no one else to name meanwhile.
 		return proxy.RemoteShard{}, false
 	}
 	out := proxy.RemoteShard{Members: r.members(sh)}

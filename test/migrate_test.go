@@ -451,19 +451,7 @@ func TestSlotMove(t *testing.T) {
 
 	// 4. Every kind of cluster client through a move: slots 0-4095 go back,
 	// with 30000 more keys so that the move lasts a few seconds.
-	var more []string
-	for i := 0; len(more) < 30000; i++ {
-		if k := "more:" + strconv.Itoa(i); slotmap.KeySlot([]byte(k)) <= 4095 {
-			more = append(more, k)
-		}
-	}
-	pipe := cc.Pipeline()
-	for _, k := range more {
-		pipe.Set(ctx, k, k, 0)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		t.Fatal(err)
-	}
+	seedSlotKeys(ctx, t, cc, "more:", 30000, slotmap.Range{First: 0, Last: 4095})
 	clientsDone := runClientsDuring(ctx, t, c, alive)
 	time.Sleep(time.Second)
 	move(0, 4095, srcShardID(ctx, t, alive, srcShard))
@@ -761,4 +749,25 @@ func TestShardAddRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.AssertShardsIdentical(ctx)
+}
+
+// seedSlotKeys writes count keys named prefix<i> of the slots r, each
+// holding its name, through cc in one pipeline, and returns them.
+func seedSlotKeys(ctx context.Context, t *testing.T, cc *redis.ClusterClient, prefix string, count int, r slotmap.Range) []string {
+	t.Helper()
+	var keys []string
+	for i := 0; len(keys) < count; i++ {
+		k := prefix + strconv.Itoa(i)
+		if s := slotmap.KeySlot([]byte(k)); r.First <= s && s <= r.Last {
+			keys = append(keys, k)
+		}
+	}
+	pipe := cc.Pipeline()
+	for _, k := range keys {
+		pipe.Set(ctx, k, k, 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatalf("seeding %d keys of slots %s: %v", count, r, err)
+	}
+	return keys
 }

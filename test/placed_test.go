@@ -84,20 +84,7 @@ func TestPlacedShards(t *testing.T) {
 		}
 		keys = append(keys, k)
 	}
-	var early []string
-	for i := 0; len(early) < 20000; i++ {
-		k := "early:" + strconv.Itoa(i)
-		if slotmap.KeySlot([]byte(k)) <= 999 {
-			early = append(early, k)
-		}
-	}
-	pipe := cc.Pipeline()
-	for _, k := range early {
-		pipe.Set(ctx, k, k, 0)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		t.Fatal(err)
-	}
+	seedSlotKeys(ctx, t, cc, "early:", 20000, slotmap.Range{First: 0, Last: 999})
 	move := func(first, last int, to string) {
 		t.Helper()
 		if err := n0.Client().Do(ctx, "RAFT.SHARD", "MOVE-SLOTS", first, last, to).Err(); err != nil {
@@ -260,20 +247,7 @@ func TestPlacedShards(t *testing.T) {
 	// A move between them whose driver (the primary group's leader) is
 	// killed halfway, with a member of the shard the driver does not hold:
 	// the next leader finishes it through the remaining members.
-	var more []string
-	for i := 0; len(more) < 20000; i++ {
-		k := "more:" + strconv.Itoa(i)
-		if s := slotmap.KeySlot([]byte(k)); s >= 1000 && s <= 2999 {
-			more = append(more, k)
-		}
-	}
-	pipe = cc.Pipeline()
-	for _, k := range more {
-		pipe.Set(ctx, k, k, 0)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		t.Fatal(err)
-	}
+	more := seedSlotKeys(ctx, t, cc, "more:", 20000, slotmap.Range{First: 1000, Last: 2999})
 	l = startMoveLoad(ctx, cc, 8, "pk2:")
 	move(1000, 2999, shardB)
 	waitProgress(ctx, t, n3)

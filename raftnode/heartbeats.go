@@ -32,9 +32,9 @@ const maxHeartbeatBatch = 4 << 20
 // Heartbeats coalesces the heartbeats of a process's groups: each group's
 // leader sends one to every follower every heartbeat tick, and each
 // follower answers, each a message of its own on the group's rafthttp
-// stream to that peer. Once a second group is attached, the plain ones (no
-// context: not a read-index round's, nor quiescence's marked ones, which
-// go as before) are queued here instead and sent once per tick interval,
+// stream to that peer. Once a second group is attached, the plain ones and
+// quiescence's (not a read-index round's, which goes as before) are queued
+// here instead, in order, and sent once per tick interval,
 // all groups' to one process in one peer call (CockroachDB's coalesced
 // heartbeats). One Heartbeats serves every group of a process, as
 // Liveness and wal.Syncer do.
@@ -112,10 +112,19 @@ func (h *Heartbeats) detach() { h.attached.Add(-1) }
 // gains nothing from waiting.
 func (h *Heartbeats) coalescing() bool { return h != nil && h.attached.Load() > 1 }
 
-// coalescable is a plain heartbeat or response.
+// coalescable is a plain heartbeat or response, or one of quiescence's
+// marked ones: those must keep their order with the plain ones, or a plain
+// heartbeat sent before the round that quiesces a follower, arriving after
+// it, would wake the follower of a leader that stopped ticking (and it
+// would campaign). A read-index round's (any other context) goes on
+// rafthttp at once.
 func coalescable(m *raftpb.Message) bool {
 	t := m.GetType()
-	return (t == raftpb.MsgHeartbeat || t == raftpb.MsgHeartbeatResp) && len(m.GetContext()) == 0
+	if t != raftpb.MsgHeartbeat && t != raftpb.MsgHeartbeatResp {
+		return false
+	}
+	ctx := m.GetContext()
+	return len(ctx) == 0 || marked(m, quiesceCtx) || marked(m, quiescedCtx) || marked(m, wakeCtx)
 }
 
 // take queues the coalescable messages of msgs, from group cid, for the

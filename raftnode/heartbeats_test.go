@@ -33,6 +33,11 @@ func TestCoalescedHeartbeats(t *testing.T) {
 		})
 	}
 	t.Run("a peer refuses them", func(t *testing.T) { testHeartbeats(t, groupOpts{coalesce: true, handler: refusing}, 100) })
+	// Idle groups quiesce meanwhile: the quiesce rounds' marked heartbeats
+	// and answers travel with the plain ones, a coalesced round trip takes
+	// a tick or two, and no follower may be left ticking alone by a leader
+	// that quiesced (it would campaign).
+	t.Run("with quiescence", func(t *testing.T) { testHeartbeats(t, groupOpts{coalesce: true, quiesce: true}, 1) })
 }
 
 // testHeartbeats forms 3 groups of 3 processes with o and checks that the
@@ -71,7 +76,16 @@ func testHeartbeats(t *testing.T, o groupOpts, want uint64) {
 		return n
 	}
 	before := sent()
-	time.Sleep(3 * time.Second) // 30 heartbeat ticks, three election timeouts
+	// 30 heartbeat ticks, three election timeouts.
+	for end, all := time.Now().Add(3*time.Second), false; time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if !all && quiesced(groups) == 9 {
+			all = true
+			t.Logf("every node quiesced after %v", 3*time.Second-time.Until(end))
+		}
+		if o.quiesce && !all && time.Until(end) < 20*time.Millisecond {
+			t.Errorf("the groups did not all quiesce within 3 s: %d of 9 nodes", quiesced(groups))
+		}
+	}
 	for g := range groups {
 		write(g)
 		for i, gn := range groups[g] {

@@ -355,7 +355,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	// 10.2.1): it counts itself toward the commit quorum only after Advance,
 	// which follows the fsync. Followers must persist before they answer.
 	leader := raft.StateType(n.raftState.Load()) == raft.StateLeader
-	msgs := n.filterOutgoing(n.splitSnapshots(rd.Messages))
+	msgs := n.core.roundHeartbeats(n.filterOutgoing(n.splitSnapshots(rd.Messages)))
 	if leader {
 		n.stampReadIndex(msgs)
 		n.send(msgs)

@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"bytes"
+	"slices"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -123,7 +124,7 @@ func (c *core) stepQuiet(m *raftpb.Message) {
 // follower's leader need not be told about. c.mu is held.
 func (c *core) activity(from uint64) {
 	c.q.idle = 0
-	c.q.asked = 0
+	c.q.asked, c.q.askedAt = 0, 0
 	c.wakeUp(from)
 }
 
@@ -181,13 +182,17 @@ func (c *core) leaderAck(m *raftpb.Message) {
 // whose members all match its log, starts a quiesce round. c.mu is held.
 func (c *core) tickQuiet(electionTicks int) {
 	c.q.idle++
-	if c.q.asked != 0 && c.q.idle-c.q.askedAt >= electionTicks {
-		// An answer was lost, or a member does not quiesce: ask again,
-		// one heartbeat per member each election timeout.
+	if c.q.asked != 0 && c.q.idle-c.q.askedAt >= roundTicks(electionTicks) {
+		// An answer was lost, or a member does not quiesce: the round
+		// ends, late answers count for nothing, and raft's heartbeats go
+		// again (roundHeartbeats).
 		c.q.asked = 0
 	}
 	if !c.q.allowed || c.q.on || c.q.asked != 0 || c.q.idle < electionTicks {
 		return
+	}
+	if c.q.askedAt != 0 && c.q.idle-c.q.askedAt < electionTicks {
+		return // one round per election timeout
 	}
 	st := c.rn.BasicStatus()
 	if st.RaftState != raft.StateLeader || st.LeadTransferee != raft.None || st.Applied != st.GetCommit() {
@@ -217,6 +222,31 @@ func (c *core) tickQuiet(electionTicks int) {
 			c.q.out = append(c.q.out, &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: proto.Uint64(id),
 				From: proto.Uint64(st.ID), Term: proto.Uint64(st.GetTerm()), Commit: proto.Uint64(commit), Context: quiesceCtx})
 		}
+	})
+}
+
+// roundTicks is how long a quiesce round lasts: its answers come back well
+// within it (one tick's wait in a coalesced batch each way), and the
+// followers that do not quiesce hear no heartbeat of raft's own meanwhile
+// (roundHeartbeats), which is well within an election timeout.
+func roundTicks(electionTicks int) int { return max(electionTicks/2, 2) }
+
+// roundHeartbeats drops from a leader's outgoing messages raft's plain
+// heartbeats while a quiesce round is out. One sent after the round's
+// marked heartbeat, arriving after it, wakes a follower that just
+// quiesced, which does not tell its leader (the sender plainly ticks); the
+// leader then stops ticking once every answer is in, and the follower,
+// ticking alone, campaigns. The round's marked heartbeat is a heartbeat to
+// raft too, and the round ends in roundTicks.
+func (c *core) roundHeartbeats(msgs []*raftpb.Message) []*raftpb.Message {
+	c.mu.Lock()
+	asked := c.q.asked != 0
+	c.mu.Unlock()
+	if !asked {
+		return msgs
+	}
+	return slices.DeleteFunc(msgs, func(m *raftpb.Message) bool {
+		return m.GetType() == raftpb.MsgHeartbeat && len(m.GetContext()) == 0
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/fsm"
 	"github.com/raftproxy/raftproxy/resp"
 	"github.com/raftproxy/raftproxy/slotmap"
@@ -60,6 +61,10 @@ type MovedKey struct {
 	Dump     []byte `json:"dump,omitempty"`
 }
 
+// LockedText is the refusal of a write to a key being copied to another
+// shard that moment; the write had no effect, and may be sent again.
+const LockedText = "TRYAGAIN a key of this command is being copied to another shard"
+
 // routeArg is the argument of an OpRoute request: a routing change, or a
 // move step.
 type routeArg struct {
@@ -85,7 +90,9 @@ const maxExportBytes = 8 << 20
 
 var (
 	errRehashing = resp.AppendError(nil, "TRYAGAIN Multiple keys request during rehashing of slot")
-	nilBulk      = "$-1\r\n"
+	// errLocked refuses a write to a key being copied to the target.
+	errLocked = resp.AppendError(nil, LockedText)
+	nilBulk   = "$-1\r\n"
 )
 
 // moveStep applies a move step, as this shard's log orders it.
@@ -320,7 +327,7 @@ func (m *Machine) scriptWhileMoving(c *fsm.Command) []byte {
 // while it holds it: a command whose keys it all holds runs, one whose keys
 // it holds none of is sent to the target (-ASK, naming the target shard,
 // which the proxy turns into its leader's address), and one that mixes
-// both, or names a locked key, is retried (-TRYAGAIN).
+// both, or writes a locked key, is retried (-TRYAGAIN).
 func (m *Machine) servedHere(c *fsm.Command, keys [][]byte, run *[]fsm.Command) ([]byte, error) {
 	rt := m.routing.Load()
 	self := m.shard()
@@ -350,9 +357,16 @@ func (m *Machine) servedHere(c *fsm.Command, keys [][]byte, run *[]fsm.Command) 
 	if len(moving) == 0 {
 		return nil, nil
 	}
-	for _, k := range moving {
-		if _, locked := m.locks[lockKey{c.DB, string(k)}]; locked {
-			return errRehashing, nil
+	// A locked key is being copied: it stays here, unchanged, until its
+	// drop, so a read may still see it, but a write would be lost with the
+	// drop. The proxy tries such a write again for a client that waits for
+	// each reply (conn.retryLocked), as redis blocks clients while MIGRATE
+	// runs.
+	if c.Op == entry.OpWatch || m.mayWrite(c) {
+		for _, k := range moving {
+			if _, locked := m.locks[lockKey{c.DB, string(k)}]; locked {
+				return errLocked, nil
+			}
 		}
 	}
 	// Whether the keys exist depends on the commands before this one.

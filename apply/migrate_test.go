@@ -84,6 +84,17 @@ func TestMovingSlotGate(t *testing.T) {
 	if ran := strings.Join(srcRedis.ran, "|"); ran != "SET "+held+" 1" {
 		t.Errorf("the source's redis ran %q", ran)
 	}
+	// A key being copied (locked by an export) is still read here, but not
+	// written: the write would be lost with the key's drop.
+	src.locks = map[lockKey]uint64{{0, held}: mv.ID}
+	get := fsm.Command{Args: [][]byte{[]byte("GET"), []byte(held)}}
+	if got := run(src, set(held, false), get); got[0] != string(errLocked) || got[1] != "+OK\r\n" {
+		t.Errorf("source, with %s locked: SET and GET answered %q, want %q and the GET run", held, got, errLocked)
+	}
+	if ran := strings.Join(srcRedis.ran, "|"); ran != "SET "+held+" 1|GET "+held {
+		t.Errorf("the source's redis ran %q", ran)
+	}
+
 	dst, dstRedis := machine("b")
 	got = run(dst, set(gone, false), set(gone, true))
 	if !strings.HasPrefix(got[0], "-TRYAGAIN slot ") || got[1] != "+OK\r\n" {

@@ -81,10 +81,14 @@ func TestRouting(t *testing.T) {
 	}
 }
 
-// firstArgKeys says a command's key is its second argument.
+// firstArgKeys says a command's key is its second argument, which only
+// GET does not write.
 type firstArgKeys struct{}
 
 func (firstArgKeys) WriteKeys(args [][]byte) ([][]byte, bool) {
+	if len(args) > 0 && strings.EqualFold(string(args[0]), "get") {
+		return nil, false
+	}
 	return firstArgKeys{}.AccessedKeys(args), false
 }
 func (firstArgKeys) Modified([][]byte, []byte) bool { return true }

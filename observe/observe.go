@@ -122,6 +122,7 @@ func ShardedHandler(host *raftnode.Host, shards func() map[int]*raftnode.Host, p
 	counter("reads_total", "Linearizable reads started on this node.", func(c *raftnode.Counters) uint64 { return c.Reads.Load() })
 	counter("read_index_rounds_total", "ReadIndex rounds (one serves every read waiting for it).", func(c *raftnode.Counters) uint64 { return c.ReadRounds.Load() })
 	counter("scripts_killed_total", "Scripts and functions this node stopped because their kill was committed (SCRIPT KILL / FUNCTION KILL).", func(c *raftnode.Counters) uint64 { return c.Killed.Load() })
+	counter("resent_entries_total", "Batches this node proposed again to a new leader, not yet applied when the leader changed (the first copy to commit is applied, any other skipped).", func(c *raftnode.Counters) uint64 { return c.Resent.Load() })
 	counter("kill_rebuilds_total", "Rebuilds of the local redis without a killed script that had run to its end (or written) here.", func(c *raftnode.Counters) uint64 { return c.Rebuilt.Load() })
 
 	for _, reason := range raftnode.PeerRefusalReasons() {

@@ -48,7 +48,9 @@ type op struct {
 	// silent: CLIENT REPLY OFF or SKIP was in force; the command runs but
 	// its reply is not sent.
 	silent bool
-	block  *blockCall // opBlock
+	// asked: the command came after ASKING (an opWrite's, for a retry).
+	asked bool
+	block *blockCall // opBlock
 	// act, for opPubSub, changes the connection's subscriptions in the
 	// broker (or reads it) as its reply is written, and returns the reply.
 	act func() []byte
@@ -142,6 +144,9 @@ type conn struct {
 	// (limits.go); nil otherwise.
 	out *outQueue
 	one [1]*op // the reader's batch of one, so emit does not allocate
+	// inline: the reader is completing a lone command (emit), so none of
+	// the connection's later commands is dispatched meanwhile.
+	inline bool
 
 	// Reads queued and not yet run. A write waits for them before it is
 	// proposed: once proposed it may be applied at any moment, and a read
@@ -207,7 +212,9 @@ func (c *conn) emit(o *op) {
 	if o.kind != opClose && o.kind != opBlock && c.ahead == nil && len(c.held) == 0 && c.queued.Load() == 0 && c.rd.Drained() {
 		c.outMu.Lock()
 		c.one[0] = o
+		c.inline = true
 		c.complete(c.one[:])
+		c.inline = false
 		c.one[0] = nil
 		c.writePushes(true)
 		err := c.w.Flush()

@@ -3,8 +3,10 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"strings"
 	"time"
 
+	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/raftnode"
 )
 
@@ -27,9 +29,22 @@ func (c *conn) readShared(w *bufio.Writer, batch []*op) {
 		// The pipe still holds r, which is dropped.
 		errText = errorText(raftnode.ErrTimeout, true)
 	}
+	var again []*raftnode.Future
+	if errText == "" {
+		for i := range r.cmds {
+			if r.cmds[i].err == errSlotChanged {
+				again = c.rerun(batch, i, func(j int) bool {
+					return r.cmds[j].err == nil || r.cmds[j].err == errSlotChanged
+				})
+				break
+			}
+		}
+	}
 	for i, o := range batch {
 		rc := r.cmds[i]
 		switch {
+		case again != nil && again[i] != nil:
+			c.writeOutcome(w, o, again[i], true)
 		case errText != "":
 			o.writeError(w, c.raw, errText)
 		case rc.err != nil:
@@ -247,12 +262,18 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n Group, gen
 			}
 		}
 	}
+	var again []*raftnode.Future
 	for i, o := range batch {
 		if o.kind == opRead && errs[i] == "" && c.s.slotChanged(o.slot) {
-			errs[i] = errorText(errSlotChanged, true)
+			again = c.rerun(batch, i, func(j int) bool { return errs[j] == "" })
+			break
 		}
 	}
 	for i := range batch {
+		if again != nil && again[i] != nil {
+			c.writeOutcome(w, batch[i], again[i], true)
+			continue
+		}
 		if errs[i] != "" {
 			batch[i].writeError(w, c.raw, errs[i])
 			continue
@@ -283,4 +304,25 @@ func (c *conn) dropRedis() {
 		c.redis.Close()
 		c.redis = nil
 	}
+}
+
+// rerun proposes the reads of batch from index from on again, through the
+// log, where the applier decides them (it serves the keys still here and
+// answers -ASK for those already moved): the read at from ran on redis
+// while its slot began moving out, and may have missed keys that had left.
+// The reads after it go too, though they ran whole, so that no reply of
+// the batch shows an older state than one before it. ok(i) says whether
+// batch[i] is still to be answered. It returns each rerun read's future
+// (nil for the rest), proposed in the batch's order.
+func (c *conn) rerun(batch []*op, from int, ok func(int) bool) []*raftnode.Future {
+	futs := make([]*raftnode.Future, len(batch))
+	for i := from; i < len(batch); i++ {
+		o := batch[i]
+		if o.kind != opRead || !ok(i) {
+			continue
+		}
+		req := entry.Request{DB: o.db, Args: o.args, RESP3: o.resp3, Killable: killable(strings.ToLower(string(o.args[0])))}
+		futs[i] = o.node.ProposeTagged(proposalContext(), req, c.id)
+	}
+	return futs
 }

@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"strings"
 	"time"
 
+	"github.com/raftproxy/raftproxy/apply"
+	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/raftnode"
 )
 
@@ -165,28 +168,21 @@ func (c *conn) discard() {
 }
 
 func (c *conn) writeResult(w *bufio.Writer, o *op) {
-	// A request being applied has an outcome that will come, however long
-	// it takes (a script runs until it ends or is killed): its client waits
-	// for it, as redis's does. The deadline is for the commit.
-	if !c.await(o.fut.Done(), o.start) && !o.fut.Applying() {
-		o.writeError(w, c.raw, errorText(raftnode.ErrTimeout, o.kind == opLogRead))
-		return
-	}
-	select {
-	case <-o.fut.Done():
-	case <-c.s.quitting:
-		select {
-		case <-o.fut.Done():
-		default:
-			// Committed and being applied: it takes effect, but this node
-			// stops before it can say how.
-			o.writeError(w, c.raw, errorText(raftnode.ErrTimeout, o.kind == opLogRead))
-			return
+	c.writeOutcome(w, o, o.fut, o.kind == opLogRead)
+}
+
+// writeOutcome writes o's reply from fut, its request in the log; read
+// says whether it only reads (for the text of a timeout).
+func (c *conn) writeOutcome(w *bufio.Writer, o *op, fut *raftnode.Future, read bool) {
+	raw, err := c.outcome(o, fut)
+	for tries := 0; err == nil && bytes.HasPrefix(raw, lockedPrefix) && c.mayRetry(o); tries++ {
+		if fut = c.retryLocked(o, tries); fut == nil {
+			break
 		}
+		raw, err = c.outcome(o, fut)
 	}
-	raw, err := o.fut.Result()
 	if err != nil {
-		o.writeError(w, c.raw, errorText(err, o.kind == opLogRead))
+		o.writeError(w, c.raw, errorText(err, read))
 		return
 	}
 	if bytes.HasPrefix(raw, askPrefix) {
@@ -200,4 +196,50 @@ func (c *conn) writeResult(w *bufio.Writer, o *op) {
 	o.write(w, raw)
 }
 
-var askPrefix = []byte("-ASK ")
+// outcome waits for fut and returns its reply, or why there is none.
+func (c *conn) outcome(o *op, fut *raftnode.Future) ([]byte, error) {
+	// A request being applied has an outcome that will come, however long
+	// it takes (a script runs until it ends or is killed): its client waits
+	// for it, as redis's does. The deadline is for the commit.
+	if !c.await(fut.Done(), o.start) && !fut.Applying() {
+		return nil, raftnode.ErrTimeout
+	}
+	select {
+	case <-fut.Done():
+	case <-c.s.quitting:
+		select {
+		case <-fut.Done():
+		default:
+			// Committed and being applied: it takes effect, but this node
+			// stops before it can say how.
+			return nil, raftnode.ErrTimeout
+		}
+	}
+	return fut.Result()
+}
+
+// mayRetry reports whether o, a write refused because a key of it was
+// being copied to another shard (apply.LockedText), may be proposed again:
+// only while the reader completes it inline, so that no later command of
+// the connection is in the log yet and the retry keeps their order.
+func (c *conn) mayRetry(o *op) bool {
+	return c.inline && o.kind == opWrite && o.node != nil && o.args != nil
+}
+
+// retryLocked proposes o again after a pause that grows with tries (a
+// key's copy takes a few log rounds), as redis holds a client while
+// MIGRATE runs; nil when o's deadline comes first.
+func (c *conn) retryLocked(o *op, tries int) *raftnode.Future {
+	pause := min(time.Millisecond<<min(tries, 5), 20*time.Millisecond)
+	if time.Until(o.start.Add(c.s.timeout())) < pause {
+		return nil
+	}
+	time.Sleep(pause)
+	req := entry.Request{DB: o.db, Args: o.args, RESP3: o.resp3, Killable: killable(strings.ToLower(string(o.args[0]))), Asking: o.asked}
+	return o.node.ProposeTagged(proposalContext(), req, c.id)
+}
+
+var (
+	askPrefix    = []byte("-ASK ")
+	lockedPrefix = []byte("-" + apply.LockedText)
+)

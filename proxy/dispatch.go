@@ -149,7 +149,10 @@ func (c *conn) route(n Group, sp *spec, args [][]byte) *op {
 	n = c.publishGroup(n, sp)
 	// Propose bounds its own waits (for a leader, for room in its queue).
 	// The tag tells this connection's own writes (CLIENT TRACKING NOLOOP).
-	return &op{kind: opWrite, fut: n.ProposeTagged(proposalContext(), c.request(sp, args), c.id), start: now}
+	// node, args, db and asked let a write refused while its key was being
+	// copied to another shard be proposed again (conn.retryLocked).
+	return &op{kind: opWrite, fut: n.ProposeTagged(proposalContext(), c.request(sp, args), c.id), start: now,
+		node: n, args: args, db: c.db, asked: c.asked}
 }
 
 // request is the log request of a data command.
@@ -197,7 +200,7 @@ func errorText(err error, read bool) string {
 		return "CLUSTERDOWN " + err.Error()
 	case errors.Is(err, raftnode.ErrDiskFull):
 		return "MISCONF raftproxy: " + err.Error()
-	case errors.Is(err, errExpiryChurn), errors.Is(err, errSlotChanged):
+	case errors.Is(err, errExpiryChurn):
 		return err.Error()
 	case errors.As(err, new(*raftnode.BusyError)):
 		var be *raftnode.BusyError

@@ -181,8 +181,8 @@ func (c *conn) ownSlot(rt *slotmap.Map, slot int) *op {
 	return s.redirectTo("MOVED", slot, owner)
 }
 
-// redirectTo is -MOVED or -ASK to the leader of shard id. For a shard
-// placed on other nodes it names the leader a member last named, or, before
+// redirectTo is -MOVED or -ASK to the leader of shard id (while it has
+// none, to this node's port for it). For a shard placed on other nodes it names the leader a member last named, or, before
 // one did, a member: a follower serves the command too, through the log.
 func (s *Server) redirectTo(kind string, slot int, id string) *op {
 	g := s.cfg.Sharding.Group(id)
@@ -201,9 +201,26 @@ func (s *Server) redirectTo(kind string, slot int, id string) *op {
 	}
 	l, ok := g.Leader()
 	if !ok || l.Addr == "" {
+		// An election or a leader transfer: this node's own port for the
+		// shard serves the command as a follower, once a leader is known
+		// (within the request timeout), where a client would give up on
+		// -CLUSTERDOWN (redis-cli -c does).
+		if addr := selfAddr(g); addr != "" && s.followerProxy.Load() {
+			return errReply(fmt.Sprintf("%s %d %s", kind, slot, addr))
+		}
 		return errReply(errNoLeader)
 	}
 	return errReply(fmt.Sprintf("%s %d %s", kind, slot, l.Addr))
+}
+
+// selfAddr is this node's client address for group g, "" if not known.
+func selfAddr(g Group) string {
+	for _, m := range g.Members() {
+		if m.ID == g.ID() {
+			return m.Addr
+		}
+	}
+	return ""
 }
 
 // askReply turns the applier's -ASK, which names the target shard, into
@@ -281,7 +298,8 @@ func (s *Server) slotChanged(slot int) bool {
 	return moving || own.Owner(slot) != raftnode.IDString(n.ClusterID())
 }
 
-// errSlotChanged fails a read that slotChanged caught; the client retries.
+// errSlotChanged marks a read that slotChanged caught, which the
+// connection runs again through the log (conn.rerun).
 var errSlotChanged = errors.New("TRYAGAIN the slot began moving while the read ran")
 
 // commandSlot is the hash slot of a command's keys by redis's key specs:

@@ -18,6 +18,7 @@ type Counters struct {
 	ReadRounds    atomic.Uint64 // ReadIndex rounds
 	Killed        atomic.Uint64 // killable requests this node stopped (killed, or redis shut down)
 	Rebuilt       atomic.Uint64 // rebuilds of redis without a killed request that had run here
+	Resent        atomic.Uint64 // batches proposed again after a leader change (proposer.resend)
 }
 
 // Counters returns the node's counters.

@@ -129,7 +129,7 @@ func (n *Node) proposeControl(c entry.Control) {
 	c.Format = byte(n.members.logFormat())
 	data := c.Marshal()
 	go func() {
-		if err := n.proposeRetrying(data); err != nil {
+		if err := n.proposeRetrying(data, nil); err != nil {
 			n.log.Debug("proposing a control entry failed; it is proposed again", "op", c.Op, "index", c.Index, "err", err)
 		}
 	}()

@@ -1,10 +1,13 @@
 package raftnode
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +78,9 @@ type pending struct {
 	// applying: the batch is committed and the applier has reached it, so
 	// its replies will come (see Future.Applying); it never expires.
 	applying bool
+	// data is a batch's entry as proposed, sent again after a leader
+	// change (proposer.resend).
+	data []byte
 }
 
 // proposer turns client requests into log entries. It batches requests that
@@ -92,6 +98,13 @@ type proposer struct {
 	inflight int
 	landed   chan struct{}
 	maxHold  time.Duration // longest hold of throttle
+
+	// leads counts the leaders this node has known (leaderChanged); sent
+	// is the count when run last sent the pending batches to the leader,
+	// and relead wakes run to send them to a new one.
+	leads  atomic.Uint64
+	sent   uint64
+	relead chan struct{}
 }
 
 func newProposer(n *Node, lastSeq uint64) *proposer {
@@ -99,7 +112,7 @@ func newProposer(n *Node, lastSeq uint64) *proposer {
 	if seq <= lastSeq {
 		seq = lastSeq + 1
 	}
-	return &proposer{n: n, propc: make(chan proposal, 4096), seq: seq, waiting: map[uint64]*pending{}, landed: make(chan struct{}, 1),
+	return &proposer{n: n, propc: make(chan proposal, 4096), seq: seq, waiting: map[uint64]*pending{}, landed: make(chan struct{}, 1), relead: make(chan struct{}, 1),
 		// A batch round trip takes a few milliseconds under load.
 		maxHold: 10 * time.Millisecond}
 }
@@ -247,6 +260,8 @@ func (p *proposer) run() {
 				sweep.Reset(sweepEvery)
 			}
 			p.throttle(hold)
+		case <-p.relead:
+			p.resend(math.MaxUint64)
 		case <-sweep.C:
 			if waiting := p.expire(time.Now()); waiting != fast {
 				fast = waiting
@@ -334,11 +349,12 @@ func (p *proposer) propose(batch []proposal) {
 	// raft keeps the slice it is given, so each entry gets its own buffer.
 	data := e.Marshal(make([]byte, 0, e.Size()))
 	p.mu.Lock()
+	pend.data = data
 	p.waiting[e.Seq] = pend
 	p.inflight++
 	p.mu.Unlock()
 
-	err := p.n.proposeRetrying(data)
+	err := p.n.proposeRetrying(data, func() { p.resend(e.Seq) })
 	if err != nil {
 		p.take(e.Seq)
 		// A proposal raft refused was never appended anywhere. Any other
@@ -364,7 +380,11 @@ func (p *proposer) propose(batch []proposal) {
 // retrying it is safe, and it makes a leader transfer invisible to
 // clients. The deadline exists only once a proposal was dropped: the
 // common case costs no timer.
-func (n *Node) proposeRetrying(data []byte) error {
+func (n *Node) proposeRetrying(data []byte, before func()) error {
+	if before == nil {
+		before = func() {}
+	}
+	before()
 	err := n.core.propose(data)
 	if !errors.Is(err, raft.ErrProposalDropped) {
 		return err
@@ -376,9 +396,60 @@ func (n *Node) proposeRetrying(data []byte) error {
 		case <-time.After(10 * time.Millisecond):
 		case <-ctx.Done():
 		}
+		before()
 		err = n.core.propose(data)
 	}
 	return err
+}
+
+// resend proposes again, to a leader this node has come to know since it
+// last did, every batch with a seq below below proposed before and not yet
+// reached by the applier, in the order of their seqs. A follower forwards its proposals to the
+// leader, which drops them silently while it hands leadership over, and an
+// old leader's uncommitted entries may be cut from the log: the batch's
+// client would otherwise hear -TIMEOUT, outcome unknown. Sending the same
+// entry twice is safe: every applier applies a batch only if its seq is
+// above the last applied one of its node, so the first copy to commit is
+// the one applied and any later copy is skipped. It runs on run's
+// goroutine only, before each new batch is proposed (which it must
+// precede, or that batch's seq would make the older one's copy skipped).
+func (p *proposer) resend(below uint64) {
+	leads := p.leads.Load()
+	if leads == p.sent || p.n.lead.Load() == raft.None {
+		return
+	}
+	p.sent = leads
+	now := time.Now()
+	minWait := now.Add(time.Duration(p.n.cfg.ElectionTicks) * p.n.cfg.TickInterval)
+	type again struct {
+		seq  uint64
+		data []byte
+	}
+	var out []again
+	p.mu.Lock()
+	for seq, pend := range p.waiting {
+		if pend.data == nil || pend.applying || seq >= below {
+			continue
+		}
+		out = append(out, again{seq, pend.data})
+		// The copy gets the batch's own deadline back (a leader change cut
+		// it to one election timeout), and at least that long.
+		pend.deadline = pend.start.Add(p.n.requestTimeout())
+		if pend.deadline.Before(minWait) {
+			pend.deadline = minWait
+		}
+	}
+	p.mu.Unlock()
+	if len(out) == 0 {
+		return
+	}
+	slices.SortFunc(out, func(a, b again) int { return cmp.Compare(a.seq, b.seq) })
+	p.n.counters.Resent.Add(uint64(len(out)))
+	for _, a := range out {
+		// A copy raft drops now is sent at the next leader change, or its
+		// first copy commits, or it expires.
+		p.n.core.propose(a.data)
+	}
 }
 
 // PendingProposals counts the client requests this node proposed, or
@@ -430,10 +501,17 @@ func (p *proposer) lookup(seq uint64) *pending {
 func (p *proposer) leaderChanged() {
 	limit := time.Now().Add(time.Duration(p.n.cfg.ElectionTicks) * p.n.cfg.TickInterval)
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	for _, pend := range p.waiting {
 		if pend.deadline.After(limit) {
 			pend.deadline = limit
+		}
+	}
+	p.mu.Unlock()
+	if p.n.lead.Load() != raft.None {
+		p.leads.Add(1)
+		select {
+		case p.relead <- struct{}{}:
+		default:
 		}
 	}
 }

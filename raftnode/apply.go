@@ -463,23 +463,28 @@ func (a *applier) commands(ents []*raftpb.Entry, replies bool) []command {
 		if replies {
 			a.clockOffset.Store(a.n.nowMs() - b.TimeMs)
 		}
-		var pend *pending
-		if replies && b.Node == a.n.id {
-			pend = a.n.prop.lookup(b.Seq)
-		}
 		// A batch whose sequence is not above the last applied one from the
-		// same node was overtaken in transit; applying it would reorder that
-		// node's clients' writes, so no node applies it.
+		// same node was overtaken in transit, or is a second copy of one
+		// applied (proposer.resend); applying it would reorder that node's
+		// clients' writes, or run them twice, so no node applies it. Its
+		// clients hear it did not happen only if no copy was applied: a
+		// copy's waiters, still registered while its replies come, must
+		// get those replies.
 		if b.Seq <= a.lastSeq[b.Node] {
-			if pend != nil {
-				a.n.prop.take(b.Seq)
-				for _, f := range pend.futs {
-					f.complete(nil, ErrReordered)
+			if replies && b.Node == a.n.id {
+				if pend := a.n.prop.takeUnreached(b.Seq); pend != nil {
+					for _, f := range pend.futs {
+						f.complete(nil, ErrReordered)
+					}
 				}
 			}
 			continue
 		}
 		a.lastSeq[b.Node] = b.Seq
+		var pend *pending
+		if replies && b.Node == a.n.id {
+			pend = a.n.prop.lookup(b.Seq)
+		}
 		if pend != nil && len(pend.futs) != len(b.Reqs) {
 			pend = nil
 		}

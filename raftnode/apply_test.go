@@ -85,6 +85,38 @@ func TestApplierRepliesToOwnWaiters(t *testing.T) {
 	}
 }
 
+// TestApplierAppliesFirstCopy: a batch sent again to a new leader
+// (proposer.resend) can reach the log twice. The first copy is applied and
+// answers the batch's clients; the second, skipped, must not tell them it
+// did not happen, though their replies are still to come when it is
+// decoded (the same chunk). Chaos found a write answered -TRYAGAIN that
+// had taken effect before the skip left applied batches alone.
+func TestApplierAppliesFirstCopy(t *testing.T) {
+	n := &Node{id: 1, metrics: NewMetrics(), log: slog.Default()}
+	n.prop = newProposer(n, 0)
+	a := newApplier(n)
+	f := newFuture()
+	n.prop.waiting[5] = &pending{futs: []*Future{f}, batch: true}
+	n.prop.inflight = 1
+	cmds := a.commands([]*raftpb.Entry{logEntry(1, 1, 5, "INCR a"), logEntry(2, 1, 5, "INCR a")}, true)
+	if len(cmds) != 1 || cmds[0].Reply == nil {
+		t.Fatalf("want one command with a reply hook, got %d", len(cmds))
+	}
+	select {
+	case <-f.Done():
+		r, err := f.Result()
+		t.Fatalf("the batch's client heard %q, %v before its command ran", r, err)
+	default:
+	}
+	cmds[0].Reply([]byte(":1\r\n"))
+	if r, err := f.Result(); err != nil || string(r) != ":1\r\n" {
+		t.Fatalf("applied batch reply = %q, %v; want :1", r, err)
+	}
+	if len(n.prop.waiting) != 0 {
+		t.Fatalf("waiters left registered: %d", len(n.prop.waiting))
+	}
+}
+
 func TestLastOwnSeq(t *testing.T) {
 	ents := []*raftpb.Entry{logEntry(1, 1, 5), logEntry(2, 2, 99), logEntry(3, 1, 7), logEntry(4, 1, 6)}
 	if got := lastOwnSeq(1, ents); got != 7 {

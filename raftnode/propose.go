@@ -478,6 +478,19 @@ func (p *proposer) take(seq uint64) *pending {
 	return pend
 }
 
+// takeUnreached removes and returns the waiters of a batch the applier
+// has not reached (nil if it has, or there are none).
+func (p *proposer) takeUnreached(seq uint64) *pending {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pend := p.waiting[seq]
+	if pend == nil || pend.applying {
+		return nil
+	}
+	p.forget(seq, pend)
+	return pend
+}
+
 // lookup returns the waiters of a batch, keeping them registered: an apply
 // that fails half way is replayed, and the replies come from the replay.
 // The batch is being applied from then on.

@@ -117,15 +117,16 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 	if err := c.expireBeforeReads(batch, errs, n); err != nil {
 		fail(errs, batch, errorText(err, true))
 	}
-	// Reads keep out of redis while it holds a script's undecided effects.
+	// Reads keep out of redis while it holds a script's undecided effects;
+	// they leave it once their replies are in, before any wait for the log.
+	var leave func()
 	if n != nil && !failed(errs) {
 		ctx, cancel := context.WithDeadline(context.Background(), batch[0].start.Add(c.s.timeout()))
-		leave, err := n.EnterRead(ctx)
+		var err error
+		leave, err = n.EnterRead(ctx)
 		cancel()
 		if err != nil {
 			fail(errs, batch, errorText(err, true))
-		} else {
-			defer leave()
 		}
 	}
 	// The generation check brackets the reads: if redis was being rebuilt
@@ -137,14 +138,17 @@ func (c *conn) runOnRedis(w *bufio.Writer, batch []*op) {
 			fail(errs, batch, errorText(raftnode.ErrLoading, true))
 		}
 	}
-	sent := c.send(batch, errs)
-	if sent > 0 {
-		c.receive(w, batch, errs, n, gen)
-		return
+	var replies [][]byte
+	if c.send(batch, errs) > 0 {
+		replies = c.receive(batch, errs, n, gen)
 	}
-	for i := range batch {
-		batch[i].writeError(w, c.raw, errs[i])
+	if leave != nil {
+		leave()
 	}
+	if replies == nil {
+		fail(errs, batch, errorText(raftnode.ErrLoading, true))
+	}
+	c.writeReplies(w, batch, errs, replies)
 }
 
 // expireBeforeReads runs Server.expireBeforeReads for the reads of batch
@@ -239,7 +243,8 @@ func (c *conn) send(batch []*op, errs []string) int {
 	return sent
 }
 
-func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n Group, gen uint64) {
+// receive reads the replies of the commands send sent.
+func (c *conn) receive(batch []*op, errs []string, n Group, gen uint64) [][]byte {
 	replies := make([][]byte, len(batch))
 	var buf []byte
 	for i := range batch {
@@ -262,6 +267,13 @@ func (c *conn) receive(w *bufio.Writer, batch []*op, errs []string, n Group, gen
 			}
 		}
 	}
+	return replies
+}
+
+// writeReplies writes each command's reply, or its error. A read that
+// slotChanged catches is run again through the log, once the reads left
+// the read gate: the applier may need it shut to get there.
+func (c *conn) writeReplies(w *bufio.Writer, batch []*op, errs []string, replies [][]byte) {
 	var again []*raftnode.Future
 	for i, o := range batch {
 		if o.kind == opRead && errs[i] == "" && c.s.slotChanged(o.slot) {

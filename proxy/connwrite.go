@@ -222,8 +222,10 @@ func (c *conn) outcome(o *op, fut *raftnode.Future) ([]byte, error) {
 // being copied to another shard (apply.LockedText), may be proposed again:
 // only while the reader completes it inline, so that no later command of
 // the connection is in the log yet and the retry keeps their order.
+// A script may answer any error text, this one too, after writing: it is
+// never sent again.
 func (c *conn) mayRetry(o *op) bool {
-	return c.inline && o.kind == opWrite && o.node != nil && o.args != nil
+	return c.inline && o.kind == opWrite && o.node != nil && o.args != nil && killable(strings.ToLower(string(o.args[0]))) == 0
 }
 
 // retryLocked proposes o again after a pause that grows with tries (a
@@ -235,7 +237,7 @@ func (c *conn) retryLocked(o *op, tries int) *raftnode.Future {
 		return nil
 	}
 	time.Sleep(pause)
-	req := entry.Request{DB: o.db, Args: o.args, RESP3: o.resp3, Killable: killable(strings.ToLower(string(o.args[0]))), Asking: o.asked}
+	req := entry.Request{DB: o.db, Args: o.args, RESP3: o.resp3, Asking: o.asked}
 	return o.node.ProposeTagged(proposalContext(), req, c.id)
 }
 

@@ -36,6 +36,9 @@ type Sharding interface {
 	// Group is this node's group of the shard id (IDString of its raft
 	// cluster id), nil when this node holds none.
 	Group(id string) Group
+	// GroupRouting is the routing data as this node's group of shard id
+	// applied it, nil when this node holds none.
+	GroupRouting(id string) *slotmap.Map
 	// Elsewhere describes shard id when this node does not hold it (it is
 	// placed on other nodes); ok is false when it holds it or the routing
 	// data does not list it.
@@ -204,13 +207,31 @@ func (s *Server) redirectTo(kind string, slot int, id string) *op {
 		// An election or a leader transfer: this node's own port for the
 		// shard serves the command as a follower, once a leader is known
 		// (within the request timeout), where a client would give up on
-		// -CLUSTERDOWN (redis-cli -c does).
-		if addr := selfAddr(g); addr != "" && s.followerProxy.Load() {
+		// -CLUSTERDOWN (redis-cli -c does) -- if by the shard's own log
+		// it serves the slot, or it would send the client back.
+		if addr := selfAddr(g); addr != "" && s.followerProxy.Load() && serves(s.cfg.Sharding.GroupRouting(id), id, kind, slot) {
 			return errReply(fmt.Sprintf("%s %d %s", kind, slot, addr))
 		}
 		return errReply(errNoLeader)
 	}
 	return errReply(fmt.Sprintf("%s %d %s", kind, slot, l.Addr))
+}
+
+// serves reports whether shard id, whose routing data as its own log
+// applied it is own, serves slot for a -MOVED (it owns the slot, or moves
+// it out) or an -ASK (it moves the slot in) without sending the client on.
+func serves(own *slotmap.Map, id, kind string, slot int) bool {
+	if own == nil {
+		return false
+	}
+	mv, moving := own.Moving(slot)
+	if kind == "ASK" {
+		return moving && mv.Dst() == id
+	}
+	if moving {
+		return mv.Src() == id
+	}
+	return own.Owner(slot) == id
 }
 
 // selfAddr is this node's client address for group g, "" if not known.

@@ -351,6 +351,10 @@ func (a *applier) resetTo(ctx context.Context, m *snapshot.Meta) error {
 	}
 	a.lastSeq = st.LastSeq
 	a.logTime = st.LogTimeMs
+	// A batch of this node's the snapshot covers may have been applied
+	// there, out of this applier's sight: a later copy of it
+	// (proposer.resend) must not tell its clients it did not happen.
+	a.n.prop.coveredUpTo(a.lastSeq[a.n.id])
 	if err := a.restoreMachine(ctx, m.State); err != nil {
 		return fmt.Errorf("restore the state machine's state of snapshot %d: %w", m.Index, err)
 	}

@@ -478,6 +478,28 @@ func (p *proposer) take(seq uint64) *pending {
 	return pend
 }
 
+// coveredUpTo ends, with ErrTimeout (outcome unknown), the waits of
+// batches not reached by the applier whose seq is at most seq, the last
+// one of this node a snapshot being loaded covers: each was applied in it,
+// or skipped, and which is not known here.
+func (p *proposer) coveredUpTo(seq uint64) {
+	var ended []*pending
+	p.mu.Lock()
+	for s, pend := range p.waiting {
+		if s <= seq && !pend.applying && pend.batch {
+			ended = append(ended, pend)
+			p.forget(s, pend)
+		}
+	}
+	p.mu.Unlock()
+	for _, pend := range ended {
+		p.n.metrics.proposalsFailed.Add(float64(len(pend.futs)))
+		for _, f := range pend.futs {
+			f.complete(nil, ErrTimeout)
+		}
+	}
+}
+
 // takeUnreached removes and returns the waiters of a batch the applier
 // has not reached (nil if it has, or there are none).
 func (p *proposer) takeUnreached(seq uint64) *pending {

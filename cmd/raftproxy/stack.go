@@ -339,6 +339,16 @@ func (ss *stacks) Group(id string) proxy.Group {
 	return nil
 }
 
+// GroupRouting implements proxy.Sharding.
+func (ss *stacks) GroupRouting(id string) *slotmap.Map {
+	for _, st := range ss.list() {
+		if n := st.host.Node(); n != nil && raftnode.IDString(n.ClusterID()) == id {
+			return st.machine.Routing()
+		}
+	}
+	return nil
+}
+
 // Elsewhere implements proxy.Sharding.
 func (ss *stacks) Elsewhere(id string) (proxy.RemoteShard, bool) { return ss.remote.Elsewhere(id) }
 

@@ -73,52 +73,26 @@ func TestReadsAsMovesBegin(t *testing.T) {
 		counts = map[string]int{}
 		bad    []string
 	)
-	for addr := range addrs {
-		for range 2 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cl := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1, ReadTimeout: 10 * time.Second})
-				defer cl.Close()
-				for j := 0; ; j++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					pipe := cl.Pipeline()
-					cmds := make([]*redis.StringCmd, 16)
-					for i := range cmds {
-						cmds[i] = pipe.Get(ctx, "{rd}:"+strconv.Itoa((j*16+i)%keys))
-					}
-					pipe.Exec(ctx)
-					mu.Lock()
-					for i, cmd := range cmds {
-						v, err := cmd.Result()
-						want := "v" + strconv.Itoa((j*16+i)%keys)
-						switch {
-						case err == nil && v == want:
-							counts["value"]++
-						case err != nil && (strings.HasPrefix(err.Error(), "ASK ") || strings.HasPrefix(err.Error(), "MOVED ")):
-							counts[firstWord(err)]++
-						default:
-							counts["bad"]++
-							if len(bad) < 10 {
-								bad = append(bad, fmt.Sprintf("%s %s GET %s: %q %v", time.Now().Format("15:04:05.000"), addr, cmd.Args()[1], v, err))
-							}
-						}
-					}
-					mu.Unlock()
-				}
-			}()
+	// record counts one reply: what, as the right value or an error that
+	// only redirects; anything else is bad, described by detail.
+	record := func(prefix string, ok bool, err error, detail func() string) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil && ok:
+			counts[prefix+"OK"]++
+		case err != nil && (strings.HasPrefix(err.Error(), "ASK ") || strings.HasPrefix(err.Error(), "MOVED ")):
+			counts[prefix+firstWord(err)]++
+		default:
+			counts[prefix+"bad"]++
+			if len(bad) < 10 {
+				bad = append(bad, time.Now().Format("15:04:05.000")+" "+detail())
+			}
 		}
 	}
-
-	// Writers that wait for each reply, as redis-cli -c: a key being copied
-	// that moment makes the proxy propose the write again, so they see no
-	// -TRYAGAIN either. They write what the key holds, which the readers
-	// check.
-	for addr := range addrs {
+	// client runs body with its step number on a connection to addr that
+	// never retries, until stop.
+	client := func(addr string, body func(cl *redis.Client, j int)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -130,24 +104,41 @@ func TestReadsAsMovesBegin(t *testing.T) {
 					return
 				default:
 				}
-				i := (j * 7) % keys
-				t0 := time.Now()
-				err := cl.Set(ctx, "{rd}:"+strconv.Itoa(i), "v"+strconv.Itoa(i), 0).Err()
-				mu.Lock()
-				switch {
-				case err == nil:
-					counts["SET OK"]++
-				case strings.HasPrefix(err.Error(), "ASK ") || strings.HasPrefix(err.Error(), "MOVED "):
-					counts["SET "+firstWord(err)]++
-				default:
-					counts["SET bad"]++
-					if len(bad) < 10 {
-						bad = append(bad, fmt.Sprintf("%s (after %v) %s SET {rd}:%d: %v", time.Now().Format("15:04:05.000"), time.Since(t0).Round(time.Millisecond), addr, i, err))
-					}
-				}
-				mu.Unlock()
+				body(cl, j)
 			}
 		}()
+	}
+	for addr := range addrs {
+		for range 2 {
+			client(addr, func(cl *redis.Client, j int) {
+				pipe := cl.Pipeline()
+				cmds := make([]*redis.StringCmd, 16)
+				for i := range cmds {
+					cmds[i] = pipe.Get(ctx, "{rd}:"+strconv.Itoa((j*16+i)%keys))
+				}
+				pipe.Exec(ctx)
+				for i, cmd := range cmds {
+					v, err := cmd.Result()
+					record("GET ", v == "v"+strconv.Itoa((j*16+i)%keys), err, func() string {
+						return fmt.Sprintf("%s GET %s: %q %v", addr, cmd.Args()[1], v, err)
+					})
+				}
+			})
+		}
+	}
+	// Writers that wait for each reply, as redis-cli -c: a key being copied
+	// that moment makes the proxy propose the write again, so they see no
+	// -TRYAGAIN either. They write what the key holds, which the readers
+	// check.
+	for addr := range addrs {
+		client(addr, func(cl *redis.Client, j int) {
+			i := (j * 7) % keys
+			t0 := time.Now()
+			err := cl.Set(ctx, "{rd}:"+strconv.Itoa(i), "v"+strconv.Itoa(i), 0).Err()
+			record("SET ", true, err, func() string {
+				return fmt.Sprintf("(after %v) %s SET {rd}:%d: %v", time.Since(t0).Round(time.Millisecond), addr, i, err)
+			})
+		})
 	}
 
 	const moves = 16
@@ -162,11 +153,11 @@ func TestReadsAsMovesBegin(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("%d moves of slot %d; GET outcomes %v", moves, slot, counts)
+	t.Logf("%d moves of slot %d; outcomes %v", moves, slot, counts)
 	if len(bad) > 0 {
-		t.Errorf("%d GETs and %d SETs neither answered nor redirected, such as %q", counts["bad"], counts["SET bad"], bad)
+		t.Errorf("%d GETs and %d SETs neither answered nor redirected, such as %q", counts["GET bad"], counts["SET bad"], bad)
 	}
-	if counts["value"] == 0 || counts["ASK"]+counts["MOVED"] == 0 || counts["SET OK"] == 0 {
+	if counts["GET OK"] == 0 || counts["GET ASK"]+counts["GET MOVED"] == 0 || counts["SET OK"] == 0 {
 		t.Errorf("the clients saw %v: not values, redirections and writes", counts)
 	}
 	c.AssertShardsIdentical(ctx)

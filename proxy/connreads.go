@@ -3,10 +3,8 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"strings"
 	"time"
 
-	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/raftnode"
 )
 
@@ -333,8 +331,7 @@ func (c *conn) rerun(batch []*op, from int, ok func(int) bool) []*raftnode.Futur
 		if o.kind != opRead || !ok(i) {
 			continue
 		}
-		req := entry.Request{DB: o.db, Args: o.args, RESP3: o.resp3, Killable: killable(strings.ToLower(string(o.args[0])))}
-		futs[i] = o.node.ProposeTagged(proposalContext(), req, c.id)
+		futs[i] = o.node.ProposeTagged(proposalContext(), o.request(), c.id)
 	}
 	return futs
 }

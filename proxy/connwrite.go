@@ -237,8 +237,13 @@ func (c *conn) retryLocked(o *op, tries int) *raftnode.Future {
 		return nil
 	}
 	time.Sleep(pause)
-	req := entry.Request{DB: o.db, Args: o.args, RESP3: o.resp3, Asking: o.asked}
-	return o.node.ProposeTagged(proposalContext(), req, c.id)
+	return o.node.ProposeTagged(proposalContext(), o.request(), c.id)
+}
+
+// request is the log request of an op proposed again (conn.rerun,
+// conn.retryLocked), from what the op kept of its command.
+func (o *op) request() entry.Request {
+	return entry.Request{DB: o.db, Args: o.args, RESP3: o.resp3, Killable: killable(strings.ToLower(string(o.args[0]))), Asking: o.asked}
 }
 
 var (

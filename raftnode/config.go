@@ -65,6 +65,10 @@ type Config struct {
 	// heartbeats coalesced, one peer call per peer process and tick
 	// (heartbeats.go); nil: each goes on its group's stream.
 	Heartbeats *Heartbeats
+	// Streams, shared by the groups of a process, carries their other
+	// messages (not snapshots) to each peer process on one connection
+	// (streams.go); nil: each goes on its group's rafthttp stream.
+	Streams *Streams
 	// WALSync, shared by the groups of a process, makes their WAL saves
 	// durable together (one syncfs for all) once more than one group is
 	// open; nil: each WAL fsyncs its own segment.

@@ -61,6 +61,7 @@ type testProc struct {
 	live *Liveness
 	sync *rwal.Syncer
 	hb   *Heartbeats
+	st   *Streams
 }
 
 // groupOpts are startGroups' options.
@@ -68,6 +69,7 @@ type groupOpts struct {
 	tick     time.Duration
 	quiesce  bool // the processes have a Liveness: idle groups quiesce
 	coalesce bool // the processes coalesce their groups' heartbeats
+	streams  bool // the processes share one stream per peer
 	// handler, when set, is what process i's peer listener serves in
 	// place of its mux.
 	handler func(i int, mux *PeerMux) http.Handler
@@ -103,6 +105,12 @@ func startGroups(t testing.TB, groups, nodes int, o groupOpts) ([][]groupNode, [
 			}
 			t.Cleanup(p.hb.Close)
 		}
+		if o.streams {
+			if p.st, err = NewStreams(transport.TLSInfo{}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(p.st.Close)
+		}
 		if p.sync, err = rwal.NewSyncer(dir); err != nil {
 			t.Fatal(err)
 		}
@@ -116,7 +124,7 @@ func startGroups(t testing.TB, groups, nodes int, o groupOpts) ([][]groupNode, [
 		for i := range out[g] {
 			sm := &countingMachine{}
 			h := NewHost(Config{DataDir: filepath.Join(dir, fmt.Sprintf("g%d-n%d", g, i)), Self: Member{PeerAddr: procs[i].addr},
-				StateMachine: sm, Logger: log, MinFreeDisk: 1, TickInterval: o.tick, Liveness: procs[i].live, WALSync: procs[i].sync, Heartbeats: procs[i].hb})
+				StateMachine: sm, Logger: log, MinFreeDisk: 1, TickInterval: o.tick, Liveness: procs[i].live, WALSync: procs[i].sync, Heartbeats: procs[i].hb, Streams: procs[i].st})
 			procs[i].mux.Add(h)
 			out[g][i] = groupNode{h: h, sm: sm}
 			t.Cleanup(h.Stop)

@@ -101,11 +101,11 @@ type Node struct {
 
 	stopc    chan struct{}
 	stopOnce sync.Once
-	// hbAttached: the node counts among the groups of its process's
-	// Heartbeats (Config.Heartbeats).
-	hbAttached bool
-	runDone    chan struct{} // the Ready loop has returned
-	done       sync.WaitGroup
+	// hbAttached and streamsAttached: the node counts among the groups
+	// of its process's Heartbeats and Streams (Config).
+	hbAttached, streamsAttached bool
+	runDone                     chan struct{} // the Ready loop has returned
+	done                        sync.WaitGroup
 }
 
 func walDir(dataDir string) string { return filepath.Join(dataDir, "wal") }
@@ -222,6 +222,10 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 	if n.cfg.Heartbeats != nil {
 		n.cfg.Heartbeats.attach()
 		n.hbAttached = true
+	}
+	if n.cfg.Streams != nil {
+		n.cfg.Streams.attach()
+		n.streamsAttached = true
 	}
 	for _, m := range known {
 		n.addPeer(m)
@@ -505,6 +509,9 @@ func (n *Node) Stop() {
 		<-n.runDone
 		if n.hbAttached {
 			n.cfg.Heartbeats.detach()
+		}
+		if n.streamsAttached {
+			n.cfg.Streams.detach()
 		}
 		n.transport.Stop()
 		n.done.Wait()

@@ -57,6 +57,10 @@ func (m *PeerMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m.serveHeartbeats(w, r) // each message is admitted by its own group
 		return
 	}
+	if r.URL.Path == streamPath {
+		m.serveStream(w, r) // so is each message of a stream
+		return
+	}
 	if h := m.call(r.URL.Path); h != nil {
 		if !m.admitCall(r) {
 			m.refuseCall()

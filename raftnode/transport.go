@@ -15,12 +15,24 @@ import (
 // files), and the node as rafthttp calls it.
 
 // send hands msgs to the transport: the plain heartbeats to the process's
-// coalescer while it coalesces (heartbeats.go), the rest to rafthttp.
+// coalescer while it coalesces (heartbeats.go), the rest to the process's
+// stream to their peer while it shares one (streams.go), and what neither
+// takes to rafthttp.
 func (n *Node) send(msgs []*raftpb.Message) {
 	if n.cfg.Heartbeats.coalescing() {
 		msgs = n.cfg.Heartbeats.take(n.clusterID, msgs, n.coalescedPeer)
 	}
+	if n.cfg.Streams.sharing() {
+		msgs = n.cfg.Streams.take(n.clusterID, msgs, n.peerAddr)
+	}
 	n.transport.Send(msgs)
+}
+
+// peerAddr is member id's peer address, "" when not known. A build that
+// does not serve streams refuses one, and its messages stay on rafthttp.
+func (n *Node) peerAddr(id uint64) string {
+	m, _ := n.members.get(id)
+	return m.PeerAddr
 }
 
 // coalescedPeer is the peer address to send member id's coalesced

@@ -16,6 +16,7 @@ BASE=${BASE:-17000}   # node i listens on BASE + SPAN*i (and the ports above, on
 SPAN=${SPAN:-100}     # more than the most shards measured
 PEER=${PEER:-17600}
 STOCK=${STOCK:-16390}
+BIN=${RAFTPROXY_BIN:-bin/raftproxy} # another build to measure
 DIR=$(mktemp -d /tmp/raftproxy-bench-shards-XXXXXX)
 pids=()
 
@@ -59,7 +60,7 @@ measure() { # port cluster-flag clients pid... -> "rps cpu_us_per_set"
 start_cluster() { # shards
   local shards=$1 i
   for i in 1 2 3; do
-    bin/raftproxy --listen 127.0.0.1:$((BASE + SPAN * i)) --peer-listen 127.0.0.1:$((PEER + i)) \
+    "$BIN" --listen 127.0.0.1:$((BASE + SPAN * i)) --peer-listen 127.0.0.1:$((PEER + i)) \
       --data-dir "$DIR/s$shards-n$i" --log-level error $NODE_FLAGS >"$DIR/s$shards-n$i.log" 2>&1 &
     pids+=($!)
   done

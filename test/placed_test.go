@@ -300,10 +300,16 @@ func TestPlacedShards(t *testing.T) {
 		c.AssertShardIdentical(ctx, idx, hs)
 	}
 	c.AssertShardIdentical(ctx, 0, c.Nodes)
-	// Each node holds two groups: their heartbeats went coalesced.
+	// Each node holds two groups: their heartbeats went coalesced, and
+	// their other messages on the node's one stream per peer, over the
+	// peers' TLS.
 	for _, n := range c.Nodes {
-		if got := scrapeNode(ctx, t, n)["raftproxy_coalesced_heartbeats_total"]; got == 0 {
+		m := scrapeNode(ctx, t, n)
+		if m["raftproxy_coalesced_heartbeats_total"] == 0 {
 			t.Errorf("%s: no coalesced heartbeats", n)
+		}
+		if m["raftproxy_stream_messages_total"] == 0 {
+			t.Errorf("%s: no messages on the shared peer streams", n)
 		}
 	}
 }

@@ -64,6 +64,7 @@ type options struct {
 	quiesce                            bool
 	sharedWALSync                      bool
 	coalesceHeartbeats                 bool
+	sharePeerStreams                   bool
 	snapEntries, snapCatchUp, snapMiB  uint64
 	minFreeMiB                         uint64
 	snapCatchUpMiB                     uint64
@@ -113,6 +114,7 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.IntVar(&o.electionTicks, "election-ticks", 10, "ticks without a leader before an election")
 	fs.BoolVar(&o.quiesce, "quiesce", true, "a raft group idle for an election timeout stops ticking and heartbeating until a request wakes it; its followers watch the leader's process instead (four probes per peer per election timeout, for all groups)")
 	fs.BoolVar(&o.coalesceHeartbeats, "coalesce-heartbeats", true, "with more than one raft group (a sharded cluster), send their heartbeats to each peer process together, once per tick, instead of one message per group")
+	fs.BoolVar(&o.sharePeerStreams, "share-peer-streams", true, "with more than one raft group (a sharded cluster), send their raft messages to each peer process on one connection, batched, instead of on each group's own streams")
 	fs.BoolVar(&o.sharedWALSync, "shared-wal-sync", true, "with more than one raft group (a sharded cluster), make their WAL saves durable together with one syncfs of the data directory's file system instead of an fdatasync per group (syncfs also waits for other files being written there)")
 	fs.Uint64Var(&o.snapEntries, "snapshot-entries", 10000, "make a snapshot (BGSAVE) and compact the log after this many applied entries")
 	fs.Uint64Var(&o.snapMiB, "snapshot-mib", 64, "make a snapshot after this many MiB of applied entries")
@@ -405,8 +407,15 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		}
 		defer heartbeats.Close()
 	}
+	var streams *raftnode.Streams
+	if o.sharePeerStreams {
+		if streams, err = raftnode.NewStreams(peerTLSInfo); err != nil {
+			return err
+		}
+		defer streams.Close()
+	}
 	ss := &stacks{ctx: ctx, o: o, log: log, lv: lv, mux: raftnode.NewPeerMux(), peerTLS: peerTLSInfo, clientTLS: clientTLS,
-		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}, liveness: live, walSync: walSync, heartbeats: heartbeats,
+		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}, liveness: live, walSync: walSync, heartbeats: heartbeats, streams: streams,
 		hub: pubsub.NewHub()}
 	ss.remote = &remotes{ss: ss}
 	ss.mux.Handle(keysPath, http.HandlerFunc(ss.remote.serveKeys))
@@ -460,6 +469,11 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 			collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "raftproxy_coalesced_heartbeats_total",
 				Help: "Heartbeats and heartbeat responses of this process's raft groups sent to peers coalesced (--coalesce-heartbeats), in batches the peer answered."},
 				func() float64 { return float64(heartbeats.Sent()) }))
+		}
+		if streams != nil {
+			collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "raftproxy_stream_messages_total",
+				Help: "Raft messages of this process's groups sent on its one stream per peer process (--share-peer-streams)."},
+				func() float64 { return float64(streams.Sent()) }))
 		}
 		msrv := &http.Server{Handler: observe.ShardedHandler(host, ss.shardHosts, o.pprof, collectors...), ReadHeaderTimeout: 5 * time.Second}
 		defer msrv.Close()

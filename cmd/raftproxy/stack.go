@@ -60,6 +60,7 @@ type stacks struct {
 	liveness      *raftnode.Liveness   // nil: groups never quiesce
 	walSync       *wal.Syncer          // nil: each WAL fsyncs itself
 	heartbeats    *raftnode.Heartbeats // nil: each group's heartbeats go alone
+	streams       *raftnode.Streams    // nil: each group's messages go on its own streams
 	hub           *pubsub.Hub          // the shards' brokers: PUBLISH reaches every shard's subscribers
 	remote        *remotes             // the shards placed on other nodes
 	clientTLS     *tlsfiles.Files
@@ -158,6 +159,7 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 		Liveness:               ss.liveness,
 		WALSync:                ss.walSync,
 		Heartbeats:             ss.heartbeats,
+		Streams:                ss.streams,
 		SeedRDB:                sp.seedRDB,
 	}
 	if sp.index != 0 {

@@ -1,0 +1,207 @@
+package raftnode
+
+import (
+	"context"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestPeerStreams: with one stream per peer process, 3 groups over 3
+// processes commit what writers on every node propose (followers forward
+// theirs), every node applies exactly the acknowledged writes, and the
+// messages went on the streams, or on rafthttp where a stream is refused
+// or breaks.
+func TestPeerStreams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: forms 3 groups of 3 nodes")
+	}
+	t.Run("shared", func(t *testing.T) {
+		groups, procs := startGroups(t, 3, 3, groupOpts{streams: true, coalesce: true})
+		if failed := writeGroups(t, groups, 3*time.Second); failed > 0 {
+			t.Errorf("%d writes failed on healthy streams", failed)
+		}
+		for i, p := range procs {
+			if p.st.Sent() < 1000 {
+				t.Errorf("process %d sent %d messages on its streams, want most of them", i, p.st.Sent())
+			}
+		}
+	})
+	// A peer that does not take them (a build without the endpoint
+	// answers 404): its messages all go on rafthttp, and nothing is lost.
+	refusing := func(i int, mux *PeerMux) http.Handler {
+		if i != 2 {
+			return mux
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == streamPath {
+				http.NotFound(w, r)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		})
+	}
+	t.Run("a peer refuses them", func(t *testing.T) {
+		groups, procs := startGroups(t, 3, 3, groupOpts{streams: true, handler: refusing})
+		if failed := writeGroups(t, groups, 2*time.Second); failed > 0 {
+			t.Errorf("%d writes failed with a peer on rafthttp", failed)
+		}
+		for i := range 2 {
+			if o := procs[i].st.stream(procs[2].addr); o.up.Load() || o.sent.Load() > 0 {
+				t.Errorf("process %d queued %d messages for the refusing process", i, o.sent.Load())
+			}
+			if o := procs[i].st.stream(procs[1-i].addr); !o.up.Load() {
+				t.Errorf("process %d has no stream up to process %d", i, 1-i)
+			}
+		}
+	})
+	// Process 1 ends every stream sent to it after 50-300 ms: the messages
+	// queued on it are lost, as on a broken connection, and raft sends
+	// them again. Writes whose forwarded proposal was lost may time out;
+	// none may be applied on one node and not another.
+	cutting := func(i int, mux *PeerMux) http.Handler {
+		if i != 1 {
+			return mux
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == streamPath {
+				ctx, cancel := context.WithTimeout(r.Context(), time.Duration(50+rand.IntN(250))*time.Millisecond)
+				defer cancel()
+				r = r.WithContext(ctx)
+			}
+			mux.ServeHTTP(w, r)
+		})
+	}
+	t.Run("streams break", func(t *testing.T) {
+		groups, procs := startGroups(t, 3, 3, groupOpts{streams: true, coalesce: true, handler: cutting})
+		failed := writeGroups(t, groups, 3*time.Second)
+		t.Logf("%d writes failed (outcome unknown) as streams broke", failed)
+		if procs[0].st.Sent() == 0 || procs[2].st.Sent() == 0 {
+			t.Errorf("no messages went on the broken streams between their cuts")
+		}
+	})
+}
+
+// writeGroups runs 4 writers on every node of every group for d, waits for
+// every node of a group to apply the same number of writes, at least the
+// acknowledged ones (exactly those when none failed), and returns how
+// many writes failed.
+func writeGroups(t *testing.T, groups [][]groupNode, d time.Duration) int64 {
+	t.Helper()
+	acked := make([]atomic.Int64, len(groups))
+	var failed atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	// Every group has a leader and its followers are promoted first.
+	for g := range groups {
+		for {
+			f := groups[g][0].h.Node().Propose(context.Background(), 0, [][]byte{[]byte("SET"), []byte("k"), []byte("0")}, false)
+			<-f.Done()
+			if _, err := f.Result(); err == nil {
+				acked[g].Add(1)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	time.Sleep(time.Second)
+	var wg sync.WaitGroup
+	for g := range groups {
+		for i := range groups[g] {
+			for w := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					n := groups[g][i].h.Node()
+					for k := 0; ctx.Err() == nil; k++ {
+						pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+						f := n.Propose(pctx, 0, [][]byte{[]byte("SET"), []byte("k" + strconv.Itoa(w)), []byte(strconv.Itoa(k))}, false)
+						<-f.Done()
+						pcancel()
+						if _, err := f.Result(); err == nil {
+							acked[g].Add(1)
+						} else {
+							failed.Add(1)
+						}
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	for g := range groups {
+		var counts []int64
+		for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			counts = counts[:0]
+			same := true
+			for _, gn := range groups[g] {
+				counts = append(counts, gn.sm.applied.Load())
+				same = same && counts[len(counts)-1] == counts[0]
+			}
+			if same || time.Now().After(end) {
+				break
+			}
+		}
+		for i, c := range counts {
+			switch {
+			case c != counts[0]:
+				t.Errorf("group %d: node %d applied %d writes, node 0 %d", g, i, c, counts[0])
+			case c < acked[g].Load():
+				t.Errorf("group %d: node %d applied %d writes, fewer than the %d acknowledged", g, i, c, acked[g].Load())
+			case failed.Load() == 0 && c != acked[g].Load():
+				t.Errorf("group %d: node %d applied %d writes, not the %d acknowledged", g, i, c, acked[g].Load())
+			}
+		}
+		t.Logf("group %d: %d writes acknowledged", g, acked[g].Load())
+	}
+	return failed.Load()
+}
+
+// TestStreamConnect: a peer that does not serve streams (a build without
+// the endpoint answers 404, after reading a request's body to its end,
+// which a stream's never reaches) is asked first and left alone for
+// streamRefusedRetry; a peer that takes a stream but never answers it is
+// given up on after streamTimeout. Neither gets a message queued.
+func TestStreamConnect(t *testing.T) {
+	s, err := NewStreams(transport.TLSInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	connect := func(h http.Handler) (time.Duration, time.Duration, *outStream) {
+		srv := httptest.NewServer(h)
+		defer srv.Close()
+		o := &outStream{s: s, peer: srv.Listener.Addr().String(), wake: make(chan struct{}, 1), closed: true}
+		start := time.Now()
+		wait := o.connect()
+		return wait, time.Since(start), o
+	}
+	wait, took, o := connect(http.NotFoundHandler())
+	if wait != streamRefusedRetry || took > time.Second || o.up.Load() {
+		t.Errorf("a peer without streams: connect waits %v after %v (up %v), want %v at once", wait, took, o.up.Load(), streamRefusedRetry)
+	}
+	silent := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		io.Copy(io.Discard, r.Body) // takes the stream, answers nothing
+	})
+	wait, took, o = connect(silent)
+	if wait != streamRetry || took < streamTimeout || took > streamTimeout+2*time.Second || o.up.Load() {
+		t.Errorf("a silent peer: connect waits %v after %v (up %v), want %v after %v", wait, took, o.up.Load(), streamRetry, streamTimeout)
+	}
+	if s.queue(1, &raftpb.Message{Type: raftpb.MsgApp.Enum(), To: proto.Uint64(2)}, o.peer) || o.sent.Load() != 0 {
+		t.Errorf("a message was queued on a stream that is not up")
+	}
+}

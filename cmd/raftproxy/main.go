@@ -422,12 +422,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	ss.mux.Handle(proposePath, http.HandlerFunc(ss.remote.serveProposal))
 	primary, err := ss.start(stackSpec{index: 0, dataDir: o.dataDir, ln: clientLn, redis: o.redis, redisPass: o.redisPass,
 		seedRDB: o.seedRDB, forceNewCluster: o.forceNewCluster, listen: o.listen, advertised: o.advertise})
-	defer func() {
-		// Every shard's stack stops, the primary's last.
-		for _, st := range slices.Backward(ss.list()) {
-			st.stop(context.Background())
-		}
-	}()
+	defer ss.stopAll(context.Background())
 	if err != nil {
 		return err
 	}

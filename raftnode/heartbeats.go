@@ -72,15 +72,9 @@ func NewHeartbeats(tlsInfo transport.TLSInfo, interval time.Duration) (*Heartbea
 	}
 	// One kept-alive connection per peer; a batch that takes longer than
 	// a few intervals is as good as lost.
-	tr := &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute}
-	scheme := "http"
-	if !tlsInfo.Empty() {
-		t, err := transport.NewTransport(tlsInfo, 5*interval)
-		if err != nil {
-			return nil, fmt.Errorf("coalesced heartbeats: peer TLS: %w", err)
-		}
-		t.MaxIdleConnsPerHost = 1
-		tr, scheme = t, "https"
+	tr, scheme, err := peerTransport(tlsInfo, 5*interval, time.Minute)
+	if err != nil {
+		return nil, fmt.Errorf("coalesced heartbeats: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Heartbeats{client: &http.Client{Transport: tr, Timeout: 5 * interval}, scheme: scheme, interval: interval,

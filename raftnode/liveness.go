@@ -60,15 +60,9 @@ func NewLiveness(tlsInfo transport.TLSInfo, tick time.Duration, electionTicks in
 	interval := max(tick, deadline/4)
 	// One kept-alive connection per peer: a probe is a request on it, not
 	// a dial.
-	tr := &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: 10 * deadline}
-	scheme := "http"
-	if !tlsInfo.Empty() {
-		t, err := transport.NewTransport(tlsInfo, deadline)
-		if err != nil {
-			return nil, fmt.Errorf("liveness probes: peer TLS: %w", err)
-		}
-		t.MaxIdleConnsPerHost = 1
-		tr, scheme = t, "https"
+	tr, scheme, err := peerTransport(tlsInfo, deadline, 10*deadline)
+	if err != nil {
+		return nil, fmt.Errorf("liveness probes: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Liveness{

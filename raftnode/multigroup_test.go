@@ -238,7 +238,9 @@ func BenchmarkIdleGroups(b *testing.B) {
 		tick     time.Duration
 		quiesce  bool
 		coalesce bool
-	}{{1, 0, false, false}, {8, 0, false, false}, {64, 0, false, false}, {64, 0, false, true}, {64, time.Second, false, false}, {64, 0, true, false}} {
+		streams  bool
+	}{{1, 0, false, false, false}, {8, 0, false, false, false}, {64, 0, false, false, false}, {64, 0, false, true, false}, {64, time.Second, false, false, false},
+		{64, 0, true, false, false}, {64, 0, true, true, false}, {64, 0, true, true, true}} {
 		groups := bc.groups
 		name := fmt.Sprintf("groups=%d", groups)
 		if bc.tick != 0 {
@@ -252,8 +254,11 @@ func BenchmarkIdleGroups(b *testing.B) {
 		if bc.coalesce {
 			name += "/coalesce"
 		}
+		if bc.streams {
+			name += "/streams"
+		}
 		b.Run(name, func(b *testing.B) {
-			nodes, _ := startGroups(b, groups, 3, groupOpts{tick: bc.tick, quiesce: bc.quiesce, coalesce: bc.coalesce})
+			nodes, _ := startGroups(b, groups, 3, groupOpts{tick: bc.tick, quiesce: bc.quiesce, coalesce: bc.coalesce, streams: bc.streams})
 			time.Sleep(3 * time.Second) // elections and promotions settle
 			if bc.quiesce {
 				// and then every group goes quiet

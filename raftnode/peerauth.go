@@ -1,10 +1,13 @@
 package raftnode
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
 )
@@ -105,4 +108,20 @@ func (n *Node) knownPeer(id uint64) bool {
 		return true
 	}
 	return n.transport.Get(types.ID(id)) != nil
+}
+
+// peerTransport returns an HTTP transport to peer processes that keeps one
+// connection per peer alive for idle, over TLS with the peer certificate
+// when tlsInfo names one (dialing for at most dialTimeout), and the URL
+// scheme that goes with it.
+func peerTransport(tlsInfo transport.TLSInfo, dialTimeout, idle time.Duration) (*http.Transport, string, error) {
+	if tlsInfo.Empty() {
+		return &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: idle}, "http", nil
+	}
+	t, err := transport.NewTransport(tlsInfo, dialTimeout)
+	if err != nil {
+		return nil, "", fmt.Errorf("peer TLS: %w", err)
+	}
+	t.MaxIdleConnsPerHost, t.IdleConnTimeout = 1, idle
+	return t, "https", nil
 }

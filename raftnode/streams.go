@@ -79,16 +79,9 @@ type Streams struct {
 // NewStreams returns process-wide streams, over TLS when tlsInfo names a
 // certificate.
 func NewStreams(tlsInfo transport.TLSInfo) (*Streams, error) {
-	tr := &http.Transport{MaxIdleConnsPerHost: 1, ResponseHeaderTimeout: streamTimeout}
-	scheme := "http"
-	if !tlsInfo.Empty() {
-		t, err := transport.NewTransport(tlsInfo, streamTimeout)
-		if err != nil {
-			return nil, fmt.Errorf("peer streams: peer TLS: %w", err)
-		}
-		t.MaxIdleConnsPerHost = 1
-		t.ResponseHeaderTimeout = streamTimeout
-		tr, scheme = t, "https"
+	tr, scheme, err := peerTransport(tlsInfo, streamTimeout, time.Minute)
+	if err != nil {
+		return nil, fmt.Errorf("peer streams: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	// No client timeout: a stream lives as long as both ends do, and its

@@ -68,7 +68,7 @@ type Streams struct {
 	attached atomic.Int32
 	sent     atomic.Uint64 // messages queued on an up stream
 
-	mu    sync.Mutex
+	mu    sync.RWMutex
 	peers map[string]*outStream // by peer address
 
 	ctx    context.Context
@@ -144,6 +144,11 @@ func (s *Streams) queue(cid uint64, m *raftpb.Message, peer string) bool {
 		}
 		return false
 	}
+	if o.off > 0 && o.off >= len(o.buf)/2 {
+		// Drop what the connection has read, or a connection that never
+		// quite catches up would keep all it ever sent.
+		o.buf, o.off = o.buf[:copy(o.buf, o.buf[o.off:])], 0
+	}
 	start := len(o.buf)
 	o.buf = binary.AppendUvarint(o.buf, cid)
 	o.buf = binary.AppendUvarint(o.buf, uint64(size))
@@ -162,15 +167,21 @@ func (s *Streams) queue(cid uint64, m *raftpb.Message, peer string) bool {
 	return true
 }
 
-// stream returns peer's stream, starting it on first use (nil once
-// closed).
+// stream returns peer's stream, starting it on first use (nil if the
+// streams closed before it had one; a stream closed since is not up).
 func (s *Streams) stream(peer string) *outStream {
+	s.mu.RLock()
+	o := s.peers[peer]
+	s.mu.RUnlock()
+	if o != nil {
+		return o // every group's Ready loop asks, for every message
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ctx.Err() != nil {
 		return nil
 	}
-	o := s.peers[peer]
+	o = s.peers[peer]
 	if o == nil {
 		o = &outStream{s: s, peer: peer, wake: make(chan struct{}, 1), closed: true}
 		s.peers[peer] = o

@@ -1,7 +1,9 @@
 package raftnode
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -265,6 +267,51 @@ func BenchmarkGroupWrites(b *testing.B) {
 				b.ReportMetric(float64(used.Microseconds())/float64(b.N), "µs-cpu/write")
 				b.ReportMetric(float64(b.N)/wall.Seconds(), "writes/s")
 			})
+		}
+	}
+}
+
+// TestStreamQueueBounded: a connection that reads a little less than is
+// queued, and so never empties the queue, keeps the queue's buffer to
+// about what is unread, not all that was ever sent; and the frames it
+// reads are the messages queued, in order.
+func TestStreamQueueBounded(t *testing.T) {
+	s, err := NewStreams(transport.TLSInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	o := &outStream{s: s, peer: "p", wake: make(chan struct{}, 1)}
+	o.up.Store(true)
+	s.mu.Lock()
+	s.peers["p"] = o // no connection: the test reads the queue itself
+	s.mu.Unlock()
+	var read []byte
+	p := make([]byte, 900)
+	for i := range 20000 {
+		m := &raftpb.Message{Type: raftpb.MsgApp.Enum(), To: proto.Uint64(2), Index: proto.Uint64(uint64(i)), Entries: []*raftpb.Entry{{Data: make([]byte, 900)}}}
+		if !s.queue(7, m, "p") {
+			t.Fatalf("message %d not queued", i)
+		}
+		n, _ := o.Read(p)
+		read = append(read, p[:n]...)
+		if c := cap(o.buf); c > 4<<20 {
+			t.Fatalf("after %d messages the queue holds %d bytes of buffer, %d of them unread", i+1, c, len(o.buf)-o.off)
+		}
+	}
+	for o.off < len(o.buf) {
+		n, _ := o.Read(p)
+		read = append(read, p[:n]...)
+	}
+	rd := bytes.NewReader(read)
+	for i := range 20000 {
+		cid, _ := binary.ReadUvarint(rd)
+		size, _ := binary.ReadUvarint(rd)
+		b := make([]byte, size)
+		io.ReadFull(rd, b)
+		var m raftpb.Message
+		if err := proto.Unmarshal(b, &m); err != nil || cid != 7 || m.GetIndex() != uint64(i) {
+			t.Fatalf("frame %d: cluster %d, index %d, err %v", i, cid, m.GetIndex(), err)
 		}
 	}
 }

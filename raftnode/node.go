@@ -21,7 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/fileutil"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
@@ -99,6 +98,9 @@ type Node struct {
 	reads   *readIndexer
 	applier *applier
 
+	// purge is signalled when WAL segments are released (releaseWAL).
+	purge chan struct{}
+
 	stopc    chan struct{}
 	stopOnce sync.Once
 	// hbAttached and streamsAttached: the node counts among the groups
@@ -125,6 +127,7 @@ func newNode(cfg Config, id, clusterID uint64, w *rwal.Log, st rwal.State, store
 		members:   newMembership(),
 		store:     store,
 		stopc:     make(chan struct{}),
+		purge:     make(chan struct{}, 1),
 		runDone:   make(chan struct{}),
 		metrics:   cfg.metrics,
 	}
@@ -230,19 +233,9 @@ func (n *Node) start(peers []raft.Peer, known []Member) error {
 	for _, m := range known {
 		n.addPeer(m)
 	}
-	// Segments released after a snapshot are deleted in the background;
-	// the WAL keeps the ones it still holds locked.
-	purgeErr := fileutil.PurgeFile(n.zlog, n.wal.Dir, "wal", 5, 30*time.Second, n.stopc)
 	n.done.Add(7)
 	go func() { defer n.done.Done(); n.promoteLearners() }()
-	go func() {
-		defer n.done.Done()
-		select {
-		case err := <-purgeErr:
-			n.log.Error("purging old wal segments failed", "err", err)
-		case <-n.stopc:
-		}
-	}()
+	go func() { defer n.done.Done(); n.purgeWAL() }()
 	go func() { defer n.done.Done(); defer close(n.runDone); n.run() }()
 	go func() { defer n.done.Done(); n.prop.run() }()
 	go func() { defer n.done.Done(); n.reads.run() }()
@@ -482,6 +475,36 @@ func (n *Node) applyConfChange(e *raftpb.Entry) error {
 		n.prop.completeConf(ctx.ReqSeq, n.members.list())
 	}
 	return nil
+}
+
+// releaseWAL lets the WAL's segments wholly before index go, and has them
+// deleted in the background.
+func (n *Node) releaseWAL(index uint64) error {
+	if err := n.wal.ReleaseLockTo(index); err != nil {
+		return err
+	}
+	select {
+	case n.purge <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// purgeWAL deletes the segments the WAL has released, but the newest few,
+// when the node starts and after each release: segments are released only
+// then, so unlike etcd's timed purge it costs nothing while the group is
+// idle. A failure is logged and tried again at the next release.
+func (n *Node) purgeWAL() {
+	for {
+		if _, err := rwal.Purge(n.wal.Dir, rwal.KeepSegments); err != nil {
+			n.log.Error("purging old wal segments failed", "err", err)
+		}
+		select {
+		case <-n.purge:
+		case <-n.stopc:
+			return
+		}
+	}
 }
 
 // watchTransport stops the node when the transport reports that this

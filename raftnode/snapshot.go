@@ -320,7 +320,7 @@ func (n *Node) finishSnapshot(ctx context.Context, job fsm.SnapshotJob, meta sna
 			return fmt.Errorf("compact log to %d: %w", c, err)
 		}
 	}
-	if err := n.wal.ReleaseLockTo(meta.Index); err != nil {
+	if err := n.releaseWAL(meta.Index); err != nil {
 		return err
 	}
 	n.snapshotInstalled(meta.Index)
@@ -470,7 +470,7 @@ func (n *Node) installReceived(s *raftpb.Snapshot) error {
 		n.addPeer(m.Member)
 	}
 	n.conf.reset(confPoint{index: meta.Index, cs: s.GetMetadata().GetConfState(), members: st.Members})
-	if err := n.wal.ReleaseLockTo(meta.Index); err != nil {
+	if err := n.releaseWAL(meta.Index); err != nil {
 		return err
 	}
 	n.snapshotInstalled(meta.Index)

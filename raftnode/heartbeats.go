@@ -34,9 +34,10 @@ const maxHeartbeatBatch = 4 << 20
 // follower answers, each a message of its own on the group's rafthttp
 // stream to that peer. Once a second group is attached, the plain ones and
 // quiescence's (not a read-index round's, which goes as before) are queued
-// here instead, in order, and sent once per tick interval,
-// all groups' to one process in one peer call (CockroachDB's coalesced
-// heartbeats). One Heartbeats serves every group of a process, as
+// here instead, in order, and sent one interval (a tick) after the first of
+// them, all groups' to one process in one peer call (CockroachDB's coalesced
+// heartbeats); with nothing queued, as when every group is quiesced, it
+// sleeps. One Heartbeats serves every group of a process, as
 // Liveness and wal.Syncer do.
 //
 // A heartbeat waits at most one interval more: well inside the election
@@ -58,14 +59,15 @@ type Heartbeats struct {
 	// them the way raft sends everything else.
 	bypass map[string]time.Time
 	sent   atomic.Uint64 // messages handed to a peer call and taken
+	queued chan struct{} // a batch waits to be sent (signal)
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-// NewHeartbeats returns a coalescer that sends every interval (the groups'
-// tick), over TLS when tlsInfo names a certificate.
+// NewHeartbeats returns a coalescer that gathers for an interval (the
+// groups' tick), over TLS when tlsInfo names a certificate.
 func NewHeartbeats(tlsInfo transport.TLSInfo, interval time.Duration) (*Heartbeats, error) {
 	if interval <= 0 {
 		interval = 100 * time.Millisecond
@@ -78,7 +80,8 @@ func NewHeartbeats(tlsInfo transport.TLSInfo, interval time.Duration) (*Heartbea
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Heartbeats{client: &http.Client{Transport: tr, Timeout: 5 * interval}, scheme: scheme, interval: interval,
-		pending: map[string]*hbBatch{}, inflight: map[string]bool{}, bypass: map[string]time.Time{}, ctx: ctx, cancel: cancel}
+		pending: map[string]*hbBatch{}, inflight: map[string]bool{}, bypass: map[string]time.Time{}, queued: make(chan struct{}, 1),
+		ctx: ctx, cancel: cancel}
 	h.wg.Add(1)
 	go func() { defer h.wg.Done(); h.run() }()
 	return h, nil
@@ -151,6 +154,7 @@ func (h *Heartbeats) take(cid uint64, msgs []*raftpb.Message, addr func(id uint6
 		if batch == nil {
 			batch = &hbBatch{}
 			h.pending[peer] = batch
+			h.signal()
 		}
 		batch.buf.Write(binary.AppendUvarint(binary.AppendUvarint(nil, cid), uint64(len(b))))
 		batch.buf.Write(b)
@@ -161,9 +165,18 @@ func (h *Heartbeats) take(cid uint64, msgs []*raftpb.Message, addr func(id uint6
 }
 
 func (h *Heartbeats) run() {
-	t := time.NewTicker(h.interval)
+	t := time.NewTimer(h.interval)
+	t.Stop()
 	defer t.Stop()
 	for {
+		// Sleep until something is queued, then gather for one interval:
+		// a process whose groups are all quiesced does not wake at all.
+		select {
+		case <-h.queued:
+		case <-h.ctx.Done():
+			return
+		}
+		t.Reset(h.interval)
 		select {
 		case <-t.C:
 		case <-h.ctx.Done():
@@ -174,9 +187,10 @@ func (h *Heartbeats) run() {
 		h.pending = map[string]*hbBatch{}
 		for peer, batch := range batches {
 			if h.inflight[peer] {
-				// The peer is slow: these wait for the next tick, with
+				// The peer is slow: these wait for the next interval, with
 				// what comes meanwhile (an old heartbeat is harmless).
 				h.pending[peer] = batch
+				h.signal()
 				continue
 			}
 			h.inflight[peer] = true
@@ -198,6 +212,14 @@ func (h *Heartbeats) run() {
 			}()
 		}
 		h.mu.Unlock()
+	}
+}
+
+// signal tells run that a batch waits.
+func (h *Heartbeats) signal() {
+	select {
+	case h.queued <- struct{}{}:
+	default:
 	}
 }
 

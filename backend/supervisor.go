@@ -29,10 +29,11 @@ type Supervisor struct {
 	bin      string
 	log      *slog.Logger
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	stop chan struct{}
-	done chan struct{}
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	onRestart func()
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 // StartSupervisor starts redis-server from PATH under dataDir/redis.
@@ -95,6 +96,16 @@ func (s *Supervisor) startOnce() error {
 	return nil
 }
 
+// SetOnRestart sets what is called each time a new redis-server has
+// replaced one that exited: the node should rebuild it now
+// (raftnode.Node.CheckStateMachine), not at its next health check, which
+// an idle group makes rarely.
+func (s *Supervisor) SetOnRestart(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onRestart = f
+}
+
 func (s *Supervisor) watch() {
 	defer close(s.done)
 	backoff := 100 * time.Millisecond
@@ -121,6 +132,12 @@ func (s *Supervisor) watch() {
 		backoff = min(2*backoff, 5*time.Second)
 		for {
 			if err := s.startOnce(); err == nil {
+				s.mu.Lock()
+				f := s.onRestart
+				s.mu.Unlock()
+				if f != nil {
+					f()
+				}
 				break
 			} else {
 				s.log.Error("restarting redis-server failed", "err", err)

@@ -164,7 +164,7 @@ func (a *applier) waitApplied(idx uint64, timeout time.Duration) error {
 // are applied, backing off to healthIdle while none are.
 const (
 	healthBusy = time.Second
-	healthIdle = 8 * time.Second
+	healthIdle = 64 * time.Second
 )
 
 func (a *applier) run() {
@@ -189,9 +189,10 @@ func (a *applier) run() {
 		return
 	}
 	// The health check is a backstop: a redis that restarted is also
-	// caught by the next apply (its connection broke) and by each read
-	// connection's dial (its run id), and a tainted one by the watchdog at
-	// once. So it slows down while nothing is applied: a process with many
+	// caught by the next apply (its connection broke), by each read
+	// connection's dial (its run id) and, when raftproxy runs it, by the
+	// supervisor that restarted it (CheckStateMachine); a tainted one by
+	// the watchdog at once. So it slows down while nothing is applied: a process with many
 	// idle groups would otherwise wake once a second for each.
 	healthEvery := healthBusy
 	health := time.NewTimer(healthEvery)

@@ -182,6 +182,13 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 			n.CheckStateMachine()
 		}
 	})
+	if st.sup != nil {
+		st.sup.SetOnRestart(func() {
+			if n := host.Node(); n != nil {
+				n.CheckStateMachine()
+			}
+		})
+	}
 	sets := ss.settings
 	if sp.index == 0 {
 		sets = settings(sp.dataDir, ss.followerProxy, host, ss.lv)

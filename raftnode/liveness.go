@@ -16,15 +16,20 @@ import (
 // A quiesced group (quiesce.go) does not tick, so its followers would never
 // notice by themselves that their leader died: they watch its process here
 // instead. One Liveness serves every group of a process, so a peer costs
-// one probe per interval however many groups it leads (CockroachDB's node
-// liveness plays this part for its quiesced ranges).
+// the same however many groups it leads (CockroachDB's node liveness plays
+// this part for its quiesced ranges).
 //
-// A probe is a GET of the peer listener's /raft/probing, which any group
-// answers and which reveals nothing. A peer is down once no probe has been
-// answered for the election timeout: the same silence that makes a ticking
-// follower campaign.
+// It watches each peer on one long-lived GET of alivePath, to which the
+// peer writes a byte four times per election timeout: a byte read is a
+// wakeup on each side, where a probe, a request of its own, would be
+// several, and a process idle but for these pays them for every peer. A
+// peer is down once nothing has come from it for the election timeout:
+// the same silence that makes a ticking follower campaign. A peer of a
+// build without alivePath is probed instead with GETs of /raft/probing,
+// which any group answers and which reveals nothing.
 type Liveness struct {
-	client   *http.Client
+	client   *http.Client // probes, each bounded
+	watcher  *http.Client // watches, bounded by the silence they allow
 	scheme   string
 	interval time.Duration
 	deadline time.Duration // silence that makes a peer down
@@ -37,6 +42,13 @@ type Liveness struct {
 	wg     sync.WaitGroup
 }
 
+// alivePath is where a peer's Liveness watches this process.
+const alivePath = "/raftproxy/alive"
+
+// probeFor is how long a peer that does not serve alivePath is probed
+// before watching it is tried again (it may have been upgraded).
+const probeFor = time.Minute
+
 // peerLife is one peer's liveness; its fields are guarded by Liveness.mu.
 type peerLife struct {
 	// down is closed when the peer goes down, and replaced by an open one
@@ -45,9 +57,9 @@ type peerLife struct {
 	isDown bool
 }
 
-// NewLiveness probes peers four times per election timeout (electionTicks
-// ticks), over TLS when tlsInfo names a certificate, and reports one down
-// after an election timeout without an answer.
+// NewLiveness watches peers, over TLS when tlsInfo names a certificate,
+// and reports one down after an election timeout (electionTicks ticks)
+// without a sign of it.
 func NewLiveness(tlsInfo transport.TLSInfo, tick time.Duration, electionTicks int) (*Liveness, error) {
 	if tick <= 0 {
 		tick = 100 * time.Millisecond
@@ -56,10 +68,10 @@ func NewLiveness(tlsInfo transport.TLSInfo, tick time.Duration, electionTicks in
 		electionTicks = 10
 	}
 	deadline := time.Duration(electionTicks) * tick
-	// Four probes in each deadline: one lost or slow probe is no verdict.
+	// Four signs in each deadline: one late is no verdict.
 	interval := max(tick, deadline/4)
-	// One kept-alive connection per peer: a probe is a request on it, not
-	// a dial.
+	// One kept-alive connection per peer for probes; each watch holds one
+	// of its own.
 	tr, scheme, err := peerTransport(tlsInfo, deadline, 10*deadline)
 	if err != nil {
 		return nil, fmt.Errorf("liveness probes: %w", err)
@@ -67,6 +79,7 @@ func NewLiveness(tlsInfo transport.TLSInfo, tick time.Duration, electionTicks in
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Liveness{
 		client:   &http.Client{Transport: tr, Timeout: deadline / 2},
+		watcher:  &http.Client{Transport: tr},
 		scheme:   scheme,
 		interval: interval,
 		deadline: deadline,
@@ -111,18 +124,86 @@ func (l *Liveness) Close() {
 	l.client.CloseIdleConnections()
 }
 
-// probe asks addr every interval whether it is there, and marks it down or
-// up by the answers.
+// probe follows addr until Close: it watches it, and probes it for a while
+// when it does not serve watches.
 func (l *Liveness) probe(addr string, p *peerLife) {
+	last := time.Now() // when addr last gave a sign
+	for l.ctx.Err() == nil {
+		if !l.watch(addr, p, &last) {
+			l.poll(addr, p, &last, time.Now().Add(probeFor))
+			continue
+		}
+		// The watch ended: the peer went away, or the connection broke.
+		// The next one is tried an interval later, marking the peer by
+		// the time since its last sign meanwhile.
+		l.mark(p, time.Since(last) > l.deadline)
+		select {
+		case <-time.After(l.interval):
+		case <-l.ctx.Done():
+		}
+	}
+}
+
+// watch reads addr's alivePath until it ends, marking addr up at each
+// byte and down when none comes for the election timeout; *last is the
+// time of the last one. It reports false when addr does not serve it.
+func (l *Liveness) watch(addr string, p *peerLife, last *time.Time) bool {
+	ctx, cancel := context.WithCancel(l.ctx)
+	defer cancel()
+	// Silence ends the watch: down once the deadline from the last sign
+	// is past, or a deadline from now when it already is (a peer that is
+	// down gets that long to answer the new watch).
+	wait := time.Until(last.Add(l.deadline))
+	if wait <= 0 {
+		wait = l.deadline
+	}
+	silence := time.AfterFunc(wait, func() {
+		l.mark(p, true)
+		cancel()
+	})
+	defer silence.Stop()
+	url := fmt.Sprintf("%s://%s%s?every=%s", l.scheme, addr, alivePath, l.interval)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return true
+	}
+	resp, err := l.watcher.Do(req)
+	if err != nil {
+		return true
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return false // an older build: probe it
+	default:
+		return true // no group yet, or refused: not answering
+	}
+	var buf [64]byte
+	for {
+		n, err := resp.Body.Read(buf[:])
+		if n > 0 {
+			*last = time.Now()
+			silence.Reset(l.deadline)
+			l.mark(p, false)
+		}
+		if err != nil {
+			return true
+		}
+	}
+}
+
+// poll probes addr every interval until until, marking it down once no
+// probe has been answered for the election timeout.
+func (l *Liveness) poll(addr string, p *peerLife, last *time.Time, until time.Time) {
 	url := l.scheme + "://" + addr + rafthttp.ProbingPrefix
 	t := time.NewTicker(l.interval)
 	defer t.Stop()
-	lastAnswer := time.Now()
-	for {
+	for time.Now().Before(until) {
 		if l.ask(url) {
-			lastAnswer = time.Now()
+			*last = time.Now()
 		}
-		l.mark(p, time.Since(lastAnswer) > l.deadline)
+		l.mark(p, time.Since(*last) > l.deadline)
 		select {
 		case <-t.C:
 		case <-l.ctx.Done():
@@ -155,5 +236,35 @@ func (l *Liveness) mark(p *peerLife, down bool) {
 	case !down && p.isDown:
 		p.isDown = false
 		p.down = make(chan struct{})
+	}
+}
+
+// serveAlive answers a peer's Liveness watch: a byte at once and then
+// every interval the watcher asks for, until it goes away.
+func serveAlive(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		http.Error(w, "GET only", http.StatusMethodNotAllowed)
+		return
+	}
+	every, err := time.ParseDuration(r.URL.Query().Get("every"))
+	if err != nil {
+		every = time.Second
+	}
+	// A watcher does not make this process busier than a probe would.
+	every = min(max(every, 50*time.Millisecond), 10*time.Second)
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if _, err := w.Write([]byte{'\n'}); err != nil || rc.Flush() != nil {
+			return
+		}
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return
+		}
 	}
 }

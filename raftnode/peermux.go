@@ -57,6 +57,16 @@ func (m *PeerMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m.serveHeartbeats(w, r) // each message is admitted by its own group
 		return
 	}
+	if r.URL.Path == alivePath {
+		// It reveals nothing, as a probe; and as to a probe, a process
+		// with no group yet answers that it is not there.
+		if m.any() == nil {
+			http.Error(w, "raftproxy: this node has no cluster yet", http.StatusServiceUnavailable)
+			return
+		}
+		serveAlive(w, r)
+		return
+	}
 	if r.URL.Path == streamPath {
 		m.serveStream(w, r) // so is each message of a stream
 		return

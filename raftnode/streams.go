@@ -205,6 +205,7 @@ type outStream struct {
 	buf    []byte // frames: uvarint cluster id, uvarint length, message
 	off    int    // what of buf the connection has read
 	closed bool   // no connection reads buf: Read ends the body
+	gen    uint64 // the connection that reads buf (streamBody.gen)
 	cancel context.CancelFunc
 }
 
@@ -226,6 +227,8 @@ func (o *outStream) connect() time.Duration {
 	defer cancel()
 	o.mu.Lock()
 	o.buf, o.off, o.closed, o.cancel = o.buf[:0], 0, false, cancel
+	o.gen++
+	body := &streamBody{o: o, gen: o.gen}
 	o.mu.Unlock()
 	defer o.shut()
 	url := o.s.scheme + "://" + o.peer + streamPath
@@ -234,7 +237,7 @@ func (o *outStream) connect() time.Duration {
 	if wait := o.probe(ctx, url); wait > 0 {
 		return wait
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, o)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, body)
 	if err != nil {
 		return streamRefusedRetry
 	}
@@ -313,13 +316,32 @@ func (o *outStream) shutLocked() {
 // streamPingFrame is a frame for no group: the receiver skips it.
 var streamPingFrame = []byte{0, 0}
 
+// streamBody is the body of one connection's request: it reads the queue
+// only while that connection is the stream's. A connection that ended may
+// still be writing its body when the next one starts; its next Read ends
+// it instead of taking frames queued for the new one, which would be lost.
+type streamBody struct {
+	o   *outStream
+	gen uint64
+}
+
 // Read hands the connection everything queued that fits p, waiting for
 // some, or a ping after streamPing of silence.
-func (o *outStream) Read(p []byte) (int, error) {
+func (b *streamBody) Read(p []byte) (int, error) {
+	o := b.o
 	ping := time.NewTimer(streamPing)
 	defer ping.Stop()
 	for {
 		o.mu.Lock()
+		if o.gen != b.gen {
+			o.mu.Unlock()
+			// The wake this took may have been the new connection's.
+			select {
+			case o.wake <- struct{}{}:
+			default:
+			}
+			return 0, io.EOF
+		}
 		if o.closed {
 			o.mu.Unlock()
 			return 0, io.EOF

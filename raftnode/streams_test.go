@@ -288,19 +288,20 @@ func TestStreamQueueBounded(t *testing.T) {
 	s.mu.Unlock()
 	var read []byte
 	p := make([]byte, 900)
+	body := &streamBody{o: o} // the connection of generation 0
 	for i := range 20000 {
 		m := &raftpb.Message{Type: raftpb.MsgApp.Enum(), To: proto.Uint64(2), Index: proto.Uint64(uint64(i)), Entries: []*raftpb.Entry{{Data: make([]byte, 900)}}}
 		if !s.queue(7, m, "p") {
 			t.Fatalf("message %d not queued", i)
 		}
-		n, _ := o.Read(p)
+		n, _ := body.Read(p)
 		read = append(read, p[:n]...)
 		if c := cap(o.buf); c > 4<<20 {
 			t.Fatalf("after %d messages the queue holds %d bytes of buffer, %d of them unread", i+1, c, len(o.buf)-o.off)
 		}
 	}
 	for o.off < len(o.buf) {
-		n, _ := o.Read(p)
+		n, _ := body.Read(p)
 		read = append(read, p[:n]...)
 	}
 	rd := bytes.NewReader(read)
@@ -312,6 +313,77 @@ func TestStreamQueueBounded(t *testing.T) {
 		var m raftpb.Message
 		if err := proto.Unmarshal(b, &m); err != nil || cid != 7 || m.GetIndex() != uint64(i) {
 			t.Fatalf("frame %d: cluster %d, index %d, err %v", i, cid, m.GetIndex(), err)
+		}
+	}
+}
+
+// TestStreamOldConnection: the body of a connection that ended, still
+// being read by its transport when the next connection starts, takes
+// nothing queued for the next one (which the dead connection would lose),
+// and a wake it takes reaches the new one, which gets its frame at once
+// rather than a ping's interval later. Both bodies wait when the frame is
+// queued, and either may take the wake: the round is run several times.
+func TestStreamOldConnection(t *testing.T) {
+	s, err := NewStreams(transport.TLSInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	o := &outStream{s: s, peer: "p", wake: make(chan struct{}, 1)}
+	o.up.Store(true)
+	s.mu.Lock()
+	s.peers["p"] = o
+	s.mu.Unlock()
+	type result struct {
+		n   int
+		p   []byte
+		err error
+		d   time.Duration
+	}
+	read := func(b *streamBody, out chan<- result) {
+		p := make([]byte, 1024)
+		start := time.Now()
+		n, err := b.Read(p)
+		out <- result{n, p[:n], err, time.Since(start)}
+	}
+	for round := range 8 {
+		o.mu.Lock()
+		o.gen++
+		old := &streamBody{o: o, gen: o.gen}
+		o.mu.Unlock()
+		oldc, curc := make(chan result, 1), make(chan result, 1)
+		go read(old, oldc)
+		time.Sleep(20 * time.Millisecond) // the old body waits for a frame
+		o.mu.Lock()
+		o.gen++ // the next connection
+		cur := &streamBody{o: o, gen: o.gen}
+		o.mu.Unlock()
+		go read(cur, curc)
+		time.Sleep(20 * time.Millisecond) // and so does the new one
+		m := &raftpb.Message{Type: raftpb.MsgApp.Enum(), To: proto.Uint64(2), Index: proto.Uint64(uint64(round))}
+		if !s.queue(7, m, "p") {
+			t.Fatal("not queued")
+		}
+		r := <-curc
+		if r.err != nil || r.n <= len(streamPingFrame) || r.d > streamPing/2 {
+			t.Fatalf("round %d: the new connection's body read %d bytes after %v, err %v", round, r.n, r.d, r.err)
+		}
+		rd := bytes.NewReader(r.p)
+		cid, _ := binary.ReadUvarint(rd)
+		size, _ := binary.ReadUvarint(rd)
+		b := make([]byte, size)
+		io.ReadFull(rd, b)
+		var got raftpb.Message
+		if err := proto.Unmarshal(b, &got); err != nil || cid != 7 || got.GetIndex() != uint64(round) {
+			t.Fatalf("round %d: frame: cluster %d, index %d, err %v", round, cid, got.GetIndex(), err)
+		}
+		// The old body ends at its next wake (or ping) without a frame.
+		select {
+		case o.wake <- struct{}{}:
+		default:
+		}
+		if r := <-oldc; r.n != 0 || r.err != io.EOF {
+			t.Fatalf("round %d: the old connection's body read %d bytes (err %v): frames meant for the new one", round, r.n, r.err)
 		}
 	}
 }

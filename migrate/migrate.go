@@ -35,6 +35,8 @@ type Group interface {
 	IsLeader() bool
 	// LeaderChanged is closed at the next change of leader.
 	LeaderChanged() <-chan struct{}
+	// AppliedChanged is closed when the group next applies entries.
+	AppliedChanged() <-chan struct{}
 }
 
 // Log is a shard's log as a mover writes it.
@@ -91,34 +93,37 @@ type Movers struct {
 
 	mu      sync.Mutex
 	running map[uint64]context.CancelFunc
+	stopped chan struct{} // a mover returned
 }
 
 // New returns the movers of node.
 func New(node Node, log *slog.Logger) *Movers {
-	return &Movers{node: node, log: log, running: map[uint64]context.CancelFunc{}}
+	return &Movers{node: node, log: log, running: map[uint64]context.CancelFunc{}, stopped: make(chan struct{}, 1)}
 }
 
 // Run starts a mover for each move in progress while this node leads the
 // primary group, and stops them when it no longer does, until ctx ends.
+// It looks again when the primary group applies something (a move begins
+// with a routing change in its log), its leader changes, or a mover stops,
+// at most every 100 ms: an idle cluster's leader does not poll.
 func (m *Movers) Run(ctx context.Context) {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
 	defer m.stopAll()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 		p := m.node.Primary()
 		if p == nil {
-			continue
+			select {
+			case <-time.After(100 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+				return
+			}
 		}
-		// A node that does not lead the primary group sleeps until its
-		// leader changes (or a second, for a new primary node).
-		changed := p.LeaderChanged()
+		// Both are taken before what they signal is read.
+		changed, applied := p.LeaderChanged(), p.AppliedChanged()
 		rt := m.node.Routing()
 		if rt == nil || !p.IsLeader() {
+			// A node that does not lead the primary group sleeps until its
+			// leader changes (or a second, for a new primary node).
 			m.stopAll()
 			select {
 			case <-changed:
@@ -130,6 +135,18 @@ func (m *Movers) Run(ctx context.Context) {
 		}
 		for _, mv := range rt.Moves() {
 			m.start(ctx, mv.ID)
+		}
+		select {
+		case <-applied:
+		case <-changed:
+		case <-m.stopped:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return
 		}
 	}
 }
@@ -155,6 +172,10 @@ func (m *Movers) start(ctx context.Context, id uint64) {
 		delete(m.running, id)
 		m.mu.Unlock()
 		cancel()
+		select {
+		case m.stopped <- struct{}{}: // Run starts it again if it is not over
+		default:
+		}
 	}()
 }
 

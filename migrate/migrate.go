@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/raftproxy/raftproxy/apply"
@@ -88,6 +89,10 @@ const stepTimeout = 10 * time.Second
 
 // Movers runs the movers of a node.
 type Movers struct {
+	// Pause is how long a mover waits after each batch, in percent of
+	// the time the batch took (nil or 0: none); it may change at any time.
+	Pause *atomic.Uint64
+
 	node Node
 	log  *slog.Logger
 
@@ -342,8 +347,12 @@ func (m *Movers) pass(ctx context.Context, mv slotmap.Move) (uint64, error) {
 			}
 			b := keys[:min(Batch, len(keys))]
 			keys = keys[len(b):]
+			t0 := time.Now()
 			n, err := m.batch(ctx, mv, b, false)
 			if err != nil {
+				return moved, err
+			}
+			if err := m.pause(ctx, time.Since(t0)); err != nil {
 				return moved, err
 			}
 			moved += uint64(n)
@@ -428,4 +437,24 @@ func (m *Movers) propose(ctx context.Context, g Log, v any) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
 	return g.Append(ctx, b)
+}
+
+// pause waits, after a batch that took took, for Pause percent of that: a
+// mover then leaves the shards it copies between and their nodes' CPU to
+// the clients for part of the time, rather than queueing its rounds
+// before every client's for the whole move.
+func (m *Movers) pause(ctx context.Context, took time.Duration) error {
+	if m.Pause == nil {
+		return nil
+	}
+	d := took * time.Duration(m.Pause.Load()) / 100
+	if d <= 0 {
+		return nil
+	}
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

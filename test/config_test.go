@@ -27,12 +27,13 @@ func TestRaftConfig(t *testing.T) {
 		{"RAFT.CONFIG", "SET", "no-such-setting", "1"},
 		{"RAFT.CONFIG", "SET", "log-level"},
 		{"RAFT.CONFIG", "SET", "request-timeout", "soon"},
+		{"RAFT.CONFIG", "SET", "move-pause", "-1"},
 	} {
 		if v, err := f.Do(ctx, 5*time.Second, bad...); err != nil || v.Kind != '-' {
 			t.Errorf("%v: %v %v, want an error", bad, v, err)
 		}
 	}
-	for _, set := range [][]string{{"follower-proxy", "no"}, {"snapshot-entries", "5"}, {"log-level", "debug"}, {"request-timeout", "3s"}} {
+	for _, set := range [][]string{{"follower-proxy", "no"}, {"snapshot-entries", "5"}, {"log-level", "debug"}, {"request-timeout", "3s"}, {"move-pause", "0"}} {
 		if v, err := f.Do(ctx, 5*time.Second, "RAFT.CONFIG", "SET", set[0], set[1]); err != nil || v.Kind != '+' {
 			t.Fatalf("RAFT.CONFIG SET %v: %v %v", set, v, err)
 		}

@@ -57,6 +57,7 @@ type options struct {
 	listen, peerListen, dataDir, redis string
 	advertise, advertisePeer           string
 	followerProxy                      bool
+	movePause                          uint64
 	metricsListen, logLevel, logFormat string
 	pprof                              bool
 	requestTimeout, tick               time.Duration
@@ -105,6 +106,7 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.StringVar(&o.advertise, "advertise-addr", "", "client address other nodes and redirected clients use (default: --listen)")
 	fs.StringVar(&o.advertisePeer, "advertise-peer-addr", "", "peer address other nodes use (default: --peer-listen)")
 	fs.BoolVar(&o.followerProxy, "follower-proxy", true, "followers serve reads and writes themselves; when false they answer -MOVED <slot> <leader>")
+	fs.Uint64Var(&o.movePause, "move-pause", 100, "after each batch of keys a slot move copies, wait this percent of the time the batch took (0: none), leaving the shards to their clients meanwhile")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "address for /metrics, /livez and /readyz (empty: off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's /debug/pprof profiles on --metrics-listen (unauthenticated: keep that port private)")
@@ -382,6 +384,8 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	}
 	followerProxy := new(atomic.Bool)
 	followerProxy.Store(o.followerProxy)
+	movePause := new(atomic.Uint64)
+	movePause.Store(o.movePause)
 	errc := make(chan error, 3)
 	var live *raftnode.Liveness
 	if o.quiesce {
@@ -415,7 +419,7 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 		defer streams.Close()
 	}
 	ss := &stacks{ctx: ctx, o: o, log: log, lv: lv, mux: raftnode.NewPeerMux(), peerTLS: peerTLSInfo, clientTLS: clientTLS,
-		memberTLS: memberTLS, followerProxy: followerProxy, errc: errc, all: map[int]*stack{}, liveness: live, walSync: walSync, heartbeats: heartbeats, streams: streams,
+		memberTLS: memberTLS, followerProxy: followerProxy, movePause: movePause, errc: errc, all: map[int]*stack{}, liveness: live, walSync: walSync, heartbeats: heartbeats, streams: streams,
 		hub: pubsub.NewHub()}
 	ss.remote = &remotes{ss: ss}
 	ss.mux.Handle(keysPath, http.HandlerFunc(ss.remote.serveKeys))
@@ -448,7 +452,9 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 	}
 	ss.serve(primary)
 	go ss.balanceLeaders(ctx)
-	go migrate.New(moverNode{ss}, log.With("component", "mover")).Run(ctx)
+	movers := migrate.New(moverNode{ss}, log.With("component", "mover"))
+	movers.Pause = ss.movePause
+	go movers.Run(ctx)
 	go ss.reconcileShards(ctx)
 
 	// Refused handshakes are counted; logging each one at info would let a

@@ -18,7 +18,7 @@ import (
 )
 
 // settings are what RAFT.CONFIG GET/SET reads and changes at run time.
-func settings(dataDir string, followerProxy *atomic.Bool, host *raftnode.Host, lv *slog.LevelVar) *proxy.Settings {
+func settings(dataDir string, followerProxy *atomic.Bool, movePause *atomic.Uint64, host *raftnode.Host, lv *slog.LevelVar) *proxy.Settings {
 	uintSetting := func(name string, v *atomic.Uint64, scale uint64) proxy.Setting {
 		return proxy.Setting{
 			Name: name,
@@ -64,6 +64,18 @@ func settings(dataDir string, followerProxy *atomic.Bool, host *raftnode.Host, l
 					return fmt.Errorf("want a duration of at least 100ms, such as 5s")
 				}
 				tu.RequestTimeout.Store(int64(d))
+				return nil
+			},
+		},
+		{
+			Name: "move-pause",
+			Get:  func() string { return strconv.FormatUint(movePause.Load(), 10) },
+			Set: func(s string) error {
+				n, err := strconv.ParseUint(s, 10, 64)
+				if err != nil || n > 10000 {
+					return fmt.Errorf("want a percentage from 0 to 10000")
+				}
+				movePause.Store(n)
 				return nil
 			},
 		},

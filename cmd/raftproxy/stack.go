@@ -66,7 +66,8 @@ type stacks struct {
 	clientTLS     *tlsfiles.Files
 	memberTLS     func(string) *tls.Config
 	followerProxy *atomic.Bool
-	errc          chan error // a server that stopped serving
+	movePause     *atomic.Uint64 // migrate.Movers.Pause
+	errc          chan error     // a server that stopped serving
 
 	mu  sync.Mutex
 	all map[int]*stack
@@ -191,7 +192,7 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 	}
 	sets := ss.settings
 	if sp.index == 0 {
-		sets = settings(sp.dataDir, ss.followerProxy, host, ss.lv)
+		sets = settings(sp.dataDir, ss.followerProxy, ss.movePause, host, ss.lv)
 	}
 	st.srv, err = proxy.New(ss.ctx, proxy.Config{
 		Settings:      sets,

@@ -271,21 +271,29 @@ func BenchmarkGroupWrites(b *testing.B) {
 	}
 }
 
+// queueOnly returns streams with peer "p"'s stream up and no connection:
+// the test reads the queue itself.
+func queueOnly(t *testing.T) (*Streams, *outStream) {
+	t.Helper()
+	s, err := NewStreams(transport.TLSInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	o := &outStream{s: s, peer: "p", wake: make(chan struct{}, 1)}
+	o.up.Store(true)
+	s.mu.Lock()
+	s.peers["p"] = o
+	s.mu.Unlock()
+	return s, o
+}
+
 // TestStreamQueueBounded: a connection that reads a little less than is
 // queued, and so never empties the queue, keeps the queue's buffer to
 // about what is unread, not all that was ever sent; and the frames it
 // reads are the messages queued, in order.
 func TestStreamQueueBounded(t *testing.T) {
-	s, err := NewStreams(transport.TLSInfo{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	o := &outStream{s: s, peer: "p", wake: make(chan struct{}, 1)}
-	o.up.Store(true)
-	s.mu.Lock()
-	s.peers["p"] = o // no connection: the test reads the queue itself
-	s.mu.Unlock()
+	s, o := queueOnly(t)
 	var read []byte
 	p := make([]byte, 900)
 	body := &streamBody{o: o} // the connection of generation 0
@@ -324,16 +332,7 @@ func TestStreamQueueBounded(t *testing.T) {
 // rather than a ping's interval later. Both bodies wait when the frame is
 // queued, and either may take the wake: the round is run several times.
 func TestStreamOldConnection(t *testing.T) {
-	s, err := NewStreams(transport.TLSInfo{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	o := &outStream{s: s, peer: "p", wake: make(chan struct{}, 1)}
-	o.up.Store(true)
-	s.mu.Lock()
-	s.peers["p"] = o
-	s.mu.Unlock()
+	s, o := queueOnly(t)
 	type result struct {
 		n   int
 		p   []byte

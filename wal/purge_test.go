@@ -1,14 +1,11 @@
 package wal
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
-	"go.etcd.io/etcd/server/v3/storage/wal"
 	"go.etcd.io/raft/v3/raftpb"
-	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -30,15 +27,7 @@ func segments(t *testing.T, dir string) []string {
 // Purge deletes only the segments the open WAL released, oldest first,
 // and leaves the newest keep.
 func TestPurgeOnlyReleasedSegments(t *testing.T) {
-	old := wal.SegmentSizeBytes
-	wal.SegmentSizeBytes = 16 << 10
-	t.Cleanup(func() { wal.SegmentSizeBytes = old })
-
-	dir := filepath.Join(t.TempDir(), "wal")
-	l, err := Create(zap.NewNop(), dir, Metadata{NodeID: 1, ClusterID: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, dir := smallSegments(t)
 	defer l.Close()
 	big := make([]byte, 4<<10)
 	for i := uint64(1); i <= 40; i++ {

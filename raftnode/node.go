@@ -268,7 +268,7 @@ func (n *Node) run() {
 			n.core.tick(n.cfg.ElectionTicks)
 		case <-n.core.wake:
 		case <-leaderDown:
-			n.core.wakeFromDown()
+			n.core.wakeFromDown(n.cfg.ElectionTicks - 1)
 		case <-detach.C:
 			if n.core.quiesced() {
 				n.detachPeers()
@@ -302,7 +302,7 @@ func (n *Node) run() {
 				ticker.Stop()
 				down, ok := n.leaderDown()
 				if !ok {
-					n.core.wakeFromDown()
+					n.core.wakeFromDown(0) // nothing to watch: tick as ever
 				}
 				leaderDown = down
 				detach.Reset(detachAfter)

@@ -287,10 +287,21 @@ func (c *core) poke() {
 }
 
 // wakeFromDown wakes a quiesced follower whose leader's process stopped
-// answering: it ticks, and elects a new leader if that one is gone.
-func (c *core) wakeFromDown() {
+// answering: it ticks, and elects a new leader if that one is gone. silent
+// is how many ticks the leader has been silent for: Liveness waits an
+// election timeout before it calls a process down, and the follower's
+// election clock, stopped while it was quiesced, counts that silence too.
+// It then campaigns within one more election timeout, as a ticking
+// follower would, not two; and its vote for another follower that woke so
+// is not held back by a lease on a leader it has not heard from meanwhile.
+func (c *core) wakeFromDown(silent int) {
 	c.mu.Lock()
 	c.wakeUp(0)
+	if c.rn.BasicStatus().RaftState == raft.StateFollower {
+		for range silent {
+			c.rn.Tick()
+		}
+	}
 	c.mu.Unlock()
 	c.signal()
 }

@@ -132,3 +132,55 @@ func TestQuiesceRound(t *testing.T) {
 		t.Fatalf("%d nodes still quiesced after a proposal", n)
 	}
 }
+
+// TestWakeFromDown: when a quiesced group's leader dies, its followers,
+// woken by Liveness after an election timeout of silence, count that
+// silence on their election clocks: a new leader is elected within one
+// more election timeout (10 ticks), where followers that start counting
+// only then take 10 to 20. Raft's election timeouts are random, so the
+// group is quiesced and its leader killed five times.
+func TestWakeFromDown(t *testing.T) {
+	for round := range 5 {
+		g := newMemGroup(t, 1, 2, 3)
+		g.deliver()
+		g.cores[1].campaign()
+		g.deliver()
+		for i := 0; i < 30; i++ {
+			for _, c := range g.cores {
+				if !c.quiesced() {
+					c.tick(10)
+				}
+			}
+			g.deliver()
+		}
+		for id, c := range g.cores {
+			if !c.quiesced() {
+				t.Fatalf("round %d: node %d not quiesced", round, id)
+			}
+		}
+		g.cut[1] = true // the leader's process dies
+		for _, id := range []uint64{2, 3} {
+			g.cores[id].wakeFromDown(9)
+		}
+		g.deliver()
+		ticks := 0
+		leader := func() bool {
+			for _, id := range []uint64{2, 3} {
+				if g.cores[id].rn.BasicStatus().RaftState == raft.StateLeader {
+					return true
+				}
+			}
+			return false
+		}
+		for ; !leader() && ticks < 40; ticks++ {
+			for _, id := range []uint64{2, 3} {
+				g.cores[id].tick(10)
+			}
+			g.deliver()
+		}
+		if !leader() || ticks > 10 {
+			t.Fatalf("round %d: new leader after %d ticks (leader: %v), want at most 10", round, ticks, leader())
+		}
+		t.Logf("round %d: new leader after %d ticks", round, ticks)
+	}
+}

@@ -257,6 +257,8 @@ func (n *Node) run() {
 	n.core.setQuiesceAllowed(n.quiesceAllowed())
 	ticking := true
 	var leaderDown <-chan struct{} // a quiesced follower's leader's process stopped answering
+	var downOf uint64              // the leader leaderDown watches
+	var woke time.Time             // when the node last stopped being quiesced
 	// A node quiesced for detachAfter lets go of its transport peers.
 	detachAfter := 3 * n.electionTimeout()
 	detach := time.NewTimer(detachAfter)
@@ -268,7 +270,14 @@ func (n *Node) run() {
 			n.core.tick(n.cfg.ElectionTicks)
 		case <-n.core.wake:
 		case <-leaderDown:
-			n.core.wakeFromDown(n.cfg.ElectionTicks - 1)
+			leaderDown = nil
+			// Quiesced, or woken less than an election timeout ago (by
+			// another follower's campaign, which its lease on the silent
+			// leader would refuse): the leader has been silent for an
+			// election timeout already.
+			if !ticking || (time.Since(woke) < n.electionTimeout() && n.lead.Load() == downOf) {
+				n.core.wakeFromDown(n.cfg.ElectionTicks - 1)
+			}
 		case <-detach.C:
 			if n.core.quiesced() {
 				n.detachPeers()
@@ -296,19 +305,22 @@ func (n *Node) run() {
 		// signalled on core.wake, so it is seen here.
 		if q := n.core.quiesced(); q == ticking {
 			ticking = !q
-			leaderDown = nil
 			n.setCalm(q)
 			if q {
 				ticker.Stop()
 				down, ok := n.leaderDown()
+				downOf = n.lead.Load()
 				if !ok {
 					n.core.wakeFromDown(0) // nothing to watch: tick as ever
 				}
 				leaderDown = down
 				detach.Reset(detachAfter)
 			} else {
+				// leaderDown stays watched for an election timeout
+				// (above).
 				ticker.Reset(n.cfg.TickInterval)
 				detach.Stop()
+				woke = time.Now()
 			}
 			n.quiescedGauge(q)
 		} else if !ticking && !n.peers.detached.Load() {

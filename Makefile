@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/raftproxy
 
-.PHONY: all build run stop status clean test unit integration fuzz bench bench-cpu bench-go bench-memory bench-shards bench-migrate soak deps chaos docs
+.PHONY: all build run stop status clean test unit integration fuzz bench bench-cpu bench-go bench-memory bench-shards bench-idle bench-migrate soak deps chaos docs
 
 all: build
 
@@ -73,6 +73,11 @@ bench: deps build bench-go
 # CPU per SET of every process, and the idle cluster's CPU.
 bench-shards: deps build
 	scripts/bench-shards.sh
+
+# An idle cluster of 64 shards: the CPU of its proxies and their
+# redis-servers once every group has quiesced (a few minutes).
+bench-idle: deps build
+	scripts/bench-idle.sh
 
 # A live slot move of a third of the slots holding MIGRATE_KEYS keys (1M)
 # under about 10k operations a second: its time, the operations' latency

@@ -192,8 +192,8 @@ func (a *applier) run() {
 	// caught by the next apply (its connection broke), by each read
 	// connection's dial (its run id) and, when raftproxy runs it, by the
 	// supervisor that restarted it (CheckStateMachine); a tainted one by
-	// the watchdog at once. So it slows down while nothing is applied: a process with many
-	// idle groups would otherwise wake once a second for each.
+	// the watchdog at once. So it slows down while nothing is applied: a
+	// process with many idle groups would otherwise wake often for each.
 	healthEvery := healthBusy
 	health := time.NewTimer(healthEvery)
 	defer health.Stop()

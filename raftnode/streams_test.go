@@ -314,15 +314,29 @@ func TestStreamQueueBounded(t *testing.T) {
 	}
 	rd := bytes.NewReader(read)
 	for i := range 20000 {
-		cid, _ := binary.ReadUvarint(rd)
-		size, _ := binary.ReadUvarint(rd)
-		b := make([]byte, size)
-		io.ReadFull(rd, b)
-		var m raftpb.Message
-		if err := proto.Unmarshal(b, &m); err != nil || cid != 7 || m.GetIndex() != uint64(i) {
+		cid, m, err := nextFrame(rd)
+		if err != nil || cid != 7 || m.GetIndex() != uint64(i) {
 			t.Fatalf("frame %d: cluster %d, index %d, err %v", i, cid, m.GetIndex(), err)
 		}
 	}
+}
+
+// nextFrame decodes the next frame of a stream's queue.
+func nextFrame(rd *bytes.Reader) (uint64, *raftpb.Message, error) {
+	m := &raftpb.Message{}
+	cid, err := binary.ReadUvarint(rd)
+	if err != nil {
+		return 0, m, err
+	}
+	size, err := binary.ReadUvarint(rd)
+	if err != nil || size > uint64(rd.Len()) {
+		return cid, m, fmt.Errorf("frame size %d of %d left: %v", size, rd.Len(), err)
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(rd, b); err != nil {
+		return cid, m, err
+	}
+	return cid, m, proto.Unmarshal(b, m)
 }
 
 // TestStreamOldConnection: the body of a connection that ended, still
@@ -367,13 +381,8 @@ func TestStreamOldConnection(t *testing.T) {
 		if r.err != nil || r.n <= len(streamPingFrame) || r.d > streamPing/2 {
 			t.Fatalf("round %d: the new connection's body read %d bytes after %v, err %v", round, r.n, r.d, r.err)
 		}
-		rd := bytes.NewReader(r.p)
-		cid, _ := binary.ReadUvarint(rd)
-		size, _ := binary.ReadUvarint(rd)
-		b := make([]byte, size)
-		io.ReadFull(rd, b)
-		var got raftpb.Message
-		if err := proto.Unmarshal(b, &got); err != nil || cid != 7 || got.GetIndex() != uint64(round) {
+		cid, got, err := nextFrame(bytes.NewReader(r.p))
+		if err != nil || cid != 7 || got.GetIndex() != uint64(round) {
 			t.Fatalf("round %d: frame: cluster %d, index %d, err %v", round, cid, got.GetIndex(), err)
 		}
 		// The old body ends at its next wake (or ping) without a frame.

@@ -176,19 +176,16 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 		}
 		return ""
 	})
-	// A redis written by another client is rebuilt at once, not at the
-	// next health check.
-	sm.SetOnTaint(func() {
+	// A redis written by another client, or restarted by its supervisor,
+	// is rebuilt at once, not at the next health check.
+	check := func() {
 		if n := host.Node(); n != nil {
 			n.CheckStateMachine()
 		}
-	})
+	}
+	sm.SetOnTaint(check)
 	if st.sup != nil {
-		st.sup.SetOnRestart(func() {
-			if n := host.Node(); n != nil {
-				n.CheckStateMachine()
-			}
-		})
+		st.sup.SetOnRestart(check)
 	}
 	sets := ss.settings
 	if sp.index == 0 {

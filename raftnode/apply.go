@@ -207,7 +207,9 @@ func (a *applier) run() {
 			} else {
 				healthEvery = min(2*healthEvery, healthIdle)
 			}
-			health.Reset(healthEvery)
+			// On a beat (beat.go): a process's idle groups check
+			// together, with its other periodic signals.
+			health.Reset(onBeatAfter(healthEvery, healthBusy))
 			if !a.n.cfg.StateMachine.Healthy(ctx) && !a.recover(ctx) {
 				return
 			}

@@ -250,3 +250,26 @@ func TestSnapshotCoveredBatches(t *testing.T) {
 		t.Fatalf("waiting %d, inflight %d; want 1 and 1", len(n.prop.waiting), n.prop.inflight)
 	}
 }
+
+// TestIdleProposerSweepsOnDemand: an idle proposer does not sweep, yet a
+// waiter added outside its loop (a membership change's) still expires at
+// its deadline.
+func TestIdleProposerSweepsOnDemand(t *testing.T) {
+	n := &Node{id: 1, metrics: NewMetrics(), log: slog.Default(), stopc: make(chan struct{})}
+	n.cfg.MaxBatch = 8
+	n.prop = newProposer(n, 0)
+	done := make(chan struct{})
+	go func() { defer close(done); n.prop.run() }()
+	defer func() { close(n.stopc); <-done }()
+	time.Sleep(50 * time.Millisecond) // run is idle
+	f := newFuture()
+	n.prop.await(n.prop.nextSeq(), &pending{futs: []*Future{f}, deadline: time.Now().Add(50 * time.Millisecond)})
+	select {
+	case <-f.Done():
+		if _, err := f.Result(); !errors.Is(err, ErrTimeout) {
+			t.Fatalf("the waiter ended with %v, want ErrTimeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiter did not expire: nothing swept")
+	}
+}

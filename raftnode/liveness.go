@@ -255,7 +255,9 @@ func serveAlive(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(http.StatusOK)
-	t := time.NewTicker(every)
+	// On the beat (beat.go): the bytes to every watcher, and the
+	// watchers' own, go out in one wakeup.
+	t := time.NewTimer(untilBeat(every))
 	defer t.Stop()
 	for {
 		if _, err := w.Write([]byte{'\n'}); err != nil || rc.Flush() != nil {
@@ -263,6 +265,7 @@ func serveAlive(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-t.C:
+			t.Reset(untilBeat(every))
 		case <-r.Context().Done():
 			return
 		}

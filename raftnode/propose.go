@@ -103,6 +103,8 @@ type proposer struct {
 	leads  atomic.Uint64
 	sent   uint64
 	relead chan struct{}
+	// swept asks run to sweep again: a waiter was added outside it.
+	swept chan struct{}
 }
 
 func newProposer(n *Node, lastSeq uint64) *proposer {
@@ -110,7 +112,7 @@ func newProposer(n *Node, lastSeq uint64) *proposer {
 	if seq <= lastSeq {
 		seq = lastSeq + 1
 	}
-	return &proposer{n: n, propc: make(chan proposal, 4096), seq: seq, waiting: map[uint64]*pending{}, landed: make(chan struct{}, 1), relead: make(chan struct{}, 1),
+	return &proposer{n: n, propc: make(chan proposal, 4096), seq: seq, waiting: map[uint64]*pending{}, landed: make(chan struct{}, 1), relead: make(chan struct{}, 1), swept: make(chan struct{}, 1),
 		// A batch round trip takes a few milliseconds under load.
 		maxHold: 10 * time.Millisecond}
 }
@@ -223,17 +225,14 @@ func (n *Node) propose(ctx context.Context, req entry.Request, tag uint64) *Futu
 }
 
 // Proposals are swept for expiry every sweepEvery while any wait; with
-// none waiting the sweep slows to idleSweep, so an idle group's proposer
-// costs next to nothing (quiesce.go). A membership change's waiter, added
-// outside run, may so expire up to idleSweep late; its caller's context
-// bounds it anyway.
-const (
-	sweepEvery = 100 * time.Millisecond
-	idleSweep  = 10 * time.Second
-)
+// none waiting there is no sweep, so an idle group's proposer never wakes
+// (quiesce.go). A waiter added outside run (a membership change's) is
+// announced on swept.
+const sweepEvery = 100 * time.Millisecond
 
 func (p *proposer) run() {
-	sweep := time.NewTicker(idleSweep)
+	sweep := time.NewTicker(sweepEvery)
+	sweep.Stop()
 	defer sweep.Stop()
 	fast := false
 	batch := make([]proposal, 0, p.n.cfg.MaxBatch)
@@ -260,13 +259,16 @@ func (p *proposer) run() {
 			p.throttle(hold)
 		case <-p.relead:
 			p.resend(math.MaxUint64)
+		case <-p.swept:
+			if !fast {
+				fast = true
+				sweep.Reset(sweepEvery)
+			}
 		case <-sweep.C:
 			if waiting := p.expire(time.Now()); waiting != fast {
 				fast = waiting
-				if fast {
-					sweep.Reset(sweepEvery)
-				} else {
-					sweep.Reset(idleSweep)
+				if !fast {
+					sweep.Stop()
 				}
 			}
 		case <-p.n.stopc:
@@ -399,6 +401,17 @@ func (p *proposer) completeConf(seq uint64, members []MemberInfo) {
 	}
 }
 
+// await adds a waiter from outside run, and has run sweep for it.
+func (p *proposer) await(seq uint64, pend *pending) {
+	p.mu.Lock()
+	p.waiting[seq] = pend
+	p.mu.Unlock()
+	select {
+	case p.swept <- struct{}{}:
+	default:
+	}
+}
+
 // proposeConf proposes one membership change and waits until it is applied
 // on this node; it returns the members after the change. Raft accepts one
 // pending change at a time (it silently turns a second one into an empty
@@ -420,9 +433,7 @@ func (n *Node) proposeConf(ctx context.Context, typ raftpb.ConfChangeType, m Mem
 	if !ok {
 		deadline = time.Now().Add(n.requestTimeout())
 	}
-	n.prop.mu.Lock()
-	n.prop.waiting[seq] = &pending{futs: []*Future{f}, deadline: deadline}
-	n.prop.mu.Unlock()
+	n.prop.await(seq, &pending{futs: []*Future{f}, deadline: deadline})
 	cc := &raftpb.ConfChange{Type: typ.Enum(), NodeId: proto.Uint64(m.ID), Context: cctx}
 	if err := n.core.proposeConfChange(cc); err != nil {
 		n.prop.take(seq)

@@ -326,10 +326,11 @@ type streamBody struct {
 }
 
 // Read hands the connection everything queued that fits p, waiting for
-// some, or a ping after streamPing of silence.
+// some, or a ping on the first beat of streamPing at least half of it away.
 func (b *streamBody) Read(p []byte) (int, error) {
 	o := b.o
-	ping := time.NewTimer(streamPing)
+	// The ping waits for a beat (beat.go) at least half a period away.
+	ping := time.NewTimer(onBeatAfter(streamPing/2, streamPing))
 	defer ping.Stop()
 	for {
 		o.mu.Lock()
@@ -393,11 +394,12 @@ func (m *PeerMux) serveStream(w http.ResponseWriter, r *http.Request) {
 	pinging.Add(1)
 	go func() {
 		defer pinging.Done()
-		t := time.NewTicker(streamPing)
+		t := time.NewTimer(untilBeat(streamPing)) // beat.go
 		defer t.Stop()
 		for {
 			select {
 			case <-t.C:
+				t.Reset(untilBeat(streamPing))
 				if _, err := w.Write([]byte{'\n'}); err != nil || rc.Flush() != nil {
 					cancel()
 					return

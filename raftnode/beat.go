@@ -1,0 +1,34 @@
+package raftnode
+
+import "time"
+
+// A process idle but for its periodic signals (liveness bytes, stream
+// pings, health checks) pays mostly for waking up: on a virtual machine a
+// wakeup from idle costs tens of microseconds whatever little it does. So
+// every periodic signal of raftnode fires on one grid of the wall clock,
+// at whole multiples of its period: the signals of all of a process's
+// peers, streams and groups then fall due together and share one wakeup,
+// and so do those of the other processes (a byte sent on the beat arrives
+// while its receiver is awake for the same beat), as far as the machines'
+// clocks agree. Only the phase comes from the clock; nothing depends on it
+// being right.
+
+// untilBeat is how long from now until the next whole multiple of every
+// on the wall clock: never zero, at most every.
+func untilBeat(every time.Duration) time.Duration {
+	return beatAfter(time.Now(), every)
+}
+
+func beatAfter(now time.Time, every time.Duration) time.Duration {
+	if every <= 0 {
+		return time.Nanosecond
+	}
+	n := int64(every)
+	return time.Duration(n - now.UnixNano()%n)
+}
+
+// onBeatAfter is how long from now until the first beat of every that is
+// at least d away: a backed-off period kept on the grid.
+func onBeatAfter(d, every time.Duration) time.Duration {
+	return d + beatAfter(time.Now().Add(d), every)
+}

@@ -105,10 +105,7 @@ func (a *applier) push(q queued) {
 	a.mu.Lock()
 	a.queue = append(a.queue, q)
 	a.mu.Unlock()
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
+	signal(a.wake)
 }
 
 func (a *applier) dequeue() []queued {
@@ -374,10 +371,7 @@ func (a *applier) restoreMachine(ctx context.Context, raw json.RawMessage) error
 // CheckStateMachine asks the applier to check its state machine now, e.g. after a client
 // connection saw the local redis restart.
 func (n *Node) CheckStateMachine() {
-	select {
-	case n.applier.poke <- struct{}{}:
-	default:
-	}
+	signal(n.applier.poke)
 }
 
 // recover empties the state machine and replays the applied prefix of the

@@ -50,10 +50,7 @@ func newCore(cfg *raft.Config, peers []raft.Peer) (*core, error) {
 }
 
 func (c *core) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	signal(c.wake)
 }
 
 // do runs f on the raft state machine and wakes the Ready loop; it is

@@ -58,10 +58,7 @@ func (g *readGate) leave() {
 	defer g.mu.Unlock()
 	g.readers--
 	if g.shut && g.readers == 0 {
-		select {
-		case g.idle <- struct{}{}:
-		default:
-		}
+		signal(g.idle)
 	}
 }
 

@@ -217,10 +217,7 @@ func (h *Heartbeats) run() {
 
 // signal tells run that a batch waits.
 func (h *Heartbeats) signal() {
-	select {
-	case h.queued <- struct{}{}:
-	default:
-	}
+	signal(h.queued)
 }
 
 // post sends a batch and reports whether the peer took it.

@@ -495,10 +495,7 @@ func (n *Node) releaseWAL(index uint64) error {
 	if err := n.wal.ReleaseLockTo(index); err != nil {
 		return err
 	}
-	select {
-	case n.purge <- struct{}{}:
-	default:
-	}
+	signal(n.purge)
 	return nil
 }
 

@@ -406,10 +406,7 @@ func (p *proposer) await(seq uint64, pend *pending) {
 	p.mu.Lock()
 	p.waiting[seq] = pend
 	p.mu.Unlock()
-	select {
-	case p.swept <- struct{}{}:
-	default:
-	}
+	signal(p.swept)
 }
 
 // proposeConf proposes one membership change and waits until it is applied

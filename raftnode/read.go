@@ -68,10 +68,7 @@ func (n *Node) startRead(count bool) ReadWait {
 	}
 	b := <-r.next
 	r.next <- b
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
+	signal(r.kick)
 	return ReadWait{b: b}
 }
 
@@ -106,10 +103,7 @@ func (r *readIndexer) deliver(rs []raft.ReadState, leader bool) {
 }
 
 func (r *readIndexer) leaderChanged() {
-	select {
-	case r.leaderc <- struct{}{}:
-	default:
-	}
+	signal(r.leaderc)
 }
 
 func (r *readIndexer) run() {

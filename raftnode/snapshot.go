@@ -156,10 +156,7 @@ func (n *Node) Compact(ctx context.Context) error {
 	n.compactMu.Lock()
 	n.compactWaiters = append(n.compactWaiters, w)
 	n.compactMu.Unlock()
-	select {
-	case n.applier.wake <- struct{}{}:
-	default:
-	}
+	signal(n.applier.wake)
 	select {
 	case err := <-w.done:
 		return err
@@ -260,10 +257,7 @@ func (a *applier) maybeSnapshot(ctx context.Context) {
 	go func() {
 		defer func() {
 			a.snapping.Store(false)
-			select {
-			case a.wake <- struct{}{}:
-			default:
-			}
+			signal(a.wake)
 		}()
 		err := n.finishSnapshot(ctx, job, meta, conf.cs)
 		if err != nil {

@@ -160,10 +160,7 @@ func (s *Streams) queue(cid uint64, m *raftpb.Message, peer string) bool {
 	o.buf = b
 	s.sent.Add(1)
 	o.sent.Add(1)
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
+	signal(o.wake)
 	return true
 }
 
@@ -307,10 +304,7 @@ func (o *outStream) shutLocked() {
 	if o.cancel != nil {
 		o.cancel()
 	}
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
+	signal(o.wake)
 }
 
 // streamPingFrame is a frame for no group: the receiver skips it.
@@ -337,10 +331,7 @@ func (b *streamBody) Read(p []byte) (int, error) {
 		if o.gen != b.gen {
 			o.mu.Unlock()
 			// The wake this took may have been the new connection's.
-			select {
-			case o.wake <- struct{}{}:
-			default:
-			}
+			signal(o.wake)
 			return 0, io.EOF
 		}
 		if o.closed {

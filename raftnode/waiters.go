@@ -18,10 +18,7 @@ func (p *proposer) forget(seq uint64, pend *pending) {
 	delete(p.waiting, seq)
 	if pend.batch {
 		p.inflight--
-		select {
-		case p.landed <- struct{}{}:
-		default:
-		}
+		signal(p.landed)
 	}
 }
 
@@ -167,10 +164,7 @@ func (p *proposer) leaderChanged() {
 	p.mu.Unlock()
 	if p.n.lead.Load() != raft.None {
 		p.leads.Add(1)
-		select {
-		case p.relead <- struct{}{}:
-		default:
-		}
+		signal(p.relead)
 	}
 }
 

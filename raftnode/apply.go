@@ -14,6 +14,7 @@ import (
 
 	"github.com/raftproxy/raftproxy/entry"
 	"github.com/raftproxy/raftproxy/fsm"
+	"github.com/raftproxy/raftproxy/internal/beat"
 	"github.com/raftproxy/raftproxy/snapshot"
 )
 
@@ -204,9 +205,9 @@ func (a *applier) run() {
 			} else {
 				healthEvery = min(2*healthEvery, healthIdle)
 			}
-			// On a beat (beat.go): a process's idle groups check
+			// On a beat (internal/beat): a process's idle groups check
 			// together, with its other periodic signals.
-			health.Reset(onBeatAfter(healthEvery, healthBusy))
+			health.Reset(beat.OnAfter(healthEvery, healthBusy))
 			if !a.n.cfg.StateMachine.Healthy(ctx) && !a.recover(ctx) {
 				return
 			}

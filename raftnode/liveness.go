@@ -10,6 +10,8 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
+
+	"github.com/raftproxy/raftproxy/internal/beat"
 )
 
 // Liveness tells whether the raftproxy processes at peer addresses answer.
@@ -255,9 +257,9 @@ func serveAlive(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(http.StatusOK)
-	// On the beat (beat.go): the bytes to every watcher, and the
+	// On the beat (internal/beat): the bytes to every watcher, and the
 	// watchers' own, go out in one wakeup.
-	t := time.NewTimer(untilBeat(every))
+	t := time.NewTimer(beat.Until(every))
 	defer t.Stop()
 	for {
 		if _, err := w.Write([]byte{'\n'}); err != nil || rc.Flush() != nil {
@@ -265,7 +267,7 @@ func serveAlive(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-t.C:
-			t.Reset(untilBeat(every))
+			t.Reset(beat.Until(every))
 		case <-r.Context().Done():
 			return
 		}

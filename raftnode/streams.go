@@ -15,6 +15,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/raftproxy/raftproxy/internal/beat"
 )
 
 // streamPath is where a peer process opens its stream of raft messages,
@@ -323,8 +325,8 @@ type streamBody struct {
 // some, or a ping on the first beat of streamPing at least half of it away.
 func (b *streamBody) Read(p []byte) (int, error) {
 	o := b.o
-	// The ping waits for a beat (beat.go) at least half a period away.
-	ping := time.NewTimer(onBeatAfter(streamPing/2, streamPing))
+	// The ping waits for a beat (internal/beat) at least half a period away.
+	ping := time.NewTimer(beat.OnAfter(streamPing/2, streamPing))
 	defer ping.Stop()
 	for {
 		o.mu.Lock()
@@ -385,12 +387,12 @@ func (m *PeerMux) serveStream(w http.ResponseWriter, r *http.Request) {
 	pinging.Add(1)
 	go func() {
 		defer pinging.Done()
-		t := time.NewTimer(untilBeat(streamPing)) // beat.go
+		t := time.NewTimer(beat.Until(streamPing))
 		defer t.Stop()
 		for {
 			select {
 			case <-t.C:
-				t.Reset(untilBeat(streamPing))
+				t.Reset(beat.Until(streamPing))
 				if _, err := w.Write([]byte{'\n'}); err != nil || rc.Flush() != nil {
 					cancel()
 					return

@@ -1,4 +1,4 @@
-package raftnode
+package beat
 
 import (
 	"testing"
@@ -18,15 +18,15 @@ func TestBeatAfter(t *testing.T) {
 		{999 * time.Millisecond, time.Second, time.Millisecond},
 		{5 * time.Millisecond, 0, time.Nanosecond},
 	} {
-		if got := beatAfter(base.Add(c.now), c.every); got != c.want {
-			t.Errorf("beatAfter(+%v, %v) = %v, want %v", c.now, c.every, got, c.want)
+		if got := After(base.Add(c.now), c.every); got != c.want {
+			t.Errorf("After(+%v, %v) = %v, want %v", c.now, c.every, got, c.want)
 		}
 	}
 	// Two callers at different moments wait for the same instant.
 	a := base.Add(10 * time.Millisecond)
 	b := base.Add(170 * time.Millisecond)
 	every := 250 * time.Millisecond
-	if ea, eb := a.Add(beatAfter(a, every)), b.Add(beatAfter(b, every)); !ea.Equal(eb) {
+	if ea, eb := a.Add(After(a, every)), b.Add(After(b, every)); !ea.Equal(eb) {
 		t.Errorf("beats differ: %v and %v", ea, eb)
 	}
 }

@@ -45,6 +45,11 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 
 // DialTLS is Dial over TLS with cfg; a nil cfg dials in the clear.
 func DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*Conn, error) {
+	return dial(ctx, addr, cfg, nil)
+}
+
+// dial connects to addr, over TLS with cfg, through wrap when it is set.
+func dial(ctx context.Context, addr string, cfg *tls.Config, wrap func(net.Conn) net.Conn) (*Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, network(addr), addr)
 	if err != nil {
@@ -61,6 +66,9 @@ func DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*Conn, error) {
 		}
 		nc = tc
 	}
+	if wrap != nil {
+		nc = wrap(nc)
+	}
 	return &Conn{nc: nc, r: resp.NewReader(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10)}, nil
 }
 
@@ -74,7 +82,11 @@ func DialAuth(ctx context.Context, addr, password string) (*Conn, error) {
 // DialTLSAuth is DialTLS followed by AUTH as DialAuth: another member's
 // client port may speak TLS and require the cluster's password.
 func DialTLSAuth(ctx context.Context, addr string, cfg *tls.Config, password string) (*Conn, error) {
-	c, err := DialTLS(ctx, addr, cfg)
+	return dialAuth(ctx, addr, cfg, password, nil)
+}
+
+func dialAuth(ctx context.Context, addr string, cfg *tls.Config, password string, wrap func(net.Conn) net.Conn) (*Conn, error) {
+	c, err := dial(ctx, addr, cfg, wrap)
 	if err != nil || password == "" {
 		return c, err
 	}

@@ -69,16 +69,16 @@ func (s *StateMachine) learnBusyThreshold(c *Conn) {
 // once the script has run past its busy threshold, so this may wait that
 // long.
 func (s *StateMachine) Kill(ctx context.Context, kind uint8) (fsm.KillResult, error) {
-	return StopScript(ctx, s.addr, s.password, kind, s.BusyAfter()+5*time.Second, s.log)
+	return StopScript(ctx, s.gate, s.addr, s.password, kind, s.BusyAfter()+5*time.Second, s.log)
 }
 
 // StopScript stops the script of kind (KillScript, KillFunction) the redis
-// at addr runs: SCRIPT KILL or FUNCTION KILL, or SHUTDOWN NOSAVE when redis
+// at addr (gated by gate, hibernate.go) runs: SCRIPT KILL or FUNCTION KILL, or SHUTDOWN NOSAVE when redis
 // cannot kill it (it wrote, or came from a master). It gives up after wait.
-func StopScript(ctx context.Context, addr, password string, kind uint8, wait time.Duration, log *slog.Logger) (fsm.KillResult, error) {
+func StopScript(ctx context.Context, gate *Hibernation, addr, password string, kind uint8, wait time.Duration, log *slog.Logger) (fsm.KillResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	c, err := DialAuth(ctx, addr, password)
+	c, err := gate.Dial(ctx, addr, password)
 	if err != nil {
 		return fsm.KillNotRunning, err
 	}
@@ -117,9 +117,9 @@ func StopScript(ctx context.Context, addr, password string, kind uint8, wait tim
 // SCRIPT KILL or FUNCTION KILL, else SHUTDOWN NOSAVE (redis then comes back
 // empty, restarted by whatever manages it). A script may be left running
 // by a raftproxy that was killed while it applied one.
-func StopStrayScript(ctx context.Context, addr, password string, log *slog.Logger) {
+func StopStrayScript(ctx context.Context, gate *Hibernation, addr, password string, log *slog.Logger) {
 	for _, kind := range []uint8{KillScript, KillFunction} {
-		res, err := StopScript(ctx, addr, password, kind, 10*time.Second, log)
+		res, err := StopScript(ctx, gate, addr, password, kind, 10*time.Second, log)
 		if err == nil && res != fsm.KillNotRunning {
 			log.Warn("stopped a script the local redis was running before raftproxy took it over", "how", map[fsm.KillResult]string{fsm.KillClean: "killed", fsm.KillUnclean: "shut down"}[res])
 			return

@@ -51,7 +51,7 @@ func (s *StateMachine) Reset(ctx context.Context, rdb io.Reader, size int64) err
 func (s *StateMachine) connect(ctx context.Context) (*Conn, string, error) {
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	c, err := DialAuth(dctx, s.addr, s.password)
+	c, err := s.gate.Dial(dctx, s.addr, s.password)
 	if err != nil {
 		return nil, "", err
 	}
@@ -60,7 +60,7 @@ func (s *StateMachine) connect(ctx context.Context) (*Conn, string, error) {
 		// A script left running (by this node before it restarted, or by
 		// a client of redis itself): Reset replaces redis's content anyway,
 		// so the script is stopped, however it has to be.
-		StopStrayScript(ctx, s.addr, s.password, s.log)
+		StopStrayScript(ctx, s.gate, s.addr, s.password, s.log)
 	}
 	if err == nil {
 		// A failed BGSAVE must not make this redis refuse the writes the
@@ -100,7 +100,7 @@ func (s *StateMachine) reset(ctx context.Context, c *Conn, rdb io.Reader, size i
 		return nil, nil
 	}
 	start := time.Now()
-	st, err := loadRDB(ctx, s.addr, s.password, rdb, size, true)
+	st, err := loadRDB(ctx, s.gate, s.addr, s.password, rdb, size, true)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +137,7 @@ func (s *StateMachine) StartSnapshot(ctx context.Context) (fsm.SnapshotJob, erro
 		return nil, fmt.Errorf("redis refused BGSAVE: %s", strings.TrimSpace(string(raw[1:])))
 	}
 	name := s.dbfilename
-	return &bgsave{addr: s.addr, password: s.password, path: filepath.Join(s.dir, name), hz: hz}, nil
+	return &bgsave{gate: s.gate, addr: s.addr, password: s.password, path: filepath.Join(s.dir, name), hz: hz}, nil
 }
 
 // snapshotHz is the cron rate a snapshot's BGSAVE runs with. Redis notices
@@ -174,12 +174,13 @@ func (s *StateMachine) fail(err error) error {
 
 // bgsave is an RDB being written by a redis child process.
 type bgsave struct {
+	gate                 *Hibernation
 	addr, password, path string
 	hz                   string // to restore once it is written, if not ""
 }
 
 func (b *bgsave) Wait(ctx context.Context) (io.ReadCloser, error) {
-	c, err := DialAuth(ctx, b.addr, b.password)
+	c, err := b.gate.Dial(ctx, b.addr, b.password)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,9 @@ import (
 // truth and redis is rebuilt from it whenever its content is in doubt.
 type StateMachine struct {
 	addr, password string
+	// gate continues the redis when it is stopped for being idle, before
+	// any connection uses it (hibernate.go); nil: it is never stopped.
+	gate *Hibernation
 	// redis's RDB directory and file name, learned when connecting.
 	dir, dbfilename string
 	log             *slog.Logger
@@ -79,6 +82,10 @@ func (s *StateMachine) SetKeys(f func(args [][]byte) [][]byte) { s.keys = f }
 // SetPassword sets the requirepass of the redis (before the node starts):
 // every connection the state machine opens gives it with AUTH.
 func (s *StateMachine) SetPassword(password string) { s.password = password }
+
+// SetGate has every connection to redis go through gate (before the node
+// starts): a redis-server raftproxy supervises may be stopped while idle.
+func (s *StateMachine) SetGate(gate *Hibernation) { s.gate = gate }
 
 // Scripts is the registry of scripts loaded through the log, for the proxy
 // to turn EVALSHA into EVAL.
@@ -346,6 +353,13 @@ func (s *StateMachine) Healthy(ctx context.Context) bool {
 		s.log.Error("the local redis holds data the log did not put there; rebuilding it from the snapshot and the log", "why", why)
 		s.dropConn()
 		return false
+	}
+	// A redis stopped for being idle (hibernate.go) has run nothing since
+	// it last answered, and a new redis-server replacing it makes the
+	// supervisor ask for a rebuild at once: asking it now would only wake
+	// it.
+	if s.gate.Stopped() {
+		return true
 	}
 	if err := s.refreshVolatile(); err != nil {
 		s.log.Warn("the local redis stopped answering", "err", err)

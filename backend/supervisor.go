@@ -32,6 +32,7 @@ type Supervisor struct {
 	mu        sync.Mutex
 	cmd       *exec.Cmd
 	onRestart func()
+	hib       *Hibernation
 	stop      chan struct{}
 	done      chan struct{}
 }
@@ -91,7 +92,9 @@ func (s *Supervisor) startOnce() error {
 	}
 	s.mu.Lock()
 	s.cmd = cmd
+	hib := s.hib
 	s.mu.Unlock()
+	hib.started() // outside mu: a Hibernation's lock is taken before it
 	s.log.Info("started redis-server", "pid", cmd.Process.Pid, "socket", s.Socket)
 	return nil
 }
@@ -104,6 +107,26 @@ func (s *Supervisor) SetOnRestart(f func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.onRestart = f
+}
+
+// Hibernate has the redis-server stopped after idle without use by this
+// process (hibernate.go). Its connections must be dialled through the
+// returned Hibernation; call it once, before any are.
+func (s *Supervisor) Hibernate(idle time.Duration) *Hibernation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hib = newHibernation(max(idle, minHibernateIdle), s.process, s.log)
+	return s.hib
+}
+
+// process is the redis-server running now.
+func (s *Supervisor) process() *os.Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return nil
+	}
+	return s.cmd.Process
 }
 
 func (s *Supervisor) watch() {
@@ -155,8 +178,10 @@ func (s *Supervisor) watch() {
 func (s *Supervisor) Stop(ctx context.Context) {
 	close(s.stop)
 	s.mu.Lock()
-	cmd := s.cmd
+	cmd, hib := s.cmd, s.hib
 	s.mu.Unlock()
+	// A stopped redis-server would not act on SIGTERM.
+	hib.Close()
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:

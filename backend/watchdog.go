@@ -61,8 +61,10 @@ const invalidateChannel = "__redis__:invalidate"
 
 // startWatchdog connects the watchdog and turns on tracking on apply, the
 // applier's connection.
-func startWatchdog(ctx context.Context, addr, password string, apply *Conn, onTaint func()) (*watchdog, error) {
-	c, err := DialAuth(ctx, addr, password)
+func startWatchdog(ctx context.Context, gate *Hibernation, addr, password string, apply *Conn, onTaint func()) (*watchdog, error) {
+	// It waits for notices redis sends only while it runs commands: it
+	// need not keep a redis the gate may stop running.
+	c, err := gate.DialListener(ctx, addr, password)
 	if err != nil {
 		return nil, fmt.Errorf("watchdog: %w", err)
 	}
@@ -332,7 +334,7 @@ func (s *StateMachine) ensureWatchdog() error {
 	defer cancel()
 	s.conn.SetDeadline(time.Now().Add(5 * time.Second))
 	defer s.conn.SetDeadline(time.Time{})
-	w, err := startWatchdog(ctx, s.addr, s.password, s.conn, s.onTaint)
+	w, err := startWatchdog(ctx, s.gate, s.addr, s.password, s.conn, s.onTaint)
 	if err != nil {
 		return err
 	}

@@ -24,17 +24,17 @@ type Commands struct {
 }
 
 // LoadCommands reads the command table of the redis at addr (requirepass
-// password, "" for none). It retries until ctx ends, since the redis may
+// password, "" for none; gate, when it may be stopped while idle). It retries until ctx ends, since the redis may
 // still be starting.
 //
 // A redis-server raftproxy has just started answers within milliseconds,
 // so the first retries come soon (a node making 64 shards starts 64), and
 // only a wait of over a second is worth a warning.
-func LoadCommands(ctx context.Context, addr, password string, log *slog.Logger) (*Commands, error) {
+func LoadCommands(ctx context.Context, gate *backend.Hibernation, addr, password string, log *slog.Logger) (*Commands, error) {
 	began := time.Now()
 	wait := 10 * time.Millisecond
 	for {
-		c, err := loadCommands(ctx, addr, password, log)
+		c, err := loadCommands(ctx, gate, addr, password, log)
 		if err == nil {
 			return c, nil
 		}
@@ -53,10 +53,10 @@ func LoadCommands(ctx context.Context, addr, password string, log *slog.Logger) 
 	}
 }
 
-func loadCommands(ctx context.Context, addr, password string, log *slog.Logger) (*Commands, error) {
+func loadCommands(ctx context.Context, gate *backend.Hibernation, addr, password string, log *slog.Logger) (*Commands, error) {
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	c, err := backend.DialAuth(dctx, addr, password)
+	c, err := gate.Dial(dctx, addr, password)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +66,7 @@ func loadCommands(ctx context.Context, addr, password string, log *slog.Logger) 
 	if err != nil && strings.Contains(err.Error(), "BUSY") {
 		// A script left running by this node before it restarted: the node
 		// rebuilds redis anyway.
-		backend.StopStrayScript(ctx, addr, password, log)
+		backend.StopStrayScript(ctx, gate, addr, password, log)
 	}
 	if err != nil {
 		return nil, err

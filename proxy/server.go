@@ -48,6 +48,10 @@ type Config struct {
 	// RedisAddr is the local redis-server (host:port or unix socket path),
 	// and RedisPassword its requirepass ("" for none).
 	RedisAddr, RedisPassword string
+	// RedisGate continues the local redis-server before a connection uses
+	// it, when it may be stopped while idle (backend.Hibernation); nil:
+	// it never is.
+	RedisGate *backend.Hibernation
 	// RunID returns the run_id of the redis the log was last replayed into;
 	// reads are refused on a redis with any other run_id.
 	RunID func() string
@@ -201,7 +205,7 @@ func (s *Server) timeout() time.Duration { return s.cfg.Timeout() }
 func (s *Server) dialRedis(n Group) (*backend.Conn, error) {
 	ctx, cancel := context.WithTimeout(s.baseContext(), 2*time.Second)
 	defer cancel()
-	rc, err := backend.DialAuth(ctx, s.cfg.RedisAddr, s.cfg.RedisPassword)
+	rc, err := s.cfg.RedisGate.Dial(ctx, s.cfg.RedisAddr, s.cfg.RedisPassword)
 	if err != nil {
 		if n != nil {
 			n.CheckStateMachine()

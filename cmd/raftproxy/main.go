@@ -63,6 +63,7 @@ type options struct {
 	requestTimeout, tick               time.Duration
 	electionTicks                      int
 	quiesce                            bool
+	redisIdleStop                      time.Duration
 	sharedWALSync                      bool
 	coalesceHeartbeats                 bool
 	sharePeerStreams                   bool
@@ -115,6 +116,7 @@ func parseFlags(args, environ []string) (options, error) {
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "raft tick interval (heartbeat = 1 tick)")
 	fs.IntVar(&o.electionTicks, "election-ticks", 10, "ticks without a leader before an election")
 	fs.BoolVar(&o.quiesce, "quiesce", true, "a raft group idle for an election timeout stops ticking and heartbeating until a request wakes it; its followers watch the leader's process instead (four probes per peer per election timeout, for all groups)")
+	fs.DurationVar(&o.redisIdleStop, "redis-idle-stop", 10*time.Second, "stop (SIGSTOP) a redis-server raftproxy runs itself once raftproxy has not used it for this long, and continue it at its next use: an idle redis-server still wakes every second, so idle shards cost nothing (0: never; ignored with --redis)")
 	fs.BoolVar(&o.coalesceHeartbeats, "coalesce-heartbeats", true, "with more than one raft group (a sharded cluster), send their heartbeats to each peer process together, once per tick, instead of one message per group")
 	fs.BoolVar(&o.sharePeerStreams, "share-peer-streams", true, "with more than one raft group (a sharded cluster), send their raft messages to each peer process on one connection, batched, instead of on each group's own streams")
 	fs.BoolVar(&o.sharedWALSync, "shared-wal-sync", true, "with more than one raft group (a sharded cluster), make their WAL saves durable together with one syncfs of the data directory's file system instead of an fdatasync per group (syncfs also waits for other files being written there)")
@@ -178,6 +180,7 @@ func parseFlags(args, environ []string) (options, error) {
 		{"max-clients", o.maxClients >= 1, "at least 1"},
 		{"max-request-bytes", o.maxRequest >= 1024 && o.maxRequest <= 512<<20, "between 1kb and 512mb"},
 		{"idle-timeout", o.idleTimeout >= 0, "a duration of 0 (never) or more"},
+		{"redis-idle-stop", o.redisIdleStop == 0 || o.redisIdleStop >= time.Second, "0 (never) or a duration of at least 1s"},
 		{"pubsub-output-buffer-limit", o.pubsubLimit >= 1024, "at least 1kb"},
 	} {
 		if !r.ok {
@@ -475,6 +478,14 @@ func run(o options, log *slog.Logger, lv *slog.LevelVar) error {
 			collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "raftproxy_stream_messages_total",
 				Help: "Raft messages of this process's groups sent on its one stream per peer process (--share-peer-streams)."},
 				func() float64 { return float64(streams.Sent()) }))
+		}
+		if o.redisIdleStop > 0 {
+			collectors = append(collectors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "raftproxy_redis_stopped",
+				Help: "redis-servers of this process stopped for being idle now (--redis-idle-stop)."},
+				func() float64 { return float64(ss.redisStopped()) }))
+			collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "raftproxy_redis_stops_total",
+				Help: "Times this process stopped one of its current shards' redis-servers for being idle (--redis-idle-stop)."},
+				func() float64 { return float64(ss.redisStops()) }))
 		}
 		msrv := &http.Server{Handler: observe.ShardedHandler(host, ss.shardHosts, o.pprof, collectors...), ReadHeaderTimeout: 5 * time.Second}
 		defer msrv.Close()

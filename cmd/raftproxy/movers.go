@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/raftproxy/raftproxy/apply"
-	"github.com/raftproxy/raftproxy/backend"
 	"github.com/raftproxy/raftproxy/migrate"
 	"github.com/raftproxy/raftproxy/raftnode"
 	"github.com/raftproxy/raftproxy/slotmap"
@@ -73,7 +72,7 @@ func (m moverNode) localKeys(ctx context.Context, id string, r slotmap.Range) ([
 	intact := func(runID string) bool {
 		return gen%2 == 0 && n.Generation() == gen && runID != "" && runID == st.sm.RunID()
 	}
-	rc, err := backend.DialAuth(ctx, st.redisAddr, st.redisPass)
+	rc, err := st.gate.Dial(ctx, st.redisAddr, st.redisPass)
 	if err != nil {
 		return nil, fmt.Errorf("scan: %w", err)
 	}

@@ -41,6 +41,9 @@ type stack struct {
 	// redisAddr is the redis-server it applies to, and redisPass its
 	// password.
 	redisAddr, redisPass string
+	// gate continues the redis-server before any connection uses it, when
+	// it may be stopped while idle (--redis-idle-stop); nil: never.
+	gate *backend.Hibernation
 	// unhub takes the stack's broker out of the node's pub/sub hub.
 	unhub func()
 }
@@ -118,17 +121,21 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 		}
 		st.sup = sup
 		redisAddr, redisPass = sup.Socket, sup.Password
+		if ss.o.redisIdleStop > 0 {
+			st.gate = sup.Hibernate(ss.o.redisIdleStop)
+		}
 	}
 	st.redisAddr, st.redisPass = redisAddr, redisPass
 	// The command table comes first: the applier asks it which keys a
 	// command touches, and the proxy routes by it.
-	cmds, err := proxy.LoadCommands(ss.ctx, redisAddr, redisPass, log)
+	cmds, err := proxy.LoadCommands(ss.ctx, st.gate, redisAddr, redisPass, log)
 	if err != nil {
 		return st, err
 	}
 	o := ss.o
 	sm := backend.NewStateMachine(redisAddr, log.With("component", "applier"))
 	sm.SetPassword(redisPass)
+	sm.SetGate(st.gate)
 	sm.SetDefaultPassword(o.requirePass)
 	sm.SetKeys(cmds.AccessedKeys)
 	sm.SetDenyOOM(cmds.DenyOOM)
@@ -202,6 +209,7 @@ func (ss *stacks) start(sp stackSpec) (st *stack, err error) {
 		Broker:        broker,
 		Commands:      cmds,
 		RedisAddr:     redisAddr,
+		RedisGate:     st.gate,
 		RunID:         sm.RunID,
 		Self:          self,
 		FollowerProxy: ss.followerProxy,
@@ -298,6 +306,24 @@ func (ss *stacks) stopAll(ctx context.Context) {
 func (ss *stacks) primary() *stack { return ss.first.Load() }
 
 // list returns the stacks, the primary first.
+// redisStopped counts the stacks' redis-servers stopped for being idle.
+func (ss *stacks) redisStopped() (n int) {
+	for _, st := range ss.list() {
+		if st.gate.Stopped() {
+			n++
+		}
+	}
+	return n
+}
+
+// redisStops counts the times the stacks' redis-servers were stopped.
+func (ss *stacks) redisStops() (n uint64) {
+	for _, st := range ss.list() {
+		n += st.gate.Stops()
+	}
+	return n
+}
+
 func (ss *stacks) list() []*stack {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()

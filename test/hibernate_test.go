@@ -1,0 +1,169 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisChildren returns the state letter (/proc/<pid>/stat) of each
+// redis-server the process pid started, by pid.
+func redisChildren(pid int) map[int]byte {
+	out := map[int]byte{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		open, shut := bytes.IndexByte(b, '('), bytes.LastIndex(b, []byte(") "))
+		if open < 0 || shut < open {
+			continue
+		}
+		rest := bytes.Fields(b[shut+2:]) // state, ppid, ...
+		if string(b[open+1:shut]) != "redis-server" || len(rest) < 2 || string(rest[1]) != strconv.Itoa(pid) {
+			continue
+		}
+		child, _ := strconv.Atoi(string(bytes.TrimSpace(b[:open])))
+		out[child] = rest[0][0]
+	}
+	return out
+}
+
+// TestIdleRedisStopped: the redis-servers of an idle sharded cluster are
+// stopped (--redis-idle-stop: raftproxy_redis_stopped, and the kernel
+// shows them in state T), and a cluster client's commands through any
+// node, to every shard, are answered all the same: writes, reads through
+// followers (READONLY), a blocking pop that outlasts the idle time, and
+// MULTI. A node killed with its redis-servers stopped comes back with
+// everything.
+func TestIdleRedisStopped(t *testing.T) {
+	const shards = 2
+	ctx := testContext(t, 4*time.Minute)
+	c := StartCluster(ctx, t, ClusterOptions{Shards: shards, Supervised: true, Metrics: true,
+		ExtraArgs: []string{"--redis-idle-stop", "1s"}})
+	cc := newClusterClient(c.Nodes[1].Addr)
+	defer cc.Close()
+	o := newClusterClient(c.Nodes[2].Addr).Options()
+	o.ReadOnly = true
+	ro := redis.NewClusterClient(o)
+	defer ro.Close()
+
+	const nkeys = 40 // over both shards
+	write := func(round int) {
+		t.Helper()
+		for i := range nkeys {
+			if err := cc.Set(ctx, fmt.Sprintf("key:%d", i), fmt.Sprintf("%d-%d", round, i), 0).Err(); err != nil {
+				t.Fatalf("SET key:%d: %v", i, err)
+			}
+		}
+	}
+	check := func(cl *redis.ClusterClient, round int, how string) {
+		t.Helper()
+		for i := range nkeys {
+			want := fmt.Sprintf("%d-%d", round, i)
+			if got, err := cl.Get(ctx, fmt.Sprintf("key:%d", i)).Result(); err != nil || got != want {
+				t.Fatalf("%s: GET key:%d = %q, %v; want %q", how, i, got, err, want)
+			}
+		}
+	}
+	allStopped := func(what string) {
+		t.Helper()
+		err := waitFor(ctx, 60*time.Second, 200*time.Millisecond, what, func(ctx context.Context) error {
+			for _, n := range c.Running() {
+				if v := scrapeNode(ctx, t, n).get(t, "raftproxy_redis_stopped"); v != shards {
+					return fmt.Errorf("%s: raftproxy_redis_stopped %v, want %d", n, v, shards)
+				}
+				kids := redisChildren(n.proxy.Pid())
+				if len(kids) != shards {
+					return fmt.Errorf("%s runs %d redis-servers, want %d", n, len(kids), shards)
+				}
+				for pid, st := range kids {
+					if st != 'T' {
+						return fmt.Errorf("%s: redis-server %d in state %c", n, pid, st)
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	write(1)
+	allStopped("every redis-server stopped after the writes")
+	check(ro, 1, "stopped, through a follower (READONLY)")
+	allStopped("every redis-server stopped after the reads")
+	write(2)
+	check(cc, 2, "after writes to stopped redis-servers")
+
+	// A blocking pop waits three times the idle time for a push.
+	allStopped("every redis-server stopped before BLPOP")
+	res := make(chan error, 1)
+	go func() {
+		v, err := cc.BLPop(ctx, 10*time.Second, "{q}list").Result()
+		if err == nil && (len(v) != 2 || v[1] != "pushed") {
+			err = fmt.Errorf("BLPOP got %q", v)
+		}
+		res <- err
+	}()
+	time.Sleep(3 * time.Second)
+	if err := cc.RPush(ctx, "{q}list", "pushed").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-res:
+		if err != nil {
+			t.Fatalf("BLPOP: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("BLPOP unanswered 10 s after the push")
+	}
+
+	allStopped("every redis-server stopped before MULTI")
+	cmds, err := cc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Incr(ctx, "{t}n")
+		p.Incr(ctx, "{t}n")
+		return nil
+	})
+	if err != nil || cmds[1].(*redis.IntCmd).Val() != 2 {
+		t.Fatalf("MULTI INCR INCR: %v %v", cmds, err)
+	}
+
+	// Killed with its redis-servers stopped (they die with it), a node
+	// restarts and rebuilds them from its log.
+	allStopped("every redis-server stopped before the kill")
+	n := c.Nodes[2]
+	if err := n.KillProxy(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.StartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = waitFor(ctx, 60*time.Second, 200*time.Millisecond, "the restarted node serves", func(ctx context.Context) error {
+		for i := range nkeys {
+			got, err := ro.Get(ctx, fmt.Sprintf("key:%d", i)).Result()
+			if err != nil {
+				return err
+			}
+			if want := fmt.Sprintf("2-%d", i); got != want {
+				return fmt.Errorf("key:%d = %q, want %q", i, got, want)
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	allStopped("every redis-server stopped after the restart")
+	c.AssertShardsIdentical(ctx)
+}

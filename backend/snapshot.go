@@ -100,10 +100,13 @@ func (s *StateMachine) reset(ctx context.Context, c *Conn, rdb io.Reader, size i
 		return nil, nil
 	}
 	start := time.Now()
+	hold := s.gate.hold() // for as long as the link lives (stHold)
 	st, err := loadRDB(ctx, s.gate, s.addr, s.password, rdb, size, true)
 	if err != nil {
+		hold()
 		return nil, err
 	}
+	s.stHold = hold
 	s.log.Info("loaded a snapshot into the local redis", "addr", s.addr, "bytes", size, "took", time.Since(start).Round(time.Millisecond))
 	return st, nil
 }

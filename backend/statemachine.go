@@ -44,6 +44,10 @@ type StateMachine struct {
 	// so an older snapshot's deadlines can be converted before redis
 	// could expire anything by its clock.
 	st *replLink
+	// stHold keeps the gate held while st lives: the link is redis's own
+	// connection, which the gate does not see, and what goes down it (a
+	// snapshot's conversion) may take longer than the idle time.
+	stHold func()
 	// keys names the keys a command reads or writes, for expiry by the
 	// log's time (expiry.go); nil: none are known.
 	keys func(args [][]byte) [][]byte
@@ -168,7 +172,16 @@ func (s *StateMachine) release() error {
 	defer s.conn.SetDeadline(time.Time{})
 	st := s.st
 	s.st = nil
+	defer s.releaseHold()
 	return releaseRedis(s.conn, st)
+}
+
+// releaseHold lets the gate stop redis again once the link is over.
+func (s *StateMachine) releaseHold() {
+	if s.stHold != nil {
+		s.stHold()
+		s.stHold = nil
+	}
 }
 
 // dropConn closes the apply connection and any replication link: what
@@ -179,6 +192,7 @@ func (s *StateMachine) dropConn() {
 		s.st.close()
 		s.st = nil
 	}
+	s.releaseHold()
 	if s.conn != nil {
 		s.conn.Close()
 		s.conn = nil

@@ -35,6 +35,7 @@ import (
 // or during a user's script, goes unnoticed.
 type watchdog struct {
 	c    *Conn
+	gate *Hibernation // held while a fence waits: its PONG is read ungated
 	done chan struct{}
 	// stop is closed by close, before the connection is.
 	stop chan struct{}
@@ -68,7 +69,7 @@ func startWatchdog(ctx context.Context, gate *Hibernation, addr, password string
 	if err != nil {
 		return nil, fmt.Errorf("watchdog: %w", err)
 	}
-	w := &watchdog{c: c, done: make(chan struct{}), stop: make(chan struct{}), onTaint: onTaint}
+	w := &watchdog{c: c, gate: gate, done: make(chan struct{}), stop: make(chan struct{}), onTaint: onTaint}
 	ok := false
 	defer func() {
 		if !ok {
@@ -262,6 +263,9 @@ func (w *watchdog) sendFence(win *window) (<-chan struct{}, error) {
 // settle waits for a fence: it returns ErrTainted if redis was written by
 // another client before now, as far as redis has told.
 func (w *watchdog) settle(ctx context.Context, win *window) error {
+	// Redis answers the PING after whatever it runs before it, which may
+	// be a command whose caller gave up: it must not be stopped meanwhile.
+	defer w.gate.hold()()
 	done, err := w.sendFence(win)
 	if err != nil {
 		return fmt.Errorf("watchdog: %w", err)

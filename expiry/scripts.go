@@ -69,8 +69,9 @@ var ScanScript = lua(scanLua)
 var RandomKeyScript = lua(randomKeyLua)
 
 // SampleScript takes one SCAN step from cursor ARGV[1], COUNT ARGV[2], and
-// returns the next cursor followed by the keys it saw that expired at its
-// time, and how many keys it saw: {cursor, seen, key...}.
+// returns the next cursor, how many keys it saw, the soonest deadline not
+// reached at its time among them (-1: none), then the keys it saw that
+// expired at its time: {cursor, seen, soonest, key...}.
 var SampleScript = lua(sampleLua)
 
 // ShiftScript converts the current database of a redis that holds real

@@ -209,17 +209,40 @@ const (
 	sampleCount  = 200
 )
 
-// expirer is the leader's active expiry (see above).
+// expirer is the leader's active expiry (see above). Once a sweep (a pass
+// over every database that may hold deadlines) finds nothing expired, with
+// nothing applied while it ran, nothing can expire before the soonest
+// deadline it saw: the expirer rests until then, or until something is
+// applied, so a leader of idle keys with deadlines wakes when one is due,
+// not ten times a second (nor its redis-server, which can then be stopped:
+// backend.Hibernation).
 type expirer struct {
 	s       *Server
 	rc      *backend.Conn
 	cursors map[int]string
+	sweep   sweep
+	rest    *rest // nil: not resting
+}
+
+// sweep is the expirer's pass over every database that may hold deadlines.
+type sweep struct {
+	applied <-chan struct{} // closed by an entry applied since it began; nil: none began
+	ended   map[int]bool    // databases whose pass ended in it
+	expired bool            // it found expired keys
+	soonest int64           // the soonest deadline not reached it saw (log time), -1 none
+}
+
+// rest is a clean sweep's conclusion: nothing to expire until until (zero:
+// none seen) or until something is applied.
+type rest struct {
+	applied <-chan struct{}
+	until   time.Time
 }
 
 // expiryTask is active expiry as leader work (leader.go).
 func (s *Server) expiryTask() *leaderTask {
 	e := &expirer{s: s, cursors: map[int]string{}}
-	return &leaderTask{rc: &e.rc, idle: e.idle, round: func(n Group) error {
+	return &leaderTask{rc: &e.rc, idle: e.idle, wake: e.wake, round: func(n Group) error {
 		err := e.round(n)
 		if err != nil {
 			s.log.Debug("active expiry round failed", "err", err)
@@ -228,19 +251,54 @@ func (s *Server) expiryTask() *leaderTask {
 	}}
 }
 
-// idle says no database can hold a deadline, so a round has nothing to do.
+// idle says no database can hold a deadline, or the expirer rests, so a
+// round has nothing to do.
 func (e *expirer) idle() bool {
 	for db := range e.s.databases {
 		if e.s.volatile(db) {
-			return false
+			return e.resting()
 		}
 	}
 	return true
 }
 
+// resting says a clean sweep holds: nothing was applied since it began and
+// its soonest deadline is not due.
+func (e *expirer) resting() bool {
+	r := e.rest
+	if r == nil {
+		return false
+	}
+	select {
+	case <-r.applied:
+		e.rest = nil
+		return false
+	default:
+	}
+	if !r.until.IsZero() && !time.Now().Before(r.until) {
+		e.rest = nil
+		return false
+	}
+	return true
+}
+
+// wake is how long until a resting expirer's soonest deadline is due.
+func (e *expirer) wake() time.Duration {
+	if e.rest == nil || e.rest.until.IsZero() {
+		return 0
+	}
+	return max(time.Until(e.rest.until), time.Millisecond)
+}
+
 // round takes the sampling steps of one period.
 func (e *expirer) round(n Group) error {
 	deadline := time.Now().Add(expireBudget)
+	if e.sweep.applied == nil {
+		// Taken before the first step: an entry applied from now on may
+		// add a deadline the sweep does not see.
+		e.sweep = sweep{applied: n.AppliedChanged(), ended: map[int]bool{}, soonest: -1}
+	}
+	ended := true
 	for db := range e.s.databases {
 		if !e.s.volatile(db) {
 			continue
@@ -254,8 +312,32 @@ func (e *expirer) round(n Group) error {
 				break
 			}
 		}
+		ended = ended && e.sweep.ended[db]
+	}
+	if ended {
+		e.endSweep(n)
 	}
 	return nil
+}
+
+// endSweep concludes a sweep that covered every database that may hold
+// deadlines: clean (nothing expired, nothing applied), the expirer rests.
+func (e *expirer) endSweep(n Group) {
+	sw := e.sweep
+	e.sweep = sweep{}
+	if sw.expired {
+		return
+	}
+	select {
+	case <-sw.applied:
+		return
+	default:
+	}
+	r := &rest{applied: sw.applied}
+	if sw.soonest >= 0 {
+		r.until = time.Now().Add(time.Duration(sw.soonest-n.Now()+1) * time.Millisecond)
+	}
+	e.rest = r
 }
 
 // step samples database db once and proposes the deletion of what expired;
@@ -280,14 +362,21 @@ func (e *expirer) step(n Group, db int) (more bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if len(v.Elems) < 2 {
+	if len(v.Elems) < 3 {
 		return false, fmt.Errorf("expiry sample answered %v", v)
 	}
 	e.cursors[db] = string(v.Elems[0].Str)
 	seen := v.Elems[1].Int
-	if len(v.Elems) > 2 {
-		keys := make([][]byte, len(v.Elems)-2)
-		for i, k := range v.Elems[2:] {
+	if s := v.Elems[2].Int; s >= 0 && (e.sweep.soonest < 0 || s < e.sweep.soonest) {
+		e.sweep.soonest = s
+	}
+	if e.cursors[db] == "0" {
+		e.sweep.ended[db] = true
+	}
+	if len(v.Elems) > 3 {
+		e.sweep.expired = true
+		keys := make([][]byte, len(v.Elems)-3)
+		for i, k := range v.Elems[3:] {
 			keys[i] = append([]byte(nil), k.Str...)
 		}
 		ctx, cancel := context.WithTimeout(e.s.baseContext(), e.s.timeout())
@@ -298,5 +387,5 @@ func (e *expirer) step(n Group, db int) (more bool, err error) {
 		}
 	}
 	// A full pass ends the steps of this round for this database.
-	return e.cursors[db] != "0" && int64(len(v.Elems)-2)*4 > seen, nil
+	return e.cursors[db] != "0" && int64(len(v.Elems)-3)*4 > seen, nil
 }

@@ -28,12 +28,29 @@ type leaderTask struct {
 	// idle says a round would have nothing to do.
 	idle  func() bool
 	round func(Group) error
+	// wake, when set, says how long until an idle task has work by time
+	// alone (0: not until something is applied).
+	wake func() time.Duration
+}
+
+// wakeIn is the soonest of the tasks' wakes, 0 for none.
+func wakeIn(ts []*leaderTask) time.Duration {
+	var d time.Duration
+	for _, t := range ts {
+		if t.wake == nil {
+			continue
+		}
+		if w := t.wake(); w > 0 && (d == 0 || w < d) {
+			d = w
+		}
+	}
+	return d
 }
 
 // whileLeader runs the tasks' rounds every leaderPeriod while this node
 // leads and some task has work, until stop. Not leading, it sleeps until
-// the leader changes; with no work, until something is applied, and then
-// idleWait more. Nil tasks are left out.
+// the leader changes; with no work, until something is applied (and then
+// idleWait more) or a task's wake. Nil tasks are left out.
 func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
 	var ts []*leaderTask
 	for _, t := range tasks {
@@ -101,9 +118,18 @@ func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
 			idle = idle && t.idle()
 		}
 		if idle {
+			var due <-chan time.Time
+			if d := wakeIn(ts); d > 0 {
+				timer.Reset(d)
+				due = timer.C
+			}
 			select {
 			case <-applied:
+				timer.Stop()
+			case <-due:
+				continue
 			case <-changed:
+				timer.Stop()
 				continue
 			case <-stop:
 				return

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/raftproxy/raftproxy/proxy"
 )
 
 // redisChildren returns the state letter (/proc/<pid>/stat) of each
@@ -43,7 +45,8 @@ func redisChildren(pid int) map[int]byte {
 // shows them in state T), and a cluster client's commands through any
 // node, to every shard, are answered all the same: writes, reads through
 // followers (READONLY), a blocking pop that outlasts the idle time, and
-// MULTI. A node killed with its redis-servers stopped comes back with
+// MULTI; with keys due in an hour too, and keys due in 2 s are deleted
+// when due. A node killed with its redis-servers stopped comes back with
 // everything.
 func TestIdleRedisStopped(t *testing.T) {
 	const shards = 2
@@ -138,6 +141,48 @@ func TestIdleRedisStopped(t *testing.T) {
 	if err != nil || cmds[1].(*redis.IntCmd).Val() != 2 {
 		t.Fatalf("MULTI INCR INCR: %v %v", cmds, err)
 	}
+
+	// Keys with deadlines: far ones leave every redis-server to be stopped
+	// (a leader's active expiry rests until the soonest deadline it saw),
+	// and near ones are deleted when due, by active expiry alone (nothing
+	// reads them; DBSIZE counts a key until it is deleted).
+	for i := range 20 {
+		if err := cc.Set(ctx, fmt.Sprintf("far:%d", i), "x", time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allStopped("every redis-server stopped with keys due in an hour")
+	dbsize := func() int64 {
+		t.Helper()
+		var total int64
+		for k := range shards {
+			v, err := (&Node{c: c, Addr: proxy.ShardAddr(c.Nodes[0].Addr, k)}).Do(ctx, 5*time.Second, "DBSIZE")
+			if err != nil {
+				t.Fatalf("DBSIZE of shard %d: %v", k, err)
+			}
+			total += v.Int
+		}
+		return total
+	}
+	base := dbsize()
+	for i := range 20 {
+		if err := cc.Set(ctx, fmt.Sprintf("near:%d", i), "x", 2*time.Second).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := dbsize(); n != base+20 {
+		t.Fatalf("DBSIZE %d after 20 more keys, want %d", n, base+20)
+	}
+	err = waitFor(ctx, 30*time.Second, 500*time.Millisecond, "the near keys deleted by active expiry", func(ctx context.Context) error {
+		if n := dbsize(); n != base {
+			return fmt.Errorf("DBSIZE %d, want %d", n, base)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allStopped("every redis-server stopped after the near keys' deletion")
 
 	// Killed with its redis-servers stopped (they die with it), a node
 	// restarts and rebuilds them from its log.

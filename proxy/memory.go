@@ -62,6 +62,11 @@ type memoryController struct {
 	s       *Server
 	rc      *backend.Conn
 	evicted uint64
+	// rest, after a round that found redis under its limit, is closed by
+	// the next entry applied: only a write grows what redis holds (redis
+	// itself checks its limit only as it runs a command), so until then a
+	// round would find the same.
+	rest <-chan struct{}
 }
 
 // memoryTask is the memory limit as leader work (leader.go), nil without
@@ -80,10 +85,23 @@ func (s *Server) memoryTask() *leaderTask {
 	}}
 }
 
-// idle says a round has nothing to do: no limit, and none to lift.
+// idle says a round has nothing to do: no limit and none to lift, or
+// under the limit with nothing applied since.
 func (m *memoryController) idle() bool {
 	limit, _ := m.s.cfg.Memory.MaxMemory()
-	return limit <= 0 && !m.s.memoryOver()
+	if limit <= 0 {
+		return !m.s.memoryOver()
+	}
+	if m.rest == nil {
+		return false
+	}
+	select {
+	case <-m.rest:
+		m.rest = nil
+		return false
+	default:
+		return true
+	}
 }
 
 // used is the memory redis counts against maxmemory.
@@ -102,6 +120,8 @@ func (m *memoryController) used() (int64, error) {
 }
 
 func (m *memoryController) round(n Group) error {
+	applied := n.AppliedChanged() // before looking: a later entry may add to what redis holds
+	m.rest = nil
 	limit, policy := m.s.cfg.Memory.MaxMemory()
 	over := m.s.memoryOver()
 	if limit <= 0 {
@@ -125,6 +145,7 @@ func (m *memoryController) round(n Group) error {
 		if over {
 			return m.setOver(n, false)
 		}
+		m.rest = applied
 		return nil
 	}
 	if policy == "noeviction" {

@@ -45,8 +45,8 @@ func redisChildren(pid int) map[int]byte {
 // shows them in state T), and a cluster client's commands through any
 // node, to every shard, are answered all the same: writes, reads through
 // followers (READONLY), a blocking pop that outlasts the idle time, and
-// MULTI; with keys due in an hour too, and keys due in 2 s are deleted
-// when due. A node killed with its redis-servers stopped comes back with
+// MULTI; with keys due in an hour and a memory limit too; and keys due
+// in 2 s are deleted when due. A node killed with its redis-servers stopped comes back with
 // everything.
 func TestIdleRedisStopped(t *testing.T) {
 	const shards = 2
@@ -152,6 +152,15 @@ func TestIdleRedisStopped(t *testing.T) {
 		}
 	}
 	allStopped("every redis-server stopped with keys due in an hour")
+	// A memory limit (CONFIG SET through the log, on every shard) leaves
+	// them to be stopped too: under its limit, a leader looks again only
+	// once something is applied.
+	for k := range shards {
+		if v, err := (&Node{c: c, Addr: proxy.ShardAddr(c.Nodes[0].Addr, k)}).Do(ctx, 5*time.Second, "CONFIG", "SET", "maxmemory", "100mb"); err != nil || v.Str != "OK" {
+			t.Fatalf("CONFIG SET maxmemory on shard %d: %v %v", k, v, err)
+		}
+	}
+	allStopped("every redis-server stopped under a memory limit")
 	dbsize := func() int64 {
 		t.Helper()
 		var total int64

@@ -5,13 +5,16 @@
 # proxies and of their redis-servers over WINDOW seconds, from each
 # thread's schedstat, in % of one core. RUNS rounds; with BIN_B set the
 # rounds alternate between RAFTPROXY_BIN and BIN_B, to compare two builds
-# in the same hours. Asserts nothing.
+# in the same hours. KEYS=n writes n keys with a deadline a day away over
+# the shards first (idle data with deadlines, as a cache holds). Asserts
+# nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARDS=${SHARDS:-64}
 SETTLE=${SETTLE:-150}
 WINDOW=${WINDOW:-30}
 RUNS=${RUNS:-1}
+KEYS=${KEYS:-0}
 BIN_A=${RAFTPROXY_BIN:-bin/raftproxy}
 BIN_B=${BIN_B:-}
 BASE=${BASE:-17000} # node i listens on BASE + SPAN*i and the ports above, one per shard
@@ -54,6 +57,9 @@ measure() { # binary
   for i in 2 3; do
     redis-cli -p $((BASE + SPAN * i)) RAFT.CLUSTER JOIN 127.0.0.1:$((BASE + SPAN)) >/dev/null
   done
+  if [ "$KEYS" -gt 0 ]; then
+    seq "$KEYS" | awk '{ print "SET idle:" $1 " v EX 86400" }' | redis-cli -c -p $((BASE + SPAN)) >/dev/null
+  fi
   sleep "$SETTLE"
   local kids
   kids=$(for p in "${pids[@]}"; do pgrep -P "$p" -x redis-server || true; done | tr '\n' ' ')
@@ -66,7 +72,7 @@ measure() { # binary
   stop_nodes
 }
 
-echo "## Idle: 3 nodes, $SHARDS shards, ${SETTLE}s to settle, CPU over ${WINDOW}s (% of one core)"
+echo "## Idle: 3 nodes, $SHARDS shards, $KEYS keys with deadlines, ${SETTLE}s to settle, CPU over ${WINDOW}s (% of one core)"
 echo
 echo "| build | proxies | redis-servers | total |"
 echo "|---|---|---|---|"

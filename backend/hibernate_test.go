@@ -237,6 +237,16 @@ func TestHibernationGateRace(t *testing.T) {
 	t.Logf("%d stops", h.Stops())
 }
 
+// gatedMachine is a state machine for the supervised redis of s, through
+// the gate of a Hibernation stopping it after a second idle.
+func gatedMachine(s *Supervisor) (*StateMachine, *Hibernation) {
+	h := s.Hibernate(time.Second)
+	sm := NewStateMachine(s.Socket, slog.New(slog.DiscardHandler))
+	sm.SetPassword(s.Password)
+	sm.SetGate(h)
+	return sm, h
+}
+
 // TestHibernationHeldByLoadLink: a snapshot loaded into a gated redis
 // leaves redis a replica of the load's link until the state machine
 // releases it, and what goes down that link (a legacy snapshot's
@@ -247,31 +257,11 @@ func TestHibernationHeldByLoadLink(t *testing.T) {
 	sc := rdbConn(t, src.addr)
 	rdbDo(t, sc, "SET", "k", "v")
 	path := rdbSave(t, src, sc)
-
-	s, err := StartSupervisor(t.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Stop(ctx)
-	}()
-	h := s.Hibernate(time.Second)
-	sm := NewStateMachine(s.Socket, slog.New(slog.DiscardHandler))
-	sm.SetPassword(s.Password)
-	sm.SetGate(h)
+	s := startSupervised(t)
+	sm, h := gatedMachine(s)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	if err := sm.Reset(ctx, f, st.Size()); err != nil {
-		t.Fatal(err)
-	}
+	resetFrom(t, sm, path)
 	// Three idle times, the stopper looking every whole second.
 	time.Sleep(3500 * time.Millisecond)
 	if h.Stopped() {
@@ -297,19 +287,8 @@ func TestHibernationHeldByLoadLink(t *testing.T) {
 // gate until it comes, else redis would be stopped under the script and
 // the fence would wait for ever.
 func TestHibernationHeldByFence(t *testing.T) {
-	s, err := StartSupervisor(t.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Stop(ctx)
-	}()
-	h := s.Hibernate(time.Second)
-	sm := NewStateMachine(s.Socket, slog.New(slog.DiscardHandler))
-	sm.SetPassword(s.Password)
-	sm.SetGate(h)
+	s := startSupervised(t)
+	sm, h := gatedMachine(s)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := sm.Reset(ctx, nil, 0); err != nil {

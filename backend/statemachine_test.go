@@ -204,6 +204,23 @@ func TestTransactionsAndScriptsExpire(t *testing.T) {
 	}
 }
 
+// resetFrom resets sm from the RDB file at path.
+func resetFrom(t *testing.T, sm *StateMachine, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sm.Reset(context.Background(), f, st.Size()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestLegacyDeadlines: a snapshot from a version that let redis keep real
 // deadlines (a stock redis's RDB, or an older raftproxy's) is converted on
 // load: every deadline is stored shifted, and the keys still expire then.
@@ -221,15 +238,7 @@ func TestLegacyDeadlines(t *testing.T) {
 	r := rdbStartRedis(t, false)
 	sm := NewStateMachine(r.addr, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	if err := sm.Reset(ctx, f, st.Size()); err != nil {
-		t.Fatal(err)
-	}
+	resetFrom(t, sm, path)
 	if err := sm.RestoreMachineState(ctx, []byte("{}")); err != nil {
 		t.Fatal(err)
 	}

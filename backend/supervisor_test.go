@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// TestSupervisorRestartHook: a supervised redis-server that dies is
-// started again, and the hook that has the node rebuild it runs then, not
-// at the node's next (idle: rare) health check.
-func TestSupervisorRestartHook(t *testing.T) {
+// startSupervised starts a supervised redis-server for the test, stopped
+// when it ends.
+func startSupervised(t *testing.T) *Supervisor {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server is not installed")
 	}
@@ -19,11 +19,19 @@ func TestSupervisorRestartHook(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		s.Stop(ctx)
-	}()
+	})
+	return s
+}
+
+// TestSupervisorRestartHook: a supervised redis-server that dies is
+// started again, and the hook that has the node rebuild it runs then, not
+// at the node's next (idle: rare) health check.
+func TestSupervisorRestartHook(t *testing.T) {
+	s := startSupervised(t)
 	restarted := make(chan struct{}, 4)
 	s.SetOnRestart(func() { restarted <- struct{}{} })
 	s.mu.Lock()

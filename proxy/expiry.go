@@ -226,6 +226,7 @@ type expirer struct {
 
 // sweep is the expirer's pass over every database that may hold deadlines.
 type sweep struct {
+	node    Group           // the node it runs on: a replacing node applies on channels of its own
 	applied <-chan struct{} // closed by an entry applied since it began; nil: none began
 	ended   map[int]bool    // databases whose pass ended in it
 	expired bool            // it found expired keys
@@ -235,6 +236,7 @@ type sweep struct {
 // rest is a clean sweep's conclusion: nothing to expire until until (zero:
 // none seen) or until something is applied.
 type rest struct {
+	node    Group
 	applied <-chan struct{}
 	until   time.Time
 }
@@ -253,20 +255,24 @@ func (s *Server) expiryTask() *leaderTask {
 
 // idle says no database can hold a deadline, or the expirer rests, so a
 // round has nothing to do.
-func (e *expirer) idle() bool {
+func (e *expirer) idle(n Group) bool {
 	for db := range e.s.databases {
 		if e.s.volatile(db) {
-			return e.resting()
+			return e.resting(n)
 		}
 	}
 	return true
 }
 
-// resting says a clean sweep holds: nothing was applied since it began and
-// its soonest deadline is not due.
-func (e *expirer) resting() bool {
+// resting says a clean sweep holds on n: nothing was applied since it
+// began and its soonest deadline is not due.
+func (e *expirer) resting(n Group) bool {
 	r := e.rest
 	if r == nil {
+		return false
+	}
+	if r.node != n {
+		e.rest = nil
 		return false
 	}
 	select {
@@ -293,10 +299,10 @@ func (e *expirer) wake() time.Duration {
 // round takes the sampling steps of one period.
 func (e *expirer) round(n Group) error {
 	deadline := time.Now().Add(expireBudget)
-	if e.sweep.applied == nil {
+	if e.sweep.applied == nil || e.sweep.node != n {
 		// Taken before the first step: an entry applied from now on may
 		// add a deadline the sweep does not see.
-		e.sweep = sweep{applied: n.AppliedChanged(), ended: map[int]bool{}, soonest: -1}
+		e.sweep = sweep{node: n, applied: n.AppliedChanged(), ended: map[int]bool{}, soonest: -1}
 	}
 	ended := true
 	for db := range e.s.databases {
@@ -333,7 +339,7 @@ func (e *expirer) endSweep(n Group) {
 		return
 	default:
 	}
-	r := &rest{applied: sw.applied}
+	r := &rest{node: n, applied: sw.applied}
 	if sw.soonest >= 0 {
 		r.until = time.Now().Add(time.Duration(sw.soonest-n.Now()+1) * time.Millisecond)
 	}

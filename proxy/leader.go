@@ -25,8 +25,8 @@ type leaderTask struct {
 	// round (the next one dials again), when leadership is lost, and at
 	// stop.
 	rc **backend.Conn
-	// idle says a round would have nothing to do.
-	idle  func() bool
+	// idle says a round would have nothing to do on node n.
+	idle  func(n Group) bool
 	round func(Group) error
 	// wake, when set, says how long until an idle task has work by time
 	// alone (0: not until something is applied).
@@ -115,7 +115,7 @@ func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
 		applied := n.AppliedChanged() // before the tasks look, so no entry is missed
 		idle := true
 		for _, t := range ts {
-			idle = idle && t.idle()
+			idle = idle && t.idle(n)
 		}
 		if idle {
 			var due <-chan time.Time
@@ -130,6 +130,14 @@ func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
 				continue
 			case <-changed:
 				timer.Stop()
+				continue
+			case <-n.Done():
+				// Replaced (its Ready loop revived): the new node's
+				// channels are the ones to wait on.
+				timer.Stop()
+				if !pause(idleWait, nil) {
+					return
+				}
 				continue
 			case <-stop:
 				return
@@ -146,7 +154,7 @@ func (s *Server) whileLeader(stop <-chan struct{}, tasks ...*leaderTask) {
 			continue
 		}
 		for _, t := range ts {
-			if t.idle() {
+			if t.idle(n) {
 				continue
 			}
 			if t.round(n) != nil {

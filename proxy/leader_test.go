@@ -68,11 +68,11 @@ func TestWhileLeader(t *testing.T) {
 	var idle atomic.Bool
 	idle.Store(true)
 	var busyIdle atomic.Bool
-	busy := &leaderTask{rc: new(*backend.Conn), idle: busyIdle.Load, round: func(Group) error {
+	busy := &leaderTask{rc: new(*backend.Conn), idle: func(Group) bool { return busyIdle.Load() }, round: func(Group) error {
 		busyRounds.Add(1)
 		return nil
 	}}
-	lazy := &leaderTask{rc: new(*backend.Conn), idle: idle.Load, round: func(Group) error {
+	lazy := &leaderTask{rc: new(*backend.Conn), idle: func(Group) bool { return idle.Load() }, round: func(Group) error {
 		idleRounds.Add(1)
 		return nil
 	}}
@@ -114,6 +114,66 @@ func TestWhileLeader(t *testing.T) {
 	case <-returned:
 	case <-time.After(5 * time.Second):
 		t.Fatal("whileLeader did not return at stop")
+	}
+}
+
+// swapCluster is a Cluster whose node the test replaces.
+type swapCluster struct {
+	Cluster
+	node atomic.Pointer[leaderFake]
+}
+
+func (c *swapCluster) Node() Group { return c.node.Load() }
+
+// TestWhileLeaderWakes: an idle task whose wake falls due gets a round with
+// nothing applied, and a loop asleep on a node that is replaced (its Ready
+// loop revived) goes on with the new node's channels.
+func TestWhileLeaderWakes(t *testing.T) {
+	first := newLeaderFake()
+	c := &swapCluster{}
+	c.node.Store(first)
+	s := &Server{cfg: Config{Cluster: c}}
+	var rounds atomic.Int64
+	var due atomic.Int64 // unix ns the task has work at; 0: none until applied
+	var seen atomic.Pointer[leaderFake]
+	task := &leaderTask{rc: new(*backend.Conn),
+		idle: func(n Group) bool {
+			d := due.Load()
+			return d == 0 || time.Now().UnixNano() < d
+		},
+		wake: func() time.Duration {
+			if d := due.Load(); d != 0 {
+				return time.Until(time.Unix(0, d))
+			}
+			return 0
+		},
+		round: func(n Group) error {
+			seen.Store(n.(*leaderFake))
+			rounds.Add(1)
+			due.Store(0)
+			return nil
+		}}
+	stop := make(chan struct{})
+	defer close(stop)
+	go s.whileLeader(stop, task)
+	first.set(true)
+	time.Sleep(300 * time.Millisecond)
+	// Due in 2 s: the applied entry has the loop look once (after
+	// idleWait), find the task idle, and sleep until its wake.
+	due.Store(time.Now().Add(2 * time.Second).UnixNano())
+	first.apply()
+	waitUntil(t, 5*time.Second, "no round when the wake fell due", func() bool { return rounds.Load() == 1 })
+
+	second := newLeaderFake()
+	second.leading = true
+	c.node.Store(second)
+	close(first.done)
+	time.Sleep(1500 * time.Millisecond) // past idleWait: the loop is on the new node
+	due.Store(1)                        // work at once, once the loop looks
+	second.apply()
+	waitUntil(t, 5*time.Second, "no round after the replacing node applied", func() bool { return rounds.Load() == 2 })
+	if seen.Load() != second {
+		t.Fatal("the round ran on the replaced node")
 	}
 }
 

@@ -66,7 +66,8 @@ type memoryController struct {
 	// the next entry applied: only a write grows what redis holds (redis
 	// itself checks its limit only as it runs a command), so until then a
 	// round would find the same.
-	rest <-chan struct{}
+	rest     <-chan struct{}
+	restNode Group // the node rest is a channel of
 }
 
 // memoryTask is the memory limit as leader work (leader.go), nil without
@@ -87,12 +88,13 @@ func (s *Server) memoryTask() *leaderTask {
 
 // idle says a round has nothing to do: no limit and none to lift, or
 // under the limit with nothing applied since.
-func (m *memoryController) idle() bool {
+func (m *memoryController) idle(n Group) bool {
 	limit, _ := m.s.cfg.Memory.MaxMemory()
 	if limit <= 0 {
 		return !m.s.memoryOver()
 	}
-	if m.rest == nil {
+	if m.rest == nil || m.restNode != n {
+		m.rest = nil
 		return false
 	}
 	select {
@@ -145,7 +147,7 @@ func (m *memoryController) round(n Group) error {
 		if over {
 			return m.setOver(n, false)
 		}
-		m.rest = applied
+		m.rest, m.restNode = applied, n
 		return nil
 	}
 	if policy == "noeviction" {

@@ -150,15 +150,15 @@ func LoadRDB(ctx context.Context, redisAddr string, rdb io.Reader, size int64) (
 
 // LoadRDBAuth is LoadRDB for a redis with requirepass password ("" for none).
 func LoadRDBAuth(ctx context.Context, redisAddr, password string, rdb io.Reader, size int64) error {
-	_, err := loadRDB(ctx, nil, redisAddr, password, rdb, size, false)
+	_, err := loadRDB(ctx, redisAddr, password, rdb, size, false)
 	return err
 }
 
 // loadRDB is LoadRDBAuth; with keep, redis stays a replica once it has
-// loaded the RDB and the link is returned as a stream (see Hold). A redis
-// gate may stop (hibernate.go) is kept running throughout: most of the
-// load happens on the link, which the gate does not see.
-func loadRDB(ctx context.Context, gate *Hibernation, redisAddr, password string, rdb io.Reader, size int64, keep bool) (st *replLink, err error) {
+// loaded the RDB and the link is returned as a stream (see Hold). A caller
+// whose redis a Hibernation may stop holds it for the whole load: most of
+// the load happens on the link, which the gate does not see.
+func loadRDB(ctx context.Context, redisAddr, password string, rdb io.Reader, size int64, keep bool) (st *replLink, err error) {
 	if size < rdbMinLen {
 		return nil, fmt.Errorf("load rdb: %w: %d bytes is smaller than any RDB", ErrBadRDB, size)
 	}
@@ -175,8 +175,7 @@ func loadRDB(ctx context.Context, gate *Hibernation, redisAddr, password string,
 		return nil, fmt.Errorf("load rdb: %w", err)
 	}
 
-	defer gate.hold()()
-	ctl, err := gate.Dial(ctx, redisAddr, password)
+	ctl, err := DialAuth(ctx, redisAddr, password)
 	if err != nil {
 		return nil, stepErr(ctx, "connect to redis", err)
 	}

@@ -100,8 +100,8 @@ func (s *StateMachine) reset(ctx context.Context, c *Conn, rdb io.Reader, size i
 		return nil, nil
 	}
 	start := time.Now()
-	hold := s.gate.hold() // for as long as the link lives (stHold)
-	st, err := loadRDB(ctx, s.gate, s.addr, s.password, rdb, size, true)
+	hold := s.gate.hold() // through the load, and as long as the link lives (stHold)
+	st, err := loadRDB(ctx, s.addr, s.password, rdb, size, true)
 	if err != nil {
 		hold()
 		return nil, err

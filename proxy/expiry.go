@@ -221,24 +221,22 @@ type expirer struct {
 	rc      *backend.Conn
 	cursors map[int]string
 	sweep   sweep
-	rest    *rest // nil: not resting
+	rest    rest
 }
 
 // sweep is the expirer's pass over every database that may hold deadlines.
 type sweep struct {
-	node    Group           // the node it runs on: a replacing node applies on channels of its own
-	applied <-chan struct{} // closed by an entry applied since it began; nil: none began
-	ended   map[int]bool    // databases whose pass ended in it
-	expired bool            // it found expired keys
-	soonest int64           // the soonest deadline not reached it saw (log time), -1 none
+	since   quiet        // taken as it began: an entry applied later may add a deadline it misses
+	ended   map[int]bool // databases whose pass ended in it; nil: none began
+	expired bool         // it found expired keys
+	soonest int64        // the soonest deadline not reached it saw (log time), -1 none
 }
 
 // rest is a clean sweep's conclusion: nothing to expire until until (zero:
-// none seen) or until something is applied.
+// none seen) or until something is applied. The zero rest holds nothing.
 type rest struct {
-	node    Group
-	applied <-chan struct{}
-	until   time.Time
+	since quiet
+	until time.Time
 }
 
 // expiryTask is active expiry as leader work (leader.go).
@@ -268,21 +266,8 @@ func (e *expirer) idle(n Group) bool {
 // began and its soonest deadline is not due.
 func (e *expirer) resting(n Group) bool {
 	r := e.rest
-	if r == nil {
-		return false
-	}
-	if r.node != n {
-		e.rest = nil
-		return false
-	}
-	select {
-	case <-r.applied:
-		e.rest = nil
-		return false
-	default:
-	}
-	if !r.until.IsZero() && !time.Now().Before(r.until) {
-		e.rest = nil
+	if !r.since.holds(n) || !r.until.IsZero() && !time.Now().Before(r.until) {
+		e.rest = rest{}
 		return false
 	}
 	return true
@@ -290,7 +275,7 @@ func (e *expirer) resting(n Group) bool {
 
 // wake is how long until a resting expirer's soonest deadline is due.
 func (e *expirer) wake() time.Duration {
-	if e.rest == nil || e.rest.until.IsZero() {
+	if e.rest.until.IsZero() {
 		return 0
 	}
 	return max(time.Until(e.rest.until), time.Millisecond)
@@ -299,10 +284,8 @@ func (e *expirer) wake() time.Duration {
 // round takes the sampling steps of one period.
 func (e *expirer) round(n Group) error {
 	deadline := time.Now().Add(expireBudget)
-	if e.sweep.applied == nil || e.sweep.node != n {
-		// Taken before the first step: an entry applied from now on may
-		// add a deadline the sweep does not see.
-		e.sweep = sweep{node: n, applied: n.AppliedChanged(), ended: map[int]bool{}, soonest: -1}
+	if e.sweep.ended == nil || e.sweep.since.node != n {
+		e.sweep = sweep{since: quietOn(n), ended: map[int]bool{}, soonest: -1}
 	}
 	ended := true
 	for db := range e.s.databases {
@@ -331,19 +314,13 @@ func (e *expirer) round(n Group) error {
 func (e *expirer) endSweep(n Group) {
 	sw := e.sweep
 	e.sweep = sweep{}
-	if sw.expired {
+	if sw.expired || !sw.since.holds(n) {
 		return
 	}
-	select {
-	case <-sw.applied:
-		return
-	default:
-	}
-	r := &rest{node: n, applied: sw.applied}
+	e.rest = rest{since: sw.since}
 	if sw.soonest >= 0 {
-		r.until = time.Now().Add(time.Duration(sw.soonest-n.Now()+1) * time.Millisecond)
+		e.rest.until = time.Now().Add(time.Duration(sw.soonest-n.Now()+1) * time.Millisecond)
 	}
-	e.rest = r
 }
 
 // step samples database db once and proposes the deletion of what expired;

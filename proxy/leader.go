@@ -33,6 +33,30 @@ type leaderTask struct {
 	wake func() time.Duration
 }
 
+// quiet is a task's finding that nothing changes for it until node
+// applies an entry: applied is node's AppliedChanged, taken before the
+// task looked. A node that replaces it applies on channels of its own.
+type quiet struct {
+	node    Group
+	applied <-chan struct{}
+}
+
+// quietOn takes n's AppliedChanged, before a task looks.
+func quietOn(n Group) quiet { return quiet{node: n, applied: n.AppliedChanged()} }
+
+// holds says nothing was applied on n since q was taken.
+func (q quiet) holds(n Group) bool {
+	if q.applied == nil || q.node != n {
+		return false
+	}
+	select {
+	case <-q.applied:
+		return false
+	default:
+		return true
+	}
+}
+
 // wakeIn is the soonest of the tasks' wakes, 0 for none.
 func wakeIn(ts []*leaderTask) time.Duration {
 	var d time.Duration

@@ -62,12 +62,11 @@ type memoryController struct {
 	s       *Server
 	rc      *backend.Conn
 	evicted uint64
-	// rest, after a round that found redis under its limit, is closed by
-	// the next entry applied: only a write grows what redis holds (redis
-	// itself checks its limit only as it runs a command), so until then a
-	// round would find the same.
-	rest     <-chan struct{}
-	restNode Group // the node rest is a channel of
+	// rest, after a round that found redis under its limit, holds until
+	// the next entry is applied: only a write grows what redis holds
+	// (redis itself checks its limit only as it runs a command), so until
+	// then a round would find the same.
+	rest quiet
 }
 
 // memoryTask is the memory limit as leader work (leader.go), nil without
@@ -93,17 +92,7 @@ func (m *memoryController) idle(n Group) bool {
 	if limit <= 0 {
 		return !m.s.memoryOver()
 	}
-	if m.rest == nil || m.restNode != n {
-		m.rest = nil
-		return false
-	}
-	select {
-	case <-m.rest:
-		m.rest = nil
-		return false
-	default:
-		return true
-	}
+	return m.rest.holds(n)
 }
 
 // used is the memory redis counts against maxmemory.
@@ -122,8 +111,8 @@ func (m *memoryController) used() (int64, error) {
 }
 
 func (m *memoryController) round(n Group) error {
-	applied := n.AppliedChanged() // before looking: a later entry may add to what redis holds
-	m.rest = nil
+	since := quietOn(n) // before looking: a later entry may add to what redis holds
+	m.rest = quiet{}
 	limit, policy := m.s.cfg.Memory.MaxMemory()
 	over := m.s.memoryOver()
 	if limit <= 0 {
@@ -147,7 +136,7 @@ func (m *memoryController) round(n Group) error {
 		if over {
 			return m.setOver(n, false)
 		}
-		m.rest, m.restNode = applied, n
+		m.rest = since
 		return nil
 	}
 	if policy == "noeviction" {

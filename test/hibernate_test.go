@@ -3,7 +3,6 @@ package test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -215,7 +214,7 @@ func TestIdleRedisStopped(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, context.Canceled) {
+	if err != nil {
 		t.Fatal(err)
 	}
 	allStopped("every redis-server stopped after the restart")
